@@ -350,6 +350,10 @@ class FaceModel(torch.nn.Module):
             self.register_buffer("albedo_mean", f32(albedo["albedo_mean"]))
             self.register_buffer("albedo_basis", f32(albedo["albedo_basis"]))
             self.albedo_learned = True
+        nf = self.triangles.shape[0]
+        idx = torch.stack([self.triangles.reshape(-1), torch.arange(nf).repeat_interleave(3)])
+        vert_face = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (nv, nf), check_invariants=True)
+        self.register_buffer("_vert_face", vert_face.coalesce(), persistent=False)
         # Flattened bases for fast matmuls: (n, V*3)
         self.register_buffer("_id_flat", self.id_basis.reshape(N_ID, -1), persistent=False)
         self.register_buffer("_exp_flat", self.exp_basis.reshape(N_EXP, -1), persistent=False)
@@ -413,11 +417,12 @@ class FaceModel(torch.nn.Module):
     def vertex_normals(self, verts: torch.Tensor) -> torch.Tensor:
         """(B, V, 3) unit normals, area-weighted average of the adjacent triangles' normals."""
         tri = self.triangles
-        v0, v1, v2 = verts[:, tri[:, 0]], verts[:, tri[:, 1]], verts[:, tri[:, 2]]
-        fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # length = 2 * area: area weighting for free
-        n = torch.zeros_like(verts)
-        for k in range(3):
-            n = n.index_add(1, tri[:, k], fn)
+        b = verts.shape[0]
+        tv = verts.index_select(1, tri.reshape(-1)).view(b, -1, 3, 3)
+        fn = torch.linalg.cross(tv[:, :, 1] - tv[:, :, 0], tv[:, :, 2] - tv[:, :, 0])  # |fn| = 2 area
+        # vertex normal = sum of adjacent face normals: one sparse (V, F) matmul over the whole batch
+        n = torch.sparse.mm(self._vert_face, fn.permute(1, 0, 2).reshape(fn.shape[1], b * 3))
+        n = n.view(-1, b, 3).permute(1, 0, 2)
         return torch.nn.functional.normalize(n, dim=-1, eps=1e-8)
 
 

@@ -45,74 +45,71 @@ def _visible_keys(xy: torch.Tensor, z: torch.Tensor, tris: torch.Tensor, h: int,
                   cull_backfaces: bool) -> torch.Tensor:
     """(B*H*W,) int64 packed (depth, face id) keys of the nearest triangle per pixel."""
     b, nv, _ = xy.shape
-    nf = tris.shape[0]
-    tv = xy[:, tris]  # (B, F, 3, 2)
-    tz = z[:, tris]  # (B, F, 3)
-    x0, y0 = tv[..., 0, 0], tv[..., 0, 1]
-    x1, y1 = tv[..., 1, 0], tv[..., 1, 1]
-    x2, y2 = tv[..., 2, 0], tv[..., 2, 1]
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)  # pixel coords, y down: front faces < 0
-    ok = (area < 0) if cull_backfaces else (area != 0)
-    ok &= (tz > 1e-3).all(-1)
+    flat = tris.reshape(-1)
+    tv = xy.index_select(1, flat).view(b, -1, 3, 2)  # (B, F, 3, 2)
+    tz = z.index_select(1, flat).view(b, -1, 3)  # (B, F, 3)
     xs, ys = tv[..., 0], tv[..., 1]
+    area = ((xs[..., 1] - xs[..., 0]) * (ys[..., 2] - ys[..., 0])
+            - (xs[..., 2] - xs[..., 0]) * (ys[..., 1] - ys[..., 0]))  # pixel coords, y down: front faces < 0
     # pixel index range whose centres (i + 0.5) fall inside the box
     bx0 = torch.ceil(xs.amin(-1) - 0.5).clamp_min(0)
     bx1 = torch.floor(xs.amax(-1) - 0.5).clamp_max(w - 1)
     by0 = torch.ceil(ys.amin(-1) - 0.5).clamp_min(0)
     by1 = torch.floor(ys.amax(-1) - 0.5).clamp_max(h - 1)
-    bw = bx1 - bx0 + 1
-    bh = by1 - by0 + 1
-    ok &= (bw > 0) & (bh > 0)
-    size = torch.maximum(bw, bh)
+    ok = (area < 0) if cull_backfaces else (area != 0)
+    ok &= (tz > 1e-3).all(-1) & (bx1 >= bx0) & (by1 >= by0)
 
     keys = torch.full((b * h * w,), _KEY_EMPTY, dtype=torch.int64, device=xy.device)
-    bidx, fidx = ok.nonzero(as_tuple=True)
-    if bidx.numel() == 0:
+    sel = ok.reshape(-1).nonzero(as_tuple=True)[0]  # flat (b * F + f) ids of candidate triangles
+    if sel.numel() == 0:
         return keys
-    size = size[bidx, fidx]
-    # depth quantisation range from the visible triangles
-    zsel = tz[bidx, fidx]
-    zmin, zmax = float(zsel.min()), float(zsel.max())
+    nf = tris.shape[0]
+    # compact per-candidate arrays, gathered once
+    T = {
+        "v": tv.reshape(-1, 3, 2).index_select(0, sel),
+        "z": tz.reshape(-1, 3).index_select(0, sel),
+        "x0": bx0.reshape(-1).index_select(0, sel), "x1": bx1.reshape(-1).index_select(0, sel),
+        "y0": by0.reshape(-1).index_select(0, sel), "y1": by1.reshape(-1).index_select(0, sel),
+        "area": area.reshape(-1).index_select(0, sel),
+        "b": sel // nf, "f": sel % nf,
+    }
+    size = torch.maximum(T["x1"] - T["x0"], T["y1"] - T["y0"]) + 1
+    zmin, zmax = float(T["z"].min()), float(T["z"].max())
     zscale = ((1 << _DEPTH_BITS) - 2) / max(zmax - zmin, 1e-6)
-
-    s_lo = 0
-    s = 1
+    s_lo, s = 0, 1
     max_size = int(size.max())
     while s_lo < max_size:
-        sel = (size > s_lo) & (size <= s)
-        s_lo = s
-        if sel.any():
-            bb, ff = bidx[sel], fidx[sel]
-            _scatter_group(keys, s, bb, ff, bx0, by0, bx1, by1, tv, tz, area, h, w, zmin, zscale, nf)
-        s *= 2
+        idx = ((size > s_lo) & (size <= s)).nonzero(as_tuple=True)[0]
+        if idx.numel():
+            _scatter_group(keys, s, {k: t.index_select(0, idx) for k, t in T.items()}, h, w, zmin, zscale)
+        s_lo, s = s, s * 2
     return keys
 
 
-def _scatter_group(keys, s, bb, ff, bx0, by0, bx1, by1, tv, tz, area, h, w, zmin, zscale, nf):
-    dev = keys.device
-    off = torch.arange(s, device=dev, dtype=tv.dtype)
-    px = bx0[bb, ff][:, None, None] + off[None, None, :]  # (N, 1, S)
-    py = by0[bb, ff][:, None, None] + off[None, :, None]  # (N, S, 1)
-    inbox = (px <= bx1[bb, ff][:, None, None]) & (py <= by1[bb, ff][:, None, None])  # (N, S, S)
+def _scatter_group(keys, s, T, h, w, zmin, zscale):
+    off = torch.arange(s, device=keys.device, dtype=T["v"].dtype)
+    px = T["x0"][:, None, None] + off[None, None, :]  # (N, 1, S)
+    py = T["y0"][:, None, None] + off[None, :, None]  # (N, S, 1)
     cx, cy = px + 0.5, py + 0.5
-    v = tv[bb, ff]  # (N, 3, 2)
+    v, inv_area = T["v"], 1.0 / T["area"][:, None, None]
     x0, y0 = v[:, 0, 0, None, None], v[:, 0, 1, None, None]
     x1, y1 = v[:, 1, 0, None, None], v[:, 1, 1, None, None]
     x2, y2 = v[:, 2, 0, None, None], v[:, 2, 1, None, None]
-    inv_area = 1.0 / area[bb, ff][:, None, None]
     w0 = ((x1 - cx) * (y2 - cy) - (x2 - cx) * (y1 - cy)) * inv_area
     w1 = ((x2 - cx) * (y0 - cy) - (x0 - cx) * (y2 - cy)) * inv_area
     w2 = 1.0 - w0 - w1
-    inside = inbox & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-    zz = tz[bb, ff]  # (N, 3)
-    inv_z = w0 / zz[:, 0, None, None] + w1 / zz[:, 1, None, None] + w2 / zz[:, 2, None, None]
-    depth = 1.0 / inv_z.clamp_min(1e-12)
+    inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
+    if s > 1:
+        inside &= (px <= T["x1"][:, None, None]) & (py <= T["y1"][:, None, None])
     n_idx, yy, xx = inside.nonzero(as_tuple=True)
     if n_idx.numel() == 0:
         return
-    dq = ((depth[n_idx, yy, xx] - zmin) * zscale).clamp(0, (1 << _DEPTH_BITS) - 1).to(torch.int64)
-    key = (dq << 32) | ff[n_idx]
-    pix = (bb[n_idx] * h + py[n_idx, yy, 0].long()) * w + px[n_idx, 0, xx].long()
+    zz = T["z"][n_idx]
+    a0, a1, a2 = w0[n_idx, yy, xx], w1[n_idx, yy, xx], w2[n_idx, yy, xx]
+    depth = 1.0 / (a0 / zz[:, 0] + a1 / zz[:, 1] + a2 / zz[:, 2]).clamp_min(1e-12)
+    dq = ((depth - zmin) * zscale).clamp(0, (1 << _DEPTH_BITS) - 1).to(torch.int64)
+    key = (dq << 32) | T["f"][n_idx]
+    pix = (T["b"][n_idx] * h + (T["y0"][n_idx].long() + yy)) * w + T["x0"][n_idx].long() + xx
     keys.scatter_reduce_(0, pix, key, reduce="amin")
 
 
@@ -135,15 +132,20 @@ def interpolate(attr: torch.Tensor, frags: Fragments, tris: torch.Tensor, backgr
                 ) -> torch.Tensor:
     """Interpolate per-vertex ``attr`` (B, V, C) → (B, C, H, W) image (``background`` where uncovered)."""
     b, h, w = frags.face_id.shape
-    c = attr.shape[-1]
+    nv, c = attr.shape[1], attr.shape[2]
     pb = frags.pix_index // (h * w)
-    vid = tris[frags.pix_face]
-    vals = (attr[pb[:, None], vid] * frags.pix_bary.unsqueeze(-1)).sum(1)  # (N, C)
+    flat_vid = (tris[frags.pix_face] + (pb * nv)[:, None]).reshape(-1)
+    vals = (attr.reshape(-1, c).index_select(0, flat_vid).view(-1, 3, c) * frags.pix_bary.unsqueeze(-1)).sum(1)
+    covered = frags.face_id.reshape(-1, 1) >= 0
+    # scatter the N covered values into the image: gather back through a pixel → row map (cheap backward)
+    row = torch.zeros(b * h * w, dtype=torch.int64, device=attr.device)
+    row[frags.pix_index] = torch.arange(frags.pix_index.numel(), device=attr.device)
+    img = vals.index_select(0, row) if vals.shape[0] else attr.new_zeros(b * h * w, c)
     if isinstance(background, torch.Tensor):
-        out = background.to(attr).expand(b, h, w, c).reshape(b * h * w, c).clone()
+        bg = background.to(attr).expand(b, h, w, c).reshape(b * h * w, c)
     else:
-        out = attr.new_full((b * h * w, c), float(background))
-    out = out.index_put((frags.pix_index,), vals)
+        bg = attr.new_full((1, c), float(background))
+    out = torch.where(covered, img, bg)
     return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -187,9 +189,10 @@ def _fragments_from_visibility(xy, z, tris, h, w, pix_index, pix_face) -> Fragme
     rem = pix_index % (h * w)
     cy = (rem // w).to(xy.dtype) + 0.5
     cx = (rem % w).to(xy.dtype) + 0.5
-    vid = tris[pix_face]
-    v = xy[pb[:, None], vid]
-    vz = z[pb[:, None], vid]
+    nv = xy.shape[1]
+    flat_vid = (tris[pix_face] + (pb * nv)[:, None]).reshape(-1)  # (N*3,) rows of the flattened (B*V) arrays
+    v = xy.reshape(-1, 2).index_select(0, flat_vid).view(-1, 3, 2)
+    vz = z.reshape(-1).index_select(0, flat_vid).view(-1, 3)
     x0, y0, x1, y1, x2, y2 = v[:, 0, 0], v[:, 0, 1], v[:, 1, 0], v[:, 1, 1], v[:, 2, 0], v[:, 2, 1]
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     area = torch.where(area.abs() < 1e-12, torch.full_like(area, -1e-12), area)
