@@ -1,0 +1,206 @@
+"""engine.session: edits, undo/redo, keyframes, save/load and its error handling (no Qt)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.session import Session, SessionError, smoothstep
+
+SIZE = 64
+
+
+@pytest.fixture
+def session(face_model):
+    return Session(model=face_model, generator=None)
+
+
+def test_edits_change_the_render_and_undo_restores_exactly(session):
+    f0 = session.render(SIZE).image
+    assert session.render(SIZE).image.tobytes() == f0.tobytes()  # deterministic
+    session.set_pose_degrees(yaw=25)
+    f1 = session.render(SIZE).image
+    assert (f1 != f0).mean() > 0.05
+    session.set_expression("jawOpen", 0.9)
+    f2 = session.render(SIZE).image
+    assert (f2 != f1).mean() > 0.005
+    session.set_light(azimuth=60, elevation=20, intensity=0.7)
+    f3 = session.render(SIZE).image
+    assert (f3 != f2).mean() > 0.05
+    assert session.undo()
+    assert np.array_equal(session.render(SIZE).image, f2)
+    assert session.undo() and session.undo()
+    assert np.array_equal(session.render(SIZE).image, f0)
+    assert not session.undo()
+    assert session.redo()
+    assert np.array_equal(session.render(SIZE).image, f1)
+    session.set_identity_component(0, 2.0)  # a new edit drops the redo branch
+    assert not session.can_redo
+
+
+def test_drag_commits_one_undo_entry(session):
+    f0 = session.render(SIZE).image
+    for v in np.linspace(0, 40, 30):
+        session.set_pose_degrees(yaw=float(v), commit=False)
+    assert session.commit()
+    assert math.isclose(session.pose_degrees()["yaw"], 40, abs_tol=1e-4)
+    assert session.undo()
+    assert np.array_equal(session.render(SIZE).image, f0)
+    assert not session.undo()
+
+
+def test_randomize_and_reset_touch_one_factor(session):
+    session.set_pose_degrees(yaw=10)
+    pose = session.coeffs.pose.clone()
+    session.randomize("identity", seed=5)
+    assert session.coeffs.identity.abs().sum() > 10
+    assert torch.equal(session.coeffs.pose, pose)
+    a = session.coeffs.identity.clone()
+    session.randomize("identity", seed=5)
+    assert torch.equal(session.coeffs.identity, a)  # seeded
+    session.randomize("expression", seed=1)
+    e = session.coeffs.expression
+    assert e.min() >= 0 and e.max() <= 1 and e.sum() > 0
+    n = session.noise.clone()
+    session.reseed_noise(3)
+    assert not torch.equal(n, session.noise)
+    session.reset("identity")
+    assert session.coeffs.identity.abs().sum() == 0 and torch.equal(session.coeffs.pose, pose)
+    with pytest.raises(SessionError):
+        session.randomize("hair")
+
+
+def test_bad_values_are_refused(session):
+    before = session.coeffs.as_vector().clone()
+    for call in (lambda: session.set_expression("nope", 0.3), lambda: session.set_expression("jawOpen", 3),
+                 lambda: session.set_pose_degrees(yaw=float("nan")), lambda: session.set_pose_degrees(pitch=90),
+                 lambda: session.set_identity_component(500, 1.0), lambda: session.set_light(intensity=-1)):
+        with pytest.raises(SessionError):
+            call()
+    assert torch.equal(before, session.coeffs.as_vector())
+    assert not session.can_undo
+
+
+def test_light_round_trip(session):
+    session.set_light(azimuth=-35, elevation=15, intensity=0.4, ambient=0.9)
+    p = session.light_params()
+    assert p["azimuth"] == pytest.approx(-35, abs=1e-3) and p["elevation"] == pytest.approx(15, abs=1e-3)
+    assert p["intensity"] == pytest.approx(0.4, abs=1e-4) and p["ambient"] == pytest.approx(0.9, abs=1e-4)
+    session.set_light(elevation=-10)  # other parts unchanged
+    p2 = session.light_params()
+    assert p2["azimuth"] == pytest.approx(-35, abs=1e-3) and p2["elevation"] == pytest.approx(-10, abs=1e-3)
+
+
+def test_keyframe_interpolation_is_eased(session):
+    session.add_keyframe(0.0)
+    session.set_pose_degrees(yaw=40)
+    session.set_expression("jawOpen", 1.0)
+    session.add_keyframe(2.0)
+    k0, k1 = session.keyframes
+    c, n = session.interpolate_keyframes(0.0)
+    assert torch.equal(c.as_vector(), k0.coeffs.as_vector()) and torch.equal(n, k0.noise)
+    c, n = session.interpolate_keyframes(2.0)
+    assert torch.equal(c.as_vector(), k1.coeffs.as_vector())
+    assert session.interpolate_keyframes(-1)[0].expr["jawOpen"].item() == 0  # clamped outside the span
+    mid = session.interpolate_keyframes(1.0)[0]
+    assert mid.expr["jawOpen"].item() == pytest.approx(0.5, abs=1e-6)
+    quarter = session.interpolate_keyframes(0.5)[0].expr["jawOpen"].item()
+    assert quarter == pytest.approx(smoothstep(0.25), abs=1e-6) and quarter < 0.25  # eased, not linear
+    assert math.degrees(session.interpolate_keyframes(1.5)[0].yaw.item()) == pytest.approx(40 * smoothstep(0.75),
+                                                                                            abs=1e-4)
+    session.remove_keyframe(0)
+    assert len(session.keyframes) == 1
+    with pytest.raises(SessionError):
+        session.remove_keyframe(5)
+
+
+def test_save_load_round_trip(session, tmp_path):
+    session.randomize("identity", seed=2)
+    session.set_pose_degrees(yaw=-20, pitch=10)
+    session.set_expression("mouthSmile_L", 0.7)
+    session.add_keyframe(0.0)
+    session.set_light(azimuth=30, intensity=0.5)
+    session.add_keyframe(1.5)
+    p = tmp_path / "s.json"
+    session.save(p)
+    loaded = Session.load(p, model=session.model, generator=None)
+    assert loaded.seed == session.seed
+    assert torch.allclose(loaded.coeffs.as_vector(), session.coeffs.as_vector(), atol=1e-5)
+    assert torch.allclose(loaded.noise, session.noise, atol=1e-5)
+    assert [k.time for k in loaded.keyframes] == [0.0, 1.5]
+    diff = np.abs(loaded.render(SIZE).image.astype(int) - session.render(SIZE).image.astype(int))
+    assert diff.max() <= 2
+    # load_file into an existing session is undoable
+    other = Session(model=session.model, generator=None)
+    other.load_file(p)
+    assert torch.allclose(other.coeffs.as_vector(), session.coeffs.as_vector(), atol=1e-5)
+    assert other.undo() and other.coeffs.as_vector().abs().sum() == 0
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "corrupt"),
+    (json.dumps({"format": "discoface.coefficients", "version": 1}), "not a DiscoFace session"),
+    (json.dumps({"format": "discoface.session", "version": 99, "coefficients": {}}), "newer"),
+    (json.dumps({"format": "discoface.session", "version": 1, "coefficients": {"format": "x"}}), "coefficients"),
+    (json.dumps([1, 2, 3]), "not a DiscoFace session"),
+    (None, "not found"),
+    (b"\xff\xfe\x00garbage", "not a text"),
+])
+def test_bad_session_files_leave_the_session_unchanged(session, tmp_path, content, words):
+    session.set_pose_degrees(yaw=15)
+    before = session.coeffs.as_vector().clone()
+    p = tmp_path / "bad.json"
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    elif content is not None:
+        p.write_text(content)
+    with pytest.raises(SessionError, match=words):
+        session.load_file(p)
+    assert torch.equal(before, session.coeffs.as_vector())
+    with pytest.raises(SessionError):
+        Session.load(p, model=session.model, generator=None)
+
+
+def test_save_is_atomic_and_checks_the_name(session, tmp_path):
+    with pytest.raises(SessionError):
+        session.save(tmp_path / "s.txt")
+    session.save(tmp_path / "s.json")
+    assert [q.name for q in tmp_path.iterdir()] == ["s.json"]  # no temp files left
+
+
+class FakeGenerator:
+    """Stands in for engine.generator.FaceGenerator: a colour that depends on the coefficients and noise."""
+    resolution = 32
+    noise_dim = 32
+
+    def __init__(self):
+        self.calls = 0
+
+    def sample(self, n, seed):
+        from engine.facemodel import default_model
+        g = torch.Generator().manual_seed(seed)
+        c = default_model().zeros(n)
+        c.identity.normal_(generator=g)
+        c.expression.uniform_(0, 0.2, generator=g)
+        return c, torch.randn(n, 32, generator=g)
+
+    def synthesize(self, coeffs, noise, truncation_psi=0.7):
+        self.calls += 1
+        v = torch.sigmoid(coeffs.pose.sum(1) + coeffs.expression.sum(1) + noise[:, 0] * 0.1)
+        return v.view(-1, 1, 1, 1).expand(-1, 3, self.resolution, self.resolution).clone()
+
+
+def test_generator_mode(face_model):
+    gen = FakeGenerator()
+    s = Session(model=face_model, generator=gen)
+    assert s.mode == "generator" and "generator" in s.mode_text
+    f = s.render()
+    assert f.mode == "generator" and f.image.shape == (32, 32, 3) and gen.calls == 1
+    s.set_pose_degrees(yaw=30)
+    assert not np.array_equal(s.render().image, f.image)
+    assert s.render(size=64).image.shape == (64, 64, 3)
+    assert s.render(SIZE, preview=True).mode == "preview"
+    s.randomize("expression", seed=4)
+    c, _ = gen.sample(1, 4)
+    assert torch.allclose(s.coeffs.expression, c.expression)
