@@ -45,6 +45,11 @@ class Camera:
     focal: float
     offset_y: float
     distance: float = DISTANCE_CM
+    # Rotation centre (model cm). The canonical camera uses the centroid of the alignment landmarks (17-67) of
+    # the mean face, so a posed face stays centred the way aligned photo crops centre it (translation is fixed
+    # by the alignment); rotating about the model origin, 10 cm behind the face, would slide a turned face
+    # sideways off the crop's centre.
+    pivot: tuple = (0.0, 0.0, 0.0)
 
     @classmethod
     def canonical(cls, mean_vertices: torch.Tensor, lm68: torch.Tensor, distance: float = DISTANCE_CM) -> "Camera":
@@ -60,11 +65,13 @@ class Camera:
         mid_depth = distance - float(mid[2])
         target_ndc = 1.0 - 2.0 * FACE_CENTRE_Y
         offset_y = target_ndc * mid_depth / focal - float(mid[1])
-        return cls(focal=float(focal), offset_y=float(offset_y), distance=float(distance))
+        pivot = tuple(float(v) for v in lm[17:68].mean(0))
+        return cls(focal=float(focal), offset_y=float(offset_y), distance=float(distance), pivot=pivot)
 
     def to_camera(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """Model-space (B, V, 3) → camera space: x right, y up, z = distance in front of the camera."""
-        p = verts @ rotation_matrix(pose).transpose(1, 2)
+        pivot = torch.tensor(self.pivot, dtype=verts.dtype, device=verts.device)
+        p = (verts - pivot) @ rotation_matrix(pose).transpose(1, 2) + pivot
         x, y, z = p.unbind(-1)
         return torch.stack([x, y + self.offset_y, self.distance - z], -1)
 
