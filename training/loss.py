@@ -1,0 +1,323 @@
+"""Losses of the imitative-contrastive generator (DiscoFaceGAN, DESIGN §1).
+
+* adversarial: non-saturating logistic for G, logistic + lazy R1 (γ = 10) for D;
+* stage 1, imitative (G(λ) should look like the render R(λ) where the 3DMM says something):
+  - ``20 × L1``: per-pixel colour distance (sqrt of summed squared RGB difference, averaged over render-mask pixels)
+    on an ``l1_res`` (32 px) downsample. Our G has a fixed resolution (no progressive growing), so the original's
+    "while the resolution is ≤ 32 px" becomes "for the first ``l1_kimg`` images, at 32 px";
+  - afterwards ``500 × landmark + 10 × light + 3 × identity + 20 × skin`` through the R-Net and the identity net;
+* stage 2, contrastive pairs that differ in one factor: expression pairs (3D-flow warp consistency, weight 10) and
+  lighting pairs (outside-face consistency + 2(1−cos) identity + 1000 × landmark, weight 10).
+
+The R-Net (``engine.perception.rnet.RNet``) and identity net (``engine.perception.identity.IdentityNet``) are loaded
+lazily. When either is unavailable, :class:`Perception` says so once and the terms that need it are skipped (and the
+L1 imitation term stays on, so G stays tied to the coefficients); the loss dict reports which terms ran.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from engine.facemodel import Coefficients
+from engine.generator import FactorDecoders, Generator, Latents, sample_latents
+from engine.render import FaceRenderer, interpolate
+
+# ----------------------------------------------------------------------------------------------- perception nets
+
+
+class Perception:
+    """Holds the (frozen) R-Net and identity net; loads them on first use, says once when one is missing."""
+
+    def __init__(self, rnet=None, idnet=None, load: bool = True, log=None):
+        self._rnet, self._idnet = rnet, idnet
+        self._tried = {"rnet": rnet is not None or not load, "idnet": idnet is not None or not load}
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.warned: set[str] = set()
+        for net in (rnet, idnet):
+            if net is not None:
+                net.requires_grad_(False)
+
+    def _load(self, which: str):
+        try:
+            if which == "rnet":
+                from engine.perception.rnet import RNet
+
+                net = RNet.load()
+            else:
+                from engine.perception.identity import IdentityNet
+
+                net = IdentityNet.load()
+        except Exception as exc:  # missing module or weights: say so once, run without the term
+            what = {"rnet": "R-Net (landmark/light terms)", "idnet": "identity net (identity terms)"}[which]
+            self.say(which, f"note: {what} unavailable, training without those terms: {type(exc).__name__}: {exc}")
+            return None
+        net.eval().requires_grad_(False)
+        return net
+
+    def say(self, key: str, msg: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self.log(msg)
+
+    def to(self, device):
+        for name in ("_rnet", "_idnet"):
+            net = getattr(self, name)
+            if net is not None:
+                setattr(self, name, net.to(device))
+        self._device = device
+        return self
+
+    @property
+    def rnet(self):
+        if not self._tried["rnet"]:
+            self._tried["rnet"] = True
+            self._rnet = self._load("rnet")
+            if self._rnet is not None and hasattr(self, "_device"):
+                self._rnet = self._rnet.to(self._device)
+        return self._rnet
+
+    @property
+    def idnet(self):
+        if not self._tried["idnet"]:
+            self._tried["idnet"] = True
+            self._idnet = self._load("idnet")
+            if self._idnet is not None and hasattr(self, "_device"):
+                self._idnet = self._idnet.to(self._device)
+        return self._idnet
+
+    def estimate(self, img01: torch.Tensor) -> Coefficients:
+        net = self.rnet
+        out = net(img01)
+        return out
+
+    def embed(self, img01: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        net = self.idnet
+        x = img01 if mask is None else img01 * mask
+        return net.embed_crops(x)
+
+
+# ----------------------------------------------------------------------------------------------- small helpers
+
+
+def to01(img: torch.Tensor) -> torch.Tensor:
+    return img * 0.5 + 0.5
+
+
+def colour_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(B, 3, H, W) × 2 → (B, 1, H, W) Euclidean RGB distance (sqrt with a floor so the gradient stays finite)."""
+    return ((a - b).pow(2).sum(1, keepdim=True) + eps).sqrt()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image mean of x over mask pixels, then batch mean; images with an empty mask count 0."""
+    num = (x * mask).flatten(1).sum(1)
+    den = mask.flatten(1).sum(1)
+    return (num / den.clamp_min(1.0)).mean()
+
+
+def gaussian_blur(img: torch.Tensor, ksize: int = 5, sigma: float = 2.0) -> torch.Tensor:
+    r = torch.arange(ksize, device=img.device, dtype=img.dtype) - (ksize - 1) / 2
+    k1 = torch.exp(-r * r / (2 * sigma * sigma))
+    k1 = k1 / k1.sum()
+    c = img.shape[1]
+    kx = k1.view(1, 1, 1, ksize).repeat(c, 1, 1, 1)
+    ky = k1.view(1, 1, ksize, 1).repeat(c, 1, 1, 1)
+    x = F.pad(img, (ksize // 2,) * 4, mode="replicate")
+    return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
+
+
+def downsample(img: torch.Tensor, res: int) -> torch.Tensor:
+    if img.shape[-1] == res:
+        return img
+    return F.adaptive_avg_pool2d(img, res)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a, b, dim=1, eps=1e-8)
+
+
+def warp_by_flow(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample ``img`` at p + flow(p) (flow in pixels, (B, 2, H, W) x/y) with bilinear interpolation."""
+    b, _, h, w = img.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=img.device, dtype=img.dtype) + 0.5,
+                            torch.arange(w, device=img.device, dtype=img.dtype) + 0.5, indexing="ij")
+    x = xs.unsqueeze(0) + flow[:, 0]
+    y = ys.unsqueeze(0) + flow[:, 1]
+    grid = torch.stack([x / w * 2 - 1, y / h * 2 - 1], -1)
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------- adversarial
+
+
+def d_logistic(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+
+
+def g_nonsaturating(d_fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-d_fake).mean()
+
+
+def r1_penalty(D, real: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """γ/2 · E‖∇_x D(x)‖² on real images; returns (penalty, D(real))."""
+    real = real.detach().requires_grad_(True)
+    logits = D(real)
+    (grad,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+    return grad.float().pow(2).sum((1, 2, 3)).mean() * (gamma / 2), logits
+
+
+# ----------------------------------------------------------------------------------------------- imitative + contrastive
+
+
+class DiscoLoss:
+    """Generator-side imitative and contrastive losses; holds the renderer and perception nets."""
+
+    WEIGHTS = {"l1": 20.0, "landmark": 500.0, "light": 10.0, "identity": 3.0, "skin": 20.0,
+               "exp_pair": 10.0, "light_pair": 10.0}
+
+    def __init__(self, renderer: FaceRenderer, perception: Perception, resolution: int, l1_res: int = 32,
+                 l1_kimg: float = 3000.0, stage2_kimg: float = 15000.0, lm_weight_stage2: float = 100.0):
+        self.renderer = renderer
+        self.perception = perception
+        self.res = resolution
+        self.l1_res = min(l1_res, resolution)
+        self.l1_kimg = l1_kimg
+        self.stage2_kimg = stage2_kimg
+        self.lm_weight_stage2 = lm_weight_stage2
+
+    def stage(self, images_seen: int) -> int:
+        return 2 if images_seen >= self.stage2_kimg * 1000 else 1
+
+    # -- individual terms (all take images in [0, 1]) --------------------------------------------------
+    def l1_term(self, img01, rend_img, rend_mask):
+        r = self.l1_res
+        m = (downsample(rend_mask, r) > 0.5).to(img01.dtype)
+        return masked_mean(colour_distance(downsample(img01, r), downsample(rend_img, r)), m)
+
+    def skin_term(self, img01, rend_img, rend_mask):
+        den = rend_mask.flatten(1).sum(1).clamp_min(1.0)[:, None]
+        mg = (img01 * rend_mask).flatten(2).sum(2) / den
+        mr = (rend_img * rend_mask).flatten(2).sum(2) / den
+        return ((mg - mr).pow(2).sum(1) + 1e-8).sqrt().mean()
+
+    def landmarks_of(self, c: Coefficients) -> torch.Tensor:
+        return self.renderer.landmarks(c, self.res) / self.res
+
+    def landmark_light_terms(self, img01, c: Coefficients):
+        est = self.perception.estimate(img01)
+        lm = ((self.landmarks_of(est) - self.landmarks_of(c)).pow(2).sum(-1)).mean()
+        light = (est.light - c.light).abs().mean()
+        return lm, light
+
+    def identity_term(self, img01, rend_img, rend_mask):
+        e_g = self.perception.embed(img01, rend_mask)
+        e_r = self.perception.embed(rend_img)
+        return torch.clamp(1 - cosine(e_g, e_r), min=0.3).mean()
+
+    # -- stage 1 --------------------------------------------------------------------------------------
+    def imitative(self, img: torch.Tensor, c: Coefficients, images_seen: int, rend=None) -> dict:
+        """Weighted imitative terms for G images ``img`` (in [-1, 1]) of coefficients ``c``. Returns a dict of
+        tensors including ``total``; keys present tell which terms ran."""
+        img01 = to01(img.float())
+        if rend is None:
+            rend = self.renderer(c, self.res)
+        out = {}
+        W = self.WEIGHTS
+        rnet = self.perception.rnet
+        idnet = self.perception.idnet
+        late = images_seen >= self.l1_kimg * 1000
+        if not late or rnet is None:
+            if late:
+                self.perception.say("l1_kept", "note: no R-Net, so the 32-px L1 imitation term stays on after "
+                                               f"{self.l1_kimg} kimg")
+            out["l1"] = W["l1"] * self.l1_term(img01, rend.image, rend.mask)
+        if late:
+            lm_w = W["landmark"] if self.stage(images_seen) == 1 else self.lm_weight_stage2
+            if rnet is not None:
+                lm, light = self.landmark_light_terms(img01, c)
+                out["landmark"] = lm_w * lm
+                out["light"] = W["light"] * light
+            if idnet is not None:
+                out["identity"] = W["identity"] * self.identity_term(img01, rend.image, rend.mask)
+            out["skin"] = W["skin"] * self.skin_term(img01, rend.image, rend.mask)
+        out["total"] = sum(out.values()) if out else img.new_zeros(())
+        return out
+
+    # -- stage 2 --------------------------------------------------------------------------------------
+    def expression_flow(self, c1: Coefficients, c2: Coefficients, rend2=None):
+        """Flow image over shape 2: where each surface point of face 2 lies in image 1 (pixels), its mask,
+        and the render mask of face 1. Rendering is done without gradients (the flow is a target)."""
+        with torch.no_grad():
+            rend2 = rend2 if rend2 is not None else self.renderer(c2, self.res)
+            _, _, screen1 = self.renderer.geometry(c1, self.res)
+            disp = screen1 - rend2.screen  # (B, V, 2)
+            flow = interpolate(disp, rend2.fragments, self.renderer.model.triangles, 0.0)
+            mask1 = self.renderer(c1, self.res).mask
+        return flow, rend2.mask, mask1
+
+    def expression_pair(self, img1, img2, c1, c2):
+        """Warp G(λ1) by the 3D flow onto face 2, blur both, masked colour distance to G(λ2)."""
+        flow, mask2, mask1 = self.expression_flow(c1, c2)
+        a = gaussian_blur(warp_by_flow(to01(img1.float()), flow))
+        b = gaussian_blur(to01(img2.float()))
+        valid = 1.0 - mask1 * (1.0 - mask2)  # drop pixels face 1 covers and face 2 does not
+        return self.WEIGHTS["exp_pair"] * masked_mean(colour_distance(a, b), valid)
+
+    def light_pair(self, img1, img2, c1, c2, mask):
+        """Same everything but light: hair/background (outside the face mask) unchanged, same identity and
+        landmarks. ``mask`` is the (shared) render mask."""
+        a, b = to01(img1.float()), to01(img2.float())
+        loss = masked_mean(colour_distance(a, b), 1.0 - mask)
+        if self.perception.idnet is not None:
+            loss = loss + 2.0 * (1 - cosine(self.perception.embed(a), self.perception.embed(b))).mean()
+        if self.perception.rnet is not None:
+            e1, e2 = self.perception.estimate(a), self.perception.estimate(b)
+            loss = loss + 1000.0 * (self.landmarks_of(e1) - self.landmarks_of(e2)).pow(2).sum(-1).mean()
+        return self.WEIGHTS["light_pair"] * loss
+
+
+def make_pairs(lat: Latents, factor: str, generator: torch.Generator | None = None) -> Latents:
+    """Second member of contrastive pairs: the same latents with a freshly drawn ``factor`` part."""
+    part = getattr(lat, factor)
+    new = torch.randn(part.shape, generator=generator).to(part) if generator is not None else torch.randn_like(part)
+    return lat.replace(**{factor: new})
+
+
+def generator_step_loss(G: Generator, D, decoders: FactorDecoders, disco: DiscoLoss, batch: int, images_seen: int,
+                        step: int, device, pair_every: int = 2, autocast=None) -> dict:
+    """One G loss: adversarial + imitative on a batch; in stage 2 every ``pair_every``-th step the batch is
+    made of contrastive pairs (alternating expression and light pairs)."""
+    import contextlib
+
+    ac = autocast or contextlib.nullcontext()
+    lat = sample_latents(batch, device=device)
+    stage = disco.stage(images_seen)
+    kind = None
+    if stage == 2 and pair_every > 0 and step % pair_every == 0 and batch >= 2:
+        kind = "exp_pair" if (step // pair_every) % 2 == 0 else "light_pair"
+        half = batch // 2
+        base = lat[:half]
+        other = make_pairs(base, "expression" if kind == "exp_pair" else "light")
+        lat = Latents.cat([base, other])
+    with torch.no_grad():
+        c = decoders.decode(lat)
+        rend = disco.renderer(c, disco.res)
+    with ac:
+        img = G(c, lat.noise, noise_mode="random")
+        d_fake = D(img)
+    out = {"g_adv": g_nonsaturating(d_fake.float())}
+    imi = disco.imitative(img, c, images_seen, rend)
+    total = out["g_adv"] + imi.pop("total")
+    out.update(imi)
+    if kind is not None:
+        h = batch // 2
+        if kind == "exp_pair":
+            out[kind] = disco.expression_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h])
+        else:
+            out[kind] = disco.light_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h], rend.mask[:h])
+        total = total + out[kind]
+    out["g_total"] = total
+    return out

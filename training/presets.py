@@ -1,0 +1,38 @@
+"""Training presets for the generator (``python -m training gan --preset NAME``).
+
+Images are counted as *real images shown to D* ("kimg" = thousands), as in StyleGAN. DiscoFaceGAN trained stage 1
+for ~15M and stage 2 to ~25M images at minibatch 16 on 4 GPUs; the CPU presets are smoke-scale.
+"""
+from __future__ import annotations
+
+import copy
+
+from engine.generator import default_channels
+
+PRESETS: dict[str, dict] = {
+    # unit tests / plumbing: 32 px, a few channels, a couple of seconds per hundred images
+    "tiny": dict(resolution=32, g_channels=default_channels(32, 32, 8), d_channels=default_channels(32, 32, 8),
+                 w_dim=64, map_layers=2, batch=8, lr=0.002, r1_gamma=10.0, r1_every=4, ema_kimg=0.05,
+                 l1_kimg=1.0, stage2_kimg=0.2, total_kimg=0.5, ckpt_every=64, sample_every=128, l1_res=16,
+                 lm_weight_stage2=100.0, pair_every=2),
+    # CPU smoke training (2 shared cores): 64 px, widths 128 → 16
+    "cpu64": dict(resolution=64, g_channels=default_channels(64, 128, 16), d_channels=default_channels(64, 128, 16),
+                  w_dim=256, map_layers=4, batch=16, lr=0.0025, r1_gamma=10.0, r1_every=16, ema_kimg=2.0,
+                  l1_kimg=200.0, stage2_kimg=300.0, total_kimg=500.0, ckpt_every=1024, sample_every=2048, l1_res=32,
+                  lm_weight_stage2=100.0, pair_every=2),
+    # GPU presets (one H100/H200 or torchrun DDP): 128 px and 256 px
+    "gpu128": dict(resolution=128, g_channels=default_channels(128, 256, 16), d_channels=default_channels(128, 256, 32),
+                   w_dim=256, map_layers=8, batch=32, lr=0.002, r1_gamma=10.0, r1_every=16, ema_kimg=10.0,
+                   l1_kimg=3000.0, stage2_kimg=15000.0, total_kimg=25000.0, ckpt_every=50_000, sample_every=50_000,
+                   l1_res=32, lm_weight_stage2=100.0, pair_every=2),
+    "gpu256": dict(resolution=256, g_channels=default_channels(256, 256, 16), d_channels=default_channels(256, 256, 32),
+                   w_dim=256, map_layers=8, batch=32, lr=0.002, r1_gamma=10.0, r1_every=16, ema_kimg=10.0,
+                   l1_kimg=3000.0, stage2_kimg=15000.0, total_kimg=25000.0, ckpt_every=50_000, sample_every=50_000,
+                   l1_res=32, lm_weight_stage2=100.0, pair_every=2),
+}
+
+
+def get_preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
