@@ -1,4 +1,4 @@
-"""Loading the prepared (aligned) UTKFace crops and the compact training pack.
+"""Loading the prepared (aligned) UTKFace crops and the compact training pack (WebP/JPEG crops in one npz).
 
 Both loaders return the same dict: ``images`` uint8 torch (N, H, W, 3), ``landmarks`` float32 torch (N, 68, 2)
 (crop px, continuous coordinates as the renderer's), ``names`` list[str]; the pack may add ``coeffs`` (N, D) float32
@@ -75,7 +75,7 @@ def load_pack(path, limit: int | None = None) -> dict:
             if int(meta["version"]) > PACK_VERSION:
                 raise DataError(f"{path} is a version {meta['version']} training pack; this build reads up to "
                                 f"version {PACK_VERSION}")
-            blob, offsets = z["jpeg_blob"], z["jpeg_offsets"].astype(np.int64)
+            blob, offsets = z["image_blob"], z["image_offsets"].astype(np.int64)
             lms, names = z["landmarks"], z["names"].tolist()
             coeffs = z["coeffs"] if "coeffs" in z.files else None
             coeff_names = z["coeff_names"].tolist() if "coeff_names" in z.files else None
