@@ -22,8 +22,9 @@ Serialization (dlib/serialize.h, dlib/dnn/core.h, layers.h, input.h, loss.h, ten
 - tensors: version 2, num_samples, k, nr, nc, then raw little-endian float32 data;
 - alias_tensors: version 1, num_samples, k, nr, nc;
 - ``add_loss_layer``: version, loss details, subnet; ``add_layer``: version, subnet, details, 3 bools, 3 (empty)
-  tensors (plus the sample expansion factor for the one over the input layer, version 3); ``add_tag_layer`` / ``add_skip_layer``: version, subnet. So the file holds the loss record, then one
-  version integer per wrapper (outermost first), then the input layer, then the layers' details innermost first.
+  tensors (plus the sample expansion factor for the one over the input layer, version 3);
+  ``add_tag_layer`` / ``add_skip_layer``: version, subnet. So the file holds the loss record, then one version integer
+  per wrapper (outermost first), then the input layer, then the layers' details innermost first.
 """
 from __future__ import annotations
 
@@ -350,7 +351,8 @@ class IdentityNet(nn.Module):
         own = net.state_dict()
         for k, v in sd.items():
             if own[k].shape != v.shape:
-                raise IdentityModelError(f"{path}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+                raise IdentityModelError(
+                    f"{path}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
         missing = set(own) - set(sd)
         if missing:
             raise IdentityModelError(f"{path}: missing tensors {sorted(missing)}")
