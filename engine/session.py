@@ -35,6 +35,7 @@ NOISE_DIM = 32
 DEFAULT_PSI = 0.7
 FACTORS = ("identity", "expression", "light", "pose", "noise")
 POSE_RANGE_DEG = {"yaw": 60.0, "pitch": 40.0, "roll": 40.0}
+DEFAULT_LIGHT = {"azimuth": 25.0, "elevation": 20.0, "intensity": 0.45, "ambient": 0.75}  # start / reset light
 
 
 class SessionError(ValueError):
@@ -122,6 +123,7 @@ class Session:
         self.source: str | None = None
         self.generator_note = "" if self.generator else "no generator weights"
         self._state = _State(self.model.zeros(1), self._seed_noise(seed), int(seed))
+        self._state.coeffs.light[:] = self._default_light()
 
     # ------------------------------------------------------------------------------------------ #
     # state access
@@ -347,6 +349,13 @@ class Session:
                 getattr(s.coeffs, factor)[:] = src[0]
         self._edit(apply, commit)
 
+    @staticmethod
+    def _default_light() -> torch.Tensor:
+        from .render.shading import light_from_direction
+
+        d = DEFAULT_LIGHT
+        return light_from_direction(d["azimuth"], d["elevation"], d["intensity"], d["ambient"])
+
     def _random_factor(self, factor: str, g: torch.Generator) -> tuple:
         from .render.shading import light_from_direction
 
@@ -375,7 +384,8 @@ class Session:
         self.randomize("noise", seed, commit=commit)
 
     def reset(self, factor: str | None = None, commit: bool = True) -> None:
-        """Back to the neutral value of one factor (or of all with ``None``)."""
+        """Back to the neutral value of one factor (or of all with ``None``); light goes back to the default key
+        light (``DEFAULT_LIGHT``), not to flat ambient."""
         factors = FACTORS if factor is None else (factor,)
         for f in factors:
             if f not in FACTORS:
@@ -389,6 +399,8 @@ class Session:
                 elif f == "identity":
                     s.coeffs.identity.zero_()
                     s.coeffs.albedo.zero_()
+                elif f == "light":
+                    s.coeffs.light[:] = self._default_light()
                 else:
                     getattr(s.coeffs, f).zero_()
         self._edit(apply, commit)
@@ -406,10 +418,12 @@ class Session:
 
     def _identity_vertices(self, c: Coefficients) -> torch.Tensor:
         """(1, V, 3) mean + identity offsets, cached: the identity changes far less often than the rest."""
-        if self._id_cache is None or not torch.equal(self._id_cache[0], c.identity):
+        cache = self._id_cache  # one read: the export thread and the render thread may both be here
+        if cache is None or not torch.equal(cache[0], c.identity):
             v = self.model.mean.unsqueeze(0) + (c.identity @ self.model._id_flat).view(1, -1, 3)
-            self._id_cache = (c.identity.clone(), v)
-        return self._id_cache[1]
+            cache = (c.identity.clone(), v)
+            self._id_cache = cache
+        return cache[1]
 
     def _preview(self, c: Coefficients, size: int, background: float):
         from .render import interpolate, rotation_matrix

@@ -1,0 +1,208 @@
+"""Editor widgets: a labelled float slider, the image view and the 3D mesh panel."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QImage, QPainter, QPalette
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout, QWidget
+
+
+class FloatSlider(QWidget):
+    """Name | slider | value with unit. Emits ``changed(value, final)``: ``final`` is False while the mouse drags
+    (the window renders a small preview and keeps one undo entry open) and True on release or a keyboard step."""
+
+    changed = Signal(float, bool)
+
+    def __init__(self, name: str, lo: float, hi: float, value: float = 0.0, unit: str = "", decimals: int = 2,
+                 steps: int = 1000, label: str | None = None, parent=None):
+        super().__init__(parent)
+        self.name, self.lo, self.hi, self.unit, self.decimals, self.steps = name, lo, hi, unit, decimals, steps
+        self._syncing = False
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.label = QLabel(label or name)
+        self.label.setMinimumWidth(118)
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(0, steps)
+        self.slider.setSingleStep(max(1, steps // 100))
+        self.slider.setPageStep(max(1, steps // 10))
+        self.slider.setFocusPolicy(Qt.StrongFocus)
+        self.slider.setAccessibleName(label or name)
+        self.slider.setToolTip(f"{label or name}: {lo:g} … {hi:g} {unit}".strip())
+        self.label.setBuddy(self.slider)
+        self.readout = QLabel()
+        self.readout.setMinimumWidth(58)
+        self.readout.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        lay.addWidget(self.label)
+        lay.addWidget(self.slider, 1)
+        lay.addWidget(self.readout)
+        self.slider.valueChanged.connect(self._on_value)
+        self.slider.sliderReleased.connect(lambda: self.changed.emit(self.value(), True))
+        self.set_value(value)
+
+    def _to_int(self, v: float) -> int:
+        u = (float(v) - self.lo) / (self.hi - self.lo)
+        return int(round(min(1.0, max(0.0, u)) * self.steps))
+
+    def value(self) -> float:
+        return self.lo + (self.hi - self.lo) * self.slider.value() / self.steps
+
+    def set_value(self, v: float) -> None:
+        """Show a value without emitting ``changed`` (sync from the session)."""
+        self._syncing = True
+        try:
+            self.slider.setValue(self._to_int(v))
+        finally:
+            self._syncing = False
+        self._update_readout()
+
+    def set_user_value(self, v: float) -> None:
+        """As if the user moved the slider to ``v`` (used by tests and the keyboard)."""
+        self.slider.setValue(self._to_int(v))
+
+    def _update_readout(self) -> None:
+        self.readout.setText(f"{self.value():.{self.decimals}f}{self.unit}")
+
+    def _on_value(self, _):
+        self._update_readout()
+        if not self._syncing:
+            self.changed.emit(self.value(), not self.slider.isSliderDown())
+
+
+class ImageView(QWidget):
+    """Shows the current frame fitted to the widget with its aspect kept; nearest-neighbour (crisp pixels) or
+    smooth scaling."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumSize(192, 192)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.smooth = False
+        self.array: np.ndarray | None = None
+        self._qimage: QImage | None = None
+        self.setAutoFillBackground(True)
+        pal = self.palette()
+        pal.setColor(QPalette.Window, Qt.black)
+        self.setPalette(pal)
+        self.setAccessibleName("face image")
+
+    def set_image(self, arr: np.ndarray) -> None:
+        arr = np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+        self.array = arr
+        h, w = arr.shape[:2]
+        self._qimage = QImage(arr.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+        self.update()
+
+    def set_smooth(self, on: bool) -> None:
+        self.smooth = bool(on)
+        self.update()
+
+    def target_rect(self) -> QRectF:
+        if self._qimage is None:
+            return QRectF()
+        w, h = self.width(), self.height()
+        iw, ih = self._qimage.width(), self._qimage.height()
+        s = min(w / iw, h / ih)
+        return QRectF((w - iw * s) / 2, (h - ih * s) / 2, iw * s, ih * s)
+
+    def paintEvent(self, ev):
+        if self._qimage is None:
+            return
+        p = QPainter(self)
+        p.setRenderHint(QPainter.SmoothPixmapTransform, self.smooth)
+        p.drawImage(self.target_rect(), self._qimage)
+        p.end()
+
+
+def gl_unavailable_reason() -> str | None:
+    """Why the OpenGL mesh view cannot be shown here (None when it can)."""
+    from PySide6.QtGui import QGuiApplication
+
+    plat = QGuiApplication.platformName()
+    if plat in ("offscreen", "minimal", "vnc"):
+        return f"the '{plat}' Qt platform has no OpenGL"
+    try:
+        import OpenGL.GL  # noqa: F401
+        import pyqtgraph.opengl  # noqa: F401
+    except Exception as exc:  # missing libGL, PyOpenGL, …
+        return f"OpenGL is not available ({type(exc).__name__}: {exc})"
+    return None
+
+
+class MeshPanel(QWidget):
+    """The posed 3DMM mesh (shaded, mouse-rotatable) with optional landmarks; a label when OpenGL is missing."""
+
+    def __init__(self, triangles: np.ndarray, parent=None):
+        super().__init__(parent)
+        self.triangles = np.ascontiguousarray(triangles, dtype=np.int32)
+        self.show_landmarks = False
+        self.view = None
+        self.mesh = None
+        self.scatter = None
+        self.updates = 0
+        self._last = None
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.reason = gl_unavailable_reason()
+        if self.reason is None:
+            try:
+                self._build_gl(lay)
+            except Exception as exc:
+                self.reason = f"OpenGL view failed to start ({type(exc).__name__}: {exc})"
+                self.view = None
+        if self.view is None:
+            self.fallback = QLabel(f"3D mesh view unavailable:\n{self.reason}")
+            self.fallback.setAlignment(Qt.AlignCenter)
+            self.fallback.setWordWrap(True)
+            lay.addWidget(self.fallback)
+        self.setMinimumSize(160, 160)
+
+    @property
+    def available(self) -> bool:
+        return self.view is not None
+
+    def _build_gl(self, lay):
+        import pyqtgraph.opengl as gl
+
+        view = gl.GLViewWidget()
+        view.setBackgroundColor((38, 40, 46))
+        view.setCameraPosition(distance=42, elevation=8, azimuth=-90)
+        view.setMinimumSize(160, 160)
+        self.view = view
+        lay.addWidget(view)
+
+    def set_mesh(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None) -> None:
+        self._last = (vertices, landmarks3d)
+        if self.view is None:
+            return
+        import pyqtgraph.opengl as gl
+
+        # model space: x subject-left, y up, z toward the viewer; pyqtgraph's default is z up, so map
+        # (x, y, z) -> (x, -z, y) and look along +y: the face looks at the default camera.
+        v = np.ascontiguousarray(np.stack([vertices[:, 0], -vertices[:, 2], vertices[:, 1]], 1), dtype=np.float32)
+        md = gl.MeshData(vertexes=v, faces=self.triangles)
+        if self.mesh is None:
+            self.mesh = gl.GLMeshItem(meshdata=md, smooth=True, shader="shaded", color=(0.85, 0.72, 0.64, 1.0),
+                                      glOptions="opaque", drawEdges=False)
+            self.view.addItem(self.mesh)
+            c = v.mean(0)
+            from PySide6.QtGui import QVector3D
+
+            self.view.opts["center"] = QVector3D(float(c[0]), float(c[1]), float(c[2]))
+        else:
+            self.mesh.setMeshData(meshdata=md)
+        if landmarks3d is not None:
+            lm = np.stack([landmarks3d[:, 0], -landmarks3d[:, 2] - 0.15, landmarks3d[:, 1]], 1).astype(np.float32)
+            if self.scatter is None:
+                self.scatter = gl.GLScatterPlotItem(pos=lm, color=(0.2, 1.0, 0.3, 1.0), size=6.0, pxMode=True)
+                self.scatter.setGLOptions("translucent")
+                self.view.addItem(self.scatter)
+            else:
+                self.scatter.setData(pos=lm)
+            self.scatter.setVisible(self.show_landmarks)
+        self.updates += 1
+
+    def set_landmarks_visible(self, on: bool) -> None:
+        self.show_landmarks = bool(on)
+        if self.scatter is not None:
+            self.scatter.setVisible(self.show_landmarks)

@@ -1,0 +1,168 @@
+"""Background work for the editor: the render worker (latest request wins) and one-shot jobs (export, photo).
+
+The render worker lives in its own QThread. :meth:`RenderWorker.submit` only stores the request in a one-slot
+mailbox and, if the worker is idle, wakes it; a request that arrives while a frame is being rendered replaces the
+one waiting, so a fast slider drag never queues stale frames: the worker always renders the newest state next.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass
+
+import torch
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+
+@dataclass
+class RenderRequest:
+    coeffs: object  # Coefficients (a copy: the UI may keep editing)
+    noise: torch.Tensor
+    w_offsets: torch.Tensor | None
+    size: int
+    preview: bool  # force the 3DMM render
+    final: bool  # False while dragging (a smaller frame), True on release
+    serial: int = 0
+
+
+class RenderWorker(QObject):
+    frameReady = Signal(object, object)  # (RenderRequest, Frame)
+    failed = Signal(object, str)  # (RenderRequest, message)
+    _wake = Signal()
+
+    def __init__(self, session):
+        super().__init__()
+        self.session = session
+        self._lock = threading.Lock()
+        self._latest: RenderRequest | None = None
+        self._scheduled = False
+        self.render_count = 0
+        self.submitted = 0
+        self._wake.connect(self._process)
+
+    def submit(self, req: RenderRequest) -> None:
+        """Thread-safe; never blocks. Replaces any request still waiting."""
+        with self._lock:
+            self.submitted += 1
+            self._latest = req
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._wake.emit()  # queued: runs _process in the worker thread
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._scheduled
+
+    @Slot()
+    def _process(self) -> None:
+        while True:
+            with self._lock:
+                req, self._latest = self._latest, None
+                if req is None:
+                    self._scheduled = False
+                    return
+            try:
+                frame = self.session.render_state(req.coeffs, req.noise, req.size, preview=req.preview,
+                                                  w_offsets=req.w_offsets)
+            except Exception as exc:  # an engine error must reach the user, never kill the editor
+                traceback.print_exc()
+                self.failed.emit(req, f"{type(exc).__name__}: {exc}")
+                continue
+            self.render_count += 1
+            self.frameReady.emit(req, frame)
+
+
+class RenderThread:
+    """Owns the QThread the worker lives in."""
+
+    def __init__(self, session):
+        self.thread = QThread()
+        self.thread.setObjectName("discoface-render")
+        self.worker = RenderWorker(session)
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 5000) -> None:
+        self.thread.quit()
+        self.thread.wait(timeout_ms)
+
+
+class _JobRunner(QObject):
+    """Lives in the job's thread and runs the call; its signals are relayed by :class:`Job` (main thread)."""
+
+    progress = Signal(int, int)
+    done = Signal(object)
+    error = Signal(str)
+    cancelled = Signal()
+    finished = Signal()
+
+    def __init__(self, fn, cancel_types, cancel_event):
+        super().__init__()
+        self._fn, self._cancel_types, self._cancel_event = fn, cancel_types, cancel_event
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            out = self._fn(lambda d, t: self.progress.emit(int(d), int(t)), self._cancel_event.is_set)
+        except self._cancel_types:
+            self.cancelled.emit()
+        except (ValueError, OSError) as exc:  # the engine's user-facing errors
+            self.error.emit(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        except Exception as exc:
+            traceback.print_exc()
+            self.error.emit(f"unexpected error: {type(exc).__name__}: {exc}")
+        else:
+            self.done.emit(out)
+        finally:
+            self.finished.emit()
+            self.thread().quit()
+
+
+class Job(QObject):
+    """A one-shot background call ``fn(progress, cancel)`` in its own QThread.
+
+    The Job itself stays in the thread that created it (the GUI thread), and the runner's signals are relayed
+    through it with queued connections, so whatever is connected to ``progress``/``done``/``error``/``cancelled``/
+    ``finished`` (lambdas included) runs in the GUI thread.
+    """
+
+    progress = Signal(int, int)
+    done = Signal(object)  # the result
+    error = Signal(str)
+    cancelled = Signal()
+    finished = Signal()
+
+    def __init__(self, fn, cancel_types: tuple = ()):
+        super().__init__()
+        self.cancel_event = threading.Event()
+        self._thread = QThread()
+        self._runner = _JobRunner(fn, cancel_types, self.cancel_event)
+        self._runner.moveToThread(self._thread)
+        self._thread.started.connect(self._runner.run)
+        self._finished = False
+        self._started = False
+        for name in ("progress", "done", "error", "cancelled"):
+            getattr(self._runner, name).connect(getattr(self, name), Qt.QueuedConnection)
+        self._runner.finished.connect(self._on_finished, Qt.QueuedConnection)
+
+    def _on_finished(self) -> None:
+        self._thread.wait(5000)
+        self._finished = True
+        self.finished.emit()
+
+    def start(self) -> None:
+        self._started = True
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def wait(self, ms: int = 30000) -> bool:
+        return self._thread.wait(ms)
+
+    @property
+    def running(self) -> bool:
+        """True from start() until the job's thread ended *and* its signals reached the GUI thread."""
+        return self._started and not self._finished

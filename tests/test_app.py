@@ -1,0 +1,190 @@
+"""The Qt editor (offscreen): sliders render, drags coalesce, undo, bad files, export backend, search."""
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from engine.session import Session  # noqa: E402
+
+SIZE = 96
+
+
+@pytest.fixture
+def window(qtbot, face_model):
+    from app.window import MainWindow
+
+    w = MainWindow(Session(model=face_model, generator=None), display_size=SIZE, drag_size=48)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.settled and w.last_frame is not None, timeout=20000)
+    yield w
+    w.close()
+
+
+def settle(qtbot, w):
+    qtbot.waitUntil(lambda: w.settled, timeout=20000)
+
+
+def direct(face_model, **edits):
+    s = Session(model=face_model, generator=None)
+    if "yaw" in edits:
+        s.set_pose_degrees(yaw=edits["yaw"])
+    for k, v in edits.get("expr", {}).items():
+        s.set_expression(k, v)
+    return s.render(SIZE).image
+
+
+def test_slider_changes_the_frame(qtbot, window, face_model):
+    f0 = window.last_frame.image.copy()
+    assert np.array_equal(f0, direct(face_model))
+    assert np.array_equal(window.view.array, f0)
+    window.sliders["yaw"].set_user_value(30)
+    settle(qtbot, window)
+    f1 = window.last_frame.image
+    assert (f1 != f0).mean() > 0.05
+    assert np.array_equal(f1, direct(face_model, yaw=30))
+    assert "preview" in window.status_mode.text() and "ms" in window.status_frame.text()
+
+
+def test_fast_drag_coalesces_and_ends_on_the_last_value(qtbot, window, face_model):
+    slider = window.sliders["yaw"]
+    start = window.worker.render_count
+    undo_before = len(window.session._undo)
+    slider.slider.setSliderDown(True)
+    values = np.linspace(0, 45, 100)
+    for v in values:
+        slider.set_user_value(float(v))
+    slider.slider.setSliderDown(False)  # emits sliderReleased: the full-size frame and one undo entry
+    settle(qtbot, window)
+    renders = window.worker.render_count - start
+    assert 1 <= renders < 30, renders
+    assert window.last_shown_request.final and window.last_frame.size == SIZE
+    assert window.session.pose_degrees()["yaw"] == pytest.approx(45, abs=1e-4)
+    assert np.array_equal(window.last_frame.image, direct(face_model, yaw=45))
+    assert len(window.session._undo) == undo_before + 1  # the whole drag is one undo step
+
+
+def test_ctrl_z_restores_the_previous_frame(qtbot, window):
+    f0 = window.last_frame.image.copy()
+    window.sliders["jawOpen"].set_user_value(0.9)
+    settle(qtbot, window)
+    assert not np.array_equal(window.last_frame.image, f0)
+    window.activateWindow()
+    window.setFocus()
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    settle(qtbot, window)
+    assert np.array_equal(window.last_frame.image, f0)
+    assert window.sliders["jawOpen"].value() == 0
+    window.redo_action.trigger()
+    settle(qtbot, window)
+    assert window.sliders["jawOpen"].value() == pytest.approx(0.9)
+
+
+def test_keyboard_moves_a_slider(qtbot, window):
+    s = window.sliders["pitch"].slider
+    s.setFocus()
+    qtbot.keyClick(s, Qt.Key_PageUp)
+    settle(qtbot, window)
+    assert window.session.pose_degrees()["pitch"] > 1
+    assert window.session.can_undo
+
+
+def test_bad_session_file_shows_a_message_and_changes_nothing(qtbot, window, tmp_path):
+    window.sliders["yaw"].set_user_value(-20)
+    settle(qtbot, window)
+    before = window.session.coeffs.as_vector().clone()
+    frame = window.last_frame.image.copy()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "discoface.session", "version": 7}')
+    assert not window.load_session(bad)
+    assert "newer" in window.last_error
+    boxes = [b for b in window.findChildren(QMessageBox) if b.isVisible()]
+    assert boxes and "newer" in boxes[-1].text()
+    assert (before == window.session.coeffs.as_vector()).all()
+    assert np.array_equal(window.last_frame.image, frame)
+    assert window.sliders["yaw"].value() == pytest.approx(-20, abs=0.1)
+
+
+def test_session_save_and_load_through_the_window(qtbot, window, tmp_path):
+    window.sliders["mouthSmile_L"].set_user_value(0.8)
+    settle(qtbot, window)
+    assert window.save_session(tmp_path / "a.json")
+    window.reset(None)
+    settle(qtbot, window)
+    assert window.sliders["mouthSmile_L"].value() == 0
+    assert window.load_session(tmp_path / "a.json")
+    settle(qtbot, window)
+    assert window.sliders["mouthSmile_L"].value() == pytest.approx(0.8)
+
+
+def test_export_dialog_backend_writes_frames(qtbot, window, tmp_path):
+    import imageio.v2 as imageio
+
+    from app.dialogs import ExportDialog
+
+    window.timeline.add_keyframe()
+    window.sliders["yaw"].set_user_value(30)
+    window.timeline.add_keyframe()
+    assert len(window.session.keyframes) == 2
+    dlg = ExportDialog(window.session, window)
+    qtbot.addWidget(dlg)
+    assert dlg.frames.value() == 25  # 1 s at 24 fps, + 1
+    job = dlg.start_export(tmp_path / "a.gif", "gif", 10, 6, 48)
+    qtbot.waitUntil(lambda: not job.running and dlg.result_path is not None, timeout=30000)
+    assert dlg.progress.value() == 6
+    assert len(imageio.mimread(tmp_path / "a.gif")) == 6
+    job = dlg.start_export(tmp_path / "frames", "png", 10, 4, 48)
+    qtbot.waitUntil(lambda: not job.running and dlg.result_path is not None, timeout=30000)
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:04d}.png" for i in range(4)]
+    job = dlg.start_export(tmp_path / "x.avi", "avi", 10, 4, 48)  # bad format: message, nothing written
+    qtbot.waitUntil(lambda: not job.running and dlg.last_error is not None, timeout=30000)
+    assert "format" in dlg.last_error and not (tmp_path / "x.avi").exists()
+
+
+def test_expression_search_filters(qtbot, window):
+    window.search.setText("smile")
+    shown = [n for n in window.session.model.exp_names if not window.sliders[n].isHidden()]
+    assert shown == ["mouthSmile_L", "mouthSmile_R"]
+    assert window.expr_groups["brows"].isHidden() and not window.expr_groups["mouth"].isHidden()
+    window.search.setText("JAW")
+    assert sum(not window.sliders[n].isHidden() for n in window.session.model.exp_names) == 4
+    window.search.clear()
+    assert all(not window.sliders[n].isHidden() for n in window.session.model.exp_names)
+
+
+def test_timeline_scrub_and_play(qtbot, window):
+    window.timeline.add_keyframe()
+    window.sliders["jawOpen"].set_user_value(1.0)
+    window.timeline.add_keyframe()
+    window.timeline.scrub.setValue(500)  # halfway
+    settle(qtbot, window)
+    assert window.session.expression_value("jawOpen") == pytest.approx(0.5, abs=0.01)
+    window.timeline.play_btn.setChecked(True)
+    qtbot.wait(300)
+    window.timeline.play_btn.setChecked(False)
+    assert not window.timeline.timer.isActive()
+    settle(qtbot, window)
+
+
+def test_render_errors_are_shown_not_raised(qtbot, window, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("synthetic failure")
+    monkeypatch.setattr(window.session, "render_state", boom)
+    window.sliders["roll"].set_user_value(10)
+    qtbot.waitUntil(lambda: window.last_error is not None and "synthetic failure" in window.last_error,
+                    timeout=20000)
+    assert window.isVisible()
+
+
+def test_mesh_panel_degrades_without_opengl(window):
+    assert not window.mesh.available
+    assert "unavailable" in window.mesh.fallback.text()
+    window.lm_check.setChecked(True)  # toggling landmarks without GL must not fail
+
+
+def test_open_photo_without_a_fitter_or_missing_file_gives_a_message(qtbot, window, tmp_path):
+    job = window.open_photo(tmp_path / "nope.jpg")
+    qtbot.waitUntil(lambda: not job.running and window.last_error is not None, timeout=20000)
+    assert "not found" in window.last_error
