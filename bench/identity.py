@@ -6,8 +6,8 @@ Prints
 - median ms per call / per image of ``forward`` (150 px chips) and ``embed_crops`` (128 px crops, forward+backward)
   at batch 1 and 16, and dlib's own ``compute_face_descriptor`` for comparison;
 - max-abs descriptor difference to dlib on the 10 ffhq-samples chips;
-- descriptor distance between ``embed_crops`` on our canonical crops (128/256 px, aligned from the provided landmarks)
-  and dlib on the full photo, next to dlib's own descriptor of the chip cut from the same crop (what is left is
+- descriptor distance between ``embed_crops`` on our canonical crops (aligned from the provided landmarks)
+  and dlib on the full photo (64/128/256 px), next to dlib's own descriptor of the chip cut from the same crop (what is left is
   alignment/resampling, not the port).
 """
 from __future__ import annotations
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     grid = net.chip_grid(128)
     outside = float((grid.abs() > 1).any(-1).float().mean())
     print(f"fraction of the 150 px chip that lies outside our canonical crop: {100 * outside:.1f} %")
-    for size in (128, 256):
+    for size in (64, 128, 256):
         crops = np.stack([canonical_crop(img, lm, size) for img, lm in photos])
         tpl = ident._template_landmarks(size, size)
         tdet = dlib.full_object_detection(dlib.rectangle(0, 0, size - 1, size - 1),
