@@ -21,7 +21,7 @@ class FloatSlider(QWidget):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.label = QLabel(label or name)
-        self.label.setMinimumWidth(118)
+        self.label.setFixedWidth(max(140, self.label.sizeHint().width()))  # sliders line up in a column
         self.slider = QSlider(Qt.Horizontal)
         self.slider.setRange(0, steps)
         self.slider.setSingleStep(max(1, steps // 100))
@@ -114,6 +114,48 @@ class ImageView(QWidget):
         p.end()
 
 
+_SHADER = None
+
+
+def _headlight_shader():
+    """Two-sided Lambert shading lit from the camera (pyqtgraph's "shaded" lights the back of the mesh)."""
+    global _SHADER
+    if _SHADER is None:
+        from pyqtgraph.opengl import shaders
+
+        _SHADER = shaders.ShaderProgram("discoface_headlight", [
+            shaders.VertexShader("""
+                uniform mat4 u_mvp;
+                uniform mat3 u_normal;
+                attribute vec4 a_position;
+                attribute vec3 a_normal;
+                attribute vec4 a_color;
+                varying vec4 v_color;
+                varying vec3 v_normal;
+                void main() {
+                    v_normal = normalize(u_normal * a_normal);
+                    v_color = a_color;
+                    gl_Position = u_mvp * a_position;
+                }
+            """),
+            shaders.FragmentShader("""
+                #ifdef GL_ES
+                precision mediump float;
+                #endif
+                varying vec4 v_color;
+                varying vec3 v_normal;
+                void main() {
+                    vec3 n = normalize(v_normal);
+                    float key = abs(dot(n, normalize(vec3(0.35, 0.45, 1.0))));
+                    float rim = pow(1.0 - abs(n.z), 3.0);
+                    vec3 rgb = v_color.rgb * (0.18 + 0.82 * key) + 0.08 * rim;
+                    gl_FragColor = vec4(rgb, v_color.a);
+                }
+            """),
+        ])
+    return _SHADER
+
+
 def gl_unavailable_reason() -> str | None:
     """Why the OpenGL mesh view cannot be shown here (None when it can)."""
     from PySide6.QtGui import QGuiApplication
@@ -164,10 +206,12 @@ class MeshPanel(QWidget):
     def _build_gl(self, lay):
         import pyqtgraph.opengl as gl
 
+        self._shader = _headlight_shader()
+
         view = gl.GLViewWidget()
         view.setBackgroundColor((38, 40, 46))
         view.setCameraPosition(distance=42, elevation=8, azimuth=-90)
-        view.setMinimumSize(160, 160)
+        view.setMinimumSize(220, 220)
         self.view = view
         lay.addWidget(view)
 
@@ -182,7 +226,7 @@ class MeshPanel(QWidget):
         v = np.ascontiguousarray(np.stack([vertices[:, 0], -vertices[:, 2], vertices[:, 1]], 1), dtype=np.float32)
         md = gl.MeshData(vertexes=v, faces=self.triangles)
         if self.mesh is None:
-            self.mesh = gl.GLMeshItem(meshdata=md, smooth=True, shader="shaded", color=(0.85, 0.72, 0.64, 1.0),
+            self.mesh = gl.GLMeshItem(meshdata=md, smooth=True, shader=self._shader, color=(0.86, 0.74, 0.66, 1.0),
                                       glOptions="opaque", drawEdges=False)
             self.view.addItem(self.mesh)
             c = v.mean(0)

@@ -77,8 +77,9 @@ class MainWindow(QMainWindow):
         opts.addStretch(1)
         mb.addLayout(opts)
         left.addWidget(mesh_box)
-        left.setStretchFactor(0, 3)
-        left.setStretchFactor(1, 2)
+        left.setStretchFactor(0, 1)
+        left.setStretchFactor(1, 1)
+        left.setSizes([440, 300])
 
         self.sliders: dict[str, FloatSlider] = {}
         self.tabs = QTabWidget()

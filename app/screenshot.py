@@ -1,0 +1,67 @@
+"""Screenshot of the editor with an example face: ``python -m app.screenshot out.png`` (needs a real display
+with OpenGL, e.g. Xvfb: the GL mesh panel is composited from the screen, which ``QWidget.grab`` would miss).
+
+Prints one JSON line: the window size and the image / mesh panel rectangles in window pixels.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print("usage: python -m app.screenshot out.png", file=sys.stderr)
+        return 2
+    out = argv[0]
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(["discoface-screenshot"])
+    from engine.session import Session
+
+    from .window import MainWindow
+
+    s = Session()
+    s.randomize("identity", 3)
+    s.set_pose_degrees(yaw=22, pitch=6)
+    s.set_expression("mouthSmile_L", 0.7)
+    s.set_expression("mouthSmile_R", 0.7)
+    s.set_expression("browInnerUp_L", 0.4)
+    s.set_expression("browInnerUp_R", 0.4)
+    s.set_light(azimuth=35, elevation=25, intensity=0.55, ambient=0.7)
+    s.add_keyframe(0.0)
+    s.add_keyframe(2.0)
+    w = MainWindow(s, display_size=256)
+    w.resize(1180, 800)
+    w.tabs.setCurrentIndex(1)
+    w.search.setText("mouth")
+    w.lm_check.setChecked(True)
+    w.timeline.refresh()
+    w.show()
+    t0 = time.time()
+    while (w.last_frame is None or not w.settled) and time.time() - t0 < 60:
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(40):  # let the GL view paint
+        app.processEvents()
+        time.sleep(0.02)
+    geo = w.frameGeometry()
+    shot = w.screen().grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height())
+    ok = shot.save(out)
+
+    def rect(widget):
+        p = widget.mapTo(w, widget.rect().topLeft())
+        off = w.geometry().topLeft() - geo.topLeft()  # window frame (none without a window manager)
+        return [p.x() + off.x(), p.y() + off.y(), widget.width(), widget.height()]
+    info = {"saved": bool(ok), "width": shot.width(), "height": shot.height(), "window": [geo.width(), geo.height()],
+            "image": rect(w.view), "mesh": rect(w.mesh), "mesh_gl": w.mesh.available, "mesh_reason": w.mesh.reason,
+            "frame_ms": w.last_frame.ms if w.last_frame else None, "mode": s.mode_text}
+    print(json.dumps(info))
+    w.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
