@@ -6,6 +6,7 @@ and ``coeff_names``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ PACK_FORMAT = "discoface.trainpack"
 PACK_VERSION = 1
 
 
-def load_pack(path, limit: int | None = None) -> dict:
+def load_pack(path, limit: int | None = None, workers: int | None = None) -> dict:
     """Decode a training pack written by ``python -m training pack`` to the ``load_aligned`` dict."""
     import cv2
 
@@ -88,12 +89,28 @@ def load_pack(path, limit: int | None = None) -> dict:
     if len(offsets) != len(names) + 1 or len(lms) != len(names):
         raise DataError(f"training pack {path} is inconsistent (offsets/landmarks/names lengths differ)")
     images = np.empty((n, size, size, 3), np.uint8)
-    for i in range(n):
-        buf = blob[offsets[i]:offsets[i + 1]]
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if bgr is None or bgr.shape != (size, size, 3):
-            raise DataError(f"training pack {path}: image {i} ({names[i]}) cannot be decoded")
-        images[i] = bgr[..., ::-1]
+    bad: list[int] = []
+
+    def decode(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            bgr = cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_COLOR)
+            if bgr is None or bgr.shape != (size, size, 3):
+                bad.append(i)
+            else:
+                images[i] = bgr[..., ::-1]
+
+    workers = max(1, min(os.cpu_count() or 1, 16)) if workers is None else max(1, workers)
+    step = 512
+    if workers == 1 or n <= step:
+        decode(0, n)
+    else:  # cv2.imdecode releases the GIL: threads scale with cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(lambda lo: decode(lo, min(n, lo + step)), range(0, n, step)))
+    if bad:
+        i = min(bad)
+        raise DataError(f"training pack {path}: image {i} ({names[i]}) cannot be decoded")
     out = {"images": torch.from_numpy(images), "landmarks": torch.from_numpy(lms[:n].astype(np.float32)),
            "names": names[:n]}
     if coeffs is not None:
