@@ -116,6 +116,7 @@ class Session:
         self.history_limit = int(history_limit)
         self._renderer = None
         self._id_cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (identity, mean + id offsets)
+        self._shape_cache: tuple | None = None  # (identity, expression, vertices, normals)
         self._undo: list[_State] = []
         self._redo: list[_State] = []
         self._pending: _State | None = None
@@ -430,11 +431,16 @@ class Session:
         from .render.shading import shade
 
         r = self.renderer
-        verts = self._identity_vertices(c) + (c.expression @ self.model._exp_flat).view(1, -1, 3)
+        shape = self._shape_cache  # model-space vertices and normals: unchanged by pose and light edits
+        if shape is None or not (torch.equal(shape[0], c.identity) and torch.equal(shape[1], c.expression)):
+            v = self._identity_vertices(c) + (c.expression @ self.model._exp_flat).view(1, -1, 3)
+            shape = (c.identity.clone(), c.expression.clone(), v, self.model.vertex_normals(v))
+            self._shape_cache = shape
+        verts, normals_model = shape[2], shape[3]
         cam = r.camera.to_camera(verts, c.pose)
         screen = r.camera.project(cam, size)
         rot = rotation_matrix(c.pose)
-        normals = self.model.vertex_normals(verts) @ rot.transpose(1, 2)
+        normals = normals_model @ rot.transpose(1, 2)
         colors = shade(self.model.albedo(c), normals, c.light)
         frags = r._rasterize(screen, cam[..., 2], size)
         image = interpolate(colors, frags, self.model.triangles, background).clamp(0, 1)

@@ -208,3 +208,14 @@ def test_generator_mode(face_model):
     s.randomize("expression", seed=4)
     c, _ = gen.sample(1, 4)
     assert torch.allclose(s.coeffs.expression, c.expression)
+
+
+def test_cached_preview_matches_the_renderer(session, renderer):
+    from engine.io import to_uint8_image
+
+    for edit in (lambda: None, lambda: session.set_pose_degrees(yaw=35, roll=-10),  # pose only: shape cache hit
+                 lambda: session.set_expression("jawOpen", 0.6), lambda: session.randomize("identity", seed=9),
+                 lambda: session.set_light(azimuth=-50)):
+        edit()
+        ref = to_uint8_image(renderer(session.coeffs, SIZE, background=0.35).image[0]).astype(int)
+        assert np.abs(session.render(SIZE).image.astype(int) - ref).max() <= 1
