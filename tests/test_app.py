@@ -188,3 +188,25 @@ def test_open_photo_without_a_fitter_or_missing_file_gives_a_message(qtbot, wind
     job = window.open_photo(tmp_path / "nope.jpg")
     qtbot.waitUntil(lambda: not job.running and window.last_error is not None, timeout=20000)
     assert "not found" in window.last_error
+
+
+def test_run_entry_point_opens_and_closes(qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.main import run
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    seen = {}
+
+    def close():
+        wins = [w for w in QApplication.topLevelWidgets() if w.objectName() == "" and hasattr(w, "session")]
+        seen["windows"] = len(wins)
+        seen["error"] = wins[0].last_error if wins else None
+        for w in wins:
+            w.close()
+        QApplication.instance().quit()
+    QTimer.singleShot(1500, close)
+    assert run([str(bad), "--size", "64"]) == 0
+    assert seen["windows"] == 1 and "corrupt" in seen["error"]

@@ -219,3 +219,53 @@ def test_cached_preview_matches_the_renderer(session, renderer):
         edit()
         ref = to_uint8_image(renderer(session.coeffs, SIZE, background=0.35).image[0]).astype(int)
         assert np.abs(session.render(SIZE).image.astype(int) - ref).max() <= 1
+
+
+def test_open_photo_paths(session, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(b"not really a jpeg")
+    with pytest.raises(SessionError, match="not found"):
+        session.open_photo(tmp_path / "missing.jpg")
+    monkeypatch.setitem(sys.modules, "engine.fitting", None)  # no fitter in this build
+    with pytest.raises(SessionError, match="not available"):
+        session.open_photo(photo)
+    fitted = session.model.zeros(1)
+    fitted.set_pose_degrees(yaw=12)
+    fitted.expr["jawOpen"] = 0.4
+    fake = types.ModuleType("engine.fitting")
+    calls = []
+
+    def fit_photo(path, progress=None, cancel=None):
+        calls.append(path)
+        if cancel is not None and cancel():
+            raise KeyboardInterrupt
+        return fitted, None, None, None
+    fake.fit_photo = fit_photo
+    monkeypatch.setitem(sys.modules, "engine.fitting", fake)
+    from engine.session import SessionCancelled
+
+    with pytest.raises(SessionCancelled):
+        session.open_photo(photo, cancel=lambda: True)
+    assert session.coeffs.expr["jawOpen"].item() == 0  # cancelled: unchanged
+    msg = session.open_photo(photo)
+    assert "fitted" in msg and calls[-1] == str(photo)
+    assert session.expression_value("jawOpen") == pytest.approx(0.4)
+    assert session.pose_degrees()["yaw"] == pytest.approx(12, abs=1e-4)
+    assert session.undo() and session.expression_value("jawOpen") == 0
+
+
+def test_from_embedding(face_model, tmp_path):
+    from types import SimpleNamespace
+
+    c = face_model.zeros(1)
+    c.expr["mouthSmile_L"] = 0.5
+    res = SimpleNamespace(coeffs=c, noise=torch.full((1, 32), 0.25), w_offsets=torch.ones(1, 4, 8) * 0.01)
+    s = Session.from_embedding(res, source="me.jpg", model=face_model, generator=None)
+    assert s.expression_value("mouthSmile_L") == 0.5 and s.truncation_psi == 1.0 and not s.can_undo
+    s.save(tmp_path / "e.json")
+    back = Session.load(tmp_path / "e.json", model=face_model, generator=None)
+    assert back.source == "me.jpg" and torch.allclose(back.w_offsets, res.w_offsets)
+    assert torch.allclose(back.noise, res.noise)
