@@ -189,7 +189,7 @@ class FactorDecoders(nn.Module):
             po = dec.nets["pose"]
             po.skip.weight.copy_(torch.eye(3))
             po.out_std.copy_(torch.tensor([0.30, 0.12, 0.07]))
-        return dec
+        return dec.requires_grad_(False)
 
     # -- files ----------------------------------------------------------------------------------------
     def save(self, path, extra: dict | None = None) -> None:
