@@ -171,7 +171,7 @@ class MainWindow(QMainWindow):
     def _light_panel(self) -> QWidget:
         w = QWidget()
         lay = QVBoxLayout(w)
-        specs = [("azimuth", -90, 90, "°", 1, "Azimuth"), ("elevation", -60, 60, "°", 1, "Elevation"),
+        specs = [("azimuth", -180, 180, "°", 1, "Azimuth"), ("elevation", -90, 90, "°", 1, "Elevation"),
                  ("intensity", 0.0, 1.5, "", 2, "Intensity"), ("ambient", 0.0, 1.5, "", 2, "Ambient")]
         for key, lo, hi, unit, dec, label in specs:
             lay.addWidget(self._slider(f"light_{key}", lo, hi, unit=unit, decimals=dec, steps=600, label=label,

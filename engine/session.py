@@ -93,15 +93,16 @@ def smoothstep(u: float) -> float:
 
 
 def _try_load_generator():
-    """The shipped generator, or None when the module or its weights are missing (preview mode then)."""
+    """(the shipped generator or None, a note on why not): preview mode when the module or weights are missing."""
     try:
         from .generator import load_default_generator
-    except ImportError:
-        return None
+    except ImportError as exc:
+        return None, f"generator module unavailable ({exc})"
     try:
-        return load_default_generator()
-    except (ValueError, OSError):  # a broken weights file: preview mode, the status bar says why
-        return None
+        gen = load_default_generator()
+    except (ValueError, OSError) as exc:  # a broken weights file: preview mode, the status bar says why
+        return None, f"generator weights unusable: {str(exc).strip().splitlines()[0]}"
+    return gen, ("" if gen is not None else "no generator weights")
 
 
 class Session:
@@ -111,8 +112,14 @@ class Session:
         from .facemodel import default_model
 
         self.model = model if model is not None else default_model()
-        self.generator = _try_load_generator() if generator == "auto" else generator
-        self.noise_dim = int(getattr(self.generator, "noise_dim", NOISE_DIM)) if self.generator else NOISE_DIM
+        self.generator_note = ""
+        if isinstance(generator, str) and generator == "auto":
+            self.generator, self.generator_note = _try_load_generator()
+        else:
+            self.generator = generator
+        g = self.generator
+        self.noise_dim = int(getattr(g, "noise_dim", None) or getattr(getattr(g, "G", None), "noise_dim", None)
+                             or NOISE_DIM)
         self.history_limit = int(history_limit)
         self._renderer = None
         self._id_cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (identity, mean + id offsets)
@@ -122,7 +129,6 @@ class Session:
         self._pending: _State | None = None
         self.keyframes: list[Keyframe] = []
         self.source: str | None = None
-        self.generator_note = "" if self.generator else "no generator weights"
         self._state = _State(self.model.zeros(1), self._seed_noise(seed), int(seed))
         self._state.coeffs.light[:] = self._default_light()
 
@@ -157,7 +163,7 @@ class Session:
     def mode_text(self) -> str:
         if self.generator is not None:
             return f"generator ({int(self.generator.resolution)} px)"
-        return "preview: 3DMM render — no generator weights"
+        return f"preview: 3DMM render — {self.generator_note or 'no generator weights'}"
 
     @property
     def native_size(self) -> int:
@@ -736,7 +742,7 @@ class Session:
         params = inspect.signature(fit_photo).parameters
         kw = {}
         if "progress" in params and progress is not None:
-            kw["progress"] = progress
+            kw["progress"] = _progress_adapter(progress)
         if "cancel" in params:
             kw["cancel"] = cancel_fn
         if cancel_fn():
@@ -755,6 +761,16 @@ class Session:
         if progress is not None:
             progress(1, 1)
         return f"fitted the 3D face model to {path.name} (preview of the fit; no generator weights to embed)"
+
+
+def _progress_adapter(progress: Callable[[int, int], None]):
+    """The fitter reports a fraction (``progress(f)``), the editor wants (done, total): accept both."""
+    def call(*args):
+        if len(args) == 1:
+            progress(int(round(float(args[0]) * 1000)), 1000)
+        else:
+            progress(int(args[0]), int(args[1]))
+    return call
 
 
 def _as_cancel(cancel) -> Callable[[], bool]:

@@ -269,3 +269,25 @@ def test_from_embedding(face_model, tmp_path):
     back = Session.load(tmp_path / "e.json", model=face_model, generator=None)
     assert back.source == "me.jpg" and torch.allclose(back.w_offsets, res.w_offsets)
     assert torch.allclose(back.noise, res.noise)
+
+
+def test_with_a_real_face_generator(face_model, tmp_path):
+    """The session drives engine.generator.FaceGenerator (random weights, 32 px: the API, not the quality)."""
+    gm = pytest.importorskip("engine.generator")
+    torch.manual_seed(0)
+    dec = gm.FactorDecoders.prior(face_model.albedo_dim, face_model.exp_names)
+    G = gm.Generator(resolution=32, albedo_dim=face_model.albedo_dim,
+                     channels={4: 32, 8: 32, 16: 16, 32: 16}, w_dim=64, map_layers=2)
+    gen = gm.FaceGenerator(dec, G).eval()
+    s = Session(model=face_model, generator=gen)
+    assert s.mode == "generator" and s.noise_dim == G.noise_dim
+    f0 = s.render()
+    assert f0.image.shape == (32, 32, 3) and f0.mode == "generator"
+    s.randomize("pose", seed=3)
+    c, _ = gen.sample(1, 3)
+    assert torch.allclose(s.coeffs.pose, c.pose)
+    s.reseed_noise(5)
+    assert not np.array_equal(s.render().image, f0.image)
+    s.undo()
+    s.undo()
+    assert np.array_equal(s.render().image, f0.image)
