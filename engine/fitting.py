@@ -388,6 +388,27 @@ def sample_vertex_colors(crops: torch.Tensor, coeffs: Coefficients, model: FaceM
     return colors, valid, normals
 
 
+LIGHT_SHARE = 0.3  # fraction (in log) of the overall brightness attributed to the light; the rest to the albedo
+
+
+def split_light_gain(p: torch.Tensor, share: float = LIGHT_SHARE):
+    """Per-channel SH light ``p`` (3, 9) (colour and brightness included) → (grey light offsets (27,), gain (3,)).
+
+    Brightness and light intensity are ambiguous in a photo; ``share`` of it (in log) goes to the ambient light,
+    the rest (and all colour) to the RGB gain, so dark skin stays dark albedo rather than dim light.
+    """
+    from .facemodel import DEFAULT_AMBIENT
+
+    p0 = p[:, 0].clamp_min(1e-3)
+    s = p0.mean() / DEFAULT_AMBIENT
+    l0 = DEFAULT_AMBIENT * s ** share
+    g = p0 / l0
+    lk = (p / g[:, None]).mean(0)
+    full = lk.expand(3, 9).clone()
+    full[:, 0] -= DEFAULT_AMBIENT
+    return full.reshape(27), g
+
+
 @torch.no_grad()
 def solve_light(crops: torch.Tensor, coeffs: Coefficients, model: FaceModel, renderer, size: int = 128,
                 iters: int = 4, vertices: int = NARROW_FACE_VERTICES):
@@ -431,13 +452,7 @@ def solve_light(crops: torch.Tensor, coeffs: Coefficients, model: FaceModel, ren
             r = (pred - ci).norm(dim=-1)
             s = r.median().clamp_min(1e-3) * 1.5
             w = 1.0 / (1.0 + (r / s) ** 2)
-        g = p[:, 0].clamp_min(1e-3)
-        g = g / g.mean()
-        lk = (p / g[:, None]).mean(0)  # grey light (9,)
-        full = lk.expand(3, 9).clone()
-        full[:, 0] -= DEFAULT_AMBIENT
-        light[i] = full.reshape(27)
-        gain[i] = g
+        light[i], gain[i] = split_light_gain(p)
         resid[i] = (r * w).sum() / w.sum()
     return light, gain, resid
 

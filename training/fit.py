@@ -83,6 +83,61 @@ def fit_batch(images_u8: torch.Tensor, landmarks: torch.Tensor, model, renderer,
             "nme": res.landmark_nme.numpy(), "resid": resid.numpy()}
 
 
+def relight(split: str) -> int:
+    """Re-solve light/gain/albedo for every finished chunk with the current face model (geometry kept)."""
+    from tqdm import tqdm
+
+    from engine import fitting
+    from engine.facemodel import Coefficients, FaceModel, FaceModelError
+    from engine.io import atomic_path
+    from engine.render import FaceRenderer
+    from training.albedo import _load_images_for
+    from training.data import DataError
+
+    torch.set_num_threads(1)
+    chunk_dir = fits_dir() / f"{split}_chunks"
+    parts = sorted(chunk_dir.glob("chunk_*.npz"))
+    if not parts:
+        print(f"error: no fitted chunks in {chunk_dir}; run python -m training fit --split {split} first",
+              file=sys.stderr)
+        return 2
+    try:
+        model = FaceModel.load()
+    except FaceModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    renderer = FaceRenderer(model)
+    t0 = time.time()
+    n = 0
+    for p in tqdm(parts, desc=f"relight {split}", unit="chunk"):
+        with np.load(p, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        names = d["names"].tolist()
+        try:
+            imgs = _load_images_for(names, split)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        c = Coefficients(*(torch.from_numpy(d[k]).float() for k in ("identity", "albedo", "expression", "light",
+                                                                     "pose")), exp_names=model.exp_names)
+        c.albedo = torch.zeros(len(names), model.albedo_dim)
+        crops = fitting.crops_to_tensor(imgs["images"])
+        c.light, gain, resid = fitting.solve_light(crops, c, model, renderer)
+        if model.albedo_dim:
+            c.albedo, gain, resid = fitting.solve_albedo(crops, c, model, renderer)
+        d.update(albedo=c.albedo.numpy(), light=c.light.numpy(), gain=gain.numpy(), resid=resid.numpy(),
+                 albedo_dim=np.array(model.albedo_dim))
+        with atomic_path(p, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **d)
+        n += len(names)
+    total = merge(split, chunk_dir, fits_dir() / f"{split}.npz")
+    fits = load_fits(split)
+    print(f"relit {n} fits in {time.time() - t0:.0f} s (albedo K={model.albedo_dim}); photometric residual "
+          f"{np.nanmean(fits['resid']):.4f}; {total} in {fits_dir() / f'{split}.npz'}")
+    return 0
+
+
 def merge(split: str, chunk_dir: Path, out: Path) -> int:
     from engine.io import atomic_path
 
@@ -133,7 +188,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64, help="fitting resolution (landmarks are scaled to it)")
     ap.add_argument("--resume", action="store_true", help="keep finished chunks and continue")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--relight", action="store_true", help="keep the fitted geometry of the finished chunks and "
+                    "re-solve only light, gain and albedo (after a new albedo model)")
     args = ap.parse_args(argv)
+    if args.relight:
+        return relight(args.split)
 
     from tqdm import tqdm
 
