@@ -174,7 +174,8 @@ class MainWindow(QMainWindow):
         specs = [("azimuth", -180, 180, "°", 1, "Azimuth"), ("elevation", -90, 90, "°", 1, "Elevation"),
                  ("intensity", 0.0, 1.5, "", 2, "Intensity"), ("ambient", 0.0, 1.5, "", 2, "Ambient")]
         for key, lo, hi, unit, dec, label in specs:
-            lay.addWidget(self._slider(f"light_{key}", lo, hi, unit=unit, decimals=dec, steps=600, label=label,
+            steps = int(round((hi - lo) * 2)) if unit == "°" else 600  # 0.5° per step for the angles
+            lay.addWidget(self._slider(f"light_{key}", lo, hi, unit=unit, decimals=dec, steps=steps, label=label,
                                        on_change=lambda v, final, k=key: self.edit(
                                            lambda c: self.session.set_light(**{k: v}, commit=c), final)))
         self.color_btn = QPushButton("Colour…")
@@ -333,7 +334,8 @@ class MainWindow(QMainWindow):
     def request_render(self, final: bool = True) -> None:
         s = self.session
         self._serial += 1
-        size = self.display_size if final else self.drag_size
+        # while dragging, a smaller 3DMM frame is cheaper; the generator renders at its own resolution anyway
+        size = self.display_size if final or s.generator is not None else self.drag_size
         req = RenderRequest(s.coeffs.clone(), s.noise.clone(),
                             None if s.w_offsets is None else s.w_offsets.clone(), size, False, final, self._serial)
         self.last_request = req

@@ -130,12 +130,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-qt", action="store_true")
+    ap.add_argument("--random-generator", action="store_true",
+                    help="without shipped weights, time generator mode with randomly initialised weights of the "
+                         "default architecture at each size (the cost, not the quality)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from engine.session import Session
 
     session = Session()
     modes = [("preview", True)] + ([("generator", False)] if session.generator is not None else [])
+    random_gen = args.random_generator and session.generator is None
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU; "
           f"generator: {'yes' if session.generator is not None else 'no weights (preview mode only)'}")
     print(f"{'mode':<10} {'size':>5} {'what':<8} {'p50 ms':>8} {'p95 ms':>8}  note")
@@ -152,6 +156,19 @@ def main(argv=None) -> int:
                 p50, p95 = pct(times)
                 print(f"{mode:<10} {size:>5} {'qt':<8} {p50:8.1f} {p95:8.1f}  slider -> frame shown; fast drag of "
                       f"100 changes: {renders} renders, {drag_ms:.0f} ms to the final frame")
+    if random_gen:
+        from engine import generator as gm
+
+        for size in args.sizes:
+            torch.manual_seed(0)
+            m = session.model
+            gen = gm.FaceGenerator(gm.FactorDecoders.prior(m.albedo_dim, m.exp_names),
+                                   gm.Generator(resolution=size, albedo_dim=m.albedo_dim)).eval()
+            gs = Session(model=m, generator=gen)
+            for what in ("pose", "expression"):
+                p50, p95 = pct(engine_latency(gs, size, args.n, False, what))
+                print(f"{'gen(rand)':<10} {size:>5} {'engine':<8} {p50:8.1f} {p95:8.1f}  {what} edit + render "
+                      f"(random weights, default architecture)")
     for size, sp in splits.items():
         total = sum(sp.values())
         print(f"\n# where the time goes, preview render at {size} px (mean of {args.n}, total {total:.1f} ms)")

@@ -720,16 +720,23 @@ class Session:
         cancel_fn = _as_cancel(cancel)
         if self.generator is not None:
             try:
-                from .embed import EmbedCancelled, PhotoEmbedder
+                from . import embed as E
             except ImportError:
-                PhotoEmbedder = None
-            if PhotoEmbedder is not None:
-                emb = PhotoEmbedder(self.generator)
+                E = None
+            if E is not None and (hasattr(E, "embed_photo") or hasattr(E, "PhotoEmbedder")):
+                prog = (lambda i, n, *rest: progress(int(i), int(n))) if progress else None
                 try:
-                    res = emb.embed(str(path), progress=(lambda i, n, loss: progress(i, n)) if progress else None,
-                                    cancel=cancel_fn)
-                except EmbedCancelled:
-                    raise SessionCancelled("cancelled") from None
+                    if hasattr(E, "embed_photo"):
+                        accepted = inspect.signature(E.embed_photo).parameters
+                        kw = {k: v for k, v in (("generator", self.generator), ("progress", prog),
+                                                ("cancel", cancel_fn)) if k in accepted}
+                        res = E.embed_photo(str(path), **kw)
+                    else:
+                        res = E.PhotoEmbedder(self.generator).embed(str(path), progress=prog, cancel=cancel_fn)
+                except Exception as exc:
+                    if "cancel" in type(exc).__name__.lower():
+                        raise SessionCancelled("cancelled") from None
+                    raise
                 self._apply_embedding(res)
                 self.source = str(path)
                 m = res.metrics

@@ -184,7 +184,7 @@ def test_mesh_panel_degrades_without_opengl(window):
     window.lm_check.setChecked(True)  # toggling landmarks without GL must not fail
 
 
-def test_open_photo_without_a_fitter_or_missing_file_gives_a_message(qtbot, window, tmp_path):
+def test_open_photo_of_a_missing_file_gives_a_message(qtbot, window, tmp_path):
     job = window.open_photo(tmp_path / "nope.jpg")
     qtbot.waitUntil(lambda: not job.running and window.last_error is not None, timeout=20000)
     assert "not found" in window.last_error

@@ -291,3 +291,37 @@ def test_with_a_real_face_generator(face_model, tmp_path):
     s.undo()
     s.undo()
     assert np.array_equal(s.render().image, f0.image)
+
+
+def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):
+    import engine.embed as E
+    from types import SimpleNamespace
+
+    photo = tmp_path / "p.png"
+    photo.write_bytes(b"x")
+    c = face_model.zeros(1)
+    c.expr["eyeBlink_L"] = 1.0
+    seen = []
+
+    class FakeEmbedder:
+        def __init__(self, gen):
+            self.gen = gen
+
+        def embed(self, path, progress=None, cancel=None):
+            for i in range(3):
+                if cancel():
+                    raise E.EmbedCancelled()
+                progress(i + 1, 3, 0.5)
+            return SimpleNamespace(coeffs=c, noise=torch.zeros(1, 32), w_offsets=None,
+                                   metrics={"psnr_face": 25.0, "seconds": 0.1})
+    monkeypatch.setattr(E, "PhotoEmbedder", FakeEmbedder)
+    monkeypatch.delattr(E, "embed_photo", raising=False)
+    from engine.session import SessionCancelled
+
+    s = Session(model=face_model, generator=FakeGenerator())
+    with pytest.raises(SessionCancelled):
+        s.open_photo(photo, cancel=lambda: True)
+    assert s.expression_value("eyeBlink_L") == 0
+    msg = s.open_photo(photo, progress=lambda d, t: seen.append((d, t)))
+    assert "embedded" in msg and seen == [(1, 3), (2, 3), (3, 3)]
+    assert s.expression_value("eyeBlink_L") == 1.0 and s.truncation_psi == 1.0
