@@ -358,6 +358,10 @@ def train(args) -> int:
     optD = torch.optim.Adam(D.parameters(), lr=lr * mb, betas=(0.0, 0.99 ** mb), eps=1e-8)
 
     images_seen, step = 0, 0
+    if is_main and out.exists():  # temporaries left by a run killed mid-write are never valid
+        for tmp in [*out.glob(".ckpt-*.part*"), *out.glob(".state.*.part*")]:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     if prev:
         load_checkpoint(out, prev, G, G_ema, D, optG, optD, device)
         images_seen, step = prev["images_seen"], int(prev.get("step", 0))
