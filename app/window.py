@@ -381,6 +381,9 @@ class MainWindow(QMainWindow):
         """A non-blocking message box (the editor keeps running) and the status bar text."""
         self.last_error = text
         self.statusBar().showMessage(f"{title}: {text}", 10000)
+        for b in self._messages:  # a failing render during a drag: one box, not one per frame
+            if b.isVisible() and b.text() == text:
+                return b
         box = QMessageBox(QMessageBox.Warning, title, text, QMessageBox.Ok, self)
         box.setWindowModality(Qt.WindowModal)
         box.finished.connect(lambda _=None, b=box: self._messages.remove(b) if b in self._messages else None)
