@@ -1,10 +1,9 @@
 """The DiscoFace studio main window: a thin Qt shell over ``engine.session.Session``."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QMainWindow, QMessageBox, QProgressDialog, QPushButton, QScrollArea, QSpinBox,
