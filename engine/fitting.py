@@ -151,7 +151,7 @@ def fit_coefficients(crops: torch.Tensor, landmarks: torch.Tensor, model: FaceMo
                      progress: Callable[[float], None] | None = None,
                      cancel: Callable[[], bool] | None = None, init: Coefficients | None = None,
                      photometric: bool = True, lr: float = 0.1, w_id: float = 1e-5,
-                     w_exp: float = 2e-4, w_light: float = 0.05, w_alb: float = 2e-4, w_lm_photo: float = 100.0) -> FitResult:
+                     w_exp: float = 5e-6, w_light: float = 0.05, w_alb: float = 2e-4, w_lm_photo: float = 100.0) -> FitResult:
     """Fit coefficients to canonical crops.
 
     crops: (B, 3, H, W) float in [0, 1], canonical aligned crops; landmarks: (B, 68, 2) in crop pixels.
