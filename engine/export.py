@@ -204,6 +204,9 @@ def export_session_file(session_path, to, fps: float = 24, frames: int | None = 
 
     from .session import Session
 
+    format_for(to)  # a bad target is refused before any work
+    if not Path(to).parent.exists():
+        raise ExportError(f"folder {Path(to).parent} does not exist")
     sess = Session.load(session_path)
     n = frames if frames is not None else max(1, int(round(sess.duration * float(fps))) + 1)
     bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
