@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed a photo into the generator's factor latents")
     p.add_argument("photo")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--overlay")
+    p.add_argument("--overlay", help="before/after grid PNG: photo | reconstruction | yaw -20 | yaw +20 | smile | relit")
+    p.add_argument("--paste-back", dest="paste_back", metavar="OUT.png",
+                   help="the reconstruction composited back into the original photo")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_embed)
