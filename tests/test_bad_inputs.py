@@ -23,6 +23,14 @@ OK_CASES = ["two_faces", "huge", "grayscale", "rgba", "cmyk", "exif_rotated"]
 ERROR_CASES = ["not_a_face", "no_face", "tiny", "truncated", "text", "empty", "missing"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def corpus(ffhq_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
