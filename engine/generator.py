@@ -179,7 +179,7 @@ class FactorDecoders(nn.Module):
                     ex.out_std[i], ex.out_mean[i] = 0.2, 0.05
             # light: white light from z[:9], slight colour tint of the ambient from z[9:12]
             li = dec.nets["light"]
-            band_std = torch.tensor([0.12, 0.3, 0.3, 0.3, 0.06, 0.06, 0.06, 0.06, 0.06])
+            band_std = torch.tensor([0.12, 0.2, 0.2, 0.2, 0.05, 0.05, 0.05, 0.05, 0.05])
             for c in range(3):
                 li.skip.weight[c * 9:(c + 1) * 9, :9] = torch.eye(9)
                 li.skip.weight[c * 9, 9 + c] = 0.3

@@ -221,6 +221,26 @@ def export_generator(out: Path, dest: Path, device="cpu") -> Path:
     return target
 
 
+def sync_grads(module, world: int) -> None:
+    """Average gradients over the torchrun processes: one flattened all-reduce (no-op on one process)."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.flatten() for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+    off = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[off:off + n].view_as(p.grad))
+        off += n
+
+
 def _build_G(cfg: dict, albedo_dim: int) -> Generator:
     return Generator(cfg["resolution"], albedo_dim, cfg["g_channels"], cfg["w_dim"], cfg["map_layers"])
 
@@ -314,6 +334,8 @@ def train(args) -> int:
         import torch.distributed as dist
 
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(device)
     is_main = rank == 0
 
     # -- config ---------------------------------------------------------------------------------------
@@ -365,6 +387,8 @@ def train(args) -> int:
     if prev:
         load_checkpoint(out, prev, G, G_ema, D, optG, optD, device)
         images_seen, step = prev["images_seen"], int(prev.get("step", 0))
+        if world > 1:  # the checkpoint holds rank 0's RNG: give every rank its own stream again
+            torch.manual_seed(args.seed * 1000 + rank + 7919 * images_seen)
         if is_main:
             print(f"resumed {out} at images_seen={images_seen} (step {step}, stage {prev.get('stage', 1)})",
                   flush=True)
@@ -391,12 +415,12 @@ def train(args) -> int:
     perception = Perception(load=not args.no_perception).to(device)
     disco = DiscoLoss(renderer, perception, res, cfg["l1_res"], cfg["l1_kimg"], cfg["stage2_kimg"],
                       cfg["lm_weight_stage2"])
+    if world > 1:  # same start on every rank; gradients are all-reduced after each backward (StyleGAN3 style)
+        for m in (G, D):
+            for t in [*m.parameters(), *m.buffers()]:
+                dist.broadcast(t.data, src=0)
+        G_ema.load_state_dict(G.state_dict())
     Gt, Dt = G, D
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        Gt = DDP(G, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False)
-        Dt = DDP(D, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else contextlib.nullcontext())
 
     total = int(cfg["total_kimg"] * 1000)
@@ -448,6 +472,7 @@ def train(args) -> int:
                 logs["r1"] = r1.detach()
             optD.zero_grad(set_to_none=True)
             loss_d.backward()
+            sync_grads(D, world)
             optD.step()
             logs["d"] = loss_d.detach()
 
@@ -458,6 +483,7 @@ def train(args) -> int:
                                            cfg.get("pair_every", 2), autocast)
             optG.zero_grad(set_to_none=True)
             g_losses["g_total"].backward()
+            sync_grads(G, world)
             optG.step()
             for p in D.parameters():
                 p.requires_grad_(True)
