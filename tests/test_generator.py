@@ -153,7 +153,7 @@ def test_face_generator_round_trip(tmp_path):
     assert torch.equal(c.as_vector(), c0.as_vector()) and torch.equal(n, n0)
     a, b = back.synthesize(c, n), fg.synthesize(c0, n0)
     assert a.shape == (2, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
-    assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(a, b, atol=1e-4)  # the loaded one runs channels_last
     assert torch.allclose(back.synthesize(c, n, 0.5), back.synthesize(c, n, 0.5))  # deterministic (const noise)
     assert not torch.allclose(back.synthesize(c, n, 1.0), back.synthesize(c, n, 0.5))
 
