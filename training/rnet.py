@@ -181,19 +181,27 @@ def main(argv=None) -> int:
     n = len(y)
     steps_per_epoch = max(1, n // args.batch)
     total_steps = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total_steps, pct_start=0.1)
     ck_dir = Path(cache_dir()) / "rnet"
     ck_dir.mkdir(parents=True, exist_ok=True)
     start_epoch = 0
+    step = 0
+    spent = 0.0  # training seconds before this run (resume)
     if args.resume and (ck_dir / "last.pt").exists():
         ck = torch.load(ck_dir / "last.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        start_epoch = int(ck["epoch"])
+        start_epoch, step, spent = int(ck["epoch"]), int(ck["step"]), float(ck["spent"])
         print(f"resumed after epoch {start_epoch}")
     t0 = time.time()
     stop = False
+
+    def progress_fraction() -> float:
+        """Schedule position: by steps, or by time when --minutes is given (whichever is further)."""
+        f = step / total_steps
+        if args.minutes:
+            f = max(f, (spent + time.time() - t0) / (args.minutes * 60))
+        return min(1.0, f)
+
     for epoch in range(start_epoch, args.epochs):
         net.train()
         perm = torch.randperm(n)
@@ -239,19 +247,22 @@ def main(argv=None) -> int:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+                frac = progress_fraction()
+                for grp in opt.param_groups:  # warm-up, then cosine to 0
+                    grp["lr"] = args.lr * min(1.0, frac / 0.05 + 0.02) * 0.5 * (1 + math.cos(math.pi * frac))
                 opt.step()
-                sched.step()
+                step += 1
                 bar.set_postfix(reg=f"{float(reg):.3f}", lm=f"{float(lm_loss):.3f}", ph=f"{ph_val:.3f}")
-                if args.minutes and (time.time() - t0) > args.minutes * 60:
+                if progress_fraction() >= 1.0:
                     stop = True
                     break
-        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1}, ck_dir / "last.pt")
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "step": step,
+                    "spent": spent + time.time() - t0}, ck_dir / "last.pt")
         m = evaluate(net, test, model, renderer)
         print(f"epoch {epoch + 1}: held-out NME {m['nme']:.4f}, yaw err {m['yaw_err_deg']:.2f}°, "
               f"pitch err {m['pitch_err_deg']:.2f}° ({time.time() - t0:.0f} s)")
         if stop:
-            print("time budget reached; stopping")
+            print("schedule finished (time budget); stopping")
             break
     m = evaluate(net, test, model, renderer)
     m.update(time_inference(net))
