@@ -121,8 +121,8 @@ class PhotoEmbedder:
     Defaults are tuned for the CPU at 64 px (see bench/embed.py for the measured figures)."""
 
     def __init__(self, generator, rnet=None, idnet=None, renderer=None, steps: int = DEFAULT_STEPS,
-                 lr: float = 0.03, *, w_face: float = 1.0, w_all: float = 0.3, w_id: float = 0.3,
-                 w_lm: float = 100.0, w_offset: float = 2.0, w_prior: float = 0.02, offset_start: float = 0.35,
+                 lr: float = 0.05, *, w_face: float = 1.0, w_all: float = 0.3, w_id: float = 0.8,
+                 w_lm: float = 100.0, w_offset: float = 1.0, w_prior: float = 0.02, offset_start: float = 0.35,
                  id_every: int = 2, noise_candidates: int = 8, model=None):
         from .facemodel import default_model
         from .render import FaceRenderer
@@ -416,11 +416,11 @@ def standard_edits() -> dict:
     def smile(c):
         for n in ("mouthSmile_L", "mouthSmile_R"):
             if n in c.exp_names:
-                c.expr[n] = 0.9
+                c.expr[n] = 0.7
         return c
 
     def relit(c):
-        c.light[:] = light_from_direction(-60, 15, 0.8, ambient=0.5)
+        c.light[:] = light_from_direction(-60, 15, 0.6, ambient=0.6)
         return c
 
     return {"yaw-20": yaw(-20), "yaw+20": yaw(20), "smile": smile, "relit": relit}
