@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", default=str(config.REPO_ROOT / "docs" / "embed_grid.png"))
     ap.add_argument("--grid-rows", type=int, default=6)
     ap.add_argument("--paste", default=str(config.cache_dir() / "embed_paste.png"),
-                    help="photo | reconstruction pasted back | yaw +20 pasted back, for the first photo")
+                    help="for the first photo: photo | reconstruction pasted | yaw +20 pasted | relit and smile "
+                         "pasted as deltas (photo detail kept)")
     ap.add_argument("--json", default=str(config.cache_dir() / "bench_embed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -116,10 +117,13 @@ def main(argv=None) -> int:
             photo = load_image(p)
             c = res.coeffs.clone()
             c.set_pose_degrees(yaw=math.degrees(float(c.pose[0, 0])) + 20)
-            a = paste_into_photo(res, res.reconstruction, photo, embedder=emb)
-            b = paste_into_photo(res, emb.render(res, c), photo, coeffs=c, embedder=emb)
+            lit, smile = edits["relit"](res.coeffs.clone()), edits["smile"](res.coeffs.clone())
+            panels = [photo, paste_into_photo(res, res.reconstruction, photo, embedder=emb),
+                      paste_into_photo(res, emb.render(res, c), photo, coeffs=c, embedder=emb),
+                      paste_into_photo(res, emb.render(res, lit), photo, embedder=emb, mode="delta"),
+                      paste_into_photo(res, emb.render(res, smile), photo, coeffs=smile, embedder=emb, mode="delta")]
             Path(args.paste).parent.mkdir(parents=True, exist_ok=True)
-            save_image(args.paste, np.concatenate([photo, a, b], 1))
+            save_image(args.paste, np.concatenate(panels, 1))
             paste_done = True
     if not rows:
         print("error: no photo could be embedded", file=sys.stderr)
@@ -157,7 +161,8 @@ def main(argv=None) -> int:
         save_image(args.grid, grid[0].clamp(0, 1))
         print(f"wrote {args.grid} ({len(tiles)} rows: photo | reconstruction | yaw -20 | yaw +20 | smile | relit)")
     if paste_done:
-        print(f"wrote {args.paste} (photo | reconstruction pasted back | yaw +20 pasted back)")
+        print(f"wrote {args.paste} (photo | reconstruction pasted | yaw +20 pasted | relit, delta paste | "
+              f"smile, delta paste)")
     return 0
 
 

@@ -151,6 +151,24 @@ def test_paste_into_photo(embedded, photo, embedder):
         paste_into_photo(res, white, np.zeros((100, 80, 3), np.uint8), embedder=embedder)
 
 
+def test_paste_delta_keeps_the_photo(embedded, photo, embedder):
+    """mode="delta": an unchanged reconstruction leaves the photo as it is; a brightening edit brightens the face."""
+    from engine.perception.align import load_image
+
+    res, _ = embedded
+    img = load_image(photo)
+    same = paste_into_photo(res, res.reconstruction, photo, embedder=embedder, mode="delta")
+    assert np.abs(same.astype(int) - img).max() <= 1
+    brighter = (res.reconstruction + 0.2).clamp(0, 1)
+    out = paste_into_photo(res, brighter, photo, embedder=embedder, mode="delta")
+    nx, ny = (int(v) for v in res.alignment.landmarks_photo[30])
+    gain = out[ny - 2:ny + 3, nx - 2:nx + 3].astype(float).mean() - img[ny - 2:ny + 3, nx - 2:nx + 3].mean()
+    assert 25 < gain < 60, gain
+    assert np.array_equal(out[0, 0], img[0, 0])
+    with pytest.raises(EmbedError):
+        paste_into_photo(res, brighter, photo, embedder=embedder, mode="blend")
+
+
 def _assets(tmp_path, gen):
     folder = tmp_path / "assets"
     folder.mkdir()
