@@ -108,6 +108,20 @@ def test_cancel(embedder, photo):
     assert seen == [1, 2, 3]
 
 
+def test_rnet_initialiser(tiny_gen, face_model, renderer, photo):
+    """With an R-Net (here an untrained one, whose output is its stored coefficient mean) the embedder starts from
+    its prediction instead of the 3DMM fit."""
+    from engine.perception.rnet import RNet
+
+    net = RNet(albedo_dim=face_model.albedo_dim + 3, exp_names=face_model.exp_names).eval()  # other K: conformed
+    net.coeff_mean[:100] = 0.5
+    emb = PhotoEmbedder(tiny_gen, rnet=net, idnet=False, model=face_model, renderer=renderer)
+    res = emb.embed(photo, steps=2)
+    assert res.metrics["init"] == "rnet"
+    assert torch.allclose(res.init_coeffs.identity, torch.full((1, 100), 0.5))
+    assert res.coeffs.albedo.shape[1] == tiny_gen.albedo_dim
+
+
 def test_edit_changes_only_that_factor(embedded, embedder):
     res, _ = embedded
     base = embedder.render(res)
