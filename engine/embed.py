@@ -184,7 +184,8 @@ class PhotoEmbedder:
         crop, al = A.align_with_landmarks(img, al_big.landmarks_photo, size, n_faces=al_big.n_faces, box=al_big.box)
         return img, crop, al, crop_big, al_big
 
-    def initialise(self, crop_big: np.ndarray, landmarks_big: np.ndarray) -> tuple[Coefficients, str]:
+    def initialise(self, crop_big: np.ndarray, landmarks_big: np.ndarray, cancel: Callable[[], bool] | None = None
+                   ) -> tuple[Coefficients, str]:
         """Coefficients for the aligned crop: R-Net when available, else a short 3DMM fit."""
         target = torch.from_numpy(crop_big).permute(2, 0, 1)[None].float() / 255.0
         rnet = self._rnet()
@@ -193,10 +194,13 @@ class PhotoEmbedder:
                 c = rnet.predict(target).detach()
             how = "rnet"
         else:
-            from .fitting import fit_coefficients, solve_albedo, solve_light
+            from .fitting import FitCancelled, fit_coefficients, solve_albedo, solve_light
 
             lm = torch.as_tensor(np.asarray(landmarks_big), dtype=torch.float32)[None]
-            res = fit_coefficients(target, lm, self.model, self.renderer, steps=(80, 0), size=64)
+            try:
+                res = fit_coefficients(target, lm, self.model, self.renderer, steps=(80, 0), size=64, cancel=cancel)
+            except FitCancelled:
+                raise EmbedCancelled() from None
             c = res.coeffs.detach()
             # linear robust SH light (+ albedo when the model has a learned basis) for the fitted geometry
             light, gain, _ = solve_light(target, c, self.model, self.renderer, size=target.shape[-1])
@@ -226,7 +230,7 @@ class PhotoEmbedder:
         G = self.gen.G
         target = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
         lm_target = torch.as_tensor(np.asarray(alignment.landmarks_crop), dtype=torch.float32)[None]
-        init, how = self.initialise(crop_big, al_big.landmarks_crop)
+        init, how = self.initialise(crop_big, al_big.landmarks_crop, cancel)
         t_init = time.perf_counter() - t0
         if check():
             raise EmbedCancelled()

@@ -106,6 +106,12 @@ def test_cancel(embedder, photo):
     with pytest.raises(EmbedCancelled):
         embedder.embed(photo, steps=STEPS, progress=lambda i, n, loss: seen.append(i), cancel=lambda: len(seen) >= 3)
     assert seen == [1, 2, 3]
+    # cancelled while the 3DMM fit initialises (before any optimisation step)
+    calls = []
+    with pytest.raises(EmbedCancelled):
+        embedder.embed(photo, steps=STEPS, progress=lambda i, n, loss: seen.append(i),
+                       cancel=lambda: calls.append(1) or len(calls) > 5)
+    assert seen == [1, 2, 3]
 
 
 def test_rnet_initialiser(tiny_gen, face_model, renderer, photo):
