@@ -535,7 +535,12 @@ def main_embed(args) -> int:
     from .session import Session
 
     sess = Session.from_embedding(res, source=str(args.photo), generator=gen)
-    grid = embedding_grid(res, emb, standard_edits()) if overlay else None
+    grid = None
+    if overlay:
+        grid = embedding_grid(res, emb, standard_edits())
+        if grid.shape[1] < 128:  # small generators: tiles upscaled to 128 px so the overlay is readable
+            grid = F.interpolate(grid[None], scale_factor=128 // grid.shape[1], mode="bilinear",
+                                 align_corners=False)[0].clamp(0, 1)
     pasted = paste_into_photo(res, res.reconstruction, photo, embedder=emb) if paste else None
     written = []
     try:

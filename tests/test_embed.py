@@ -223,7 +223,8 @@ def test_cli_embed_writes_all_outputs(photo, tiny_gen, tmp_path, monkeypatch, ca
     assert sorted(p.name for p in out.iterdir()) == ["grid.png", "me.json", "pb.png"]
     from PIL import Image
 
-    assert Image.open(out / "grid.png").size == (6 * 32, 32)  # photo | recon | yaw-20 | yaw+20 | smile | relit
+    # photo | recon | yaw-20 | yaw+20 | smile | relit, 32 px tiles shown at 128 px
+    assert Image.open(out / "grid.png").size == (6 * 128, 128)
     assert Image.open(out / "pb.png").size == Image.open(photo).size
     d = json.loads((out / "me.json").read_text())
     assert d.get("w_offsets") is not None
