@@ -11,6 +11,7 @@ spaced). For each photo it prints
 - identity-net (dlib ResNet port) distance photo crop ↔ reconstruction, ↔ yaw −20° and ↔ yaw +20° edits, and ↔ the
   initialiser's image (coefficients only, no optimisation) — lower is better; dlib calls < 0.6 "same person";
   for scale, the mean distance between *different* photos of the set is printed too;
+- how much each edit changes the picture (mean |Δ| of 0..255 pixels), with the offsets and for the bare generator;
 - with an R-Net: the yaw it re-estimates on the ±20° edits (does the edit do what it says).
 The grid rows are photos; columns: photo | reconstruction | yaw −20 | yaw +20 | smile | relit (tiles upscaled to 128 px).
 """
@@ -96,7 +97,14 @@ def main(argv=None) -> int:
         d = (e[1:] - e[0]).norm(dim=1)
         names = ["recon"] + list(edits) + ["init"]
         dist = {n: float(v) for n, v in zip(names, d)}
-        row = {"photo": p.name, "seconds": secs, "init_seconds": res.metrics["init_seconds"],
+        # how much each edit changes the picture (mean |Δ| in 0..255), with the offsets and for the bare generator
+        # (no offsets): a ratio near 1 means the offsets neither damp nor exaggerate the edits
+        with torch.no_grad():
+            bare = synthesize_embedding(gen, res.coeffs, res.noise)
+            change = {n: 255 * float((imgs[k + 1] - imgs[0]).abs().mean()) for k, n in enumerate(edits)}
+            bare_change = {n: 255 * float((synthesize_embedding(gen, fn(res.coeffs.clone()), res.noise) - bare).abs()
+                                          .mean()) for n, fn in edits.items()}
+        row = {"change": change, "bare_change": bare_change, "photo": p.name, "seconds": secs, "init_seconds": res.metrics["init_seconds"],
                "psnr_face": res.metrics["psnr_face"], "psnr_all": res.metrics["psnr_all"],
                "offset_rms": res.metrics["offset_rms"], "id": dist}
         if rnet is not None:
@@ -137,7 +145,7 @@ def main(argv=None) -> int:
         vals = [r[key][sub] if sub else r[key] for r in rows]
         return statistics.median(vals), statistics.mean(vals)
 
-    summary = {"n": n, "generator": str(gpath), "resolution": gen.resolution, "steps": rows and (args.steps or emb.steps),
+    summary = {"n": n, "generator": str(gpath), "resolution": gen.resolution, "steps": args.steps or emb.steps,
                "threads": args.threads, "init": "rnet" if rnet is not None else "fit",
                "seconds_median": med("seconds")[0], "seconds_warm_median": statistics.median(
                    [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]),
@@ -145,7 +153,10 @@ def main(argv=None) -> int:
                "id_recon_median": med("id", "recon")[0], "id_yaw-20_median": med("id", "yaw-20")[0],
                "id_yaw+20_median": med("id", "yaw+20")[0], "id_smile_median": med("id", "smile")[0],
                "id_relit_median": med("id", "relit")[0], "id_init_median": med("id", "init")[0],
-               "id_between_photos_mean": between}
+               "id_between_photos_mean": between,
+               "change_yaw+20_median": med("change", "yaw+20")[0], "bare_change_yaw+20_median":
+                   med("bare_change", "yaw+20")[0], "change_smile_median": med("change", "smile")[0],
+               "change_relit_median": med("change", "relit")[0]}
     if rows and "rnet_yaw_delta" in rows[0]:
         summary["rnet_yaw_delta_median"] = [statistics.median(r["rnet_yaw_delta"][k] for r in rows) for k in (0, 1)]
     print("\nsummary (medians over", n, "photos):")
