@@ -344,3 +344,18 @@ def test_light_pair_penalises_background_change(renderer):
     outside_change = a + 0.5 * (1 - mask)
     assert float(disco.light_pair(a, inside_only, c, c, mask)) < 5e-3
     assert float(disco.light_pair(a, outside_change, c, c, mask)) > 1.0
+
+
+def test_graft_albedo_prior_keeps_identity_and_adds_unit_albedo():
+    from training.vae import VAEError, graft_albedo_prior
+
+    d0 = FactorDecoders.prior(0, _names())
+    with torch.no_grad():
+        d0.nets["identity"].mlp[-1].weight.normal_(0, 0.01)  # a non-linear part that must be carried over
+    d = graft_albedo_prior(d0, 6)
+    lat = sample_latents(4000, seed=3)
+    a, b = d0.decode(lat), d.decode(lat)
+    assert torch.allclose(a.identity, b.identity, atol=1e-5) and torch.equal(a.light, b.light)
+    assert b.albedo.shape == (4000, 6) and abs(float(b.albedo.std()) - 1) < 0.1
+    with pytest.raises(VAEError):
+        graft_albedo_prior(FactorDecoders.prior(3, _names()), 6)

@@ -107,7 +107,7 @@ def factor_matrix(fits: dict, factor: str) -> np.ndarray:
 
 
 def train_decoders(fits: dict, exp_names=(), steps: int = 6000, batch: int = 256, lr: float = 1e-3,
-                   warmup: float = 0.2, seed: int = 0, log=print) -> tuple[FactorDecoders, dict]:
+                   warmup: float = 0.2, seed: int = 0, log=print, calibrate: bool = True) -> tuple[FactorDecoders, dict]:
     torch.manual_seed(seed)
     albedo_dim = fits["albedo"].shape[1]
     dec = FactorDecoders(albedo_dim, exp_names)
@@ -137,8 +137,29 @@ def train_decoders(fits: dict, exp_names=(), steps: int = 6000, batch: int = 256
                     f"kl {float(parts['kl']):.2f} beta {beta:.2f}")
         report[factor] = {"seconds": round(time.time() - t0, 1)}
     dec.eval()
+    if calibrate:
+        report["calibration"] = calibrate_variance(dec, fits)
     report.update(sampling_check(dec, fits))
     return dec, report
+
+
+@torch.no_grad()
+def calibrate_variance(dec: FactorDecoders, fits: dict, n: int = 20000, seed: int = 2, max_gain: float = 2.5) -> dict:
+    """Match each decoded dimension's mean and variance to the fits (a VAE's decoded means are under-dispersed:
+    they lack the reconstruction noise). Rewrites ``out_mean``/``out_std`` so out = μ + σ·k·(y − ȳ) with
+    k = min(max_gain, σ_data/σ_decoded) in normalised units; the shape of the decoded distribution is kept."""
+    lat = sample_latents(n, seed=seed)
+    gains = {}
+    for factor, net in dec.nets.items():
+        y = net.skip(getattr(lat, factor)) + net.mlp(getattr(lat, factor))  # normalised units
+        x = torch.from_numpy(factor_matrix(fits, factor))
+        target = x.std(0) / net.out_std
+        k = (target / y.std(0).clamp_min(1e-6)).clamp(max=max_gain)
+        k = torch.where(x.std(0) > 1e-6, k, torch.ones_like(k))
+        net.out_mean -= net.out_std * k * y.mean(0) - (x.mean(0) - net.out_mean)
+        net.out_std *= k
+        gains[factor] = {"gain_median": float(k.median()), "gain_max": float(k.max())}
+    return gains
 
 
 @torch.no_grad()
@@ -163,6 +184,35 @@ def sampling_check(dec: FactorDecoders, fits: dict, n: int = 20000, seed: int = 
     return out
 
 
+@torch.no_grad()
+def graft_albedo_prior(dec: FactorDecoders, albedo_dim: int, seed: int = 0) -> FactorDecoders:
+    """Decoders with ``albedo_dim`` albedo outputs when the fits have none yet (fitted before the learned albedo
+    existed): identity outputs are copied, the albedo coefficients follow the basis' own prior, N(0, 1) (the
+    learned basis is std-scaled), as random unit projections of z_id."""
+    if dec.albedo_dim == albedo_dim:
+        return dec
+    if dec.albedo_dim != 0:
+        raise VAEError(f"decoders have {dec.albedo_dim} albedo outputs, the face model {albedo_dim}; retrain")
+    new = FactorDecoders(albedo_dim, dec.exp_names)
+    sd = {k: v for k, v in dec.state_dict().items() if not k.startswith("nets.identity.")}
+    new.load_state_dict(sd, strict=False)
+    src, dst = dec.nets["identity"], new.nets["identity"]
+    for a, b in zip(src.mlp, dst.mlp):
+        if isinstance(a, nn.Linear) and a.out_features == b.out_features:
+            b.load_state_dict(a.state_dict())
+    last_a, last_b = src.mlp[-1], dst.mlp[-1]
+    last_b.weight.zero_()
+    last_b.bias.zero_()
+    last_b.weight[:N_ID] = last_a.weight
+    last_b.bias[:N_ID] = last_a.bias
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(albedo_dim, dst.skip.in_features, generator=g)
+    dst.skip.weight.copy_(torch.cat([src.skip.weight, p / p.norm(dim=1, keepdim=True)]))
+    dst.out_mean.copy_(torch.cat([src.out_mean, torch.zeros(albedo_dim)]))
+    dst.out_std.copy_(torch.cat([src.out_std, torch.ones(albedo_dim)]))
+    return new.eval()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training vae", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=0.2, help="fraction of steps over which the KL weight ramps to 1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-calibrate", action="store_true", help="skip the per-dimension mean/variance calibration")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,10 +250,23 @@ def main(argv=None) -> int:
             raise VAEError("--steps must be at least 1")
         n = fits["identity"].shape[0]
         print(f"training factor VAEs on {n} coefficient sets from {source} (albedo K={fits['albedo'].shape[1]})")
-        dec, report = train_decoders(fits, exp_names, args.steps, args.batch, args.lr, args.warmup, args.seed)
+        dec, report = train_decoders(fits, exp_names, args.steps, args.batch, args.lr, args.warmup, args.seed,
+                                     calibrate=not args.no_calibrate)
     except VAEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        from engine.facemodel import FaceModel
+
+        k_model = FaceModel.load().albedo_dim
+    except Exception:
+        k_model = dec.albedo_dim
+    if k_model != dec.albedo_dim and dec.albedo_dim == 0:
+        print(f"note: the fits have no albedo coefficients but the face model has K={k_model}; albedo decodes "
+              f"from its N(0, 1) prior until the fits are redone with the learned albedo")
+        dec = graft_albedo_prior(dec, k_model, args.seed)
+    for f, g in report.get("calibration", {}).items():
+        print(f"  calibration {f:10s} variance gain median {g['gain_median']:.2f} (max {g['gain_max']:.2f})")
     print("sampling check (decoded N(0,I) vs fits): factor: mean offset max/mean [σ], variance ratio median [min, max]")
     for f in FACTOR_KEYS:
         r = report[f]
