@@ -321,6 +321,12 @@ def test_expression_pair_flow_follows_the_jaw(face_model, renderer):
     lm_forehead = renderer.landmarks(c2, res)[0, 27]
     fx, fyy = flow[0, :, int(lm_forehead[1]), int(lm_forehead[0])]
     assert abs(float(fx)) < 0.3 and abs(float(fyy)) < 0.3  # the nose bridge does not move
+    # warping the closed-mouth render by the flow reproduces the open-mouth render inside face 2
+    i1, i2 = renderer(c1, res).image, renderer(c2, res).image
+    valid = mask2 * (1 - mask1 * (1 - mask2))
+    warped_err = float(((warp_by_flow(i1, flow) - i2).abs() * valid).sum() / valid.sum())
+    plain_err = float(((i1 - i2).abs() * valid).sum() / valid.sum())
+    assert warped_err < 0.5 * plain_err
     same, _, _ = disco.expression_flow(c1, c1)
     assert same.abs().max() < 1e-4
     # warp by a constant flow = shift
