@@ -13,6 +13,7 @@ COMMANDS = {
     "albedo": ("training.albedo", "learn the albedo PCA basis from the fits -> assets/albedo.safetensors"),
     "rnet": ("training.rnet", "train the coefficient regressor (R-Net) -> assets/rnet.safetensors"),
     "vae": ("training.vae", "train the factor VAEs on the fitted coefficients -> assets/decoders.safetensors"),
+    "warmup": ("training.warmup", "CPU stage 0: paired reconstruction (GLO noise codes) + imitation warm start of G"),
     "gan": ("training.train_gan", "train the imitative-contrastive generator (stage 1, 2)"),
     "eval": ("training.evaluate", "disentanglement, control accuracy, identity preservation, FID-on-id-features"),
     "pack": ("training.pack", "pack a compact training set (<= 64 MiB) for the GPU machine"),

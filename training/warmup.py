@@ -1,0 +1,253 @@
+"""``python -m training warmup``: paired reconstruction warm start of the generator (CPU-friendly stage 0).
+
+Why this exists: on two CPU cores the GAN of ``training gan`` sees ~4 images/s, so from scratch it is still noise
+after an hour. Before the adversarial stages we therefore give G a supervised start that converges in minutes:
+
+* **reconstruction** — every fitted training photo *i* has coefficients λ_i (``python -m training fit``); G learns
+  ``G(λ_i, z_i) ≈ photo_i`` (L1 over the crop, ×3 inside the 3DMM face mask), where z_i is a *learned per-image noise
+  code* (GLO, Bojanowski et al. 2018) kept on the sphere of radius √32 so that at sampling time z ~ N(0, I) lands where
+  the codes live: the noise code learns hair / background / everything the 3DMM does not model;
+* **imitation** — DiscoFaceGAN's stage-1 low-resolution term: for coefficients λ decoded from random z, G(λ, z)
+  matches the analytic render R(λ) inside the render mask (weight 1, every other step), so G follows the
+  coefficients beyond the range the fits cover (large yaw, strong expressions, odd light).
+
+The result is a generator whose factors already act like the 3DMM's, blurrier than a GAN; ``training gan
+--resume-from`` style fine-tuning adds adversarial detail when there is time (the GPU presets skip this stage).
+Resumable (``--resume``), time-boxed (``--minutes``), exports ``assets/generator.safetensors`` with ``--export``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import config
+from engine.facemodel import Coefficients, default_model
+from engine.generator import FaceGenerator, FactorDecoders, Generator, sample_latents
+from engine.io import load_safetensors, save_image, save_safetensors, write_json_atomic
+from engine.render import FaceRenderer
+
+CKPT_FORMAT = "discoface.warmup-checkpoint"
+
+
+def load_pairs(fits_path: Path, size: int, limit: int | None = None) -> dict:
+    """Fitted coefficients joined with their aligned crops (by file name), crops resized to ``size``.
+
+    The joined set is cached as uint8 under ``cache/warmup/`` (keyed by the fits file's size and mtime), so a
+    resumed run does not re-read the 1 GB of prepared shards."""
+    st = fits_path.stat()
+    cache = config.cache_dir() / "warmup" / f"pairs_{size}_{st.st_size}_{int(st.st_mtime)}_{limit or 0}.npz"
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        return {"images": torch.from_numpy(z["images"]).permute(0, 3, 1, 2).float().div_(255),
+                "coeffs": {k: torch.from_numpy(z[k]) for k in ("identity", "albedo", "expression", "light", "pose")},
+                "names": [str(x) for x in z["names"]]}
+    pairs = _join_pairs(fits_path, size, limit)
+    from engine.io import atomic_path
+
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, images=(pairs["images"].permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy(),
+                     names=np.array(pairs["names"]), **{k: v.numpy() for k, v in pairs["coeffs"].items()})
+    return pairs
+
+
+def _join_pairs(fits_path: Path, size: int, limit: int | None) -> dict:
+    from training.data import load_aligned
+
+    fits = np.load(fits_path, allow_pickle=False)
+    names = [str(n) for n in fits["names"]]
+    if limit:
+        names = names[:limit]
+    data = load_aligned("train", size=128)
+    index = {n: i for i, n in enumerate(data["names"])}
+    keep = [j for j, n in enumerate(names) if n in index]
+    if not keep:
+        raise ValueError(f"none of the {len(names)} fitted names are in the prepared train crops")
+    rows = torch.tensor([index[names[j]] for j in keep])
+    imgs = data["images"].index_select(0, rows).permute(0, 3, 1, 2).float().div_(255)
+    if size != imgs.shape[-1]:
+        imgs = torch.cat([F.interpolate(imgs[i:i + 512], size=(size, size), mode="area")
+                          for i in range(0, len(imgs), 512)])
+    keep_t = torch.tensor(keep)
+    coeff = {k: torch.from_numpy(np.asarray(fits[k], dtype=np.float32)).index_select(0, keep_t)
+             for k in ("identity", "albedo", "expression", "light", "pose")}
+    return {"images": imgs, "coeffs": coeff, "names": [names[j] for j in keep]}
+
+
+def face_masks(renderer: FaceRenderer, coeffs: dict, exp_names, size: int, batch: int = 128) -> torch.Tensor:
+    out = []
+    n = coeffs["identity"].shape[0]
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            c = Coefficients(*(coeffs[k][i:i + batch] for k in Coefficients.FACTORS), exp_names=exp_names)
+            out.append(renderer(c, size).mask.bool())
+    return torch.cat(out)
+
+
+def _coeffs_at(coeffs: dict, idx: torch.Tensor, exp_names) -> Coefficients:
+    return Coefficients(*(coeffs[k].index_select(0, idx) for k in Coefficients.FACTORS), exp_names=exp_names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.presets import get_preset
+
+    ap = argparse.ArgumentParser(prog="python -m training warmup", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu64")
+    ap.add_argument("--fits", default=None, help="default cache/fits/train.npz")
+    ap.add_argument("--decoders", default=None, help="default assets/decoders.safetensors (prior if absent)")
+    ap.add_argument("--out", default="runs/warmup")
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--export", default=None, help="write the FaceGenerator (G_ema + decoders) here at the end")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    preset = get_preset(args.preset)
+    res = preset["resolution"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = default_model()
+    renderer = FaceRenderer(model)
+    fits_path = Path(args.fits) if args.fits else config.cache_dir() / "fits" / "train.npz"
+    if not fits_path.exists():
+        print(f"error: no fits at {fits_path}; run `python -m training fit` first", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    pairs = load_pairs(fits_path, res, args.limit)
+    K = pairs["coeffs"]["albedo"].shape[1]
+    if K != model.albedo_dim:
+        print(f"error: fits have albedo K={K} but the face model has K={model.albedo_dim}; refit after "
+              f"`python -m training albedo`", file=sys.stderr)
+        return 2
+    n = len(pairs["names"])
+    masks = face_masks(renderer, pairs["coeffs"], model.exp_names, res)
+    print(f"{n} fitted pairs at {res} px loaded in {time.time() - t0:.0f} s", flush=True)
+
+    dec_path = Path(args.decoders) if args.decoders else config.ASSETS_DIR / "decoders.safetensors"
+    decoders = FactorDecoders.load(dec_path) if dec_path.exists() else FactorDecoders.prior(K, model.exp_names)
+    if decoders.albedo_dim != K:
+        print(f"warning: decoders at {dec_path} have albedo K={decoders.albedo_dim}, fits K={K}: using the "
+              f"hand-made prior decoders (train the VAEs on these fits: python -m training vae)", file=sys.stderr)
+        decoders = FactorDecoders.prior(K, model.exp_names)
+    decoders.exp_names = model.exp_names
+    decoders.requires_grad_(False)
+
+    G = Generator(resolution=res, albedo_dim=K, channels=preset["g_channels"], w_dim=preset["w_dim"],
+                  map_layers=preset["map_layers"])
+    vec = torch.cat([pairs["coeffs"][k] for k in Coefficients.FACTORS], 1)
+    G.set_coeff_stats(vec.mean(0), vec.std(0))
+    codes = torch.randn(n, G.noise_dim)
+    codes = F.normalize(codes, dim=1) * math.sqrt(G.noise_dim)
+    codes.requires_grad_(True)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    # The mapping's equalised-lr layers run at lr_mul 0.01 (StyleGAN's choice for adversarial stability); for this
+    # supervised stage they get a proportionally larger step so the coefficients → w map learns as fast as synthesis.
+    map_params = list(G.mapping.parameters())
+    map_ids = {id(p) for p in map_params}
+    opt = torch.optim.Adam([{"params": [p for p in G.parameters() if id(p) not in map_ids], "lr": args.lr},
+                            {"params": map_params, "lr": args.lr * 20}], betas=(0.5, 0.99))
+    opt_codes = torch.optim.Adam([codes], lr=0.01)
+    step = 0
+    ck = out / "warmup.safetensors"
+    if args.resume and ck.exists():
+        tensors, meta = load_safetensors(ck, CKPT_FORMAT, 1)
+        G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+        G_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("EMA.")})
+        if tensors["codes"].shape == codes.shape:
+            with torch.no_grad():
+                codes.copy_(tensors["codes"])
+        st = json.loads(meta["state"])
+        step = int(st["step"])
+        print(f"resumed at step {step}", flush=True)
+
+    def save_ckpt():
+        t = {f"G.{k}": v for k, v in G.state_dict().items()}
+        t.update({f"EMA.{k}": v for k, v in G_ema.state_dict().items()})
+        t["codes"] = codes.detach()
+        save_safetensors(ck, t, CKPT_FORMAT, 1, {"state": json.dumps({"step": step, "pairs": n, "res": res})})
+
+    g = torch.Generator().manual_seed(args.seed + step)
+    deadline = time.time() + args.minutes * 60
+    t_last, log = time.time(), []
+    while time.time() < deadline:
+        idx = torch.randint(0, n, (args.batch,), generator=g)
+        c = _coeffs_at(pairs["coeffs"], idx, model.exp_names)
+        target = pairs["images"].index_select(0, idx)
+        m = masks.index_select(0, idx).float()
+        fake = G(c, codes[idx], noise_mode="const") * 0.5 + 0.5
+        err = (fake - target).abs()
+        rec = err.mean() + 2.0 * (err * m).sum() / (m.sum() * 3).clamp_min(1)
+        loss = rec
+        imit = torch.zeros(())
+        if step % 2 == 1:
+            lat = sample_latents(args.batch // 2, generator=g)
+            with torch.no_grad():
+                cr = decoders.decode(lat)
+                r = renderer(cr, res)
+            fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
+            imit = ((fr - r.image).abs() * r.mask).sum() / (r.mask.sum() * 3).clamp_min(1)
+            loss = loss + imit
+        opt.zero_grad(set_to_none=True)
+        opt_codes.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        opt_codes.step()
+        with torch.no_grad():
+            codes.copy_(F.normalize(codes, dim=1) * math.sqrt(G.noise_dim))
+            ema_beta = min(0.995, (1 + step) / (10 + step))
+            for pe, p in zip(G_ema.parameters(), G.parameters()):
+                pe.lerp_(p, 1 - ema_beta)
+            for be, b in zip(G_ema.buffers(), G.buffers()):
+                be.copy_(b)
+        step += 1
+        log.append((float(rec.detach()), float(imit.detach())))
+        if step % 25 == 0:
+            dt = time.time() - t_last
+            t_last = time.time()
+            r_, i_ = np.mean([a for a, _ in log]), np.mean([b for _, b in log if b > 0] or [0])
+            log = []
+            print(f"step {step}  rec {r_:.4f}  imit {i_:.4f}  {25 * args.batch / dt:.1f} img/s", flush=True)
+        if step % args.ckpt_every == 0:
+            save_ckpt()
+            with torch.no_grad():
+                idx = torch.arange(8)
+                c = _coeffs_at(pairs["coeffs"], idx, model.exp_names)
+                lat = sample_latents(8, seed=1)
+                cr = decoders.decode(lat)
+                grid = torch.cat([pairs["images"][:8], G_ema(c, codes[:8].detach()) * 0.5 + 0.5,
+                                  renderer(cr, res).image, G_ema(cr, lat.noise) * 0.5 + 0.5]).clamp(0, 1)
+                grid = grid.view(4, 8, 3, res, res).permute(2, 0, 3, 1, 4).reshape(3, 4 * res, 8 * res)
+                save_image(out / f"samples_{step:06d}.png", grid)
+    save_ckpt()
+    if args.export:
+        G_ema.compute_w_avg_id(decoders)
+        FaceGenerator(decoders, G_ema).save(args.export, extra={
+            "training": json.dumps({"stage": "warmup (paired reconstruction + imitation)", "steps": step,
+                                    "batch": args.batch, "pairs": n, "images_seen": step * args.batch,
+                                    "preset": args.preset})})
+        print(f"exported {args.export}")
+    write_json_atomic(out / "warmup_state.json", {"step": step, "pairs": n, "res": res,
+                                                  "images_seen": step * args.batch})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
