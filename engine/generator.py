@@ -492,6 +492,15 @@ class FaceGenerator(nn.Module):
         img = self.G(coeffs.to(dev), noise.to(dev), truncation_psi=truncation_psi, noise_mode="const")
         return (img * 0.5 + 0.5).clamp(0.0, 1.0)
 
+    def ws(self, coeffs: Coefficients, noise: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        """(B, num_ws, w_dim) per-layer latents (an embedded photo adds its per-layer offsets to these)."""
+        dev = self.G.coeff_mean.device
+        return self.G.ws(coeffs.to(dev), noise.to(dev), truncation_psi)
+
+    def synthesize_ws(self, ws: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) image in [0, 1] from per-layer latents."""
+        return (self.G.synthesis(ws, noise_mode="const") * 0.5 + 0.5).clamp(0.0, 1.0)
+
     def forward(self, coeffs, noise, truncation_psi: float = DEFAULT_PSI):
         return self.synthesize(coeffs, noise, truncation_psi)
 

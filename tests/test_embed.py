@@ -255,15 +255,6 @@ def test_cli_cancel_writes_nothing(photo, tiny_gen, tmp_path, monkeypatch, capsy
     assert list(out.iterdir()) == []
 
 
-def _session_renders_offsets() -> bool:
-    from engine.generator import FaceGenerator
-
-    return hasattr(FaceGenerator, "synthesize_ws") and hasattr(FaceGenerator, "ws")
-
-
-@pytest.mark.xfail(not _session_renders_offsets(), strict=True,
-                   reason="Session.render_state applies w_offsets only through FaceGenerator.ws/synthesize_ws, "
-                          "which engine/generator.py does not have yet: an embedded face renders without its offsets")
 def test_session_renders_the_embedding(embedded, embedder):
     from engine.session import Session
 
