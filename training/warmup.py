@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--imit-weight", type=float, default=1.0, help="weight of the imitation term")
+    ap.add_argument("--imit-every", type=int, default=2, help="imitation term every N steps")
+    ap.add_argument("--imit-yaw", type=float, default=0.0,
+                    help="draw the imitation samples' yaw/pitch uniformly in ±this/±this/2 degrees (0: decoders' "
+                         "pose); the fits are mostly frontal, so pose control comes from these samples")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -197,14 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         rec = err.mean() + 2.0 * (err * m).sum() / (m.sum() * 3).clamp_min(1)
         loss = rec
         imit = torch.zeros(())
-        if step % 2 == 1:
+        if step % args.imit_every == args.imit_every - 1:
             lat = sample_latents(args.batch // 2, generator=g)
             with torch.no_grad():
                 cr = decoders.decode(lat)
+                if args.imit_yaw > 0:
+                    lim = math.radians(args.imit_yaw)
+                    cr.pose[:, 0] = (torch.rand(cr.batch, generator=g) * 2 - 1) * lim
+                    cr.pose[:, 1] = (torch.rand(cr.batch, generator=g) * 2 - 1) * lim / 2
                 r = renderer(cr, res)
             fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
             imit = ((fr - r.image).abs() * r.mask).sum() / (r.mask.sum() * 3).clamp_min(1)
-            loss = loss + imit
+            loss = loss + args.imit_weight * imit
         opt.zero_grad(set_to_none=True)
         opt_codes.zero_grad(set_to_none=True)
         loss.backward()
