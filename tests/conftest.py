@@ -40,3 +40,22 @@ def ffhq_dir():
 @pytest.fixture(scope="session")
 def utk_dir():
     return _require(config.utkface_dir(), "UTKFace")
+
+
+@pytest.fixture(scope="session")
+def ffhq_aligned(ffhq_dir):
+    """The 10 ffhq-samples aligned to the 128 px canonical crop with their ground-truth landmarks:
+    (uint8 crops (10, 128, 128, 3), float landmarks (10, 68, 2) in crop pixels)."""
+    import numpy as np
+    import torch
+
+    from engine.perception.align import align_with_landmarks, load_image
+
+    crops, lms = [], []
+    for i in range(10):
+        img = load_image(ffhq_dir / "images" / f"{i:05d}.png")
+        lm = np.load(ffhq_dir / "landmarks" / f"{i:05d}.npy")
+        c, al = align_with_landmarks(img, lm, 128)
+        crops.append(c)
+        lms.append(al.landmarks_crop)
+    return np.stack(crops), torch.from_numpy(np.stack(lms)).float()

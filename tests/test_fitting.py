@@ -9,17 +9,9 @@ from engine import fitting
 
 
 @pytest.fixture(scope="module")
-def ffhq_crops(ffhq_dir):
-    from engine.perception.align import align_with_landmarks, load_image
-
-    crops, lms = [], []
-    for i in range(10):
-        img = load_image(ffhq_dir / "images" / f"{i:05d}.png")
-        lm = np.load(ffhq_dir / "landmarks" / f"{i:05d}.npy")
-        c, al = align_with_landmarks(img, lm, 128)
-        crops.append(c)
-        lms.append(al.landmarks_crop)
-    return fitting.crops_to_tensor(np.stack(crops)), torch.from_numpy(np.stack(lms)).float()
+def ffhq_crops(ffhq_aligned):
+    crops, lms = ffhq_aligned
+    return fitting.crops_to_tensor(crops), lms
 
 
 def _synthetic(face_model, renderer, n=4):

@@ -1,5 +1,4 @@
 """R-Net: the shipped weights, accuracy on real crops, differentiability, clear errors, flip bookkeeping."""
-import numpy as np
 import pytest
 import torch
 
@@ -18,18 +17,9 @@ def rnet_file():
 
 
 @pytest.fixture(scope="module")
-def ffhq_crops(ffhq_dir):
-    from engine.perception.align import align_with_landmarks, load_image
-
-    crops, lms = [], []
-    for i in range(10):
-        img = load_image(ffhq_dir / "images" / f"{i:05d}.png")
-        lm = np.load(ffhq_dir / "landmarks" / f"{i:05d}.npy")
-        c, al = align_with_landmarks(img, lm, 128)
-        crops.append(c)
-        lms.append(al.landmarks_crop)
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-    return x, torch.from_numpy(np.stack(lms)).float()
+def ffhq_crops(ffhq_aligned):
+    crops, lms = ffhq_aligned
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, lms
 
 
 def test_shipped_rnet_predicts_landmarks(rnet_file, face_model, renderer, ffhq_crops):

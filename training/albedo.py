@@ -24,22 +24,9 @@ import torch
 
 
 def _load_images_for(names: list[str], split: str) -> dict:
-    from training.data import DataError, aligned_dir
+    from training.data import load_aligned_by_names
 
-    want = {n: i for i, n in enumerate(names)}
-    images = np.zeros((len(names), 128, 128, 3), np.uint8)
-    found = np.zeros(len(names), bool)
-    for p in sorted(aligned_dir(split, 128).glob("shard_*.npz")):
-        with np.load(p, allow_pickle=False) as z:
-            nm = z["names"].tolist()
-            sel = [(i, want[n]) for i, n in enumerate(nm) if n in want]
-            if sel:
-                src, dst = zip(*sel)
-                images[list(dst)] = z["images"][list(src)]
-                found[list(dst)] = True
-    if not found.any():
-        raise DataError(f"none of the fitted crops were found in {aligned_dir(split, 128)}")
-    return {"images": images, "found": found}
+    return load_aligned_by_names(names, split)
 
 
 def vertex_adjacency(triangles: torch.Tensor, n: int) -> torch.Tensor:

@@ -61,6 +61,29 @@ PACK_FORMAT = "discoface.trainpack"
 PACK_VERSION = 1
 
 
+def load_aligned_by_names(names, split: str, size: int = 128, cache: Path | None = None) -> dict:
+    """The prepared crops (uint8 (N,S,S,3)) and landmarks ((N,68,2)) of ``names``, in that order, read shard by shard
+    (only the rows asked for are kept); ``found`` (N,) bool marks names that were in the shards."""
+    names = [str(n) for n in names]
+    want = {n: i for i, n in enumerate(names)}
+    images = np.zeros((len(names), size, size, 3), np.uint8)
+    landmarks = np.zeros((len(names), 68, 2), np.float32)
+    found = np.zeros(len(names), bool)
+    d = aligned_dir(split, size, cache)
+    for p in sorted(d.glob("shard_*.npz")):
+        with np.load(p, allow_pickle=False) as z:
+            sel = [(i, want[n]) for i, n in enumerate(z["names"].tolist()) if n in want]
+            if sel:
+                src, dst = (list(t) for t in zip(*sel))
+                images[dst] = z["images"][src]
+                landmarks[dst] = z["landmarks"][src]
+                found[dst] = True
+    if not found.any():
+        raise DataError(f"none of the {len(names)} requested crops were found in {d} "
+                        f"(run: python -m training prepare)")
+    return {"images": images, "landmarks": landmarks, "found": found}
+
+
 def load_pack(path, limit: int | None = None, workers: int | None = None) -> dict:
     """Decode a training pack written by ``python -m training pack`` to the ``load_aligned`` dict."""
     import cv2

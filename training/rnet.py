@@ -64,8 +64,7 @@ def coeff_vector(fits: dict, idx=None) -> np.ndarray:
 
 def load_split(split: str, model) -> dict:
     """Fits + their crops (uint8) + detected landmarks, in the same order."""
-    from training.albedo import _load_images_for
-    from training.data import DataError, aligned_dir
+    from training.data import DataError, load_aligned_by_names
     from training.fit import load_fits
 
     fits = load_fits(split)
@@ -74,18 +73,9 @@ def load_split(split: str, model) -> dict:
         raise DataError(f"the {split} fits have {k} albedo coefficients but the face model has {model.albedo_dim}; "
                         f"refit with: python -m training fit --split {split} --relight")
     names = fits["names"]
-    want = {n: i for i, n in enumerate(names)}
-    lms = np.zeros((len(names), 68, 2), np.float32)
-    for p in sorted(aligned_dir(split, 128).glob("shard_*.npz")):
-        with np.load(p, allow_pickle=False) as z:
-            nm = z["names"].tolist()
-            sel = [(i, want[n]) for i, n in enumerate(nm) if n in want]
-            if sel:
-                src, dst = zip(*sel)
-                lms[list(dst)] = z["landmarks"][list(src)]
-    imgs = _load_images_for(names, split)
+    imgs = load_aligned_by_names(names, split)
     ok = imgs["found"]
-    return {"images": torch.from_numpy(imgs["images"][ok]), "landmarks": torch.from_numpy(lms[ok]),
+    return {"images": torch.from_numpy(imgs["images"][ok]), "landmarks": torch.from_numpy(imgs["landmarks"][ok]),
             "coeffs": torch.from_numpy(coeff_vector(fits)[ok]), "gain": torch.from_numpy(fits["gain"][ok]).float(),
             "names": [n for n, o in zip(names, ok) if o]}
 

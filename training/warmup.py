@@ -61,19 +61,15 @@ def load_pairs(fits_path: Path, size: int, limit: int | None = None) -> dict:
 
 
 def _join_pairs(fits_path: Path, size: int, limit: int | None) -> dict:
-    from training.data import load_aligned
+    from training.data import load_aligned_by_names
 
     fits = np.load(fits_path, allow_pickle=False)
     names = [str(n) for n in fits["names"]]
     if limit:
         names = names[:limit]
-    data = load_aligned("train", size=128)
-    index = {n: i for i, n in enumerate(data["names"])}
-    keep = [j for j, n in enumerate(names) if n in index]
-    if not keep:
-        raise ValueError(f"none of the {len(names)} fitted names are in the prepared train crops")
-    rows = torch.tensor([index[names[j]] for j in keep])
-    imgs = data["images"].index_select(0, rows).permute(0, 3, 1, 2).float().div_(255)
+    data = load_aligned_by_names(names, "train")
+    keep = np.flatnonzero(data["found"]).tolist()
+    imgs = torch.from_numpy(data["images"][keep]).permute(0, 3, 1, 2).float().div_(255)
     if size != imgs.shape[-1]:
         imgs = torch.cat([F.interpolate(imgs[i:i + 512], size=(size, size), mode="area")
                           for i in range(0, len(imgs), 512)])
