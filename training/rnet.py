@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -102,17 +103,27 @@ def evaluate(net, data: dict, model, renderer, batch: int = 64) -> dict:
 
 
 def time_inference(net, reps: int = 20) -> dict:
+    """Median ms per image at batch 1 and 16, at 1 thread and at the current thread count (a net this small is
+    often faster on one thread at batch 1: the per-op threading overhead is larger than the work)."""
     net.eval()
     out = {}
-    with torch.no_grad():
-        for b in (1, 16):
-            x = torch.rand(b, 3, 128, 128)
-            for _ in range(3):
-                net.predict(x)
-            t = time.perf_counter()
-            for _ in range(reps):
-                net.predict(x)
-            out[f"ms_per_image_b{b}"] = (time.perf_counter() - t) / reps / b * 1000
+    threads = torch.get_num_threads()
+    try:
+        for th in sorted({1, threads}):
+            torch.set_num_threads(th)
+            with torch.no_grad():
+                for b in (1, 16):
+                    x = torch.rand(b, 3, 128, 128)
+                    for _ in range(3):
+                        net.predict(x)
+                    times = []
+                    for _ in range(reps):
+                        t = time.perf_counter()
+                        net.predict(x)
+                        times.append(time.perf_counter() - t)
+                    out[f"ms_per_image_b{b}_t{th}"] = statistics.median(times) / b * 1000
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

@@ -11,6 +11,12 @@ after an hour. Before the adversarial stages we therefore give G a supervised st
   matches the analytic render R(λ) inside the render mask (weight 1, every other step), so G follows the
   coefficients beyond the range the fits cover (large yaw, strong expressions, odd light).
 
+* **contrastive pairs** (optional, ``--pairs-weight``) — DiscoFaceGAN's stage-2 terms on pairs of random latents that
+  differ in one factor, alternating expression pairs (G(λ1) warped by the 3D flow onto face 2 must match G(λ2)) and
+  light pairs (hair/background, identity and landmarks unchanged); ``training.loss.DiscoLoss`` computes both, the
+  same code the GAN uses. ``--steps`` fixes the step count so two runs from one checkpoint, with and without pairs,
+  make the paper's stage-1 vs stage-1+2 ablation (see README, "Ablation").
+
 The result is a generator whose factors already act like the 3DMM's, blurrier than a GAN; ``training gan
 --resume-from`` style fine-tuning adds adversarial detail when there is time (the GPU presets skip this stage).
 Resumable (``--resume``), time-boxed (``--minutes``), exports ``assets/generator.safetensors`` with ``--export``.
@@ -31,7 +37,7 @@ import torch.nn.functional as F
 
 from engine import config
 from engine.facemodel import Coefficients, default_model
-from engine.generator import FaceGenerator, FactorDecoders, Generator, sample_latents
+from engine.generator import FaceGenerator, FactorDecoders, Generator, Latents, sample_latents
 from engine.io import load_safetensors, save_image, save_safetensors, write_json_atomic
 from engine.render import FaceRenderer
 
@@ -93,6 +99,36 @@ def _coeffs_at(coeffs: dict, idx: torch.Tensor, exp_names) -> Coefficients:
     return Coefficients(*(coeffs[k].index_select(0, idx) for k in Coefficients.FACTORS), exp_names=exp_names)
 
 
+def pair_coefficients(decoders: FactorDecoders, half: int, factor: str, gen: torch.Generator,
+                      pose_override=None) -> tuple[Latents, Coefficients]:
+    """``2 * half`` latents and their coefficients: rows ``i`` and ``half + i`` differ only in ``factor``."""
+    base = sample_latents(half, generator=gen)
+    part = getattr(base, factor)
+    lat = Latents.cat([base, base.replace(**{factor: torch.randn(part.shape, generator=gen)})])
+    with torch.no_grad():
+        c = decoders.decode(lat)
+        if pose_override is not None:
+            first = c[:half]
+            pose_override(first, gen)
+            c.pose[half:] = first.pose  # the pair shares everything but ``factor``
+    return lat, c
+
+
+def pair_loss(disco, G: Generator, decoders: FactorDecoders, half: int, factor: str, gen: torch.Generator,
+              pose_override=None) -> torch.Tensor:
+    """Stage-2 contrastive term on ``half`` pairs of latents differing only in ``factor`` (expression | light)."""
+    if factor not in ("expression", "light"):
+        raise ValueError(f"contrastive pairs are for expression or light, not {factor!r}")
+    lat, c = pair_coefficients(decoders, half, factor, gen, pose_override)
+    img = G(c, lat.noise, noise_mode="const")
+    a, b = img[:half], img[half:]
+    if factor == "expression":
+        return disco.expression_pair(a, b, c[:half], c[half:])
+    with torch.no_grad():
+        mask = disco.renderer(c[:half], disco.res).mask
+    return disco.light_pair(a, b, c[:half], c[half:], mask)
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.presets import get_preset
 
@@ -116,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imit-yaw", type=float, default=0.0,
                     help="draw the imitation samples' yaw/pitch uniformly in ±this/±this/2 degrees (0: decoders' "
                          "pose); the fits are mostly frontal, so pose control comes from these samples")
+    ap.add_argument("--pairs-weight", type=float, default=0.0,
+                    help="weight of the stage-2 contrastive pair terms (0: off; DiscoLoss already scales them ×10)")
+    ap.add_argument("--pairs-every", type=int, default=2, help="a contrastive pair batch every N steps")
+    ap.add_argument("--steps", type=int, default=None, help="stop at this total step count (besides --minutes)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,10 +225,22 @@ def main(argv: list[str] | None = None) -> int:
         t["codes"] = codes.detach()
         save_safetensors(ck, t, CKPT_FORMAT, 1, {"state": json.dumps({"step": step, "pairs": n, "res": res})})
 
+    disco = None
+    if args.pairs_weight > 0:
+        from training.loss import DiscoLoss, Perception
+
+        disco = DiscoLoss(renderer, Perception(), res)
+
+    def pose_override(c: Coefficients, gen: torch.Generator) -> None:
+        if args.imit_yaw > 0:
+            lim = math.radians(args.imit_yaw)
+            c.pose[:, 0] = (torch.rand(c.batch, generator=gen) * 2 - 1) * lim
+            c.pose[:, 1] = (torch.rand(c.batch, generator=gen) * 2 - 1) * lim / 2
+
     g = torch.Generator().manual_seed(args.seed + step)
     deadline = time.time() + args.minutes * 60
     t_last, log = time.time(), []
-    while time.time() < deadline:
+    while time.time() < deadline and (args.steps is None or step < args.steps):
         idx = torch.randint(0, n, (args.batch,), generator=g)
         c = _coeffs_at(pairs["coeffs"], idx, model.exp_names)
         target = pairs["images"].index_select(0, idx)
@@ -202,14 +254,16 @@ def main(argv: list[str] | None = None) -> int:
             lat = sample_latents(args.batch // 2, generator=g)
             with torch.no_grad():
                 cr = decoders.decode(lat)
-                if args.imit_yaw > 0:
-                    lim = math.radians(args.imit_yaw)
-                    cr.pose[:, 0] = (torch.rand(cr.batch, generator=g) * 2 - 1) * lim
-                    cr.pose[:, 1] = (torch.rand(cr.batch, generator=g) * 2 - 1) * lim / 2
+                pose_override(cr, g)
                 r = renderer(cr, res)
             fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
             imit = ((fr - r.image).abs() * r.mask).sum() / (r.mask.sum() * 3).clamp_min(1)
             loss = loss + args.imit_weight * imit
+        pair = torch.zeros(())
+        if disco is not None and step % args.pairs_every == 0:
+            pair = pair_loss(disco, G, decoders, args.batch // 4, "expression" if (step // args.pairs_every) % 2 == 0
+                             else "light", g, pose_override)
+            loss = loss + args.pairs_weight * pair
         opt.zero_grad(set_to_none=True)
         opt_codes.zero_grad(set_to_none=True)
         loss.backward()
@@ -223,13 +277,16 @@ def main(argv: list[str] | None = None) -> int:
             for be, b in zip(G_ema.buffers(), G.buffers()):
                 be.copy_(b)
         step += 1
-        log.append((float(rec.detach()), float(imit.detach())))
+        log.append((float(rec.detach()), float(imit.detach()), float(pair.detach())))
         if step % 25 == 0:
             dt = time.time() - t_last
             t_last = time.time()
-            r_, i_ = np.mean([a for a, _ in log]), np.mean([b for _, b in log if b > 0] or [0])
+            r_ = np.mean([a for a, _, _ in log])
+            i_ = np.mean([b for _, b, _ in log if b > 0] or [0])
+            p_ = np.mean([c for _, _, c in log if c > 0] or [0])
             log = []
-            print(f"step {step}  rec {r_:.4f}  imit {i_:.4f}  {25 * args.batch / dt:.1f} img/s", flush=True)
+            print(f"step {step}  rec {r_:.4f}  imit {i_:.4f}  pairs {p_:.4f}  {25 * args.batch / dt:.1f} img/s",
+                  flush=True)
         if step % args.ckpt_every == 0:
             save_ckpt()
             with torch.no_grad():
