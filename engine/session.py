@@ -279,7 +279,11 @@ class Session:
 
     def set_light(self, azimuth=None, elevation=None, intensity=None, ambient=None, color=None,
                   commit: bool = True) -> None:
-        """Directional light in user terms (degrees, strengths, RGB colour); unspecified parts keep their value."""
+        """Directional light in user terms (degrees, strengths, RGB colour); unspecified parts keep their value.
+
+        The sliders speak SH bands 0 and 1 (ambient + one direction); band 2 (the finer shape of light a photo's fit
+        or a sampled light carries) is kept as it is, so nudging the azimuth of an embedded photo does not first
+        flatten its lighting. Reset light (or randomise) replaces all bands."""
         from .render.shading import light_from_direction
 
         cur = self.light_params()
@@ -296,7 +300,10 @@ class Session:
         sh = light_from_direction(p["azimuth"], p["elevation"], p["intensity"], p["ambient"], tuple(col))
 
         def apply(s: _State):
+            sh_all = s.coeffs.light.view(-1, 3, 9)
+            band2 = sh_all[:, :, 4:].clone()
             s.coeffs.light[:] = sh
+            sh_all[:, :, 4:] = band2
         self._edit(apply, commit)
 
     def set_identity_component(self, k: int, value, commit: bool = True) -> None:

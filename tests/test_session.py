@@ -95,6 +95,20 @@ def test_light_round_trip(session):
     assert p2["azimuth"] == pytest.approx(-35, abs=1e-3) and p2["elevation"] == pytest.approx(-10, abs=1e-3)
 
 
+def test_light_sliders_keep_the_band2_of_a_fitted_light(session):
+    c = session.coeffs.clone()
+    c.light.view(1, 3, 9)[:, :, 4:] = torch.linspace(-0.2, 0.2, 15).view(1, 3, 5)  # a photo-like light
+    session.set_coefficients(c)
+    band2 = c.light.view(1, 3, 9)[:, :, 4:].clone()
+    f0 = session.render(SIZE).image
+    session.set_light(azimuth=40, intensity=0.6)
+    assert session.light_params()["azimuth"] == pytest.approx(40, abs=1e-3)
+    torch.testing.assert_close(session.coeffs.light.view(1, 3, 9)[:, :, 4:], band2)
+    assert (session.render(SIZE).image != f0).mean() > 0.05
+    session.reset("light")  # the default key light: band 2 cleared
+    assert session.coeffs.light.view(1, 3, 9)[:, :, 4:].abs().max() == 0
+
+
 def test_keyframe_interpolation_is_eased(session):
     session.add_keyframe(0.0)
     session.set_pose_degrees(yaw=40)
