@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam([{"params": [p for p in G.parameters() if id(p) not in map_ids], "lr": args.lr},
                             {"params": map_params, "lr": args.lr * 20}], betas=(0.5, 0.99))
     opt_codes = torch.optim.Adam([codes], lr=0.01)
-    step = 0
+    step = images_seen = 0
     ck = out / "warmup.safetensors"
     if args.resume and ck.exists():
         tensors, meta = load_safetensors(ck, CKPT_FORMAT, 1)
@@ -217,13 +217,16 @@ def main(argv: list[str] | None = None) -> int:
                 codes.copy_(tensors["codes"])
         st = json.loads(meta["state"])
         step = int(st["step"])
+        # older checkpoints did not count images; their runs used one batch size throughout
+        images_seen = int(st.get("images_seen", step * args.batch))
         print(f"resumed at step {step}", flush=True)
 
     def save_ckpt():
         t = {f"G.{k}": v for k, v in G.state_dict().items()}
         t.update({f"EMA.{k}": v for k, v in G_ema.state_dict().items()})
         t["codes"] = codes.detach()
-        save_safetensors(ck, t, CKPT_FORMAT, 1, {"state": json.dumps({"step": step, "pairs": n, "res": res})})
+        save_safetensors(ck, t, CKPT_FORMAT, 1, {"state": json.dumps({"step": step, "pairs": n, "res": res,
+                                                                     "images_seen": images_seen})})
 
     disco = None
     if args.pairs_weight > 0:
@@ -277,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             for be, b in zip(G_ema.buffers(), G.buffers()):
                 be.copy_(b)
         step += 1
+        images_seen += args.batch
         log.append((float(rec.detach()), float(imit.detach()), float(pair.detach())))
         if step % 25 == 0:
             dt = time.time() - t_last
@@ -303,11 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         G_ema.compute_w_avg_id(decoders)
         FaceGenerator(decoders, G_ema).save(args.export, extra={
             "training": json.dumps({"stage": "warmup (paired reconstruction + imitation)", "steps": step,
-                                    "batch": args.batch, "pairs": n, "images_seen": step * args.batch,
+                                    "batch": args.batch, "pairs": n, "images_seen": images_seen,
                                     "preset": args.preset})})
         print(f"exported {args.export}")
     write_json_atomic(out / "warmup_state.json", {"step": step, "pairs": n, "res": res,
-                                                  "images_seen": step * args.batch})
+                                                  "images_seen": images_seen})
     return 0
 
 
