@@ -9,7 +9,8 @@ the reference row evaluates the analytic 3DMM render itself (what a perfect imit
   factor *j* over fully random samples; ``DS_i = Π_{j≠i} σ_i / σ_j`` (higher = changing *i* changes only *i*).
   Reported as log10.
 * **Control accuracy**: requested vs re-estimated yaw/pitch (degrees, mean absolute), expression (mean absolute over
-  the 53 weights) and light (mean |γ̂ − γ|).
+  the 53 weights) and light (mean |γ̂ − γ|); and the *yaw slope* (re-estimated on requested yaw, least squares), which
+  says how far the head turns when asked, separately from the R-Net's offset errors.
 * **Identity preservation**: identity-net distance between an image and the same image with one factor edited
   (pose / expression / light); share of edits with distance < 0.6 (dlib's same-person threshold).
 * **Realism**: Fréchet distance between the identity-net descriptors (128-d, dlib ResNet port) of held-out real
@@ -102,8 +103,12 @@ def control_accuracy(subject: Subject, rnet, n: int = 32, seed: int = 1) -> dict
     coeffs.pose[:, 1] = torch.empty(n).uniform_(-0.3, 0.3, generator=g)  # ±17°
     est = _estimate(subject, rnet, coeffs, noise)
     deg = lambda t: t * 180 / math.pi  # noqa: E731
+    req = coeffs.pose[:, 0] - coeffs.pose[:, 0].mean()
     return {
         "yaw_err_deg": float(deg(est.pose[:, 0] - coeffs.pose[:, 0]).abs().mean()),
+        # least-squares slope of re-estimated on requested yaw: 1 = the head turns as far as asked (as read by the
+        # R-Net, which itself reads the reference render's yaw at a slope below 1: compare rows, not with 1)
+        "yaw_slope": float((req * (est.pose[:, 0] - est.pose[:, 0].mean())).sum() / req.pow(2).sum()),
         "pitch_err_deg": float(deg(est.pose[:, 1] - coeffs.pose[:, 1]).abs().mean()),
         "expression_err": float((est.expression - coeffs.expression).abs().mean()),
         "light_err": float((est.light - coeffs.light).abs().mean()),
@@ -132,8 +137,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = covmean.real
+    covmean = np.asarray(linalg.sqrtm(s1 @ s2)).real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
@@ -173,8 +177,8 @@ def evaluate(subject: Subject, rnet, idnet, real_crops, quick: bool = False) -> 
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = ["subject", "DS_identity", "DS_expression", "DS_light", "DS_pose", "yaw_err_deg", "pitch_err_deg",
-            "expression_err", "light_err", "identity_kept_share", "fid_id"]
+    cols = ["subject", "DS_identity", "DS_expression", "DS_light", "DS_pose", "yaw_err_deg", "yaw_slope",
+            "pitch_err_deg", "expression_err", "light_err", "identity_kept_share", "fid_id"]
     head = "| " + " | ".join(cols) + " |"
     sep = "|" + "---|" * len(cols)
     lines = [head, sep]
