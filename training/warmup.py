@@ -11,6 +11,10 @@ after an hour. Before the adversarial stages we therefore give G a supervised st
   matches the analytic render R(λ) inside the render mask (weight 1, every other step), so G follows the
   coefficients beyond the range the fits cover (large yaw, strong expressions, odd light).
 
+* **landmarks** (optional, ``--lm-weight``) — DiscoFaceGAN's stage-1 landmark term: the R-Net reads the generated
+  imitation samples back and their 68 landmarks must sit where the requested coefficients put them. The masked L1
+  above mostly teaches colour (a blurry head turned 30° and a frontal one differ little in L1); this term pulls
+  geometry, i.e. pose and mouth/eye shape;
 * **contrastive pairs** (optional, ``--pairs-weight``) — DiscoFaceGAN's stage-2 terms on pairs of random latents that
   differ in one factor, alternating expression pairs (G(λ1) warped by the 3D flow onto face 2 must match G(λ2)) and
   light pairs (hair/background, identity and landmarks unchanged); ``training.loss.DiscoLoss`` computes both, the
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imit-yaw", type=float, default=0.0,
                     help="draw the imitation samples' yaw/pitch uniformly in ±this/±this/2 degrees (0: decoders' "
                          "pose); the fits are mostly frontal, so pose control comes from these samples")
+    ap.add_argument("--lm-weight", type=float, default=0.0,
+                    help="weight of the R-Net landmark term on the imitation samples (0: off; the GAN uses 500)")
     ap.add_argument("--pairs-weight", type=float, default=0.0,
                     help="weight of the stage-2 contrastive pair terms (0: off; DiscoLoss already scales them ×10)")
     ap.add_argument("--pairs-every", type=int, default=2, help="a contrastive pair batch every N steps")
@@ -229,10 +235,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "images_seen": images_seen})})
 
     disco = None
-    if args.pairs_weight > 0:
+    if args.pairs_weight > 0 or args.lm_weight > 0:
         from training.loss import DiscoLoss, Perception
 
         disco = DiscoLoss(renderer, Perception(), res)
+        if args.lm_weight > 0 and disco.perception.rnet is None:
+            print("error: --lm-weight needs the R-Net (assets/rnet.safetensors)", file=sys.stderr)
+            return 2
 
     def pose_override(c: Coefficients, gen: torch.Generator) -> None:
         if args.imit_yaw > 0:
@@ -253,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = err.mean() + 2.0 * (err * m).sum() / (m.sum() * 3).clamp_min(1)
         loss = rec
         imit = torch.zeros(())
+        lm_log = 0.0
         if step % args.imit_every == args.imit_every - 1:
             lat = sample_latents(args.batch // 2, generator=g)
             with torch.no_grad():
@@ -262,8 +272,12 @@ def main(argv: list[str] | None = None) -> int:
             fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
             imit = ((fr - r.image).abs() * r.mask).sum() / (r.mask.sum() * 3).clamp_min(1)
             loss = loss + args.imit_weight * imit
+            if args.lm_weight > 0:
+                lm_term, _ = disco.landmark_light_terms(fr, cr)
+                loss = loss + args.lm_weight * lm_term
+                lm_log = float(lm_term.detach())
         pair = torch.zeros(())
-        if disco is not None and step % args.pairs_every == 0:
+        if args.pairs_weight > 0 and step % args.pairs_every == 0:
             pair = pair_loss(disco, G, decoders, args.batch // 4, "expression" if (step // args.pairs_every) % 2 == 0
                              else "light", g, pose_override)
             loss = loss + args.pairs_weight * pair
@@ -281,16 +295,14 @@ def main(argv: list[str] | None = None) -> int:
                 be.copy_(b)
         step += 1
         images_seen += args.batch
-        log.append((float(rec.detach()), float(imit.detach()), float(pair.detach())))
+        log.append((float(rec.detach()), float(imit.detach()), float(pair.detach()), lm_log))
         if step % 25 == 0:
             dt = time.time() - t_last
             t_last = time.time()
-            r_ = np.mean([a for a, _, _ in log])
-            i_ = np.mean([b for _, b, _ in log if b > 0] or [0])
-            p_ = np.mean([c for _, _, c in log if c > 0] or [0])
+            r_, i_, p_, l_ = (np.mean([row[k] for row in log if k == 0 or row[k] > 0] or [0]) for k in range(4))
             log = []
-            print(f"step {step}  rec {r_:.4f}  imit {i_:.4f}  pairs {p_:.4f}  {25 * args.batch / dt:.1f} img/s",
-                  flush=True)
+            print(f"step {step}  rec {r_:.4f}  imit {i_:.4f}  lm {l_:.5f}  pairs {p_:.4f}  "
+                  f"{25 * args.batch / dt:.1f} img/s", flush=True)
         if step % args.ckpt_every == 0:
             save_ckpt()
             with torch.no_grad():
