@@ -133,6 +133,24 @@ def pair_loss(disco, G: Generator, decoders: FactorDecoders, half: int, factor: 
     return disco.light_pair(a, b, c[:half], c[half:], mask)
 
 
+def export_checkpoint(ckpt: Path, dest: Path, preset: dict, dec_path: Path, model) -> dict:
+    """A run's G_ema + the decoders as the editor's FaceGenerator file (what ``--export`` writes at the end)."""
+    tensors, meta = load_safetensors(ckpt, CKPT_FORMAT, 1)
+    st = json.loads(meta["state"])
+    K = model.albedo_dim
+    decoders = FactorDecoders.load(dec_path) if dec_path.exists() else FactorDecoders.prior(K, model.exp_names)
+    decoders.exp_names = model.exp_names
+    G_ema = Generator(resolution=int(st["res"]), albedo_dim=K, channels=preset["g_channels"], w_dim=preset["w_dim"],
+                      map_layers=preset["map_layers"])
+    G_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("EMA.")})
+    G_ema.eval().requires_grad_(False)
+    G_ema.compute_w_avg_id(decoders)
+    FaceGenerator(decoders, G_ema).save(dest, extra={"training": json.dumps({
+        "stage": "warmup (paired reconstruction + imitation)", "steps": st["step"], "pairs": st.get("pairs"),
+        "images_seen": st.get("images_seen"), "checkpoint": ckpt.name})})
+    return st
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.presets import get_preset
 
@@ -148,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--export", default=None, help="write the FaceGenerator (G_ema + decoders) here at the end")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write --export from the run folder's last checkpoint without loading data or training")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
     ap.add_argument("--seed", type=int, default=0)
@@ -172,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     model = default_model()
+    dec_path = Path(args.decoders) if args.decoders else config.ASSETS_DIR / "decoders.safetensors"
+    if args.export_only:
+        if not args.export or not (out / "warmup.safetensors").exists():
+            print(f"error: --export-only needs --export DEST and a checkpoint in {out}", file=sys.stderr)
+            return 2
+        st = export_checkpoint(out / "warmup.safetensors", Path(args.export), preset, dec_path, model)
+        print(f"exported {args.export} (step {st['step']})")
+        return 0
     renderer = FaceRenderer(model)
     fits_path = Path(args.fits) if args.fits else config.cache_dir() / "fits" / "train.npz"
     if not fits_path.exists():
@@ -188,7 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     masks = face_masks(renderer, pairs["coeffs"], model.exp_names, res)
     print(f"{n} fitted pairs at {res} px loaded in {time.time() - t0:.0f} s", flush=True)
 
-    dec_path = Path(args.decoders) if args.decoders else config.ASSETS_DIR / "decoders.safetensors"
     decoders = FactorDecoders.load(dec_path) if dec_path.exists() else FactorDecoders.prior(K, model.exp_names)
     if decoders.albedo_dim != K:
         print(f"warning: decoders at {dec_path} have albedo K={decoders.albedo_dim}, fits K={K}: using the "
