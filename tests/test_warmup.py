@@ -53,3 +53,15 @@ def test_pair_loss_refuses_other_factors(parts):
     dec, G, disco = parts
     with pytest.raises(ValueError, match="expression or light"):
         pair_loss(disco, G, dec, 2, "pose", torch.Generator())
+
+
+def test_strong_expressions_reach_the_chosen_share(face_model):
+    from training.warmup import strong_expressions
+
+    c = face_model.zeros(400)
+    strong_expressions(c, 0.5, torch.Generator().manual_seed(0))
+    changed = (c.expression > 0).any(1)
+    assert 0.4 < changed.float().mean() < 0.6
+    jaw = c.expr["jawOpen"]
+    assert (jaw[changed] > 0).all() and (jaw[~changed] == 0).all()
+    assert c.expression.max() <= 1 and (c.expression > 0).sum(1)[changed].min() >= 2

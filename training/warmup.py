@@ -133,6 +133,19 @@ def pair_loss(disco, G: Generator, decoders: FactorDecoders, half: int, factor: 
     return disco.light_pair(a, b, c[:half], c[half:], mask)
 
 
+def strong_expressions(c: Coefficients, share: float, gen: torch.Generator) -> None:
+    """In place: a ``share`` of the rows get jawOpen and three random blendshapes set to U(0, 1)."""
+    b, n = c.expression.shape
+    rows = (torch.rand(b, generator=gen) < share).nonzero(as_tuple=True)[0]
+    if rows.numel() == 0:
+        return
+    cols = torch.stack([torch.randperm(n, generator=gen)[:3] for _ in range(rows.numel())])
+    if "jawOpen" in c.exp_names:
+        cols = torch.cat([cols, torch.full((rows.numel(), 1), c.exp_names.index("jawOpen"))], 1)
+    vals = torch.rand(cols.shape, generator=gen)
+    c.expression[rows[:, None], cols] = vals
+
+
 def export_checkpoint(ckpt: Path, dest: Path, preset: dict, dec_path: Path, model) -> dict:
     """A run's G_ema + the decoders as the editor's FaceGenerator file (what ``--export`` writes at the end)."""
     tensors, meta = load_safetensors(ckpt, CKPT_FORMAT, 1)
@@ -176,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imit-yaw", type=float, default=0.0,
                     help="draw the imitation samples' yaw/pitch uniformly in ±this/±this/2 degrees (0: decoders' "
                          "pose); the fits are mostly frontal, so pose control comes from these samples")
+    ap.add_argument("--imit-expr", type=float, default=0.0,
+                    help="add strong expressions to the imitation samples: this share of them get jawOpen and "
+                         "three random blendshapes drawn uniformly in [0, 1] (the fits' expressions are mild)")
     ap.add_argument("--lm-weight", type=float, default=0.0,
                     help="weight of the R-Net landmark term on the imitation samples (0: off; the GAN uses 500)")
     ap.add_argument("--pairs-weight", type=float, default=0.0,
@@ -295,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 cr = decoders.decode(lat)
                 pose_override(cr, g)
+                if args.imit_expr > 0:
+                    strong_expressions(cr, args.imit_expr, g)
                 r = renderer(cr, res)
             fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
             imit = ((fr - r.image).abs() * r.mask).sum() / (r.mask.sum() * 3).clamp_min(1)
