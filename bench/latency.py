@@ -159,16 +159,20 @@ def main(argv=None) -> int:
     if random_gen:
         from engine import generator as gm
 
+        # the shipped generator's widths carried to each size (else the default 256-wide architecture)
+        base = session.generator.G.cfg["channels"][4] if session.generator is not None else 256
+        w_dim = session.generator.G.cfg["w_dim"] if session.generator is not None else 256
         for size in args.sizes:
             torch.manual_seed(0)
             m = session.model
             gen = gm.FaceGenerator(gm.FactorDecoders.prior(m.albedo_dim, m.exp_names),
-                                   gm.Generator(resolution=size, albedo_dim=m.albedo_dim)).eval()
+                                   gm.Generator(resolution=size, albedo_dim=m.albedo_dim, w_dim=w_dim,
+                                                channels=gm.default_channels(size, base))).eval()
             gs = Session(model=m, generator=gen)
             for what in ("pose", "expression"):
                 p50, p95 = pct(engine_latency(gs, size, args.n, False, what))
                 print(f"{'gen(rand)':<10} {size:>5} {'engine':<8} {p50:8.1f} {p95:8.1f}  {what} edit + render "
-                      f"(random weights, default architecture)")
+                      f"(random weights, widths {base} → 16)")
     for size, sp in splits.items():
         total = sum(sp.values())
         print(f"\n# where the time goes, preview render at {size} px (mean of {args.n}, total {total:.1f} ms)")
