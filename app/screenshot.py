@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_expression("mouthSmile_R", 0.7)
     s.set_expression("browInnerUp_L", 0.4)
     s.set_expression("browInnerUp_R", 0.4)
-    s.set_light(azimuth=35, elevation=25, intensity=0.55, ambient=0.7)
+    s.set_light(azimuth=25, elevation=10, intensity=0.3)
     s.add_keyframe(0.0)
     s.add_keyframe(2.0)
     w = MainWindow(s, display_size=256)
