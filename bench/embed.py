@@ -77,7 +77,11 @@ def main(argv=None) -> int:
     idnet = default_identity_net()
     edits = standard_edits()
     rnet = emb._rnet()
-    print(f"generator {gpath} ({gen.resolution} px, meta: {getattr(gen, 'meta', {}).get('images_seen', '?')} imgs); "
+    try:
+        seen = json.loads(getattr(gen, "meta", {}).get("training", "{}")).get("images_seen", "?")
+    except ValueError:
+        seen = "?"
+    print(f"generator {gpath} ({gen.resolution} px, trained on {seen} images); "
           f"init: {'R-Net' if rnet is not None else '3DMM fit (no R-Net weights)'}; threads {args.threads}")
     rows, tiles, crops_emb = [], [], []
     paste_done = False
