@@ -37,7 +37,7 @@ def vertex_adjacency(triangles: torch.Tensor, n: int) -> torch.Tensor:
     e = torch.unique(e, dim=0)
     deg = torch.bincount(e[:, 0], minlength=n).float().clamp_min(1)
     vals = 1.0 / deg[e[:, 0]]
-    return torch.sparse_coo_tensor(e.T, vals, (n, n)).coalesce()
+    return torch.sparse_coo_tensor(e.T, vals, (n, n), check_invariants=False).coalesce()
 
 
 def diffuse_fill(values: torch.Tensor, known: torch.Tensor, adj: torch.Tensor, iters: int = 400) -> torch.Tensor:
