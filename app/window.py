@@ -96,6 +96,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(1, 2)
         self.timeline = Timeline(self.session)
         self.timeline.timeChanged.connect(self._on_time)
+        self.timeline.keyframesChanged.connect(self._update_actions)  # a keyframe edit is undoable
         central = QWidget()
         cl = QVBoxLayout(central)
         cl.setContentsMargins(4, 4, 4, 4)
@@ -293,6 +294,7 @@ class MainWindow(QMainWindow):
             self.after_state_change()
 
     def after_state_change(self) -> None:
+        self.timeline.refresh()  # undo/redo may have added or removed keyframes
         self.sync_controls()
         self.request_render(final=True)
 

@@ -66,18 +66,25 @@ class Keyframe:
 
 @dataclass
 class _State:
+    """Everything undo/redo restores. Keyframes are part of it (a tuple of Keyframes that are never modified in
+    place, so clones share them), so adding or removing a keyframe is one undo step like any slider edit."""
+
     coeffs: Coefficients
     noise: torch.Tensor
     seed: int
     w_offsets: torch.Tensor | None = None
     psi: float = DEFAULT_PSI
+    keyframes: tuple = ()
 
     def clone(self) -> "_State":
         return _State(self.coeffs.clone(), self.noise.clone(), self.seed,
-                      None if self.w_offsets is None else self.w_offsets.clone(), self.psi)
+                      None if self.w_offsets is None else self.w_offsets.clone(), self.psi, self.keyframes)
 
     def equals(self, other: "_State") -> bool:
         if self.seed != other.seed or self.psi != other.psi:
+            return False
+        if len(self.keyframes) != len(other.keyframes) or any(a is not b for a, b in zip(self.keyframes,
+                                                                                          other.keyframes)):
             return False
         if not torch.equal(self.coeffs.as_vector(), other.coeffs.as_vector()) or not torch.equal(self.noise,
                                                                                                    other.noise):
@@ -127,7 +134,6 @@ class Session:
         self._undo: list[_State] = []
         self._redo: list[_State] = []
         self._pending: _State | None = None
-        self.keyframes: list[Keyframe] = []
         self.source: str | None = None
         self._state = _State(self.model.zeros(1), self._seed_noise(seed), int(seed))
         self._state.coeffs.light[:] = self._default_light()
@@ -498,26 +504,41 @@ class Session:
     # ------------------------------------------------------------------------------------------ #
     # keyframes
     # ------------------------------------------------------------------------------------------ #
+    @property
+    def keyframes(self) -> list[Keyframe]:
+        """The keyframes in time order (a copy: change them with add/remove/clear, which are undoable)."""
+        return list(self._state.keyframes)
+
+    def _set_keyframes(self, keyframes: list[Keyframe]) -> None:
+        def apply(s: _State):
+            s.keyframes = tuple(sorted(keyframes, key=lambda k: k.time))
+        self.commit()  # a keyframe edit is its own undo step, after any open drag
+        self._edit(apply, True)
+
     def add_keyframe(self, time_s: float | None = None) -> int:
         """Store the current face at ``time_s`` (default: one second after the last keyframe); returns its index.
-        A keyframe at the same time is replaced."""
+        A keyframe at the same time is replaced. Undoable."""
+        ks = self.keyframes
         if time_s is None:
-            time_s = self.keyframes[-1].time + 1.0 if self.keyframes else 0.0
+            time_s = ks[-1].time + 1.0 if ks else 0.0
         t = self._finite("keyframe time", time_s)
         if t < 0:
             raise SessionError("keyframe time must be ≥ 0")
-        self.keyframes = [k for k in self.keyframes if abs(k.time - t) > 1e-9]
-        self.keyframes.append(Keyframe(t, self.coeffs.clone(), self.noise.clone()))
-        self.keyframes.sort(key=lambda k: k.time)
+        ks = [k for k in ks if abs(k.time - t) > 1e-9]
+        ks.append(Keyframe(t, self.coeffs.clone(), self.noise.clone()))
+        self._set_keyframes(ks)
         return next(i for i, k in enumerate(self.keyframes) if k.time == t)
 
     def remove_keyframe(self, index: int) -> None:
-        if not 0 <= index < len(self.keyframes):
-            raise SessionError(f"no keyframe {index} (there are {len(self.keyframes)})")
-        del self.keyframes[index]
+        ks = self.keyframes
+        if not 0 <= index < len(ks):
+            raise SessionError(f"no keyframe {index} (there are {len(ks)})")
+        del ks[index]
+        self._set_keyframes(ks)
 
     def clear_keyframes(self) -> None:
-        self.keyframes.clear()
+        if self._state.keyframes:
+            self._set_keyframes([])
 
     @property
     def duration(self) -> float:
@@ -683,16 +704,17 @@ class Session:
         state, keyframes, src = self._read(path)
         self.commit()
         before = self._state.clone()
+        state.keyframes = tuple(keyframes)
         self._state = state
         self._push(before)
-        self.keyframes = keyframes
         self.source = src
 
     @classmethod
     def load(cls, path: Path | str, model: FaceModel | None = None, generator="auto") -> "Session":
         s = cls(model=model, generator=generator)
         state, keyframes, src = s._read(path)
-        s._state, s.keyframes, s.source = state, keyframes, src
+        state.keyframes = tuple(keyframes)
+        s._state, s.source = state, src
         return s
 
     @classmethod

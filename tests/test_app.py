@@ -183,6 +183,18 @@ def test_render_errors_are_shown_not_raised(qtbot, window, monkeypatch):
     assert window.isVisible() and "render failed" in window.status_frame.text()
 
 
+def test_undo_takes_back_a_keyframe_and_the_timeline_shows_it(qtbot, window):
+    window.timeline.add_keyframe()
+    window.sliders["yaw"].set_user_value(25)
+    window.timeline.add_keyframe()
+    assert window.timeline.list.count() == 2 and window.undo_action.isEnabled()
+    window.undo()  # the second keyframe
+    assert window.timeline.list.count() == 1 and len(window.session.keyframes) == 1
+    assert window.sliders["yaw"].value() == pytest.approx(25, abs=0.5)  # the face is not touched
+    window.redo()
+    assert window.timeline.list.count() == 2
+
+
 def test_mesh_panel_degrades_without_opengl(window):
     assert not window.mesh.available
     assert "unavailable" in window.mesh.fallback.text()
@@ -215,3 +227,4 @@ def test_run_entry_point_opens_and_closes(qtbot, tmp_path):
     QTimer.singleShot(1500, close)
     assert run([str(bad), "--size", "64"]) == 0
     assert seen["windows"] == 1 and "corrupt" in seen["error"]
+

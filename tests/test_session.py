@@ -109,6 +109,32 @@ def test_light_sliders_keep_the_band2_of_a_fitted_light(session):
     assert session.coeffs.light.view(1, 3, 9)[:, :, 4:].abs().max() == 0
 
 
+def test_keyframe_edits_are_undoable_and_leave_the_face_alone(session):
+    session.set_pose_degrees(yaw=20)
+    session.add_keyframe(0.0)
+    session.set_pose_degrees(yaw=-10)
+    session.add_keyframe(1.0)
+    assert [k.time for k in session.keyframes] == [0.0, 1.0]
+    yaw = session.pose_degrees()["yaw"]
+    session.remove_keyframe(0)
+    assert [k.time for k in session.keyframes] == [1.0]
+    assert session.undo()  # the removal
+    assert [k.time for k in session.keyframes] == [0.0, 1.0]
+    assert session.pose_degrees()["yaw"] == pytest.approx(yaw)
+    assert session.undo()  # the second add
+    assert [k.time for k in session.keyframes] == [0.0]
+    assert session.pose_degrees()["yaw"] == pytest.approx(-10, abs=1e-4)
+    assert session.undo()  # the yaw edit
+    assert session.pose_degrees()["yaw"] == pytest.approx(20, abs=1e-4)
+    assert [k.time for k in session.keyframes] == [0.0]
+    assert session.redo() and session.redo()
+    assert [k.time for k in session.keyframes] == [0.0, 1.0]
+    session.keyframes.clear()  # a copy: the session's keyframes do not change behind its back
+    assert len(session.keyframes) == 2
+    session.clear_keyframes()
+    assert session.keyframes == [] and session.undo() and len(session.keyframes) == 2
+
+
 def test_keyframe_interpolation_is_eased(session):
     session.add_keyframe(0.0)
     session.set_pose_degrees(yaw=40)
