@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.evaluate import Subject, control_accuracy, disentanglement, frechet_distance, render_subject
+from training.evaluate import (Subject, control_accuracy, disentanglement, frechet_distance, reference_sampler,
+                               render_subject)
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -22,16 +23,7 @@ def rnet():
 
 @pytest.fixture(scope="module")
 def sampler(face_model):
-    def sample(n, seed):
-        g = torch.Generator().manual_seed(seed)
-        c = face_model.zeros(n)
-        c.identity.normal_(generator=g)
-        c.expression.uniform_(0, 0.4, generator=g)
-        c.light.normal_(0, 0.15, generator=g)
-        c.pose[:, 0].uniform_(-0.6, 0.6, generator=g)
-        c.pose[:, 1].uniform_(-0.3, 0.3, generator=g)
-        return c, torch.zeros(n, 32)
-    return sample
+    return reference_sampler(face_model)
 
 
 def test_frechet_distance_is_zero_for_the_same_set_and_the_mean_shift_otherwise():
@@ -64,7 +56,10 @@ def test_disentanglement_score_drops_when_pose_drags_other_factors(face_model, r
         c.light[:, 1:4] += 0.6 * c.pose[:, :1]
         return renderer(c, SIZE, background=0.5).image
 
-    good = disentanglement(ref, rnet, n_groups=3, per_group=4)
-    bad = disentanglement(Subject("entangled", sampler, entangled_synth), rnet, n_groups=3, per_group=4)
-    assert all(np.isfinite(v) for v in good.values()) and set(good) == {"identity", "expression", "light", "pose"}
-    assert good["pose"] > bad["pose"] + 0.3, (good, bad)
+    # DS from a few small groups is noisy (R-Net read-back at 64 px): average three seeded draws
+    entangled = Subject("entangled", sampler, entangled_synth)
+    good = [disentanglement(ref, rnet, n_groups=8, per_group=4, seed=s) for s in range(3)]
+    bad = [disentanglement(entangled, rnet, n_groups=8, per_group=4, seed=s) for s in range(3)]
+    assert all(np.isfinite(v) for v in good[0].values()) and set(good[0]) == {"identity", "expression", "light", "pose"}
+    mean = lambda rows: sum(r["pose"] for r in rows) / len(rows)  # noqa: E731
+    assert mean(good) > mean(bad) + 0.3, (good, bad)

@@ -149,6 +149,23 @@ def fid_id(subject: Subject, idnet, real_crops: torch.Tensor, n: int = 256, seed
     return frechet_distance(real.astype(np.float64), fake.astype(np.float64))
 
 
+def reference_sampler(model) -> Callable[[int, int], tuple[Coefficients, torch.Tensor]]:
+    """Coefficients for the 3DMM reference row: N(0, I) identity/albedo, mild expressions and light, yaw ±34°,
+    pitch ±17°."""
+    def sample(n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        c = model.zeros(n)
+        c.identity.normal_(generator=g)
+        if model.albedo_dim:
+            c.albedo.normal_(generator=g)
+        c.expression.uniform_(0, 0.4, generator=g)
+        c.light.normal_(0, 0.15, generator=g)
+        c.pose[:, 0].uniform_(-0.6, 0.6, generator=g)
+        c.pose[:, 1].uniform_(-0.3, 0.3, generator=g)
+        return c, torch.zeros(n, 32)
+    return sample
+
+
 def render_subject(model, renderer, size: int, sampler) -> Subject:
     """The analytic 3DMM render as a 'generator' (reference row)."""
     def synth(c, noise):
@@ -239,19 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_reference:
         rend = FaceRenderer(model)
 
-        def sampler(n, seed):
-            g = torch.Generator().manual_seed(seed)
-            c = model.zeros(n)
-            c.identity.normal_(generator=g)
-            if model.albedo_dim:
-                c.albedo.normal_(generator=g)
-            c.expression.uniform_(0, 0.4, generator=g)
-            c.light.normal_(0, 0.15, generator=g)
-            c.pose[:, 0].uniform_(-0.6, 0.6, generator=g)
-            c.pose[:, 1].uniform_(-0.3, 0.3, generator=g)
-            return c, torch.zeros(n, 32)
-
-        subjects.append(render_subject(model, rend, args.size, sampler))
+        subjects.append(render_subject(model, rend, args.size, reference_sampler(model)))
     from engine.generator import FaceGenerator
 
     paths = args.generator or [None]
