@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
                                QHBoxLayout, QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QSlider,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from engine.export import ExportCancelled, export_sequence
+from engine.io.export import ExportCancelled, export_sequence
 
 from .worker import Job
 

@@ -20,7 +20,7 @@ def run(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "discoface"])
     app.setApplicationName("DiscoFace studio")
     try:
-        from engine.session import Session
+        from engine.editing.session import Session
 
         session = Session()
     except ValueError as exc:  # face model missing / unreadable: one clear message, no traceback

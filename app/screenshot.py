@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["discoface-screenshot"])
-    from engine.session import Session
+    from engine.editing.session import Session
 
     from .window import MainWindow
 

@@ -1,4 +1,4 @@
-"""The DiscoFace studio main window: a thin Qt shell over ``engine.session.Session``."""
+"""The DiscoFace studio main window: a thin Qt shell over ``engine.editing.session.Session``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, 
                                QMainWindow, QMessageBox, QProgressDialog, QPushButton, QScrollArea, QSpinBox,
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.session import POSE_RANGE_DEG, Session, SessionCancelled, SessionError
+from engine.editing.session import POSE_RANGE_DEG, Session, SessionCancelled, SessionError
 
 from .dialogs import ExportDialog, Timeline
 from .widgets import FloatSlider, ImageView, MeshPanel

@@ -61,9 +61,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from engine.embed import PhotoEmbedder, paste_into_photo, standard_edits, synthesize_embedding
-    from engine.generator import FaceGenerator
-    from engine.io import save_image
+    from engine.generator.embed import PhotoEmbedder, paste_into_photo, standard_edits, synthesize_embedding
+    from engine.generator.networks import FaceGenerator
+    from engine.io.files import save_image
     from engine.perception.align import AlignError, load_image
     from engine.perception.identity import default_identity_net
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine.io import save_image  # noqa: E402
+from engine.io.files import save_image  # noqa: E402
 from engine.render.shading import light_from_direction  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--generator", default=None)
     args = ap.parse_args(argv)
-    from engine.generator import FaceGenerator
+    from engine.generator.networks import FaceGenerator
 
     gen = FaceGenerator.load(args.generator)
     try:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from engine.generator import (FaceGenerator, FactorDecoders, Generator, default_channels,  # noqa: E402
+from engine.generator.networks import (FaceGenerator, FactorDecoders, Generator, default_channels,  # noqa: E402
                               load_default_generator)
 from training.presets import get_preset  # noqa: E402
 

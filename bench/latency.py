@@ -45,7 +45,7 @@ def engine_latency(session, size: int, n: int, preview: bool, what: str):
 
 
 def stage_split(session, size: int, n: int):
-    from engine.io import to_uint8_image
+    from engine.io.files import to_uint8_image
     from engine.render import interpolate, rotation_matrix
     from engine.render.shading import shade
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                          "at each size (the cost, not the quality: e.g. 128 px when the shipped weights are 64 px)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from engine.session import Session
+    from engine.editing.session import Session
 
     session = Session()
     modes = [("preview", True)] + ([("generator", False)] if session.generator is not None else [])
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
                 print(f"{mode:<10} {size:>5} {'qt':<8} {p50:8.1f} {p95:8.1f}  slider -> frame shown; fast drag of "
                       f"100 changes: {renders} renders, {drag_ms:.0f} ms to the final frame")
     if random_gen:
-        from engine import generator as gm
+        from engine.generator.networks import networks as gm
 
         # the shipped generator's widths carried to each size (else the default 256-wide architecture)
         base = session.generator.G.cfg["channels"][4] if session.generator is not None else 256

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine.facemodel import FaceModel  # noqa: E402
+from engine.face.model import FaceModel  # noqa: E402
 from engine.render import FaceRenderer, light_from_direction  # noqa: E402
 from engine.render import rasterizer as R  # noqa: E402
 from engine.render.camera import rotation_matrix  # noqa: E402

@@ -43,7 +43,7 @@ def parse_settings(items: list[str]) -> dict[str, float]:
 
 def apply_settings(coeffs, settings: dict[str, float]):
     """Apply named settings in place: yaw/pitch/roll (degrees), expression names (0..1), id<k>, light_*."""
-    from .render.shading import direction_from_light, light_from_direction
+    from engine.render.shading import direction_from_light, light_from_direction
 
     light = None
     for k, v in settings.items():
@@ -89,9 +89,9 @@ def _out_path(p: str, suffixes=(".png", ".jpg", ".jpeg", ".webp", ".bmp")) -> Pa
 # ------------------------------------------------------------------------------------------------ #
 def cmd_render(args) -> int:
     """Render the 3DMM (the analytic image R(λ)) with named settings."""
-    from .facemodel import default_model
-    from .io import save_image
-    from .render import FaceRenderer
+    from engine.face.model import default_model
+    from engine.io.files import save_image
+    from engine.render import FaceRenderer
 
     out = _out_path(args.output)
     model = default_model()
@@ -120,8 +120,8 @@ def cmd_render(args) -> int:
 
 def render_grid(size: int = 128, seed: int = 0):
     """A 4 x 6 grid of 3DMM renders: rows vary identity; columns: neutral, yaw ±35°, jawOpen, smile+blink, side light."""
-    from .facemodel import default_model
-    from .render import FaceRenderer, light_from_direction
+    from engine.face.model import default_model
+    from engine.render import FaceRenderer, light_from_direction
 
     model = default_model()
     rend = FaceRenderer(model)
@@ -158,13 +158,13 @@ def render_grid(size: int = 128, seed: int = 0):
 
 
 def Coefficients_cat(items):  # noqa: N802 (small alias keeps render_grid readable)
-    from .facemodel import Coefficients
+    from engine.face.model import Coefficients
 
     return Coefficients.cat(items)
 
 
 def cmd_grid(args) -> int:
-    from .io import save_image
+    from engine.io.files import save_image
 
     out = _out_path(args.output)
     save_image(out, render_grid(args.size, args.seed))
@@ -174,12 +174,12 @@ def cmd_grid(args) -> int:
 
 def cmd_generate(args) -> int:
     """Generate a face with the shipped generator (seeded), with named settings applied."""
-    from .io import save_image
+    from engine.io.files import save_image
 
     out = _out_path(args.output)
     settings = parse_settings(args.set or [])
     try:
-        from .generator import load_default_generator
+        from engine.generator.networks import load_default_generator
     except ImportError:
         load_default_generator = None
     gen = load_default_generator() if load_default_generator else None
@@ -197,10 +197,10 @@ def cmd_generate(args) -> int:
 
 def cmd_fit(args) -> int:
     """Fit the 3DMM to a photo: coefficients JSON (+ overlay PNG)."""
-    from .io import save_image, write_json_atomic
+    from engine.io.files import save_image, write_json_atomic
 
     try:
-        from .fitting import fit_photo
+        from engine.face.fitting import fit_photo
     except ImportError as exc:
         raise UsageError(f"3DMM fitting is not available in this build ({exc})") from None
     if not args.output.endswith(".json"):
@@ -211,7 +211,7 @@ def cmd_fit(args) -> int:
     write_json_atomic(args.output, coeffs.to_json_dict())
     print(f"wrote {args.output} (landmark NME {float(result.landmark_nme.mean()):.3f})")
     if args.overlay:
-        from .fitting import overlay_image
+        from engine.face.fitting import overlay_image
 
         save_image(args.overlay, overlay_image(crop, coeffs))
         print(f"wrote {args.overlay}")
@@ -220,7 +220,7 @@ def cmd_fit(args) -> int:
 
 def cmd_embed(args) -> int:
     try:
-        from .embed import main_embed
+        from engine.generator.embed import main_embed
     except ImportError as exc:
         raise UsageError(f"photo embedding is not available in this build ({exc})") from None
     return main_embed(args)
@@ -228,7 +228,7 @@ def cmd_embed(args) -> int:
 
 def cmd_export(args) -> int:
     try:
-        from .export import export_session_file
+        from engine.io.export import export_session_file
     except ImportError as exc:
         raise UsageError(f"export is not available in this build ({exc})") from None
     return export_session_file(args.session, args.to, fps=args.fps, frames=args.frames, size=args.size)

@@ -20,7 +20,7 @@ def ict_path():
 
 @pytest.fixture(scope="session")
 def face_model(ict_path):
-    from engine.facemodel import FaceModel
+    from engine.face.model import FaceModel
 
     return FaceModel.load(ict_path)
 

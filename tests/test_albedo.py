@@ -15,7 +15,7 @@ def albedo_file():
 
 
 def test_shipped_albedo_loads_and_is_skin(ict_path, albedo_file):
-    from engine.facemodel import FaceModel
+    from engine.face.model import FaceModel
 
     m = FaceModel.load(ict_path, albedo_path=albedo_file)
     assert m.albedo_learned and m.albedo_dim >= 10
@@ -38,8 +38,8 @@ def test_shipped_albedo_loads_and_is_skin(ict_path, albedo_file):
 
 
 def test_corrupt_albedo_file_is_a_clear_error(ict_path, tmp_path, albedo_file):
-    from engine.facemodel import FaceModel, FaceModelError
-    from engine.io import save_safetensors
+    from engine.face.model import FaceModel, FaceModelError
+    from engine.io.files import save_safetensors
 
     bad = tmp_path / "albedo.safetensors"
     bad.write_bytes(albedo_file.read_bytes()[:1000])

@@ -6,7 +6,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from engine.session import Session  # noqa: E402
+from engine.editing.session import Session  # noqa: E402
 
 SIZE = 96
 

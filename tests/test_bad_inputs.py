@@ -43,7 +43,7 @@ def corpus(ffhq_dir, tmp_path_factory):
 
 @pytest.fixture
 def fast_fit(monkeypatch):
-    import engine.fitting as fitting
+    import engine.face.fitting as fitting
 
     monkeypatch.setattr(fitting, "fit_photo", functools.partial(fitting.fit_photo, steps=(40, 0), fit_size=64))
 
@@ -51,7 +51,7 @@ def fast_fit(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_assets(tmp_path_factory, face_model):
     """An assets folder holding a tiny randomly initialised generator (so embed gets past 'no weights')."""
-    from engine.generator import FaceGenerator, FactorDecoders, Generator, default_channels
+    from engine.generator.networks import FaceGenerator, FactorDecoders, Generator, default_channels
 
     torch.manual_seed(0)
     G = Generator(32, face_model.albedo_dim, default_channels(32, 16, 8), w_dim=32, map_layers=2)
@@ -85,7 +85,7 @@ def test_fit_ok_cases(name, corpus, fast_fit, tmp_path, capsys):
     d = json.loads(out.read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]  # no temp files
     # the fit describes an upright face: EXIF orientation applied, the largest of two faces taken
-    from engine.facemodel import Coefficients, default_model
+    from engine.face.model import Coefficients, default_model
 
     c = Coefficients.from_json_dict(d, default_model().exp_names)
     yaw, pitch, roll = (math.degrees(float(v)) for v in c.pose[0])
@@ -127,8 +127,8 @@ def test_embed_bad_output_paths(corpus, tiny_assets, monkeypatch, tmp_path, caps
 
 @pytest.mark.parametrize("with_generator", [False, True], ids=["fit-path", "embed-path"])
 def test_session_open_photo_error_cases(with_generator, corpus, face_model, tiny_assets):
-    from engine.generator import FaceGenerator
-    from engine.session import Session
+    from engine.generator.networks import FaceGenerator
+    from engine.editing.session import Session
 
     gen = FaceGenerator.load(tiny_assets / "generator.safetensors") if with_generator else None
     s = Session(model=face_model, generator=gen)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine import cli
-from engine.embed import (EmbedCancelled, EmbedError, PhotoEmbedder, paste_into_photo, psnr,
+from engine.generator.embed import (EmbedCancelled, EmbedError, PhotoEmbedder, paste_into_photo, psnr,
                           synthesize_embedding)
 
 STEPS = 24
@@ -28,7 +28,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_gen(face_model):
-    from engine.generator import FaceGenerator, FactorDecoders, Generator, default_channels
+    from engine.generator.networks import FaceGenerator, FactorDecoders, Generator, default_channels
 
     torch.manual_seed(0)
     G = Generator(32, face_model.albedo_dim, default_channels(32, 32, 8), w_dim=64, map_layers=2)
@@ -84,7 +84,7 @@ def test_result_shapes(embedded, tiny_gen):
 
 def test_landmarks_keep_their_meaning(embedded, renderer, face_model):
     """The coefficients stay a 3DMM fit of the photo (landmark loss), so pose/expression edits mean what they say."""
-    from engine.embed import conform_albedo
+    from engine.generator.embed import conform_albedo
 
     res, _ = embedded
     lm = renderer.landmarks(conform_albedo(res.coeffs, face_model.albedo_dim), 32)[0]
@@ -140,7 +140,7 @@ def test_edit_changes_only_that_factor(embedded, embedder):
         assert torch.equal(getattr(c, f), getattr(res.coeffs, f)), f
     assert not torch.equal(c.pose, res.coeffs.pose)
     # as a session: an edit touches that factor only; noise and offsets ride along; JSON round trip keeps them
-    from engine.session import Session
+    from engine.editing.session import Session
 
     s = Session.from_embedding(res, source="photo.png", generator=embedder.gen, model=embedder.model)
     assert torch.equal(s.coeffs.as_vector(), res.coeffs.as_vector()) and torch.equal(s.w_offsets, res.w_offsets)
@@ -212,7 +212,7 @@ def test_cli_embed_without_generator(photo, tmp_path, monkeypatch, capsys):
 
 def test_cli_embed_writes_all_outputs(photo, tiny_gen, tmp_path, monkeypatch, capsys):
     from engine import config
-    from engine.session import Session
+    from engine.editing.session import Session
 
     monkeypatch.setattr(config, "ASSETS_DIR", _assets(tmp_path, tiny_gen))
     out = tmp_path / "out"
@@ -256,7 +256,7 @@ def test_cli_cancel_writes_nothing(photo, tiny_gen, tmp_path, monkeypatch, capsy
 
 
 def test_session_renders_the_embedding(embedded, embedder):
-    from engine.session import Session
+    from engine.editing.session import Session
 
     res, _ = embedded
     s = Session.from_embedding(res, generator=embedder.gen, model=embedder.model)

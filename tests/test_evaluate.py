@@ -12,7 +12,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def rnet():
-    from engine.io import WeightsError
+    from engine.io.files import WeightsError
     from engine.perception.rnet import default_rnet
 
     try:

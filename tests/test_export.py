@@ -1,12 +1,12 @@
-"""engine.export: PNG / GIF / MP4 frame counts, atomic outputs, cancel, bad values (no Qt)."""
+"""engine.io.export: PNG / GIF / MP4 frame counts, atomic outputs, cancel, bad values (no Qt)."""
 import threading
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from engine.export import ExportCancelled, ExportError, export_sequence, export_session_file
-from engine.session import Session
+from engine.io.export import ExportCancelled, ExportError, export_sequence, export_session_file
+from engine.editing.session import Session
 
 
 def frames(n=7, h=30, w=38):

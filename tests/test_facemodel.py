@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.facemodel import Coefficients, CoefficientsError, FaceModel, FaceModelError, load_ict_arrays
+from engine.face.model import Coefficients, CoefficientsError, FaceModel, FaceModelError, load_ict_arrays
 
 
 def test_loads_ict_and_builds_faces(face_model):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import fitting
+from engine.face import fitting
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""engine.generator (decoders, G, truncation, files), training.vae and the loss plumbing in training.loss."""
+"""engine.generator.networks (decoders, G, truncation, files), training.vae and the loss plumbing in training.loss."""
 import math
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from engine.facemodel import N_EXP, N_ID, Coefficients
-from engine.generator import (LATENT_DIMS, FaceGenerator, FactorDecoders, Generator, default_channels,
+from engine.face.model import N_EXP, N_ID, Coefficients
+from engine.generator.networks import (LATENT_DIMS, FaceGenerator, FactorDecoders, Generator, default_channels,
                               load_default_generator, sample_latents)
-from engine.io import WeightsError
+from engine.io.files import WeightsError
 
 torch.set_num_threads(1)
 
@@ -178,7 +178,7 @@ def test_bad_generator_files_raise_clear_errors(tmp_path):
     with pytest.raises(WeightsError, match="expected 'discoface.generator'"):
         FaceGenerator.load(other)
     # a file whose tensors do not match its config (e.g. edited metadata) is refused by the shape check
-    from engine.io import load_safetensors, save_safetensors
+    from engine.io.files import load_safetensors, save_safetensors
     import json
 
     tensors, meta = load_safetensors(good, "discoface.generator", 1)

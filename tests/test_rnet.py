@@ -23,7 +23,7 @@ def ffhq_crops(ffhq_aligned):
 
 
 def test_shipped_rnet_predicts_landmarks(rnet_file, face_model, renderer, ffhq_crops):
-    from engine.fitting import _LandmarkGeometry, landmark_nme
+    from engine.face.fitting import _LandmarkGeometry, landmark_nme
     from engine.perception.rnet import RNet
 
     net = RNet.load(rnet_file)
@@ -56,7 +56,7 @@ def test_gradients_reach_the_input(rnet_file):
 
 
 def test_bad_files_are_clear_errors(tmp_path, rnet_file):
-    from engine.io import save_safetensors
+    from engine.io.files import save_safetensors
     from engine.perception.rnet import RNet, RNetError
 
     with pytest.raises(RNetError, match="not found"):

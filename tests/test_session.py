@@ -1,4 +1,4 @@
-"""engine.session: edits, undo/redo, keyframes, save/load and its error handling (no Qt)."""
+"""engine.editing.session: edits, undo/redo, keyframes, save/load and its error handling (no Qt)."""
 import json
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.session import Session, SessionError, smoothstep
+from engine.editing.session import Session, SessionError, smoothstep
 
 SIZE = 64
 
@@ -214,7 +214,7 @@ def test_save_is_atomic_and_checks_the_name(session, tmp_path):
 
 
 class FakeGenerator:
-    """Stands in for engine.generator.FaceGenerator: a colour that depends on the coefficients and noise."""
+    """Stands in for engine.generator.networks.FaceGenerator: a colour that depends on the coefficients and noise."""
     resolution = 32
     noise_dim = 32
 
@@ -222,7 +222,7 @@ class FakeGenerator:
         self.calls = 0
 
     def sample(self, n, seed):
-        from engine.facemodel import default_model
+        from engine.face.model import default_model
         g = torch.Generator().manual_seed(seed)
         c = default_model().zeros(n)
         c.identity.normal_(generator=g)
@@ -251,7 +251,7 @@ def test_generator_mode(face_model):
 
 
 def test_cached_preview_matches_the_renderer(session, renderer):
-    from engine.io import to_uint8_image
+    from engine.io.files import to_uint8_image
 
     for edit in (lambda: None, lambda: session.set_pose_degrees(yaw=35, roll=-10),  # pose only: shape cache hit
                  lambda: session.set_expression("jawOpen", 0.6), lambda: session.randomize("identity", seed=9),
@@ -269,13 +269,13 @@ def test_open_photo_paths(session, tmp_path, monkeypatch):
     photo.write_bytes(b"not really a jpeg")
     with pytest.raises(SessionError, match="not found"):
         session.open_photo(tmp_path / "missing.jpg")
-    monkeypatch.setitem(sys.modules, "engine.fitting", None)  # no fitter in this build
+    monkeypatch.setitem(sys.modules, "engine.face.fitting", None)  # no fitter in this build
     with pytest.raises(SessionError, match="not available"):
         session.open_photo(photo)
     fitted = session.model.zeros(1)
     fitted.set_pose_degrees(yaw=12)
     fitted.expr["jawOpen"] = 0.4
-    fake = types.ModuleType("engine.fitting")
+    fake = types.ModuleType("engine.face.fitting")
     calls = []
 
     def fit_photo(path, progress=None, cancel=None):
@@ -284,8 +284,8 @@ def test_open_photo_paths(session, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return fitted, None, None, None
     fake.fit_photo = fit_photo
-    monkeypatch.setitem(sys.modules, "engine.fitting", fake)
-    from engine.session import SessionCancelled
+    monkeypatch.setitem(sys.modules, "engine.face.fitting", fake)
+    from engine.editing.session import SessionCancelled
 
     with pytest.raises(SessionCancelled):
         session.open_photo(photo, cancel=lambda: True)
@@ -312,8 +312,8 @@ def test_from_embedding(face_model, tmp_path):
 
 
 def test_with_a_real_face_generator(face_model, tmp_path):
-    """The session drives engine.generator.FaceGenerator (random weights, 32 px: the API, not the quality)."""
-    gm = pytest.importorskip("engine.generator")
+    """The session drives engine.generator.networks.FaceGenerator (random weights, 32 px: the API, not the quality)."""
+    gm = pytest.importorskip("engine.generator.networks")
     torch.manual_seed(0)
     dec = gm.FactorDecoders.prior(face_model.albedo_dim, face_model.exp_names)
     G = gm.Generator(resolution=32, albedo_dim=face_model.albedo_dim,
@@ -334,7 +334,7 @@ def test_with_a_real_face_generator(face_model, tmp_path):
 
 
 def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):
-    import engine.embed as E
+    import engine.generator.embed as E
     from types import SimpleNamespace
 
     photo = tmp_path / "p.png"
@@ -356,7 +356,7 @@ def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):
                                    metrics={"psnr_face": 25.0, "seconds": 0.1})
     monkeypatch.setattr(E, "PhotoEmbedder", FakeEmbedder)
     monkeypatch.delattr(E, "embed_photo", raising=False)
-    from engine.session import SessionCancelled
+    from engine.editing.session import SessionCancelled
 
     s = Session(model=face_model, generator=FakeGenerator())
     with pytest.raises(SessionCancelled):

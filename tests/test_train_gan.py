@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.generator import FaceGenerator
-from engine.io import WeightsError
+from engine.generator.networks import FaceGenerator
+from engine.io.files import WeightsError
 
 REPO = Path(__file__).resolve().parent.parent
 

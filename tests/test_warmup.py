@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from engine.generator import FactorDecoders, Generator, default_channels
+from engine.generator.networks import FactorDecoders, Generator, default_channels
 from training.loss import DiscoLoss, Perception
 from training.warmup import pair_coefficients, pair_loss
 

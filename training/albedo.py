@@ -53,8 +53,8 @@ def diffuse_fill(values: torch.Tensor, known: torch.Tensor, adj: torch.Tensor, i
 def collect_samples(fits: dict, images: np.ndarray, model, renderer, batch: int = 32, n_vert: int = 6706,
                     progress=None):
     """(N, n_vert, 3) reflectance samples (NaN where unobserved) from the fits."""
-    from engine import fitting
-    from engine.facemodel import Coefficients
+    from engine.face import fitting
+    from engine.face.model import Coefficients
     from engine.render.shading import full_light, sh_basis
 
     n = len(images)
@@ -115,8 +115,8 @@ def em_pca(x: np.ndarray, k: int, rounds: int = 4):
 
 
 def preview(model_path: Path, out: Path, comps: int = 3) -> None:
-    from engine.facemodel import FaceModel
-    from engine.io import save_image
+    from engine.face.model import FaceModel
+    from engine.io.files import save_image
     from engine.render import FaceRenderer, light_from_direction
 
     m = FaceModel.load(albedo_path=model_path)
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from engine.config import ASSETS_DIR, cache_dir
-    from engine.facemodel import ALBEDO_FORMAT, ALBEDO_VERSION, FaceModel, FaceModelError
-    from engine.io import save_safetensors
+    from engine.face.model import ALBEDO_FORMAT, ALBEDO_VERSION, FaceModel, FaceModelError
+    from engine.io.files import save_safetensors
     from engine.render import FaceRenderer
     from training.data import DataError
     from training.fit import load_fits

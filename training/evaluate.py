@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.facemodel import Coefficients
+from engine.face.model import Coefficients
 
 FACTOR_FIELDS = {
     "identity": ("identity", "albedo"),
@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from engine.facemodel import default_model
-    from engine.io import WeightsError
+    from engine.face.model import default_model
+    from engine.io.files import WeightsError
     from engine.render import FaceRenderer
 
     try:
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         rend = FaceRenderer(model)
 
         subjects.append(render_subject(model, rend, args.size, reference_sampler(model)))
-    from engine.generator import FaceGenerator
+    from engine.generator.networks import FaceGenerator
 
     paths = args.generator or [None]
     for p in paths:
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(evaluate(s, rnet, idnet, real, quick=args.quick))
     print(format_table(rows))
     if args.json:
-        from engine.io import write_json_atomic
+        from engine.io.files import write_json_atomic
 
         write_json_atomic(args.json, rows)
     return 0

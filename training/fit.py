@@ -1,8 +1,8 @@
 """``python -m training fit``: fit the 3DMM to the prepared (aligned) UTKFace crops.
 
-Per batch: landmark stage of :func:`engine.fitting.fit_coefficients` (pose, identity, expression; sliding jaw
-contour), then the linear robust SH light + RGB gain (:func:`engine.fitting.solve_light`) and, when a learned
-albedo exists, linear albedo coefficients (:func:`engine.fitting.solve_albedo`). Chunks are written to
+Per batch: landmark stage of :func:`engine.face.fitting.fit_coefficients` (pose, identity, expression; sliding jaw
+contour), then the linear robust SH light + RGB gain (:func:`engine.face.fitting.solve_light`) and, when a learned
+albedo exists, linear albedo coefficients (:func:`engine.face.fitting.solve_albedo`). Chunks are written to
 ``cache/fits/<split>_chunks/`` as they finish (``--resume`` skips the finished ones) and merged into
 ``cache/fits/<split>.npz`` (identity, albedo, expression, light, pose, gain, names, nme, resid).
 """
@@ -69,7 +69,7 @@ def load_subset(split: str, every: int = 1, limit: int | None = None) -> dict:
 def fit_batch(images_u8: torch.Tensor, landmarks: torch.Tensor, model, renderer, steps: int = 200,
               size: int = 64) -> dict:
     """Fit one batch of aligned crops (uint8 (B, H, W, 3)) → dict of numpy arrays (see :data:`FIELDS`)."""
-    from engine import fitting
+    from engine.face import fitting
 
     crops = fitting.crops_to_tensor(images_u8)
     res = fitting.fit_coefficients(crops, landmarks, model, renderer, steps=(steps, 0), size=size)
@@ -87,9 +87,9 @@ def relight(split: str) -> int:
     """Re-solve light/gain/albedo for every finished chunk with the current face model (geometry kept)."""
     from tqdm import tqdm
 
-    from engine import fitting
-    from engine.facemodel import Coefficients, FaceModel, FaceModelError
-    from engine.io import atomic_path
+    from engine.face import fitting
+    from engine.face.model import Coefficients, FaceModel, FaceModelError
+    from engine.io.files import atomic_path
     from engine.render import FaceRenderer
     from training.albedo import _load_images_for
     from training.data import DataError
@@ -139,7 +139,7 @@ def relight(split: str) -> int:
 
 
 def merge(split: str, chunk_dir: Path, out: Path) -> int:
-    from engine.io import atomic_path
+    from engine.io.files import atomic_path
 
     parts = sorted(chunk_dir.glob("chunk_*.npz"))
     if not parts:
@@ -159,9 +159,9 @@ def merge(split: str, chunk_dir: Path, out: Path) -> int:
 
 
 def save_overlay(path: Path, data: dict, fits: dict, model, n: int = 12) -> None:
-    from engine.facemodel import Coefficients
-    from engine.fitting import overlay_image
-    from engine.io import save_image
+    from engine.face.model import Coefficients
+    from engine.face.fitting import overlay_image
+    from engine.io.files import save_image
 
     n = min(n, len(fits["names"]))
     rows = []
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from engine.facemodel import FaceModel, FaceModelError
+    from engine.face.model import FaceModel, FaceModelError
     from engine.render import FaceRenderer
     from training.data import DataError, load_aligned
 
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     n = len(data["names"])
     t0 = time.time()
     done_new = 0
-    from engine.io import atomic_path
+    from engine.io.files import atomic_path
 
     with tqdm(total=n, desc=f"fit {args.split}", unit="img") as bar:
         for start in range(0, n, args.batch):

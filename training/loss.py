@@ -21,8 +21,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from engine.facemodel import Coefficients
-from engine.generator import FactorDecoders, Generator, Latents, sample_latents
+from engine.face.model import Coefficients
+from engine.generator.networks import FactorDecoders, Generator, Latents, sample_latents
 from engine.render import FaceRenderer, interpolate
 
 # ----------------------------------------------------------------------------------------------- perception nets

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.generator import EqLinear, default_channels
+from engine.generator.networks import EqLinear, default_channels
 
 
 class EqConv(nn.Module):

@@ -92,7 +92,7 @@ def make_pack(out: Path, size: int = 128, quality: int = 90, fits: Path | None =
               codec: str = "webp", auto_quality: bool = True) -> dict:
     """Write the pack; with ``auto_quality`` the quality is lowered from ``quality`` until it fits ``max_bytes``."""
     from engine.config import cache_dir
-    from engine.io import atomic_path
+    from engine.io.files import atomic_path
 
     data = load_aligned(split, size, limit=limit, cache=cache)
     images = data["images"].numpy()

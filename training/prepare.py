@@ -118,7 +118,7 @@ def _shard_conflicts(path: Path, chunks: list[list[str]], size: int) -> bool:
 
 
 def write_shard(path: Path, inputs, names, images, landmarks, failed, size: int) -> None:
-    from engine.io import atomic_path
+    from engine.io.files import atomic_path
 
     imgs = np.stack(images).astype(np.uint8) if images else np.zeros((0, size, size, 3), np.uint8)
     lms = np.stack(landmarks).astype(np.float32) if landmarks else np.zeros((0, 68, 2), np.float32)
@@ -135,7 +135,7 @@ def prepare(size: int = 128, limit: int | None = None, workers: int = 2, shard_s
     from tqdm import tqdm
 
     from engine.config import utkface_dir
-    from engine.io import write_json_atomic
+    from engine.io.files import write_json_atomic
 
     utk = utkface_dir()
     sp = read_splits(utk)

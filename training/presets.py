@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 
-from engine.generator import default_channels
+from engine.generator.networks import default_channels
 
 PRESETS: dict[str, dict] = {
     # unit tests / plumbing: 32 px, a few channels, a couple of seconds per hundred images

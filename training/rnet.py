@@ -57,7 +57,7 @@ def flip_targets(vec: torch.Tensor, sizes: list[int], exp_perm: list[int]) -> to
 
 
 def coeff_vector(fits: dict, idx=None) -> np.ndarray:
-    from engine.facemodel import Coefficients
+    from engine.face.model import Coefficients
 
     cols = [fits[k] if idx is None else fits[k][idx] for k in Coefficients.FACTORS]
     return np.concatenate(cols, 1).astype(np.float32)
@@ -83,7 +83,7 @@ def load_split(split: str, model) -> dict:
 
 @torch.no_grad()
 def evaluate(net, data: dict, model, renderer, batch: int = 64) -> dict:
-    from engine.fitting import _LandmarkGeometry, landmark_nme
+    from engine.face.fitting import _LandmarkGeometry, landmark_nme
 
     net.eval()
     geo = _LandmarkGeometry(model, renderer)
@@ -144,9 +144,9 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from engine.config import ASSETS_DIR, cache_dir
-    from engine.facemodel import FaceModel, FaceModelError, Coefficients
-    from engine.fitting import _LandmarkGeometry, _LM_WEIGHTS, _skin_weights
-    from engine.io import write_json_atomic
+    from engine.face.model import FaceModel, FaceModelError, Coefficients
+    from engine.face.fitting import _LandmarkGeometry, _LM_WEIGHTS, _skin_weights
+    from engine.io.files import write_json_atomic
     from engine.perception.rnet import RNet, RNetError
     from engine.render import FaceRenderer
     from training.data import DataError

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.facemodel import FaceModel
-from engine.generator import FaceGenerator, FactorDecoders, Generator, sample_latents
-from engine.io import (WeightsError, check_state_shapes, load_safetensors, save_image, save_safetensors,
+from engine.face.model import FaceModel
+from engine.generator.networks import FaceGenerator, FactorDecoders, Generator, sample_latents
+from engine.io.files import (WeightsError, check_state_shapes, load_safetensors, save_image, save_safetensors,
                        write_json_atomic)
 from engine.render import FaceRenderer
 from training.loss import DiscoLoss, Perception, d_logistic, generator_step_loss, r1_penalty

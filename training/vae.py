@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.facemodel import N_EXP, N_ID, N_LIGHT, N_POSE
-from engine.generator import DECODER_SPECS, FactorDecoders, FactorMLP, sample_latents
+from engine.face.model import N_EXP, N_ID, N_LIGHT, N_POSE
+from engine.generator.networks import DECODER_SPECS, FactorDecoders, FactorMLP, sample_latents
 
 FACTOR_KEYS = {"identity": ("identity", "albedo"), "expression": ("expression",), "light": ("light",),
                "pose": ("pose",)}
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
             out = Path(args.out or config.ASSETS_DIR / "decoders.safetensors")
         exp_names = ()
         try:
-            from engine.facemodel import load_ict_arrays
+            from engine.face.model import load_ict_arrays
 
             exp_names = tuple(str(n) for n in load_ict_arrays()["exp_names"])
         except Exception:
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        from engine.facemodel import FaceModel
+        from engine.face.model import FaceModel
 
         k_model = FaceModel.load().albedo_dim
     except Exception:

@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from engine import config
-from engine.facemodel import Coefficients, default_model
-from engine.generator import FaceGenerator, FactorDecoders, Generator, Latents, sample_latents
-from engine.io import load_safetensors, save_image, save_safetensors, write_json_atomic
+from engine.face.model import Coefficients, default_model
+from engine.generator.networks import FaceGenerator, FactorDecoders, Generator, Latents, sample_latents
+from engine.io.files import load_safetensors, save_image, save_safetensors, write_json_atomic
 from engine.render import FaceRenderer
 
 CKPT_FORMAT = "discoface.warmup-checkpoint"
@@ -61,7 +61,7 @@ def load_pairs(fits_path: Path, size: int, limit: int | None = None) -> dict:
                 "coeffs": {k: torch.from_numpy(z[k]) for k in ("identity", "albedo", "expression", "light", "pose")},
                 "names": [str(x) for x in z["names"]]}
     pairs = _join_pairs(fits_path, size, limit)
-    from engine.io import atomic_path
+    from engine.io.files import atomic_path
 
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as fh:

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import dlib_files
+from engine.perception import dlib_files
 
 STABLE = np.arange(17, 68)
 DETECT_MAX_SIDE = 1024  # images are downscaled to this long side for detection
@@ -245,7 +245,7 @@ def _to_index(m: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _template(size: int) -> np.ndarray:
-    from engine.facemodel import default_model
+    from engine.face.model import default_model
     from engine.render import canonical_landmarks
 
     t = canonical_landmarks(default_model(), int(size)).detach().cpu().numpy().astype(np.float64)

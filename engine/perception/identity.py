@@ -308,7 +308,7 @@ class IdentityNet(nn.Module):
     @classmethod
     def load(cls, path=None) -> "IdentityNet":
         if path is None:
-            from .dlib_files import ModelFileError, model_file
+            from engine.perception.dlib_files import ModelFileError, model_file
 
             try:
                 path = model_file(MODEL_NAME)
@@ -419,7 +419,7 @@ def identity_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _template_landmarks(h: int, w: int) -> np.ndarray:
-    from engine.facemodel import default_model
+    from engine.face.model import default_model
     from engine.render import canonical_landmarks
 
     # canonical_landmarks is defined for square crops; scale x/y separately for non-square ones

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..facemodel import N_EXP, N_ID, N_LIGHT, N_POSE, Coefficients
+from engine.face.model import N_EXP, N_ID, N_LIGHT, N_POSE, Coefficients
 
 RNET_FORMAT = "discoface.rnet"
 RNET_VERSION = 1
@@ -101,7 +101,7 @@ class RNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ I/O
     def save(self, path, extra: dict | None = None) -> None:
-        from ..io import save_safetensors
+        from engine.io.files import save_safetensors
 
         meta = {"albedo_dim": str(self.albedo_dim), "input_size": str(self.input_size),
                 "exp_names": ",".join(self.exp_names),
@@ -111,8 +111,8 @@ class RNet(nn.Module):
 
     @classmethod
     def load(cls, path=None, map_location: str = "cpu") -> "RNet":
-        from .. import config
-        from ..io import WeightsError, check_state_shapes, load_safetensors
+        from engine import config
+        from engine.io.files import WeightsError, check_state_shapes, load_safetensors
 
         path = Path(path) if path else Path(config.ASSETS_DIR) / "rnet.safetensors"
         try:
@@ -128,7 +128,7 @@ class RNet(nn.Module):
             if names and len(names) != N_EXP:
                 raise WeightsError(f"{path}: lists {len(names)} expression names, expected {N_EXP}")
             if not names:
-                from ..facemodel import default_model
+                from engine.face.model import default_model
 
                 names = default_model().exp_names
             net = cls(k, size, names, widths)

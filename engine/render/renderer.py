@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..facemodel import Coefficients, FaceModel
-from .camera import Camera, rotation_matrix
-from .rasterizer import Fragments, interpolate, pytorch3d_available, rasterize, rasterize_pytorch3d
-from .shading import shade
+from engine.face.model import Coefficients, FaceModel
+from engine.render.camera import Camera, rotation_matrix
+from engine.render.rasterizer import Fragments, interpolate, pytorch3d_available, rasterize, rasterize_pytorch3d
+from engine.render.shading import shade
 
 
 @dataclass

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ..facemodel import DEFAULT_AMBIENT
+from engine.face.model import DEFAULT_AMBIENT
 
 _A0, _A1, _A2 = math.pi, 2 * math.pi / math.sqrt(3.0), 2 * math.pi / math.sqrt(8.0)
 _C0 = 1 / math.sqrt(4 * math.pi)

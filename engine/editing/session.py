@@ -1,11 +1,11 @@
 """The editor's state, Qt-free: one face (coefficients + noise), edits with undo/redo, keyframes, save/load.
 
-A :class:`Session` holds a batch-1 :class:`~engine.facemodel.Coefficients`, a noise code (what the 3DMM does not
+A :class:`Session` holds a batch-1 :class:`~engine.face.model.Coefficients`, a noise code (what the 3DMM does not
 model: hair, background) and the identity seed. Every change goes through an *edit*: ``commit=True`` (the default)
 records one undo entry; ``commit=False`` changes the state but keeps the undo entry open until :meth:`commit`, so a
 slider drag of a hundred ticks becomes one undo step, recorded when the slider is released.
 
-Rendering uses the trained generator when its weights exist (``engine.generator.load_default_generator``) and the
+Rendering uses the trained generator when its weights exist (``engine.generator.networks.load_default_generator``) and the
 analytic 3DMM render otherwise ("preview" mode). Either way :meth:`render` returns a :class:`Frame` with the image,
 the posed mesh and the projected landmarks, so the editor can show the mesh next to the picture.
 
@@ -26,8 +26,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .facemodel import N_EXP, Coefficients, CoefficientsError, FaceModel
-from .io import to_uint8_image, write_json_atomic
+from engine.face.model import N_EXP, Coefficients, CoefficientsError, FaceModel
+from engine.io.files import to_uint8_image, write_json_atomic
 
 SESSION_FORMAT = "discoface.session"
 SESSION_VERSION = 1
@@ -102,7 +102,7 @@ def smoothstep(u: float) -> float:
 def _try_load_generator():
     """(the shipped generator or None, a note on why not): preview mode when the module or weights are missing."""
     try:
-        from .generator import load_default_generator
+        from engine.generator.networks import load_default_generator
     except ImportError as exc:
         return None, f"generator module unavailable ({exc})"
     try:
@@ -116,7 +116,7 @@ class Session:
     """The face being edited, its undo history and its keyframes."""
 
     def __init__(self, model: FaceModel | None = None, generator="auto", seed: int = 0, history_limit: int = 200):
-        from .facemodel import default_model
+        from engine.face.model import default_model
 
         self.model = model if model is not None else default_model()
         self.generator_note = ""
@@ -179,7 +179,7 @@ class Session:
         return {k: math.degrees(float(v)) for k, v in zip(("yaw", "pitch", "roll"), self.coeffs.pose[0].tolist())}
 
     def light_params(self) -> dict:
-        from .render.shading import direction_from_light
+        from engine.render.shading import direction_from_light
 
         return direction_from_light(self.coeffs.light[:1])
 
@@ -290,7 +290,7 @@ class Session:
         The sliders speak SH bands 0 and 1 (ambient + one direction); band 2 (the finer shape of light a photo's fit
         or a sampled light carries) is kept as it is, so nudging the azimuth of an embedded photo does not first
         flatten its lighting. Reset light (or randomise) replaces all bands."""
-        from .render.shading import light_from_direction
+        from engine.render.shading import light_from_direction
 
         cur = self.light_params()
         p = {"azimuth": azimuth, "elevation": elevation, "intensity": intensity, "ambient": ambient}
@@ -371,13 +371,13 @@ class Session:
 
     @staticmethod
     def _default_light() -> torch.Tensor:
-        from .render.shading import light_from_direction
+        from engine.render.shading import light_from_direction
 
         d = DEFAULT_LIGHT
         return light_from_direction(d["azimuth"], d["elevation"], d["intensity"], d["ambient"])
 
     def _random_factor(self, factor: str, g: torch.Generator) -> tuple:
-        from .render.shading import light_from_direction
+        from engine.render.shading import light_from_direction
 
         def u(lo, hi):
             return lo + (hi - lo) * float(torch.rand(1, generator=g))
@@ -431,7 +431,7 @@ class Session:
     @property
     def renderer(self):
         if self._renderer is None:
-            from .render import FaceRenderer
+            from engine.render import FaceRenderer
 
             self._renderer = FaceRenderer(self.model)
         return self._renderer
@@ -446,8 +446,8 @@ class Session:
         return cache[1]
 
     def _preview(self, c: Coefficients, size: int, background: float):
-        from .render import interpolate, rotation_matrix
-        from .render.shading import shade
+        from engine.render import interpolate, rotation_matrix
+        from engine.render.shading import shade
 
         r = self.renderer
         shape = self._shape_cache  # model-space vertices and normals: unchanged by pose and light edits
@@ -484,7 +484,7 @@ class Session:
                 if img.shape[-1] != size:
                     img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear",
                                                           align_corners=False, antialias=True).clamp(0, 1)
-                from .render import rotation_matrix
+                from engine.render import rotation_matrix
 
                 rot = rotation_matrix(c.pose)
                 verts = self.model.vertices(c) @ rot.transpose(1, 2)
@@ -720,7 +720,7 @@ class Session:
     @classmethod
     def from_embedding(cls, res, source: str | None = None, model: FaceModel | None = None,
                        generator="auto") -> "Session":
-        """A session holding an ``engine.embed.EmbedResult`` (coefficients, noise, per-layer offsets)."""
+        """A session holding an ``engine.generator.embed.EmbedResult`` (coefficients, noise, per-layer offsets)."""
         s = cls(model=model, generator=generator)
         s._apply_embedding(res, commit=False)
         s._pending = None
@@ -749,7 +749,7 @@ class Session:
         cancel_fn = _as_cancel(cancel)
         if self.generator is not None:
             try:
-                from . import embed as E
+                from engine.generator import embed as E
             except ImportError:
                 E = None
             if E is not None and (hasattr(E, "embed_photo") or hasattr(E, "PhotoEmbedder")):
@@ -772,7 +772,7 @@ class Session:
                 return f"embedded {path.name}: face PSNR {m.get('psnr_face', float('nan')):.1f} dB " \
                        f"in {m.get('seconds', 0):.1f} s"
         try:
-            from .fitting import fit_photo
+            from engine.face.fitting import fit_photo
         except ImportError as exc:
             raise SessionError(f"opening photos is not available in this build (no 3DMM fitter: {exc})") from None
         params = inspect.signature(fit_photo).parameters

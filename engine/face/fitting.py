@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .facemodel import Coefficients, FaceModel
+from engine.face.model import Coefficients, FaceModel
 
 # landmark weights (iBUG 68 order)
 _LM_WEIGHTS = np.ones(68, np.float32)
@@ -122,7 +122,7 @@ class _LandmarkGeometry:
 def _jaw_alt(model: FaceModel) -> torch.Tensor:
     alt = getattr(model, "_lm68_jaw_alt", None)
     if alt is None:
-        from .facemodel import load_ict_arrays
+        from engine.face.model import load_ict_arrays
 
         try:
             alt = torch.from_numpy(load_ict_arrays()["lm68_jaw_alt"].astype(np.int64))
@@ -297,9 +297,9 @@ def fit_photo(path, size: int = 128, steps=(200, 80), fit_size: int = 96, progre
 
     Raises ``engine.perception.align.AlignError`` (a clear message) when the file or face is unusable.
     """
-    from .facemodel import default_model
-    from .perception.align import align_face
-    from .render import FaceRenderer
+    from engine.face.model import default_model
+    from engine.perception.align import align_face
+    from engine.render import FaceRenderer
 
     crop, al = align_face(path, size)
     model = default_model()
@@ -313,7 +313,7 @@ _RENDERERS: dict[int, object] = {}
 
 
 def _renderer_for(model: FaceModel):
-    from .render import FaceRenderer
+    from engine.render import FaceRenderer
 
     r = _RENDERERS.get(id(model))
     if r is None:
@@ -326,7 +326,7 @@ def overlay_image(crop, coeffs: Coefficients, landmarks=None, model: FaceModel |
     """photo | render | blend (with fitted landmarks in green, ``landmarks`` targets in red) as uint8 (H, 3W, 3)."""
     import cv2
 
-    from .facemodel import default_model
+    from engine.face.model import default_model
 
     model = model or default_model()
     renderer = _renderer_for(model)
@@ -363,7 +363,7 @@ def sample_vertex_colors(crops: torch.Tensor, coeffs: Coefficients, model: FaceM
     test, facing the camera with n·view > ``min_facing``, inside the crop) and ``normals`` (B, V, 3) in camera
     orientation (for SH shading).
     """
-    from .render import rotation_matrix
+    from engine.render import rotation_matrix
 
     b = crops.shape[0]
     r = renderer(coeffs, size)
@@ -397,7 +397,7 @@ def split_light_gain(p: torch.Tensor, share: float = LIGHT_SHARE):
     Brightness and light intensity are ambiguous in a photo; ``share`` of it (in log) goes to the ambient light,
     the rest (and all colour) to the RGB gain, so dark skin stays dark albedo rather than dim light.
     """
-    from .facemodel import DEFAULT_AMBIENT
+    from engine.face.model import DEFAULT_AMBIENT
 
     p0 = p[:, 0].clamp_min(1e-3)
     s = p0.mean() / DEFAULT_AMBIENT
@@ -419,8 +419,8 @@ def solve_light(crops: torch.Tensor, coeffs: Coefficients, model: FaceModel, ren
     model cannot explain are down-weighted. Returns (light offsets (B, 27), gain (B, 3), residual (B,) mean
     colour distance of the inliers).
     """
-    from .render.shading import sh_basis
-    from .facemodel import DEFAULT_AMBIENT
+    from engine.render.shading import sh_basis
+    from engine.face.model import DEFAULT_AMBIENT
 
     colors, valid, normals = sample_vertex_colors(crops, coeffs, model, renderer, size)
     colors, valid, normals = colors[:, :vertices], valid[:, :vertices], normals[:, :vertices]
@@ -463,7 +463,7 @@ def solve_albedo(crops: torch.Tensor, coeffs: Coefficients, model: FaceModel, re
     """Linear robust albedo coefficients for fixed geometry and light (needs a learned albedo basis), then the
     light and gain once more with that albedo. Returns (albedo (B, K), gain (B, 3), residual (B,)); the light is
     written into ``coeffs.light``."""
-    from .render.shading import sh_basis, full_light
+    from engine.render.shading import sh_basis, full_light
 
     k = model.albedo_dim
     b = crops.shape[0]

@@ -5,7 +5,7 @@ Pipeline: ``PhotoEmbedder(generator).embed(photo)``
 1. **Align**: detect the face, 68 landmarks, similarity warp to the canonical crop (``perception.align``). The crop
    is made at ``max(128, G resolution)`` for the initialiser and area-resized to the generator's resolution.
 2. **Initialise** the coefficients with the R-Net (``perception.rnet``) when its weights exist, otherwise with a
-   short landmark + photometric 3DMM fit (``engine.fitting``). The noise code starts from the best of a few seeded
+   short landmark + photometric 3DMM fit (``engine.face.fitting``). The noise code starts from the best of a few seeded
    candidates (one batched forward pass), so the seed matters and the result is deterministic for a seed.
 3. **Optimise** (Adam, cosine-decayed learning rate) in two phases:
    * phase 1 (first ``offset_start`` fraction of the steps): coefficients λ and the noise code only — the
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .facemodel import Coefficients
+from engine.face.model import Coefficients
 
 DEFAULT_STEPS = 100
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -104,7 +104,7 @@ def conform_albedo(c: Coefficients, k: int) -> Coefficients:
 
 def _as_uint8_hwc(img) -> np.ndarray:
     if isinstance(img, torch.Tensor):
-        from .io import to_uint8_image
+        from engine.io.files import to_uint8_image
 
         return to_uint8_image(img)
     a = np.asarray(img)
@@ -116,7 +116,7 @@ def _as_uint8_hwc(img) -> np.ndarray:
 
 
 class PhotoEmbedder:
-    """photo → (coefficients, noise, offsets) of ``generator`` (an ``engine.generator.FaceGenerator``).
+    """photo → (coefficients, noise, offsets) of ``generator`` (an ``engine.generator.networks.FaceGenerator``).
 
     Defaults are tuned for the CPU at 64 px (see bench/embed.py for the measured figures)."""
 
@@ -124,8 +124,8 @@ class PhotoEmbedder:
                  lr: float = 0.05, *, w_face: float = 1.0, w_all: float = 0.3, w_id: float = 0.8,
                  w_lm: float = 100.0, w_offset: float = 1.0, w_prior: float = 0.02, offset_start: float = 0.35,
                  id_every: int = 2, noise_candidates: int = 8, model=None):
-        from .facemodel import default_model
-        from .render import FaceRenderer
+        from engine.face.model import default_model
+        from engine.render import FaceRenderer
 
         if generator is None:
             raise EmbedError("photo embedding needs generator weights (assets/generator.safetensors)")
@@ -149,7 +149,7 @@ class PhotoEmbedder:
     def _rnet(self):
         if self.rnet is None:
             try:
-                from .perception.rnet import default_rnet
+                from engine.perception.rnet import default_rnet
 
                 self.rnet = default_rnet()
             except (ImportError, ValueError, OSError):  # no / broken weights: fall back to the 3DMM fit
@@ -159,7 +159,7 @@ class PhotoEmbedder:
     def _idnet(self):
         if self.idnet is None:
             try:
-                from .perception.identity import default_identity_net
+                from engine.perception.identity import default_identity_net
 
                 self.idnet = default_identity_net()
             except (ImportError, ValueError, OSError, RuntimeError):
@@ -173,7 +173,7 @@ class PhotoEmbedder:
     # -- the pipeline ------------------------------------------------------------------------- #
     def align(self, photo):
         """(photo uint8, crop at the generator's size, its Alignment, crop at the initialiser's size, its Alignment)."""
-        from .perception import align as A
+        from engine.perception import align as A
 
         img = A.load_image(photo) if not isinstance(photo, np.ndarray) else A._as_rgb(photo)
         size = self.resolution
@@ -194,7 +194,7 @@ class PhotoEmbedder:
                 c = rnet.predict(target).detach()
             how = "rnet"
         else:
-            from .fitting import FitCancelled, fit_coefficients, solve_albedo, solve_light
+            from engine.face.fitting import FitCancelled, fit_coefficients, solve_albedo, solve_light
 
             lm = torch.as_tensor(np.asarray(landmarks_big), dtype=torch.float32)[None]
             try:
@@ -360,8 +360,8 @@ def paste_mask(result: EmbedResult, coeffs: Coefficients | None = None, size: in
     """(S, S) float mask for pasting back: the face region of the fit (union that of ``coeffs``, e.g. an edit),
     dilated by ~10 % of the crop so the seam falls on skin/hair rather than on the face."""
     if renderer is None:
-        from .facemodel import default_model
-        from .render import FaceRenderer
+        from engine.face.model import default_model
+        from engine.render import FaceRenderer
 
         renderer = FaceRenderer(default_model())
     size = int(size or result.crop.shape[0])
@@ -387,7 +387,7 @@ def paste_into_photo(result: EmbedResult, edited_crop_image, photo, feather: flo
     detail and sharpness survive — best for light / expression edits and small pose changes with a low-resolution
     generator (large pose changes leave a ghost of the original face).
     """
-    from .perception import align as A
+    from engine.perception import align as A
 
     img = A.load_image(photo) if not isinstance(photo, np.ndarray) else A._as_rgb(photo)
     al = result.alignment
@@ -410,7 +410,7 @@ def paste_into_photo(result: EmbedResult, edited_crop_image, photo, feather: flo
 def _paste_delta(img: np.ndarray, crop: np.ndarray, result: EmbedResult, feather: float, mask) -> np.ndarray:
     import cv2
 
-    from .perception import align as A
+    from engine.perception import align as A
 
     size = crop.shape[0]
     rec = result.reconstruction[0].detach().float().permute(1, 2, 0).numpy() * 255.0
@@ -453,7 +453,7 @@ def embedding_grid(result: EmbedResult, embedder: PhotoEmbedder, edits: dict | N
 
 def standard_edits() -> dict:
     """The edits of the before/after grid: yaw −20°, yaw +20°, smile, relit from the side."""
-    from .render import light_from_direction
+    from engine.render import light_from_direction
 
     def yaw(deg):
         def f(c):
@@ -495,9 +495,9 @@ def main_embed(args) -> int:
     atomically). Every user mistake is an :class:`EmbedError` (or the aligner's ValueError) with one clear line."""
     from tqdm import tqdm
 
-    from .generator import load_default_generator
-    from .io import save_image
-    from .perception.align import load_image
+    from engine.generator.networks import load_default_generator
+    from engine.io.files import save_image
+    from engine.perception.align import load_image
 
     out = Path(str(args.output))
     if out.suffix.lower() != ".json":
@@ -532,7 +532,7 @@ def main_embed(args) -> int:
         if bar is not None:
             bar.close()
     # make every output in memory first, then write (atomic writes; nothing half-written on a failure)
-    from .session import Session
+    from engine.editing.session import Session
 
     sess = Session.from_embedding(res, source=str(args.photo), generator=gen)
     grid = None

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .io import atomic_path
+from engine.io.files import atomic_path
 
 FORMATS = ("png", "gif", "mp4")
 MAX_FRAMES = 10000
@@ -56,7 +56,7 @@ def _cancel_fn(cancel) -> Callable[[], bool]:
 def _frame_array(f) -> np.ndarray:
     a = np.asarray(f)
     if hasattr(f, "detach"):  # torch tensor in [0, 1]
-        from .io import to_uint8_image
+        from engine.io.files import to_uint8_image
 
         a = to_uint8_image(f)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
@@ -80,7 +80,7 @@ def export_sequence(frames, path: Path | str, fmt: str | None = None, fps: float
     """Write ``frames`` to ``path``; returns the path written.
 
     ``frames`` is an iterable of images (H x W x 3 uint8, or (3, H, W) tensors in [0, 1]) or an
-    ``engine.session.Session`` whose keyframes are rendered (``n_frames`` of them, default ``fps`` × the keyframe
+    ``engine.editing.session.Session`` whose keyframes are rendered (``n_frames`` of them, default ``fps`` × the keyframe
     span + 1, at ``size`` px). ``progress(done, total)`` is called after each frame (total 0 when unknown).
     """
     path = Path(path)
@@ -95,7 +95,7 @@ def export_sequence(frames, path: Path | str, fmt: str | None = None, fps: float
         raise ExportError(f"frame size must be between 8 and 2048 px, got {size}")
     if n_frames is not None and not 1 <= int(n_frames) <= MAX_FRAMES:
         raise ExportError(f"frame count must be between 1 and {MAX_FRAMES}, got {n_frames}")
-    from .session import Session, SessionError
+    from engine.editing.session import Session, SessionError
 
     if isinstance(frames, Session):
         sess = frames
@@ -202,7 +202,7 @@ def export_session_file(session_path, to, fps: float = 24, frames: int | None = 
     """``discoface export session.json --to out.mp4``: the CLI half (tqdm progress, one-line errors upstream)."""
     from tqdm import tqdm
 
-    from .session import Session
+    from engine.editing.session import Session
 
     format_for(to)  # a bad target is refused before any work
     if not Path(to).parent.exists():

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
-from . import config
+from engine import config
 
 N_ID = 100
 N_EXP = 53
@@ -428,7 +428,7 @@ class FaceModel(torch.nn.Module):
 
 def load_albedo(path: Path | str, n_vertices: int) -> dict[str, np.ndarray]:
     """Read a learned albedo file (safetensors, ``format``/``version`` metadata) and check its shapes."""
-    from .io import load_safetensors, WeightsError
+    from engine.io.files import load_safetensors, WeightsError
 
     try:
         tensors, meta = load_safetensors(path, ALBEDO_FORMAT, ALBEDO_VERSION)

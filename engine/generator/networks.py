@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config
-from .facemodel import N_EXP, N_ID, N_LIGHT, N_POSE, Coefficients
+from engine import config
+from engine.face.model import N_EXP, N_ID, N_LIGHT, N_POSE, Coefficients
 
 LATENT_DIMS = {"identity": 128, "expression": 32, "light": 16, "pose": 3, "noise": 32}
 GENERATOR_FORMAT = "discoface.generator"
@@ -193,7 +193,7 @@ class FactorDecoders(nn.Module):
 
     # -- files ----------------------------------------------------------------------------------------
     def save(self, path, extra: dict | None = None) -> None:
-        from .io import save_safetensors
+        from engine.io.files import save_safetensors
 
         meta = {"config": json.dumps(self.config())}
         meta.update({k: str(v) for k, v in (extra or {}).items()})
@@ -201,7 +201,7 @@ class FactorDecoders(nn.Module):
 
     @classmethod
     def load(cls, path=None) -> "FactorDecoders":
-        from .io import WeightsError, check_state_shapes, load_safetensors
+        from engine.io.files import WeightsError, check_state_shapes, load_safetensors
 
         path = Path(path) if path else config.ASSETS_DIR / "decoders.safetensors"
         tensors, meta = load_safetensors(path, DECODERS_FORMAT, DECODERS_VERSION)
@@ -446,7 +446,7 @@ class FaceGenerator(nn.Module):
 
     # -- files ----------------------------------------------------------------------------------------
     def save(self, path, extra: dict | None = None) -> None:
-        from .io import save_safetensors
+        from engine.io.files import save_safetensors
 
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors.update({f"decoders.{k}": v for k, v in self.decoders.state_dict().items()})
@@ -457,7 +457,7 @@ class FaceGenerator(nn.Module):
     @classmethod
     def load(cls, path=None) -> "FaceGenerator":
         """Load a generator file; any problem (missing, truncated, wrong format/shapes) → WeightsError."""
-        from .io import WeightsError, check_state_shapes, load_safetensors
+        from engine.io.files import WeightsError, check_state_shapes, load_safetensors
 
         path = Path(path) if path else config.ASSETS_DIR / "generator.safetensors"
         tensors, meta = load_safetensors(path, GENERATOR_FORMAT, GENERATOR_VERSION)
