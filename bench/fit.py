@@ -79,11 +79,11 @@ def main() -> int:
     from training.rnet import evaluate, time_inference
 
     print("R-Net latency: " + ", ".join(f"{k} {v:.2f}" for k, v in time_inference(net, reps=30).items()))
-    from engine.face.fitting import _LandmarkGeometry, landmark_nme
+    from engine.face.fitting import LandmarkGeometry, landmark_nme
 
     with torch.no_grad():
         c = net.predict(crops)
-    nme = landmark_nme(_LandmarkGeometry(model, r)(c.identity, c.expression, c.pose, 128), lms)
+    nme = landmark_nme(LandmarkGeometry(model, r)(c.identity, c.expression, c.pose, 128), lms)
     print(f"R-Net on ffhq-samples (GT landmarks): NME {nme.mean():.4f} (max {nme.max():.4f})")
     try:
         from training.rnet import load_split

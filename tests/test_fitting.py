@@ -28,7 +28,7 @@ def _synthetic(face_model, renderer, n=4):
     with torch.no_grad():
         img = renderer(c, 128, background=0.3).image
         # what a contour-following detector would report: the jaw points on the silhouette
-        lm = fitting._LandmarkGeometry(face_model, renderer)(c.identity, c.expression, c.pose, 128)
+        lm = fitting.LandmarkGeometry(face_model, renderer)(c.identity, c.expression, c.pose, 128)
     return c, img, lm
 
 
@@ -66,7 +66,7 @@ def test_ffhq_ground_truth_landmarks(face_model, renderer, ffhq_crops):
     nme = float(res.landmark_nme.mean())
     assert nme <= 0.05, res.landmark_nme
     # the metric itself: a fit that ignores the photo (mean face, pose 0) is clearly worse
-    base = fitting.landmark_nme(fitting._LandmarkGeometry(face_model, renderer)(
+    base = fitting.landmark_nme(fitting.LandmarkGeometry(face_model, renderer)(
         torch.zeros(10, 100), torch.zeros(10, 53), torch.zeros(10, 3), 128), lms)
     assert float(base.mean()) > nme + 0.01
 

@@ -23,7 +23,7 @@ def ffhq_crops(ffhq_aligned):
 
 
 def test_shipped_rnet_predicts_landmarks(rnet_file, face_model, renderer, ffhq_crops):
-    from engine.face.fitting import _LandmarkGeometry, landmark_nme
+    from engine.face.fitting import LandmarkGeometry, landmark_nme
     from engine.perception.rnet import RNet
 
     net = RNet.load(rnet_file)
@@ -33,7 +33,7 @@ def test_shipped_rnet_predicts_landmarks(rnet_file, face_model, renderer, ffhq_c
     with torch.no_grad():
         c = net.predict(x)
     assert c.expression.min() >= 0 and c.expression.max() <= 1
-    lm = _LandmarkGeometry(face_model, renderer)(c.identity, c.expression, c.pose, 128)
+    lm = LandmarkGeometry(face_model, renderer)(c.identity, c.expression, c.pose, 128)
     nme = landmark_nme(lm, lms)
     assert float(nme.mean()) < FFHQ_NME_MAX, nme
     # it looks at the image: a mirrored crop gives (roughly) the mirrored yaw

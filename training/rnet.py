@@ -83,10 +83,10 @@ def load_split(split: str, model) -> dict:
 
 @torch.no_grad()
 def evaluate(net, data: dict, model, renderer, batch: int = 64) -> dict:
-    from engine.face.fitting import _LandmarkGeometry, landmark_nme
+    from engine.face.fitting import LandmarkGeometry, landmark_nme
 
     net.eval()
-    geo = _LandmarkGeometry(model, renderer)
+    geo = LandmarkGeometry(model, renderer)
     nmes, dyaw, dpitch = [], [], []
     for s in range(0, len(data["images"]), batch):
         x = data["images"][s:s + batch].permute(0, 3, 1, 2).float() / 255
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
 
     from engine.config import ASSETS_DIR, cache_dir
     from engine.face.model import FaceModel, FaceModelError, Coefficients
-    from engine.face.fitting import _LandmarkGeometry, _LM_WEIGHTS, _skin_weights
+    from engine.face.fitting import LandmarkGeometry, LANDMARK_WEIGHTS, skin_weights
     from engine.io.files import write_json_atomic
     from engine.perception.rnet import RNet, RNetError
     from engine.render import FaceRenderer
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     renderer = FaceRenderer(model)
-    geo = _LandmarkGeometry(model, renderer)
+    geo = LandmarkGeometry(model, renderer)
     net = RNet(model.albedo_dim, args.input_size, model.exp_names)
     sizes = net.sizes
     y = train["coeffs"]
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     # per-dimension regression weights (standardised units)
     wdim = torch.cat([torch.full((s,), f) for s, f in zip(sizes, (0.5, 0.5, 1.0, 1.0, 5.0))])
     exp_perm = expression_mirror(model.exp_names)
-    lw = torch.from_numpy(_LM_WEIGHTS).clone()
+    lw = torch.from_numpy(LANDMARK_WEIGHTS).clone()
     lw = lw / lw.mean()
     ident_mask = torch.zeros(sum(sizes), dtype=torch.bool)
     ident_mask[: sizes[0] + sizes[1]] = True
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
                     g = train["gain"][idx[:k]]
                     img = r.image * g[:, :, None, None]
                     with torch.no_grad():
-                        sw = _skin_weights(tgt_img, r.mask) * r.mask
+                        sw = skin_weights(tgt_img, r.mask) * r.mask
                     dist = ((img - tgt_img) ** 2).sum(1, keepdim=True).add(1e-6).sqrt()
                     ph = ((dist * sw).sum((1, 2, 3)) / sw.sum((1, 2, 3)).clamp_min(1)).mean()
                     loss = loss + ph

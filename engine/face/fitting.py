@@ -30,15 +30,15 @@ import torch.nn.functional as F
 from engine.face.model import Coefficients, FaceModel
 
 # landmark weights (iBUG 68 order)
-_LM_WEIGHTS = np.ones(68, np.float32)
-_LM_WEIGHTS[0:17] = 0.7  # jaw contour (points 0-5, 11-16 slide along the silhouette, see below)
-_LM_WEIGHTS[[0, 16]] = 0.3
-_LM_WEIGHTS[17:27] = 1.0  # brows
-_LM_WEIGHTS[27:36] = 1.5  # nose
-_LM_WEIGHTS[[30, 31, 33, 35]] = 3.0
-_LM_WEIGHTS[36:48] = 3.0  # eyes
-_LM_WEIGHTS[48:68] = 2.0  # mouth
-_LM_WEIGHTS[[48, 54, 60, 64]] = 3.0
+LANDMARK_WEIGHTS = np.ones(68, np.float32)
+LANDMARK_WEIGHTS[0:17] = 0.7  # jaw contour (points 0-5, 11-16 slide along the silhouette, see below)
+LANDMARK_WEIGHTS[[0, 16]] = 0.3
+LANDMARK_WEIGHTS[17:27] = 1.0  # brows
+LANDMARK_WEIGHTS[27:36] = 1.5  # nose
+LANDMARK_WEIGHTS[[30, 31, 33, 35]] = 3.0
+LANDMARK_WEIGHTS[36:48] = 3.0  # eyes
+LANDMARK_WEIGHTS[48:68] = 2.0  # mouth
+LANDMARK_WEIGHTS[[48, 54, 60, 64]] = 3.0
 
 
 class FitCancelled(RuntimeError):
@@ -67,7 +67,7 @@ def _resize(crops: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=None if crops.shape[-1] > size else False)
 
 
-class _LandmarkGeometry:
+class LandmarkGeometry:
     """The 68 landmark vertices only: (B, 68, 2) pixels from identity/expression/pose.
 
     With ``sliding=True`` the jaw-contour points 0–5 and 11–16 slide along the face like a detector's contour:
@@ -132,7 +132,7 @@ def _jaw_alt(model: FaceModel) -> torch.Tensor:
     return alt
 
 
-def _skin_weights(target: torch.Tensor, mask: torch.Tensor, sigma: float = 0.25) -> torch.Tensor:
+def skin_weights(target: torch.Tensor, mask: torch.Tensor, sigma: float = 0.25) -> torch.Tensor:
     """(B,1,H,W) weights in (0, 1]: 1 near the median colour of the masked pixels, falling off with distance."""
     b = target.shape[0]
     w = torch.ones_like(mask)
@@ -168,9 +168,9 @@ def fit_coefficients(crops: torch.Tensor, landmarks: torch.Tensor, model: FaceMo
     dev = crops.device
     scale = size / float(w)
     lm_t = landmarks.float().to(dev) * scale
-    lw = torch.from_numpy(_LM_WEIGHTS).to(dev)
+    lw = torch.from_numpy(LANDMARK_WEIGHTS).to(dev)
     lw = lw / lw.mean()
-    geo = _LandmarkGeometry(model, renderer)
+    geo = LandmarkGeometry(model, renderer)
 
     c0 = init.detach().clone() if init is not None else model.zeros(b).to(dev)
     identity = c0.identity.clone().requires_grad_(True)
@@ -236,7 +236,7 @@ def fit_coefficients(crops: torch.Tensor, landmarks: torch.Tensor, model: FaceMo
         c_cur = Coefficients(identity, albedo, expression, light, pose, model.exp_names)
         with torch.no_grad():
             m0 = renderer(c_cur.detach(), size).mask
-            skin_w = _skin_weights(target, m0)
+            skin_w = skin_weights(target, m0)
             # initial gain: the face's median colour over the default render's
             r0 = renderer(c_cur.detach(), size).image
             for i in range(b):
