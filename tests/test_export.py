@@ -74,8 +74,6 @@ def test_bad_values(tmp_path):
     with pytest.raises(ExportError):
         export_sequence(frames(2), tmp_path / "x.gif", fps=0)
     with pytest.raises(ExportError):
-        export_sequence(frames(2), tmp_path / "missing" / "x.gif")
-    with pytest.raises(ExportError):
         export_sequence([], tmp_path / "x.gif")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("keep me")
@@ -83,6 +81,28 @@ def test_bad_values(tmp_path):
         export_sequence(frames(2), tmp_path / "busy")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+
+def test_missing_folders_are_created(tmp_path):
+    p = export_sequence(frames(2), tmp_path / "new" / "deeper" / "x.gif")
+    assert len(imageio.mimread(p)) == 2
+    q = export_sequence(frames(2), tmp_path / "new2" / "seq")
+    assert len(list(q.iterdir())) == 2
+
+
+@pytest.mark.parametrize("name,fmt", [("clip.mp4", "gif"), ("clip.gif", "mp4"), ("clip.gif", "png"),
+                                      ("clip.mp4", "png"), ("clip", "gif"), ("clip.png", "mp4")])
+def test_format_and_extension_must_agree(tmp_path, name, fmt):
+    with pytest.raises(ExportError, match="format"):
+        export_sequence(frames(2), tmp_path / name, fmt=fmt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_explicit_format_matching_the_name(tmp_path):
+    p = export_sequence(frames(3), tmp_path / "clip.mp4", fmt="mp4")
+    assert p.read_bytes()[4:8] == b"ftyp"  # an MP4 container, not GIF bytes
+    g = export_sequence(frames(3), tmp_path / "clip.gif", fmt="gif")
+    assert g.read_bytes()[:3] == b"GIF"
 
 
 def test_session_export_and_cli_half(face_model, tmp_path, capsys):

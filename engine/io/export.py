@@ -1,22 +1,20 @@
 """Export frames (a keyframe animation) as a PNG sequence, a looping GIF or an H.264 MP4.
 
 Every output is atomic: frames go into a temporary file/folder beside the target, which is renamed into place
-only when every frame is written. A cancel (``cancel()`` returning True, or a set ``threading.Event``) or an error
+only when every frame is written (missing parent folders are created; an unwritable target is an ``OutputError``,
+a ValueError, saying ``cannot write PATH: reason``). A cancel (``cancel()`` returning True, or a set ``threading.Event``) or an error
 leaves nothing behind, not even a partial file.
 """
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from engine.io.files import atomic_path
+from engine.io.files import atomic_folder, atomic_path
 
 FORMATS = ("png", "gif", "mp4")
 MAX_FRAMES = 10000
@@ -31,17 +29,28 @@ class ExportCancelled(Exception):
 
 
 def format_for(path: Path | str, fmt: str | None = None) -> str:
+    """The export format of ``path`` (``.gif``, ``.mp4``, or a folder for PNG frames).
+
+    With ``fmt`` given, the path must agree with it: GIF bytes never go into a ``.mp4`` (or the reverse).
+    """
+    name = Path(path).name
+    suf = Path(path).suffix.lower()
     if fmt:
-        fmt = fmt.lower().lstrip(".")
+        fmt = str(fmt).lower().lstrip(".")
         if fmt not in FORMATS:
             raise ExportError(f"unknown export format {fmt!r}: use png, gif or mp4")
+        if fmt in ("gif", "mp4") and suf != f".{fmt}":
+            raise ExportError(f"{name!r} does not end in .{fmt}: the format is {fmt.upper()}, so name the file "
+                              f"….{fmt} (or choose the format that matches the name)")
+        if fmt == "png" and suf in (".gif", ".mp4"):
+            raise ExportError(f"{name!r} ends in {suf} but the format is PNG frames (a folder): choose format "
+                              f"{suf[1:]} or a folder name")
         return fmt
-    suf = Path(path).suffix.lower()
     if suf in (".gif", ".mp4"):
         return suf[1:]
     if suf in ("", ".png", ".frames"):
         return "png"
-    raise ExportError(f"cannot tell the export format from {Path(path).name!r}: use .gif, .mp4 or a folder "
+    raise ExportError(f"cannot tell the export format from {name!r}: use .gif, .mp4 or a folder "
                       f"name for PNG frames")
 
 
@@ -110,8 +119,6 @@ def export_sequence(frames, path: Path | str, fmt: str | None = None, fps: float
         total = int(n_frames)
     else:
         total = int(n_frames) if n_frames is not None else (len(frames) if hasattr(frames, "__len__") else 0)
-    if not path.parent.exists():
-        raise ExportError(f"folder {path.parent} does not exist")
     is_cancelled = _cancel_fn(cancel)
     writer = {"png": _write_png, "gif": _write_gif, "mp4": _write_mp4}[fmt]
     return writer(_guarded(frames, n_frames, total, progress, is_cancelled), path, fps)
@@ -148,22 +155,9 @@ def _write_png(frames, path: Path, fps: float) -> Path:
         raise ExportError(f"folder {path} holds other files; choose a new or empty folder for the PNG frames")
     from PIL import Image
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    old = None
-    try:
+    with atomic_folder(path) as tmp:  # a previous export of frames only is replaced when every frame is written
         for i, a in enumerate(frames):
             Image.fromarray(a).save(tmp / f"frame_{i:04d}.png", format="PNG")
-        if path.exists():  # replace a previous export of frames only
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not path.exists():
-            os.replace(old, path)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -205,8 +199,6 @@ def export_session_file(session_path, to, fps: float = 24, frames: int | None = 
     from engine.editing.session import Session
 
     format_for(to)  # a bad target is refused before any work
-    if not Path(to).parent.exists():
-        raise ExportError(f"folder {Path(to).parent} does not exist")
     sess = Session.load(session_path)
     n = frames if frames is not None else max(1, int(round(sess.duration * float(fps))) + 1)
     bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)

@@ -5,10 +5,15 @@ metadata so a file meant for something else, or from a newer build, is refused w
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -76,26 +81,212 @@ def check_state_shapes(path, module: torch.nn.Module, state: Mapping[str, torch.
     return out
 
 
+class OutputError(ValueError):
+    """An output that cannot be written; the message names the output (never the hidden temporary) and says why."""
+
+
+# ------------------------------------------------------------------------------------------------ #
+# permissions: mkstemp/mkdtemp create 0600/0700; an output gets what open()/mkdir() would give it
+# ------------------------------------------------------------------------------------------------ #
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # portable fallback: set and restore (a tiny window, serialised in this process)
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    return 0o777 & ~current_umask()
+
+
+# ------------------------------------------------------------------------------------------------ #
+# in-flight temporaries: removed by a signal handler (SIGTERM/SIGINT) or at exit
+# ------------------------------------------------------------------------------------------------ #
+_inflight: dict[str, None] = {}
+_inflight_lock = threading.RLock()
+_handlers_installed = False
+_interrupt_raises = True
+
+
+def register_temporary(path: Path | str) -> None:
+    """Remember a partial output (file or folder) so an interrupted process can remove it."""
+    with _inflight_lock:
+        _inflight[os.fspath(path)] = None
+
+
+def unregister_temporary(path: Path | str) -> None:
+    with _inflight_lock:
+        _inflight.pop(os.fspath(path), None)
+
+
+def inflight_temporaries() -> list[str]:
+    with _inflight_lock:
+        return list(_inflight)
+
+
+def cleanup_temporaries() -> int:
+    """Remove every registered partial output now; returns how many existed. Safe in a signal handler."""
+    removed = 0
+    with _inflight_lock:
+        paths = list(_inflight)
+        _inflight.clear()
+    for p in paths:
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p, ignore_errors=True)
+                removed += 1
+            elif os.path.lexists(p):
+                os.unlink(p)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _on_signal(signum, frame) -> None:
+    cleanup_temporaries()
+    if signum == signal.SIGINT and _interrupt_raises:  # keep Ctrl+C's meaning: KeyboardInterrupt (the CLI prints "cancelled")
+        raise KeyboardInterrupt
+    # end the way the signal would have ended us (exit status -signum), with nothing partial left behind
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def install_cleanup_handlers(signals=(signal.SIGTERM, signal.SIGINT), interrupt_raises: bool = True) -> bool:
+    """Entry points (CLI, editor) call this once: SIGTERM/SIGINT and normal exit remove partial outputs.
+
+    SIGTERM (and SIGINT when ``interrupt_raises`` is False, as in the editor) then ends the process as the
+    signal would have; SIGINT with ``interrupt_raises`` raises KeyboardInterrupt as usual. Only the main thread
+    can install signal handlers; elsewhere only the exit hook is added (returns False).
+    """
+    global _handlers_installed, _interrupt_raises
+    _interrupt_raises = bool(interrupt_raises)
+    if not _handlers_installed:
+        atexit.register(cleanup_temporaries)
+        _handlers_installed = True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for s in signals:
+        signal.signal(s, _on_signal)
+    return True
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, NotADirectoryError):
+        return "a part of the path is a file, not a folder"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder"
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the disk"
+    if exc.errno == errno.EROFS:
+        return "the disk is read-only"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the name is too long"
+    text = exc.strerror or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def output_error(path: Path | str, exc: OSError) -> OutputError:
+    """``cannot write PATH: reason`` for an OSError met while writing ``path`` (no errno, no temporary name)."""
+    return OutputError(f"cannot write {path}: {_reason(exc)}")
+
+
+def make_parent(path: Path | str) -> None:
+    """Create the missing folders above an output (mode from the umask, like ``mkdir -p``)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: {path.parent} is not a folder")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
 
-    On any exception (including KeyboardInterrupt / a cancel) the temporary file is removed, so a
-    failed or cancelled write never leaves a partial output file behind.
+    Missing parent folders are created. On any exception (including KeyboardInterrupt / a cancel) the
+    temporary file is removed, so a failed or cancelled write never leaves a partial output file behind; a
+    SIGTERM removes it too once ``install_cleanup_handlers`` ran. An OSError becomes an ``OutputError``
+    naming ``path``. The output gets the mode a plain ``open()`` would give it (0644 under umask 022).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
     suffix = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + suffix, dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    register_temporary(tmp)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            raise output_error(path, exc) from None
         raise
+    finally:
+        unregister_temporary(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path | str) -> Iterator[Path]:
+    """Like ``atomic_path`` for a folder of files: yield a hidden temporary folder beside ``path``, moved into
+    place only when the block succeeds (a previous folder at ``path`` is replaced then)."""
+    path = Path(path)
+    make_parent(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    register_temporary(tmp)
+    old = None
+    try:
+        os.chmod(tmp, folder_mode())
+        yield tmp
+        if path.exists():  # replace a previous folder
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, path)
+        if isinstance(exc, OSError):
+            raise output_error(path, exc) from None
+        raise
+    finally:
+        unregister_temporary(tmp)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
