@@ -1,0 +1,237 @@
+"""Photo mode, step 2: the backward flow from the fitted head (DESIGN.md §6).
+
+Everything happens on a *work grid*: a square box in photo pixels around the face (``BOX_SCALE`` x the aligned crop,
+``WORK_RES`` px across). The fitted head λ0 (the *source*) and the edited head λ1 (the *target*) are projected
+through the canonical camera into the crop and from there through ``alignment.inverse()`` into the photo and the
+grid.
+
+* The **source** side is computed once per photo (:class:`SourceHead`): the photo position of every head vertex,
+  which vertices the photo actually shows (a depth test against the source's own rasterisation, with a tolerance),
+  and for hidden skin vertices a stand-in photo position (a harmonic fill over the mesh from the visible
+  vertices: the nearest visible skin is stretched over what the photo never showed).
+* The **target** side is rasterised per frame; the renderer's barycentrics interpolate the per-vertex source
+  positions, so each covered grid pixel knows where in the photo its surface point was.
+* Outside the head the displacement is extended by pull-push (a smooth, seam-free continuation of the values at the
+  silhouette) and faded out with the distance from the head, so hair and neck follow and the background stays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from engine.face.head import EYE_PARTS, MOUTH_PARTS, SKIN_PARTS, HeadModel
+from engine.face.model import Coefficients
+from engine.perception.align import Alignment
+from engine.render.camera import Camera, rotation_matrix
+from engine.render.rasterizer import Fragments, interpolate, rasterize
+
+BOX_SCALE = 2.6  # work box side / crop side
+WORK_RES = 256  # work grid pixels across the box
+VIS_TOL_CM = 0.45  # depth tolerance of the source visibility test
+FALLOFF = 0.22  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
+# the lower neck joins the (unmoving) torso: its vertices blend from the edited to the fitted pose
+NECK_FREE_Y, NECK_FIXED_Y = -11.0, -18.5
+# parts drawn into the flow (irises and eye sockets lie behind the scleras and are never seen)
+FLOW_PARTS = SKIN_PARTS + MOUTH_PARTS + ("sclera_l", "sclera_r")
+
+
+@dataclass(frozen=True)
+class WorkGrid:
+    """Square box in photo pixels: ``photo = origin + grid * step`` (continuous coordinates, both)."""
+
+    origin: tuple[float, float]
+    step: float  # photo px per grid px
+    res: int
+
+    def to_grid(self, photo_xy: np.ndarray | torch.Tensor):
+        return (photo_xy - torch.as_tensor(self.origin, dtype=photo_xy.dtype)) / self.step \
+            if isinstance(photo_xy, torch.Tensor) else (photo_xy - np.asarray(self.origin)) / self.step
+
+    def to_photo(self, grid_xy):
+        return grid_xy * self.step + (torch.as_tensor(self.origin, dtype=grid_xy.dtype)
+                                      if isinstance(grid_xy, torch.Tensor) else np.asarray(self.origin))
+
+    def centres(self) -> np.ndarray:
+        """(res, res, 2) photo positions of the grid's pixel centres."""
+        c = (np.arange(self.res, dtype=np.float32) + 0.5) * self.step
+        return np.stack(np.meshgrid(c + self.origin[0], c + self.origin[1]), -1).astype(np.float32)
+
+
+def work_grid(alignment: Alignment, res: int = WORK_RES, box_scale: float = BOX_SCALE) -> WorkGrid:
+    inv = alignment.inverse()
+    size = alignment.size
+    centre = inv[:, :2] @ np.array([size / 2, size / 2]) + inv[:, 2]
+    side = box_scale * size / alignment.scale
+    return WorkGrid((float(centre[0] - side / 2), float(centre[1] - side / 2)), float(side / res), int(res))
+
+
+class HeadProjector:
+    """Head vertices for coefficients → camera space → photo px (via the alignment); caches the identity shape."""
+
+    def __init__(self, head: HeadModel, alignment: Alignment, camera: Camera | None = None):
+        self.head = head
+        m = head.model
+        self.camera = camera or Camera.canonical(m.mean, m.lm68)
+        self.size = int(alignment.size)
+        self.inv = torch.from_numpy(alignment.inverse().astype(np.float32))
+        self._id_key: bytes | None = None
+        self._id_shape: torch.Tensor | None = None
+
+    def model_vertices(self, c: Coefficients) -> torch.Tensor:
+        """(V, 3) unposed vertices; the identity part is cached between calls with the same identity."""
+        key = c.identity.numpy().tobytes()
+        if key != self._id_key:
+            self._id_shape = self.head.identity_shape(c)[0]
+            self._id_key = key
+        return self._id_shape + self.head.expression_offsets(c)[0]
+
+    def posed(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """(V, 3) vertices rotated about the camera pivot (model cm, y up, z toward the viewer)."""
+        pivot = torch.tensor(self.camera.pivot, dtype=verts.dtype)
+        return (verts - pivot) @ rotation_matrix(pose.reshape(1, 3))[0].T + pivot
+
+    def camera_space(self, posed: torch.Tensor) -> torch.Tensor:
+        x, y, z = posed.unbind(-1)
+        return torch.stack([x, y + self.camera.offset_y, self.camera.distance - z], -1)
+
+    def to_photo(self, cam: torch.Tensor) -> torch.Tensor:
+        """(V, 3) camera space → (V, 2) continuous photo px."""
+        crop = self.camera.project(cam.unsqueeze(0), self.size)[0]
+        return crop @ self.inv[:, :2].T + self.inv[:, 2]
+
+
+def _harmonic_fill(values: torch.Tensor, known: torch.Tensor, adjacency: torch.Tensor, iters: int = 300
+                   ) -> torch.Tensor:
+    """Fill unknown rows of (V, C) ``values`` by repeated neighbour averaging with the known rows held fixed
+    (a discrete harmonic interpolation; rows never reached keep their own value)."""
+    v = values.clone()
+    reached = known.clone().float().unsqueeze(1)
+    acc = torch.where(known.unsqueeze(1), v, torch.zeros_like(v))
+    for _ in range(iters):
+        num = torch.sparse.mm(adjacency, acc * reached)
+        den = torch.sparse.mm(adjacency, reached)
+        new = num / den.clamp_min(1e-8)
+        upd = (~known).unsqueeze(1) & (den > 1e-8)
+        acc = torch.where(upd, new, acc)
+        reached = torch.where(upd, torch.ones_like(reached), reached)
+    return torch.where(reached > 0, acc, values)
+
+
+class SourceHead:
+    """What the photo shows of the fitted head (computed once per photo)."""
+
+    def __init__(self, head: HeadModel, proj: HeadProjector, coeffs: Coefficients, grid: WorkGrid):
+        self.head = head
+        with torch.no_grad():
+            verts = proj.model_vertices(coeffs)
+            self.verts = verts
+            self.pose = coeffs.pose[0].clone()
+            self.posed = proj.posed(verts, coeffs.pose[0])
+            self.cam = proj.camera_space(self.posed)
+            self.photo_xy = proj.to_photo(self.cam)  # (V, 2)
+            gxy = grid.to_grid(self.photo_xy)
+            tris = flow_triangles(head)
+            frags = rasterize(gxy.unsqueeze(0), self.cam[:, 2].unsqueeze(0), tris, grid.res)
+            self.frags = frags
+            self.visible = self._visibility(gxy, self.cam[:, 2], frags.depth[0], grid.res)
+            skin = head.vertex_in(SKIN_PARTS)
+            # stand-in photo positions for hidden skin: harmonic fill from visible skin over the skin mesh
+            known = self.visible | ~skin
+            self.src_xy = _harmonic_fill(self.photo_xy, known, head.adjacency())
+            # vertices the photo never showed and that are drawn from the model instead (mouth interior, eyes)
+            fillable = head.vertex_in(MOUTH_PARTS + EYE_PARTS)
+            self.render_fill = (fillable & ~self.visible).float()
+
+    @staticmethod
+    def _visibility(gxy: torch.Tensor, z: torch.Tensor, depth: torch.Tensor, res: int) -> torch.Tensor:
+        d = depth.numpy().copy()
+        d[d <= 0] = np.inf
+        # most distant of the 3x3 neighbourhood: lenient at silhouettes (a vertex on the rim stays visible)
+        dmax = torch.from_numpy(cv2.dilate(np.where(np.isinf(d), 1e9, d).astype(np.float32), np.ones((3, 3))))
+        ix = gxy[:, 0].floor().long()
+        iy = gxy[:, 1].floor().long()
+        inside = (ix >= 0) & (ix < res) & (iy >= 0) & (iy < res)
+        zb = torch.full_like(z, 1e9)
+        zb[inside] = dmax[iy[inside], ix[inside]]
+        return inside & (z <= zb + VIS_TOL_CM)
+
+
+_TRI_CACHE: dict[int, torch.Tensor] = {}
+
+
+def flow_triangles(head: HeadModel) -> torch.Tensor:
+    t = _TRI_CACHE.get(id(head))
+    if t is None:
+        t = _TRI_CACHE[id(head)] = head.triangles[head.triangle_in(FLOW_PARTS)].contiguous()
+    return t
+
+
+def neck_weights(head: HeadModel, verts: torch.Tensor) -> torch.Tensor:
+    """(V,) 0 = follows the edited pose, 1 = stays with the torso (lower neck)."""
+    y = verts[:, 1]
+    t = ((NECK_FREE_Y - y) / (NECK_FREE_Y - NECK_FIXED_Y)).clamp(0, 1)
+    w = t * t * (3 - 2 * t)
+    skin = head.vertex_in(SKIN_PARTS)
+    return torch.where(skin, w, torch.zeros_like(w))
+
+
+@dataclass
+class TargetRaster:
+    frags: Fragments
+    grid_xy: torch.Tensor  # (V, 2) target vertices on the grid
+    photo_xy: torch.Tensor  # (V, 2) target vertices in photo px
+    posed: torch.Tensor  # (V, 3)
+    verts: torch.Tensor  # (V, 3) unposed
+    covered: np.ndarray  # (R, R) bool
+
+
+def rasterize_target(head: HeadModel, proj: HeadProjector, src: SourceHead, coeffs: Coefficients, grid: WorkGrid,
+                     neck_w: torch.Tensor) -> TargetRaster:
+    verts = proj.model_vertices(coeffs)
+    posed = proj.posed(verts, coeffs.pose[0])
+    # lower neck: keep its fitted pose (the shoulders do not turn with the head)
+    posed = posed + neck_w.unsqueeze(1) * (proj.posed(verts, src.pose) - posed)
+    cam = proj.camera_space(posed)
+    photo_xy = proj.to_photo(cam)
+    gxy = grid.to_grid(photo_xy)
+    frags = rasterize(gxy.unsqueeze(0), cam[:, 2].unsqueeze(0), flow_triangles(head), grid.res)
+    covered = (frags.face_id[0] >= 0).numpy()
+    return TargetRaster(frags, gxy, photo_xy, posed, verts, covered)
+
+
+def interpolate_attrs(attr: torch.Tensor, t: TargetRaster, head: HeadModel) -> np.ndarray:
+    """(V, C) per-vertex values → (R, R, C) float32 grid (0 where the head does not cover)."""
+    img = interpolate(attr.unsqueeze(0), t.frags, flow_triangles(head))[0]
+    return img.permute(1, 2, 0).contiguous().numpy()
+
+
+def pull_push(values: np.ndarray, weight: np.ndarray, min_size: int = 2) -> np.ndarray:
+    """Smooth continuation of (R, R, C) ``values`` known where ``weight`` (R, R) > 0 into the rest of the grid."""
+    levels = []
+    v = values * weight[..., None]
+    w = weight.astype(np.float32)
+    while True:
+        levels.append((v, w))
+        h, ww = w.shape
+        if min(h, ww) <= min_size:
+            break
+        nh, nw = (h + 1) // 2, (ww + 1) // 2
+        v = cv2.resize(v, (nw, nh), interpolation=cv2.INTER_AREA)
+        w = cv2.resize(w, (nw, nh), interpolation=cv2.INTER_AREA)
+        if v.ndim == 2:
+            v = v[..., None]
+    # push: coarse to fine
+    vc, wc = levels[-1]
+    est = vc / np.maximum(wc, 1e-8)[..., None]
+    for v, w in reversed(levels[:-1]):
+        h, ww = w.shape
+        up = cv2.resize(est, (ww, h), interpolation=cv2.INTER_LINEAR)
+        if up.ndim == 2:
+            up = up[..., None]
+        a = np.clip(w, 0, 1)[..., None]
+        own = v / np.maximum(w, 1e-8)[..., None]
+        est = a * own + (1 - a) * up
+    return est.astype(np.float32)

@@ -1,0 +1,76 @@
+"""Photo mode, relighting by ratio (DESIGN.md §6).
+
+The photo already holds the fitted light; a light edit multiplies the skin by
+
+    shading(λ1 light, n1) / shading(λ0 light, n1)
+
+per vertex, on *smoothed* target normals (the fit's normals are noisy at the nose and the face's rim), with the
+denominator kept away from zero and the ratio clamped to ``RATIO_RANGE``; an albedo/identity edit multiplies by the
+albedo ratio too. The per-vertex ratio is rasterised on the work grid, low-passed, feathered at the skin's border
+and applied to the photo in linear light (sRGB-ish gamma 2.2 through lookup tables).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from engine.face.head import SKIN_PARTS, HeadModel
+from engine.render.shading import full_light, sh_basis
+
+RATIO_RANGE = (0.25, 3.0)
+DENOM_FLOOR = 0.3  # the denominator is at least this fraction of the median skin irradiance
+NORMAL_SMOOTHING = 4  # neighbour-averaging passes over the mesh before shading
+GAMMA = 2.2
+_LIN_BITS = 12
+_TO_LIN = ((np.arange(256, dtype=np.float32) / 255.0) ** GAMMA).astype(np.float32)
+_FROM_LIN = np.clip(np.round((np.arange(1 << _LIN_BITS, dtype=np.float32) / ((1 << _LIN_BITS) - 1))
+                             ** (1 / GAMMA) * 255.0), 0, 255).astype(np.uint8)
+
+
+def irradiance(normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """(V, 3) normals, (27,) light offsets → (V, 3) per-channel SH irradiance."""
+    return sh_basis(normals) @ full_light(light.reshape(1, 27))[0].T
+
+
+def smooth_normals(head: HeadModel, normals: torch.Tensor, passes: int = NORMAL_SMOOTHING) -> torch.Tensor:
+    a = head.adjacency()
+    n = normals
+    for _ in range(passes):
+        n = torch.sparse.mm(a, n)
+    return torch.nn.functional.normalize(n, dim=-1, eps=1e-8)
+
+
+def vertex_ratio(head: HeadModel, normals: torch.Tensor, light0: torch.Tensor, light1: torch.Tensor,
+                 albedo0: torch.Tensor | None = None, albedo1: torch.Tensor | None = None) -> torch.Tensor:
+    """(V, 3) multiplicative change minus one (0 = unchanged) on the skin, 0 elsewhere.
+
+    ``normals``: target normals in camera orientation (posed), already smoothed."""
+    skin = head.vertex_in(SKIN_PARTS)
+    e1 = irradiance(normals, light1)
+    e0 = irradiance(normals, light0)
+    floor = DENOM_FLOOR * e0[skin].median(0).values.clamp_min(1e-3)
+    r = e1.clamp_min(0) / torch.maximum(e0, floor)
+    if albedo0 is not None and albedo1 is not None:
+        r = r * albedo1 / albedo0.clamp_min(0.05)
+    r = r.clamp(*RATIO_RANGE)
+    return torch.where(skin.unsqueeze(1), r - 1.0, torch.zeros_like(r))
+
+
+def feather_ratio(delta: np.ndarray, skin_cover: np.ndarray, erode_px: int = 2, sigma: float = 2.0) -> np.ndarray:
+    """(R, R, 3) rasterised ratio-minus-one and (R, R) skin coverage → low-passed ratio, fading to 1 at the
+    border of the skin."""
+    m = (skin_cover > 0.5).astype(np.uint8)
+    if erode_px:
+        m = cv2.erode(m, np.ones((2 * erode_px + 1, 2 * erode_px + 1), np.uint8))
+    m = cv2.GaussianBlur(m.astype(np.float32), (0, 0), sigma)
+    d = cv2.GaussianBlur(delta.astype(np.float32), (0, 0), sigma * 0.75)
+    return 1.0 + d * m[..., None]
+
+
+def apply_ratio(region: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """uint8 (h, w, 3) × float (h, w, 3) ratio, in linear light → uint8."""
+    lin = _TO_LIN[region]
+    lin *= ratio
+    idx = np.clip(lin * ((1 << _LIN_BITS) - 1) + 0.5, 0, (1 << _LIN_BITS) - 1).astype(np.int32)
+    return _FROM_LIN[idx]

@@ -1,0 +1,260 @@
+"""Photo mode: edit a real photo at its own resolution with the fitted 3D head (DESIGN.md §6, issue 13).
+
+``PhotoRenderer(fit).render(coeffs)`` turns a :class:`~engine.photo.fit.PhotoFit` and *any* target coefficients
+into the edited photo:
+
+1. the target head (face region + neck, back of head, mouth, eyes) is rasterised on a work grid around the face;
+   every covered pixel gets the photo position its surface point had in the fit (:mod:`engine.photo.flow`);
+2. the displacement is continued smoothly outside the head and faded out (hair and neck follow, background stays);
+3. the original photo is resampled (``cv2.remap``) through the upsampled flow, only inside the affected box;
+4. what the photo never showed is filled (mouth interior, eyes: :mod:`engine.photo.fill`);
+5. light and albedo edits multiply the skin by a low-passed shading ratio (:mod:`engine.photo.relight`).
+
+Source-side work is done once in the constructor; :meth:`PhotoRenderer.render` is one stateless call. Rendering the
+fit's own coefficients returns the photo unchanged (a fast path).
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+
+from engine.face.head import MOUTH_PARTS, SKIN_PARTS, HeadModel, default_head
+from engine.face.model import Coefficients, FaceModel, default_model
+from engine.perception.align import _as_rgb
+from engine.photo import fill, flow, relight
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.photo.fit import PhotoFit
+
+PHOTO_YAW_LIMIT_DEG = 25.0  # |change from the fitted yaw| beyond which results stop being believable
+PHOTO_PITCH_LIMIT_DEG = 15.0
+_SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
+
+
+class PhotoRenderError(ValueError):
+    """Coefficients or a fit the photo renderer cannot use; the message says which and why."""
+
+
+@dataclass
+class PhotoFrame:
+    image: np.ndarray  # (h, w, 3) uint8: the edited photo (full resolution unless max_side asked smaller)
+    landmarks: np.ndarray  # (68, 2) target landmarks in `image` pixels
+    vertices: np.ndarray  # (V, 3) posed head vertices (model cm, y up, z toward the viewer) for the mesh panel
+    scale: float  # image size / photo size
+
+
+@dataclass
+class FlowField:
+    """The work-grid result of one edit (for tests, debugging and overlays)."""
+
+    grid: flow.WorkGrid
+    displacement: np.ndarray  # (R, R, 2) photo px: output pixel p shows the photo at p + displacement
+    covered: np.ndarray  # (R, R) bool: the target head covers the pixel
+    hidden: np.ndarray  # (R, R) float 0..1: the surface point there was hidden in the photo
+    fill_alpha: np.ndarray  # (R, R) float 0..1: share drawn from the model (mouth interior, eyes)
+    fill_rgb: np.ndarray | None  # (R, R, 3) premultiplied fill colour in [0, 1], None when nothing is filled
+    ratio: np.ndarray | None  # (R, R, 3) relighting factor, None when light and albedo are unchanged
+    target: flow.TargetRaster
+
+
+def _same(a: Coefficients, b: Coefficients) -> bool:
+    return all(torch.equal(getattr(a, n), getattr(b, n)) for n in Coefficients.FACTORS)
+
+
+def limits_note(fit: "PhotoFit", coeffs: Coefficients) -> str | None:
+    """A one-line warning for the status bar when the edit leaves the range where photo edits stay believable."""
+    d = (coeffs.pose[0] - fit.coeffs.pose[0]).abs()
+    yaw, pitch = math.degrees(float(d[0])), math.degrees(float(d[1]))
+    parts = []
+    if yaw > PHOTO_YAW_LIMIT_DEG:
+        parts.append(f"yaw {yaw:.0f}° from the photo (believable up to ±{PHOTO_YAW_LIMIT_DEG:.0f}°)")
+    if pitch > PHOTO_PITCH_LIMIT_DEG:
+        parts.append(f"pitch {pitch:.0f}° from the photo (believable up to ±{PHOTO_PITCH_LIMIT_DEG:.0f}°)")
+    if not parts:
+        return None
+    return "Photo mode: " + " and ".join(parts) + "; the photo never showed the far side, expect stretching."
+
+
+class PhotoRenderer:
+    """Warp, fill and relight ``fit.image`` for any target coefficients (see module doc)."""
+
+    def __init__(self, fit: "PhotoFit", model: FaceModel | None = None, head: HeadModel | None = None,
+                 work_res: int = flow.WORK_RES):
+        self.model = model or (head.model if head is not None else default_model())
+        self.head = head or default_head(self.model)
+        self.fit = fit
+        self.image = _as_rgb(fit.image)
+        if fit.coeffs.batch != 1:
+            raise PhotoRenderError(f"the fit must hold one set of coefficients, got a batch of {fit.coeffs.batch}")
+        self.coeffs0 = fit.coeffs.detach().clone().to("cpu")
+        self.gain = np.asarray(fit.gain, np.float32).reshape(3)
+        self.fast_path = True
+        self._lock = threading.Lock()
+        self.grid = flow.work_grid(fit.alignment, work_res)
+        self.proj = flow.HeadProjector(self.head, fit.alignment)
+        with torch.no_grad():
+            self.src = flow.SourceHead(self.head, self.proj, self.coeffs0, self.grid)
+            self.neck_w = flow.neck_weights(self.head, self.src.verts)
+            self.albedo0 = self.head.albedo(self.coeffs0)[0]
+        self._centres = self.grid.centres()
+        self._skin_attr = self.head.vertex_in(SKIN_PARTS).float()
+        self._mouth = self.head.vertex_in(MOUTH_PARTS)
+        self._scaled: dict[float, np.ndarray] = {}
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _photo_at(self, scale: float) -> np.ndarray:
+        if scale >= 1.0:
+            return self.image
+        img = self._scaled.get(scale)
+        if img is None:
+            h, w = self.image.shape[:2]
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            img = cv2.resize(self.image, size, interpolation=cv2.INTER_AREA)
+            self._scaled = {scale: img}  # keep one (the drag preview size)
+        return img
+
+    def _check(self, coeffs: Coefficients) -> Coefficients:
+        if not isinstance(coeffs, Coefficients):
+            raise PhotoRenderError(f"expected Coefficients, got {type(coeffs).__name__}")
+        c = coeffs[0:1].detach().to("cpu")
+        if c.albedo_dim != self.coeffs0.albedo_dim:
+            raise PhotoRenderError(f"coefficients carry {c.albedo_dim} albedo values, the fit {self.coeffs0.albedo_dim}")
+        for n in Coefficients.FACTORS:
+            if not torch.isfinite(getattr(c, n)).all():
+                raise PhotoRenderError(f"coefficient {n} contains NaN or infinite values")
+        return c
+
+    # ------------------------------------------------------------------------------------------- flow
+    @torch.no_grad()
+    def flow_field(self, coeffs: Coefficients) -> FlowField:
+        """Everything about an edit on the work grid (no full-resolution work)."""
+        c = self._check(coeffs)
+        head, src = self.head, self.src
+        t = flow.rasterize_target(head, self.proj, src, c, self.grid, self.neck_w)
+        light_changed = not torch.equal(c.light, self.coeffs0.light)
+        albedo_changed = not (torch.equal(c.albedo, self.coeffs0.albedo) and torch.equal(c.identity,
+                                                                                          self.coeffs0.identity))
+        fill_v = src.render_fill
+        any_fill = bool(fill_v.any())
+        normals = None
+        if any_fill or light_changed or albedo_changed:
+            rot = flow.rotation_matrix(c.pose)[0]
+            normals = head.vertex_normals(t.verts.unsqueeze(0))[0] @ rot.T
+        cols = [src.src_xy, fill_v.unsqueeze(1), (~src.visible).float().unsqueeze(1)]
+        albedo1 = head.albedo(c)[0] if (any_fill or albedo_changed) else None
+        if any_fill:
+            pc = fill.part_colors(head, albedo1, t.verts, normals, c.light[0], self.gain)
+            cols.append(pc * fill_v.unsqueeze(1))
+        relit = light_changed or albedo_changed
+        if relit:
+            n_s = relight.smooth_normals(head, normals)
+            cols.append(relight.vertex_ratio(head, n_s, self.coeffs0.light[0], c.light[0],
+                                             self.albedo0 if albedo_changed else None,
+                                             albedo1 if albedo_changed else None))
+            cols.append(self._skin_attr.unsqueeze(1))
+        attrs = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
+        cov = t.covered
+        disp = np.where(cov[..., None], attrs[..., :2] - self._centres, 0.0).astype(np.float32)
+        ext = flow.pull_push(disp, cov.astype(np.float32))
+        dist = cv2.distanceTransform((~cov).astype(np.uint8), cv2.DIST_L2, 3)
+        r = flow.FALLOFF * self.grid.res
+        fall = np.clip(1.0 - dist / r, 0.0, 1.0)
+        fall = fall * fall * (3 - 2 * fall)
+        disp = np.where(cov[..., None], disp, ext * fall[..., None]).astype(np.float32)
+        # the box border never moves (the rest of the photo is a copy)
+        res = self.grid.res
+        e = np.minimum(np.arange(res) + 0.5, res - np.arange(res) - 0.5) / (0.04 * res)
+        e = np.clip(e, 0, 1)
+        disp *= np.minimum(e[:, None], e[None, :])[..., None]
+        k = 3
+        fill_a = attrs[..., 2]
+        hidden = attrs[..., 3]
+        fill_rgb = None
+        if any_fill:
+            fill_rgb = attrs[..., 4:7]
+            k = 7
+        ratio = None
+        if relit:
+            ratio = relight.feather_ratio(attrs[..., k:k + 3], attrs[..., k + 3])
+        return FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t)
+
+    # ----------------------------------------------------------------------------------------- render
+    def render(self, coeffs: Coefficients, max_side: int | None = None) -> PhotoFrame:
+        """The photo edited to ``coeffs`` (all target values). ``max_side`` asks for a smaller image (drag preview)."""
+        with self._lock:
+            return self._render(coeffs, max_side)
+
+    @torch.no_grad()
+    def _render(self, coeffs: Coefficients, max_side: int | None) -> PhotoFrame:
+        h, w = self.image.shape[:2]
+        if max_side is not None and int(max_side) < 1:
+            raise PhotoRenderError(f"max_side must be a positive number of pixels, got {max_side}")
+        scale = 1.0 if max_side is None else min(1.0, int(max_side) / max(h, w))
+        base = self._photo_at(scale)
+        oh, ow = base.shape[:2]
+        sx, sy = ow / w, oh / h  # exact per-axis scale of the output
+        c = self._check(coeffs)
+        if self.fast_path and _same(c, self.coeffs0):
+            t = self._frame_geometry(c)
+            lm = t[1][self.model.lm68.numpy()] * np.array([sx, sy])
+            return PhotoFrame(base.copy(), lm.astype(np.float32), t[0], scale)
+        f = self.flow_field(c)
+        out = base.copy()
+        g = self.grid
+        # affected part of the grid: moved, filled or relit pixels (plus a margin), as output pixels
+        active = np.abs(f.displacement).max(-1) > _SKIP_EPS
+        if f.fill_rgb is not None:
+            active |= f.fill_alpha > 1e-3
+        if f.ratio is not None:
+            active |= np.abs(f.ratio - 1).max(-1) > 1e-3
+        ys, xs = np.nonzero(active)
+        if len(xs):
+            gx0, gx1, gy0, gy1 = xs.min() - 2, xs.max() + 3, ys.min() - 2, ys.max() + 3
+            x0 = int(np.clip(np.floor((g.origin[0] + gx0 * g.step) * sx), 0, ow))
+            x1 = int(np.clip(np.ceil((g.origin[0] + gx1 * g.step) * sx), 0, ow))
+            y0 = int(np.clip(np.floor((g.origin[1] + gy0 * g.step) * sy), 0, oh))
+            y1 = int(np.clip(np.ceil((g.origin[1] + gy1 * g.step) * sy), 0, oh))
+            if x1 > x0 and y1 > y0:
+                out[y0:y1, x0:x1] = self._compose(base, f, (x0, y0, x1, y1), sx, sy)
+        lm = f.target.photo_xy[self.model.lm68].numpy() * np.array([sx, sy])
+        return PhotoFrame(out, lm.astype(np.float32), f.target.posed.numpy().astype(np.float32), scale)
+
+    def _frame_geometry(self, c: Coefficients):
+        src = self.src
+        return src.posed.numpy().astype(np.float32), src.photo_xy.numpy()
+
+    def _compose(self, base: np.ndarray, f: FlowField, box, sx: float, sy: float) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        bw, bh = x1 - x0, y1 - y0
+        g = f.grid
+        # output pixel index (i, j) in the box → grid index coordinates (for warpAffine's inverse map)
+        ax, ay = 1.0 / (sx * g.step), 1.0 / (sy * g.step)
+        bx = ((x0 + 0.5) / sx - g.origin[0]) / g.step - 0.5
+        by = ((y0 + 0.5) / sy - g.origin[1]) / g.step - 0.5
+        to_grid = np.array([[ax, 0, bx], [0, ay, by]], np.float64)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+
+        def up(a, border=0.0):
+            return cv2.warpAffine(a, to_grid, (bw, bh), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=border)
+
+        d = up(f.displacement)
+        mx = np.arange(x0, x1, dtype=np.float32)[None, :] + d[..., 0] * np.float32(sx)
+        my = np.arange(y0, y1, dtype=np.float32)[:, None] + d[..., 1] * np.float32(sy)
+        region = cv2.remap(base, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        if f.ratio is not None:
+            r = up(np.ascontiguousarray(f.ratio), 1.0)
+            region = relight.apply_ratio(region, r)
+        if f.fill_rgb is not None:
+            a = up(np.ascontiguousarray(f.fill_alpha))
+            if float(a.max(initial=0)) > 1e-3:
+                col = up(np.ascontiguousarray(f.fill_rgb))
+                region = np.clip(region.astype(np.float32) * (1 - a[..., None]) + col * 255.0 + 0.5,
+                                 0, 255).astype(np.uint8)
+        return region
