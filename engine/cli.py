@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from engine.runtime import setup_entry_point
+
 EXIT_USER_ERROR = 2
 
 
@@ -300,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        setup_entry_point("cli")  # torch threads for this machine's free cores; SIGTERM removes partial outputs
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
