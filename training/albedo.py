@@ -21,12 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-
-def _load_images_for(names: list[str], split: str) -> dict:
-    from training.data import load_aligned_by_names
-
-    return load_aligned_by_names(names, split)
+from engine.config import ASSETS_DIR, cache_dir
+from engine.face import fitting
+from engine.face.model import ALBEDO_FORMAT, ALBEDO_VERSION, Coefficients, FaceModel, FaceModelError
+from engine.io.files import save_image, save_safetensors
+from engine.render import FaceRenderer, light_from_direction
+from engine.render.shading import full_light, sh_basis
+from training.data import DataError, load_aligned_by_names
+from training.fit import load_fits
 
 
 def vertex_adjacency(triangles: torch.Tensor, n: int) -> torch.Tensor:
@@ -53,10 +57,6 @@ def diffuse_fill(values: torch.Tensor, known: torch.Tensor, adj: torch.Tensor, i
 def collect_samples(fits: dict, images: np.ndarray, model, renderer, batch: int = 32, n_vert: int = 6706,
                     progress=None):
     """(N, n_vert, 3) reflectance samples (NaN where unobserved) from the fits."""
-    from engine.face import fitting
-    from engine.face.model import Coefficients
-    from engine.render.shading import full_light, sh_basis
-
     n = len(images)
     out = np.full((n, n_vert, 3), np.nan, np.float32)
     for s in range(0, n, batch):
@@ -115,10 +115,6 @@ def em_pca(x: np.ndarray, k: int, rounds: int = 4):
 
 
 def preview(model_path: Path, out: Path, comps: int = 3) -> None:
-    from engine.face.model import FaceModel
-    from engine.io.files import save_image
-    from engine.render import FaceRenderer, light_from_direction
-
     m = FaceModel.load(albedo_path=model_path)
     r = FaceRenderer(m)
     rows = []
@@ -142,15 +138,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="default assets/albedo.safetensors")
     args = ap.parse_args(argv)
 
-    from tqdm import tqdm
-
-    from engine.config import ASSETS_DIR, cache_dir
-    from engine.face.model import ALBEDO_FORMAT, ALBEDO_VERSION, FaceModel, FaceModelError
-    from engine.io.files import save_safetensors
-    from engine.render import FaceRenderer
-    from training.data import DataError
-    from training.fit import load_fits
-
     torch.set_num_threads(1)
     t0 = time.time()
     try:
@@ -167,7 +154,7 @@ def main(argv=None) -> int:
             for k, v in fits.items()}
     names = [fits["names"][i] for i in keep]
     try:
-        imgs = _load_images_for(names, args.split)
+        imgs = load_aligned_by_names(names, args.split)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,20 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from engine.config import cache_dir
+from engine.face import fitting
+from engine.face.fitting import overlay_image
+from engine.face.model import Coefficients, FaceModel, FaceModelError
+from engine.io.files import atomic_path, save_image
+from engine.render import FaceRenderer
+from training.data import DataError, aligned_dir, load_aligned, load_aligned_by_names
 
 FIELDS = ("identity", "albedo", "expression", "light", "pose", "gain", "nme", "resid")
 
 
 def fits_dir() -> Path:
-    from engine.config import cache_dir
-
     return Path(cache_dir()) / "fits"
 
 
 def load_fits(split: str, path: Path | None = None) -> dict:
     """The merged fits of ``split`` as numpy arrays + ``names`` (list)."""
-    from training.data import DataError
-
     p = Path(path) if path else fits_dir() / f"{split}.npz"
     if not p.is_file():
         raise DataError(f"no fits for split {split!r} at {p}; make them with: python -m training fit --split {split}")
@@ -40,8 +45,6 @@ def load_fits(split: str, path: Path | None = None) -> dict:
 
 def load_subset(split: str, every: int = 1, limit: int | None = None) -> dict:
     """``load_aligned`` but keeping every ``every``-th crop, shard by shard (memory stays small)."""
-    from training.data import DataError, aligned_dir, load_aligned
-
     if every <= 1:
         return load_aligned(split, 128, limit)
     shards = sorted(aligned_dir(split, 128).glob("shard_*.npz"))
@@ -69,8 +72,6 @@ def load_subset(split: str, every: int = 1, limit: int | None = None) -> dict:
 def fit_batch(images_u8: torch.Tensor, landmarks: torch.Tensor, model, renderer, steps: int = 200,
               size: int = 64) -> dict:
     """Fit one batch of aligned crops (uint8 (B, H, W, 3)) → dict of numpy arrays (see :data:`FIELDS`)."""
-    from engine.face import fitting
-
     crops = fitting.crops_to_tensor(images_u8)
     res = fitting.fit_coefficients(crops, landmarks, model, renderer, steps=(steps, 0), size=size)
     c = res.coeffs
@@ -85,15 +86,6 @@ def fit_batch(images_u8: torch.Tensor, landmarks: torch.Tensor, model, renderer,
 
 def relight(split: str) -> int:
     """Re-solve light/gain/albedo for every finished chunk with the current face model (geometry kept)."""
-    from tqdm import tqdm
-
-    from engine.face import fitting
-    from engine.face.model import Coefficients, FaceModel, FaceModelError
-    from engine.io.files import atomic_path
-    from engine.render import FaceRenderer
-    from training.albedo import _load_images_for
-    from training.data import DataError
-
     torch.set_num_threads(1)
     chunk_dir = fits_dir() / f"{split}_chunks"
     parts = sorted(chunk_dir.glob("chunk_*.npz"))
@@ -114,7 +106,7 @@ def relight(split: str) -> int:
             d = {k: z[k] for k in z.files}
         names = d["names"].tolist()
         try:
-            imgs = _load_images_for(names, split)
+            imgs = load_aligned_by_names(names, split)
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -139,8 +131,6 @@ def relight(split: str) -> int:
 
 
 def merge(split: str, chunk_dir: Path, out: Path) -> int:
-    from engine.io.files import atomic_path
-
     parts = sorted(chunk_dir.glob("chunk_*.npz"))
     if not parts:
         return 0
@@ -159,10 +149,6 @@ def merge(split: str, chunk_dir: Path, out: Path) -> int:
 
 
 def save_overlay(path: Path, data: dict, fits: dict, model, n: int = 12) -> None:
-    from engine.face.model import Coefficients
-    from engine.face.fitting import overlay_image
-    from engine.io.files import save_image
-
     n = min(n, len(fits["names"]))
     rows = []
     for i in range(n):
@@ -194,12 +180,6 @@ def main(argv=None) -> int:
     if args.relight:
         return relight(args.split)
 
-    from tqdm import tqdm
-
-    from engine.face.model import FaceModel, FaceModelError
-    from engine.render import FaceRenderer
-    from training.data import DataError, load_aligned
-
     torch.set_num_threads(max(1, args.threads))
     if args.batch < 1 or args.steps < 1 or (args.limit is not None and args.limit < 1):
         print("error: --batch, --steps and --limit must be positive", file=sys.stderr)
@@ -220,7 +200,6 @@ def main(argv=None) -> int:
     n = len(data["names"])
     t0 = time.time()
     done_new = 0
-    from engine.io.files import atomic_path
 
     with tqdm(total=n, desc=f"fit {args.split}", unit="img") as bar:
         for start in range(0, n, args.batch):

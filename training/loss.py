@@ -15,6 +15,7 @@ L1 imitation term stays on, so G stays tied to the coefficients); the loss dict 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from engine.face.model import Coefficients
 from engine.generator.networks import FactorDecoders, Generator, Latents, sample_latents
 from engine.render import FaceRenderer, interpolate
+from training.augment import diff_augment, parse_policy
 
 # ----------------------------------------------------------------------------------------------- perception nets
 
@@ -179,14 +181,28 @@ class DiscoLoss:
                "exp_pair": 10.0, "light_pair": 10.0}
 
     def __init__(self, renderer: FaceRenderer, perception: Perception, resolution: int, l1_res: int = 32,
-                 l1_kimg: float = 3000.0, stage2_kimg: float = 15000.0, lm_weight_stage2: float = 100.0):
+                 l1_kimg: float = 3000.0, stage2_kimg: float = 15000.0, lm_weight_stage2: float = 100.0,
+                 lm_kimg: float | None = None, weights: dict | None = None):
+        """``l1_kimg``: the 32-px L1 imitation runs while fewer images were seen; ``lm_kimg`` (default
+        ``l1_kimg``): the R-Net/identity terms run from then on (a fine-tuning run sets 0 and a huge ``l1_kimg`` to
+        keep both); ``weights`` overrides entries of :attr:`WEIGHTS` (0 switches a term off)."""
         self.renderer = renderer
         self.perception = perception
         self.res = resolution
         self.l1_res = min(l1_res, resolution)
         self.l1_kimg = l1_kimg
+        self.lm_kimg = l1_kimg if lm_kimg is None else lm_kimg
         self.stage2_kimg = stage2_kimg
         self.lm_weight_stage2 = lm_weight_stage2
+        unknown = set(weights or {}) - set(self.WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown loss weight(s) {', '.join(sorted(unknown))}; known: {', '.join(self.WEIGHTS)}")
+        self.weights = {**self.WEIGHTS, **(weights or {})}
+
+    def phase(self, images_seen: int) -> str:
+        """Which imitative/contrastive phase a G step at ``images_seen`` is in (DESIGN §1): ``imitative`` (stage 1)
+        or ``contrastive`` (stage 2, pairs added)."""
+        return "contrastive" if self.stage(images_seen) == 2 else "imitative"
 
     def stage(self, images_seen: int) -> int:
         return 2 if images_seen >= self.stage2_kimg * 1000 else 1
@@ -225,12 +241,13 @@ class DiscoLoss:
         if rend is None:
             rend = self.renderer(c, self.res)
         out = {}
-        W = self.WEIGHTS
-        rnet = self.perception.rnet
-        idnet = self.perception.idnet
-        late = images_seen >= self.l1_kimg * 1000
-        if not late or rnet is None:
-            if late:
+        W = self.weights
+        rnet = self.perception.rnet if W["landmark"] or W["light"] else None
+        idnet = self.perception.idnet if W["identity"] else None
+        late = images_seen >= self.lm_kimg * 1000
+        l1_on = images_seen < self.l1_kimg * 1000
+        if (l1_on or rnet is None) and W["l1"]:
+            if not l1_on:
                 self.perception.say("l1_kept", "note: no R-Net, so the 32-px L1 imitation term stays on after "
                                                f"{self.l1_kimg} kimg")
             out["l1"] = W["l1"] * self.l1_term(img01, rend.image, rend.mask)
@@ -242,7 +259,8 @@ class DiscoLoss:
                 out["light"] = W["light"] * light
             if idnet is not None:
                 out["identity"] = W["identity"] * self.identity_term(img01, rend.image, rend.mask)
-            out["skin"] = W["skin"] * self.skin_term(img01, rend.image, rend.mask)
+            if W["skin"]:
+                out["skin"] = W["skin"] * self.skin_term(img01, rend.image, rend.mask)
         out["total"] = sum(out.values()) if out else img.new_zeros(())
         return out
 
@@ -264,7 +282,7 @@ class DiscoLoss:
         a = gaussian_blur(warp_by_flow(to01(img1.float()), flow))
         b = gaussian_blur(to01(img2.float()))
         valid = 1.0 - mask1 * (1.0 - mask2)  # drop pixels face 1 covers and face 2 does not
-        return self.WEIGHTS["exp_pair"] * masked_mean(colour_distance(a, b), valid)
+        return self.weights["exp_pair"] * masked_mean(colour_distance(a, b), valid)
 
     def light_pair(self, img1, img2, c1, c2, mask):
         """Same everything but light: hair/background (outside the face mask) unchanged, same identity and
@@ -276,7 +294,7 @@ class DiscoLoss:
         if self.perception.rnet is not None:
             e1, e2 = self.perception.estimate(a), self.perception.estimate(b)
             loss = loss + 1000.0 * (self.landmarks_of(e1) - self.landmarks_of(e2)).pow(2).sum(-1).mean()
-        return self.WEIGHTS["light_pair"] * loss
+        return self.weights["light_pair"] * loss
 
 
 def make_pairs(lat: Latents, factor: str, generator: torch.Generator | None = None) -> Latents:
@@ -286,38 +304,137 @@ def make_pairs(lat: Latents, factor: str, generator: torch.Generator | None = No
     return lat.replace(**{factor: new})
 
 
-def generator_step_loss(G: Generator, D, decoders: FactorDecoders, disco: DiscoLoss, batch: int, images_seen: int,
-                        step: int, device, pair_every: int = 2, autocast=None) -> dict:
-    """One G loss: adversarial + imitative on a batch; in stage 2 every ``pair_every``-th step the batch is
-    made of contrastive pairs (alternating expression and light pairs)."""
-    import contextlib
+def strong_expressions(c: Coefficients, share: float, gen: torch.Generator | None = None) -> None:
+    """In place: a ``share`` of the rows get jawOpen and three random blendshapes set to U(0, 1) (the fits'
+    expressions are mild, so strong ones come only from imitation samples like these)."""
+    b, n = c.expression.shape
+    rows = (torch.rand(b, generator=gen) < share).nonzero(as_tuple=True)[0].to(c.expression.device)
+    if rows.numel() == 0:
+        return
+    cols = torch.stack([torch.randperm(n, generator=gen)[:3] for _ in range(rows.numel())]).to(rows.device)
+    if "jawOpen" in c.exp_names:
+        cols = torch.cat([cols, torch.full((rows.numel(), 1), c.exp_names.index("jawOpen"), device=rows.device)], 1)
+    vals = torch.rand(cols.shape, generator=gen).to(c.expression)
+    c.expression[rows[:, None], cols] = vals
 
-    ac = autocast or contextlib.nullcontext()
-    lat = sample_latents(batch, device=device)
-    stage = disco.stage(images_seen)
-    kind = None
-    if stage == 2 and pair_every > 0 and step % pair_every == 0 and batch >= 2:
-        kind = "exp_pair" if (step // pair_every) % 2 == 0 else "light_pair"
-        half = batch // 2
-        base = lat[:half]
-        other = make_pairs(base, "expression" if kind == "exp_pair" else "light")
-        lat = Latents.cat([base, other])
-    with torch.no_grad():
-        c = decoders.decode(lat)
-        rend = disco.renderer(c, disco.res)
-    with ac:
-        img = G(c, lat.noise, noise_mode="random")
-        d_fake = D(img)
-    out = {"g_adv": g_nonsaturating(d_fake.float())}
-    imi = disco.imitative(img, c, images_seen, rend)
-    total = out["g_adv"] + imi.pop("total")
-    out.update(imi)
-    if kind is not None:
-        h = batch // 2
-        if kind == "exp_pair":
-            out[kind] = disco.expression_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h])
-        else:
-            out[kind] = disco.light_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h], rend.mask[:h])
-        total = total + out[kind]
-    out["g_total"] = total
-    return out
+
+def wide_poses(c: Coefficients, max_yaw_deg: float, gen: torch.Generator | None = None) -> None:
+    """In place: yaw uniform in ±max_yaw_deg, pitch in ±max_yaw_deg/2 (the fits are mostly frontal, so pose
+    control beyond them comes from imitation samples like these)."""
+    if max_yaw_deg <= 0:
+        return
+    lim = math.radians(max_yaw_deg)
+    c.pose[:, 0] = ((torch.rand(c.batch, generator=gen) * 2 - 1) * lim).to(c.pose)
+    c.pose[:, 1] = ((torch.rand(c.batch, generator=gen) * 2 - 1) * lim / 2).to(c.pose)
+
+
+class GANLoss:
+    """The generator's training objective in phases, shaped like stylegan2-ada-pytorch's ``StyleGAN2Loss``.
+
+    * **adversarial** (every step): ``d_loss`` — logistic loss of D on real vs generated images, plus lazy R1 every
+      ``r1_every`` steps; ``g_loss`` — non-saturating loss of G through D. Both see images through the same
+      DiffAugment ``augment`` policy (empty: none).
+    * **imitative** (:meth:`DiscoLoss.imitative`, every G step): G(λ) follows the 3DMM render R(λ) — 32-px L1, then
+      R-Net landmark/light, identity and skin terms (``l1_kimg`` / ``lm_kimg`` say when).
+    * **contrastive** (from ``stage2_kimg``): every ``pair_every``-th G batch is made of expression or light pairs.
+
+    ``imit_yaw`` / ``imit_expr`` widen the sampled poses / strengthen expressions of the generated batch so control
+    reaches beyond the fits; ``adv_weight`` scales the adversarial G term against the imitative ones.
+    """
+
+    def __init__(self, G: Generator, D, decoders: FactorDecoders, disco: DiscoLoss, r1_gamma: float = 10.0,
+                 r1_every: int = 16, pair_every: int = 2, augment: str = "", adv_weight: float = 1.0,
+                 imit_yaw: float = 0.0, imit_expr: float = 0.0, noise_mode: str = "random", autocast=None):
+        self.G, self.D, self.decoders, self.disco = G, D, decoders, disco
+        self.r1_gamma, self.r1_every, self.pair_every = r1_gamma, max(1, int(r1_every)), pair_every
+        self.augment = parse_policy(augment)
+        self.adv_weight, self.imit_yaw, self.imit_expr = adv_weight, imit_yaw, imit_expr
+        self.noise_mode = noise_mode
+        self.autocast = autocast
+
+    def _ac(self):
+        return self.autocast if self.autocast is not None else contextlib.nullcontext()
+
+    def run_D(self, img: torch.Tensor) -> torch.Tensor:
+        if self.augment:
+            img = diff_augment(img, self.augment)
+        return self.D(img)
+
+    def phases(self, images_seen: int) -> tuple[str, ...]:
+        """The loss phases active at ``images_seen``: adversarial always, then imitative or contrastive."""
+        return ("adversarial", "imitative") + (("contrastive",) if self.disco.stage(images_seen) == 2 else ())
+
+    def sample_coefficients(self, lat: Latents) -> Coefficients:
+        with torch.no_grad():
+            c = self.decoders.decode(lat)
+            if self.imit_yaw > 0:
+                wide_poses(c, self.imit_yaw)
+            if self.imit_expr > 0:
+                strong_expressions(c, self.imit_expr)
+        return c
+
+    def d_loss(self, real: torch.Tensor, step: int) -> dict:
+        """D's loss on a real batch (in [-1, 1]) and as many fresh fakes; R1 on the lazy schedule."""
+        b = real.shape[0]
+        with torch.no_grad():
+            lat = sample_latents(b, device=real.device)
+            c = self.sample_coefficients(lat)
+            with self._ac():
+                fake = self.G(c, lat.noise, noise_mode=self.noise_mode)
+        do_r1 = self.r1_gamma > 0 and step % self.r1_every == 0
+        with self._ac():
+            d_fake = self.run_D(fake.detach())
+            if do_r1:
+                real_in = real.detach().requires_grad_(True)
+                d_real = self.run_D(real_in)
+                (grad,) = torch.autograd.grad(d_real.float().sum(), real_in, create_graph=True)
+                r1 = grad.float().pow(2).sum((1, 2, 3)).mean() * (self.r1_gamma / 2)
+            else:
+                d_real = self.run_D(real)
+        out = {"d": d_logistic(d_real.float(), d_fake.float())}
+        out["d_total"] = out["d"]
+        if do_r1:
+            out["r1"] = r1
+            out["d_total"] = out["d"] + r1 * self.r1_every
+        return out
+
+    def g_loss(self, batch: int, images_seen: int, step: int, device) -> dict:
+        """G's loss for one batch: adversarial + imitative; in stage 2 every ``pair_every``-th step the batch is
+        made of contrastive pairs (alternating expression and light pairs)."""
+        disco = self.disco
+        lat = sample_latents(batch, device=device)
+        kind = None
+        if "contrastive" in self.phases(images_seen) and self.pair_every > 0 and step % self.pair_every == 0 \
+                and batch >= 2:
+            kind = "exp_pair" if (step // self.pair_every) % 2 == 0 else "light_pair"
+            half = batch // 2
+            base = lat[:half]
+            lat = Latents.cat([base, make_pairs(base, "expression" if kind == "exp_pair" else "light")])
+        c = self.sample_coefficients(lat)
+        if kind is not None:  # the override drew independent poses/expressions: make the pairs share them again
+            h = batch // 2
+            c.pose[h:2 * h] = c.pose[:h]
+            if kind == "light_pair":
+                c.expression[h:2 * h] = c.expression[:h]
+        with torch.no_grad():
+            rend = disco.renderer(c, disco.res)
+        with self._ac():
+            img = self.G(c, lat.noise, noise_mode=self.noise_mode)
+            d_fake = self.run_D(img) if self.adv_weight > 0 else None
+        out = {}
+        total = img.new_zeros(()).float()
+        if d_fake is not None:
+            out["g_adv"] = g_nonsaturating(d_fake.float())
+            total = total + self.adv_weight * out["g_adv"]
+        imi = disco.imitative(img, c, images_seen, rend)
+        total = total + imi.pop("total")
+        out.update(imi)
+        if kind is not None:
+            h = batch // 2
+            if kind == "exp_pair":
+                out[kind] = disco.expression_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h])
+            else:
+                out[kind] = disco.light_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h], rend.mask[:h])
+            total = total + out[kind]
+        out["g_total"] = total
+        return out

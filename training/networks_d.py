@@ -71,3 +71,35 @@ class Discriminator(nn.Module):
         x = self.blocks(self.fromrgb(img))
         x = self.conv(self.minibatch_std(x))
         return self.out(self.fc(x.flatten(1))).squeeze(1)
+
+
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN critic: D(x) → (B, P) logits, one per overlapping patch (receptive field ≈ 1/2 of the image
+    at 64 px). Cheap enough for the CPU fine-tuning stage; it judges local texture (skin, hair, edges), which is
+    what the reconstruction/imitation warm start lacks, while the imitation and landmark terms keep the layout."""
+
+    def __init__(self, resolution: int = 64, channels: dict | None = None, n_down: int = 3):
+        super().__init__()
+        ch = {int(k): int(v) for k, v in (channels or {resolution: 32, resolution // 2: 64,
+                                                       resolution // 4: 128, resolution // 8: 128}).items()}
+        self.cfg = {"resolution": resolution, "channels": ch, "n_down": n_down}
+        self.resolution = resolution
+        self.fromrgb = EqConv(3, ch[resolution], k=1)
+        layers, r = [], resolution
+        for _ in range(n_down):
+            layers.append(EqConv(ch[r], ch[r // 2], down=True))
+            r //= 2
+        self.body = nn.Sequential(*layers)
+        self.conv = EqConv(ch[r], ch[r])
+        self.out = EqConv(ch[r], 1, k=1, act=False)
+
+    def forward(self, img):
+        return self.out(self.conv(self.body(self.fromrgb(img)))).flatten(1)
+
+
+def build_discriminator(resolution: int, arch: str = "resnet", channels: dict | None = None) -> nn.Module:
+    if arch == "resnet":
+        return Discriminator(resolution, channels)
+    if arch == "patch":
+        return PatchDiscriminator(resolution, channels)
+    raise ValueError(f"unknown discriminator {arch!r}; choose resnet or patch")

@@ -22,7 +22,8 @@ after an hour. Before the adversarial stages we therefore give G a supervised st
   make the paper's stage-1 vs stage-1+2 ablation (see README, "Ablation").
 
 The result is a generator whose factors already act like the 3DMM's, blurrier than a GAN; ``training gan
---resume-from`` style fine-tuning adds adversarial detail when there is time (the GPU presets skip this stage).
+--preset cpu64ft --init <exported generator>`` fine-tunes it adversarially (the GPU presets skip this stage).
+``--init`` also lets a warm-up run start from an exported generator file.
 Resumable (``--resume``), time-boxed (``--minutes``), exports ``assets/generator.safetensors`` with ``--export``.
 """
 from __future__ import annotations
@@ -41,11 +42,14 @@ import torch.nn.functional as F
 
 from engine import config
 from engine.face.model import Coefficients, default_model
-from engine.generator.networks import FaceGenerator, FactorDecoders, Generator, Latents, sample_latents
-from engine.io.files import load_safetensors, save_image, save_safetensors, write_json_atomic
+from engine.generator.networks import FactorDecoders, Generator, Latents, sample_latents
+from engine.io.files import atomic_path, save_image, write_json_atomic
 from engine.render import FaceRenderer
-
-CKPT_FORMAT = "discoface.warmup-checkpoint"
+from training.checkpoint import (CheckpointError, export_warmup_run, load_init_generator, load_warmup_checkpoint,
+                                 save_warmup_checkpoint, write_generator)
+from training.data import load_aligned_by_names
+from training.loss import DiscoLoss, Perception, strong_expressions, wide_poses
+from training.presets import get_preset
 
 
 def load_pairs(fits_path: Path, size: int, limit: int | None = None) -> dict:
@@ -61,8 +65,6 @@ def load_pairs(fits_path: Path, size: int, limit: int | None = None) -> dict:
                 "coeffs": {k: torch.from_numpy(z[k]) for k in ("identity", "albedo", "expression", "light", "pose")},
                 "names": [str(x) for x in z["names"]]}
     pairs = _join_pairs(fits_path, size, limit)
-    from engine.io.files import atomic_path
-
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, images=(pairs["images"].permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy(),
@@ -71,8 +73,6 @@ def load_pairs(fits_path: Path, size: int, limit: int | None = None) -> dict:
 
 
 def _join_pairs(fits_path: Path, size: int, limit: int | None) -> dict:
-    from training.data import load_aligned_by_names
-
     fits = np.load(fits_path, allow_pickle=False)
     names = [str(n) for n in fits["names"]]
     if limit:
@@ -133,40 +133,15 @@ def pair_loss(disco, G: Generator, decoders: FactorDecoders, half: int, factor: 
     return disco.light_pair(a, b, c[:half], c[half:], mask)
 
 
-def strong_expressions(c: Coefficients, share: float, gen: torch.Generator) -> None:
-    """In place: a ``share`` of the rows get jawOpen and three random blendshapes set to U(0, 1)."""
-    b, n = c.expression.shape
-    rows = (torch.rand(b, generator=gen) < share).nonzero(as_tuple=True)[0]
-    if rows.numel() == 0:
-        return
-    cols = torch.stack([torch.randperm(n, generator=gen)[:3] for _ in range(rows.numel())])
-    if "jawOpen" in c.exp_names:
-        cols = torch.cat([cols, torch.full((rows.numel(), 1), c.exp_names.index("jawOpen"))], 1)
-    vals = torch.rand(cols.shape, generator=gen)
-    c.expression[rows[:, None], cols] = vals
-
-
-def export_checkpoint(ckpt: Path, dest: Path, preset: dict, dec_path: Path, model) -> dict:
-    """A run's G_ema + the decoders as the editor's FaceGenerator file (what ``--export`` writes at the end)."""
-    tensors, meta = load_safetensors(ckpt, CKPT_FORMAT, 1)
-    st = json.loads(meta["state"])
+def run_decoders(dec_path: Path, model) -> FactorDecoders:
+    """The factor decoders a warm-up run uses: ``dec_path`` when it exists, else the hand-made prior."""
     K = model.albedo_dim
-    decoders = FactorDecoders.load(dec_path) if dec_path.exists() else FactorDecoders.prior(K, model.exp_names)
-    decoders.exp_names = model.exp_names
-    G_ema = Generator(resolution=int(st["res"]), albedo_dim=K, channels=preset["g_channels"], w_dim=preset["w_dim"],
-                      map_layers=preset["map_layers"])
-    G_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("EMA.")})
-    G_ema.eval().requires_grad_(False)
-    G_ema.compute_w_avg_id(decoders)
-    FaceGenerator(decoders, G_ema).save(dest, extra={"training": json.dumps({
-        "stage": "warmup (paired reconstruction + imitation)", "steps": st["step"], "pairs": st.get("pairs"),
-        "images_seen": st.get("images_seen"), "checkpoint": ckpt.name})})
-    return st
+    dec = FactorDecoders.load(dec_path) if dec_path.exists() else FactorDecoders.prior(K, model.exp_names)
+    dec.exp_names = model.exp_names
+    return dec
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.presets import get_preset
-
     ap = argparse.ArgumentParser(prog="python -m training warmup", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu64")
@@ -178,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", default=None, metavar="GENERATOR",
+                    help="start G and G_ema from this generator file (e.g. assets/generator.safetensors) instead of "
+                         "from scratch; its architecture replaces the preset's (ignored with --resume)")
     ap.add_argument("--export", default=None, help="write the FaceGenerator (G_ema + decoders) here at the end")
     ap.add_argument("--export-only", action="store_true",
                     help="write --export from the run folder's last checkpoint without loading data or training")
@@ -213,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.export or not (out / "warmup.safetensors").exists():
             print(f"error: --export-only needs --export DEST and a checkpoint in {out}", file=sys.stderr)
             return 2
-        st = export_checkpoint(out / "warmup.safetensors", Path(args.export), preset, dec_path, model)
+        try:
+            st = export_warmup_run(out / "warmup.safetensors", Path(args.export), preset, run_decoders(dec_path, model))
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"exported {args.export} (step {st['step']})")
         return 0
     renderer = FaceRenderer(model)
@@ -232,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     masks = face_masks(renderer, pairs["coeffs"], model.exp_names, res)
     print(f"{n} fitted pairs at {res} px loaded in {time.time() - t0:.0f} s", flush=True)
 
-    decoders = FactorDecoders.load(dec_path) if dec_path.exists() else FactorDecoders.prior(K, model.exp_names)
+    decoders = run_decoders(dec_path, model)
     if decoders.albedo_dim != K:
         print(f"warning: decoders at {dec_path} have albedo K={decoders.albedo_dim}, fits K={K}: using the "
               f"hand-made prior decoders (train the VAEs on these fits: python -m training vae)", file=sys.stderr)
@@ -244,6 +226,17 @@ def main(argv: list[str] | None = None) -> int:
                   map_layers=preset["map_layers"])
     vec = torch.cat([pairs["coeffs"][k] for k in Coefficients.FACTORS], 1)
     G.set_coeff_stats(vec.mean(0), vec.std(0))
+    if args.init and not (args.resume and (out / "warmup.safetensors").exists()):
+        try:
+            init = load_init_generator(args.init).G
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if init.resolution != res or init.albedo_dim != K:
+            print(f"error: {args.init} is {init.resolution} px with albedo K={init.albedo_dim}; this run needs "
+                  f"{res} px and K={K}", file=sys.stderr)
+            return 2
+        G = init
     codes = torch.randn(n, G.noise_dim)
     codes = F.normalize(codes, dim=1) * math.sqrt(G.noise_dim)
     codes.requires_grad_(True)
@@ -258,39 +251,33 @@ def main(argv: list[str] | None = None) -> int:
     step = images_seen = 0
     ck = out / "warmup.safetensors"
     if args.resume and ck.exists():
-        tensors, meta = load_safetensors(ck, CKPT_FORMAT, 1)
-        G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-        G_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("EMA.")})
-        if tensors["codes"].shape == codes.shape:
+        try:
+            g_sd, ema_sd, st, saved_codes = load_warmup_checkpoint(ck)
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        G.load_state_dict(g_sd)
+        G_ema.load_state_dict(ema_sd)
+        if saved_codes.shape == codes.shape:
             with torch.no_grad():
-                codes.copy_(tensors["codes"])
-        st = json.loads(meta["state"])
+                codes.copy_(saved_codes)
         step = int(st["step"])
         # older checkpoints did not count images; their runs used one batch size throughout
         images_seen = int(st.get("images_seen", step * args.batch))
         print(f"resumed at step {step}", flush=True)
 
     def save_ckpt():
-        t = {f"G.{k}": v for k, v in G.state_dict().items()}
-        t.update({f"EMA.{k}": v for k, v in G_ema.state_dict().items()})
-        t["codes"] = codes.detach()
-        save_safetensors(ck, t, CKPT_FORMAT, 1, {"state": json.dumps({"step": step, "pairs": n, "res": res,
-                                                                     "images_seen": images_seen})})
+        save_warmup_checkpoint(ck, G, G_ema, codes, {"step": step, "pairs": n, "res": res, "images_seen": images_seen})
 
     disco = None
     if args.pairs_weight > 0 or args.lm_weight > 0:
-        from training.loss import DiscoLoss, Perception
-
         disco = DiscoLoss(renderer, Perception(), res)
         if args.lm_weight > 0 and disco.perception.rnet is None:
             print("error: --lm-weight needs the R-Net (assets/rnet.safetensors)", file=sys.stderr)
             return 2
 
     def pose_override(c: Coefficients, gen: torch.Generator) -> None:
-        if args.imit_yaw > 0:
-            lim = math.radians(args.imit_yaw)
-            c.pose[:, 0] = (torch.rand(c.batch, generator=gen) * 2 - 1) * lim
-            c.pose[:, 1] = (torch.rand(c.batch, generator=gen) * 2 - 1) * lim / 2
+        wide_poses(c, args.imit_yaw, gen)
 
     g = torch.Generator().manual_seed(args.seed + step)
     deadline = time.time() + args.minutes * 60
@@ -361,11 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                 save_image(out / f"samples_{step:06d}.png", grid)
     save_ckpt()
     if args.export:
-        G_ema.compute_w_avg_id(decoders)
-        FaceGenerator(decoders, G_ema).save(args.export, extra={
-            "training": json.dumps({"stage": "warmup (paired reconstruction + imitation)", "steps": step,
-                                    "batch": args.batch, "pairs": n, "images_seen": images_seen,
-                                    "preset": args.preset})})
+        write_generator(G_ema, decoders, Path(args.export), {"training": json.dumps({
+            "stage": "warmup (paired reconstruction + imitation)", "steps": step, "batch": args.batch, "pairs": n,
+            "images_seen": images_seen, "preset": args.preset, "init": args.init or "none"})})
         print(f"exported {args.export}")
     write_json_atomic(out / "warmup_state.json", {"step": step, "pairs": n, "res": res,
                                                   "images_seen": images_seen})

@@ -1,0 +1,196 @@
+"""The training package's shape: config dataclass, checkpoint module, phased GAN loss, patch D, DiffAugment,
+fine-tuning from an exported generator (``--init``), and no training.fit <-> training.albedo import cycle."""
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.generator.networks import FaceGenerator, FactorDecoders, Generator, default_channels
+from training.augment import diff_augment, parse_policy
+from training.checkpoint import CheckpointError, load_init_generator, write_generator
+from training.loss import DiscoLoss, GANLoss, Perception
+from training.networks_d import PatchDiscriminator, build_discriminator
+from training.train_gan import TrainConfig, TrainError
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    mods = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+        elif isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+    return mods
+
+
+def test_fit_and_albedo_do_not_import_each_other_both_ways():
+    fit, albedo = _imports(REPO / "training" / "fit.py"), _imports(REPO / "training" / "albedo.py")
+    assert "training.fit" in albedo  # albedo reads the fits ...
+    assert "training.albedo" not in fit  # ... and fit no longer reaches back into albedo
+
+
+def test_train_gan_has_no_private_checkpoint_copy():
+    src = (REPO / "training" / "train_gan.py").read_text()
+    assert "def save_checkpoint" not in src and "def export_generator" not in src
+    assert "training.checkpoint" in _imports(REPO / "training" / "train_gan.py")
+    assert "training.checkpoint" in _imports(REPO / "training" / "warmup.py")
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+
+def test_config_round_trips_through_json_and_refuses_unknown_keys():
+    cfg = TrainConfig.from_preset("cpu64ft")
+    assert cfg.d_arch == "patch" and cfg.augment and cfg.lm_kimg == 0.0
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))  # int dict keys become strings in JSON
+    assert back == cfg
+    assert cfg.override(batch=4, lr=None).batch == 4 and cfg.override(lr=None).lr == cfg.lr
+    with pytest.raises(TrainError, match="unknown config key"):
+        TrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(TrainError, match="unknown preset"):
+        TrainConfig.from_preset("nope")
+
+
+# ----------------------------------------------------------------------------------------------- D and augment
+
+
+def test_patch_discriminator_scores_patches_and_sends_gradients():
+    D = PatchDiscriminator(64, {64: 8, 32: 8, 16: 16, 8: 16})
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    y = D(x)
+    assert y.shape == (2, 64)  # an 8x8 map of patch logits
+    y.sum().backward()
+    assert x.grad.abs().sum() > 0
+    # a patch logit does not see the whole image: changing one corner leaves the far corner's logit alone
+    x2 = x.detach().clone()
+    x2[:, :, :8, :8] += 3.0
+    d = (D(x2) - D(x.detach())).abs().view(2, 8, 8)
+    assert d[:, 0, 0].min() > 1e-4 and d[:, -1, -1].max() < 1e-6
+    with pytest.raises(ValueError, match="unknown discriminator"):
+        build_discriminator(64, "huge")
+
+
+def test_diff_augment_is_random_differentiable_and_checks_its_policy():
+    torch.manual_seed(0)
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    a = diff_augment(x, "color,translation,cutout")
+    assert a.shape == x.shape
+    assert not torch.allclose(a, diff_augment(x, "color,translation,cutout"))
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(diff_augment(x, ""), x)
+    torch.manual_seed(1)
+    t = diff_augment(x.detach(), "translation")  # a shift moves values (zero fill at the border), never mixes them
+    vals = set(x.detach().flatten().tolist()) | {0.0}
+    assert set(t.flatten().tolist()) <= vals and not torch.equal(t, x.detach())
+    with pytest.raises(ValueError, match="unknown DiffAugment policy"):
+        parse_policy("color,blur")
+
+
+# ----------------------------------------------------------------------------------------------- loss phases
+
+
+@pytest.fixture(scope="module")
+def small_parts(face_model, renderer):
+    dec = FactorDecoders.prior(face_model.albedo_dim, face_model.exp_names)
+    G = Generator(32, face_model.albedo_dim, default_channels(32, 16, 8), w_dim=32, map_layers=2)
+    G.set_coeff_stats(*dec.coefficient_stats(256))
+    return dec, G
+
+
+def test_gan_loss_phases_and_terms(small_parts, renderer):
+    dec, G = small_parts
+    D = PatchDiscriminator(32, {32: 8, 16: 8, 8: 8, 4: 8})
+    disco = DiscoLoss(renderer, Perception(load=False), 32, l1_res=16, l1_kimg=1e9, stage2_kimg=0.1, lm_kimg=0.0,
+                      weights={"skin": 0.0})
+    loss = GANLoss(G, D, dec, disco, r1_gamma=1.0, r1_every=2, augment="color,translation", imit_yaw=30,
+                   imit_expr=0.5)
+    assert loss.phases(0) == ("adversarial", "imitative")
+    assert loss.phases(100) == ("adversarial", "imitative", "contrastive")
+    d0 = loss.d_loss(torch.rand(4, 3, 32, 32) * 2 - 1, step=0)
+    d1 = loss.d_loss(torch.rand(4, 3, 32, 32) * 2 - 1, step=1)
+    assert "r1" in d0 and "r1" not in d1 and torch.isfinite(d0["d_total"])
+    g = loss.g_loss(4, images_seen=0, step=0, device="cpu")
+    assert {"g_adv", "l1", "g_total"} <= set(g) and "skin" not in g and "exp_pair" not in g
+    g2 = loss.g_loss(4, images_seen=200, step=0, device="cpu")
+    assert "exp_pair" in g2  # stage 2: the first pair batch is an expression pair
+    G.zero_grad(set_to_none=True)
+    g["g_total"].backward()
+    assert sum(p.grad.abs().sum() for p in G.parameters() if p.grad is not None) > 0
+    with pytest.raises(ValueError, match="unknown loss weight"):
+        DiscoLoss(renderer, Perception(load=False), 32, weights={"sharpness": 1.0})
+
+
+def test_wide_poses_and_strong_expressions_reach_the_samples(small_parts):
+    import math
+
+    dec, G = small_parts
+    loss = GANLoss(G, PatchDiscriminator(32, {32: 8, 16: 8, 8: 8, 4: 8}), dec, None, imit_yaw=40, imit_expr=1.0)
+    from engine.generator.networks import sample_latents
+
+    c = loss.sample_coefficients(sample_latents(64, seed=0))
+    assert c.pose[:, 0].abs().max() > math.radians(30) and c.pose[:, 0].abs().max() <= math.radians(40) + 1e-6
+    assert (c.expr["jawOpen"] > 0).all()
+
+
+# ----------------------------------------------------------------------------------------------- fine-tuning
+
+
+def _tiny_generator_file(tmp_path, face_model, res=32):
+    dec = FactorDecoders.prior(face_model.albedo_dim, face_model.exp_names)
+    from training.presets import get_preset
+
+    p = get_preset("tiny")
+    G = Generator(res, face_model.albedo_dim, p["g_channels"], p["w_dim"], p["map_layers"])
+    G.set_coeff_stats(*dec.coefficient_stats(256))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for prm in G.parameters():
+            prm.add_(torch.randn_like(prm) * 0.05)
+    path = tmp_path / "init.safetensors"
+    write_generator(G, dec, path, {"what": "test"})
+    return path
+
+
+def test_gan_fine_tunes_from_an_exported_generator(ict_path, face_model, tmp_path, capsys):
+    from training.train_gan import main
+
+    init = _tiny_generator_file(tmp_path, face_model)
+    start = FaceGenerator.load(init)
+    out = tmp_path / "ft"
+    rc = main(["--preset", "tiny", "--init", str(init), "--data", "synthetic:16", "--out", str(out), "--kimg",
+               "0.016", "--no-perception", "--threads", "1", "--augment", "color,translation"])
+    assert rc == 0, capsys.readouterr().err
+    assert "G from" in capsys.readouterr().out
+    st = json.loads((out / "state.json").read_text())
+    assert st["config"]["init"] == str(init) and st["config"]["augment"] == "color,translation"
+    assert main(["--out", str(out), "--export", str(tmp_path / "exp")]) == 0
+    done = FaceGenerator.load(tmp_path / "exp" / "generator.safetensors")
+    # the run started from the file (same decoders, same coefficient normalisation) and then moved
+    assert torch.equal(done.G.coeff_mean, start.G.coeff_mean)
+    for k, v in start.decoders.state_dict().items():
+        assert torch.equal(done.decoders.state_dict()[k], v)
+    sd0, sd1 = start.G.state_dict(), done.G.state_dict()
+    moved = [k for k in sd0 if sd0[k].is_floating_point() and not torch.equal(sd0[k], sd1[k]) and k != "w_avg_id"]
+    assert moved
+    # small steps from the start, not a fresh network: the synthesis weights stay close
+    w0, w1 = sd0["blocks.1.conv1.weight"], sd1["blocks.1.conv1.weight"]
+    assert (w1 - w0).norm() < 0.2 * w0.norm()
+
+
+def test_init_with_a_bad_file_is_one_clear_message(ict_path, tmp_path, capsys):
+    from training.train_gan import main
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    assert main(["--preset", "tiny", "--init", str(bad), "--data", "synthetic:16", "--out", str(tmp_path / "r"),
+                 "--no-perception"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot start from" in err and "Traceback" not in err
+    with pytest.raises(CheckpointError):
+        load_init_generator(tmp_path / "missing.safetensors")
