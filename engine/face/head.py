@@ -105,7 +105,8 @@ class HeadModel:
         self.exp_names = model.exp_names
         nv, nf = self.n_vertices, self.triangles.shape[0]
         idx = torch.stack([self.triangles.reshape(-1), torch.arange(nf).repeat_interleave(3)])
-        self._vert_face = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (nv, nf)).coalesce()
+        self._vert_face = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (nv, nf),
+                                                  check_invariants=True).coalesce()
         # per-vertex plain colours of the parts (face / head_neck rows are filled from the albedo per call)
         pc = torch.zeros(nv, 3)
         for name, col in PART_COLORS.items():
@@ -231,11 +232,13 @@ class HeadModel:
             i = torch.cat([t[:, 0], t[:, 1], t[:, 2], t[:, 1], t[:, 2], t[:, 0], torch.arange(self.n_vertices)])
             j = torch.cat([t[:, 1], t[:, 2], t[:, 0], t[:, 0], t[:, 1], t[:, 2], torch.arange(self.n_vertices)])
             a = torch.sparse_coo_tensor(torch.stack([i, j]), torch.ones(i.numel()),
-                                        (self.n_vertices, self.n_vertices)).coalesce()
-            a = torch.sparse_coo_tensor(a.indices(), torch.ones_like(a.values()), a.shape).coalesce()
+                                        (self.n_vertices, self.n_vertices), check_invariants=True).coalesce()
+            a = torch.sparse_coo_tensor(a.indices(), torch.ones_like(a.values()), a.shape,
+                                        check_invariants=True).coalesce()
             deg = torch.sparse.sum(a, 1).to_dense()
             vals = a.values() / deg[a.indices()[0]]
-            self._adjacency = torch.sparse_coo_tensor(a.indices(), vals, a.shape).coalesce().to_sparse_csr()
+            a = torch.sparse_coo_tensor(a.indices(), vals, a.shape, check_invariants=True).coalesce()
+            self._adjacency = a
         return self._adjacency
 
 

@@ -169,10 +169,153 @@ def as_photo(photo) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+# ------------------------------------------------------------------------------ landmark solve (Levenberg–Marquardt)
+@dataclass
+class LandmarkSolve:
+    coeffs: Coefficients  # identity, expression, pose solved; albedo/light as given
+    similarity: np.ndarray  # (2, 3) crop px -> crop px: A(p) = s·p + t, the fitted render lands at A⁻¹(targets)
+    landmarks: np.ndarray  # (68, 2) fitted landmarks in (original) crop px, after A
+    nme: float
+    iterations: int
+
+
+def _slot_choice(geo, v_sel: torch.Tensor, pose: torch.Tensor, size: int) -> list[int]:
+    """Indices (into geo.idx) of the 68 points to use: the kit's landmark vertices with the jaw-contour slots
+    replaced by their outermost candidate (the silhouette) for the current geometry."""
+    p = geo.camera.project(geo.camera.to_camera(v_sel[None], pose), size)[0]
+    choice = list(range(68))
+    for i, pos, side in geo.slots:
+        cand = p[pos]
+        choice[i] = int(pos[int((cand[:, 0] * side).argmax())])
+    return choice
+
+
+# blendshapes the 68 landmarks barely see (gaze, cheeks, nose, jaw sideways/forward): held near 0 by a strong prior,
+# otherwise they soak up landmark noise and even fake a head turn (an asymmetric cheekPuff looks like yaw)
+UNOBSERVED_EXPRESSIONS = ("cheekPuff", "cheekSquint", "eyeLook", "jawForward", "jawLeft", "jawRight", "noseSneer",
+                          "mouthDimple", "mouthPress")
+
+
+def expression_prior_weights(exp_names, unobserved: float = 100.0) -> np.ndarray:
+    """(53,) relative prior weights: 1 for blendshapes the landmarks see, ``unobserved`` for the others."""
+    return np.array([unobserved if n.startswith(UNOBSERVED_EXPRESSIONS) else 1.0 for n in exp_names], np.float64)
+
+
+def _lr_pairs(exp_names) -> list[tuple[int, int]]:
+    names = list(exp_names)
+    return [(i, names.index(n[:-2] + "_R")) for i, n in enumerate(names) if n.endswith("_L") and n[:-2] + "_R" in names]
+
+
+def solve_landmarks(init: Coefficients, targets, model, renderer, size: int, iters: int = 12,
+                    w_id: float = 2e-5, w_exp: float = 1e-5, w_sim: float = 1e-3, w_asym: float = 1e-4,
+                    similarity: bool = True, weights=None,
+                    cancel: Callable[[], bool] | None = None) -> LandmarkSolve:
+    """Pose, identity, expression (and a 2D scale + shift of the crop) against 68 landmarks in crop px.
+
+    Damped Gauss–Newton on the weighted point residuals (in units of the outer-eye-corner distance) with
+    Gaussian priors on identity (~N(0, 1)), expression (toward 0, kept in [0, 1] by projection) and the
+    similarity (toward the identity map); the jaw contour slides along the silhouette (``LandmarkGeometry``).
+    """
+    from engine.face.fitting import LANDMARK_WEIGHTS, LandmarkGeometry
+
+    geo = LandmarkGeometry(model, renderer)
+    dt = torch.float64
+    tgt = torch.as_tensor(np.asarray(targets), dtype=dt).reshape(68, 2)
+    iod = float((tgt[36] - tgt[45]).norm().clamp_min(1e-3))
+    lw = torch.as_tensor(LANDMARK_WEIGHTS if weights is None else weights, dtype=dt)
+    sw = (lw / lw.mean()).sqrt().repeat_interleave(2) / iod / math.sqrt(68)
+    mean = geo.mean.to(dt)
+    n_sel = mean.shape[0]
+    id_b = geo.id_b.to(dt).view(-1, n_sel, 3)
+    exp_b = geo.exp_b.to(dt).view(-1, n_sel, 3)
+    n_id, n_exp = id_b.shape[0], exp_b.shape[0]
+    cam = geo.camera
+    centre = size / 2.0
+    x = torch.cat([init.identity[0].to(dt), init.expression[0].to(dt).clamp(0, 1), init.pose[0].to(dt),
+                   torch.zeros(3, dtype=dt)])
+    sl_id, sl_exp = slice(0, n_id), slice(n_id, n_id + n_exp)
+    sl_pose, sl_sim = slice(n_id + n_exp, n_id + n_exp + 3), slice(n_id + n_exp + 3, n_id + n_exp + 6)
+    names = init.exp_names or model.exp_names
+    ew = torch.as_tensor(expression_prior_weights(names), dtype=dt)
+    prior_w = torch.cat([torch.full((n_id,), math.sqrt(w_id), dtype=dt), (w_exp * ew).sqrt(),
+                         torch.zeros(3, dtype=dt), torch.full((3,), math.sqrt(w_sim) if similarity else 1e3, dtype=dt)])
+    pairs = _lr_pairs(names)
+    pl = torch.tensor([n_id + a for a, _ in pairs], dtype=torch.long)
+    pr = torch.tensor([n_id + b for _, b in pairs], dtype=torch.long)
+
+    def points(xv, idx):
+        ident, expr, pose, sim = xv[sl_id], xv[sl_exp], xv[sl_pose], xv[sl_sim]
+        v = mean[idx] + torch.einsum("k,kvc->vc", ident, id_b[:, idx]) + torch.einsum("k,kvc->vc", expr, exp_b[:, idx])
+        p = cam.project(cam.to_camera(v[None], pose[None]), size)[0]
+        # similarity A(p) = e^s (p - c) + c + t, s = sim[0] / 10 and t = sim[1:] (px)
+        return torch.exp(sim[0] / 10.0) * (p - centre) + centre + sim[1:]
+
+    def residual(xv, idx):
+        r_lm = (points(xv, idx) - tgt).reshape(-1) * sw
+        return torch.cat([r_lm, prior_w * xv, math.sqrt(w_asym) * (xv[pl] - xv[pr])])
+
+    def current_idx(xv):
+        with torch.no_grad():
+            ident, expr = xv[sl_id], xv[sl_exp]
+            v = mean + torch.einsum("k,kvc->vc", ident, id_b) + torch.einsum("k,kvc->vc", expr, exp_b)
+            return torch.as_tensor(_slot_choice(geo, v, xv[sl_pose][None], size))
+
+    def project(xv):
+        xv = xv.clone()
+        xv[sl_exp] = xv[sl_exp].clamp(0.0, 1.0)
+        xv[sl_pose][0].clamp_(-1.4, 1.4)
+        xv[sl_pose][1:].clamp_(-1.0, 1.0)
+        return xv
+
+    from torch.func import jacfwd
+
+    lam = 1e-3
+    idx = current_idx(x)
+    r = residual(x, idx)
+    cost = float(r @ r)
+    it = 0
+    for it in range(1, iters + 1):
+        if cancel is not None and cancel():
+            raise PhotoFitCancelled("photo fit cancelled")
+        J = jacfwd(lambda xv: residual(xv, idx))(x)
+        JtJ = J.T @ J
+        g = J.T @ r
+        improved = False
+        for _ in range(6):
+            A = JtJ + lam * (torch.diag(JtJ.diagonal()) + 1e-9 * torch.eye(len(x), dtype=dt))
+            step = torch.linalg.solve(A, -g)
+            xn = project(x + step)
+            idx_n = current_idx(xn)
+            rn = residual(xn, idx_n)
+            cn = float(rn @ rn)
+            if cn < cost:
+                x, r, idx, improved = xn, rn, idx_n, True
+                rel = (cost - cn) / max(cost, 1e-12)
+                cost = cn
+                lam = max(lam / 3, 1e-7)
+                break
+            lam *= 8
+        if not improved or rel < 1e-5:
+            break
+    with torch.no_grad():
+        pts = points(x, idx)
+        nme = float((pts - tgt).norm(dim=-1).mean() / iod)
+    sim = x[sl_sim]
+    s = float(torch.exp(sim[0] / 10.0))
+    t = sim[1:].numpy()
+    # A(p) = s p + (1 - s) c + t
+    a = np.array([[s, 0.0, (1 - s) * centre + t[0]], [0.0, s, (1 - s) * centre + t[1]]])
+    f32 = torch.float32
+    c = Coefficients(x[sl_id][None].to(f32), init.albedo.clone(), x[sl_exp][None].to(f32), init.light.clone(),
+                     x[sl_pose][None].to(f32), exp_names=init.exp_names or model.exp_names)
+    return LandmarkSolve(c, a, pts.numpy().astype(np.float32), nme, it)
+
+
 # ----------------------------------------------------------------------------------------------- fitting
-LANDMARK_STEPS = 60  # landmark refinement from the R-Net initialisation
-LANDMARK_STEPS_NO_RNET = 200  # from the mean face
-FIT_SIZE = 128  # pixel scale the landmark loss is measured in
+LM_ITERS = 12  # Gauss-Newton iterations of the landmark solve
+W_ID = 2e-5  # identity prior (per unit² of the N(0, 1) modes) relative to the landmark residual (NME²)
+W_EXP = 1e-4  # expression prior (blendshapes the landmarks barely see: x100)
+W_SIM = 1e-3  # prior on the crop's 2D scale (log·10) and shift (px)
 
 
 def _rnet_or_none():
@@ -190,10 +333,9 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
 
     ``progress(fraction)`` is called with increasing values in [0, 1] (1.0 last); ``cancel()`` returning True
     stops the fit with :class:`PhotoFitCancelled`. No face / unreadable → ``AlignError``."""
-    from engine.face.fitting import FitCancelled, _renderer_for, crops_to_tensor, fit_coefficients, solve_albedo, \
-        solve_light
+    from engine.face.fitting import _renderer_for, crops_to_tensor, solve_albedo, solve_light
     from engine.face.model import default_model
-    from engine.perception.align import align_with_landmarks, detect_faces, landmarks68
+    from engine.perception.align import align_with_landmarks, detect_faces, landmarks68, warp_to_crop
 
     t0 = time.perf_counter()
 
@@ -235,13 +377,14 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
             init = conform_albedo(init, model.albedo_dim)
     check()
     report(0.3)
-    n_lm = LANDMARK_STEPS if init is not None else LANDMARK_STEPS_NO_RNET
-    try:
-        res = fit_coefficients(x, lm_crop, model, renderer, steps=(n_lm, 0), size=FIT_SIZE, init=init,
-                               progress=lambda f: report(0.3 + 0.5 * f), cancel=cancel)
-    except FitCancelled:
-        raise PhotoFitCancelled("photo fit cancelled") from None
-    coeffs = res.coeffs
+    if init is None:
+        init = model.zeros(1)
+    sol = solve_landmarks(init, al.landmarks_crop, model, renderer, FIT_CROP, iters=LM_ITERS, w_id=W_ID, w_exp=W_EXP,
+                          w_sim=W_SIM, cancel=cancel)
+    al = _refined_alignment(img, al, sol.similarity)
+    x = crops_to_tensor(warp_to_crop(img, al.matrix, FIT_CROP))
+    report(0.8)
+    coeffs = sol.coeffs
     check()
     with torch.no_grad():
         if model.albedo_dim:
@@ -256,4 +399,16 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
                           coeffs.expression.detach().clone(), coeffs.light.detach().clone(),
                           coeffs.pose.detach().clone(), exp_names=model.exp_names)
     return PhotoFit(image=img, coeffs=coeffs, alignment=al, gain=gain[0].numpy().astype(np.float32),
-                    seconds=time.perf_counter() - t0, landmark_nme=float(res.landmark_nme[0]))
+                    seconds=time.perf_counter() - t0, landmark_nme=sol.nme)
+
+
+def _refined_alignment(img: np.ndarray, al: Alignment, sim: np.ndarray) -> Alignment:
+    """The alignment composed with the inverse of the solve's crop similarity A (render px -> crop px), so the
+    fitted coefficients render onto the new crop without a residual scale/shift."""
+    from engine.perception.align import apply_affine, invert_affine
+
+    a_inv = np.vstack([invert_affine(sim), [0, 0, 1]])
+    m = (a_inv @ np.vstack([al.matrix, [0, 0, 1]]))[:2]
+    return Alignment(matrix=m, size=al.size, landmarks_photo=al.landmarks_photo,
+                     landmarks_crop=apply_affine(m, al.landmarks_photo).astype(np.float32), n_faces=al.n_faces,
+                     box=al.box, photo_shape=al.photo_shape)

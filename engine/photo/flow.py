@@ -31,6 +31,7 @@ from engine.render.rasterizer import Fragments, interpolate, rasterize
 BOX_SCALE = 2.6  # work box side / crop side
 WORK_RES = 256  # work grid pixels across the box
 VIS_TOL_CM = 0.45  # depth tolerance of the source visibility test
+VIS_SLOPE = 1.5  # extra tolerance per cm of depth change per grid pixel
 FALLOFF = 0.22  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
 # the lower neck joins the (unmoving) torso: its vertices blend from the edited to the fitted pose
 NECK_FREE_Y, NECK_FIXED_Y = -11.0, -18.5
@@ -147,10 +148,15 @@ class SourceHead:
 
     @staticmethod
     def _visibility(gxy: torch.Tensor, z: torch.Tensor, depth: torch.Tensor, res: int) -> torch.Tensor:
-        d = depth.numpy().copy()
-        d[d <= 0] = np.inf
-        # most distant of the 3x3 neighbourhood: lenient at silhouettes (a vertex on the rim stays visible)
-        dmax = torch.from_numpy(cv2.dilate(np.where(np.isinf(d), 1e9, d).astype(np.float32), np.ones((3, 3))))
+        d = depth.numpy().astype(np.float32)
+        empty = d <= 0
+        # most distant of the 3x3 neighbourhood: lenient at silhouettes (a vertex on the rim stays visible), plus a
+        # tolerance that grows with the depth slope (grazing surfaces change depth by cm per grid pixel)
+        filled = np.where(empty, d.max(initial=0), d)
+        slope = np.abs(cv2.Sobel(filled, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(filled, cv2.CV_32F, 0, 1, ksize=3))
+        slope = cv2.dilate(np.minimum(slope / 8.0, 3.0), np.ones((3, 3)))
+        dmax = cv2.dilate(np.where(empty, 1e9, d + VIS_SLOPE * slope).astype(np.float32), np.ones((3, 3)))
+        dmax = torch.from_numpy(dmax)
         ix = gxy[:, 0].floor().long()
         iy = gxy[:, 1].floor().long()
         inside = (ix >= 0) & (ix < res) & (iy >= 0) & (iy < res)

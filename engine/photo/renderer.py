@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PHOTO_YAW_LIMIT_DEG = 25.0  # |change from the fitted yaw| beyond which results stop being believable
 PHOTO_PITCH_LIMIT_DEG = 15.0
+FLOW_SIGMA = 1.0  # grid px
 _SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
 
 
@@ -61,6 +62,17 @@ class FlowField:
     fill_rgb: np.ndarray | None  # (R, R, 3) premultiplied fill colour in [0, 1], None when nothing is filled
     ratio: np.ndarray | None  # (R, R, 3) relighting factor, None when light and albedo are unchanged
     target: flow.TargetRaster
+
+    def in_photo(self, grid_array: np.ndarray, shape: tuple[int, int], scale: float = 1.0,
+                 border: float = 0.0) -> np.ndarray:
+        """Resample a work-grid array (R, R[, C]) to photo pixels (``shape`` (h, w), photo scaled by ``scale``)."""
+        g = self.grid
+        s = 1.0 / (scale * g.step)
+        b = (0.5 / scale - g.origin[0]) / g.step - 0.5, (0.5 / scale - g.origin[1]) / g.step - 0.5
+        m = np.array([[s, 0, b[0]], [0, s, b[1]]], np.float64)
+        return cv2.warpAffine(np.ascontiguousarray(grid_array, dtype=np.float32), m, (shape[1], shape[0]),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=border)
 
 
 def _same(a: Coefficients, b: Coefficients) -> bool:
@@ -167,6 +179,8 @@ class PhotoRenderer:
         fall = np.clip(1.0 - dist / r, 0.0, 1.0)
         fall = fall * fall * (3 - 2 * fall)
         disp = np.where(cov[..., None], disp, ext * fall[..., None]).astype(np.float32)
+        # a light low-pass: no stair steps where the surface flow meets its continuation
+        disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
         res = self.grid.res
         e = np.minimum(np.arange(res) + 0.5, res - np.arange(res) - 0.5) / (0.04 * res)

@@ -1,0 +1,240 @@
+"""Photo mode renderer: backward flow from the fitted head, full-resolution warp, fills and relighting.
+
+The "photo" is a synthetic render of the full head with a texture fixed to the surface (so a correct flow is
+measurable), on a smooth background, with an identity alignment (crop = photo)."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine import config
+from engine.face.head import HeadModel
+from engine.perception.align import Alignment
+from engine.photo import (PHOTO_YAW_LIMIT_DEG, PhotoRenderer, PhotoRenderError, limits_note)
+from engine.photo import flow, relight
+from engine.photo.fit import PhotoFit
+from engine.render.shading import light_from_direction
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def head(face_model):
+    path = config.data_dir() / "ict-face" / "ict_parts.npz"
+    if not path.exists():
+        pytest.skip(f"ict_parts.npz not found at {path}")
+    return HeadModel.load(face_model, path)
+
+
+def _alignment(size=SIZE, scale=1.0):
+    m = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+    return Alignment(matrix=m, size=size, landmarks_photo=np.zeros((68, 2), np.float32),
+                     landmarks_crop=np.zeros((68, 2), np.float32), photo_shape=(size, size, 3))
+
+
+def _texture(head):
+    """Per-vertex colours fixed to the surface (from the neutral mesh), a few cm wavelength."""
+    v = torch.cat([head.model.mean, head.parts_mean])
+    r = 0.5 + 0.35 * torch.sin(v[:, 0] * 1.3 + v[:, 1] * 0.4)
+    g = 0.5 + 0.35 * torch.sin(v[:, 1] * 1.1 - v[:, 2] * 0.5)
+    b = 0.5 + 0.35 * torch.sin((v[:, 0] + v[:, 1] + v[:, 2]) * 0.9)
+    return torch.stack([r, g, b], 1)
+
+
+def _synth(head, coeffs, size=SIZE):
+    """uint8 render of the textured head for coeffs on a gradient background, and its coverage mask."""
+    proj = flow.HeadProjector(head, _alignment(size))
+    with torch.no_grad():
+        verts = proj.model_vertices(coeffs)
+        cam = proj.camera_space(proj.posed(verts, coeffs.pose[0]))
+        xy = proj.to_photo(cam)
+        tris = flow.flow_triangles(head)
+        frags = flow.rasterize(xy[None], cam[None, :, 2], tris, size)
+        img = flow.interpolate(_texture(head)[None], frags, tris)[0].permute(1, 2, 0).numpy()
+    cov = frags.face_id[0].numpy() >= 0
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    bg = np.stack([0.3 + 0.4 * xx, 0.4 + 0.2 * yy, 0.6 - 0.3 * xx], -1)
+    out = np.where(cov[..., None], img, bg)
+    return (out * 255 + 0.5).astype(np.uint8), cov
+
+
+@pytest.fixture(scope="module")
+def synth_fit(head, face_model):
+    c = face_model.zeros(1)
+    c.identity[0, :5] = torch.tensor([0.5, -0.3, 0.2, 0.0, 0.4])
+    img, _ = _synth(head, c)
+    return PhotoFit(img, c, _alignment(), np.array([1.0, 1.0, 1.0], np.float32))
+
+
+@pytest.fixture(scope="module")
+def synth_renderer(synth_fit, face_model, head):
+    return PhotoRenderer(synth_fit, face_model, head)
+
+
+def _edit(c0, yaw=0.0, pitch=0.0, **expr):
+    c = c0.clone()
+    c.pose[0, 0] += math.radians(yaw)
+    c.pose[0, 1] += math.radians(pitch)
+    for k, v in expr.items():
+        c.expr[k] = v
+    return c
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def test_zero_edit_returns_the_photo(synth_renderer, synth_fit):
+    fr = synth_renderer.render(synth_fit.coeffs)
+    assert np.array_equal(fr.image, synth_fit.image) and fr.scale == 1.0
+    assert fr.landmarks.shape == (68, 2) and fr.vertices.shape == (synth_renderer.head.n_vertices, 3)
+    # the full path (no fast path) is an identity too
+    synth_renderer.fast_path = False
+    try:
+        full = synth_renderer.render(synth_fit.coeffs.clone())
+    finally:
+        synth_renderer.fast_path = True
+    assert _psnr(full.image, synth_fit.image) >= 45.0
+    assert np.allclose(full.landmarks, fr.landmarks, atol=0.05)
+
+
+def test_flow_matches_the_render_of_the_target(synth_renderer, synth_fit, head):
+    c1 = _edit(synth_fit.coeffs, yaw=12, pitch=-6, mouthSmile_L=0.6, browInnerUp_R=0.5)
+    target, cov1 = _synth(head, c1)
+    fr = synth_renderer.render(c1)
+    ff = synth_renderer.flow_field(c1)
+    # compare where the target head shows points the photo showed (visible in both), away from the rim
+    hidden = ff.in_photo(ff.hidden, (SIZE, SIZE), border=1.0)
+    _, cov0 = _synth(head, synth_fit.coeffs)
+    both = cov1 & cov0 & (hidden < 0.01)
+    both = cv2.erode(both.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert both.sum() > 0.15 * SIZE * SIZE
+    err = np.abs(fr.image.astype(float) - target.astype(float))[both].mean()
+    unwarped = np.abs(synth_fit.image.astype(float) - target.astype(float))[both].mean()
+    assert unwarped > 20
+    assert err < 0.2 * unwarped, (err, unwarped)
+    # landmarks follow the edit
+    lm_t = synth_renderer.proj.to_photo(synth_renderer.proj.camera_space(
+        synth_renderer.proj.posed(head.vertices(c1)[0], c1.pose[0])))[head.lm68].numpy()
+    assert np.abs(fr.landmarks - lm_t).max() < 0.5
+
+
+def test_background_far_from_the_head_stays(synth_renderer, synth_fit):
+    fr = synth_renderer.render(_edit(synth_fit.coeffs, yaw=15))
+    g = synth_renderer.grid
+    # outside the work box nothing changes (the box is larger than this photo here, so check the falloff instead)
+    d = synth_renderer.flow_field(_edit(synth_fit.coeffs, yaw=15)).displacement
+    assert np.abs(d[:3]).max() < 1e-3 and np.abs(d[:, -3:]).max() < 1e-3
+    assert g.res == flow.WORK_RES
+    assert fr.image.shape == synth_fit.image.shape
+
+
+def test_hidden_region_follows_the_turn(synth_renderer, synth_fit):
+    centre = synth_renderer.src.photo_xy[synth_renderer.head.lm68[30]].numpy()  # nose tip in the photo
+    g = synth_renderer.grid
+    sides = {}
+    for yaw in (30, -30):
+        ff = synth_renderer.flow_field(_edit(synth_fit.coeffs, yaw=yaw))
+        ys, xs = np.nonzero((ff.hidden > 0.5) & ff.covered)
+        assert len(xs) > 50
+        px = g.origin[0] + (xs + 0.5) * g.step
+        sides[yaw] = np.mean(px < centre[0])
+    # positive yaw turns the nose to the viewer's right and reveals the side on the viewer's left
+    assert sides[30] > 0.8 and sides[-30] < 0.2, sides
+    # no edit: nothing of the face is newly revealed
+    synth_renderer.fast_path = False
+    try:
+        ff0 = synth_renderer.flow_field(synth_fit.coeffs)
+    finally:
+        synth_renderer.fast_path = True
+    face = ff0.covered & (ff0.hidden < 0.5)
+    assert face.sum() > 0 and ((ff0.hidden > 0.5) & ff0.covered).sum() < 0.02 * ff0.covered.sum()
+
+
+def test_jaw_open_shows_mouth_parts(synth_renderer, synth_fit, head):
+    c1 = _edit(synth_fit.coeffs, jawOpen=0.7)
+    ff = synth_renderer.flow_field(c1)
+    fr = synth_renderer.render(c1)
+    # the inner-lip polygon of the target is filled from the model (teeth/tongue/socket), not stretched lips
+    inner = fr.landmarks[60:68]
+    poly = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillPoly(poly, [np.round(inner * 16).astype(np.int32)], 1, shift=4)
+    fill = ff.in_photo(ff.fill_alpha, (SIZE, SIZE))
+    assert poly.sum() > 100
+    assert fill[poly > 0].mean() > 0.7
+    parts = ff.target.frags.face_id[0].numpy()
+    tri_part = head.triangle_part[head.triangle_in(flow.FLOW_PARTS)].numpy()
+    shown = {head.part_names[p] for p in np.unique(tri_part[parts[parts >= 0]])}
+    assert {"teeth", "gums_tongue"} & shown
+    # the filled colours are reddish / ivory and darker than white
+    px = fr.image[poly > 0].astype(float)
+    assert (px[:, 0] >= px[:, 2] - 2).mean() > 0.9 and px.mean() < 220
+
+
+def test_relight_same_light_is_identity_and_side_light_brightens_that_side(synth_renderer, synth_fit, head):
+    n = head.vertex_normals(head.vertices(synth_fit.coeffs))
+    d = relight.vertex_ratio(head, n[0], synth_fit.coeffs.light[0], synth_fit.coeffs.light[0])
+    assert torch.count_nonzero(d) == 0
+    c1 = synth_fit.coeffs.clone()
+    c1.light[:] = light_from_direction(70, 0, 0.7)
+    ff = synth_renderer.flow_field(c1)
+    assert ff.ratio is not None and np.all(ff.ratio >= relight.RATIO_RANGE[0] - 1e-6)
+    fr = synth_renderer.render(c1)
+    diff = fr.image.astype(float).mean(-1) - synth_fit.image.astype(float).mean(-1)
+    nose_x = synth_renderer.src.photo_xy[head.lm68[30], 0].item()
+    cx = int(round(nose_x))
+    rows = slice(90, 170)
+    right, left = diff[rows, cx + 20:cx + 60].mean(), diff[rows, cx - 60:cx - 20].mean()
+    assert right > left + 10, (right, left)  # light from the viewer's right
+    far = np.abs(diff[:, :5]).max()
+    assert far == 0  # background is not relit
+    # the same light again gives back the photo (fast path and full path)
+    synth_renderer.fast_path = False
+    try:
+        same = synth_renderer.render(synth_fit.coeffs.clone())
+    finally:
+        synth_renderer.fast_path = True
+    assert _psnr(same.image, synth_fit.image) >= 45.0
+
+
+def test_huge_tiny_and_grayscale_photos(head, face_model, synth_fit):
+    c0 = synth_fit.coeffs
+    c1 = _edit(c0, yaw=15, jawOpen=0.4)
+    for side in (6000, 90):
+        img = cv2.resize(synth_fit.image, (side, side), interpolation=cv2.INTER_LINEAR if side > SIZE
+                         else cv2.INTER_AREA)
+        fit = PhotoFit(img, c0, _alignment(SIZE, SIZE / side), synth_fit.gain)
+        r = PhotoRenderer(fit, face_model, head)
+        fr = r.render(c1)
+        assert fr.image.shape == (side, side, 3) and fr.scale == 1.0
+        assert _psnr(fr.image, img) < 40  # it moved
+        small = r.render(c1, max_side=64)
+        assert max(small.image.shape[:2]) == 64 and abs(small.scale - 64 / side) < 1e-9
+        # the preview and the full frame agree once brought to the same size
+        ref = cv2.resize(fr.image, (64, 64), interpolation=cv2.INTER_AREA)
+        assert np.abs(ref.astype(float) - small.image.astype(float)).mean() < 12
+        assert np.allclose(small.landmarks, fr.landmarks * 64 / side, atol=1e-3)
+        del r, fr
+    gray = cv2.cvtColor(synth_fit.image, cv2.COLOR_RGB2GRAY)
+    fit = PhotoFit(gray, c0, _alignment(), synth_fit.gain)
+    fr = PhotoRenderer(fit, face_model, head).render(_edit(c0, yaw=10))
+    assert fr.image.shape == (SIZE, SIZE, 3)
+    assert np.array_equal(fr.image[..., 0], fr.image[..., 1])
+
+
+def test_limits_and_bad_input(synth_renderer, synth_fit):
+    assert limits_note(synth_fit, _edit(synth_fit.coeffs, yaw=PHOTO_YAW_LIMIT_DEG - 5)) is None
+    note = limits_note(synth_fit, _edit(synth_fit.coeffs, yaw=PHOTO_YAW_LIMIT_DEG + 10))
+    assert note and "yaw" in note
+    assert "pitch" in limits_note(synth_fit, _edit(synth_fit.coeffs, pitch=40))
+    bad = synth_fit.coeffs.clone()
+    bad.light[0, 3] = float("nan")
+    with pytest.raises(PhotoRenderError, match="light"):
+        synth_renderer.render(bad)
+    with pytest.raises(PhotoRenderError, match="max_side"):
+        synth_renderer.render(synth_fit.coeffs, max_side=0)
+    with pytest.raises(PhotoRenderError):
+        synth_renderer.render("yaw=10")
