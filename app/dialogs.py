@@ -1,16 +1,50 @@
 """Timeline (keyframes, play, scrub) and the export dialog (runs the export in a worker thread)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QSlider,
-                               QSpinBox, QVBoxLayout, QWidget)
+                               QHBoxLayout, QLabel, QLineEdit, QListWidget, QMessageBox, QProgressBar, QPushButton,
+                               QSlider, QSpinBox, QVBoxLayout, QWidget)
 
+from engine.editing.autosave import Autosave, Orphan, session_text
 from engine.io.export import ExportCancelled, export_sequence
 
 from .worker import Job
+
+
+MIN_EXPORT_SIZE, MAX_EXPORT_SIZE = 32, 2048
+PREVIEW_EXPORT_SIZE = 256  # a generator's small native frame is upscaled to at least this by default
+
+
+def _photo_size(session) -> tuple[int, int] | None:
+    """(width, height) of a photo-mode session's photo (``session.photo.size``), else None."""
+    photo = getattr(session, "photo", None)
+    size = getattr(photo, "size", None) if photo is not None else None
+    if not size:
+        return None
+    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+
+
+def default_export_size(session) -> int:
+    """The session's native size: a photo's size (its longer side) for a photo session, else the render size
+    (a generator's 64 px frame upscaled to at least 256 px), within the export limits."""
+    ps = _photo_size(session)
+    n = max(ps) if ps else max(int(session.native_size), PREVIEW_EXPORT_SIZE)
+    return int(min(MAX_EXPORT_SIZE, max(MIN_EXPORT_SIZE, n)))
+
+
+def default_export_path(session, session_path=None, last_folder=None) -> Path:
+    """``<folder>/<name>.mp4``: the last export's folder in this run, else the session file's folder, else the
+    photo's folder, else the current folder; the name from the session file or photo."""
+    src = getattr(session, "source", None)
+    named = Path(session_path) if session_path else (Path(src) if src and Path(src).is_file() else None)
+    folder = Path(last_folder) if last_folder and Path(last_folder).is_dir() else (
+        named.parent if named is not None else Path.cwd())
+    stem = named.stem if named is not None else "discoface"
+    return folder.resolve() / f"{stem}.mp4"
 
 
 class Timeline(QWidget):
@@ -19,11 +53,15 @@ class Timeline(QWidget):
     timeChanged = Signal(float, bool)  # (time, final): the window shows the face at that time
     keyframesChanged = Signal()
     FPS = 24
+    clock = staticmethod(time.monotonic)  # playback follows wall time (tests replace the clock)
 
     def __init__(self, session, parent=None):
         super().__init__(parent)
         self.session = session
         self.time = 0.0
+        self._play_origin: tuple[float, float] | None = None  # (wall clock, timeline time) when playback started
+        self.ticks = 0
+        self.dropped = 0  # frames skipped because a tick came late (a slow render, a busy machine)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(4, 2, 4, 2)
         self.list = QListWidget()
@@ -97,10 +135,14 @@ class Timeline(QWidget):
     def set_playing(self, on: bool) -> None:
         if on and len(self.session.keyframes) > 1:
             self.time = self._span()[0]
+            self._play_origin = (self.clock(), self.time)
+            self._last_tick = self.clock()
+            self.ticks = self.dropped = 0
             self.timer.start()
             self.play_btn.setText("Stop")
         else:
             self.timer.stop()
+            self._play_origin = None
             self.play_btn.setText("Play")
             if self.play_btn.isChecked():
                 self.play_btn.setChecked(False)
@@ -108,22 +150,33 @@ class Timeline(QWidget):
                 self.timeChanged.emit(self.time, True)
 
     def _tick(self) -> None:
+        """Show the face at the wall-clock time since Play (looping): a late tick skips frames instead of
+        slowing the animation down."""
         t0, t1 = self._span()
-        if t1 <= t0:
+        if t1 <= t0 or self._play_origin is None:
             self.set_playing(False)
             return
-        self.time += 1.0 / self.FPS
-        if self.time > t1:
-            self.time = t0  # loop
-        self.scrub.setValue(int(round(1000 * (self.time - t0) / (t1 - t0))))
+        now = self.clock()
+        wall0, start = self._play_origin
+        self.ticks += 1
+        self.dropped += max(0, int((now - self._last_tick) * self.FPS + 0.5) - 1)
+        self._last_tick = now
+        t = t0 + ((start - t0) + (now - wall0)) % (t1 - t0)
+        self.scrub.blockSignals(True)
+        self.scrub.setValue(int(round(1000 * (t - t0) / (t1 - t0))))
+        self.scrub.blockSignals(False)
+        self.time = t
+        self.time_label.setText(f"{t:.2f} s")
+        self.timeChanged.emit(t, False)
 
 
 class ExportDialog(QDialog):
     """Format, fps, frame count, size, output path; a progress bar and Cancel while the export runs."""
 
     FILTERS = {"mp4": "MP4 video (*.mp4)", "gif": "GIF animation (*.gif)", "png": "PNG frames folder (*)"}
+    last_folder: Path | None = None  # the folder of the last successful export in this run
 
-    def __init__(self, session, parent=None):
+    def __init__(self, session, parent=None, session_path: Path | str | None = None):
         super().__init__(parent)
         self.setWindowTitle("Export animation")
         self.session = session
@@ -139,10 +192,10 @@ class ExportDialog(QDialog):
         self.frames = QSpinBox()
         self.frames.setRange(1, 5000)
         self.size = QSpinBox()
-        self.size.setRange(32, 1024)
+        self.size.setRange(32, 2048)
         self.size.setSingleStep(32)
-        self.size.setValue(min(256, session.native_size) if session.generator else 256)
-        self.path = QLineEdit(str(Path.home() / "discoface.mp4"))
+        self.size.setValue(default_export_size(session))
+        self.path = QLineEdit(str(default_export_path(session, session_path, self.last_folder)))
         browse = QPushButton("Browse…")
         row = QHBoxLayout()
         row.addWidget(self.path, 1)
@@ -167,6 +220,7 @@ class ExportDialog(QDialog):
         self.cancel_btn.clicked.connect(self._cancel_or_close)
         browse.clicked.connect(self._browse)
         self.fmt.currentTextChanged.connect(self._fmt_changed)
+        self.path.textChanged.connect(self._path_changed)
         self.fps.valueChanged.connect(self._default_count)
         self._default_count()
         self._update_info()
@@ -181,9 +235,23 @@ class ExportDialog(QDialog):
         self.export_btn.setEnabled(n > 0)
 
     def _fmt_changed(self, fmt: str) -> None:
+        """A new format renames the target to match (clip.gif -> clip.mp4; a folder for PNG frames)."""
         p = Path(self.path.text())
         stem = p.with_suffix("") if p.suffix.lower() in (".mp4", ".gif") else p
-        self.path.setText(str(stem) + ("" if fmt == "png" else f".{fmt}"))
+        new = str(stem) + ("" if fmt == "png" else f".{fmt}")
+        if new != self.path.text():
+            self.path.blockSignals(True)
+            self.path.setText(new)
+            self.path.blockSignals(False)
+
+    def _path_changed(self, text: str) -> None:
+        """A typed or browsed name ending in .gif/.mp4 sets the format: the extension decides."""
+        suf = Path(text).suffix.lower()
+        fmt = suf[1:] if suf in (".gif", ".mp4") else None
+        if fmt and fmt != self.fmt.currentText():
+            self.fmt.blockSignals(True)
+            self.fmt.setCurrentText(fmt)
+            self.fmt.blockSignals(False)
 
     def _browse(self) -> None:
         fmt = self.fmt.currentText()
@@ -218,6 +286,7 @@ class ExportDialog(QDialog):
 
     def _done(self, path) -> None:
         self.result_path = Path(path)
+        ExportDialog.last_folder = self.result_path.parent
         self._finish(f"Wrote {path}")
 
     def _error(self, msg: str) -> None:
@@ -240,3 +309,116 @@ class ExportDialog(QDialog):
             self.job.cancel()
             self.job.wait(10000)
         super().done(r)
+
+
+class SessionGuard(QObject):
+    """Never lose work, for one window: autosave of its session ``delay`` s after the last edit, the
+    Save / Discard / Cancel prompt when closing with unsaved changes, and removal of the autosave on a clean quit.
+
+    The window calls ``changed()`` after every edit, ``saved(path)`` after saving or opening a session file, and
+    ``confirm_close()`` from its close event (False: keep the window open). ``ask`` (tests) replaces the prompt:
+    it returns "save", "discard" or "cancel".
+    """
+
+    def __init__(self, window, autosave: Autosave | None = None, ask=None):
+        super().__init__(window)
+        self.window = window
+        self.autosave = autosave if autosave is not None else Autosave()
+        self.ask = ask
+        self.path: Path | None = None  # the session file last saved / opened
+        self.last_error: str | None = None
+        self.closed = False
+        self._baseline = session_text(window.session)
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(int(self.autosave.delay * 1000))
+        self.timer.timeout.connect(self.flush)
+
+    @property
+    def session(self):
+        return self.window.session
+
+    @property
+    def dirty(self) -> bool:
+        """The session differs from the last saved / opened file (or from the fresh start)."""
+        return session_text(self.session) != self._baseline
+
+    def changed(self) -> None:
+        if self.closed:
+            return
+        self.autosave.changed()
+        self.timer.start()  # restarts: one write after the edits pause
+
+    def flush(self) -> None:
+        """Write the autosave now (nothing unsaved: remove it instead, there is nothing to restore)."""
+        self.timer.stop()
+        try:
+            if self.dirty:
+                self.autosave.flush(self.session, force=True)
+            else:
+                self.autosave.clear()
+        except ValueError as exc:  # a full disk must not stop the editing; say it in the status bar
+            self.last_error = str(exc)
+            self.window.statusBar().showMessage(f"autosave failed: {exc}", 10000)
+
+    def saved(self, path) -> None:
+        self.path = Path(path)
+        self._baseline = session_text(self.session)
+        self.flush()
+
+    def _ask(self) -> str:
+        if self.ask is not None:
+            return self.ask()
+        box = QMessageBox(QMessageBox.Warning, "DiscoFace studio", "The session has unsaved changes.",
+                          QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, self.window)
+        box.setInformativeText("Save them before quitting?")
+        box.setDefaultButton(QMessageBox.Save)
+        answer = box.exec()
+        return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
+
+    def _save(self) -> bool:
+        path = self.path
+        if path is None:
+            start = str(Path.cwd() / "face.json")
+            name, _ = QFileDialog.getSaveFileName(self.window, "Save session", start, "DiscoFace session (*.json)")
+            if not name:
+                return False
+            path = Path(name if name.lower().endswith(".json") else name + ".json")
+        return bool(self.window.save_session(path))
+
+    def confirm_close(self) -> bool:
+        """Ask about unsaved changes; True when the window may close (the autosave is then removed)."""
+        if self.closed:  # asked and answered once already
+            return True
+        if self.dirty:
+            choice = self._ask()
+            if choice == "cancel" or (choice == "save" and not self._save()):
+                return False
+        self.timer.stop()
+        self.autosave.clear()
+        self.closed = True
+        return True
+
+
+def offer_restore(parent, orphans: list[Orphan], ask=None) -> Orphan | None:
+    """Ask whether to restore the newest autosave left by an editor that did not quit cleanly. Returns the one
+    to restore, or None (the user declined: those autosaves are removed)."""
+    if not orphans:
+        return None
+    newest = orphans[0]
+    if ask is not None:
+        yes = ask(newest)
+    else:
+        box = QMessageBox(QMessageBox.Question, "DiscoFace studio",
+                          f"DiscoFace studio did not quit cleanly last time ({newest.when}).",
+                          QMessageBox.Yes | QMessageBox.No, parent)
+        box.setInformativeText("Restore the unsaved session?")
+        box.button(QMessageBox.Yes).setText("Restore")
+        box.button(QMessageBox.No).setText("Discard")
+        yes = box.exec() == QMessageBox.Yes
+    if not yes:
+        for o in orphans:
+            Autosave.discard(o)
+        return None
+    return newest  # older ones (two editors that both crashed) stay, offered at the next start
+

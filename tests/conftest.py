@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the editor's autosave goes to $XDG_STATE_HOME/discoface: never the real user's folder during tests
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="discoface-test-state-")
 
 import pytest  # noqa: E402
 
