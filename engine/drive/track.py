@@ -1,0 +1,328 @@
+"""Per-frame face tracking and the expression + pose fit of a video.
+
+Tracking (``FaceTracker.observe``): dlib's detector runs only on the first frame, when the track is lost, and every
+``detect_every`` frames as a check; otherwise the box comes from the previous frame's landmarks (kept still while
+the face moves less than a few per cent, so a still head gets the very same box and hence steady landmarks). The
+68 landmarks are predicted on that box, the face is aligned to the canonical crop and R-Net reads its
+coefficients. A track is declared lost when the aligned crop no longer looks like the previous one (normalised
+cross-correlation of small grey crops below ``ncc_threshold``) or the landmarks jump; then the full frame is
+searched again.
+
+Fit (``ExpressionPoseSolver``): identity, albedo and light are fixed per video (``estimate_identity``: a landmark
+fit of the first good frames, identities averaged). Each frame then solves only expression (53, kept in [0, 1])
+and pose (3) against its landmarks with a few damped Gauss-Newton steps, the Jacobian from forward-mode autodiff
+through :class:`~engine.face.fitting.LandmarkGeometry`, starting from the previous frame and pulled weakly toward
+R-Net's expression. The crop's in-plane rotation removed by the alignment is added back to the roll.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from engine.face.fitting import LANDMARK_WEIGHTS, LandmarkGeometry, fit_coefficients
+from engine.face.model import Coefficients, FaceModel
+from engine.perception import align
+
+NCC_SIZE = 32
+
+
+@dataclass
+class Observation:
+    """What the tracker saw in one frame (all small: no image is kept)."""
+
+    index: int
+    landmarks: np.ndarray  # (68, 2) crop px (canonical crop of ``crop_size``)
+    landmarks_frame: np.ndarray  # (68, 2) frame px
+    rnet: Coefficients  # batch 1, R-Net's reading of the crop
+    roll_offset: float  # radians: in-plane rotation of the face in the frame (the alignment removed it)
+    detected: bool  # dlib detection ran for this frame
+    crop: np.ndarray | None = None  # only when kept for the identity fit
+
+
+def box_from_landmarks(lm: np.ndarray) -> tuple[float, float, float, float]:
+    """A dlib-detector-like square box (x0, y0, x1, y1) around 68 landmarks (calibrated on ffhq samples)."""
+    x0, y0 = lm.min(0)
+    x1, y1 = lm.max(0)
+    lw, lh = x1 - x0, y1 - y0
+    s = 0.5 * (1.05 * lw + 1.15 * lh)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - 0.08 * lh
+    return (cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    d = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / d) if d > 1e-6 else 0.0
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ua if ua > 0 else 0.0
+
+
+class FaceTracker:
+    def __init__(self, rnet, crop_size: int | None = None, detect_every: int = 60, ncc_threshold: float = 0.55,
+                 box_hysteresis: float = 0.04):
+        self.rnet = rnet
+        self.crop_size = int(crop_size or rnet.input_size)
+        self.detect_every = int(detect_every)
+        self.ncc_threshold = float(ncc_threshold)
+        self.box_hysteresis = float(box_hysteresis)
+        self.reset()
+
+    def reset(self) -> None:
+        self.box = None
+        self.prev_small = None
+        self.since_detect = 0
+        self.n_detections = 0
+
+    # ---------------------------------------------------------------------------------------------------- #
+    def _landmarks_and_crop(self, frame, box):
+        lm = align.landmarks68(frame, box)
+        crop, al = align.align_with_landmarks(frame, lm, self.crop_size)
+        small = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (NCC_SIZE, NCC_SIZE),
+                           interpolation=cv2.INTER_AREA).astype(np.float32)
+        return lm, crop, al, small
+
+    def _detect(self, frame):
+        self.n_detections += 1
+        self.since_detect = 0
+        boxes = align.detect_faces(frame)
+        if not boxes:
+            return None
+        if self.box is not None:  # prefer the face nearest the one we followed
+            best = max(boxes, key=lambda b: _iou(b, self.box))
+            if _iou(best, self.box) > 0.1:
+                return best
+        return boxes[0]
+
+    def observe(self, frame: np.ndarray, index: int = 0, keep_crop: bool = False) -> Observation | None:
+        """Track the face into ``frame``; None when no face is found (the caller holds the last fit)."""
+        got = None
+        detected = False
+        if self.box is not None and not (self.detect_every and self.since_detect >= self.detect_every):
+            lm, crop, al, small = self._landmarks_and_crop(frame, self.box)
+            nb = box_from_landmarks(lm)
+            ok = self.prev_small is None or _ncc(small, self.prev_small) >= self.ncc_threshold
+            ok = ok and _iou(nb, self.box) > 0.5
+            if ok:
+                got = (lm, crop, al, small)
+        if got is None:
+            box = self._detect(frame)
+            detected = True
+            if box is None:
+                self.box = None if self.box is None else self.box  # keep searching near where it was
+                return None
+            self.box = tuple(float(v) for v in box)
+            lm, crop, al, small = self._landmarks_and_crop(frame, self.box)
+            got = (lm, crop, al, small)
+        lm, crop, al, small = got
+        self.since_detect += 1
+        self.prev_small = small
+        # next box: from these landmarks, unless the face barely moved (a still head keeps the same box)
+        nb = box_from_landmarks(lm)
+        if self.box is None:
+            self.box = nb
+        else:
+            s = self.box[2] - self.box[0]
+            shift = max(abs((nb[0] + nb[2]) - (self.box[0] + self.box[2])) / 2,
+                        abs((nb[1] + nb[3]) - (self.box[1] + self.box[3])) / 2, abs((nb[2] - nb[0]) - s))
+            if shift > self.box_hysteresis * s:
+                self.box = nb
+        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            c = self.rnet.predict(x)
+        m = al.matrix
+        roll = math.atan2(float(m[1, 0]), float(m[0, 0]))
+        return Observation(index=index, landmarks=np.asarray(al.landmarks_crop, np.float32),
+                           landmarks_frame=np.asarray(lm, np.float32), rnet=c, roll_offset=roll,
+                           detected=detected, crop=crop if keep_crop else None)
+
+
+# -------------------------------------------------------------------------------------------------------- fit
+def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, iters: int = 12) -> np.ndarray:
+    """min 1/2 d'Hd + g'd subject to lo <= d <= hi (H positive definite): projected Newton with an active set."""
+    d = np.clip(np.zeros_like(g), lo, hi)
+    free = np.ones(len(g), bool)
+    for _ in range(iters):
+        grad = h @ d + g
+        active = ((d <= lo + 1e-12) & (grad > 0)) | ((d >= hi - 1e-12) & (grad < 0))
+        new_free = ~active
+        f = new_free
+        rhs = -(g[f] + h[np.ix_(f, ~f)] @ d[~f])
+        d_new = d.copy()
+        d_new[f] = np.linalg.solve(h[np.ix_(f, f)], rhs)
+        d_new = np.clip(d_new, lo, hi)
+        if np.array_equal(new_free, free) and np.abs(d_new - d).max() < 1e-7:
+            d = d_new
+            break
+        d, free = d_new, new_free
+    return d
+
+
+def rotation_np(pose) -> np.ndarray:
+    """(3,) yaw, pitch, roll (radians) -> (3, 3), the same matrix as ``engine.render.camera.rotation_matrix``."""
+    yaw, pitch, roll = (float(v) for v in pose)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cp, sp = math.cos(-pitch), math.sin(-pitch)
+    cr, sr = math.cos(roll), math.sin(roll)
+    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def pose_from_rotation(r: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rotation_np`: (3, 3) -> (3,) yaw, pitch, roll in radians."""
+    yaw = math.asin(float(np.clip(-r[2, 0], -1.0, 1.0)))
+    pitch = -math.atan2(float(r[2, 1]), float(r[2, 2]))
+    roll = math.atan2(float(r[1, 0]), float(r[0, 0]))
+    return np.array([yaw, pitch, roll])
+
+
+def estimate_identity(observations: list[Observation], model: FaceModel, renderer, crop_size: int,
+                      steps: int = 120) -> Coefficients:
+    """Identity, albedo and light for a whole video from a few good frames: R-Net initialisation, a landmark
+    fit of each frame, identities averaged (albedo and light: R-Net's, averaged). Returns batch-1 coefficients
+    (expression and pose zero)."""
+    if not observations:
+        raise ValueError("no observations to estimate the identity from")
+    init = Coefficients.cat([o.rnet for o in observations])
+    lms = torch.from_numpy(np.stack([o.landmarks for o in observations]))
+    crops = torch.zeros(len(observations), 3, crop_size, crop_size)  # the landmark stage never reads pixels
+    res = fit_coefficients(crops, lms, model, renderer, steps=(steps, 0), size=crop_size, init=init,
+                           photometric=False)
+    c = model.zeros(1)
+    c.identity = res.coeffs.identity.mean(0, keepdim=True)
+    c.albedo = init.albedo.mean(0, keepdim=True)
+    c.light = init.light.mean(0, keepdim=True)
+    return c
+
+
+class ExpressionPoseSolver:
+    """Expression (53, in [0, 1]) and pose (3) of one frame for a fixed identity: damped, bound-constrained
+    Gauss-Newton on the weighted landmark residual. Everything is small numpy: the landmark vertices (with the
+    sliding jaw candidates of :class:`LandmarkGeometry`) are linear in the expression, so the Jacobian is the
+    projection's derivative times the rotated blendshape offsets (analytic); the 3 pose columns are finite
+    differences."""
+
+    def __init__(self, model: FaceModel, renderer, identity: torch.Tensor, size: int, iterations: int = 5,
+                 w_rnet: float = 2e-4, w_zero: float = 2e-5, damping: float = 1e-5, sliding: bool = True):
+        geo = LandmarkGeometry(model, renderer, sliding=sliding)
+        self.geo = geo
+        n = len(geo.idx)
+        ident = identity.detach().reshape(1, -1).double()
+        self.base = (geo.mean.double() + (ident @ geo.id_b.double()).view(n, 3)).numpy()  # (n, 3)
+        self.exp_b = geo.exp_b.double().view(-1, n, 3).permute(1, 2, 0).numpy().copy()  # (n, 3, E)
+        self.n_exp = self.exp_b.shape[2]
+        cam = geo.camera
+        self.focal, self.offset_y, self.distance = float(cam.focal), float(cam.offset_y), float(cam.distance)
+        self.pivot = np.asarray(cam.pivot, np.float64)
+        self.size = int(size)
+        self.iterations = int(iterations)
+        self.w_rnet, self.w_zero, self.damping = float(w_rnet), float(w_zero), float(damping)
+        w = LANDMARK_WEIGHTS.astype(np.float64)
+        self.sqrt_w = np.sqrt(w / w.mean()).repeat(2)  # (136,)
+        self.slots = [(i, pos.numpy(), side) for i, pos, side in geo.slots]
+        names = model.exp_names
+        self._mc_jo = (names.index("mouthClose"), names.index("jawOpen")) \
+            if "mouthClose" in names and "jawOpen" in names else None
+
+    @staticmethod
+    def rotation(pose) -> np.ndarray:
+        """numpy twin of ``engine.render.camera.rotation_matrix`` (Rz(roll) @ Ry(yaw) @ Rx(-pitch))."""
+        return rotation_np(pose)
+
+    def _project(self, v: np.ndarray, rot: np.ndarray):
+        p = (v - self.pivot) @ rot.T + self.pivot
+        x, y, z = p[:, 0], p[:, 1] + self.offset_y, self.distance - p[:, 2]
+        z = np.maximum(z, 1e-3)
+        half = self.size / 2.0
+        px = np.stack([(self.focal * x / z + 1) * half, (1 - self.focal * y / z) * half], -1)
+        return px, x, y, z
+
+    def _select(self, px: np.ndarray) -> np.ndarray:
+        """Indices (into the candidate list) of the 68 landmark vertices (jaw points slide to the silhouette)."""
+        sel = np.arange(68)
+        for i, pos, side in self.slots:
+            sel[i] = pos[np.argmax(px[pos, 0] * side)]
+        return sel
+
+    def landmarks(self, x: np.ndarray) -> np.ndarray:
+        """(68, 2) crop px of [expression, pose] ``x``."""
+        n = self.n_exp
+        v = self.base + self.exp_b @ x[:n]
+        px = self._project(v, self.rotation(x[n:]))[0]
+        return px[self._select(px)]
+
+    def solve(self, landmarks: np.ndarray, x0: np.ndarray, prior_expression: np.ndarray | None = None) -> np.ndarray:
+        """landmarks (68, 2) crop px; x0 (56,) [expression, pose] start; returns the solved (56,)."""
+        n = self.n_exp
+        target = np.asarray(landmarks, np.float64).reshape(-1) / self.size
+        x = np.asarray(x0, np.float64).copy()
+        x[:n] = np.clip(x[:n], 0.0, 1.0)
+        prior = None if prior_expression is None else np.asarray(prior_expression, np.float64)
+        sw = self.sqrt_w
+        m = x.size
+        half = self.size / 2.0
+        eps = 1e-4
+        for _ in range(self.iterations):
+            v = self.base + self.exp_b @ x[:n]
+            rot = self.rotation(x[n:])
+            px, cx, cy, cz = self._project(v, rot)
+            sel = self._select(px)
+            vs, xs, ys, zs = v[sel], cx[sel], cy[sel], cz[sel]
+            f = px[sel].reshape(-1) / self.size
+            # d(px)/d(camera point) (68, 2, 3), camera point = rot @ vertex (+ const)
+            dp = np.zeros((68, 2, 3))
+            dp[:, 0, 0] = self.focal * half / zs
+            dp[:, 0, 2] = self.focal * half * xs / zs ** 2
+            dp[:, 1, 1] = -self.focal * half / zs
+            dp[:, 1, 2] = -self.focal * half * ys / zs ** 2
+            j_e = np.einsum("lab,bc,lce->lae", dp, rot, self.exp_b[sel]).reshape(136, n) / self.size
+            j_p = np.empty((136, 3))
+            for k in range(3):
+                pk = x[n:].copy()
+                pk[k] += eps
+                pxk = self._project(vs, self.rotation(pk))[0]
+                j_p[:, k] = (pxk.reshape(-1) / self.size - f) / eps
+            jac = np.concatenate([j_e, j_p], 1) * sw[:, None]
+            r = (f - target) * sw
+            # the linearised problem with its priors, solved with the expression bounds (0 <= x_e + d_e <= 1) by a
+            # small projected-Newton active-set loop on the 56 x 56 normal equations
+            h = jac.T @ jac
+            g = jac.T @ r
+            diag = np.arange(n)
+            if prior is not None:
+                g[:n] += self.w_rnet * (x[:n] - prior)
+                h[diag, diag] += self.w_rnet
+            g[:n] += self.w_zero * x[:n]
+            h[diag, diag] += self.w_zero
+            if self._mc_jo is not None:  # mouthClose is corrective: keep it below jawOpen (soft)
+                mc, jo = self._mc_jo
+                v = np.zeros(m)
+                v[mc], v[jo] = 1.0, -1.0
+                if x[mc] - x[jo] > -1e-3:
+                    k = 1e-2
+                    g += k * max(0.0, x[mc] - x[jo]) * v
+                    h += k * np.outer(v, v)
+            h[np.arange(m), np.arange(m)] += self.damping
+            lo = np.full(m, -np.inf)
+            hi = np.full(m, np.inf)
+            lo[:n], hi[:n] = np.minimum(-x[:n], 0.0), np.maximum(1.0 - x[:n], 0.0)
+            d = _box_qp(h, g, lo, hi)
+            x = x + d
+            x[:n] = np.clip(x[:n], 0.0, 1.0)
+            x[n] = np.clip(x[n], -1.4, 1.4)
+            x[n + 1:] = np.clip(x[n + 1:], -1.0, 1.0)
+            if np.abs(d).max() < 1e-4:
+                break
+        return x
