@@ -1,11 +1,12 @@
 """One grid PNG per factor from the shipped generator: rows = identities, columns = that factor swept.
 
-    python bench/factor_grids.py [--out docs] [--rows 4] [--psi 0.7]
+    python bench/factor_grids.py [--out docs] [--rows 4] [--psi 0.7] [--random-faces 32]
 
 pose: yaw −30° … +30°; expression: jawOpen 0 → 0.8 then smile; light: azimuth −80° … +80°; identity: new identities
 with the same expression/pose/light/noise (each row keeps one pose/light). Also prints, per sweep, the mean
 identity-net distance to the row's first image (identity kept < 0.6) and the R-Net's re-estimated yaw for the pose
-sweep, so what the pictures show has numbers beside it.
+sweep, so what the pictures show has numbers beside it. ``--random-faces N`` also writes ``random_faces.png``: N
+random faces (seed 2026, ψ as given, 8 per row, shown at 2× with nearest-neighbour so the pixels are honest).
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--psi", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--generator", default=None)
+    ap.add_argument("--random-faces", type=int, default=0, help="also write random_faces.png with this many faces")
     args = ap.parse_args(argv)
     from engine.generator.networks import FaceGenerator
 
@@ -80,6 +82,18 @@ def main(argv=None) -> int:
     base, noise = gen.sample(args.rows, args.seed)
     out = Path(args.out)
     res = gen.resolution
+    if args.random_faces > 0:
+        n, per_row = args.random_faces, 8
+        c, z = gen.sample(n, 2026)
+        with torch.no_grad():
+            faces = gen.synthesize(c, z, args.psi)
+        rows = (n + per_row - 1) // per_row
+        pad = torch.ones(rows * per_row - n, 3, res, res)
+        grid = torch.cat([faces, pad]).view(rows, per_row, 3, res, res).permute(2, 0, 3, 1, 4)
+        grid = grid.reshape(3, rows * res, per_row * res)
+        grid = grid.repeat_interleave(2, 1).repeat_interleave(2, 2)
+        save_image(out / "random_faces.png", grid)
+        print(f"random    -> {out / 'random_faces.png'} ({n} faces, seed 2026, psi {args.psi})")
     for factor, cols in sweeps(gen, base, noise, args.cols).items():
         with torch.no_grad():
             imgs = torch.stack([gen.synthesize(c, noise, args.psi) for c in cols], 1)  # (R, C, 3, H, W)

@@ -1,6 +1,19 @@
-"""Generator speed: editor latency (batch 1, channels_last) at 64/128 px and CPU training throughput (img/s).
+"""Generator goals (issue 15) for old and new weights side by side, and generator speed.
 
-    python bench/generator.py [--threads 2] [--repeat 60] [--train-kimg 0.16] [--no-train]
+    python bench/generator.py [--old FILE] [--new FILE] [--n 48] [--threads 1] [--save-dir DIR]   # goal numbers
+    python bench/generator.py --speed [--threads 2] [--repeat 60] [--train-kimg 0.16] [--no-train]
+
+Goal numbers, per generator file (48 random faces at ψ=0.7 and the generator's own resolution):
+
+* **same person**: share of random pairs dlib's face descriptor puts under 0.6 (its same-person threshold), as
+  ``../shared/tools/judge.py diversity`` measures (faces upsampled to ≥ 160 px before detection); real UTKFace
+  test crops for comparison;
+* **sharpness**: mean |Laplacian| over the central half of the grey image, generated / real (48 UTKFace test crops
+  at the same size; the judge's ``sharpness`` measure);
+* **mouth interior**: mean RGB inside the inner-lip polygon (the 3DMM's own landmarks 60–67) with ``jawOpen`` = 0.8,
+  beside the same measure on UTKFace test crops whose prepared landmarks show an open mouth; "purple" = B − G;
+* **FID-id**, **yaw error**, **identity kept**: ``training.evaluate`` (FID-id against 512 held-out crops, 128 px).
+
 
 Latency uses the shipped generator (assets/generator.safetensors) when its resolution matches, otherwise randomly
 initialised networks with the preset widths (speed does not depend on the weight values). It times the whole
@@ -23,10 +36,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import itertools  # noqa: E402
+
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from engine.generator.networks import (FaceGenerator, FactorDecoders, Generator, default_channels,  # noqa: E402
-                              load_default_generator)
+                                       load_default_generator)
 from training.presets import get_preset  # noqa: E402
 
 
@@ -88,13 +105,180 @@ def train_throughput(kimg: float, threads: int):
     return float(m.group(1)), wall, ""
 
 
+# ----------------------------------------------------------------------------------------------- goal numbers
+class Dlib:
+    """dlib's HOG detector + 68-point predictor + face descriptor, as the judges' yardstick uses them."""
+
+    def __init__(self):
+        import dlib
+        import face_recognition_models as frm
+
+        self.det = dlib.get_frontal_face_detector()
+        self.sp = dlib.shape_predictor(frm.pose_predictor_model_location())
+        self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+
+    def descriptor(self, rgb_u8: np.ndarray):
+        from PIL import Image
+
+        im = Image.fromarray(rgb_u8)
+        if min(im.size) < 160:
+            s = 160 / min(im.size)
+            im = im.resize((round(im.size[0] * s), round(im.size[1] * s)), Image.BICUBIC)
+        a = np.asarray(im)
+        d = self.det(a, 1)
+        if not d:
+            return None
+        return np.array(self.net.compute_face_descriptor(a, self.sp(a, max(d, key=lambda r: r.area())), 1))
+
+
+def same_person_share(dl: Dlib, images_u8: np.ndarray) -> tuple[float, float, int]:
+    """(share of pairs under 0.6, median pair distance, faces found)."""
+    ds = [d for d in (dl.descriptor(x) for x in images_u8) if d is not None]
+    pairs = [np.linalg.norm(a - b) for a, b in itertools.combinations(ds, 2)]
+    if not pairs:
+        return float("nan"), float("nan"), len(ds)
+    return float(np.mean(np.array(pairs) < 0.6)), float(np.median(pairs)), len(ds)
+
+
+def laplacian_energy(images_u8: np.ndarray) -> float:
+    """Mean |4-neighbour Laplacian| over the central half of the grey images (the judge's sharpness)."""
+    out = []
+    for x in images_u8:
+        g = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        n = g.shape[0]
+        c = g[n // 4: 3 * n // 4, n // 4: 3 * n // 4]
+        out.append(np.abs(4 * c[1:-1, 1:-1] - c[:-2, 1:-1] - c[2:, 1:-1] - c[1:-1, :-2] - c[1:-1, 2:]).mean())
+    return float(np.mean(out))
+
+
+def polygon_mask(pts: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(im).polygon([tuple(p) for p in pts.tolist()], fill=1)
+    return np.asarray(im, bool)
+
+
+def inner_mouth_colour(images_u8: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(3,) mean RGB (0..255) of the pixels inside the inner-lip polygon (landmarks 60..67) over all images."""
+    px = []
+    for img, lm in zip(images_u8, landmarks):
+        m = polygon_mask(lm[60:68], img.shape[0])
+        if m.sum() >= 2:
+            px.append(img[m])
+    return np.concatenate(px).mean(0) if px else np.full(3, np.nan)
+
+
+def to_u8(img01: torch.Tensor) -> np.ndarray:
+    return (img01.clamp(0, 1).permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def real_reference(n: int, size: int):
+    """n held-out UTKFace crops at ``size`` (uint8) and the colour inside their open mouths."""
+    from training.data import load_aligned
+
+    d = load_aligned("test", 128, None)
+    imgs = d["images"].permute(0, 3, 1, 2).float() / 255
+    lms = d["landmarks"].numpy() if torch.is_tensor(d["landmarks"]) else np.asarray(d["landmarks"])
+    idx = np.linspace(0, len(imgs) - 1, n).round().astype(int)
+    small = to_u8(F.interpolate(imgs[idx], size=(size, size), mode="area"))
+    gap = np.linalg.norm(lms[:, 66] - lms[:, 62], axis=1) / (np.linalg.norm(lms[:, 64] - lms[:, 60], axis=1) + 1e-6)
+    open_idx = np.flatnonzero(gap > 0.35)
+    mouth = inner_mouth_colour(to_u8(imgs[open_idx]), lms[open_idx]) if len(open_idx) else np.full(3, np.nan)
+    # per-photo spread of the open-mouth colour: the range the generator should land in
+    per = np.array([inner_mouth_colour(to_u8(imgs[i:i + 1]), lms[i:i + 1]) for i in open_idx])
+    per = per[np.isfinite(per).all(1)]
+    return small, mouth, per, len(open_idx), imgs
+
+
+def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, real_crops, save_dir: Path | None,
+                 tag: str) -> dict:
+    from engine.face.model import default_model
+    from engine.perception.identity import default_identity_net
+    from engine.perception.rnet import default_rnet
+    from engine.render import FaceRenderer
+    from training import evaluate as E
+
+    fg = FaceGenerator.load(path) if path else load_default_generator()
+    res = fg.resolution
+    c, noise = fg.sample(n, seed=2026)
+    with torch.no_grad():
+        faces = to_u8(fg.synthesize(c, noise))
+        co = c.clone()
+        co.expression[:] = 0
+        co.expression[:, fg.exp_names.index("jawOpen")] = 0.8
+        opened = to_u8(fg.synthesize(co, noise))
+        lm = FaceRenderer(default_model()).landmarks(co, res).numpy()
+    same, med, found = same_person_share(dl, faces)
+    mouth = inner_mouth_colour(opened, lm)
+    if save_dir is not None:
+        from engine.io.files import save_image
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(min(n, 8)):
+            save_image(save_dir / f"{tag}_face{i:02d}.png", faces[i])
+            save_image(save_dir / f"{tag}_open{i:02d}.png", opened[i])
+    subject = E.generator_subject(fg, tag)
+    rnet, idnet = default_rnet(), default_identity_net()
+    ctl = E.control_accuracy(subject, rnet, n=32)
+    idp = E.identity_preservation(subject, idnet, n=24)
+    fid = E.fid_id(subject, idnet, real_crops, n=256)
+    return {"file": str(path or "assets/generator.safetensors"), "res": res, "same": same, "median": med,
+            "found": found, "sharp": laplacian_energy(faces), "mouth": mouth, "fid_id": fid,
+            "yaw_err": ctl["yaw_err_deg"], "yaw_slope": ctl["yaw_slope"], "kept": idp["identity_kept_share"]}
+
+
+def goals(args) -> int:
+    torch.set_num_threads(args.threads)
+    dl = Dlib()
+    files = [("old", Path(args.old) if args.old else None)]
+    if args.new:
+        files.append(("new", Path(args.new)))
+    res = FaceGenerator.load(files[-1][1]).resolution if files[-1][1] else load_default_generator().resolution
+    real_small, real_mouth, real_per, n_open, real_all = real_reference(args.n, res)
+    real_crops = real_all[:512]
+    r_same, r_med, r_found = same_person_share(dl, real_small)
+    r_sharp = laplacian_energy(real_small)
+    lo, hi = (np.percentile(real_per, 10, 0), np.percentile(real_per, 90, 0)) if len(real_per) else (None, None)
+    rows = [goal_numbers(p, args.n, dl, real_small, real_crops, Path(args.save_dir) if args.save_dir else None, tag)
+            for tag, p in files]
+    print(f"goal numbers, {args.n} random faces at ψ=0.7 (seed 2026) vs {args.n} UTKFace test crops at {res} px; "
+          f"{n_open} open-mouth test photos")
+    print("| weights | same-person pairs (goal ≤ 15 %) | median dlib dist | faces found | sharpness ratio "
+          "(goal ≥ 0.8) | mouth RGB, jawOpen 0.8 | purple B−G | FID-id | yaw err ° (≤ 3) | yaw slope | "
+          "identity kept (≥ 95 %) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| UTKFace photos | {100 * r_same:.0f} % | {r_med:.3f} | {r_found}/{args.n} | 1.00 ({r_sharp:.2f}) | "
+          f"{' '.join(f'{v:.0f}' for v in real_mouth)} | {real_mouth[2] - real_mouth[1]:+.0f} | – | – | – | – |")
+    for tag, r in zip([t for t, _ in files], rows):
+        m = r["mouth"]
+        print(f"| {tag}: {Path(r['file']).name} | {100 * r['same']:.0f} % | {r['median']:.3f} | {r['found']}/{args.n} "
+              f"| {r['sharp'] / r_sharp:.2f} ({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | "
+              f"{m[2] - m[1]:+.0f} | {r['fid_id']:.3f} | {r['yaw_err']:.1f} | {r['yaw_slope']:.2f} | "
+              f"{100 * r['kept']:.0f} % |")
+    if lo is not None:
+        print(f"real open-mouth colour, 10th-90th percentile per photo: R {lo[0]:.0f}-{hi[0]:.0f}, "
+              f"G {lo[1]:.0f}-{hi[1]:.0f}, B {lo[2]:.0f}-{hi[2]:.0f}; B−G "
+              f"{np.percentile(real_per[:, 2] - real_per[:, 1], 10):+.0f}..{np.percentile(real_per[:, 2] - real_per[:, 1], 90):+.0f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed", action="store_true", help="latency and training throughput instead of the goals")
+    ap.add_argument("--old", default=None, help="generator file for the 'old' row (default: the shipped one)")
+    ap.add_argument("--new", default=None, help="generator file for the 'new' row")
+    ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--save-dir", default=None, help="also save the first 8 faces and open mouths of each as PNGs")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=60)
     ap.add_argument("--train-kimg", type=float, default=0.16)
     ap.add_argument("--no-train", action="store_true")
     args = ap.parse_args(argv)
+    if not args.speed:
+        args.threads = args.threads or 1
+        return goals(args)
+    args.threads = args.threads or 2
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cores")

@@ -194,3 +194,52 @@ def test_init_with_a_bad_file_is_one_clear_message(ict_path, tmp_path, capsys):
     assert "cannot start from" in err and "Traceback" not in err
     with pytest.raises(CheckpointError):
         load_init_generator(tmp_path / "missing.safetensors")
+
+
+class _MeanColourId(torch.nn.Module):
+    """Stand-in identity net: the descriptor is the image's mean colour (× scale), so distances are easy to reason
+    about."""
+
+    def __init__(self, scale=4.0):
+        super().__init__()
+        self.scale = scale
+
+    def embed_crops(self, x, mask=None):
+        return x.mean((2, 3)) * self.scale
+
+
+def test_identity_triplets_push_identities_apart_and_keep_edits(small_parts, renderer):
+    dec, G = small_parts
+    disco = DiscoLoss(renderer, Perception(idnet=_MeanColourId(), load=False), 32,
+                      weights={"id_diversity": 1.0, "id_keep": 1.0})
+    a = torch.zeros(2, 3, 8, 8)
+    same = disco.identity_pairs(a, a.clone(), a.clone())
+    assert same["id_diversity"] == pytest.approx(disco.ID_MARGIN) and same["id_keep"] == 0
+    far = disco.identity_pairs(a, a + 1.0, a + 1.0)  # to01 halves: mean colour +0.5 → distance 2·√3
+    assert far["id_diversity"] == 0 and far["id_keep"] > 0
+    off = DiscoLoss(renderer, Perception(idnet=_MeanColourId(), load=False), 32)
+    assert off.identity_pairs(a, a, a) == {}  # weights 0 by default: the original recipe is unchanged
+    near = DiscoLoss(renderer, Perception(idnet=_MeanColourId(0.01), load=False), 32,  # hinge active on G's faces
+                     weights={"id_diversity": 1.0, "id_keep": 1.0})
+    loss = GANLoss(G, PatchDiscriminator(32, {32: 8, 16: 8, 8: 8, 4: 8}), dec, near, id_every=2, id_pairs=2)
+    g0 = loss.g_loss(2, images_seen=0, step=0, device="cpu")
+    g1 = loss.g_loss(2, images_seen=0, step=1, device="cpu")
+    assert "id_diversity" in g0 and "id_keep" in g0 and "id_diversity" not in g1
+    assert g0["id_diversity"] > 0.9 * near.ID_MARGIN
+    G.zero_grad(set_to_none=True)
+    g0["id_diversity"].backward()
+    assert sum(p.grad.abs().sum() for p in G.parameters() if p.grad is not None) > 0
+
+
+def test_loss_weight_overrides_are_checked(ict_path, tmp_path, capsys):
+    from training.train_gan import main
+
+    args = ["--preset", "tiny", "--data", "synthetic:16", "--out", str(tmp_path / "r"), "--kimg", "0.016",
+            "--no-perception", "--threads", "1"]
+    assert main(args + ["--loss-weight", "id_diversity"]) == 2
+    assert "NAME=NUMBER" in capsys.readouterr().err
+    assert main(args + ["--loss-weight", "sharpness=1"]) == 2
+    assert "unknown loss weight" in capsys.readouterr().err
+    assert main(args + ["--loss-weight", "skin=0"]) == 0
+    st = json.loads((tmp_path / "r" / "state.json").read_text())
+    assert st["config"]["loss_weights"]["skin"] == 0.0

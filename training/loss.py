@@ -178,7 +178,9 @@ class DiscoLoss:
     """Generator-side imitative and contrastive losses; holds the renderer and perception nets."""
 
     WEIGHTS = {"l1": 20.0, "landmark": 500.0, "light": 10.0, "identity": 3.0, "skin": 20.0,
-               "exp_pair": 10.0, "light_pair": 10.0}
+               "exp_pair": 10.0, "light_pair": 10.0, "id_diversity": 0.0, "id_keep": 0.0}
+    ID_MARGIN = 0.75  # identity-net distance random identities should reach (UTKFace pairs: median ≈ 0.8)
+    KEEP_MARGIN = 0.4  # ... and that an edit of pose / expression / light should stay under (same person < 0.6)
 
     def __init__(self, renderer: FaceRenderer, perception: Perception, resolution: int, l1_res: int = 32,
                  l1_kimg: float = 3000.0, stage2_kimg: float = 15000.0, lm_weight_stage2: float = 100.0,
@@ -264,6 +266,25 @@ class DiscoLoss:
         out["total"] = sum(out.values()) if out else img.new_zeros(())
         return out
 
+    def identity_pairs(self, img_a, img_b, img_c) -> dict:
+        """Identity terms on triplets: ``b`` = ``a`` with another identity latent (all else equal) must be another
+        person (hinge: identity-net distance ≥ ID_MARGIN); ``c`` = ``a`` with other pose / expression / light must
+        stay the same person (distance ≤ KEEP_MARGIN). Returns the weighted terms that are switched on."""
+        W = self.weights
+        out = {}
+        if self.perception.idnet is None:
+            return out
+        n = img_a.shape[0]
+        parts = [img_a, img_b] + ([img_c] if W["id_keep"] else [])
+        emb = self.perception.embed(to01(torch.cat(parts).float()))
+        ea, eb = emb[:n], emb[n:2 * n]
+        if W["id_diversity"]:
+            out["id_diversity"] = W["id_diversity"] * F.relu(self.ID_MARGIN - (ea - eb).norm(dim=1)).mean()
+        if W["id_keep"]:
+            ec = emb[2 * n:]
+            out["id_keep"] = W["id_keep"] * F.relu((ea - ec).norm(dim=1) - self.KEEP_MARGIN).mean()
+        return out
+
     # -- stage 2 --------------------------------------------------------------------------------------
     def expression_flow(self, c1: Coefficients, c2: Coefficients, rend2=None):
         """Flow image over shape 2: where each surface point of face 2 lies in image 1 (pixels), its mask,
@@ -337,6 +358,9 @@ class GANLoss:
     * **imitative** (:meth:`DiscoLoss.imitative`, every G step): G(λ) follows the 3DMM render R(λ) — 32-px L1, then
       R-Net landmark/light, identity and skin terms (``l1_kimg`` / ``lm_kimg`` say when).
     * **contrastive** (from ``stage2_kimg``): every ``pair_every``-th G batch is made of expression or light pairs.
+    * **identity** (when the ``id_diversity`` / ``id_keep`` weights are on): every ``id_every``-th G step,
+      ``id_pairs`` triplets (:meth:`DiscoLoss.identity_pairs`) — random identities must look like different
+      people, pose / expression / light edits like the same one.
 
     ``imit_yaw`` / ``imit_expr`` widen the sampled poses / strengthen expressions of the generated batch so control
     reaches beyond the fits; ``adv_weight`` scales the adversarial G term against the imitative ones.
@@ -344,13 +368,15 @@ class GANLoss:
 
     def __init__(self, G: Generator, D, decoders: FactorDecoders, disco: DiscoLoss, r1_gamma: float = 10.0,
                  r1_every: int = 16, pair_every: int = 2, augment: str = "", adv_weight: float = 1.0,
-                 imit_yaw: float = 0.0, imit_expr: float = 0.0, noise_mode: str = "random", autocast=None):
+                 imit_yaw: float = 0.0, imit_expr: float = 0.0, noise_mode: str = "random", autocast=None,
+                 id_every: int = 2, id_pairs: int = 4):
         self.G, self.D, self.decoders, self.disco = G, D, decoders, disco
         self.r1_gamma, self.r1_every, self.pair_every = r1_gamma, max(1, int(r1_every)), pair_every
         self.augment = parse_policy(augment)
         self.adv_weight, self.imit_yaw, self.imit_expr = adv_weight, imit_yaw, imit_expr
         self.noise_mode = noise_mode
         self.autocast = autocast
+        self.id_every, self.id_pairs = max(1, int(id_every)), int(id_pairs)
 
     def _ac(self):
         return self.autocast if self.autocast is not None else contextlib.nullcontext()
@@ -436,5 +462,21 @@ class GANLoss:
             else:
                 out[kind] = disco.light_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h], rend.mask[:h])
             total = total + out[kind]
+        W = disco.weights
+        if (W["id_diversity"] or W["id_keep"]) and step % self.id_every == 0 and self.id_pairs > 0:
+            k = self.id_pairs
+            base = sample_latents(k, device=device)
+            other_id = make_pairs(base, "identity")
+            edit = base.replace(**{f: torch.randn_like(getattr(base, f)) for f in ("expression", "light", "pose")})
+            cc = self.sample_coefficients(Latents.cat([base, other_id, edit]))
+            cc.pose[k:2 * k] = cc.pose[:k]  # the override drew new poses/expressions: keep b equal to a but for
+            cc.expression[k:2 * k] = cc.expression[:k]  # identity
+            noise = torch.cat([base.noise, base.noise, base.noise])
+            with self._ac():
+                trip = self.G(cc, noise, noise_mode="const")
+            terms = disco.identity_pairs(trip[:k], trip[k:2 * k], trip[2 * k:])
+            for name, v in terms.items():
+                out[name] = v
+                total = total + v
         out["g_total"] = total
         return out

@@ -85,6 +85,8 @@ class TrainConfig:
     imit_yaw: float = 0.0
     imit_expr: float = 0.0
     noise_mode: str = "random"
+    id_every: int = 2               # identity triplets every N G steps (when id_diversity / id_keep weights are on)
+    id_pairs: int = 4
     init: str | None = None         # generator file G starts from (fine-tuning)
 
     @classmethod
@@ -265,6 +267,17 @@ def resolve_config(args, prev: dict | None) -> TrainConfig:
         cfg = TrainConfig.from_preset(args.preset).override(init=args.init)
     cfg = cfg.override(batch=args.batch, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
                        total_kimg=args.kimg, lr=None if prev else args.lr, augment=None if prev else args.augment)
+    if args.loss_weight:  # NAME=VALUE overrides, also on --resume (a recipe change mid-run is stored in state.json)
+        weights = dict(cfg.loss_weights)
+        for item in args.loss_weight:
+            name, sep, val = item.partition("=")
+            try:
+                weights[name.strip()] = float(val)
+            except ValueError:
+                raise TrainError(f"--loss-weight wants NAME=NUMBER, got {item!r}") from None
+            if not sep:
+                raise TrainError(f"--loss-weight wants NAME=NUMBER, got {item!r}")
+        cfg = cfg.override(loss_weights=weights)
     return cfg
 
 
@@ -382,7 +395,8 @@ def training_loop(args) -> int:
                           cfg.lm_weight_stage2, cfg.lm_kimg, cfg.loss_weights)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.use_cuda else None
         loss = GANLoss(G, D, decoders, disco, cfg.r1_gamma, cfg.r1_every, cfg.pair_every, cfg.augment,
-                       cfg.adv_weight, cfg.imit_yaw, cfg.imit_expr, cfg.noise_mode, autocast)
+                       cfg.adv_weight, cfg.imit_yaw, cfg.imit_expr, cfg.noise_mode, autocast, cfg.id_every,
+                       cfg.id_pairs)
     except ValueError as exc:
         raise TrainError(str(exc)) from None
     if world > 1:  # same start on every rank; gradients are all-reduced after each backward (StyleGAN3 style)
@@ -486,6 +500,9 @@ def parse_args(argv):
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--augment", default=None, help="DiffAugment policy (color,translation,cutout; '' for none)")
+    ap.add_argument("--loss-weight", action="append", default=None, metavar="NAME=VALUE",
+                    help="override one DiscoLoss weight (repeatable; e.g. id_diversity=2 id_keep=1); allowed with "
+                         "--resume")
     ap.add_argument("--ckpt-every", type=int, default=None, help="images between checkpoints")
     ap.add_argument("--sample-every", type=int, default=None, help="images between sample grids")
     ap.add_argument("--decoders", default=None, help="decoders file (default assets/decoders.safetensors or prior)")
