@@ -1,6 +1,8 @@
 """Editor widgets: a labelled float slider, the image view and the 3D mesh panel."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPalette
@@ -114,46 +116,64 @@ class ImageView(QWidget):
         p.end()
 
 
-_SHADER = None
+def light_uniform(azimuth: float = 25.0, elevation: float = 20.0, intensity: float = 0.45, ambient: float = 0.75,
+                  color=(1.0, 1.0, 1.0)) -> list[float]:
+    """The mesh panel's light as shader data: direction toward the light in the panel's coordinates (x, y, z),
+    intensity, ambient, colour (r, g, b) — from the session's light (``Session.light_params()``; azimuth 0 = from
+    the front, positive = from the viewer's right; elevation positive = from above), as the image is lit.
+
+    The panel shows model space (x subject-left, y up, z toward the viewer) as (x, -z, y), so a light at
+    direction (dx, dy, dz) in the image's camera space is (dx, -dz, dy) here."""
+    az, el = math.radians(float(azimuth)), math.radians(float(elevation))
+    dx, dy, dz = math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)
+    col = [float(c) for c in (list(color) + [1.0, 1.0, 1.0])[:3]]
+    return [dx, -dz, dy, max(0.0, float(intensity)), max(0.0, float(ambient))] + col
 
 
-def _headlight_shader():
-    """Two-sided Lambert shading lit from the camera (pyqtgraph's "shaded" lights the back of the mesh)."""
-    global _SHADER
-    if _SHADER is None:
-        from pyqtgraph.opengl import shaders
+def _lit_shader():
+    """The image's Lambert shading (SH bands 0-1 of the session's light), the light fixed to the face (world) as in
+    the image, so rotating the view shows which side is lit; a faint rim from the camera keeps the silhouette readable. Two-sided (the back
+    of the mesh is shaded as seen)."""
+    from pyqtgraph.opengl import shaders
 
-        _SHADER = shaders.ShaderProgram("discoface_headlight", [
-            shaders.VertexShader("""
-                uniform mat4 u_mvp;
-                uniform mat3 u_normal;
-                attribute vec4 a_position;
-                attribute vec3 a_normal;
-                attribute vec4 a_color;
-                varying vec4 v_color;
-                varying vec3 v_normal;
-                void main() {
-                    v_normal = normalize(u_normal * a_normal);
-                    v_color = a_color;
-                    gl_Position = u_mvp * a_position;
-                }
-            """),
-            shaders.FragmentShader("""
-                #ifdef GL_ES
-                precision mediump float;
-                #endif
-                varying vec4 v_color;
-                varying vec3 v_normal;
-                void main() {
-                    vec3 n = normalize(v_normal);
-                    float key = abs(dot(n, normalize(vec3(0.35, 0.45, 1.0))));
-                    float rim = pow(1.0 - abs(n.z), 3.0);
-                    vec3 rgb = v_color.rgb * (0.18 + 0.82 * key) + 0.08 * rim;
-                    gl_FragColor = vec4(rgb, v_color.a);
-                }
-            """),
-        ])
-    return _SHADER
+    return shaders.ShaderProgram(None, [
+        shaders.VertexShader("""
+            uniform mat4 u_mvp;
+            uniform mat3 u_normal;
+            attribute vec4 a_position;
+            attribute vec3 a_normal;
+            attribute vec4 a_color;
+            varying vec4 v_color;
+            varying vec3 v_normal;
+            varying vec3 v_world_normal;
+            void main() {
+                v_normal = normalize(u_normal * a_normal);
+                v_world_normal = a_normal;
+                v_color = a_color;
+                gl_Position = u_mvp * a_position;
+            }
+        """),
+        shaders.FragmentShader("""
+            #ifdef GL_ES
+            precision mediump float;
+            #endif
+            uniform float u_light[8];
+            varying vec4 v_color;
+            varying vec3 v_normal;
+            varying vec3 v_world_normal;
+            void main() {
+                vec3 n = normalize(v_world_normal);
+                if (!gl_FrontFacing) n = -n;
+                vec3 l = normalize(vec3(u_light[0], u_light[1], u_light[2]) + vec3(1e-6));
+                vec3 col = vec3(u_light[5], u_light[6], u_light[7]);
+                // the image's shading (engine.render.shading, SH bands 0-1): sqrt(pi)/2 ambient + sqrt(pi) (n.l)
+                float shade = max(0.886227 * u_light[4] + 1.772454 * u_light[3] * dot(n, l), 0.0);
+                float rim = pow(1.0 - abs(normalize(v_normal).z), 3.0);
+                vec3 rgb = v_color.rgb * col * shade + 0.06 * rim;
+                gl_FragColor = vec4(min(rgb, vec3(1.0)), v_color.a);
+            }
+        """),
+    ], uniforms={"u_light": light_uniform()})
 
 
 def gl_unavailable_reason() -> str | None:
@@ -183,6 +203,8 @@ class MeshPanel(QWidget):
         self.scatter = None
         self.updates = 0
         self._last = None
+        self._shader = None
+        self.light = light_uniform()  # shader data: direction, intensity, ambient, colour
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.reason = gl_unavailable_reason()
@@ -206,7 +228,8 @@ class MeshPanel(QWidget):
     def _build_gl(self, lay):
         import pyqtgraph.opengl as gl
 
-        self._shader = _headlight_shader()
+        self._shader = _lit_shader()
+        self._shader.setUniformData("u_light", self.light)
 
         view = gl.GLViewWidget()
         view.setBackgroundColor((38, 40, 46))
@@ -245,6 +268,18 @@ class MeshPanel(QWidget):
                 self.scatter.setData(pos=lm)
             self.scatter.setVisible(self.show_landmarks)
         self.updates += 1
+
+    def set_light(self, azimuth: float, elevation: float, intensity: float, ambient: float, color=(1.0, 1.0, 1.0),
+                  **_ignored) -> None:
+        """Light the mesh like the image (call with ``**session.light_params()``)."""
+        light = light_uniform(azimuth, elevation, intensity, ambient, color)
+        if light == self.light:
+            return
+        self.light = light
+        if self._shader is not None:
+            self._shader.setUniformData("u_light", light)
+        if self.view is not None:
+            self.view.update()
 
     def set_landmarks_visible(self, on: bool) -> None:
         self.show_landmarks = bool(on)
