@@ -243,3 +243,38 @@ def test_loss_weight_overrides_are_checked(ict_path, tmp_path, capsys):
     assert main(args + ["--loss-weight", "skin=0"]) == 0
     st = json.loads((tmp_path / "r" / "state.json").read_text())
     assert st["config"]["loss_weights"]["skin"] == 0.0
+
+
+def test_head_imitation_target_has_a_mouth_interior_and_no_neck(face_model, renderer):
+    from engine.face.head import default_head
+
+    try:
+        head = default_head(face_model)
+    except Exception as exc:  # noqa: BLE001 - the parts file is part of the shared data
+        pytest.skip(f"no head parts: {exc}")
+    c = face_model.zeros(2)
+    c.expr["jawOpen"][1] = 0.9
+    face = DiscoLoss(renderer, Perception(load=False), 64, l1_res=32)
+    full = DiscoLoss(renderer, Perception(load=False), 64, l1_res=32, head=head)
+    fi, fm = face.imitation_target(c)
+    hi, hm = full.imitation_target(c)
+    assert fi.shape[-1] == 64 and hi.shape[-1] == 32 and hm.shape == (2, 1, 32, 32)
+    lm = renderer.landmarks(c, 32)[1, 60:68]  # inner lips of the open mouth, 32 px
+    x0, y0 = lm.min(0).values.floor().long().tolist()
+    x1, y1 = lm.max(0).values.ceil().long().tolist()
+    face_small = (torch.nn.functional.adaptive_avg_pool2d(fm, 32) > 0.5).float()
+    box = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+    # the face-only render has a hole in the open mouth; the head target fills it (teeth / tongue / socket)
+    assert hm[1, 0][box].sum() > face_small[1, 0][box].sum() + 2
+    # ... with a reddish mouth colour (tongue/gums), not the skin's
+    inner = hm[1, 0].bool() & ~face_small[1, 0].bool()
+    rgb = hi[1][:, inner].mean(1)
+    assert rgb[0] > rgb[1] and rgb[0] > rgb[2]
+    # the neck and the back of the head (hair in photos) are not imitated, on a turned head that shows them
+    c.pose[1, 0], c.pose[1, 1] = 0.7, -0.25
+    _, hm = full.imitation_target(c)
+    fid = full.head_renderer(c, 32).fragments.face_id
+    part = head.triangle_part[fid.clamp_min(0)]
+    neck = (fid >= 0) & (part == head.part_names.index("head_neck"))
+    assert neck.sum() > 0 and hm[:, 0][neck].sum() == 0
+    assert hm[:, 0][(fid >= 0) & ~neck].min() == 1

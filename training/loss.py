@@ -184,10 +184,13 @@ class DiscoLoss:
 
     def __init__(self, renderer: FaceRenderer, perception: Perception, resolution: int, l1_res: int = 32,
                  l1_kimg: float = 3000.0, stage2_kimg: float = 15000.0, lm_weight_stage2: float = 100.0,
-                 lm_kimg: float | None = None, weights: dict | None = None):
+                 lm_kimg: float | None = None, weights: dict | None = None, head=None):
         """``l1_kimg``: the 32-px L1 imitation runs while fewer images were seen; ``lm_kimg`` (default
         ``l1_kimg``): the R-Net/identity terms run from then on (a fine-tuning run sets 0 and a huge ``l1_kimg`` to
-        keep both); ``weights`` overrides entries of :attr:`WEIGHTS` (0 switches a term off)."""
+        keep both); ``weights`` overrides entries of :attr:`WEIGHTS` (0 switches a term off); ``head``: an
+        ``engine.face.head.HeadModel`` whose render (face + mouth interior + eyes, without the neck / back of the
+        head, which photos cover with hair) becomes the target of the L1 imitation instead of the face-only render,
+        so an open mouth has teeth and tongue to imitate and the eyes whites and irises."""
         self.renderer = renderer
         self.perception = perception
         self.res = resolution
@@ -200,6 +203,22 @@ class DiscoLoss:
         if unknown:
             raise ValueError(f"unknown loss weight(s) {', '.join(sorted(unknown))}; known: {', '.join(self.WEIGHTS)}")
         self.weights = {**self.WEIGHTS, **(weights or {})}
+        self.head = head
+        if head is not None:
+            self.head_renderer = FaceRenderer(head, camera=renderer.camera)
+            imitated = torch.tensor([n != "head_neck" for n in head.part_names])
+            self._imitated_triangle = imitated[head.triangle_part]
+
+    def imitation_target(self, c: Coefficients):
+        """What the L1 imitation compares G(λ) with: (image, mask) of the face render at G's resolution, or with a
+        head model the head render at the L1 resolution, masked to face, mouth and eye parts."""
+        if self.head is None:
+            r = self.renderer(c, self.res)
+            return r.image, r.mask
+        r = self.head_renderer(c, self.l1_res)
+        fid = r.fragments.face_id
+        keep = (fid >= 0) & self._imitated_triangle.to(fid.device)[fid.clamp_min(0)]
+        return r.image, keep.to(r.image.dtype).unsqueeze(1)
 
     def phase(self, images_seen: int) -> str:
         """Which imitative/contrastive phase a G step at ``images_seen`` is in (DESIGN §1): ``imitative`` (stage 1)
@@ -241,7 +260,8 @@ class DiscoLoss:
         tensors including ``total``; keys present tell which terms ran."""
         img01 = to01(img.float())
         if rend is None:
-            rend = self.renderer(c, self.res)
+            rend = self.imitation_target(c)
+        rend_image, rend_mask = (rend.image, rend.mask) if hasattr(rend, "image") else rend
         out = {}
         W = self.weights
         rnet = self.perception.rnet if W["landmark"] or W["light"] else None
@@ -252,7 +272,7 @@ class DiscoLoss:
             if not l1_on:
                 self.perception.say("l1_kept", "note: no R-Net, so the 32-px L1 imitation term stays on after "
                                                f"{self.l1_kimg} kimg")
-            out["l1"] = W["l1"] * self.l1_term(img01, rend.image, rend.mask)
+            out["l1"] = W["l1"] * self.l1_term(img01, rend_image, rend_mask)
         if late:
             lm_w = W["landmark"] if self.stage(images_seen) == 1 else self.lm_weight_stage2
             if rnet is not None:
@@ -260,11 +280,17 @@ class DiscoLoss:
                 out["landmark"] = lm_w * lm
                 out["light"] = W["light"] * light
             if idnet is not None:
-                out["identity"] = W["identity"] * self.identity_term(img01, rend.image, rend.mask)
+                out["identity"] = W["identity"] * self.identity_term(img01, *self._full_res(rend_image, rend_mask))
             if W["skin"]:
-                out["skin"] = W["skin"] * self.skin_term(img01, rend.image, rend.mask)
+                out["skin"] = W["skin"] * self.skin_term(img01, *self._full_res(rend_image, rend_mask))
         out["total"] = sum(out.values()) if out else img.new_zeros(())
         return out
+
+    def _full_res(self, image, mask):
+        if image.shape[-1] == self.res:
+            return image, mask
+        return (F.interpolate(image, size=(self.res, self.res), mode="bilinear", align_corners=False),
+                F.interpolate(mask, size=(self.res, self.res), mode="nearest"))
 
     def identity_pairs(self, img_a, img_b, img_c) -> dict:
         """Identity terms on triplets: ``b`` = ``a`` with another identity latent (all else equal) must be another
@@ -443,7 +469,7 @@ class GANLoss:
             if kind == "light_pair":
                 c.expression[h:2 * h] = c.expression[:h]
         with torch.no_grad():
-            rend = disco.renderer(c, disco.res)
+            rend = disco.imitation_target(c)
         with self._ac():
             img = self.G(c, lat.noise, noise_mode=self.noise_mode)
             d_fake = self.run_D(img) if self.adv_weight > 0 else None
@@ -460,7 +486,8 @@ class GANLoss:
             if kind == "exp_pair":
                 out[kind] = disco.expression_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h])
             else:
-                out[kind] = disco.light_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h], rend.mask[:h])
+                mask = rend[1][:h] if rend[1].shape[-1] == disco.res else disco.renderer(c[:h], disco.res).mask
+                out[kind] = disco.light_pair(img[:h], img[h:2 * h], c[:h], c[h:2 * h], mask)
             total = total + out[kind]
         W = disco.weights
         if (W["id_diversity"] or W["id_keep"]) and step % self.id_every == 0 and self.id_pairs > 0:

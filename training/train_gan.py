@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.face.model import FaceModel
+from engine.face.head import default_head
+from engine.face.model import FaceModel, FaceModelError
 from engine.generator.networks import FactorDecoders, Generator, sample_latents
 from engine.io.files import WeightsError, save_image
 from engine.render import FaceRenderer
@@ -85,6 +86,7 @@ class TrainConfig:
     imit_yaw: float = 0.0
     imit_expr: float = 0.0
     noise_mode: str = "random"
+    imitate_head: bool = False      # L1 target: the full head render (mouth interior, eyes) instead of the face
     id_every: int = 2               # identity triplets every N G steps (when id_diversity / id_keep weights are on)
     id_pairs: int = 4
     init: str | None = None         # generator file G starts from (fine-tuning)
@@ -267,6 +269,8 @@ def resolve_config(args, prev: dict | None) -> TrainConfig:
         cfg = TrainConfig.from_preset(args.preset).override(init=args.init)
     cfg = cfg.override(batch=args.batch, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
                        total_kimg=args.kimg, lr=None if prev else args.lr, augment=None if prev else args.augment)
+    if args.imitate_head:
+        cfg = cfg.override(imitate_head=True)
     if args.loss_weight:  # NAME=VALUE overrides, also on --resume (a recipe change mid-run is stored in state.json)
         weights = dict(cfg.loss_weights)
         for item in args.loss_weight:
@@ -390,9 +394,17 @@ def training_loop(args) -> int:
 
     # -- loss -------------------------------------------------------------------------------------------
     perception = Perception(load=not args.no_perception).to(device)
+    head = None
+    if cfg.imitate_head:
+        if dev.use_cuda:
+            raise TrainError("--imitate-head runs on the CPU only for now (the head model has no device transfer)")
+        try:
+            head = default_head(model)
+        except FaceModelError as exc:
+            raise TrainError(f"--imitate-head needs the head parts: {exc}") from None
     try:
         disco = DiscoLoss(renderer, perception, cfg.resolution, cfg.l1_res, cfg.l1_kimg, cfg.stage2_kimg,
-                          cfg.lm_weight_stage2, cfg.lm_kimg, cfg.loss_weights)
+                          cfg.lm_weight_stage2, cfg.lm_kimg, cfg.loss_weights, head)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.use_cuda else None
         loss = GANLoss(G, D, decoders, disco, cfg.r1_gamma, cfg.r1_every, cfg.pair_every, cfg.augment,
                        cfg.adv_weight, cfg.imit_yaw, cfg.imit_expr, cfg.noise_mode, autocast, cfg.id_every,
@@ -503,6 +515,9 @@ def parse_args(argv):
     ap.add_argument("--loss-weight", action="append", default=None, metavar="NAME=VALUE",
                     help="override one DiscoLoss weight (repeatable; e.g. id_diversity=2 id_keep=1); allowed with "
                          "--resume")
+    ap.add_argument("--imitate-head", action="store_true",
+                    help="imitate the full head render (face + mouth interior + eyes; engine.face.head) instead of "
+                         "the face-only render; allowed with --resume")
     ap.add_argument("--ckpt-every", type=int, default=None, help="images between checkpoints")
     ap.add_argument("--sample-every", type=int, default=None, help="images between sample grids")
     ap.add_argument("--decoders", default=None, help="decoders file (default assets/decoders.safetensors or prior)")
