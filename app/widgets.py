@@ -42,6 +42,13 @@ class FloatSlider(QWidget):
         self.slider.sliderReleased.connect(lambda: self.changed.emit(self.value(), True))
         self.set_value(value)
 
+    def set_range(self, lo: float, hi: float) -> None:
+        """New limits (the full-range toggle); the shown value is kept where it still fits."""
+        v = self.value()
+        self.lo, self.hi = float(lo), float(hi)
+        self.slider.setToolTip(f"{self.label.text()}: {lo:g} … {hi:g} {self.unit}".strip())
+        self.set_value(v)
+
     def _to_int(self, v: float) -> int:
         u = (float(v) - self.lo) / (self.hi - self.lo)
         return int(round(min(1.0, max(0.0, u)) * self.steps))
@@ -238,8 +245,13 @@ class MeshPanel(QWidget):
         self.view = view
         lay.addWidget(view)
 
-    def set_mesh(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None) -> None:
+    def set_mesh(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None,
+                 triangles: np.ndarray | None = None) -> None:
+        """Show a posed mesh; ``triangles`` when it is not the face model's (photo mode: the fitted full head)."""
         self._last = (vertices, landmarks3d)
+        if triangles is not None and (triangles.shape != self.triangles.shape
+                                      or not np.array_equal(triangles, self.triangles)):
+            self.triangles = np.ascontiguousarray(triangles, dtype=np.int32)
         if self.view is None:
             return
         import pyqtgraph.opengl as gl

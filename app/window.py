@@ -1,4 +1,9 @@
-"""The DiscoFace studio main window: a thin Qt shell over ``engine.editing.session.Session``."""
+"""The DiscoFace studio main window: a thin Qt shell over ``engine.editing.session.Session``.
+
+Sliders are built from the session's control table (``engine.editing.controls``): one name, label, unit and range
+per control. An edit returns the new snapshot, which goes straight to the render worker (the window never reads the
+session back to render); see the hop list in ``engine/editing/session.py``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,14 +14,16 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, 
                                QMainWindow, QMessageBox, QProgressDialog, QPushButton, QScrollArea, QSpinBox,
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.editing.session import POSE_RANGE_DEG, Session, SessionCancelled, SessionError
+from engine.editing.controls import N_ID_CONTROLS
+from engine.editing.session import Session, SessionCancelled, SessionError, Snapshot
+from engine.io.files import save_image
 
-from .dialogs import ExportDialog, Timeline
+from .dialogs import ExportDialog, Timeline, default_export_path
 from .widgets import FloatSlider, ImageView, MeshPanel
 from .worker import Job, RenderRequest, RenderThread
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-N_ID_SLIDERS = 8
+SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
 
 
 def _factor_buttons(window, factor: str, randomise: bool = True) -> QHBoxLayout:
@@ -42,6 +49,8 @@ class MainWindow(QMainWindow):
         self.session = session if session is not None else Session()
         self.display_size = int(display_size or self.session.native_size)
         self.drag_size = min(int(drag_size), self.display_size)
+        self.view_mode = "auto"  # "generator" while View → Generator view is on (photo mode)
+        self.full_range = False
         self.last_frame = None
         self.last_request = None
         self.last_shown_request = None
@@ -82,7 +91,7 @@ class MainWindow(QMainWindow):
 
         self.sliders: dict[str, FloatSlider] = {}
         self.tabs = QTabWidget()
-        self.tabs.addTab(self._scroll(self._pose_panel()), "Pose")
+        self.tabs.addTab(self._scroll(self._group_panel("pose")), "Pose")
         self.tabs.addTab(self._expression_panel(), "Expression")
         self.tabs.addTab(self._scroll(self._light_panel()), "Light")
         self.tabs.addTab(self._scroll(self._identity_panel()), "Identity")
@@ -114,7 +123,7 @@ class MainWindow(QMainWindow):
         self.request_render(final=True)
 
     # ------------------------------------------------------------------------------------------ #
-    # layout
+    # layout: every slider comes from the control table
     # ------------------------------------------------------------------------------------------ #
     @staticmethod
     def _scroll(w: QWidget) -> QScrollArea:
@@ -123,22 +132,25 @@ class MainWindow(QMainWindow):
         sa.setWidget(w)
         return sa
 
-    def _slider(self, key: str, *args, on_change, **kw) -> FloatSlider:
-        s = FloatSlider(key, *args, **kw)
-        s.changed.connect(on_change)
+    def _control_slider(self, key: str) -> FloatSlider:
+        spec = self.session.controls[key]
+        lo, hi = spec.range(self.full_range)
+        span = spec.hi - spec.lo
+        steps = int(round(span * 20)) if spec.unit == "°" else int(round(span * 100))
+        s = FloatSlider(key, lo, hi, unit=spec.unit, decimals=spec.decimals, steps=max(100, steps), label=spec.label)
+        if spec.help:
+            s.setToolTip(spec.help)
+        s.changed.connect(lambda v, final, k=key: self.on_control(k, v, final))
         self.sliders[key] = s
         return s
 
-    def _pose_panel(self) -> QWidget:
+    def _group_panel(self, group: str, keys=None) -> QWidget:
         w = QWidget()
         lay = QVBoxLayout(w)
-        for axis in ("yaw", "pitch", "roll"):
-            lim = POSE_RANGE_DEG[axis]
-            lay.addWidget(self._slider(axis, -lim, lim, unit="°", decimals=1, steps=int(lim * 20),
-                                       label=axis.capitalize(),
-                                       on_change=lambda v, final, a=axis: self.edit(
-                                           lambda c: self.session.set_pose_degrees(**{a: v}, commit=c), final)))
-        lay.addLayout(_factor_buttons(self, "pose"))
+        for key, spec in self.session.controls.items():
+            if spec.group == group and (keys is None or key in keys):
+                lay.addWidget(self._control_slider(key))
+        lay.addLayout(_factor_buttons(self, group))
         lay.addStretch(1)
         return w
 
@@ -154,14 +166,18 @@ class MainWindow(QMainWindow):
         inner = QWidget()
         il = QVBoxLayout(inner)
         self.expr_groups: dict[str, QGroupBox] = {}
-        for group, names in self.session.model.expression_groups().items():
+        self.expr_members: dict[str, list[str]] = {}
+        specs = [s for s in self.session.controls.values() if s.group == "expression"]
+        for group in SUBGROUP_ORDER:
+            keys = [s.key for s in specs if s.subgroup == group]
+            if not keys:
+                continue
             box = QGroupBox(group.capitalize())
             bl = QVBoxLayout(box)
-            for n in names:
-                bl.addWidget(self._slider(n, 0.0, 1.0, decimals=2, steps=100,
-                                          on_change=lambda v, final, name=n: self.edit(
-                                              lambda c: self.session.set_expression(name, v, commit=c), final)))
+            for k in keys:
+                bl.addWidget(self._control_slider(k))
             self.expr_groups[group] = box
+            self.expr_members[group] = keys
             il.addWidget(box)
         il.addStretch(1)
         ol.addWidget(self._scroll(inner), 1)
@@ -171,13 +187,9 @@ class MainWindow(QMainWindow):
     def _light_panel(self) -> QWidget:
         w = QWidget()
         lay = QVBoxLayout(w)
-        specs = [("azimuth", -180, 180, "°", 1, "Azimuth"), ("elevation", -90, 90, "°", 1, "Elevation"),
-                 ("intensity", 0.0, 1.5, "", 2, "Intensity"), ("ambient", 0.0, 1.5, "", 2, "Ambient")]
-        for key, lo, hi, unit, dec, label in specs:
-            steps = int(round((hi - lo) * 2)) if unit == "°" else 600  # 0.5° per step for the angles
-            lay.addWidget(self._slider(f"light_{key}", lo, hi, unit=unit, decimals=dec, steps=steps, label=label,
-                                       on_change=lambda v, final, k=key: self.edit(
-                                           lambda c: self.session.set_light(**{k: v}, commit=c), final)))
+        for key, spec in self.session.controls.items():
+            if spec.group == "light":
+                lay.addWidget(self._control_slider(key))
         self.color_btn = QPushButton("Colour…")
         self.color_btn.setToolTip("light colour")
         self.color_btn.clicked.connect(self._pick_color)
@@ -201,10 +213,8 @@ class MainWindow(QMainWindow):
         rnd.clicked.connect(lambda: self._apply_seed(self.session.seed + 1))
         row.addWidget(rnd)
         lay.addLayout(row)
-        for k in range(N_ID_SLIDERS):
-            lay.addWidget(self._slider(f"id{k}", -3.0, 3.0, decimals=2, steps=600, label=f"Component {k + 1}",
-                                       on_change=lambda v, final, i=k: self.edit(
-                                           lambda c: self.session.set_identity_component(i, v, commit=c), final)))
+        for k in range(N_ID_CONTROLS):
+            lay.addWidget(self._control_slider(f"id{k}"))
         lay.addLayout(_factor_buttons(self, "identity", randomise=False))
         lay.addStretch(1)
         return w
@@ -225,16 +235,20 @@ class MainWindow(QMainWindow):
     def _menus(self) -> None:
         fm = self.menuBar().addMenu("&File")
 
-        def act(menu, text, fn, keys=None):
+        def act(menu, text, fn, keys=None, checkable=False):
             a = QAction(text, self)
             if keys:
                 a.setShortcuts([QKeySequence(k) for k in keys])
-            a.triggered.connect(fn)
+            a.setCheckable(checkable)
+            (a.toggled if checkable else a.triggered).connect(fn)
             menu.addAction(a)
             return a
         act(fm, "Open &photo…", self.open_photo_dialog, ["Ctrl+O"])
+        self.embed_action = act(fm, "&Embed photo in the generator…", self.embed_photo_dialog)
+        self.embed_action.setEnabled(self.session.generator is not None)
         act(fm, "Open &session…", self.load_session_dialog, ["Ctrl+Shift+O"])
         act(fm, "&Save session…", self.save_session_dialog, ["Ctrl+S"])
+        act(fm, "Save &frame…", self.save_frame_dialog, ["Ctrl+Shift+S"])
         fm.addSeparator()
         act(fm, "&Export animation…", self.export_dialog, ["Ctrl+E"])
         fm.addSeparator()
@@ -244,6 +258,11 @@ class MainWindow(QMainWindow):
         self.redo_action = act(em, "&Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
         em.addSeparator()
         act(em, "Reset &all", lambda: self.reset(None))
+        vm = self.menuBar().addMenu("&View")
+        self.generator_view_action = act(vm, "&Generator view (photo mode)", self.set_generator_view, ["Ctrl+G"],
+                                         checkable=True)
+        self.full_range_action = act(vm, "&Full slider range (beyond what the model was trained on)",
+                                     self.set_full_range, checkable=True)
         tm = self.menuBar().addMenu("&Timeline")
         act(tm, "&Add keyframe", self.timeline.add_keyframe, ["Ctrl+K"])
         act(tm, "&Remove keyframe", self.timeline.remove_selected)
@@ -252,30 +271,44 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------ #
     # edits
     # ------------------------------------------------------------------------------------------ #
-    def edit(self, fn, final: bool) -> None:
-        """Apply an edit (``fn(commit)``); request a small frame while dragging, the full one on release."""
+    def on_control(self, key: str, value: float, final: bool) -> None:
+        """A slider moved: the session returns the new snapshot, which goes to the render worker."""
         try:
-            fn(final)
+            snap = self.session.set_control(key, value, commit=final)
+        except SessionError as exc:
+            self.show_error("Edit", str(exc))
+            self.sync_controls()
+            return
+        spec = self.session.controls[key]
+        if spec.group == "expression":  # composites and their parts move together
+            self._sync_group(snap, "expression", skip=key)
+        warning = spec.warning(value)
+        if warning:
+            self.statusBar().showMessage(warning, 5000)
+        self._update_actions()
+        self.request_render(final=final, snap=snap)
+
+    def edit(self, fn, final: bool) -> None:
+        """Apply an edit (``fn(commit) -> Snapshot``); a small frame while dragging, the full one on release."""
+        try:
+            snap = fn(final)
         except SessionError as exc:
             self.show_error("Edit", str(exc))
             self.sync_controls()
             return
         self._update_actions()
-        self.request_render(final=final)
+        self.request_render(final=final, snap=snap)
 
     def randomize(self, factor: str) -> None:
-        self.session.randomize(factor)
-        self.after_state_change()
+        self.after_state_change(self.session.randomize(factor))
 
     def reset(self, factor) -> None:
-        self.session.reset(factor)
-        self.after_state_change()
+        self.after_state_change(self.session.reset(factor))
 
     def _apply_seed(self, seed: int) -> None:
         if seed == self.session.seed and self.session.coeffs.identity.abs().sum() > 0:
             return
-        self.session.set_seed(seed)
-        self.after_state_change()
+        self.after_state_change(self.session.set_seed(seed))
 
     def _pick_color(self) -> None:
         col = self.session.light_params()["color"]
@@ -286,59 +319,77 @@ class MainWindow(QMainWindow):
                       True)
 
     def undo(self) -> None:
-        if self.session.undo():
-            self.after_state_change()
+        snap = self.session.undo()
+        if snap is not None:
+            self.after_state_change(snap)
 
     def redo(self) -> None:
-        if self.session.redo():
-            self.after_state_change()
+        snap = self.session.redo()
+        if snap is not None:
+            self.after_state_change(snap)
 
-    def after_state_change(self) -> None:
+    def after_state_change(self, snap: Snapshot | None = None) -> None:
+        """The whole face may have changed (undo, reset, open): every control, the timeline, a full frame."""
+        snap = snap if snap is not None else self.session.state
         self.timeline.refresh()  # undo/redo may have added or removed keyframes
-        self.sync_controls()
-        self.request_render(final=True)
+        self.sync_controls(snap)
+        self.request_render(final=True, snap=snap)
 
     def _update_actions(self) -> None:
         self.undo_action.setEnabled(self.session.can_undo)
         self.redo_action.setEnabled(self.session.can_redo)
+        self.generator_view_action.setEnabled(self.session.photo is not None and self.session.generator is not None)
+        if getattr(self, "guard", None) is not None:  # every edit passes here: autosave (debounced)
+            self.guard.changed()
 
-    def sync_controls(self) -> None:
-        """Show the session's values on every control (no edits are emitted)."""
-        s = self.session
-        for k, v in s.pose_degrees().items():
-            self.sliders[k].set_value(v)
-        for n, v in s.coeffs.expr.items():
-            self.sliders[n].set_value(v)
-        lp = s.light_params()
-        for k in ("azimuth", "elevation", "intensity", "ambient"):
-            self.sliders[f"light_{k}"].set_value(lp[k])
-        for k in range(N_ID_SLIDERS):
-            self.sliders[f"id{k}"].set_value(float(s.coeffs.identity[0, k]))
+    def _sync_group(self, snap: Snapshot, group: str, skip: str | None = None) -> None:
+        for key, spec in self.session.controls.items():
+            if spec.group == group and key in self.sliders and key != skip:
+                self.sliders[key].set_value(spec.get(snap.coeffs))
+
+    def sync_controls(self, snap: Snapshot | None = None) -> None:
+        """Show a snapshot's values (default: the session's) on every control (no edits are emitted)."""
+        snap = snap if snap is not None else self.session.state
+        for key, slider in self.sliders.items():
+            slider.set_value(self.session.controls[key].get(snap.coeffs))
         self.seed_box.blockSignals(True)
-        self.seed_box.setValue(min(s.seed, 2**31 - 1))
+        self.seed_box.setValue(min(snap.seed, 2**31 - 1))
         self.seed_box.blockSignals(False)
         self._update_actions()
+
+    def set_full_range(self, on: bool) -> None:
+        """Sliders over the full range (beyond the trained one; the status bar warns there) or the trained one."""
+        self.full_range = bool(on)
+        for key, slider in self.sliders.items():
+            slider.set_range(*self.session.controls[key].range(self.full_range))
+        self.sync_controls()
 
     def filter_expressions(self, text: str) -> None:
         t = text.strip().lower()
         for group, box in self.expr_groups.items():
             any_shown = False
-            for n in self.session.model.expression_groups()[group]:
-                show = not t or t in n.lower() or t in group
-                self.sliders[n].setHidden(not show)
+            for k in self.expr_members[group]:
+                show = not t or t in k.lower() or t in group or t in self.session.controls[k].label.lower()
+                self.sliders[k].setHidden(not show)
                 any_shown |= show
             box.setHidden(not any_shown)
 
     # ------------------------------------------------------------------------------------------ #
     # rendering
     # ------------------------------------------------------------------------------------------ #
-    def request_render(self, final: bool = True) -> None:
-        s = self.session
+    def set_generator_view(self, on: bool) -> None:
+        """Photo mode: show the generator's image of the same coefficients instead of the photo."""
+        self.view_mode = "generator" if on else "auto"
+        self.request_render(final=True)
+
+    def request_render(self, final: bool = True, snap: Snapshot | None = None) -> None:
+        snap = snap if snap is not None else self.session.state
         self._serial += 1
-        # while dragging, a smaller 3DMM frame is cheaper; the generator renders at its own resolution anyway
-        size = self.display_size if final or s.generator is not None else self.drag_size
-        req = RenderRequest(s.coeffs.clone(), s.noise.clone(),
-                            None if s.w_offsets is None else s.w_offsets.clone(), size, False, final, self._serial)
+        if snap.photo is not None and self.view_mode == "auto":
+            size = None  # photo mode: the photo's own size; the frame renderer shrinks drag frames
+        else:  # a smaller 3DMM frame while dragging; the generator renders at its own resolution anyway
+            size = self.display_size if final or self.session.generator is not None else self.drag_size
+        req = RenderRequest(snap, size, final, self.view_mode, self._serial)
         self.last_request = req
         self.worker.submit(req)
 
@@ -347,11 +398,15 @@ class MainWindow(QMainWindow):
         self.last_shown_request = req
         self.frames_shown += 1
         self.view.set_image(frame.image)
-        self.mesh.set_mesh(frame.vertices, frame.landmarks3d)
+        self.mesh.set_mesh(frame.vertices, frame.landmarks3d, frame.triangles)
+        self.mesh.set_light(**self.session.light_params())  # the mesh panel lit like the image
         kind = "full" if req.final else "drag preview"
-        self.status_frame.setText(f"frame {frame.ms:.0f} ms ({frame.size} px, {kind})")
-        self.status_mode.setText(self.session.mode_text if frame.mode == self.session.mode
-                                 else "preview: 3DMM render")
+        h, w = frame.image.shape[:2]
+        self.status_frame.setText(f"frame {frame.ms:.0f} ms ({w}×{h} px, {kind})"
+                                  + (f" — {frame.note}" if frame.note else ""))
+        self.status_mode.setText(self.session.mode_text if frame.mode == self.session.mode else
+                                 {"preview": "preview: 3DMM render", "generator": "generator view"}.get(frame.mode,
+                                                                                                      frame.mode))
         self.frameShown.emit()
 
     def _on_render_failed(self, req, msg: str) -> None:
@@ -368,12 +423,12 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------ #
     def _on_time(self, t: float, final: bool) -> None:
         try:
-            self.session.go_to_time(t, commit=final)
+            snap = self.session.go_to_time(t, commit=final)
         except SessionError as exc:
             self.show_error("Timeline", str(exc))
             return
-        self.sync_controls()
-        self.request_render(final=final)
+        self.sync_controls(snap)
+        self.request_render(final=final, snap=snap)
 
     # ------------------------------------------------------------------------------------------ #
     # files
@@ -394,12 +449,13 @@ class MainWindow(QMainWindow):
 
     def load_session(self, path) -> bool:
         try:
-            self.session.load_file(path)
+            snap = self.session.load_file(path)
         except SessionError as exc:
             self.show_error("Open session", str(exc))
             return False
-        self.timeline.refresh()
-        self.after_state_change()
+        self.after_state_change(snap)
+        if getattr(self, "guard", None) is not None:
+            self.guard.saved(path)
         self.statusBar().showMessage(f"opened {Path(path).name}", 5000)
         return True
 
@@ -409,6 +465,8 @@ class MainWindow(QMainWindow):
         except SessionError as exc:
             self.show_error("Save session", str(exc))
             return False
+        if getattr(self, "guard", None) is not None:
+            self.guard.saved(path)
         self.statusBar().showMessage(f"saved {Path(path).name}", 5000)
         return True
 
@@ -424,8 +482,27 @@ class MainWindow(QMainWindow):
                 path += ".json"
             self.save_session(path)
 
+    def save_frame(self, path) -> bool:
+        """The current face as one image at the session's native size (PNG/JPEG/WebP by the suffix)."""
+        try:
+            if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+                raise ValueError(f"image files end in {', '.join(IMAGE_SUFFIXES)}: {Path(path).name}")
+            save_image(path, self.session.render().image)
+        except ValueError as exc:
+            self.show_error("Save frame", str(exc))
+            return False
+        self.statusBar().showMessage(f"saved {Path(path).name}", 5000)
+        return True
+
+    def save_frame_dialog(self) -> None:
+        start = str(default_export_path(self.session, getattr(getattr(self, "guard", None), "path", None),
+                                        ExportDialog.last_folder).with_suffix(".png"))
+        path, _ = QFileDialog.getSaveFileName(self, "Save frame", start, "Images (*.png *.jpg *.jpeg *.webp)")
+        if path:
+            self.save_frame(path if Path(path).suffix else path + ".png")
+
     def export_dialog(self) -> ExportDialog:
-        dlg = ExportDialog(self.session, self)
+        dlg = ExportDialog(self.session, self, getattr(getattr(self, "guard", None), "path", None))
         dlg.open()
         return dlg
 
@@ -434,8 +511,15 @@ class MainWindow(QMainWindow):
         if path:
             self.open_photo(path)
 
-    def open_photo(self, path) -> Job | None:
-        """Embed / fit a photo in a worker thread with a progress dialog and Cancel."""
+    def embed_photo_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Embed photo in the generator", "",
+                                              "Images (*.jpg *.jpeg *.png *.bmp *.webp)")
+        if path:
+            self.open_photo(path, how="embed")
+
+    def open_photo(self, path, how: str = "photo") -> Job | None:
+        """Open a photo in a worker thread with a progress dialog and Cancel (photo mode by default; ``how="embed"``
+        embeds it in the generator)."""
         if self._job is not None and self._job.running:
             self.show_error("Open photo", "a photo is already being opened")
             return None
@@ -443,7 +527,8 @@ class MainWindow(QMainWindow):
         dlg.setWindowModality(Qt.WindowModal)
         dlg.setMinimumDuration(300)
         sess = self.session
-        job = Job(lambda progress, cancel: sess.open_photo(path, progress, cancel), cancel_types=(SessionCancelled,))
+        job = Job(lambda progress, cancel: sess.open_photo(path, progress, cancel, how=how),
+                  cancel_types=(SessionCancelled,))
 
         def prog(d, t):
             dlg.setMaximum(t)
@@ -470,7 +555,13 @@ class MainWindow(QMainWindow):
         else:
             self.open_photo(path)
 
+    # ------------------------------------------------------------------------------------------ #
+    # closing (the usability helper's unsaved-changes prompt lives in self.guard)
+    # ------------------------------------------------------------------------------------------ #
     def closeEvent(self, ev) -> None:
+        if getattr(self, "guard", None) is not None and not self.guard.confirm_close():  # Save/Discard/Cancel
+            ev.ignore()
+            return
         self.timeline.timer.stop()
         if self._job is not None and self._job.running:
             self._job.cancel()

@@ -10,18 +10,15 @@ import threading
 import traceback
 from dataclasses import dataclass
 
-import torch
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 
 @dataclass
 class RenderRequest:
-    coeffs: object  # Coefficients (a copy: the UI may keep editing)
-    noise: torch.Tensor
-    w_offsets: torch.Tensor | None
-    size: int
-    preview: bool  # force the 3DMM render
+    snapshot: object  # engine.editing.state.Snapshot (immutable: the UI keeps editing new ones)
+    size: int | None  # None: the view's own size (photo mode: the photo's resolution)
     final: bool  # False while dragging (a smaller frame), True on release
+    view: str = "auto"  # "auto" | "generator" | "preview" (engine.editing.frames.VIEWS)
     serial: int = 0
 
 
@@ -64,8 +61,7 @@ class RenderWorker(QObject):
                     self._scheduled = False
                     return
             try:
-                frame = self.session.render_state(req.coeffs, req.noise, req.size, preview=req.preview,
-                                                  w_offsets=req.w_offsets)
+                frame = self.session.render_snapshot(req.snapshot, req.size, final=req.final, view=req.view)
             except Exception as exc:  # an engine error must reach the user, never kill the editor
                 traceback.print_exc()
                 self.failed.emit(req, f"{type(exc).__name__}: {exc}")

@@ -61,7 +61,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from engine.generator.embed import PhotoEmbedder, paste_into_photo, standard_edits, synthesize_embedding
+    from engine.cli.photo import standard_edits
+    from engine.editing.paste import paste_into_photo
+    from engine.generator.embed import PhotoEmbedder, synthesize_embedding
     from engine.generator.networks import FaceGenerator
     from engine.io.files import save_image
     from engine.perception.align import AlignError, load_image
@@ -130,10 +132,10 @@ def main(argv=None) -> int:
             c = res.coeffs.clone()
             c.set_pose_degrees(yaw=math.degrees(float(c.pose[0, 0])) + 20)
             lit, smile = edits["relit"](res.coeffs.clone()), edits["smile"](res.coeffs.clone())
-            panels = [photo, paste_into_photo(res, res.reconstruction, photo, embedder=emb),
-                      paste_into_photo(res, emb.render(res, c), photo, coeffs=c, embedder=emb),
-                      paste_into_photo(res, emb.render(res, lit), photo, embedder=emb, mode="delta"),
-                      paste_into_photo(res, emb.render(res, smile), photo, coeffs=smile, embedder=emb, mode="delta")]
+            panels = [photo, paste_into_photo(res, res.reconstruction, photo, renderer=emb.renderer),
+                      paste_into_photo(res, emb.render(res, c), photo, coeffs=c, renderer=emb.renderer),
+                      paste_into_photo(res, emb.render(res, lit), photo, renderer=emb.renderer, mode="delta"),
+                      paste_into_photo(res, emb.render(res, smile), photo, coeffs=smile, renderer=emb.renderer, mode="delta")]
             Path(args.paste).parent.mkdir(parents=True, exist_ok=True)
             save_image(args.paste, np.concatenate(panels, 1))
             paste_done = True

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from engine import cli
-from engine.generator.embed import (EmbedCancelled, EmbedError, PhotoEmbedder, paste_into_photo, psnr,
-                          synthesize_embedding)
+from engine.editing.paste import paste_into_photo
+from engine.generator.embed import EmbedCancelled, EmbedError, PhotoEmbedder, psnr, synthesize_embedding
 
 STEPS = 24
 
@@ -158,7 +158,7 @@ def test_paste_into_photo(embedded, photo, embedder):
     res, _ = embedded
     img = load_image(photo)
     white = torch.ones(1, 3, 32, 32)
-    out = paste_into_photo(res, white, photo, embedder=embedder)
+    out = paste_into_photo(res, white, photo, renderer=embedder.renderer)
     assert out.shape == img.shape and out.dtype == np.uint8
     # corners (outside the crop footprint) untouched; the face centre (nose) replaced by the pasted image
     for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
@@ -168,7 +168,7 @@ def test_paste_into_photo(embedded, photo, embedder):
     changed = np.abs(out.astype(int) - img).sum(-1) > 0
     assert 0.05 < changed.mean() < 0.8
     with pytest.raises(EmbedError):
-        paste_into_photo(res, white, np.zeros((100, 80, 3), np.uint8), embedder=embedder)
+        paste_into_photo(res, white, np.zeros((100, 80, 3), np.uint8), renderer=embedder.renderer)
 
 
 def test_paste_delta_keeps_the_photo(embedded, photo, embedder):
@@ -177,16 +177,16 @@ def test_paste_delta_keeps_the_photo(embedded, photo, embedder):
 
     res, _ = embedded
     img = load_image(photo)
-    same = paste_into_photo(res, res.reconstruction, photo, embedder=embedder, mode="delta")
+    same = paste_into_photo(res, res.reconstruction, photo, renderer=embedder.renderer, mode="delta")
     assert np.abs(same.astype(int) - img).max() <= 1
     brighter = (res.reconstruction + 0.2).clamp(0, 1)
-    out = paste_into_photo(res, brighter, photo, embedder=embedder, mode="delta")
+    out = paste_into_photo(res, brighter, photo, renderer=embedder.renderer, mode="delta")
     nx, ny = (int(v) for v in res.alignment.landmarks_photo[30])
     gain = out[ny - 2:ny + 3, nx - 2:nx + 3].astype(float).mean() - img[ny - 2:ny + 3, nx - 2:nx + 3].mean()
     assert 25 < gain < 60, gain
     assert np.array_equal(out[0, 0], img[0, 0])
     with pytest.raises(EmbedError):
-        paste_into_photo(res, brighter, photo, embedder=embedder, mode="blend")
+        paste_into_photo(res, brighter, photo, renderer=embedder.renderer, mode="blend")
 
 
 def _assets(tmp_path, gen):

@@ -1,6 +1,7 @@
 """engine.editing.session: edits, undo/redo, keyframes, save/load and its error handling (no Qt)."""
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -217,6 +218,7 @@ class FakeGenerator:
     """Stands in for engine.generator.networks.FaceGenerator: a colour that depends on the coefficients and noise."""
     resolution = 32
     noise_dim = 32
+    G = SimpleNamespace(noise_dim=32)
 
     def __init__(self):
         self.calls = 0
@@ -262,39 +264,42 @@ def test_cached_preview_matches_the_renderer(session, renderer):
 
 
 def test_open_photo_paths(session, tmp_path, monkeypatch):
-    import sys
-    import types
+    """The 3DMM fit path: a missing file is a clear error; the fitter's own cancel exception (by type) becomes
+    SessionCancelled and changes nothing; a fit is one undo step."""
+    from engine.editing import photo_import
+    from engine.editing.session import SessionCancelled
+    from engine.face import fitting
 
     photo = tmp_path / "face.jpg"
     photo.write_bytes(b"not really a jpeg")
     with pytest.raises(SessionError, match="not found"):
         session.open_photo(tmp_path / "missing.jpg")
-    monkeypatch.setitem(sys.modules, "engine.face.fitting", None)  # no fitter in this build
-    with pytest.raises(SessionError, match="not available"):
-        session.open_photo(photo)
     fitted = session.model.zeros(1)
     fitted.set_pose_degrees(yaw=12)
     fitted.expr["jawOpen"] = 0.4
-    fake = types.ModuleType("engine.face.fitting")
     calls = []
 
     def fit_photo(path, progress=None, cancel=None):
         calls.append(path)
+        if progress is not None:
+            progress(0.5)
         if cancel is not None and cancel():
-            raise KeyboardInterrupt
+            raise fitting.FitCancelled("fitting cancelled")  # what the real fitter raises mid-way
         return fitted, None, None, None
-    fake.fit_photo = fit_photo
-    monkeypatch.setitem(sys.modules, "engine.face.fitting", fake)
-    from engine.editing.session import SessionCancelled
-
+    monkeypatch.setattr(fitting, "fit_photo", fit_photo)
+    checks = iter([False, True])  # not cancelled before the fit starts: the fitter itself must see the cancel
     with pytest.raises(SessionCancelled):
-        session.open_photo(photo, cancel=lambda: True)
+        session.open_photo(photo, cancel=lambda: next(checks), how="fit")
+    assert calls == [str(photo)]
     assert session.coeffs.expr["jawOpen"].item() == 0  # cancelled: unchanged
-    msg = session.open_photo(photo)
-    assert "fitted" in msg and calls[-1] == str(photo)
+    assert not session.can_undo
+    seen = []
+    msg = session.open_photo(photo, progress=lambda d, t: seen.append((d, t)), how="fit")
+    assert "fitted" in msg and calls[-1] == str(photo) and seen[0] == (500, 1000) and seen[-1] == (1, 1)
     assert session.expression_value("jawOpen") == pytest.approx(0.4)
     assert session.pose_degrees()["yaw"] == pytest.approx(12, abs=1e-4)
     assert session.undo() and session.expression_value("jawOpen") == 0
+    assert photo_import.ImportCancelled is SessionCancelled
 
 
 def test_from_embedding(face_model, tmp_path):
@@ -335,6 +340,7 @@ def test_with_a_real_face_generator(face_model, tmp_path):
 
 def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):
     import engine.generator.embed as E
+    from engine.editing import photo_import
     from types import SimpleNamespace
 
     photo = tmp_path / "p.png"
@@ -349,19 +355,108 @@ def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):
 
         def embed(self, path, progress=None, cancel=None):
             for i in range(3):
-                if cancel():
+                if cancel is not None and cancel():
                     raise E.EmbedCancelled()
                 progress(i + 1, 3, 0.5)
             return SimpleNamespace(coeffs=c, noise=torch.zeros(1, 32), w_offsets=None,
                                    metrics={"psnr_face": 25.0, "seconds": 0.1})
-    monkeypatch.setattr(E, "PhotoEmbedder", FakeEmbedder)
-    monkeypatch.delattr(E, "embed_photo", raising=False)
+    monkeypatch.setattr(photo_import, "PhotoEmbedder", FakeEmbedder)
     from engine.editing.session import SessionCancelled
 
     s = Session(model=face_model, generator=FakeGenerator())
     with pytest.raises(SessionCancelled):
-        s.open_photo(photo, cancel=lambda: True)
+        s.open_photo(photo, cancel=lambda: True, how="embed")
     assert s.expression_value("eyeBlink_L") == 0
-    msg = s.open_photo(photo, progress=lambda d, t: seen.append((d, t)))
+    msg = s.open_photo(photo, progress=lambda d, t: seen.append((d, t)), how="embed")
     assert "embedded" in msg and seen == [(1, 3), (2, 3), (3, 3)]
     assert s.expression_value("eyeBlink_L") == 1.0 and s.truncation_psi == 1.0
+
+
+def test_edits_return_snapshots_that_later_edits_do_not_change(session):
+    s1 = session.set_control("yaw", 20, commit=False)
+    img1 = session.render_snapshot(s1, SIZE).image
+    s2 = session.set_control("yaw", 30, commit=False)
+    assert s2 is session.state and s1 is not s2
+    assert math.degrees(float(s1.coeffs.pose[0, 0])) == pytest.approx(20, abs=1e-4)  # not changed behind its back
+    assert np.array_equal(session.render_snapshot(s1, SIZE).image, img1)
+    assert session.commit() and session.undo() is not None
+    assert session.pose_degrees()["yaw"] == 0
+
+
+def test_control_table_names_ranges_and_composites(session):
+    from engine.editing.controls import ControlError, parse_assignments
+
+    t = session.controls
+    assert t["yaw"].trained == (-40.0, 40.0) and (t["yaw"].lo, t["yaw"].hi) == (-60.0, 60.0)
+    assert t["jawOpen"].range() == (0.0, 1.0) and "ambient" not in t and "light_ambient" in t
+    session.set_controls({"smile": 0.6, "blink": 1.0, "look_horizontal": -0.5, "look_vertical": 0.25})
+    e = session.coeffs.expr
+    assert e["mouthSmile_L"].item() == pytest.approx(0.6) and e["mouthSmile_R"].item() == pytest.approx(0.6)
+    assert e["eyeBlink_L"].item() == 1.0 and e["eyeBlink_R"].item() == 1.0
+    assert e["eyeLookIn_L"].item() == pytest.approx(0.5) and e["eyeLookOut_R"].item() == pytest.approx(0.5)
+    assert e["eyeLookOut_L"].item() == 0 and e["eyeLookUp_L"].item() == pytest.approx(0.25)
+    assert session.control_value("look_horizontal") == pytest.approx(-0.5)
+    assert session.control_value("smile") == pytest.approx(0.6)
+    # outside the trained range: refused unless forced (with a warning), outside the full range always refused
+    with pytest.raises(SessionError, match="trained"):
+        session.set_control("yaw", 50, force=False)
+    session.set_control("yaw", 50)
+    assert t["yaw"].warning(50) and "trained" in t["yaw"].warning(50) and t["yaw"].warning(30) is None
+    with pytest.raises(SessionError, match="outside its range"):
+        session.set_control("yaw", 500)
+    with pytest.raises(SessionError, match="unknown setting"):
+        session.set_control("smileBig", 1)
+    before = session.coeffs.as_vector().clone()
+    with pytest.raises(SessionError):  # all or nothing
+        session.set_controls({"pitch": 10, "jawOpen": 3})
+    assert torch.equal(before, session.coeffs.as_vector())
+    assert parse_assignments(["yaw=20", "jawOpen = 0.5"]) == {"yaw": 20.0, "jawOpen": 0.5}
+    for bad in (["yaw"], ["yaw=abc"], ["yaw=nan"]):
+        with pytest.raises(ControlError):
+            parse_assignments(bad)
+
+
+def test_session_file_fuzz(session, tmp_path):
+    """Randomly damaged session files: SessionError (never another exception) and the session is unchanged."""
+    import random
+
+    session.set_pose_degrees(yaw=-15)
+    session.add_keyframe(0.0)
+    session.set_expression("jawOpen", 0.5)
+    session.add_keyframe(1.0)
+    good = tmp_path / "good.json"
+    session.save(good)
+    text = good.read_text()
+    d = json.loads(text)
+    before = session.coeffs.as_vector().clone()
+    rng = random.Random(0)
+    values = [None, True, -1, 1e309, "x", [], {}, [1, "a"], {"format": "x"}, 2**70, float("nan")]
+    cases = []
+    for _ in range(60):  # byte-level damage
+        i = rng.randrange(len(text))
+        cases.append(text[:i] + rng.choice(["", "}", "\x00", "[", '"', "9e999"]) + text[i + rng.randrange(1, 20):])
+    paths = [("coefficients",), ("noise",), ("seed",), ("truncation_psi",), ("keyframes",), ("keyframes", 0),
+             ("keyframes", 0, "time"), ("keyframes", 1, "coefficients"), ("coefficients", "expression"),
+             ("coefficients", "pose"), ("version",), ("w_offsets",), ("photo",)]
+    for path in paths:  # structural damage
+        for v in values:
+            dd = json.loads(text)
+            obj = dd
+            for k in path[:-1]:
+                obj = obj[k]
+            obj[path[-1]] = v
+            cases.append(json.dumps(dd))
+    n_ok = 0
+    for i, case in enumerate(cases):
+        p = tmp_path / f"f{i}.json"
+        p.write_text(case)
+        try:
+            session.load_file(p)
+        except SessionError:
+            assert torch.equal(before, session.coeffs.as_vector())
+            continue
+        n_ok += 1  # some damage is harmless (e.g. whitespace); the loaded face must still render
+        assert session.render(32).image.shape == (32, 32, 3)
+        session.undo()
+    assert n_ok < len(cases) // 2
+    assert d["format"] == "discoface.session"

@@ -1,0 +1,49 @@
+"""``discoface`` command line: one module per command group, registered in :data:`COMMANDS`.
+
+Every command exits 0 on success and, on a user mistake (bad file, bad value), prints one line ``error: …`` and
+exits 2 without writing a partial output. A new command group is a module with ``register(subparsers)`` that adds
+its sub-commands (each ``set_defaults(fn=...)``), listed in :data:`COMMANDS`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.cli import export, photo, render
+from engine.cli.common import EXIT_USER_ERROR, UsageError
+from engine.runtime import setup_entry_point
+
+COMMANDS = (render, photo, export)  # each module: register(subparsers)
+
+__all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own mistakes: one line, exit 2 (as every other user mistake)
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="discoface", description="DiscoFace studio command line (training: python -m training)")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module in COMMANDS:
+        module.register(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_entry_point("cli")
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # every user-facing error type in the engine derives from ValueError
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``export``: a session's keyframes as PNG frames / GIF / MP4 (photo sessions at the photo's resolution)."""
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from engine.cli.common import add_keyframe_args, add_keyframes, check_size, parse_keyframes
+from engine.editing.session import Session
+from engine.io.export import export_sequence, format_for
+
+
+def cmd_export(args) -> int:
+    format_for(args.to)  # a bad target is refused before any work
+    size = check_size(args.size, hi=2048)
+    sess = Session.load(args.session)
+    add_keyframes(sess, parse_keyframes(args.keyframe, args.animate, sess.model.exp_names, args.force))
+    n = args.frames if args.frames is not None else max(1, int(round(sess.duration * float(args.fps))) + 1)
+    bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
+    try:
+        out = export_sequence(sess, args.to, fps=args.fps, n_frames=n, size=size,
+                              progress=lambda d, t: bar.update(d - bar.n))
+    finally:
+        bar.close()
+    print(f"wrote {out} ({n} frames, {sess.mode_text})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a session's keyframes as PNG frames / GIF / MP4")
+    p.add_argument("session")
+    p.add_argument("--to", required=True, help="out.mp4, out.gif or a folder for PNG frames")
+    p.add_argument("--fps", type=int, default=24)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="allow keyframe values beyond the trained range")
+    add_keyframe_args(p)
+    p.set_defaults(fn=cmd_export)

@@ -1,0 +1,220 @@
+"""Photo commands: ``fit`` (3DMM coefficients), ``embed`` (the generator's latents), ``edit`` (photo mode)."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine.cli.common import (UsageError, add_keyframe_args, add_keyframes, add_set_args, check_size, out_path,
+                               parse_keyframes, settings)
+from engine.editing.paste import paste_into_photo
+from engine.editing.session import Session
+from engine.face.fitting import fit_photo, overlay_image
+from engine.face.model import default_model
+from engine.generator.embed import EmbedConfig, EmbedResult, PhotoEmbedder
+from engine.render import light_from_direction
+from engine.generator.networks import load_default_generator
+from engine.io.export import export_sequence, format_for
+from engine.io.files import save_image, write_json_atomic
+from engine.perception.align import load_image
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def cmd_fit(args) -> int:
+    """Fit the 3DMM to a photo: coefficients JSON (+ overlay PNG)."""
+    out = out_path(args.output, (".json",))
+    if args.overlay:
+        out_path(args.overlay, what="overlay")
+    coeffs, crop, _alignment, result = fit_photo(args.photo)
+    write_json_atomic(out, coeffs.to_json_dict())
+    print(f"wrote {out} (landmark NME {float(result.landmark_nme.mean()):.3f})")
+    if args.overlay:
+        save_image(args.overlay, overlay_image(crop, coeffs))
+        print(f"wrote {args.overlay}")
+    return 0
+
+
+def _progress_bar(desc: str, total: int):
+    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
+    return bar, (lambda d, t: bar.update(max(0, int(d * total / max(t, 1)) - bar.n)))
+
+
+def cmd_embed(args) -> int:
+    """``discoface embed photo.jpg -o me.json [--overlay grid.png] [--paste-back out.png] [--keyframe …]``.
+
+    Checks every output path and the photo first, embeds with a progress bar, then writes the outputs (each
+    atomically; all or nothing)."""
+    out = out_path(args.output, (".json",))
+    overlay = out_path(args.overlay, what="overlay") if args.overlay else None
+    paste = out_path(args.paste_back, what="paste-back output") if args.paste_back else None
+    for p in (out, overlay, paste):  # checked before the minutes of embedding, not after
+        if p is not None and not p.parent.exists() and str(p.parent) not in ("", "."):
+            raise UsageError(f"output folder {p.parent} does not exist")
+    if args.steps is not None and int(args.steps) < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    photo = load_image(args.photo)  # unreadable files fail here, before the weights are loaded
+    keyframes = parse_keyframes(args.keyframe, args.animate, default_model().exp_names, args.force)
+    gen = load_default_generator()
+    if gen is None:
+        raise UsageError("no generator weights in assets/ (assets/generator.safetensors): cannot embed")
+    emb = PhotoEmbedder(gen, config=EmbedConfig(steps=args.steps) if args.steps else None)
+    total = emb.config.steps
+    bar = None
+
+    def on_progress(i, n, loss):  # the bar appears once the face is found and optimisation starts
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="embedding", unit="step", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        res = emb.embed(photo, seed=int(args.seed or 0), progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    # every output in memory first, then written (atomic writes; nothing half-written on a failure)
+    sess = Session.from_embedding(res, source=str(args.photo), generator=gen)
+    add_keyframes(sess, keyframes)
+    grid = None
+    if overlay:
+        grid = embedding_grid(res, emb, standard_edits())
+        if grid.shape[1] < 128:  # small generators: tiles upscaled to 128 px so the overlay is readable
+            grid = F.interpolate(grid[None], scale_factor=128 // grid.shape[1], mode="bilinear",
+                                 align_corners=False)[0].clamp(0, 1)
+    pasted = paste_into_photo(res, res.reconstruction, photo, renderer=emb.renderer) if paste else None
+    written = []
+    try:
+        sess.save(out)
+        written.append(out)
+        if grid is not None:
+            save_image(overlay, grid)
+            written.append(overlay)
+        if pasted is not None:
+            save_image(paste, pasted)
+            written.append(paste)
+    except BaseException:
+        for p in written:  # all or nothing
+            Path(p).unlink(missing_ok=True)
+        raise
+    m = res.metrics
+    idd = f", identity distance {m['id_distance']:.3f}" if "id_distance" in m else ""
+    kf = f", {len(keyframes)} keyframes" if keyframes else ""
+    print(f"wrote {out}  (face PSNR {m['psnr_face']:.1f} dB{idd}, {m['seconds']:.1f} s, init: {m['init']}{kf})")
+    if overlay:
+        print(f"wrote {overlay}  (photo | reconstruction | yaw -20 | yaw +20 | smile | relit)")
+    if paste:
+        print(f"wrote {paste}")
+    return 0
+
+
+def cmd_edit(args) -> int:
+    """``discoface edit photo.jpg --set yaw=15 smile=0.7 -o out.png``: photo mode from the command line.
+
+    ``--set`` values are the sliders' absolute values; unset controls keep the fitted ones; no ``--set`` gives the
+    photo back unchanged at its own size. ``-o`` ending in .json saves the session (photo + fit + keyframes);
+    .mp4/.gif exports the keyframes (``--keyframe`` / ``--animate``) at the photo's resolution."""
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        format_for(out)
+    else:
+        out_path(args.output, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".json"))
+    size = check_size(args.size)
+    model = default_model()
+    values = settings(args.set, model.exp_names, args.force)
+    keyframes = parse_keyframes(args.keyframe, args.animate, model.exp_names, args.force)
+    if suffix in VIDEO_SUFFIXES and not keyframes:
+        raise UsageError(f"{out.name}: a video needs keyframes (--keyframe \"yaw=-20@0\" \"yaw=20@2\" or --animate "
+                         f"turn)")
+    sess = Session(model=model)
+    bar, prog = _progress_bar("fitting", 100)
+    try:
+        summary = sess.open_photo(args.photo, progress=prog, how="photo")
+    finally:
+        bar.close()
+    if values:
+        sess.set_controls(values)
+    add_keyframes(sess, keyframes)
+    if suffix == ".json":
+        sess.save(out)
+    elif suffix in VIDEO_SUFFIXES:
+        n = max(1, int(round(sess.duration * float(args.fps))) + 1)
+        bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
+        try:
+            export_sequence(sess, out, fps=args.fps, n_frames=n, size=size,
+                            progress=lambda d, t: bar.update(d - bar.n))
+        finally:
+            bar.close()
+    else:
+        frame = sess.render_snapshot(sess.state, size)
+        if frame.note:
+            print(f"warning: {frame.note}", file=sys.stderr)
+        save_image(out, frame.image)
+    print(f"wrote {out}  ({summary})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("fit", help="fit the 3D face model to a photo")
+    p.add_argument("photo")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overlay")
+    p.set_defaults(fn=cmd_fit)
+
+    p = sub.add_parser("embed", help="embed a photo into the generator's factor latents (a session file)")
+    p.add_argument("photo")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overlay", help="before/after grid PNG: photo | reconstruction | yaw -20 | yaw +20 | smile | relit")
+    p.add_argument("--paste-back", dest="paste_back", metavar="OUT.png",
+                   help="the reconstruction composited back into the original photo")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="allow keyframe values beyond the trained range")
+    add_keyframe_args(p)
+    p.set_defaults(fn=cmd_embed)
+
+    p = sub.add_parser("edit", help="edit a photo in photo mode: out.png, a session .json, or a .mp4/.gif animation")
+    p.add_argument("photo")
+    p.add_argument("-o", "--output", required=True)
+    add_set_args(p)
+    add_keyframe_args(p)
+    p.add_argument("--size", type=int, default=None, help="longest side of the output (default: the photo's own)")
+    p.add_argument("--fps", type=int, default=24)
+    p.set_defaults(fn=cmd_edit)
+def embedding_grid(result: EmbedResult, embedder: PhotoEmbedder, edits: dict | None = None) -> torch.Tensor:
+    """(3, S, S * n) row: photo crop | reconstruction | each edit (name → function(Coefficients) -> Coefficients)."""
+    tiles = [torch.from_numpy(result.crop).permute(2, 0, 1).float() / 255, result.reconstruction[0]]
+    for fn in (edits or {}).values():
+        c = fn(result.coeffs.clone())
+        tiles.append(embedder.render(result, c)[0])
+    return torch.cat(tiles, 2)
+
+
+def standard_edits() -> dict:
+    """The edits of the before/after grid: yaw −20°, yaw +20°, smile, relit from the side."""
+    def yaw(deg):
+        def f(c):
+            y = math.degrees(float(c.pose[0, 0]))
+            c.set_pose_degrees(yaw=y + deg)
+            return c
+        return f
+
+    def smile(c):
+        for n in ("mouthSmile_L", "mouthSmile_R"):
+            if n in c.exp_names:
+                c.expr[n] = 0.7
+        return c
+
+    def relit(c):
+        c.light[:] = light_from_direction(-60, 15, 0.6, ambient=0.6)
+        return c
+
+    return {"yaw-20": yaw(-20), "yaw+20": yaw(20), "smile": smile, "relit": relit}
+
+

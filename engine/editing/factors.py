@@ -1,0 +1,92 @@
+"""Per-factor values for Randomise and Reset: what a fresh identity / expression / light / pose / noise looks like."""
+from __future__ import annotations
+
+import torch
+
+from engine.face.model import N_EXP, Coefficients, FaceModel
+from engine.render.shading import light_from_direction
+from engine.editing.sessionfile import SessionError
+from engine.editing.state import Snapshot
+
+FACTORS = ("identity", "expression", "light", "pose", "noise")
+DEFAULT_LIGHT = {"azimuth": 25.0, "elevation": 20.0, "intensity": 0.45, "ambient": 0.75}  # start / reset light
+
+
+def check_factor(factor: str) -> None:
+    if factor not in FACTORS:
+        raise SessionError(f"unknown factor {factor!r}; one of {', '.join(FACTORS)}")
+
+
+def default_light() -> torch.Tensor:
+    d = DEFAULT_LIGHT
+    return light_from_direction(d["azimuth"], d["elevation"], d["intensity"], d["ambient"])
+
+
+def seed_noise(seed: int, noise_dim: int) -> torch.Tensor:
+    return torch.randn(1, noise_dim, generator=torch.Generator().manual_seed(int(seed) + 7919))
+
+
+def _analytic(factor: str, model: FaceModel, g: torch.Generator) -> tuple:
+    """Without a generator: identity ~ N(0, 1), a few small expressions, a random key light, a moderate pose."""
+    def u(lo, hi):
+        return lo + (hi - lo) * float(torch.rand(1, generator=g))
+    if factor == "identity":
+        return torch.randn(1, 100, generator=g), torch.randn(1, model.albedo_dim, generator=g)
+    if factor == "expression":
+        e = torch.zeros(1, N_EXP)
+        idx = torch.randperm(N_EXP, generator=g)[:5]
+        e[0, idx] = torch.rand(5, generator=g) * 0.5
+        return (e,)
+    if factor == "light":
+        return (light_from_direction(u(-70, 70), u(-30, 50), u(0.15, 0.7), u(0.55, 1.0)),)
+    yaw, pitch, roll = (torch.randn(3, generator=g) * torch.tensor([20.0, 10.0, 5.0])).tolist()
+    p = torch.tensor([[max(-40, min(40, yaw)), max(-20, min(20, pitch)), max(-20, min(20, roll))]])
+    return (torch.deg2rad(p),)
+
+
+def randomized(snap: Snapshot, factor: str, seed: int, model: FaceModel, generator, noise_dim: int) -> Snapshot:
+    """``snap`` with new random values for one factor (seeded); the other factors are untouched. With a generator
+    the values come from its own factor decoders (plausible values), else from simple priors."""
+    check_factor(factor)
+    if factor == "noise":
+        return snap.edited(noise=seed_noise(seed, noise_dim))
+    if generator is not None:
+        with torch.no_grad():
+            c, _ = generator.sample(1, seed)
+        src = {"identity": (c.identity, c.albedo), "expression": (c.expression,), "light": (c.light,),
+               "pose": (c.pose,)}[factor]
+    else:
+        src = _analytic(factor, model, torch.Generator().manual_seed(seed))
+
+    def apply(c: Coefficients) -> None:
+        if factor == "identity":
+            c.identity[:] = src[0]
+            if c.albedo.numel() and len(src) > 1 and src[1].shape == c.albedo.shape:
+                c.albedo[:] = src[1]
+        else:
+            getattr(c, factor)[:] = src[0]
+    return snap.edited(apply, seed=seed if factor == "identity" else snap.seed)
+
+
+def reset(snap: Snapshot, factors, noise_dim: int, neutral: Coefficients | None = None) -> Snapshot:
+    """``snap`` with ``factors`` back to neutral; light goes back to the default key light, not to flat ambient.
+    With ``neutral`` (photo mode: the photo's fit) the factors go back to those values instead."""
+    for f in factors:
+        check_factor(f)
+    changes = {}
+    if "noise" in factors:
+        changes.update(noise=seed_noise(0, noise_dim), w_offsets=None)
+
+    def apply(c: Coefficients) -> None:
+        for f in factors:
+            if neutral is not None and f != "noise":
+                for name in (("identity", "albedo") if f == "identity" else (f,)):
+                    getattr(c, name)[:] = getattr(neutral, name)
+            elif f == "identity":
+                c.identity.zero_()
+                c.albedo.zero_()
+            elif f == "light":
+                c.light[:] = default_light()
+            elif f != "noise":
+                getattr(c, f).zero_()
+    return snap.edited(apply, **changes)
