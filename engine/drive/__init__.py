@@ -178,6 +178,7 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     found = np.zeros(n, bool)
     ms_fit = []
     prev = None
+    prev_sim = None
     for i, o in enumerate(obs):
         if o is None:
             raw.append(None)
@@ -188,8 +189,9 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
         if prev is not None:
             x0[N_EXP + 2] -= prev_off  # the solver works in the crop; roll offsets are added afterwards
         t0 = time.perf_counter()
-        x = solver.solve(o.landmarks, x0, prior)
+        x_full = solver.solve(o.landmarks, x0 if prev_sim is None else np.concatenate([x0, prev_sim]), prior)
         ms_fit.append((time.perf_counter() - t0) * 1000.0)
+        x, prev_sim = x_full[:N_EXP + 3], x_full[N_EXP + 3:]
         prev_off = o.roll_offset
         x_frame = x.copy()
         # the crop's pose -> the frame's: compose the in-plane rotation the alignment removed

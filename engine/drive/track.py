@@ -28,6 +28,20 @@ from engine.face.model import Coefficients, FaceModel
 from engine.perception import align
 
 NCC_SIZE = 32
+# expressions the 68 landmarks show well (weaker prior) and those they cannot show at all (gaze: no iris points)
+KEY_EXPRESSIONS = ("jawOpen", "mouthSmile", "eyeBlink", "browInnerUp", "browDown", "browOuterUp", "mouthFunnel",
+                   "mouthPucker", "mouthClose", "eyeWide", "mouthFrown")
+UNSEEN_EXPRESSIONS = ("eyeLook",)
+
+
+def expression_prior_weights(exp_names) -> np.ndarray:
+    """(53,) relative prior weights: photo mode's (engine.photo.fit) when available, else 100 for gaze, 1 else."""
+    try:
+        from engine.photo.fit import expression_prior_weights as w
+
+        return np.asarray(w(exp_names), np.float64)
+    except ImportError:
+        return np.array([100.0 if n.startswith(UNSEEN_EXPRESSIONS) else 1.0 for n in exp_names])
 
 
 @dataclass
@@ -190,18 +204,28 @@ def pose_from_rotation(r: np.ndarray) -> np.ndarray:
 
 def estimate_identity(observations: list[Observation], model: FaceModel, renderer, crop_size: int,
                       steps: int = 120) -> Coefficients:
-    """Identity, albedo and light for a whole video from a few good frames: R-Net initialisation, a landmark
-    fit of each frame, identities averaged (albedo and light: R-Net's, averaged). Returns batch-1 coefficients
-    (expression and pose zero)."""
+    """Identity, albedo and light for a whole video from a few good frames: per frame a landmark solve of identity,
+    expression, pose and a 2D similarity (photo mode's ``solve_landmarks``; R-Net start), identities averaged;
+    albedo and light are R-Net's, averaged. Returns batch-1 coefficients (expression and pose zero)."""
     if not observations:
         raise ValueError("no observations to estimate the identity from")
     init = Coefficients.cat([o.rnet for o in observations])
-    lms = torch.from_numpy(np.stack([o.landmarks for o in observations]))
-    crops = torch.zeros(len(observations), 3, crop_size, crop_size)  # the landmark stage never reads pixels
-    res = fit_coefficients(crops, lms, model, renderer, steps=(steps, 0), size=crop_size, init=init,
-                           photometric=False)
+    try:
+        from engine.photo.fit import solve_landmarks
+    except ImportError:
+        solve_landmarks = None
+    if solve_landmarks is not None:
+        ids = [solve_landmarks(o.rnet, o.landmarks, model, renderer, crop_size, iters=15).coeffs.identity
+               for o in observations]
+        identity = torch.cat(ids).mean(0, keepdim=True)
+    else:
+        lms = torch.from_numpy(np.stack([o.landmarks for o in observations]))
+        crops = torch.zeros(len(observations), 3, crop_size, crop_size)  # the landmark stage reads no pixels
+        res = fit_coefficients(crops, lms, model, renderer, steps=(steps, 0), size=crop_size, init=init,
+                               photometric=False)
+        identity = res.coeffs.identity.mean(0, keepdim=True)
     c = model.zeros(1)
-    c.identity = res.coeffs.identity.mean(0, keepdim=True)
+    c.identity = identity.float()
     c.albedo = init.albedo.mean(0, keepdim=True)
     c.light = init.light.mean(0, keepdim=True)
     return c
@@ -215,7 +239,8 @@ class ExpressionPoseSolver:
     differences."""
 
     def __init__(self, model: FaceModel, renderer, identity: torch.Tensor, size: int, iterations: int = 5,
-                 w_rnet: float = 2e-4, w_zero: float = 2e-5, damping: float = 1e-5, sliding: bool = True):
+                 w_rnet: float = 0.0, w_zero=None, w_l1: float = 0.0, w_asym: float = 1e-3, damping: float = 1e-5,
+                 sliding: bool = True, key_weight: float | None = 1e-4, unseen_weight: float | None = None):
         geo = LandmarkGeometry(model, renderer, sliding=sliding)
         self.geo = geo
         n = len(geo.idx)
@@ -228,7 +253,19 @@ class ExpressionPoseSolver:
         self.pivot = np.asarray(cam.pivot, np.float64)
         self.size = int(size)
         self.iterations = int(iterations)
-        self.w_rnet, self.w_zero, self.damping = float(w_rnet), float(w_zero), float(damping)
+        self.w_rnet, self.w_l1, self.damping = float(w_rnet), float(w_l1), float(damping)
+        names = model.exp_names
+        if w_zero is None:  # default: photo mode's prior (blendshapes the landmarks barely see held near 0)
+            w_zero = 1e-3 * expression_prior_weights(names)
+        wz = np.broadcast_to(np.asarray(w_zero, np.float64), (self.n_exp,)).copy()
+        if key_weight is not None:  # the expressions 68 landmarks show well get a weaker pull toward 0
+            wz[[i for i, nm in enumerate(names) if nm.startswith(KEY_EXPRESSIONS)]] = key_weight
+        if unseen_weight is not None:  # ... and those they cannot show (gaze) a strong one
+            wz[[i for i, nm in enumerate(names) if nm.startswith(UNSEEN_EXPRESSIONS)]] = unseen_weight
+        self.w_zero = wz
+        self.pairs = [(i, names.index(nm[:-2] + "_R")) for i, nm in enumerate(names)
+                      if nm.endswith("_L") and nm[:-2] + "_R" in names]
+        self.w_asym = float(w_asym)
         w = LANDMARK_WEIGHTS.astype(np.float64)
         self.sqrt_w = np.sqrt(w / w.mean()).repeat(2)  # (136,)
         self.slots = [(i, pos.numpy(), side) for i, pos, side in geo.slots]
@@ -256,18 +293,29 @@ class ExpressionPoseSolver:
             sel[i] = pos[np.argmax(px[pos, 0] * side)]
         return sel
 
+    N_SIM = 3  # log scale, tx, ty of the 2D similarity on top of the projection
+
+    def _similarity(self, px: np.ndarray, sim: np.ndarray) -> np.ndarray:
+        c = self.size / 2.0
+        return math.exp(sim[0]) * (px - c) + c + sim[1:3] * self.size
+
     def landmarks(self, x: np.ndarray) -> np.ndarray:
-        """(68, 2) crop px of [expression, pose] ``x``."""
+        """(68, 2) crop px of ``x`` = [expression (53), pose (3), optionally log scale, tx, ty]."""
         n = self.n_exp
         v = self.base + self.exp_b @ x[:n]
-        px = self._project(v, self.rotation(x[n:]))[0]
-        return px[self._select(px)]
+        px = self._project(v, self.rotation(x[n:n + 3]))[0]
+        sim = x[n + 3:n + 6] if len(x) >= n + 6 else np.zeros(3)
+        return self._similarity(px[self._select(px)], sim)
 
     def solve(self, landmarks: np.ndarray, x0: np.ndarray, prior_expression: np.ndarray | None = None) -> np.ndarray:
-        """landmarks (68, 2) crop px; x0 (56,) [expression, pose] start; returns the solved (56,)."""
+        """landmarks (68, 2) crop px; x0: [expression (53), pose (3)] or the (59,) result of the previous frame
+        (with the 2D similarity: log scale, tx, ty — the alignment of a crop is not exactly the camera's framing:
+        an opening mouth moves the similarity fitted on points 17-67). Returns (59,)."""
         n = self.n_exp
         target = np.asarray(landmarks, np.float64).reshape(-1) / self.size
-        x = np.asarray(x0, np.float64).copy()
+        x = np.zeros(n + 3 + self.N_SIM)
+        x0 = np.asarray(x0, np.float64)
+        x[:len(x0)] = x0[:len(x)]
         x[:n] = np.clip(x[:n], 0.0, 1.0)
         prior = None if prior_expression is None else np.asarray(prior_expression, np.float64)
         sw = self.sqrt_w
@@ -276,25 +324,31 @@ class ExpressionPoseSolver:
         eps = 1e-4
         for _ in range(self.iterations):
             v = self.base + self.exp_b @ x[:n]
-            rot = self.rotation(x[n:])
+            rot = self.rotation(x[n:n + 3])
             px, cx, cy, cz = self._project(v, rot)
             sel = self._select(px)
             vs, xs, ys, zs = v[sel], cx[sel], cy[sel], cz[sel]
-            f = px[sel].reshape(-1) / self.size
+            p0 = px[sel]
+            sc = math.exp(x[n + 3])
+            f = self._similarity(p0, x[n + 3:]).reshape(-1) / self.size
             # d(px)/d(camera point) (68, 2, 3), camera point = rot @ vertex (+ const)
             dp = np.zeros((68, 2, 3))
             dp[:, 0, 0] = self.focal * half / zs
             dp[:, 0, 2] = self.focal * half * xs / zs ** 2
             dp[:, 1, 1] = -self.focal * half / zs
             dp[:, 1, 2] = -self.focal * half * ys / zs ** 2
-            j_e = np.einsum("lab,bc,lce->lae", dp, rot, self.exp_b[sel]).reshape(136, n) / self.size
+            j_e = sc * np.einsum("lab,bc,lce->lae", dp, rot, self.exp_b[sel]).reshape(136, n) / self.size
             j_p = np.empty((136, 3))
             for k in range(3):
-                pk = x[n:].copy()
+                pk = x[n:n + 3].copy()
                 pk[k] += eps
-                pxk = self._project(vs, self.rotation(pk))[0]
+                pxk = self._similarity(self._project(vs, self.rotation(pk))[0], x[n + 3:])
                 j_p[:, k] = (pxk.reshape(-1) / self.size - f) / eps
-            jac = np.concatenate([j_e, j_p], 1) * sw[:, None]
+            j_s = np.zeros((136, 3))
+            j_s[:, 0] = (sc * (p0 - half)).reshape(-1) / self.size
+            j_s[0::2, 1] = 1.0
+            j_s[1::2, 2] = 1.0
+            jac = np.concatenate([j_e, j_p, j_s], 1) * sw[:, None]
             r = (f - target) * sw
             # the linearised problem with its priors, solved with the expression bounds (0 <= x_e + d_e <= 1) by a
             # small projected-Newton active-set loop on the 56 x 56 normal equations
@@ -304,8 +358,17 @@ class ExpressionPoseSolver:
             if prior is not None:
                 g[:n] += self.w_rnet * (x[:n] - prior)
                 h[diag, diag] += self.w_rnet
-            g[:n] += self.w_zero * x[:n]
+            g[:n] += self.w_zero * x[:n] + self.w_l1
             h[diag, diag] += self.w_zero
+            if self.w_asym > 0:  # left and right halves of a blendshape pair move together unless the data says not
+                for a, b in self.pairs:
+                    d_ab = self.w_asym * (x[a] - x[b])
+                    g[a] += d_ab
+                    g[b] -= d_ab
+                    h[a, a] += self.w_asym
+                    h[b, b] += self.w_asym
+                    h[a, b] -= self.w_asym
+                    h[b, a] -= self.w_asym
             if self._mc_jo is not None:  # mouthClose is corrective: keep it below jawOpen (soft)
                 mc, jo = self._mc_jo
                 v = np.zeros(m)
@@ -315,6 +378,8 @@ class ExpressionPoseSolver:
                     g += k * max(0.0, x[mc] - x[jo]) * v
                     h += k * np.outer(v, v)
             h[np.arange(m), np.arange(m)] += self.damping
+            h[np.arange(n + 3, m), np.arange(n + 3, m)] += 1e-3  # the similarity stays near identity
+            g[n + 3:] += 1e-3 * x[n + 3:]
             lo = np.full(m, -np.inf)
             hi = np.full(m, np.inf)
             lo[:n], hi[:n] = np.minimum(-x[:n], 0.0), np.maximum(1.0 - x[:n], 0.0)
@@ -322,7 +387,8 @@ class ExpressionPoseSolver:
             x = x + d
             x[:n] = np.clip(x[:n], 0.0, 1.0)
             x[n] = np.clip(x[n], -1.4, 1.4)
-            x[n + 1:] = np.clip(x[n + 1:], -1.0, 1.0)
+            x[n + 1:n + 3] = np.clip(x[n + 1:n + 3], -1.0, 1.0)
+            x[n + 3:] = np.clip(x[n + 3:], -0.3, 0.3)
             if np.abs(d).max() < 1e-4:
                 break
         return x

@@ -1,0 +1,229 @@
+"""Driving from a video (issue 16): closed-loop accuracy, jitter, per-frame cost and identity of the driven target.
+
+Closed loop: a photo (ffhq-samples, fitted by photo mode) is animated with *known* per-frame coefficients — a still
+segment (for jitter), a jawOpen curve, a smile curve (mouthSmile_L/R) and a yaw sweep of +-15 deg — rendered with
+``engine.photo.renderer.PhotoRenderer`` into a 640x480 H.264 video with a little sensor noise. The video is then
+tracked (``engine.drive.track_video``) and the read-back is compared with what was asked: mean abs error of jawOpen
+and smile (absolute values), yaw relative to the first frame (degrees). Jitter: on the still segment, the std of
+yaw / jawOpen and of their frame-to-frame differences, raw and smoothed. Cost: tracking + fit per frame (1 thread).
+Identity: another photo is driven by the video (photo mode) and every 10th output frame is compared with the target
+photo by the judges' dlib yardstick (``../shared/tools/judge.py identity``).
+
+    python bench/drive.py [--photos 00002 00005] [--target 00007] [--frames 150] [--keep DIR]
+
+Nothing from the shared data is written into the repository (videos go to a temporary folder, or --keep DIR).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from engine import config  # noqa: E402
+
+FRAME_W, FRAME_H = 640, 480
+FPS = 30.0
+
+
+def curves(n: int) -> dict[str, np.ndarray]:
+    """Known per-frame values: still | jawOpen | smile | yaw sweep (each a quarter of the clip)."""
+    q = n // 4
+    t = np.arange(n)
+    jaw = np.zeros(n)
+    smile = np.zeros(n)
+    yaw = np.zeros(n)
+    seg = (t >= q) & (t < 2 * q)
+    jaw[seg] = 0.6 * np.sin(np.pi * (t[seg] - q) / q) ** 2 * (1 + 0.0 * t[seg])
+    seg = (t >= 2 * q) & (t < 3 * q)
+    smile[seg] = 0.7 * np.sin(np.pi * (t[seg] - 2 * q) / q)
+    seg = t >= 3 * q
+    yaw[seg] = 15.0 * np.sin(2 * np.pi * (t[seg] - 3 * q) / (n - 3 * q))
+    return {"jawOpen": jaw, "smile": smile, "yaw": yaw, "still": t < q}
+
+
+def photo_path(name: str) -> Path:
+    p = config.ffhq_samples_dir() / "images" / f"{name}.png"
+    if not p.exists():
+        raise SystemExit(f"missing {p}")
+    return p
+
+
+def frame_canvas(img: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """The photo (scaled to the frame height) centred on a 640x480 frame, with Gaussian sensor noise."""
+    h = FRAME_H
+    w = int(round(img.shape[1] * h / img.shape[0]))
+    im = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC if h > img.shape[0] else cv2.INTER_AREA)
+    f = np.full((FRAME_H, FRAME_W, 3), 110, np.uint8)
+    x0 = (FRAME_W - w) // 2
+    f[:, max(0, x0):max(0, x0) + min(w, FRAME_W)] = im[:, max(0, -x0):max(0, -x0) + min(w, FRAME_W)]
+    if noise > 0:
+        f = np.clip(f.astype(np.float32) + rng.normal(0, noise, f.shape), 0, 255).astype(np.uint8)
+    return f
+
+
+def make_video(photo: Path, n: int, out: Path, noise: float = 3.0, seed: int = 0):
+    from engine.drive.video import write_video
+    from engine.photo.fit import fit_photo
+    from engine.photo.renderer import PhotoRenderer
+    from engine.perception.align import load_image
+
+    img = load_image(photo)
+    if max(img.shape[:2]) < FRAME_H:
+        img = cv2.resize(img, (FRAME_H * img.shape[1] // img.shape[0], FRAME_H), interpolation=cv2.INTER_CUBIC)
+    fit = fit_photo(img)
+    pr = PhotoRenderer(fit)
+    cv_ = curves(n)
+    rng = np.random.default_rng(seed)
+    c0 = fit.coeffs.clone()
+    c0.expr["jawOpen"] = 0.0
+    c0.expr["mouthSmile_L"] = 0.0
+    c0.expr["mouthSmile_R"] = 0.0
+    t0 = time.perf_counter()
+
+    def frames():
+        for i in range(n):
+            c = c0.clone()
+            c.expr["jawOpen"] = float(cv_["jawOpen"][i])
+            c.expr["mouthSmile_L"] = float(cv_["smile"][i])
+            c.expr["mouthSmile_R"] = float(cv_["smile"][i])
+            c.pose[:, 0] = c0.pose[:, 0] + math.radians(float(cv_["yaw"][i]))
+            yield frame_canvas(pr.render(c).image, rng, noise)
+
+    write_video(frames(), out, FPS)
+    return cv_, time.perf_counter() - t0
+
+
+def judge_identity(reference: Path, images: list[Path]) -> list[float]:
+    judge = config.REPO_ROOT.parent / "shared" / "tools" / "judge.py"
+    r = subprocess.run([sys.executable, str(judge), "identity", str(reference)] + [str(p) for p in images],
+                       capture_output=True, text=True)
+    vals = []
+    for line in r.stdout.splitlines():
+        parts = line.rsplit("\t", 1)
+        if len(parts) == 2:
+            try:
+                vals.append(float(parts[1]))
+            except ValueError:  # "no face"
+                vals.append(float("nan"))
+    return vals, r.stdout
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", nargs="*", default=["00002", "00005"])
+    ap.add_argument("--target", default="00007")
+    ap.add_argument("--frames", type=int, default=160)
+    ap.add_argument("--noise", type=float, default=3.0, help="sensor noise std (0-255 levels) added to each frame")
+    ap.add_argument("--keep", type=Path, default=None, help="folder to keep the videos in")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from engine.drive import drive, track_video
+
+    work = Path(tempfile.mkdtemp(prefix="drive_bench_")) if args.keep is None else args.keep
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    ms = []
+    video_for_identity = None
+    for name in args.photos:
+        vid = work / f"loop_{name}.mp4"
+        cv_, secs = make_video(photo_path(name), args.frames, vid, args.noise)
+        video_for_identity = video_for_identity or vid
+        tr = track_video(vid)
+        ms += [a + b for a, b in zip(tr.ms_track, tr.ms_fit)]
+        q = args.frames // 4
+        jaw = tr.series("jawOpen")
+        smile = 0.5 * (tr.series("mouthSmile_L") + tr.series("mouthSmile_R"))
+        yaw = tr.series("yaw") - tr.series("yaw")[0]
+        jaw_raw = tr.series("jawOpen", False)
+        yaw_raw = tr.series("yaw", False)
+        still = cv_["still"].copy()
+        still[:5] = False  # let the filter settle
+        row = {
+            "photo": name,
+            "lost": tr.n_lost,
+            "err_jaw": float(np.abs(jaw - cv_["jawOpen"]).mean()),
+            "err_jaw_seg": float(np.abs(jaw - cv_["jawOpen"])[q:2 * q].mean()),
+            "err_smile": float(np.abs(smile - cv_["smile"]).mean()),
+            "err_smile_seg": float(np.abs(smile - cv_["smile"])[2 * q:3 * q].mean()),
+            "err_yaw": float(np.abs(yaw - cv_["yaw"]).mean()),
+            "err_yaw_seg": float(np.abs(yaw - cv_["yaw"])[3 * q:].mean()),
+            "jit_yaw": float(np.std(tr.series("yaw")[still])),
+            "jit_yaw_d": float(np.std(np.diff(tr.series("yaw")[still]))),
+            "jit_yaw_raw": float(np.std(yaw_raw[still])),
+            "jit_jaw": float(np.std(jaw[still])),
+            "jit_jaw_d": float(np.std(np.diff(jaw[still]))),
+            "jit_jaw_raw": float(np.std(jaw_raw[still])),
+            "peak_jaw": float(jaw[q:2 * q].max()), "peak_smile": float(smile[2 * q:3 * q].max()),
+            "yaw_range": (float(yaw[3 * q:].min()), float(yaw[3 * q:].max())),
+        }
+        rows.append(row)
+        np.savez(work / f"loop_{name}_track.npz", raw=tr.raw, smoothed=tr.smoothed, found=tr.found,
+                 **{k: v for k, v in cv_.items()})
+    print(f"\nclosed loop ({args.frames} frames at {FPS:g} fps, 640x480, noise {args.noise:g}; requested: jawOpen "
+          f"0..0.6, smile 0..0.7, yaw +-15 deg)")
+    print("| photo | lost | jawOpen MAE (all / its segment) | smile MAE (all / seg) | yaw MAE deg (all / seg) | "
+          "peak jaw / smile read | yaw read range |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['photo']} | {r['lost']} | {r['err_jaw']:.3f} / {r['err_jaw_seg']:.3f} | {r['err_smile']:.3f} / "
+              f"{r['err_smile_seg']:.3f} | {r['err_yaw']:.2f} / {r['err_yaw_seg']:.2f} | {r['peak_jaw']:.2f} / "
+              f"{r['peak_smile']:.2f} | {r['yaw_range'][0]:.1f} .. {r['yaw_range'][1]:.1f} |")
+    print("\njitter on the still segment (std; smoothed, frame-to-frame difference of smoothed, raw)")
+    print("| photo | yaw deg | yaw diff | yaw raw | jawOpen | jawOpen diff | jawOpen raw |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['photo']} | {r['jit_yaw']:.3f} | {r['jit_yaw_d']:.3f} | {r['jit_yaw_raw']:.3f} | {r['jit_jaw']:.4f} | "
+              f"{r['jit_jaw_d']:.4f} | {r['jit_jaw_raw']:.4f} |")
+    ms = np.asarray(ms)
+    print(f"\ntracking + fit per frame at 640x480, 1 thread: median {np.median(ms):.1f} ms, p95 "
+          f"{np.percentile(ms, 95):.1f} ms, mean {ms.mean():.1f} ms ({len(ms)} frames)")
+
+    # identity of a driven photo
+    target = photo_path(args.target)
+    out = work / f"driven_{args.target}.mp4"
+    t0 = time.perf_counter()
+    res = drive(video_for_identity, target, out, side_by_side=True, track_path=work / "track.json")
+    secs = time.perf_counter() - t0
+    import imageio_ffmpeg
+
+    from engine.drive.video import iter_frames, probe_video
+    from engine.io.files import save_image
+
+    frames_dir = work / "frames"
+    frames_dir.mkdir(exist_ok=True)
+    paths = []
+    for i, f in enumerate(iter_frames(probe_video(out))):
+        if i % 10 == 0:
+            p = frames_dir / f"f{i:04d}.png"
+            save_image(p, f)
+            paths.append(p)
+    ref = frames_dir / "target.png"
+    save_image(ref, cv2.resize(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(target).convert("RGB")),
+                               res.size, interpolation=cv2.INTER_AREA))
+    d, text = judge_identity(ref, paths)
+    print(f"\nidentity: drove {args.target} from {video_for_identity.name}: {res.summary()}; {secs:.1f} s "
+          f"({res.seconds})")
+    d = [v for v in d if np.isfinite(v)]
+    if d:
+        print(f"dlib distance target photo <-> every 10th driven frame: median {np.median(d):.3f}, max {max(d):.3f} "
+              f"({len(d)} frames; judge.py identity)")
+    else:
+        print("judge output:\n" + text)
+    print(f"\nfiles in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
