@@ -77,6 +77,8 @@ def run(argv: list[str] | None = None) -> int:
         if "face model" in str(exc):
             QMessageBox.critical(None, "DiscoFace studio", str(exc))
         return 2
+    if not parse_args(argv).file and not win.session.can_undo:  # nothing opened or restored: start in photo mode
+        win.open_bundled_photo()  # on the bundled public-domain portrait (h1: the first impression, issue 13.9)
     win.show()
     return int(app.exec())
 

@@ -23,6 +23,7 @@ from .widgets import FloatSlider, ImageView, MeshPanel
 from .worker import Job, RenderRequest, RenderThread
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+BUNDLED_PHOTO = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
 
 
@@ -70,7 +71,13 @@ class MainWindow(QMainWindow):
         self.view = ImageView()
         self.mesh = MeshPanel(self.session.model.triangles.numpy())
         left = QSplitter(Qt.Vertical)
-        left.addWidget(self.view)
+        image_box = QWidget()
+        ib = QVBoxLayout(image_box)
+        ib.setContentsMargins(0, 0, 0, 0)
+        self.start_bar = self._start_bar()
+        ib.addWidget(self.start_bar)
+        ib.addWidget(self.view, 1)
+        left.addWidget(image_box)
         mesh_box = QWidget()
         mb = QVBoxLayout(mesh_box)
         mb.setContentsMargins(0, 0, 0, 0)
@@ -121,6 +128,34 @@ class MainWindow(QMainWindow):
         self.sync_controls()
         self.resize(1180, 800)
         self.request_render(final=True)
+
+    def _start_bar(self) -> QWidget:
+        """How to start: the bundled photo in photo mode, a new random face, or a photo of your own."""
+        bar = QWidget()
+        bar.setObjectName("start_bar")
+        lay = QHBoxLayout(bar)
+        lay.setContentsMargins(0, 0, 0, 4)
+        lay.addWidget(QLabel("Start with:"))
+        self.start_photo_btn = QPushButton("Astronaut photo (photo mode)")
+        self.start_photo_btn.setToolTip("NASA's public-domain astronaut portrait: every slider edits the photo itself")
+        self.start_photo_btn.clicked.connect(self.open_bundled_photo)
+        self.start_random_btn = QPushButton("New random face")
+        self.start_random_btn.clicked.connect(self.new_random_face)
+        self.start_open_btn = QPushButton("Open photo…")
+        self.start_open_btn.clicked.connect(self.open_photo_dialog)
+        for b in (self.start_photo_btn, self.start_random_btn, self.start_open_btn):
+            lay.addWidget(b)
+        lay.addStretch(1)
+        self.start_photo_btn.setEnabled(BUNDLED_PHOTO.is_file())
+        return bar
+
+    def open_bundled_photo(self) -> Job | None:
+        """The bundled public-domain portrait in photo mode (the editor's first impression)."""
+        return self.open_photo(BUNDLED_PHOTO)
+
+    def new_random_face(self) -> None:
+        """A new random face (leaves photo mode; one undo step)."""
+        self.after_state_change(self.session.new_random_face())
 
     # ------------------------------------------------------------------------------------------ #
     # layout: every slider comes from the control table
@@ -244,6 +279,8 @@ class MainWindow(QMainWindow):
             menu.addAction(a)
             return a
         act(fm, "Open &photo…", self.open_photo_dialog, ["Ctrl+O"])
+        act(fm, "Open the &astronaut photo (photo mode)", self.open_bundled_photo)
+        act(fm, "&New random face", self.new_random_face, ["Ctrl+N"])
         self.embed_action = act(fm, "&Embed photo in the generator…", self.embed_photo_dialog)
         self.embed_action.setEnabled(self.session.generator is not None)
         act(fm, "Open &session…", self.load_session_dialog, ["Ctrl+Shift+O"])

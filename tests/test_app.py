@@ -237,3 +237,65 @@ def test_run_entry_point_opens_and_closes(qtbot, tmp_path):
     assert run([str(bad), "--size", "64"]) == 0
     assert seen["windows"] == 1 and "corrupt" in seen["error"]
 
+
+
+def test_photo_mode_in_the_editor(qtbot, window, monkeypatch):
+    """Open photo → the photo itself at its resolution (a progress job), sliders edit it (a smaller drag frame),
+    View → Generator view shows the generator's view, the mesh panel gets the fitted head, limits in the status
+    bar, "New random face" leaves photo mode."""
+    from app.window import BUNDLED_PHOTO
+    from engine.editing import photo_import
+    from engine.perception.align import load_image
+
+    photo = load_image(BUNDLED_PHOTO)
+    job = window.open_bundled_photo()
+    qtbot.waitUntil(lambda: not job.running, timeout=60000)
+    settle(qtbot, window)
+    assert window.last_error is None, window.last_error
+    assert window.last_frame.mode == "photo" and np.array_equal(window.last_frame.image, photo)
+    assert "photo mode" in window.status_mode.text() and window.session.source == str(BUNDLED_PHOTO)
+    assert window.mesh.triangles.shape[0] > window.session.model.triangles.shape[0]  # the full head
+    yaw0 = window.session.control_value("yaw")
+    slider = window.sliders["yaw"]
+    slider.slider.setSliderDown(True)
+    slider.set_user_value(yaw0 + 10)
+    settle(qtbot, window)
+    assert not window.last_shown_request.final and window.last_shown_request.snapshot.photo is not None
+    slider.slider.setSliderDown(False)
+    settle(qtbot, window)
+    assert window.last_shown_request.final and window.last_frame.image.shape == photo.shape
+    assert not np.array_equal(window.last_frame.image, photo)
+    window.sliders["yaw"].set_user_value(yaw0 + 35)
+    settle(qtbot, window)
+    assert "believable" in window.status_frame.text()
+    window.generator_view_action.setEnabled(True)
+    window.generator_view_action.setChecked(True)  # no generator here: the 3DMM preview of the same face
+    settle(qtbot, window)
+    assert window.last_frame.mode == "preview" and window.last_frame.image.shape[0] == SIZE
+    window.generator_view_action.setChecked(False)
+    settle(qtbot, window)
+    assert window.last_frame.mode == "photo"
+    window.start_random_btn.click()
+    settle(qtbot, window)
+    assert window.last_frame.mode == "preview" and window.session.photo is None
+    assert isinstance(photo_import.PhotoSource, type)
+
+
+def test_full_range_toggle_widens_the_sliders(qtbot, window):
+    yaw = window.sliders["yaw"]
+    assert (yaw.lo, yaw.hi) == (-40.0, 40.0)  # the trained range
+    window.full_range_action.setChecked(True)
+    assert (yaw.lo, yaw.hi) == (-60.0, 60.0)
+    yaw.set_user_value(55)
+    settle(qtbot, window)
+    assert window.session.pose_degrees()["yaw"] == pytest.approx(55, abs=0.1)
+    assert "trained range" in window.statusBar().currentMessage()
+    window.full_range_action.setChecked(False)
+    assert (yaw.lo, yaw.hi) == (-40.0, 40.0)
+
+
+def test_composite_smile_moves_its_parts(qtbot, window):
+    window.sliders["smile"].set_user_value(0.6)
+    settle(qtbot, window)
+    assert window.sliders["mouthSmile_L"].value() == pytest.approx(0.6, abs=0.01)
+    assert window.session.expression_value("mouthSmile_R") == pytest.approx(0.6, abs=0.01)

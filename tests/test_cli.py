@@ -60,3 +60,107 @@ def test_missing_face_model_names_the_path(tmp_path):
     assert r.returncode == 2
     assert "face model not found: looked for" in r.stderr and "nothing" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+ASTRONAUT = REPO / "assets" / "astronaut.jpg"
+
+
+def main_(args, capsys):
+    from engine import cli
+
+    rc = cli.main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def one_error_line(rc, err):
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("\r") and "it/s" not in ln]
+    lines = [ln for ln in lines if ln.startswith("error:") or "Traceback" in ln]
+    return rc == 2 and len(lines) == 1 and "Traceback" not in err
+
+
+def test_edit_photo_mode(tmp_path, ict_path, capsys):
+    """No --set: the photo back unchanged at its own size; --set: absolute slider values; keyframes → a GIF at
+    the photo's resolution; a session file reopens for export."""
+    same, edited = tmp_path / "same.png", tmp_path / "edited.png"
+    rc, out, err = main_(["edit", ASTRONAUT, "-o", same], capsys)
+    assert rc == 0, err
+    photo = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(same)), photo)
+    rc, out, err = main_(["edit", ASTRONAUT, "--set", "smile=0.8", "light_azimuth=40", "-o", edited], capsys)
+    assert rc == 0, err
+    e = np.asarray(Image.open(edited))
+    changed = np.abs(e.astype(int) - photo).sum(-1) > 12
+    assert e.shape == photo.shape and 0.005 < changed.mean() < 0.5, changed.mean()  # the face changed, not the rest
+    assert not changed[:40].any() and not changed[-40:].any()  # top and bottom of the photo untouched
+    gif = tmp_path / "turn.gif"
+    rc, out, err = main_(["edit", ASTRONAUT, "--animate", "smile", "--fps", "4", "--size", "128", "-o", gif], capsys)
+    assert rc == 0, err
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(gif)
+    assert len(frames) == 9 and frames[0].shape[:2] == (128, 128)
+    assert (np.abs(frames[4].astype(int) - frames[0].astype(int)).sum(-1) > 12).mean() > 0.002  # the smile animates
+    sess = tmp_path / "me.json"
+    rc, out, err = main_(["edit", ASTRONAUT, "--keyframe", "yaw=-10@0", "yaw=10,smile=0.5@1", "-o", sess], capsys)
+    assert rc == 0, err
+    frames_dir = tmp_path / "frames"
+    rc, out, err = main_(["export", sess, "--to", frames_dir, "--fps", "2"], capsys)
+    assert rc == 0, err
+    names = sorted(p.name for p in frames_dir.iterdir())
+    assert len(names) == 3 and np.asarray(Image.open(frames_dir / names[0])).shape == photo.shape
+
+
+def test_edit_and_keyframe_mistakes_are_one_line(tmp_path, ict_path, capsys):
+    cases = [["edit", ASTRONAUT, "--set", "yaw=500", "-o", tmp_path / "a.png"],
+             ["edit", ASTRONAUT, "--set", "smile", "-o", tmp_path / "a.png"],
+             ["edit", ASTRONAUT, "-o", tmp_path / "a.txt"],
+             ["edit", ASTRONAUT, "-o", tmp_path / "a.mp4"],  # a video needs keyframes
+             ["edit", tmp_path / "missing.jpg", "-o", tmp_path / "a.png"],
+             ["edit", ASTRONAUT, "--keyframe", "yaw=10", "-o", tmp_path / "a.json"],
+             ["edit", ASTRONAUT, "--keyframe", "yaw=10@0", "yaw=20@0", "-o", tmp_path / "a.json"],
+             ["generate", "--set", "yaw=500", "-o", tmp_path / "g.png"],
+             ["render", "--size", "0", "-o", tmp_path / "r.png"],
+             ["render", "--set", "yaw=50", "-o", tmp_path / "r.png"]]  # outside the trained range, no --force
+    for args in cases:
+        rc, out, err = main_(args, capsys)
+        assert one_error_line(rc, err), (args, rc, err)
+    assert list(tmp_path.iterdir()) == []
+    rc, out, err = main_(["render", "--set", "yaw=50", "--force", "--size", "32", "-o", tmp_path / "r.png"], capsys)
+    assert rc == 0 and "warning:" in err and "trained range" in err
+
+
+def test_generate_size_and_composite_settings(tmp_path, capsys):
+    from engine import config
+
+    if not (config.ASSETS_DIR / "generator.safetensors").exists():
+        import pytest
+
+        pytest.skip("no generator weights in assets/")
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    rc, out, err = main_(["generate", "--seed", "2", "--size", "128", "-o", a], capsys)
+    assert rc == 0, err
+    rc, out, err = main_(["generate", "--seed", "2", "--size", "128", "--set", "smile=0.9", "-o", b], capsys)
+    assert rc == 0, err
+    ia, ib = np.asarray(Image.open(a)), np.asarray(Image.open(b))
+    assert ia.shape == (128, 128, 3) and np.abs(ia.astype(int) - ib).mean() > 0.5
+
+
+def test_embed_then_export_chains(tmp_path, ict_path, capsys):
+    """The README chain: embed with --animate, then export the session (issue 14 item 2)."""
+    from engine import config
+
+    if not (config.ASSETS_DIR / "generator.safetensors").exists():
+        import pytest
+
+        pytest.skip("no generator weights in assets/")
+    me = tmp_path / "me.json"
+    rc, out, err = main_(["embed", ASTRONAUT, "-o", me, "--steps", "3", "--animate", "turn"], capsys)
+    assert rc == 0, err
+    gif = tmp_path / "clip.gif"
+    rc, out, err = main_(["export", me, "--to", gif, "--fps", "3", "--size", "64"], capsys)
+    assert rc == 0, err
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(gif)
+    assert len(frames) == 7 and np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 1

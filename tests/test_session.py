@@ -460,3 +460,109 @@ def test_session_file_fuzz(session, tmp_path):
         session.undo()
     assert n_ok < len(cases) // 2
     assert d["format"] == "discoface.session"
+
+
+# ---------------------------------------------------------------------------------------------------------------- #
+# photo mode
+# ---------------------------------------------------------------------------------------------------------------- #
+ASTRONAUT = __import__("pathlib").Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def photo_source(face_model):
+    """The bundled portrait fitted once for photo mode (engine.photo.fit)."""
+    from engine.editing import photo_import
+
+    torch.set_num_threads(1)
+    return photo_import.open_photo_mode(ASTRONAUT)
+
+
+@pytest.fixture
+def photo_session(face_model, photo_source, monkeypatch):
+    from engine.editing import photo_import
+
+    monkeypatch.setattr(photo_import, "open_photo_mode", lambda path, progress=None, cancel=None: photo_source)
+    s = Session(model=face_model, generator=None)
+    s.open_photo(ASTRONAUT)
+    return s
+
+
+def test_photo_mode_shows_the_photo_and_edits_it(photo_session, photo_source):
+    s = photo_session
+    photo = photo_source.fit.image
+    assert s.mode == "photo" and "astronaut.jpg" in s.mode_text and s.native_size == max(photo.shape[:2])
+    f0 = s.render()
+    assert f0.mode == "photo" and f0.image.shape == photo.shape and np.array_equal(f0.image, photo)  # zero edit
+    assert f0.triangles is not None and f0.vertices.shape[0] > s.model.n_vertices  # the fitted full head
+    small = s.render_snapshot(s.state, 200)
+    assert max(small.image.shape[:2]) == 200
+    yaw0 = s.control_value("yaw")
+    snap = s.set_control("yaw", yaw0 + 15)
+    f1 = s.render_snapshot(snap)
+    assert f1.image.shape == photo.shape and np.abs(f1.image.astype(int) - photo).mean() > 1.0
+    nose = lambda f: f.landmarks[30, 0] - f.landmarks[[0, 16], 0].mean()  # noqa: E731 (nose tip vs face outline)
+    assert nose(f1) - nose(f0) > 2, (nose(f0), nose(f1))  # the face turned toward +x (the viewer's right)
+    assert s.render_snapshot(snap, 64, view="preview").mode == "preview"  # the 3DMM of the same coefficients
+    s.set_control("yaw", yaw0 + 35)
+    assert "believable" in s.render().note  # limits said plainly
+    s.reset("pose")  # photo mode: back to the fitted pose, not to frontal
+    assert s.control_value("yaw") == pytest.approx(yaw0, abs=1e-4)
+    while s.undo() is not None:
+        pass
+    assert s.mode == "preview" and s.photo is None  # opening the photo was one undo step
+
+
+def test_photo_session_file_reopens_without_refitting(photo_session, tmp_path, monkeypatch):
+    import shutil
+
+    from engine.photo import fit as photo_fit
+
+    s = photo_session
+    s.set_controls({"smile": 0.6})
+    s.add_keyframe(0.0)
+    s.set_controls({"jawOpen": 0.4})
+    s.add_keyframe(1.0)
+    want = s.render().image
+    moved = tmp_path / "me.jpg"
+    shutil.copy(ASTRONAUT, moved)
+    s.source = str(moved)
+    s.photo.path = str(moved)  # as if the photo had been opened from there
+    p = tmp_path / "photo.json"
+    s.save(p)
+    d = json.loads(p.read_text())
+    assert d["version"] == 2 and d["photo"]["path"] == str(moved.resolve()) and "coefficients" in d["photo"]["fit"]
+    monkeypatch.setattr(photo_fit, "fit_photo", lambda *a, **k: pytest.fail("reopening must not refit"))
+    back = Session.load(p, model=s.model, generator=None)
+    assert back.mode == "photo" and len(back.keyframes) == 2
+    assert np.abs(back.render().image.astype(int) - want).max() <= 2
+    frames = list(back.iter_frames(3))  # export frames at the photo's resolution
+    assert all(f.shape == want.shape for f in frames) and not np.array_equal(frames[0], frames[-1])
+    moved.unlink()
+    other = Session(model=s.model, generator=None)
+    with pytest.raises(SessionError, match="no longer at"):
+        other.load_file(p)
+    assert other.photo is None and not other.can_undo
+
+
+def test_photo_fit_cancel_is_caught_by_type(face_model, monkeypatch):
+    from engine.editing.session import SessionCancelled
+    from engine.photo import fit as photo_fit
+
+    def fit_photo(path, progress=None, cancel=None):
+        progress(0.3)
+        if cancel():
+            raise photo_fit.PhotoFitCancelled("photo fit cancelled")
+        raise AssertionError("not reached")
+    monkeypatch.setattr(photo_fit, "fit_photo", fit_photo)
+    s = Session(model=face_model, generator=None)
+    seen = []
+    with pytest.raises(SessionCancelled):
+        s.open_photo(ASTRONAUT, progress=lambda d, t: seen.append((d, t)), cancel=lambda: True)
+    assert seen == [(300, 1000)] and s.photo is None and not s.can_undo
+
+
+def test_new_random_face_leaves_photo_mode(photo_session):
+    snap = photo_session.new_random_face(seed=4)
+    assert snap.photo is None and photo_session.mode == "preview"
+    assert photo_session.coeffs.identity.abs().sum() > 1
+    assert photo_session.undo().photo is not None

@@ -82,7 +82,11 @@ class Session:
     duration = property(lambda self: self.state.duration)
     can_undo = property(lambda self: self.history.can_undo)
     can_redo = property(lambda self: self.history.can_redo)
-    native_size = property(lambda self: self.frames.native_size)
+
+    @property
+    def native_size(self) -> int:
+        """The longest side of a full frame: the photo's in photo mode, else the renderer's."""
+        return max(self.photo.size) if self.photo is not None else self.frames.native_size
 
     @property
     def mode(self) -> str:
@@ -175,6 +179,17 @@ class Session:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
         new = factors.randomized(self.state, factor, seed, self.model, self.generator, self.noise_dim)
         return self._apply(new.edited(coeffs=self.conform.coeffs(new.coeffs)), commit)
+
+    def new_random_face(self, seed: int | None = None) -> Snapshot:
+        """A fresh random face (identity, expression, light, noise; frontal), outside photo mode; one undo step."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
+        snap = factors.reset(self.state.edited(photo=None, w_offsets=None, psi=DEFAULT_PSI), factors.FACTORS,
+                             self.noise_dim)
+        for f in ("identity", "expression", "light", "noise"):
+            snap = factors.randomized(snap, f, seed, self.model, self.generator, self.noise_dim)
+        self.commit()
+        self.source = None
+        return self._apply(snap.edited(coeffs=self.conform.coeffs(snap.coeffs)))
 
     def set_seed(self, seed: int, commit: bool = True) -> Snapshot:
         return self.randomize("identity", int(seed), commit=commit)
