@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from engine.face.model import Coefficients, CoefficientsError
-from engine.perception.align import AlignError, Alignment
+from engine.perception.align import AlignError, Alignment, pick_face  # noqa: F401  (pick_face re-exported)
 
 PHOTOFIT_FORMAT = "discoface.photofit"
 PHOTOFIT_VERSION = 1
@@ -316,47 +316,6 @@ LM_ITERS = 12  # Gauss-Newton iterations of the landmark solve
 W_ID = 2e-5  # identity prior (per unit² of the N(0, 1) modes) relative to the landmark residual (NME²)
 W_EXP = 1e-4  # expression prior (blendshapes the landmarks barely see: x100)
 W_SIM = 1e-3  # prior on the crop's 2D scale (log·10) and shift (px)
-
-
-def _box_score(img: np.ndarray, box) -> float:
-    """dlib's detector confidence for the face in ``box``, re-detected on a small crop around it (-inf if gone)."""
-    import cv2
-
-    from engine.perception import dlib_files
-
-    x0, y0, x1, y1 = box
-    bw, bh = x1 - x0, y1 - y0
-    m = 0.5 * max(bw, bh)
-    rx0, ry0 = int(max(0, np.floor(x0 - m))), int(max(0, np.floor(y0 - m)))
-    rx1, ry1 = int(min(img.shape[1], np.ceil(x1 + m))), int(min(img.shape[0], np.ceil(y1 + m)))
-    region = cv2.cvtColor(np.ascontiguousarray(img[ry0:ry1, rx0:rx1]), cv2.COLOR_RGB2GRAY)
-    s = 160.0 / max(bw, bh, 1.0)  # the box becomes ~160 px: cheap and well inside dlib's detection range
-    region = cv2.resize(region, (max(1, round(region.shape[1] * s)), max(1, round(region.shape[0] * s))),
-                        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    pad = 40
-    region = cv2.copyMakeBorder(region, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    dets, scores, _ = dlib_files.detector().run(region, 0, -1.0)
-    cx, cy = ((x0 + x1) / 2 - rx0) * s + pad, ((y0 + y1) / 2 - ry0) * s + pad
-    best = -math.inf
-    for d, sc in zip(dets, scores):
-        if d.left() <= cx <= d.right() and d.top() <= cy <= d.bottom():
-            best = max(best, float(sc))
-    return best
-
-
-def pick_face(img: np.ndarray, boxes: list) -> tuple:
-    """The face to fit among detected ``boxes`` (largest first): the most confident of the large ones.
-
-    The largest box is not always a face (the astronaut portrait's mission patch is larger than her face and
-    detected too, with a confidence of 0.03 against 1.47)."""
-    if len(boxes) <= 1:
-        return boxes[0]
-    area0 = (boxes[0][2] - boxes[0][0]) * (boxes[0][3] - boxes[0][1])
-    cands = [b for b in boxes[:4] if (b[2] - b[0]) * (b[3] - b[1]) >= 0.25 * area0]
-    if len(cands) == 1:
-        return cands[0]
-    scores = [_box_score(img, b) for b in cands]
-    return cands[int(np.argmax(scores))]
 
 
 def _rnet_or_none():
