@@ -13,6 +13,7 @@ plain colours (:data:`PART_COLORS`).
 from __future__ import annotations
 
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -105,8 +106,8 @@ class HeadModel:
         self.exp_names = model.exp_names
         nv, nf = self.n_vertices, self.triangles.shape[0]
         idx = torch.stack([self.triangles.reshape(-1), torch.arange(nf).repeat_interleave(3)])
-        self._vert_face = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (nv, nf),
-                                                  check_invariants=True).coalesce()
+        self._vert_face = _csr(torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (nv, nf),
+                                                       check_invariants=True).coalesce())
         # per-vertex plain colours of the parts (face / head_neck rows are filled from the albedo per call)
         pc = torch.zeros(nv, 3)
         for name, col in PART_COLORS.items():
@@ -238,8 +239,15 @@ class HeadModel:
             deg = torch.sparse.sum(a, 1).to_dense()
             vals = a.values() / deg[a.indices()[0]]
             a = torch.sparse_coo_tensor(a.indices(), vals, a.shape, check_invariants=True).coalesce()
-            self._adjacency = a
+            self._adjacency = _csr(a)
         return self._adjacency
+
+
+def _csr(a: torch.Tensor) -> torch.Tensor:
+    """CSR copy of a coalesced COO matrix (sparse @ dense is ~6x faster on CPU; torch calls CSR "beta")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return a.to_sparse_csr()
 
 
 _DEFAULT: dict[int, HeadModel] = {}

@@ -15,8 +15,8 @@ from engine.face.head import MOUTH_PARTS, HeadModel
 from engine.photo.relight import irradiance
 
 MOUTH_AO_Z = (3.0, 10.8)  # model-space z (cm) from the back of the mouth (dark) to the front teeth (lit)
-MOUTH_AO_MIN = 0.22
-MOUTH_LIGHT = 0.8  # the lips shade the inside of the mouth
+MOUTH_AO_MIN = 0.3
+MOUTH_LIGHT = 0.95  # the lips shade the inside of the mouth
 TEETH_MAX = 0.82  # keep teeth below the photo's white (no glowing teeth)
 
 

@@ -31,7 +31,9 @@ from engine.render.rasterizer import Fragments, interpolate, rasterize
 BOX_SCALE = 2.6  # work box side / crop side
 WORK_RES = 256  # work grid pixels across the box
 VIS_TOL_CM = 0.45  # depth tolerance of the source visibility test
+VIS_TOL_INNER_CM = 0.12  # mouth interior and eyes
 VIS_SLOPE = 1.5  # extra tolerance per cm of depth change per grid pixel
+UPPER_TEETH_SHIFT_CM = (0.0, -0.3, 0.25)
 FALLOFF = 0.22  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
 # the lower neck joins the (unmoving) torso: its vertices blend from the edited to the fitted pose
 NECK_FREE_Y, NECK_FIXED_Y = -11.0, -18.5
@@ -69,6 +71,12 @@ def work_grid(alignment: Alignment, res: int = WORK_RES, box_scale: float = BOX_
     return WorkGrid((float(centre[0] - side / 2), float(centre[1] - side / 2)), float(side / res), int(res))
 
 
+def _jaw_only(head: HeadModel) -> Coefficients:
+    c = head.model.zeros(1)
+    c.expr["jawOpen"] = 1.0
+    return c
+
+
 class HeadProjector:
     """Head vertices for coefficients → camera space → photo px (via the alignment); caches the identity shape."""
 
@@ -80,6 +88,14 @@ class HeadProjector:
         self.inv = torch.from_numpy(alignment.inverse().astype(np.float32))
         self._id_key: bytes | None = None
         self._id_shape: torch.Tensor | None = None
+        # the kit's upper teeth sit behind the upper lip: bring them down and forward a little so an open mouth
+        # shows teeth, as most people's do (upper teeth = the teeth that jawOpen does not move)
+        teeth = head.vertex_in(["teeth"])
+        jaw = head.expression_offsets(_jaw_only(head))[0].norm(dim=-1)
+        upper = teeth & (jaw < 0.5)
+        off = torch.zeros(head.n_vertices, 3)
+        off[upper] = torch.tensor(UPPER_TEETH_SHIFT_CM)
+        self._teeth_offset = off
 
     def model_vertices(self, c: Coefficients) -> torch.Tensor:
         """(V, 3) unposed vertices; the identity part is cached between calls with the same identity."""
@@ -87,7 +103,7 @@ class HeadProjector:
         if key != self._id_key:
             self._id_shape = self.head.identity_shape(c)[0]
             self._id_key = key
-        return self._id_shape + self.head.expression_offsets(c)[0]
+        return self._id_shape + self.head.expression_offsets(c)[0] + self._teeth_offset
 
     def posed(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """(V, 3) vertices rotated about the camera pivot (model cm, y up, z toward the viewer)."""
@@ -134,10 +150,12 @@ class SourceHead:
             self.cam = proj.camera_space(self.posed)
             self.photo_xy = proj.to_photo(self.cam)  # (V, 2)
             gxy = grid.to_grid(self.photo_xy)
+            self.mouth_open = mouth_open(head, verts)
             tris = flow_triangles(head)
             frags = rasterize(gxy.unsqueeze(0), self.cam[:, 2].unsqueeze(0), tris, grid.res)
             self.frags = frags
-            self.visible = self._visibility(gxy, self.cam[:, 2], frags.depth[0], grid.res)
+            inner = head.vertex_in(MOUTH_PARTS + EYE_PARTS)
+            self.visible = self._visibility(gxy, self.cam[:, 2], frags.depth[0], grid.res, inner)
             skin = head.vertex_in(SKIN_PARTS)
             # stand-in photo positions for hidden skin: harmonic fill from visible skin over the skin mesh
             known = self.visible | ~skin
@@ -147,7 +165,10 @@ class SourceHead:
             self.render_fill = (fillable & ~self.visible).float()
 
     @staticmethod
-    def _visibility(gxy: torch.Tensor, z: torch.Tensor, depth: torch.Tensor, res: int) -> torch.Tensor:
+    def _visibility(gxy: torch.Tensor, z: torch.Tensor, depth: torch.Tensor, res: int, inner: torch.Tensor
+                    ) -> torch.Tensor:
+        """Depth test against the source's own z-buffer; lenient on the skin (rims, grazing sides), strict for
+        the mouth interior and eyes (the teeth sit a few mm behind the lips)."""
         d = depth.numpy().astype(np.float32)
         empty = d <= 0
         # most distant of the 3x3 neighbourhood: lenient at silhouettes (a vertex on the rim stays visible), plus a
@@ -157,31 +178,50 @@ class SourceHead:
         slope = cv2.dilate(np.minimum(slope / 8.0, 3.0), np.ones((3, 3)))
         dmax = cv2.dilate(np.where(empty, 1e9, d + VIS_SLOPE * slope).astype(np.float32), np.ones((3, 3)))
         dmax = torch.from_numpy(dmax)
+        dnear = torch.from_numpy(np.where(empty, 1e9, d).astype(np.float32))
         ix = gxy[:, 0].floor().long()
         iy = gxy[:, 1].floor().long()
         inside = (ix >= 0) & (ix < res) & (iy >= 0) & (iy < res)
         zb = torch.full_like(z, 1e9)
         zb[inside] = dmax[iy[inside], ix[inside]]
-        return inside & (z <= zb + VIS_TOL_CM)
+        zn = torch.full_like(z, 1e9)
+        zn[inside] = dnear[iy[inside], ix[inside]]
+        lenient = z <= zb + VIS_TOL_CM
+        strict = z <= zn + VIS_TOL_INNER_CM
+        return inside & torch.where(inner, strict, lenient)
 
 
-_TRI_CACHE: dict[int, torch.Tensor] = {}
+_TRI_CACHE: dict[tuple[int, bool], torch.Tensor] = {}
+LIP_GAP_CM = 0.2  # inner-lip gap below which the mouth counts as closed (its interior cannot show)
+_INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 
 
-def flow_triangles(head: HeadModel) -> torch.Tensor:
-    t = _TRI_CACHE.get(id(head))
+def flow_triangles(head: HeadModel, mouth: bool = True) -> torch.Tensor:
+    """Triangles drawn into the flow; ``mouth=False`` leaves out the mouth interior (a closed mouth hides it)."""
+    key = (id(head), bool(mouth))
+    t = _TRI_CACHE.get(key)
     if t is None:
-        t = _TRI_CACHE[id(head)] = head.triangles[head.triangle_in(FLOW_PARTS)].contiguous()
+        parts = FLOW_PARTS if mouth else tuple(p for p in FLOW_PARTS if p not in MOUTH_PARTS)
+        t = _TRI_CACHE[key] = head.triangles[head.triangle_in(parts)].contiguous()
     return t
 
 
-def neck_weights(head: HeadModel, verts: torch.Tensor) -> torch.Tensor:
-    """(V,) 0 = follows the edited pose, 1 = stays with the torso (lower neck)."""
+def mouth_open(head: HeadModel, verts: torch.Tensor) -> bool:
+    lm = head.lm68
+    a = verts[lm[[p[0] for p in _INNER_LIP_PAIRS]]]
+    b = verts[lm[[p[1] for p in _INNER_LIP_PAIRS]]]
+    return bool((a - b).norm(dim=-1).max() > LIP_GAP_CM)
+
+
+def neck_weights(head: HeadModel, verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower-neck vertices and their weights (0 = follows the edited pose, 1 = stays with the torso):
+    ((N,) indices, (N, 1) weights)."""
     y = verts[:, 1]
     t = ((NECK_FREE_Y - y) / (NECK_FREE_Y - NECK_FIXED_Y)).clamp(0, 1)
     w = t * t * (3 - 2 * t)
-    skin = head.vertex_in(SKIN_PARTS)
-    return torch.where(skin, w, torch.zeros_like(w))
+    w = torch.where(head.vertex_in(SKIN_PARTS), w, torch.zeros_like(w))
+    idx = (w > 0).nonzero(as_tuple=True)[0]
+    return idx, w[idx].unsqueeze(1)
 
 
 @dataclass
@@ -192,25 +232,29 @@ class TargetRaster:
     posed: torch.Tensor  # (V, 3)
     verts: torch.Tensor  # (V, 3) unposed
     covered: np.ndarray  # (R, R) bool
+    tris: torch.Tensor  # (F', 3) the triangles drawn (``frags.face_id`` indexes these)
 
 
 def rasterize_target(head: HeadModel, proj: HeadProjector, src: SourceHead, coeffs: Coefficients, grid: WorkGrid,
-                     neck_w: torch.Tensor) -> TargetRaster:
+                     neck: tuple[torch.Tensor, torch.Tensor]) -> TargetRaster:
     verts = proj.model_vertices(coeffs)
     posed = proj.posed(verts, coeffs.pose[0])
     # lower neck: keep its fitted pose (the shoulders do not turn with the head)
-    posed = posed + neck_w.unsqueeze(1) * (proj.posed(verts, src.pose) - posed)
+    idx, w = neck
+    if not torch.equal(coeffs.pose[0], src.pose):
+        posed[idx] = posed[idx] + w * (proj.posed(verts[idx], src.pose) - posed[idx])
     cam = proj.camera_space(posed)
     photo_xy = proj.to_photo(cam)
     gxy = grid.to_grid(photo_xy)
-    frags = rasterize(gxy.unsqueeze(0), cam[:, 2].unsqueeze(0), flow_triangles(head), grid.res)
+    tris = flow_triangles(head, mouth_open(head, verts) or src.mouth_open)
+    frags = rasterize(gxy.unsqueeze(0), cam[:, 2].unsqueeze(0), tris, grid.res)
     covered = (frags.face_id[0] >= 0).numpy()
-    return TargetRaster(frags, gxy, photo_xy, posed, verts, covered)
+    return TargetRaster(frags, gxy, photo_xy, posed, verts, covered, tris)
 
 
 def interpolate_attrs(attr: torch.Tensor, t: TargetRaster, head: HeadModel) -> np.ndarray:
     """(V, C) per-vertex values → (R, R, C) float32 grid (0 where the head does not cover)."""
-    img = interpolate(attr.unsqueeze(0), t.frags, flow_triangles(head))[0]
+    img = interpolate(attr.unsqueeze(0), t.frags, t.tris)[0]
     return img.permute(1, 2, 0).contiguous().numpy()
 
 

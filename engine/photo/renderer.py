@@ -112,9 +112,12 @@ class PhotoRenderer:
         self.proj = flow.HeadProjector(self.head, fit.alignment)
         with torch.no_grad():
             self.src = flow.SourceHead(self.head, self.proj, self.coeffs0, self.grid)
-            self.neck_w = flow.neck_weights(self.head, self.src.verts)
+            self.neck = flow.neck_weights(self.head, self.src.verts)
             self.albedo0 = self.head.albedo(self.coeffs0)[0]
         self._centres = self.grid.centres()
+        res = self.grid.res
+        e = np.clip(np.minimum(np.arange(res) + 0.5, res - np.arange(res) - 0.5) / (0.04 * res), 0, 1)
+        self._border_window = np.minimum(e[:, None], e[None, :])[..., None].astype(np.float32)
         self._skin_attr = self.head.vertex_in(SKIN_PARTS).float()
         self._mouth = self.head.vertex_in(MOUTH_PARTS)
         self._scaled: dict[float, np.ndarray] = {}
@@ -148,31 +151,32 @@ class PhotoRenderer:
         """Everything about an edit on the work grid (no full-resolution work)."""
         c = self._check(coeffs)
         head, src = self.head, self.src
-        t = flow.rasterize_target(head, self.proj, src, c, self.grid, self.neck_w)
+        t = flow.rasterize_target(head, self.proj, src, c, self.grid, self.neck)
         light_changed = not torch.equal(c.light, self.coeffs0.light)
-        albedo_changed = not (torch.equal(c.albedo, self.coeffs0.albedo) and torch.equal(c.identity,
-                                                                                          self.coeffs0.identity))
+        albedo_changed = not torch.equal(c.albedo, self.coeffs0.albedo)
         fill_v = src.render_fill
-        any_fill = bool(fill_v.any())
-        normals = None
-        if any_fill or light_changed or albedo_changed:
+        base = flow.interpolate_attrs(torch.cat([src.src_xy, fill_v.unsqueeze(1),
+                                                 (~src.visible).float().unsqueeze(1)], 1), t, head)
+        fill_a, hidden = base[..., 2], base[..., 3]
+        any_fill = bool(fill_a.max(initial=0) > 1e-3)
+        relit = light_changed or albedo_changed
+        cols = []
+        if any_fill or relit:
             rot = flow.rotation_matrix(c.pose)[0]
             normals = head.vertex_normals(t.verts.unsqueeze(0))[0] @ rot.T
-        cols = [src.src_xy, fill_v.unsqueeze(1), (~src.visible).float().unsqueeze(1)]
-        albedo1 = head.albedo(c)[0] if (any_fill or albedo_changed) else None
-        if any_fill:
-            pc = fill.part_colors(head, albedo1, t.verts, normals, c.light[0], self.gain)
-            cols.append(pc * fill_v.unsqueeze(1))
-        relit = light_changed or albedo_changed
-        if relit:
-            n_s = relight.smooth_normals(head, normals)
-            cols.append(relight.vertex_ratio(head, n_s, self.coeffs0.light[0], c.light[0],
-                                             self.albedo0 if albedo_changed else None,
-                                             albedo1 if albedo_changed else None))
-            cols.append(self._skin_attr.unsqueeze(1))
-        attrs = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
+            albedo1 = head.albedo(c)[0]
+            if any_fill:
+                cols.append(fill.part_colors(head, albedo1, t.verts, normals, c.light[0], self.gain)
+                            * fill_v.unsqueeze(1))
+            if relit:
+                n_s = relight.smooth_normals(head, normals)
+                cols.append(relight.vertex_ratio(head, n_s, self.coeffs0.light[0], c.light[0],
+                                                 self.albedo0 if albedo_changed else None,
+                                                 albedo1 if albedo_changed else None))
+                cols.append(self._skin_attr.unsqueeze(1))
+        extra = flow.interpolate_attrs(torch.cat(cols, 1), t, head) if cols else None
         cov = t.covered
-        disp = np.where(cov[..., None], attrs[..., :2] - self._centres, 0.0).astype(np.float32)
+        disp = np.where(cov[..., None], base[..., :2] - self._centres, 0.0).astype(np.float32)
         ext = flow.pull_push(disp, cov.astype(np.float32))
         dist = cv2.distanceTransform((~cov).astype(np.uint8), cv2.DIST_L2, 3)
         r = flow.FALLOFF * self.grid.res
@@ -182,20 +186,17 @@ class PhotoRenderer:
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
-        res = self.grid.res
-        e = np.minimum(np.arange(res) + 0.5, res - np.arange(res) - 0.5) / (0.04 * res)
-        e = np.clip(e, 0, 1)
-        disp *= np.minimum(e[:, None], e[None, :])[..., None]
-        k = 3
-        fill_a = attrs[..., 2]
-        hidden = attrs[..., 3]
+        disp *= self._border_window
+        k = 0
         fill_rgb = None
         if any_fill:
-            fill_rgb = attrs[..., 4:7]
-            k = 7
+            # a touch of antialiasing on the fill's edge (the raster is binary per grid pixel)
+            fill_a = cv2.GaussianBlur(fill_a, (0, 0), 0.6)
+            fill_rgb = cv2.GaussianBlur(extra[..., 0:3], (0, 0), 0.6)
+            k = 3
         ratio = None
         if relit:
-            ratio = relight.feather_ratio(attrs[..., k:k + 3], attrs[..., k + 3])
+            ratio = relight.feather_ratio(extra[..., k:k + 3], extra[..., k + 3])
         return FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t)
 
     # ----------------------------------------------------------------------------------------- render
@@ -245,30 +246,49 @@ class PhotoRenderer:
 
     def _compose(self, base: np.ndarray, f: FlowField, box, sx: float, sy: float) -> np.ndarray:
         x0, y0, x1, y1 = box
-        bw, bh = x1 - x0, y1 - y0
         g = f.grid
-        # output pixel index (i, j) in the box → grid index coordinates (for warpAffine's inverse map)
-        ax, ay = 1.0 / (sx * g.step), 1.0 / (sy * g.step)
-        bx = ((x0 + 0.5) / sx - g.origin[0]) / g.step - 0.5
-        by = ((y0 + 0.5) / sy - g.origin[1]) / g.step - 0.5
-        to_grid = np.array([[ax, 0, bx], [0, ay, by]], np.float64)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 
-        def up(a, border=0.0):
-            return cv2.warpAffine(a, to_grid, (bw, bh), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                                  borderValue=border)
+        def to_grid(bx0, by0):
+            """output pixel index (i, j) → grid index coordinates, for a sub-box starting at (bx0, by0)."""
+            return np.array([[1.0 / (sx * g.step), 0, ((bx0 + 0.5) / sx - g.origin[0]) / g.step - 0.5],
+                             [0, 1.0 / (sy * g.step), ((by0 + 0.5) / sy - g.origin[1]) / g.step - 0.5]])
 
-        d = up(f.displacement)
-        mx = np.arange(x0, x1, dtype=np.float32)[None, :] + d[..., 0] * np.float32(sx)
-        my = np.arange(y0, y1, dtype=np.float32)[:, None] + d[..., 1] * np.float32(sy)
-        region = cv2.remap(base, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        def up(a, sub, border=0.0):
+            bx0, by0, bx1, by1 = sub
+            return cv2.warpAffine(np.ascontiguousarray(a, dtype=np.float32), to_grid(bx0, by0), (bx1 - bx0, by1 - by0),
+                                  flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+        # the sampling map is affine in the grid plus the displacement: build it on the grid and upsample it
+        # (bilinear interpolation of the affine part is exact)
+        m = (self._centres + f.displacement) * np.array([sx, sy], np.float32) - 0.5
+        region = cv2.remap(base, up(m, box), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         if f.ratio is not None:
-            r = up(np.ascontiguousarray(f.ratio), 1.0)
-            region = relight.apply_ratio(region, r)
+            sub = self._sub_box(np.abs(f.ratio - 1).max(-1) > 1e-3, g, box, sx, sy)
+            if sub is not None:
+                # a ratio r in linear light (gamma 2.2) is the factor r^(1/2.2) on the stored values
+                r = up(np.power(np.maximum(f.ratio, 1e-6), 1.0 / relight.GAMMA), sub, 1.0)
+                a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
+                region[b0:b1, a0:a1] = cv2.multiply(region[b0:b1, a0:a1], r, dtype=cv2.CV_8U)
         if f.fill_rgb is not None:
-            a = up(np.ascontiguousarray(f.fill_alpha))
-            if float(a.max(initial=0)) > 1e-3:
-                col = up(np.ascontiguousarray(f.fill_rgb))
-                region = np.clip(region.astype(np.float32) * (1 - a[..., None]) + col * 255.0 + 0.5,
-                                 0, 255).astype(np.uint8)
+            sub = self._sub_box(f.fill_alpha > 1e-3, g, box, sx, sy)
+            if sub is not None:
+                a = up(f.fill_alpha, sub)[..., None]
+                col = up(f.fill_rgb * 255.0, sub)
+                a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
+                reg = region[b0:b1, a0:a1].astype(np.float32)
+                region[b0:b1, a0:a1] = np.clip(reg * (1 - a) + col + 0.5, 0, 255).astype(np.uint8)
         return region
+
+    @staticmethod
+    def _sub_box(active: np.ndarray, g, box, sx: float, sy: float):
+        """Output-pixel box (inside ``box``) around the active grid pixels, or None."""
+        ys, xs = np.nonzero(active)
+        if not len(xs):
+            return None
+        x0, y0, x1, y1 = box
+        bx0 = int(np.clip(np.floor((g.origin[0] + (xs.min() - 1) * g.step) * sx), x0, x1))
+        bx1 = int(np.clip(np.ceil((g.origin[0] + (xs.max() + 2) * g.step) * sx), x0, x1))
+        by0 = int(np.clip(np.floor((g.origin[1] + (ys.min() - 1) * g.step) * sy), y0, y1))
+        by1 = int(np.clip(np.ceil((g.origin[1] + (ys.max() + 2) * g.step) * sy), y0, y1))
+        return (bx0, by0, bx1, by1) if bx1 > bx0 and by1 > by0 else None
