@@ -188,7 +188,8 @@ def main(argv=None) -> int:
               f"{r['jit_jaw_d']:.4f} | {r['jit_jaw_raw']:.4f} |")
     ms = np.asarray(ms)
     print(f"\ntracking + fit per frame at 640x480, 1 thread: median {np.median(ms):.1f} ms, p95 "
-          f"{np.percentile(ms, 95):.1f} ms, mean {ms.mean():.1f} ms ({len(ms)} frames)")
+          f"{np.percentile(ms, 95):.1f} ms, mean {ms.mean():.1f} ms ({len(ms)} frames; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
     # identity of a driven photo
     target = photo_path(args.target)

@@ -41,6 +41,7 @@ __all__ = ["DriveError", "NoFaceError", "DriveCancelled", "Track", "track_video"
 
 IDENTITY_FRAMES = 8  # good frames used to fix identity / albedo / light
 IDENTITY_SPAN = 90  # ... taken among the first this many good frames
+RNET_EVERY = IDENTITY_SPAN // IDENTITY_FRAMES  # R-Net reads every this many of those (and every re-detection)
 # One-Euro settings: (min_cutoff Hz, beta) for pose (radians) and expression weights
 SMOOTHING = {"pose": (0.8, 6.0), "expression": (1.5, 3.0), "d_cutoff": 1.0}
 
@@ -151,12 +152,15 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     obs: list[Observation | None] = []
     ms_track = []
     n = 0
+    n_found = 0
     for frame in iter_frames(info):
         if cancel is not None and cancel():
             raise DriveCancelled("cancelled")
         t0 = time.perf_counter()
-        o = tracker.observe(frame, n)
+        # R-Net where its reading is used: the frames the identity may come from, and each re-detection (a new start)
+        o = tracker.observe(frame, n, need_rnet=n_found < IDENTITY_SPAN and n_found % RNET_EVERY == 0)
         if o is not None:
+            n_found += 1
             ms_track.append((time.perf_counter() - t0) * 1000.0)
         obs.append(o)
         n += 1
@@ -169,7 +173,7 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
         raise NoFaceError(f"{info.path.name}: no face found in any of its {n} frames (use a video with a clearly "
                           f"visible, roughly frontal face)")
     # identity / albedo / light from a few good frames near the start (spread over the first IDENTITY_SPAN)
-    early = good[:IDENTITY_SPAN]
+    early = [o for o in good[:IDENTITY_SPAN] if o.rnet is not None]
     pick = [early[int(i)] for i in np.unique(np.linspace(0, len(early) - 1, min(IDENTITY_FRAMES, len(early)))
                                              .round().astype(int))]
     base = estimate_identity(pick, model, renderer, size)
@@ -177,29 +181,24 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     raw = []
     found = np.zeros(n, bool)
     ms_fit = []
-    prev = None
-    prev_sim = None
+    prev = None  # the previous frame's solution in its crop (expression, pose, 2D similarity)
     for i, o in enumerate(obs):
         if o is None:
             raw.append(None)
             continue
         found[i] = True
-        prior = o.rnet.expression[0].numpy().astype(np.float64)
-        x0 = prev.copy() if prev is not None else np.concatenate([prior, o.rnet.pose[0].numpy()])
-        if prev is not None:
-            x0[N_EXP + 2] -= prev_off  # the solver works in the crop; roll offsets are added afterwards
+        prior = None if o.rnet is None else o.rnet.expression[0].numpy().astype(np.float64)
+        if prev is None or (o.detected and o.rnet is not None):  # a (re)start: from R-Net's reading
+            x0 = np.concatenate([prior, o.rnet.pose[0].numpy()])
+        else:
+            x0 = prev
         t0 = time.perf_counter()
-        x_full = solver.solve(o.landmarks, x0 if prev_sim is None else np.concatenate([x0, prev_sim]), prior)
+        prev = solver.solve(o.landmarks, x0, prior)
         ms_fit.append((time.perf_counter() - t0) * 1000.0)
-        x, prev_sim = x_full[:N_EXP + 3], x_full[N_EXP + 3:]
-        prev_off = o.roll_offset
-        x_frame = x.copy()
+        x_frame = prev[:N_EXP + 3].copy()
         # the crop's pose -> the frame's: compose the in-plane rotation the alignment removed
-        x_frame[N_EXP:] = pose_from_rotation(rotation_np([0.0, 0.0, o.roll_offset]) @ rotation_np(x[N_EXP:]))
+        x_frame[N_EXP:] = pose_from_rotation(rotation_np([0.0, 0.0, o.roll_offset]) @ rotation_np(prev[N_EXP:N_EXP + 3]))
         raw.append(x_frame)
-        prev = x_frame.copy()
-        prev[N_EXP:] = x[N_EXP:]
-        prev[N_EXP + 2] += prev_off
     # hold the last fit over frames without a face (and the first fit before the first face)
     first = next(v for v in raw if v is not None)
     last = first

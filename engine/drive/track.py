@@ -51,7 +51,7 @@ class Observation:
     index: int
     landmarks: np.ndarray  # (68, 2) crop px (canonical crop of ``crop_size``)
     landmarks_frame: np.ndarray  # (68, 2) frame px
-    rnet: Coefficients  # batch 1, R-Net's reading of the crop
+    rnet: Coefficients | None  # batch 1, R-Net's reading of the crop (None when it was not needed)
     roll_offset: float  # radians: in-plane rotation of the face in the frame (the alignment removed it)
     detected: bool  # dlib detection ran for this frame
     crop: np.ndarray | None = None  # only when kept for the identity fit
@@ -118,8 +118,10 @@ class FaceTracker:
                 return best
         return boxes[0]
 
-    def observe(self, frame: np.ndarray, index: int = 0, keep_crop: bool = False) -> Observation | None:
-        """Track the face into ``frame``; None when no face is found (the caller holds the last fit)."""
+    def observe(self, frame: np.ndarray, index: int = 0, keep_crop: bool = False,
+                need_rnet: bool = True) -> Observation | None:
+        """Track the face into ``frame``; None when no face is found (the caller holds the last fit).
+        R-Net runs when ``need_rnet`` or after a (re-)detection; otherwise ``Observation.rnet`` is None."""
         got = None
         detected = False
         if self.box is not None and not (self.detect_every and self.since_detect >= self.detect_every):
@@ -151,9 +153,11 @@ class FaceTracker:
                         abs((nb[1] + nb[3]) - (self.box[1] + self.box[3])) / 2, abs((nb[2] - nb[0]) - s))
             if shift > self.box_hysteresis * s:
                 self.box = nb
-        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
-        with torch.no_grad():
-            c = self.rnet.predict(x)
+        c = None
+        if need_rnet or detected:
+            x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
+            with torch.no_grad():
+                c = self.rnet.predict(x)
         m = al.matrix
         roll = math.atan2(float(m[1, 0]), float(m[0, 0]))
         return Observation(index=index, landmarks=np.asarray(al.landmarks_crop, np.float32),
@@ -337,7 +341,7 @@ class ExpressionPoseSolver:
             dp[:, 0, 2] = self.focal * half * xs / zs ** 2
             dp[:, 1, 1] = -self.focal * half / zs
             dp[:, 1, 2] = -self.focal * half * ys / zs ** 2
-            j_e = sc * np.einsum("lab,bc,lce->lae", dp, rot, self.exp_b[sel]).reshape(136, n) / self.size
+            j_e = (sc / self.size) * np.matmul(dp @ rot, self.exp_b[sel]).reshape(136, n)
             j_p = np.empty((136, 3))
             for k in range(3):
                 pk = x[n:n + 3].copy()
