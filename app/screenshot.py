@@ -1,5 +1,8 @@
-"""Screenshot of the editor with an example face: ``python -m app.screenshot out.png`` (needs a real display
-with OpenGL, e.g. Xvfb: the GL mesh panel is composited from the screen, which ``QWidget.grab`` would miss).
+"""Screenshot of the editor: ``python -m app.screenshot out.png [--random]`` (needs a real display with OpenGL,
+e.g. Xvfb: the GL mesh panel is composited from the screen, which ``QWidget.grab`` would miss).
+
+By default the editor is in photo mode on the bundled astronaut portrait with a smile and a small turn (what
+``make run`` opens on); ``--random`` shows a random face of the generator (or the 3DMM preview) instead.
 
 Prints one JSON line: the window size and the image / mesh panel rectangles in window pixels.
 """
@@ -16,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m app.screenshot out.png", file=sys.stderr)
         return 2
     out = argv[0]
+    random_face = "--random" in argv[1:]
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["discoface-screenshot"])
@@ -23,20 +27,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from .window import MainWindow
 
+    from .window import BUNDLED_PHOTO
+
     s = Session()
-    s.randomize("identity", 3)
-    s.set_pose_degrees(yaw=22, pitch=6)
-    s.set_expression("mouthSmile_L", 0.7)
-    s.set_expression("mouthSmile_R", 0.7)
-    s.set_expression("browInnerUp_L", 0.4)
-    s.set_expression("browInnerUp_R", 0.4)
-    s.set_light(azimuth=25, elevation=10, intensity=0.3)
-    s.add_keyframe(0.0)
+    if random_face:
+        s.randomize("identity", 3)
+        s.set_controls({"yaw": 22, "pitch": 6, "smile": 0.7, "brows_up": 0.3})
+        s.set_light(azimuth=25, elevation=10, intensity=0.3)
+    else:
+        s.open_photo(BUNDLED_PHOTO)
+        s.add_keyframe(0.0)
+        s.set_controls({"yaw": s.control_value("yaw") + 12, "smile": 0.6, "light_azimuth": 35})
     s.add_keyframe(2.0)
     w = MainWindow(s, display_size=256)
     w.resize(1180, 800)
     w.tabs.setCurrentIndex(1)
-    w.search.setText("mouth")
+    w.search.setText("smile")
     w.lm_check.setChecked(True)
     w.timeline.refresh()
     w.show()

@@ -249,9 +249,11 @@ class MeshPanel(QWidget):
                  triangles: np.ndarray | None = None) -> None:
         """Show a posed mesh; ``triangles`` when it is not the face model's (photo mode: the fitted full head)."""
         self._last = (vertices, landmarks3d)
+        reframe = self.mesh is None
         if triangles is not None and (triangles.shape != self.triangles.shape
                                       or not np.array_equal(triangles, self.triangles)):
             self.triangles = np.ascontiguousarray(triangles, dtype=np.int32)
+            reframe = True  # another mesh (face ↔ full head): frame it anew
         if self.view is None:
             return
         import pyqtgraph.opengl as gl
@@ -264,12 +266,14 @@ class MeshPanel(QWidget):
             self.mesh = gl.GLMeshItem(meshdata=md, smooth=True, shader=self._shader, color=(0.86, 0.74, 0.66, 1.0),
                                       glOptions="opaque", drawEdges=False)
             self.view.addItem(self.mesh)
-            c = v.mean(0)
-            from PySide6.QtGui import QVector3D
-
-            self.view.opts["center"] = QVector3D(float(c[0]), float(c[1]), float(c[2]))
         else:
             self.mesh.setMeshData(meshdata=md)
+        if reframe:  # centre on the mesh, far enough to show all of it (the face: ~42 cm, the full head: more)
+            from PySide6.QtGui import QVector3D
+
+            c = (v.min(0) + v.max(0)) / 2
+            self.view.opts["center"] = QVector3D(float(c[0]), float(c[1]), float(c[2]))
+            self.view.opts["distance"] = max(42.0, 1.9 * float(np.ptp(v[:, [0, 2]], axis=0).max()))
         if landmarks3d is not None:
             lm = np.stack([landmarks3d[:, 0], -landmarks3d[:, 2] - 0.15, landmarks3d[:, 1]], 1).astype(np.float32)
             if self.scatter is None:

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, 
                                QMainWindow, QMessageBox, QProgressDialog, QPushButton, QScrollArea, QSpinBox,
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.editing.controls import N_ID_CONTROLS
+from engine.editing.controls import N_ID_CONTROLS, light_params
 from engine.editing.session import Session, SessionCancelled, SessionError, Snapshot
 from engine.io.files import save_image
 
@@ -436,7 +436,7 @@ class MainWindow(QMainWindow):
         self.frames_shown += 1
         self.view.set_image(frame.image)
         self.mesh.set_mesh(frame.vertices, frame.landmarks3d, frame.triangles)
-        self.mesh.set_light(**self.session.light_params())  # the mesh panel lit like the image
+        self.mesh.set_light(**light_params(req.snapshot.coeffs))  # the mesh panel lit like the image
         kind = "full" if req.final else "drag preview"
         h, w = frame.image.shape[:2]
         self.status_frame.setText(f"frame {frame.ms:.0f} ms ({w}×{h} px, {kind})"

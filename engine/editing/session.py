@@ -328,6 +328,7 @@ class Session:
         ValueErrors with one line."""
         if how == "photo":
             src = photo_import.open_photo_mode(path, progress, cancel)
+            self.frames.photo_renderer(src)  # its source-side set-up here (the open job), not in the first frame
             new = self.state.edited(coeffs=self.conform.coeffs(src.fit.coeffs), photo=src, w_offsets=None,
                                     keyframes=())
             summary = src.summary()
