@@ -193,7 +193,7 @@ def _slot_choice(geo, v_sel: torch.Tensor, pose: torch.Tensor, size: int) -> lis
 # blendshapes the 68 landmarks barely see (gaze, cheeks, nose, jaw sideways/forward): held near 0 by a strong prior,
 # otherwise they soak up landmark noise and even fake a head turn (an asymmetric cheekPuff looks like yaw)
 UNOBSERVED_EXPRESSIONS = ("cheekPuff", "cheekSquint", "eyeLook", "jawForward", "jawLeft", "jawRight", "noseSneer",
-                          "mouthDimple", "mouthPress")
+                          "mouthDimple", "mouthPress", "mouthLeft", "mouthRight")
 
 
 def expression_prior_weights(exp_names, unobserved: float = 100.0) -> np.ndarray:

@@ -154,14 +154,15 @@ class SourceHead:
             tris = flow_triangles(head)
             frags = rasterize(gxy.unsqueeze(0), self.cam[:, 2].unsqueeze(0), tris, grid.res)
             self.frags = frags
-            inner = head.vertex_in(MOUTH_PARTS + EYE_PARTS)
+            inner = head.vertex_in(MOUTH_PARTS)
             self.visible = self._visibility(gxy, self.cam[:, 2], frags.depth[0], grid.res, inner)
-            skin = head.vertex_in(SKIN_PARTS)
-            # stand-in photo positions for hidden skin: harmonic fill from visible skin over the skin mesh
-            known = self.visible | ~skin
+            stretch = head.vertex_in(SKIN_PARTS + EYE_PARTS)
+            # stand-in photo positions for hidden skin and eyes: harmonic fill from the visible ones over the mesh
+            known = self.visible | ~stretch
             self.src_xy = _harmonic_fill(self.photo_xy, known, head.adjacency())
-            # vertices the photo never showed and that are drawn from the model instead (mouth interior, eyes)
-            fillable = head.vertex_in(MOUTH_PARTS + EYE_PARTS)
+            # vertices the photo never showed and that are drawn from the model instead: the mouth interior
+            # (painted eyes next to real ones looked worse than stretched eyelid/sclera pixels)
+            fillable = head.vertex_in(MOUTH_PARTS)
             self.render_fill = (fillable & ~self.visible).float()
 
     @staticmethod

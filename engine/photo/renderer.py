@@ -106,6 +106,9 @@ class PhotoRenderer:
             raise PhotoRenderError(f"the fit must hold one set of coefficients, got a batch of {fit.coeffs.batch}")
         self.coeffs0 = fit.coeffs.detach().clone().to("cpu")
         self.gain = np.asarray(fit.gain, np.float32).reshape(3)
+        sample = self.image[::7, ::7].astype(np.int16)
+        self.gray = bool(np.abs(sample[..., 0] - sample[..., 1]).max(initial=0) <= 1
+                         and np.abs(sample[..., 1] - sample[..., 2]).max(initial=0) <= 1)
         self.fast_path = True
         self._lock = threading.Lock()
         self.grid = flow.work_grid(fit.alignment, work_res)
@@ -193,6 +196,8 @@ class PhotoRenderer:
             # a touch of antialiasing on the fill's edge (the raster is binary per grid pixel)
             fill_a = cv2.GaussianBlur(fill_a, (0, 0), 0.6)
             fill_rgb = cv2.GaussianBlur(extra[..., 0:3], (0, 0), 0.6)
+            if self.gray:  # a black-and-white photo gets grey teeth
+                fill_rgb = np.repeat(fill_rgb.mean(-1, keepdims=True), 3, -1)
             k = 3
         ratio = None
         if relit:
