@@ -468,9 +468,9 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
               head_motion=not expression_only, relative_expression=relative_expression)
     n = track.n_frames
     audio_src = info.path if keep_audio and info.has_audio else None
-    writers = [VideoWriter(output, track.fps, audio_src)]
+    writers = [VideoWriter(output, track.fps, audio_src, n)]
     if sbs is not None:
-        writers.append(VideoWriter(sbs, track.fps, audio_src))
+        writers.append(VideoWriter(sbs, track.fps, audio_src, n))
     sources = iter_frames(info) if sbs is not None else None
     t0 = time.perf_counter()
     try:

@@ -216,9 +216,10 @@ def _even(a: np.ndarray) -> np.ndarray:
 class VideoWriter:
     """An H.264 MP4 written frame by frame into a temporary file beside ``path``; :meth:`commit` renames it into
     place, :meth:`abort` (or leaving the ``with`` block by an exception) removes it. ``audio_from``: a file whose
-    first audio stream is muxed in (AAC, cut to the video's length; nothing when it has none)."""
+    first audio stream is muxed in (AAC; cut to ``n_frames / fps`` when ``n_frames`` is given; nothing when it has
+    none)."""
 
-    def __init__(self, path, fps: float, audio_from=None):
+    def __init__(self, path, fps: float, audio_from=None, n_frames: int | None = None):
         import os
         import tempfile
 
@@ -229,6 +230,7 @@ class VideoWriter:
             raise VideoError(f"folder {self.path.parent} does not exist")
         self.fps = float(fps)
         self.audio_from = audio_from
+        self.n_frames = n_frames  # when known, the audio is cut to exactly the video's length
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
@@ -242,15 +244,9 @@ class VideoWriter:
         a = _even(np.asarray(frame, np.uint8)[..., :3])
         if self._w is None:
             self.shape = a.shape
-            out_params = ["-map", "0:v:0"]
-            kw = {}
-            if self.audio_from is not None:
-                out_params += ["-map", "1:a:0?", "-shortest"]
-                kw = {"audio_path": str(self.audio_from), "audio_codec": "aac"}
             self._w = imageio_ffmpeg.write_frames(str(self.tmp), (a.shape[1], a.shape[0]), fps=self.fps,
                                                   codec="libx264", pix_fmt_out="yuv420p", quality=8,
-                                                  macro_block_size=1, ffmpeg_log_level="error",
-                                                  output_params=out_params + ["-y"], **kw)
+                                                  macro_block_size=1, ffmpeg_log_level="error")
             self._w.send(None)
         elif a.shape != self.shape:
             raise VideoError(f"frame {self.count} has size {a.shape[:2]}, the first had {self.shape[:2]}")
@@ -258,11 +254,35 @@ class VideoWriter:
         self.count += 1
 
     def finish(self) -> None:
-        """Close the encoder (the temporary file is then complete)."""
+        """Close the encoder and mux the audio in (the temporary file is then complete)."""
         if self._w is None:
             raise VideoError("nothing to write (no frames)")
         w, self._w = self._w, None
         w.close()
+        if self.audio_from is not None:
+            self._mux_audio()
+
+    def _mux_audio(self) -> None:
+        """Video stream copied, first audio stream of ``audio_from`` as AAC, cut to the video's length."""
+        import os
+        import tempfile
+
+        fd, muxed = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
+        os.close(fd)
+        cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(self.tmp), "-i", str(self.audio_from),
+               "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", "-c:a", "aac"]
+        if self.n_frames:
+            cmd += ["-t", f"{self.n_frames / self.fps:.6f}"]
+        cmd += ["-movflags", "+faststart", muxed]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if r.returncode != 0:
+                raise VideoError(f"could not add the audio of {Path(self.audio_from).name}: "
+                                 f"{(r.stderr.strip().splitlines() or ['ffmpeg failed'])[-1][:160]}")
+            os.replace(muxed, self.tmp)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(muxed)
 
     def commit(self) -> Path:
         import os

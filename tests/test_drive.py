@@ -1,0 +1,326 @@
+"""Driving a face from a video (engine/drive): One-Euro filter, video reading/writing with audio and fallbacks,
+tracking with lost frames, the expression + pose solve, retargeting, the drive pipeline, CLI errors.
+
+Clips are made here, in temporary folders, from 3DMM renders (nothing from the shared data is written)."""
+from __future__ import annotations
+
+import math
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from engine.drive import (DriveCancelled, NoFaceError, Track, VideoError, drive, retarget, track_video)
+from engine.drive.smoothing import OneEuroFilter
+from engine.drive.video import ffmpeg_exe, has_audio, iter_frames, probe_video, write_video
+
+FPS = 12.0
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(scope="module")
+def model(ict_path):
+    from engine.face.model import default_model
+
+    return default_model()
+
+
+@pytest.fixture(scope="module")
+def face_coeffs(model):
+    from engine.render.shading import light_from_direction
+
+    g = torch.Generator().manual_seed(1)
+    c = model.zeros(1)
+    c.identity[:] = torch.randn(1, 100, generator=g) * 0.6
+    if model.albedo_dim:
+        c.albedo[:] = torch.randn(1, model.albedo_dim, generator=g) * 0.5
+    c.light[:] = light_from_direction(20, 20, 0.4, 0.8)
+    return c
+
+
+def render_frame(model, c0, yaw=0.0, jaw=0.0, size=(320, 240)):
+    from engine.face.fitting import _renderer_for
+
+    c = c0.clone()
+    c.set_pose_degrees(yaw, 0, 0)
+    c.expr["jawOpen"] = jaw
+    with torch.no_grad():
+        r = _renderer_for(model)(c, 192, background=0.4)
+    img = (r.image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    w, h = size
+    f = np.full((h, w, 3), 100, np.uint8)
+    y0, x0 = (h - 192) // 2, (w - 192) // 2
+    f[y0:y0 + 192, x0:x0 + 192] = img
+    return f
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, model, face_coeffs):
+    """18 frames at 12 fps: the head turns and the jaw opens; frames 8-10 have no face; a 440 Hz tone."""
+    d = tmp_path_factory.mktemp("drive")
+    frames = [render_frame(model, face_coeffs, yaw=12 * math.sin(i / 4), jaw=0.35 * (1 - math.cos(i / 3)))
+              for i in range(18)]
+    for i in (8, 9, 10):
+        frames[i] = np.full_like(frames[i], 100)
+    silent = d / "silent.mp4"
+    write_video(frames, silent, FPS)
+    with_audio = d / "talk.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(silent), "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=3", "-c:v", "copy", "-c:a", "aac", "-shortest", str(with_audio)],
+                   check=True)
+    return {"dir": d, "silent": silent, "audio": with_audio, "frames": frames}
+
+
+@pytest.fixture(scope="module")
+def track(clip):
+    return track_video(clip["audio"])
+
+
+@pytest.fixture(scope="module")
+def session_target(tmp_path_factory, model):
+    from engine.editing.session import Session
+
+    p = tmp_path_factory.mktemp("target") / "target.json"
+    s = Session(model=model, generator=None, seed=3)
+    s.randomize("identity", seed=5)
+    s.set_expression("mouthSmile_L", 0.3)
+    s.save(p)
+    return p
+
+
+def stream_kinds(path) -> list[str]:
+    import re
+
+    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return re.findall(r"Stream #\S+.*?: (Video|Audio):", r.stderr)
+
+
+def no_partial_files(folder) -> bool:
+    return not [p for p in folder.iterdir() if ".part" in p.name]
+
+
+# ---------------------------------------------------------------------------------------------- One-Euro
+def test_one_euro_still_input_is_steadied():
+    rng = np.random.default_rng(0)
+    x = 0.3 + rng.normal(0, 0.02, size=(120, 2))
+    y = OneEuroFilter(30, min_cutoff=1.0, beta=0.5).filter_sequence(x)
+    assert np.std(y[20:], axis=0).max() < 0.45 * np.std(x[20:], axis=0).min()
+    assert abs(y[20:].mean() - 0.3) < 0.01
+
+
+def test_one_euro_follows_a_step_within_a_few_frames():
+    x = np.r_[np.zeros(30), np.ones(30)][:, None]
+    fast = OneEuroFilter(30, min_cutoff=1.0, beta=5.0).filter_sequence(x)[:, 0]
+    slow = OneEuroFilter(30, min_cutoff=1.0, beta=0.0).filter_sequence(x)[:, 0]
+    frames_to_90 = int(np.argmax(fast[30:] > 0.9))
+    assert fast[30:].max() > 0.9 and frames_to_90 <= 4
+    assert slow[30 + 4] < 0.7  # without the speed term the same filter lags: beta is what removes the lag
+    assert OneEuroFilter(30, 1.0, 5.0).filter_sequence(np.ones((5, 3))).shape == (5, 3)
+
+
+# ---------------------------------------------------------------------------------------------- video I/O
+def test_probe_and_stream_a_generated_clip(clip):
+    info = probe_video(clip["audio"])
+    assert (info.n_frames, info.fps, info.size) == (18, FPS, (320, 240))
+    assert info.has_audio and not info.variable_rate and not info.notes
+    frames = list(iter_frames(info))
+    assert len(frames) == 18 and frames[0].shape == (240, 320, 3) and frames[0].dtype == np.uint8
+    # the content survives the round trip (H.264: close, not exact)
+    assert np.abs(frames[3].astype(int) - clip["frames"][3].astype(int)).mean() < 4
+    assert not has_audio(clip["silent"])
+
+
+def test_gif_clip_is_read(tmp_path, clip):
+    import imageio.v2 as imageio
+
+    p = tmp_path / "loop.gif"
+    imageio.mimsave(p, [f[::2, ::2] for f in clip["frames"][:6]], duration=100, loop=0)
+    info = probe_video(p)
+    assert info.n_frames == 6 and info.size == (160, 120) and not info.has_audio
+    assert len(list(iter_frames(info))) == 6
+
+
+def test_large_frames_are_scaled_for_tracking(tmp_path):
+    p = tmp_path / "uhd.mp4"
+    write_video([np.full((2160, 3840, 3), 60 + 40 * i, np.uint8) for i in range(3)], p, 10)
+    info = probe_video(p)
+    assert info.source_size == (3840, 2160) and max(info.size) <= 1280 and info.scaled
+    assert any("large frames" in n for n in info.notes)
+    frames = list(iter_frames(info))
+    assert len(frames) == 3 and frames[0].shape == (info.size[1], info.size[0], 3)
+
+
+def test_variable_frame_rate_is_resampled(tmp_path):
+    src = tmp_path / "cfr.mp4"
+    write_video([np.full((64, 96, 3), 10 * i, np.uint8) for i in range(20)], src, 10)
+    vfr = tmp_path / "vfr.mp4"
+    # frames 0-9 every 0.1 s, then every 0.3 s: a variable frame rate
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-vf",
+                    "setpts='if(lt(N,10),N*0.1,1.0+(N-10)*0.3)/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
+                    str(vfr)], check=True)
+    info = probe_video(vfr)
+    assert info.variable_rate and any("variable frame rate" in n for n in info.notes)
+    n = len(list(iter_frames(info)))
+    assert abs(n - info.duration * info.fps) <= 2 and n > 20  # resampled to constant rate: more frames than stored
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty"), (b"hello, not a video" * 50, "not a video")])
+def test_bad_video_files(tmp_path, content, message):
+    p = tmp_path / "bad.mp4"
+    p.write_bytes(content)
+    with pytest.raises(VideoError, match=message):
+        probe_video(p)
+
+
+def test_missing_folder_and_still_image(tmp_path):
+    with pytest.raises(VideoError, match="not found"):
+        probe_video(tmp_path / "nope.mp4")
+    with pytest.raises(VideoError, match="folder"):
+        probe_video(tmp_path)
+    img = tmp_path / "still.png"
+    img.write_bytes(b"\x89PNG....")
+    with pytest.raises(VideoError, match="still image"):
+        probe_video(img)
+
+
+# ---------------------------------------------------------------------------------------------- tracking
+def test_face_lost_mid_clip_holds_the_last_fit(track):
+    assert isinstance(track, Track) and track.n_frames == 18
+    assert list(np.nonzero(~track.found)[0]) == [8, 9, 10] and track.n_lost == 3
+    assert np.array_equal(track.raw[8], track.raw[7]) and np.array_equal(track.raw[10], track.raw[7])
+    assert "3 of 18" in " ".join(track.notes) and "3 frame(s) without a face" in track.summary()
+    assert track.n_detections >= 2  # the first frame and the re-detection after the gap
+
+
+def test_track_follows_head_turn_and_jaw(track):
+    yaw_true = np.array([12 * math.sin(i / 4) for i in range(18)])
+    jaw_true = np.array([0.35 * (1 - math.cos(i / 3)) for i in range(18)])
+    ok = track.found
+    yaw = track.series("yaw", smoothed=False)
+    # the 3DMM render is not a photo (empty eyes and mouth): loose bounds, but the motion must be there
+    corr = np.corrcoef(yaw[ok], yaw_true[ok])[0, 1]
+    assert corr > 0.95 and abs(np.ptp(yaw[ok]) - np.ptp(yaw_true[ok])) < 6
+    jaw = track.series("jawOpen", smoothed=False)
+    assert np.corrcoef(jaw[ok], jaw_true[ok])[0, 1] > 0.6
+    assert track.smoothed.shape == track.raw.shape and (track.smoothed[:, :53] >= 0).all()
+
+
+def test_solver_recovers_known_expression_and_pose(model, face_coeffs):
+    from engine.drive.track import ExpressionPoseSolver
+    from engine.face.fitting import _renderer_for
+
+    r = _renderer_for(model)
+    sol = ExpressionPoseSolver(model, r, face_coeffs.identity, 80, iterations=8, sliding=False)
+    c = face_coeffs.clone()
+    c.set_pose_degrees(14, -6, 5)
+    c.expr["jawOpen"] = 0.5
+    c.expr["mouthSmile_L"] = c.expr["mouthSmile_R"] = 0.6
+    lm = r.landmarks(c, 80)[0].numpy()
+    x = sol.solve(lm, np.zeros(56))
+    names = model.exp_names
+    assert abs(x[names.index("jawOpen")] - 0.5) < 0.05
+    assert abs(x[names.index("mouthSmile_L")] - 0.6) < 0.08
+    assert np.allclose(np.degrees(x[53:56]), [14, -6, 5], atol=0.5)
+    assert (x[:53] >= 0).all() and (x[:53] <= 1).all()
+
+
+def test_no_face_video_is_a_clear_error_and_writes_nothing(tmp_path, session_target):
+    vid = tmp_path / "wall.mp4"
+    write_video([np.full((120, 160, 3), 90 + i, np.uint8) for i in range(6)], vid, 6)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(NoFaceError, match="no face found in any of its 6 frames"):
+        drive(vid, session_target, out, side_by_side=True, track_path=tmp_path / "t.json")
+    assert not out.exists() and not (tmp_path / "t.json").exists() and no_partial_files(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- retarget
+def test_retarget_keeps_target_identity_and_takes_source_expression(track, model):
+    from engine.drive.track import rotation_np
+
+    g = torch.Generator().manual_seed(9)
+    tgt = model.zeros(1)
+    tgt.identity[:] = torch.randn(1, 100, generator=g)
+    tgt.light[:] = torch.randn(1, 27, generator=g) * 0.1
+    tgt.set_pose_degrees(-10, 5, 0)
+    tgt.expr["mouthSmile_L"] = 0.4
+    i = 5
+    out = retarget(tgt, track, i)
+    assert torch.equal(out.identity, tgt.identity) and torch.equal(out.albedo, tgt.albedo)
+    assert torch.equal(out.light, tgt.light)
+    assert np.allclose(out.expression[0].numpy(), track.smoothed[i, :53], atol=1e-6)
+    # pose: the target's, turned by the source's rotation since its first tracked frame
+    ref, cur = track.smoothed[track.first_found, 53:], track.smoothed[i, 53:]
+    want = rotation_np(cur) @ rotation_np(ref).T @ rotation_np(tgt.pose[0].double().numpy())
+    assert np.allclose(rotation_np(out.pose[0].double().numpy()), want, atol=1e-5)
+    assert torch.allclose(retarget(tgt, track, track.first_found).pose, tgt.pose, atol=1e-6)
+    # options: expression only keeps the pose; strength 0 keeps the target's expression; half way is half way
+    assert torch.equal(retarget(tgt, track, i, head_motion=False).pose, tgt.pose)
+    assert torch.allclose(retarget(tgt, track, i, expression_strength=0.0).expression, tgt.expression)
+    half = retarget(tgt, track, i, expression_strength=0.5).expression
+    assert torch.allclose(half, 0.5 * (tgt.expression + out.expression), atol=1e-6)
+    # relative: the target's own expression plus the source's change since its first frame
+    rel = retarget(tgt, track, i, relative_expression=True).expression[0].numpy()
+    delta = track.smoothed[i, :53] - track.smoothed[track.first_found, :53]
+    assert np.allclose(rel, np.clip(tgt.expression[0].numpy() + delta, 0, 1), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- drive
+def test_drive_writes_video_with_audio_preview_and_track(clip, track, session_target, tmp_path, model):
+    from engine.drive import SessionTarget
+    from engine.editing.session import Session
+
+    target = SessionTarget(session_target, size=96, generator=None)
+    out = tmp_path / "out.mp4"
+    res = drive(clip["audio"], target, out, track=track, side_by_side=True, track_path=tmp_path / "track.json",
+                track_every=2)
+    info = probe_video(out)
+    assert (info.n_frames, info.fps, info.size) == (18, FPS, (96, 96)) and info.has_audio and res.audio
+    assert stream_kinds(out) == ["Video", "Audio"]  # one of each (the source's video is not carried along)
+    assert abs(info.duration - 18 / FPS) < 0.1
+    sbs = probe_video(tmp_path / "out_side_by_side.mp4")
+    assert sbs.n_frames == 18 and sbs.size == (96 + 128, 96)
+    frames = list(iter_frames(info))
+    assert np.abs(frames[6].astype(int) - frames[0].astype(int)).mean() > 1.0  # the face moves
+    s = Session.load(tmp_path / "track.json", model=model, generator=None)
+    times = [k.time for k in s.keyframes]
+    assert len(times) == 10 and times[0] == 0 and abs(times[-1] - 17 / FPS) < 1e-6
+    src = Session.load(session_target, model=model, generator=None)
+    assert torch.allclose(s.keyframes[3].coeffs.identity, src.coeffs.identity)
+    assert torch.allclose(s.keyframes[3].noise, src.noise)
+    assert no_partial_files(tmp_path)
+
+
+def test_drive_without_audio_and_cancel_leaves_nothing(clip, track, session_target, tmp_path):
+    from engine.drive import SessionTarget
+
+    target = SessionTarget(session_target, size=64, generator=None)
+    res = drive(clip["silent"], target, tmp_path / "a.mp4", track=track.__class__(**{**track.__dict__,
+                                                                                    "info": probe_video(clip["silent"])}))
+    assert not res.audio and not probe_video(tmp_path / "a.mp4").has_audio
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 5
+
+    with pytest.raises(DriveCancelled):
+        drive(clip["audio"], target, tmp_path / "b.mp4", track=track, side_by_side=True, cancel=cancel)
+    assert not (tmp_path / "b.mp4").exists() and not (tmp_path / "b_side_by_side.mp4").exists()
+    assert no_partial_files(tmp_path)
+
+
+def test_cli_errors_are_one_line(tmp_path, clip, session_target, capsys):
+    from engine.drive.cli import main
+
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(b"")
+    assert main(["--video", str(bad), "--target", str(session_target), "-o", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: x.mp4: the file is empty"]
+    assert main(["--video", str(clip["audio"]), "--target", str(session_target), "-o", str(tmp_path / "o.avi")]) == 2
+    assert "must be an .mp4" in capsys.readouterr().err
+    assert main(["--video", str(clip["audio"]), "--target", str(tmp_path / "none.jpg"), "-o",
+                 str(tmp_path / "o.mp4")]) == 2
+    assert "target not found" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
