@@ -324,3 +324,38 @@ def test_cli_errors_are_one_line(tmp_path, clip, session_target, capsys):
                  str(tmp_path / "o.mp4")]) == 2
     assert "target not found" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
+
+
+# ---------------------------------------------------------------------------------------------- editor dialog
+def test_drive_dialog_runs_opens_the_track_and_cancels(qtbot, clip, model, tmp_path):
+    from app.drive_dialog import DriveDialog
+    from engine.editing.session import Session
+
+    sess = Session(model=model, generator=None, seed=2)
+    sess.set_expression("mouthSmile_L", 0.5)
+    ident = sess.coeffs.identity.clone()
+    dlg = DriveDialog(sess)
+    qtbot.addWidget(dlg)
+    loaded = []
+    dlg.trackLoaded.connect(loaded.append)
+    out = tmp_path / "dlg.mp4"
+    job = dlg.start_drive(clip["audio"], out, side_by_side=False)
+    qtbot.waitUntil(lambda: not job.running, timeout=120000)
+    assert dlg.last_error is None and dlg.result is not None and out.exists()
+    assert loaded == [str(tmp_path / "dlg_track.json")]
+    assert len(sess.keyframes) == 18 and torch.equal(sess.keyframes[5].coeffs.identity, ident)
+    assert "3 frame(s) without a face" in dlg.info.text() and dlg.progress.value() == 3000
+    assert sess.undo()  # opening the track is one undoable step
+    assert not sess.keyframes
+    # cancel: nothing written
+    out2 = tmp_path / "dlg2.mp4"
+    job = dlg.start_drive(clip["audio"], out2)
+    job.cancel()
+    qtbot.waitUntil(lambda: not job.running, timeout=120000)
+    assert "Cancelled" in dlg.info.text() and not out2.exists() and no_partial_files(tmp_path)
+    # a bad video is a one-line message in the dialog
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"")
+    job = dlg.start_drive(bad, tmp_path / "dlg3.mp4")
+    qtbot.waitUntil(lambda: not job.running, timeout=60000)
+    assert dlg.last_error == "bad.mp4: the file is empty"

@@ -272,30 +272,54 @@ class Target:
 
 
 class SessionTarget(Target):
-    """A saved session (generator face, or the 3DMM preview without generator weights)."""
+    """A saved session (generator face, or the 3DMM preview without generator weights), or — with
+    :meth:`from_session` — the editor's live session (its current face is copied; the session is only read)."""
 
     kind = "session"
 
-    def __init__(self, path, size: int | None = None, generator="auto"):
+    def __init__(self, path, size: int | None = None, generator="auto", session=None):
         from engine.editing.session import Session
 
-        self.path = Path(path)
-        self.sess = Session.load(self.path, generator=generator)
+        self.path = Path(path) if path is not None else None
+        self.sess = session if session is not None else Session.load(self.path, generator=generator)
         self.coeffs = self.sess.coeffs.clone()
         self.noise = self.sess.noise.clone()
         if size is not None and not 32 <= int(size) <= 2048:
             raise DriveError(f"size must be between 32 and 2048 px, got {size}")
         self._size = int(size or self.sess.native_size)
+        wo = self.sess.w_offsets
+        self._w_offsets = None if wo is None else wo.clone()
+
+    @classmethod
+    def from_session(cls, session, size: int | None = None) -> "SessionTarget":
+        return cls(None, size, session=session)
 
     @property
     def size(self):
         return (self._size, self._size)
 
     def render(self, coeffs):
-        return self.sess.render_state(coeffs, self.noise, self._size, w_offsets=self.sess.w_offsets).image
+        return self.sess.render_state(coeffs, self.noise, self._size, w_offsets=self._w_offsets).image
+
 
     def session(self):
-        return self.sess
+        """A session for the keyframe track: the loaded file's, or a fresh copy of a live session's face."""
+        if self.path is not None:
+            return self.sess
+        import os
+        import tempfile
+
+        from engine.editing.session import Session
+
+        fd, tmp = tempfile.mkstemp(suffix=".json")  # an exact copy (noise, truncation, offsets) via the file format
+        os.close(fd)
+        try:
+            self.sess.save(tmp)
+            s = Session.load(tmp, model=self.sess.model, generator=self.sess.generator)
+        finally:
+            os.unlink(tmp)
+        s.set_coefficients(self.coeffs.clone(), self.noise.clone(), commit=False)
+        return s
 
 
 class PhotoTarget(Target):
