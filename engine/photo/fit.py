@@ -254,6 +254,52 @@ def solve_landmarks(init: Coefficients, targets, model, renderer, size: int, ite
         r_lm = (points(xv, idx) - tgt).reshape(-1) * sw
         return torch.cat([r_lm, prior_w * xv, math.sqrt(w_asym) * (xv[pl] - xv[pr])])
 
+    from engine.render.camera import rotation_matrix
+
+    n_par = n_id + n_exp + 6
+    asym_rows = torch.zeros(len(pairs), n_par, dtype=dt)
+    asym_rows[torch.arange(len(pairs)), pl] = math.sqrt(w_asym)
+    asym_rows[torch.arange(len(pairs)), pr] = -math.sqrt(w_asym)
+    prior_rows = torch.diag(prior_w)
+    pivot = torch.tensor(cam.pivot, dtype=dt)
+
+    def _project_rot(v, pose):
+        return cam.project(cam.to_camera(v[None], pose[None]), size)[0]
+
+    def jacobian(xv, idx):
+        """Analytic d(residual)/d(x): the geometry is linear in identity/expression, the camera a pinhole."""
+        ident, expr, pose, sim = xv[sl_id], xv[sl_exp], xv[sl_pose], xv[sl_sim]
+        bi, be = id_b[:, idx], exp_b[:, idx]
+        v = mean[idx] + torch.einsum("k,kvc->vc", ident, bi) + torch.einsum("k,kvc->vc", expr, be)
+        rot = rotation_matrix(pose[None])[0]
+        c3 = (v - pivot) @ rot.T + pivot
+        xx, yy, zz = c3[:, 0], c3[:, 1] + cam.offset_y, cam.distance - c3[:, 2]
+        z = zz.clamp_min(1e-3)
+        half = size / 2.0
+        dp = torch.zeros(len(idx), 2, 3, dtype=dt)  # d pixel / d camera-frame point (before the offset/depth flip)
+        dp[:, 0, 0] = half * cam.focal / z
+        dp[:, 0, 2] = half * cam.focal * xx / z ** 2
+        dp[:, 1, 1] = -half * cam.focal / z
+        dp[:, 1, 2] = -half * cam.focal * yy / z ** 2
+        dpv = dp @ rot  # d pixel / d model-space vertex
+        es = torch.exp(sim[0] / 10.0)
+        j_id = torch.einsum("pij,kpj->pik", dpv, bi)
+        j_exp = torch.einsum("pij,kpj->pik", dpv, be)
+        eps = 1e-5
+        j_pose = []
+        for k in range(3):
+            dpo = torch.zeros(3, dtype=dt)
+            dpo[k] = eps
+            j_pose.append((_project_rot(v, pose + dpo) - _project_rot(v, pose - dpo)) / (2 * eps))
+        j_pose = torch.stack(j_pose, -1)
+        p = _project_rot(v, pose)
+        j_sim = torch.zeros(len(idx), 2, 3, dtype=dt)
+        j_sim[:, :, 0] = es * (p - centre) / 10.0
+        j_sim[:, 0, 1] = 1.0
+        j_sim[:, 1, 2] = 1.0
+        j = torch.cat([es * j_id, es * j_exp, es * j_pose, j_sim], -1).reshape(-1, n_par) * sw[:, None]
+        return torch.cat([j, prior_rows, asym_rows])
+
     def current_idx(xv):
         with torch.no_grad():
             ident, expr = xv[sl_id], xv[sl_exp]
@@ -267,8 +313,6 @@ def solve_landmarks(init: Coefficients, targets, model, renderer, size: int, ite
         xv[sl_pose][1:].clamp_(-1.0, 1.0)
         return xv
 
-    from torch.func import jacfwd
-
     lam = 1e-3
     idx = current_idx(x)
     r = residual(x, idx)
@@ -277,7 +321,7 @@ def solve_landmarks(init: Coefficients, targets, model, renderer, size: int, ite
     for it in range(1, iters + 1):
         if cancel is not None and cancel():
             raise PhotoFitCancelled("photo fit cancelled")
-        J = jacfwd(lambda xv: residual(xv, idx))(x)
+        J = jacobian(x, idx)
         JtJ = J.T @ J
         g = J.T @ r
         improved = False
