@@ -168,9 +168,15 @@ class HeadModel:
         return torch.cat([face, parts], 1)
 
     def expression_offsets(self, c: Coefficients) -> torch.Tensor:
+        """(B, V, 3) expression displacements; only the blendshapes in use are multiplied (a fitted or edited
+        face uses a handful of the 53)."""
         m = self.model
-        face = (c.expression @ m._exp_flat).view(c.batch, -1, 3)
-        parts = (c.expression @ self._pexp_flat).view(c.batch, -1, 3)
+        used = (c.expression != 0).any(0).nonzero(as_tuple=True)[0]
+        if used.numel() == 0:
+            return torch.zeros(c.batch, self.n_vertices, 3, dtype=c.expression.dtype)
+        e = c.expression[:, used]
+        face = (e @ m._exp_flat[used]).view(c.batch, -1, 3)
+        parts = (e @ self._pexp_flat[used]).view(c.batch, -1, 3)
         return torch.cat([face, parts], 1)
 
     def vertices(self, c: Coefficients) -> torch.Tensor:

@@ -208,8 +208,8 @@ def _lr_pairs(exp_names) -> list[tuple[int, int]]:
 
 def solve_landmarks(init: Coefficients, targets, model, renderer, size: int, iters: int = 12,
                     w_id: float = 2e-5, w_exp: float = 1e-5, w_sim: float = 1e-3, w_asym: float = 1e-4,
-                    similarity: bool = True, weights=None,
-                    cancel: Callable[[], bool] | None = None) -> LandmarkSolve:
+                    similarity: bool = True, weights=None, cancel: Callable[[], bool] | None = None,
+                    progress: Callable[[float], None] | None = None) -> LandmarkSolve:
     """Pose, identity, expression (and a 2D scale + shift of the crop) against 68 landmarks in crop px.
 
     Damped Gauss–Newton on the weighted point residuals (in units of the outer-eye-corner distance) with
@@ -339,6 +339,8 @@ def solve_landmarks(init: Coefficients, targets, model, renderer, size: int, ite
                 lam = max(lam / 3, 1e-7)
                 break
             lam *= 8
+        if progress is not None:
+            progress(it / iters)
         if not improved or rel < 1e-5:
             break
     with torch.no_grad():
@@ -425,7 +427,7 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
     if init is None:
         init = model.zeros(1)
     sol = solve_landmarks(init, al.landmarks_crop, model, renderer, FIT_CROP, iters=LM_ITERS, w_id=W_ID, w_exp=W_EXP,
-                          w_sim=W_SIM, cancel=cancel)
+                          w_sim=W_SIM, cancel=cancel, progress=lambda f: report(0.3 + 0.5 * f))
     al = _refined_alignment(img, al, sol.similarity)
     x = crops_to_tensor(warp_to_crop(img, al.matrix, FIT_CROP))
     report(0.8)

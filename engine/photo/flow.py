@@ -175,7 +175,8 @@ class SourceHead:
         # most distant of the 3x3 neighbourhood: lenient at silhouettes (a vertex on the rim stays visible), plus a
         # tolerance that grows with the depth slope (grazing surfaces change depth by cm per grid pixel)
         filled = np.where(empty, d.max(initial=0), d)
-        slope = np.abs(cv2.Sobel(filled, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(filled, cv2.CV_32F, 0, 1, ksize=3))
+        slope = (np.abs(cv2.Sobel(filled, cv2.CV_32F, 1, 0, ksize=3))
+                 + np.abs(cv2.Sobel(filled, cv2.CV_32F, 0, 1, ksize=3)))
         slope = cv2.dilate(np.minimum(slope / 8.0, 3.0), np.ones((3, 3)))
         dmax = cv2.dilate(np.where(empty, 1e9, d + VIS_SLOPE * slope).astype(np.float32), np.ones((3, 3)))
         dmax = torch.from_numpy(dmax)

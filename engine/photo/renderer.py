@@ -24,15 +24,14 @@ import cv2
 import numpy as np
 import torch
 
-from engine.face.head import MOUTH_PARTS, SKIN_PARTS, HeadModel, default_head
+from engine.face.head import SKIN_PARTS, HeadModel, default_head
 from engine.face.model import Coefficients, FaceModel, default_model
-from engine.perception.align import _as_rgb
 from engine.photo import fill, flow, relight
+from engine.photo.fit import as_photo
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.photo.fit import PhotoFit
-
-PHOTO_YAW_LIMIT_DEG = 25.0  # |change from the fitted yaw| beyond which results stop being believable
+PHOTO_YAW_LIMIT_DEG = 20.0  # |change from the fitted yaw| beyond which results stop being believable
 PHOTO_PITCH_LIMIT_DEG = 15.0
 FLOW_SIGMA = 1.0  # grid px
 _SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
@@ -75,6 +74,14 @@ class FlowField:
                               borderValue=border)
 
 
+def _any_channel(m: np.ndarray) -> np.ndarray:
+    """(H, W, C) bool → (H, W): numpy's reductions over a short last axis are slow; OR the planes instead."""
+    out = m[..., 0].copy()
+    for i in range(1, m.shape[-1]):
+        out |= m[..., i]
+    return out
+
+
 def _same(a: Coefficients, b: Coefficients) -> bool:
     return all(torch.equal(getattr(a, n), getattr(b, n)) for n in Coefficients.FACTORS)
 
@@ -101,7 +108,7 @@ class PhotoRenderer:
         self.model = model or (head.model if head is not None else default_model())
         self.head = head or default_head(self.model)
         self.fit = fit
-        self.image = _as_rgb(fit.image)
+        self.image = as_photo(fit.image)
         if fit.coeffs.batch != 1:
             raise PhotoRenderError(f"the fit must hold one set of coefficients, got a batch of {fit.coeffs.batch}")
         self.coeffs0 = fit.coeffs.detach().clone().to("cpu")
@@ -122,7 +129,6 @@ class PhotoRenderer:
         e = np.clip(np.minimum(np.arange(res) + 0.5, res - np.arange(res) - 0.5) / (0.04 * res), 0, 1)
         self._border_window = np.minimum(e[:, None], e[None, :])[..., None].astype(np.float32)
         self._skin_attr = self.head.vertex_in(SKIN_PARTS).float()
-        self._mouth = self.head.vertex_in(MOUTH_PARTS)
         self._scaled: dict[float, np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -142,7 +148,8 @@ class PhotoRenderer:
             raise PhotoRenderError(f"expected Coefficients, got {type(coeffs).__name__}")
         c = coeffs[0:1].detach().to("cpu")
         if c.albedo_dim != self.coeffs0.albedo_dim:
-            raise PhotoRenderError(f"coefficients carry {c.albedo_dim} albedo values, the fit {self.coeffs0.albedo_dim}")
+            raise PhotoRenderError(f"coefficients carry {c.albedo_dim} albedo values, the fit "
+                                   f"{self.coeffs0.albedo_dim}")
         for n in Coefficients.FACTORS:
             if not torch.isfinite(getattr(c, n)).all():
                 raise PhotoRenderError(f"coefficient {n} contains NaN or infinite values")
@@ -228,11 +235,11 @@ class PhotoRenderer:
         out = base.copy()
         g = self.grid
         # affected part of the grid: moved, filled or relit pixels (plus a margin), as output pixels
-        active = np.abs(f.displacement).max(-1) > _SKIP_EPS
+        active = _any_channel(np.abs(f.displacement) > _SKIP_EPS)
         if f.fill_rgb is not None:
             active |= f.fill_alpha > 1e-3
         if f.ratio is not None:
-            active |= np.abs(f.ratio - 1).max(-1) > 1e-3
+            active |= _any_channel(np.abs(f.ratio - 1) > 1e-3)
         ys, xs = np.nonzero(active)
         if len(xs):
             gx0, gx1, gy0, gy1 = xs.min() - 2, xs.max() + 3, ys.min() - 2, ys.max() + 3
@@ -269,7 +276,7 @@ class PhotoRenderer:
         m = (self._centres + f.displacement) * np.array([sx, sy], np.float32) - 0.5
         region = cv2.remap(base, up(m, box), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         if f.ratio is not None:
-            sub = self._sub_box(np.abs(f.ratio - 1).max(-1) > 1e-3, g, box, sx, sy)
+            sub = self._sub_box(_any_channel(np.abs(f.ratio - 1) > 1e-3), g, box, sx, sy)
             if sub is not None:
                 # a ratio r in linear light (gamma 2.2) is the factor r^(1/2.2) on the stored values
                 r = up(np.power(np.maximum(f.ratio, 1e-6), 1.0 / relight.GAMMA), sub, 1.0)
