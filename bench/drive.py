@@ -73,7 +73,10 @@ def frame_canvas(img: np.ndarray, rng: np.random.Generator, noise: float) -> np.
     return f
 
 
-def make_video(photo: Path, n: int, out: Path, noise: float = 3.0, seed: int = 0):
+def make_video(photo: Path, n: int, out: Path, noise: float = 3.0, seed: int = 0, baseline: str = "fit"):
+    """The clip and its known per-frame values. ``baseline`` "fit": the photo's own fitted coefficients plus the
+    curves (neutral frames are the photo itself); "zero": jawOpen and smile requested absolutely from 0 (photo mode
+    must first warp the photo's own expression away)."""
     from engine.drive.video import write_video
     from engine.photo.fit import fit_photo
     from engine.photo.renderer import PhotoRenderer
@@ -87,17 +90,24 @@ def make_video(photo: Path, n: int, out: Path, noise: float = 3.0, seed: int = 0
     cv_ = curves(n)
     rng = np.random.default_rng(seed)
     c0 = fit.coeffs.clone()
-    c0.expr["jawOpen"] = 0.0
-    c0.expr["mouthSmile_L"] = 0.0
-    c0.expr["mouthSmile_R"] = 0.0
+    if baseline == "zero":
+        c0.expr["jawOpen"] = 0.0
+        c0.expr["mouthSmile_L"] = 0.0
+        c0.expr["mouthSmile_R"] = 0.0
+    base = {k: float(c0.expr[k][0]) for k in ("jawOpen", "mouthSmile_L", "mouthSmile_R")}
+    cv_ = dict(cv_)
+    cv_["jawOpen"] = np.clip(base["jawOpen"] + cv_["jawOpen"], 0, 1)
+    smile_l = np.clip(base["mouthSmile_L"] + cv_["smile"], 0, 1)
+    smile_r = np.clip(base["mouthSmile_R"] + cv_["smile"], 0, 1)
+    cv_["smile"] = 0.5 * (smile_l + smile_r)
     t0 = time.perf_counter()
 
     def frames():
         for i in range(n):
             c = c0.clone()
             c.expr["jawOpen"] = float(cv_["jawOpen"][i])
-            c.expr["mouthSmile_L"] = float(cv_["smile"][i])
-            c.expr["mouthSmile_R"] = float(cv_["smile"][i])
+            c.expr["mouthSmile_L"] = float(smile_l[i])
+            c.expr["mouthSmile_R"] = float(smile_r[i])
             c.pose[:, 0] = c0.pose[:, 0] + math.radians(float(cv_["yaw"][i]))
             yield frame_canvas(pr.render(c).image, rng, noise)
 
@@ -122,10 +132,14 @@ def judge_identity(reference: Path, images: list[Path]) -> list[float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", nargs="*", default=["00002", "00005"])
+    ap.add_argument("--photos", nargs="*", default=["00002", "00004", "00008"],
+                    help="ffhq-samples with an unoccluded mouth (00005 holds a microphone over it)")
     ap.add_argument("--target", default="00007")
     ap.add_argument("--frames", type=int, default=160)
     ap.add_argument("--noise", type=float, default=3.0, help="sensor noise std (0-255 levels) added to each frame")
+    ap.add_argument("--baseline", choices=("fit", "zero"), default="fit",
+                    help="fit: the photo's fitted coefficients + the curves (neutral = the photo itself); zero: jawOpen "
+                         "and smile requested from 0")
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the videos in")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -138,7 +152,7 @@ def main(argv=None) -> int:
     video_for_identity = None
     for name in args.photos:
         vid = work / f"loop_{name}.mp4"
-        cv_, secs = make_video(photo_path(name), args.frames, vid, args.noise)
+        cv_, secs = make_video(photo_path(name), args.frames, vid, args.noise, baseline=args.baseline)
         video_for_identity = video_for_identity or vid
         tr = track_video(vid)
         ms += [a + b for a, b in zip(tr.ms_track, tr.ms_fit)]
@@ -148,6 +162,15 @@ def main(argv=None) -> int:
         yaw = tr.series("yaw") - tr.series("yaw")[0]
         jaw_raw = tr.series("jawOpen", False)
         yaw_raw = tr.series("yaw", False)
+        jaw_rel = jaw - jaw[5:q].mean() + cv_["jawOpen"][5:q].mean()
+        smile_rel = smile - smile[5:q].mean() + cv_["smile"][5:q].mean()
+        yaw_s_raw = tr.series("yaw", False) - tr.series("yaw", False)[0]
+
+        def lag_frames(raw, smooth, seg):
+            """Delay (frames) of the smoothed curve behind the raw one on a moving segment (cross-correlation)."""
+            a, b = raw[seg] - raw[seg].mean(), smooth[seg] - smooth[seg].mean()
+            lags = range(0, 6)
+            return max(lags, key=lambda k: float(np.dot(a[:len(a) - k], b[k:])))
         still = cv_["still"].copy()
         still[:5] = False  # let the filter settle
         row = {
@@ -165,14 +188,18 @@ def main(argv=None) -> int:
             "jit_jaw": float(np.std(jaw[still])),
             "jit_jaw_d": float(np.std(np.diff(jaw[still]))),
             "jit_jaw_raw": float(np.std(jaw_raw[still])),
+            "rel_jaw": float(np.abs(jaw_rel - cv_["jawOpen"]).mean()),
+            "rel_smile": float(np.abs(smile_rel - cv_["smile"]).mean()),
+            "lag_yaw": lag_frames(yaw_s_raw, yaw, slice(3 * q, None)),
+            "lag_jaw": lag_frames(jaw_raw, jaw, slice(q, 2 * q)),
             "peak_jaw": float(jaw[q:2 * q].max()), "peak_smile": float(smile[2 * q:3 * q].max()),
             "yaw_range": (float(yaw[3 * q:].min()), float(yaw[3 * q:].max())),
         }
         rows.append(row)
         np.savez(work / f"loop_{name}_track.npz", raw=tr.raw, smoothed=tr.smoothed, found=tr.found,
                  **{k: v for k, v in cv_.items()})
-    print(f"\nclosed loop ({args.frames} frames at {FPS:g} fps, 640x480, noise {args.noise:g}; requested: jawOpen "
-          f"0..0.6, smile 0..0.7, yaw +-15 deg)")
+    print(f"\nclosed loop ({args.frames} frames at {FPS:g} fps, 640x480, noise {args.noise:g}; baseline "
+          f"{args.baseline}, plus jawOpen 0..0.6, smile 0..0.7, yaw +-15 deg)")
     print("| photo | lost | jawOpen MAE (all / its segment) | smile MAE (all / seg) | yaw MAE deg (all / seg) | "
           "peak jaw / smile read | yaw read range |")
     print("|---|---|---|---|---|---|---|")
@@ -180,6 +207,11 @@ def main(argv=None) -> int:
         print(f"| {r['photo']} | {r['lost']} | {r['err_jaw']:.3f} / {r['err_jaw_seg']:.3f} | {r['err_smile']:.3f} / "
               f"{r['err_smile_seg']:.3f} | {r['err_yaw']:.2f} / {r['err_yaw_seg']:.2f} | {r['peak_jaw']:.2f} / "
               f"{r['peak_smile']:.2f} | {r['yaw_range'][0]:.1f} .. {r['yaw_range'][1]:.1f} |")
+    print("\nrelative to the still segment's reading (what --relative-expression transfers), and smoothing lag")
+    print("| photo | jawOpen MAE rel | smile MAE rel | lag yaw (frames) | lag jawOpen (frames) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['photo']} | {r['rel_jaw']:.3f} | {r['rel_smile']:.3f} | {r['lag_yaw']} | {r['lag_jaw']} |")
     print("\njitter on the still segment (std; smoothed, frame-to-frame difference of smoothed, raw)")
     print("| photo | yaw deg | yaw diff | yaw raw | jawOpen | jawOpen diff | jawOpen raw |")
     print("|---|---|---|---|---|---|---|")

@@ -173,6 +173,19 @@ def test_bad_video_files(tmp_path, content, message):
         probe_video(p)
 
 
+def test_zero_length_and_truncated_videos(tmp_path, clip):
+    zero = tmp_path / "zero.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=s=64x64:r=10",
+                    "-frames:v", "0", "-c:v", "libx264", str(zero)], check=True)
+    with pytest.raises(VideoError, match="zero-length"):
+        probe_video(zero)
+    cut = tmp_path / "cut.mp4"
+    data = clip["audio"].read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(VideoError, match="truncated"):
+        probe_video(cut)
+
+
 def test_missing_folder_and_still_image(tmp_path):
     with pytest.raises(VideoError, match="not found"):
         probe_video(tmp_path / "nope.mp4")

@@ -135,7 +135,8 @@ def _unwrap_roll(vals: list[np.ndarray]) -> None:
 def track_video(video, progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
                 smoothing: dict | bool | None = None, detect_every: int = 60, model=None, rnet=None,
                 info: VideoInfo | None = None) -> Track:
-    """Track and fit the face of every frame of ``video`` (a path). ``progress(done, total)`` per frame.
+    """Track and fit the face of every frame of ``video`` (a path). ``progress(done, total)``: tracking is the
+    first half, the per-frame fit the second.
 
     Raises :class:`VideoError` (unreadable video), :class:`NoFaceError` (no face in any frame),
     :class:`DriveCancelled`."""
@@ -164,8 +165,8 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
             ms_track.append((time.perf_counter() - t0) * 1000.0)
         obs.append(o)
         n += 1
-        if progress is not None:
-            progress(n, max(n, info.n_frames))
+        if progress is not None:  # tracking is the first half of the work, the fit the second
+            progress(n, 2 * max(n, info.n_frames))
     if n == 0:
         raise VideoError(f"{info.path.name}: the video has no frames (zero-length)")
     good = [o for o in obs if o is not None]
@@ -183,6 +184,11 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     ms_fit = []
     prev = None  # the previous frame's solution in its crop (expression, pose, 2D similarity)
     for i, o in enumerate(obs):
+        if i % 16 == 0:
+            if cancel is not None and cancel():
+                raise DriveCancelled("cancelled")
+            if progress is not None:
+                progress(n + i, 2 * n)
         if o is None:
             raw.append(None)
             continue
@@ -210,6 +216,8 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     _unwrap_roll(raw)
     raw = np.stack(raw)
     smoothed = raw.copy() if smoothing is False else _smooth(raw, info.fps, smoothing or None)
+    if progress is not None:
+        progress(2 * n, 2 * n)
     notes = list(info.notes)
     lost = int((~found).sum())
     if lost:

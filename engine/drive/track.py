@@ -243,7 +243,8 @@ class ExpressionPoseSolver:
     differences."""
 
     def __init__(self, model: FaceModel, renderer, identity: torch.Tensor, size: int, iterations: int = 5,
-                 w_rnet: float = 0.0, w_zero=None, w_l1: float = 0.0, w_asym: float = 1e-3, damping: float = 1e-5,
+                 w_rnet: float = 0.0, w_zero=None, w_l1: float = 0.0, w_asym: float = 1e-3, w_sim: float = 1e-3, chin_weight: float | None = None,
+                 damping: float = 1e-5,
                  sliding: bool = True, key_weight: float | None = 1e-4, unseen_weight: float | None = None):
         geo = LandmarkGeometry(model, renderer, sliding=sliding)
         self.geo = geo
@@ -270,8 +271,11 @@ class ExpressionPoseSolver:
         self.pairs = [(i, names.index(nm[:-2] + "_R")) for i, nm in enumerate(names)
                       if nm.endswith("_L") and nm[:-2] + "_R" in names]
         self.w_asym = float(w_asym)
-        w = LANDMARK_WEIGHTS.astype(np.float64)
-        self.sqrt_w = np.sqrt(w / w.mean()).repeat(2)  # (136,)
+        self.w_sim = float(w_sim)
+        lw = LANDMARK_WEIGHTS.astype(np.float64).copy()
+        if chin_weight is not None:
+            lw[7:10] = chin_weight
+        self.sqrt_w = np.sqrt(lw / lw.mean()).repeat(2)  # (136,)
         self.slots = [(i, pos.numpy(), side) for i, pos, side in geo.slots]
         names = model.exp_names
         self._mc_jo = (names.index("mouthClose"), names.index("jawOpen")) \
@@ -382,8 +386,8 @@ class ExpressionPoseSolver:
                     g += k * max(0.0, x[mc] - x[jo]) * v
                     h += k * np.outer(v, v)
             h[np.arange(m), np.arange(m)] += self.damping
-            h[np.arange(n + 3, m), np.arange(n + 3, m)] += 1e-3  # the similarity stays near identity
-            g[n + 3:] += 1e-3 * x[n + 3:]
+            h[np.arange(n + 3, m), np.arange(n + 3, m)] += self.w_sim  # the similarity stays near identity
+            g[n + 3:] += self.w_sim * x[n + 3:]
             lo = np.full(m, -np.inf)
             hi = np.full(m, np.inf)
             lo[:n], hi[:n] = np.minimum(-x[:n], 0.0), np.maximum(1.0 - x[:n], 0.0)

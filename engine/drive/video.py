@@ -74,6 +74,14 @@ def _check_file(path: Path) -> None:
         raise VideoError(f"{path.name} is a still image, not a video (use it as the target photo instead)")
 
 
+def _starts_like_mp4(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(12)[4:8] == b"ftyp"
+    except OSError:
+        return False
+
+
 def _header_meta(path: Path) -> dict:
     """ffmpeg's header of ``path`` parsed into imageio_ffmpeg's meta dict (codec, fps, size, duration, audio)."""
     import imageio_ffmpeg
@@ -84,10 +92,12 @@ def _header_meta(path: Path) -> dict:
     except (OSError, IndexError, ValueError, RuntimeError, StopIteration) as exc:
         text = str(exc)
         reason = "not a video file (or a format ffmpeg cannot read)"
-        if "Invalid data" in text:
-            reason = "not a video file: ffmpeg finds no valid data in it"
-        elif "moov atom not found" in text:
+        if isinstance(exc, IndexError) or "does not contain any stream" in text:  # no video stream
+            reason = "there is no video stream in it (zero-length, or audio only)"
+        if "moov atom not found" in text and _starts_like_mp4(path):
             reason = "a truncated or unfinished video (no index: 'moov atom not found')"
+        elif "Invalid data" in text:
+            reason = "not a video file: ffmpeg finds no valid data in it"
         raise VideoError(f"{path.name}: {reason}") from None
     finally:
         with contextlib.suppress(Exception):
