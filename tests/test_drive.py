@@ -40,13 +40,13 @@ def face_coeffs(model):
 
 
 def render_frame(model, c0, yaw=0.0, jaw=0.0, size=(320, 240)):
-    from engine.face.fitting import _renderer_for
+    from engine.drive.track import renderer_for
 
     c = c0.clone()
     c.set_pose_degrees(yaw, 0, 0)
     c.expr["jawOpen"] = jaw
     with torch.no_grad():
-        r = _renderer_for(model)(c, 192, background=0.4)
+        r = renderer_for(model)(c, 192, background=0.4)
     img = (r.image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     w, h = size
     f = np.full((h, w, 3), 100, np.uint8)
@@ -221,9 +221,9 @@ def test_track_follows_head_turn_and_jaw(track):
 
 def test_solver_recovers_known_expression_and_pose(model, face_coeffs):
     from engine.drive.track import ExpressionPoseSolver
-    from engine.face.fitting import _renderer_for
+    from engine.drive.track import renderer_for
 
-    r = _renderer_for(model)
+    r = renderer_for(model)
     sol = ExpressionPoseSolver(model, r, face_coeffs.identity, 80, iterations=8, sliding=False)
     c = face_coeffs.clone()
     c.set_pose_degrees(14, -6, 5)

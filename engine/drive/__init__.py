@@ -20,6 +20,8 @@ raises :class:`DriveCancelled`; neither leaves a partial output file.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +33,11 @@ import torch
 
 from engine.drive.smoothing import OneEuroFilter
 from engine.drive.track import (ExpressionPoseSolver, FaceTracker, Observation, estimate_identity, pose_from_rotation,
-                                rotation_np)
+                                renderer_for, rotation_np)
 from engine.drive.video import VideoError, VideoInfo, VideoWriter, iter_frames, probe_video
-from engine.face.model import N_EXP, Coefficients
+from engine.editing.session import Session, SessionError
+from engine.face.model import N_EXP, Coefficients, default_model
+from engine.perception.rnet import default_rnet
 
 __all__ = ["DriveError", "NoFaceError", "DriveCancelled", "Track", "track_video", "retarget", "Target",
            "PhotoTarget", "SessionTarget", "load_target", "drive", "DriveResult", "VideoError", "probe_video",
@@ -140,14 +144,10 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
 
     Raises :class:`VideoError` (unreadable video), :class:`NoFaceError` (no face in any frame),
     :class:`DriveCancelled`."""
-    from engine.face.fitting import _renderer_for
-    from engine.face.model import default_model
-    from engine.perception.rnet import default_rnet
-
     info = info or probe_video(video)
     model = model or default_model()
     rnet = rnet or default_rnet()
-    renderer = _renderer_for(model)
+    renderer = renderer_for(model)
     tracker = FaceTracker(rnet, detect_every=detect_every)
     size = tracker.crop_size
     obs: list[Observation | None] = []
@@ -286,8 +286,6 @@ class SessionTarget(Target):
     kind = "session"
 
     def __init__(self, path, size: int | None = None, generator="auto", session=None):
-        from engine.editing.session import Session
-
         self.path = Path(path) if path is not None else None
         self.sess = session if session is not None else Session.load(self.path, generator=generator)
         self.coeffs = self.sess.coeffs.clone()
@@ -314,11 +312,6 @@ class SessionTarget(Target):
         """A session for the keyframe track: the loaded file's, or a fresh copy of a live session's face."""
         if self.path is not None:
             return self.sess
-        import os
-        import tempfile
-
-        from engine.editing.session import Session
-
         fd, tmp = tempfile.mkstemp(suffix=".json")  # an exact copy (noise, truncation, offsets) via the file format
         os.close(fd)
         try:
@@ -373,8 +366,6 @@ class PhotoTarget(Target):
         return img
 
     def session(self):
-        from engine.editing.session import Session
-
         s = Session(generator=None)
         s.set_coefficients(self.coeffs.clone(), commit=False)
         s.source = str(self.path)
@@ -428,8 +419,6 @@ def side_by_side_frame(source: np.ndarray, result: np.ndarray) -> np.ndarray:
 def save_track_session(track: Track, target: Target, path, every: int = 1, **retarget_kw) -> Path:
     """The driven coefficients as a session whose keyframes (one per ``every`` frames, at the frame's time)
     the editor opens, scrubs and edits."""
-    from engine.editing.session import SessionError
-
     path = Path(path)
     if path.suffix.lower() != ".json":
         raise DriveError(f"the track file must end in .json: {path.name}")

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tqdm import tqdm
+
+from engine.drive import drive
+
 
 def add_drive_parser(sub) -> argparse.ArgumentParser:
     """Add the ``drive`` sub-command to an ``argparse`` sub-parsers object; returns its parser."""
@@ -45,10 +49,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_drive(args) -> int:
-    from tqdm import tqdm
-
-    from engine.drive import drive
-
     bars: dict = {}
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -26,6 +26,7 @@ import torch
 from engine.face.fitting import LANDMARK_WEIGHTS, LandmarkGeometry, fit_coefficients
 from engine.face.model import Coefficients, FaceModel
 from engine.perception import align
+from engine.render import FaceRenderer
 
 NCC_SIZE = 32
 # expressions the 68 landmarks show well (weaker prior) and those they cannot show at all (gaze: no iris points)
@@ -55,6 +56,17 @@ class Observation:
     roll_offset: float  # radians: in-plane rotation of the face in the frame (the alignment removed it)
     detected: bool  # dlib detection ran for this frame
     crop: np.ndarray | None = None  # only when kept for the identity fit
+
+
+_RENDERERS: dict = {}
+
+
+def renderer_for(model: FaceModel):
+    """One FaceRenderer per face model (its camera is what the landmark geometry projects with)."""
+    r = _RENDERERS.get(id(model))
+    if r is None:
+        r = _RENDERERS[id(model)] = FaceRenderer(model)
+    return r
 
 
 def box_from_landmarks(lm: np.ndarray) -> tuple[float, float, float, float]:

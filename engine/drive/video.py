@@ -16,12 +16,15 @@ Every problem a user can cause (missing file, folder, empty file, not a video, n
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import imageio_ffmpeg
 import numpy as np
 
 
@@ -35,8 +38,6 @@ class VideoError(ValueError):
 
 
 def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -84,8 +85,6 @@ def _starts_like_mp4(path: Path) -> bool:
 
 def _header_meta(path: Path) -> dict:
     """ffmpeg's header of ``path`` parsed into imageio_ffmpeg's meta dict (codec, fps, size, duration, audio)."""
-    import imageio_ffmpeg
-
     gen = imageio_ffmpeg.read_frames(str(path))
     try:
         meta = next(gen)
@@ -187,8 +186,6 @@ def probe_video(path) -> VideoInfo:
 
 def iter_frames(info: VideoInfo) -> Iterator[np.ndarray]:
     """Stream the frames of a probed video as (H, W, 3) uint8 RGB arrays (scaled / resampled as ``info`` says)."""
-    import imageio_ffmpeg
-
     filters = []
     if info.variable_rate:
         filters.append(f"fps={info.fps:.6f}")
@@ -230,9 +227,6 @@ class VideoWriter:
     none)."""
 
     def __init__(self, path, fps: float, audio_from=None, n_frames: int | None = None):
-        import os
-        import tempfile
-
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise VideoError(f"the output must be an .mp4 file, got {self.path.name}")
@@ -249,8 +243,6 @@ class VideoWriter:
         self.count = 0
 
     def append(self, frame) -> None:
-        import imageio_ffmpeg
-
         a = _even(np.asarray(frame, np.uint8)[..., :3])
         if self._w is None:
             self.shape = a.shape
@@ -274,9 +266,6 @@ class VideoWriter:
 
     def _mux_audio(self) -> None:
         """Video stream copied, first audio stream of ``audio_from`` as AAC, cut to the video's length."""
-        import os
-        import tempfile
-
         fd, muxed = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
         os.close(fd)
         cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(self.tmp), "-i", str(self.audio_from),
@@ -295,8 +284,6 @@ class VideoWriter:
                 os.unlink(muxed)
 
     def commit(self) -> Path:
-        import os
-
         if self._w is not None:
             self.finish()
         os.replace(self.tmp, self.path)
