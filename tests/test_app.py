@@ -119,10 +119,12 @@ def test_session_save_and_load_through_the_window(qtbot, window, tmp_path):
     assert window.sliders["mouthSmile_L"].value() == pytest.approx(0.8)
 
 
-def test_export_dialog_backend_writes_frames(qtbot, window, tmp_path):
+def test_export_dialog_backend_writes_frames(qtbot, window, tmp_path, monkeypatch):
     import imageio.v2 as imageio
 
     from app.dialogs import ExportDialog
+
+    monkeypatch.setattr(ExportDialog, "last_folder", None)  # a successful export remembers its folder: not past here
 
     window.timeline.add_keyframe()
     window.sliders["yaw"].set_user_value(30)
@@ -216,29 +218,6 @@ def test_open_photo_of_a_missing_file_gives_a_message(qtbot, window, tmp_path):
     assert "not found" in window.last_error
 
 
-def test_run_entry_point_opens_and_closes(qtbot, tmp_path):
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
-
-    from app.main import run
-
-    bad = tmp_path / "bad.json"
-    bad.write_text("{")
-    seen = {}
-
-    def close():
-        wins = [w for w in QApplication.topLevelWidgets() if w.objectName() == "" and hasattr(w, "session")]
-        seen["windows"] = len(wins)
-        seen["error"] = wins[0].last_error if wins else None
-        for w in wins:
-            w.close()
-        QApplication.instance().quit()
-    QTimer.singleShot(1500, close)
-    assert run([str(bad), "--size", "64"]) == 0
-    assert seen["windows"] == 1 and "corrupt" in seen["error"]
-
-
-
 def test_photo_mode_in_the_editor(qtbot, window, monkeypatch):
     """Open photo → the photo itself at its resolution (a progress job), sliders edit it (a smaller drag frame),
     View → Generator view shows the generator's view, the mesh panel gets the fitted head, limits in the status
@@ -299,3 +278,43 @@ def test_composite_smile_moves_its_parts(qtbot, window):
     settle(qtbot, window)
     assert window.sliders["mouthSmile_L"].value() == pytest.approx(0.6, abs=0.01)
     assert window.session.expression_value("mouthSmile_R") == pytest.approx(0.6, abs=0.01)
+
+
+def test_run_entry_point_opens_and_closes(tmp_path):
+    """app.main.run as `python main.py bad.json` runs it, in its own process: run() sets process-wide state (thread
+    policy, signal handlers, the application's event loop ended by quit) that later windows in a test process
+    would inherit."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    script = """
+import json, sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.main import run
+seen = {}
+def close():
+    wins = [w for w in QApplication.topLevelWidgets() if w.objectName() == "" and hasattr(w, "session")]
+    seen["windows"] = len(wins)
+    seen["error"] = wins[0].last_error if wins else None
+    for w in wins:
+        w.close()
+    QApplication.instance().quit()
+QTimer.singleShot(1500, close)
+seen["rc"] = run([sys.argv[1], "--size", "64"])
+print(json.dumps(seen))
+"""
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", OMP_NUM_THREADS="1", XDG_STATE_HOME=str(tmp_path / "state"),
+               PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", script, str(bad)], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen["rc"] == 0 and seen["windows"] == 1 and "corrupt" in seen["error"]
