@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
 
 from engine.editing.autosave import Autosave, Orphan, session_text
 from engine.io.export import ExportCancelled, export_sequence
+from engine.io.files import add_signal_hook, remove_signal_hook
 
 from .worker import Job
 
@@ -333,6 +334,11 @@ class SessionGuard(QObject):
         self.timer.setSingleShot(True)
         self.timer.setInterval(int(self.autosave.delay * 1000))
         self.timer.timeout.connect(self.flush)
+        add_signal_hook(self._flush_pending)  # a SIGTERM/Ctrl+C still saves the last second of edits
+
+    def _flush_pending(self) -> None:
+        if self.autosave.pending:
+            self.flush()
 
     @property
     def session(self):
@@ -397,6 +403,7 @@ class SessionGuard(QObject):
         self.timer.stop()
         self.autosave.clear()
         self.closed = True
+        remove_signal_hook(self._flush_pending)
         return True
 
 

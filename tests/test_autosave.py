@@ -256,3 +256,59 @@ def test_export_dialog_size_of_a_photo_session(qtbot, face_model):
     assert default_export_size(PhotoSession()) == 640
     s = Session(model=face_model, generator=None)
     assert default_export_size(s) == max(256, s.native_size)
+
+
+EDITOR_KILLED = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+    import app.main
+    from engine.editing.session import Session
+    out = Path(sys.argv[1])
+    app.main.Session = lambda: Session(generator=None)
+    qapp = QApplication([])
+
+    def act():
+        win = next(w for w in QApplication.topLevelWidgets() if hasattr(w, "guard"))
+        win.sliders["yaw"].set_user_value(22.0)  # an edit, then at once a long export
+        s = win.session
+        s.add_keyframe(0.0)
+        s.set_pose_degrees(yaw=-10)
+        s.add_keyframe(300.0)
+        dlg = win.export_dialog()
+        dlg.start_export(out / "clip.gif", "gif", 24, 7000, 48)
+
+        def ready():
+            if any(out.iterdir()):
+                print("ready", flush=True)
+            else:
+                QTimer.singleShot(100, ready)
+        ready()
+    QTimer.singleShot(500, act)
+    sys.exit(app.main.run(["--size", "64"]))
+""")
+
+
+def test_editor_sigterm_keeps_the_edits_and_leaves_no_partial_export(tmp_path):
+    state = tmp_path / "state"
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), QT_QPA_PLATFORM="offscreen",
+               XDG_STATE_HOME=str(state))
+    p = subprocess.Popen([sys.executable, "-c", EDITOR_KILLED, str(out)], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.strip() == "ready", p.stderr.read()[-3000:] if p.poll() is not None else line
+        p.send_signal(signal.SIGTERM)  # well within the 1 s autosave delay of the last edit
+        p.wait(60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGTERM
+    assert list(out.iterdir()) == []  # the hidden partial GIF is gone
+    saved = list((state / "discoface").glob("autosave-*.json"))
+    assert len(saved) == 1  # the edits survive the kill, to be offered back at the next start
+    back = Session.load(saved[0], generator=None)
+    assert len(back.keyframes) == 2

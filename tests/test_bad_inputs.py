@@ -118,11 +118,32 @@ def test_embed_bad_output_paths(corpus, tiny_assets, monkeypatch, tmp_path, caps
 
     monkeypatch.setattr(config, "ASSETS_DIR", tiny_assets)
     photo, _ = corpus["grayscale"]
+    (tmp_path / "afile").write_text("x")
     for argv in (["-o", tmp_path / "me.txt"], ["-o", tmp_path / "me.json", "--paste-back", tmp_path / "pb.gif"],
-                 ["-o", tmp_path / "no_such_dir" / "me.json"], ["-o", tmp_path / "me.json", "--steps", "0"]):
+                 ["-o", tmp_path / "afile" / "sub" / "me.json"], ["-o", tmp_path / "me.json", "--steps", "0"]):
         rc, _, err = _run(["embed", photo, *argv], capsys)
         _assert_one_error_line(rc, err, str(argv))
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("target,reason", [("/sys/x.png", "permission denied"),
+                                           ("{tmp}/afile/x.png", "not a folder"),
+                                           ("{tmp}/folder.png", "folder")])
+def test_render_unwritable_output_one_clean_line(target, reason, tmp_path, capsys, face_model):
+    """No errno text, no hidden temporary name: ``error: cannot write PATH: reason``."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder.png").mkdir()
+    target = target.format(tmp=tmp_path)
+    rc, _, err = _run(["render", "--size", "32", "-o", target], capsys)
+    _assert_one_error_line(rc, err, target)
+    line = err.strip()
+    assert line.startswith("error: ") and reason in line and "Errno" not in line and ".part" not in line, line
+
+
+def test_render_creates_missing_output_folders(tmp_path, capsys, face_model):
+    rc, out, err = _run(["render", "--size", "32", "-o", tmp_path / "new" / "dir" / "face.png"], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "new" / "dir" / "face.png").is_file()
 
 
 @pytest.mark.parametrize("with_generator", [False, True], ids=["fit-path", "embed-path"])

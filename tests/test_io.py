@@ -85,7 +85,7 @@ def test_output_error_messages_name_the_target_not_the_temporary(tmp_path):
     with pytest.raises(OutputError) as ei:  # a file where a folder should be
         save_image(tmp_path / "afile" / "x.png", np.zeros((4, 4, 3), np.uint8))
     msg = str(ei.value)
-    assert msg.startswith(f"cannot write {tmp_path / 'afile' / 'x.png'}: ")
+    assert msg == f"cannot write {tmp_path / 'afile' / 'x.png'}: {tmp_path / 'afile'} is a file, not a folder"
     assert "Errno" not in msg and ".part" not in msg and "\n" not in msg
     (tmp_path / "dir.png").mkdir()
     with pytest.raises(OutputError, match="it is a folder"):

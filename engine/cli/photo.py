@@ -19,7 +19,7 @@ from engine.generator.embed import EmbedConfig, EmbedResult, PhotoEmbedder
 from engine.render import light_from_direction
 from engine.generator.networks import load_default_generator
 from engine.io.export import export_sequence, format_for
-from engine.io.files import save_image, write_json_atomic
+from engine.io.files import check_writable, save_image, write_json_atomic
 from engine.perception.align import load_image
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -52,9 +52,9 @@ def cmd_embed(args) -> int:
     out = out_path(args.output, (".json",))
     overlay = out_path(args.overlay, what="overlay") if args.overlay else None
     paste = out_path(args.paste_back, what="paste-back output") if args.paste_back else None
-    for p in (out, overlay, paste):  # checked before the minutes of embedding, not after
-        if p is not None and not p.parent.exists() and str(p.parent) not in ("", "."):
-            raise UsageError(f"output folder {p.parent} does not exist")
+    for p in (out, overlay, paste):  # checked before the minutes of embedding, not after (missing folders are made)
+        if p is not None:
+            check_writable(p)
     if args.steps is not None and int(args.steps) < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
     photo = load_image(args.photo)  # unreadable files fail here, before the weights are loaded

@@ -158,7 +158,27 @@ def cleanup_temporaries() -> int:
     return removed
 
 
+_signal_hooks: list = []
+
+
+def add_signal_hook(fn) -> None:
+    """Run ``fn()`` when SIGTERM/SIGINT ends the process (before partial outputs are removed): the editor
+    writes its pending autosave there."""
+    if fn not in _signal_hooks:
+        _signal_hooks.append(fn)
+
+
+def remove_signal_hook(fn) -> None:
+    with contextlib.suppress(ValueError):
+        _signal_hooks.remove(fn)
+
+
 def _on_signal(signum, frame) -> None:
+    for fn in list(_signal_hooks):
+        try:
+            fn()
+        except Exception:  # a failing hook must not keep the process alive or leave partial files
+            pass
     cleanup_temporaries()
     if signum == signal.SIGINT and _interrupt_raises:  # keep Ctrl+C's meaning: KeyboardInterrupt (the CLI prints "cancelled")
         raise KeyboardInterrupt
@@ -211,12 +231,31 @@ def output_error(path: Path | str, exc: OSError) -> OutputError:
 def make_parent(path: Path | str) -> None:
     """Create the missing folders above an output (mode from the umask, like ``mkdir -p``)."""
     path = Path(path)
+    anc = path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise OutputError(f"cannot write {path}: {anc} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise output_error(path, exc) from None
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: {path.parent} is not a folder")
+
+
+def check_writable(path: Path | str) -> Path:
+    """Fail early (before minutes of work) when ``path`` could not be written: the nearest existing folder above
+    it must be a writable folder (missing folders would be created on write). Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    parent = path.parent if str(path.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: permission denied")
+    return path
 
 
 @contextlib.contextmanager
