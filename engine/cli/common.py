@@ -5,7 +5,7 @@ import math
 import sys
 from pathlib import Path
 
-from engine.editing.controls import ControlError, apply_controls, controls_for, parse_assignments
+from engine.editing.controls import ControlError, apply_controls, controls_for, lookup, parse_assignments
 
 EXIT_USER_ERROR = 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -60,8 +60,6 @@ def settings(items, exp_names, force: bool):
         values = parse_assignments(items)
         table = controls_for(exp_names)
         for k, v in values.items():
-            from engine.editing.controls import lookup
-
             lookup(table, k).check(v, force)
     except ControlError as exc:
         raise UsageError(str(exc)) from None

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.face.model import Coefficients
+from engine.face.model import EXPRESSION_GROUPS, Coefficients
 from engine.render.shading import direction_from_light, light_from_direction
 
 N_ID_CONTROLS = 8  # identity components shown as sliders (all 100 are reachable as id<k> from the CLI)
@@ -179,8 +179,6 @@ def _bipolar(pos: tuple, neg: tuple):
 
 
 def _expression_subgroup(name: str) -> str:
-    from engine.face.model import EXPRESSION_GROUPS
-
     low = name.lower()
     for group, keys in EXPRESSION_GROUPS.items():
         if any(low.startswith(k) for k in keys):

@@ -29,7 +29,7 @@ import torch
 
 from engine.editing import factors, photo_import
 from engine.editing import sessionfile as files
-from engine.editing.controls import ControlError, controls_for, light_params
+from engine.editing.controls import ControlError, apply_controls, controls_for, light_params, set_light_params
 from engine.editing.frames import Frame, FrameRenderer
 from engine.editing.photo_import import ImportCancelled as SessionCancelled
 from engine.editing.sessionfile import SessionError
@@ -121,8 +121,6 @@ class Session:
     def set_controls(self, values: dict, commit: bool = True, force: bool = True) -> Snapshot:
         """Set named controls (the control table's keys, user units); all checked before any is applied.
         ``force=False`` also refuses values outside the trained range."""
-        from engine.editing.controls import apply_controls
-
         c = self.coeffs.clone()
         try:
             apply_controls(c, values, self.controls, force=force)
@@ -150,8 +148,6 @@ class Session:
     def set_light(self, azimuth=None, elevation=None, intensity=None, ambient=None, color=None,
                   commit: bool = True) -> Snapshot:
         """Directional light in user terms; unspecified parts keep their value, SH band 2 is kept."""
-        from engine.editing.controls import set_light_params
-
         vals = {f"light_{k}": v for k, v in (("azimuth", azimuth), ("elevation", elevation),
                                              ("intensity", intensity), ("ambient", ambient)) if v is not None}
         if color is not None:
