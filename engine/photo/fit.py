@@ -6,14 +6,20 @@ the crop↔photo :class:`~engine.perception.align.Alignment` and the per-channel
 Pipeline (each step reports progress; ``cancel()`` is polled between steps and inside the fitter):
 
 1. **Read** the photo (path, bytes or array; grayscale, RGBA composited on white, 16-bit … → uint8 RGB).
-2. **Detect** the largest face on a copy downscaled to ≤ 1024 px (dlib HOG), **68 landmarks** at full resolution
-   around the box (``engine.perception.align``).
+2. **Detect** faces on a copy downscaled to ≤ 1024 px (dlib HOG) and pick the most confident of the large ones
+   (``align.pick_face``: the largest box is not always a face), **68 landmarks** at full resolution around the box.
 3. **Align** to the canonical crop (``FIT_CROP`` px) by the similarity of the stable points.
 4. **Initialise** with the R-Net (``assets/rnet.safetensors``) when it loads, else from the mean face.
-5. **Landmark refinement**: pose, identity and expression against the 68 landmarks with the existing fitter
-   (``engine.face.fitting.fit_coefficients``, sliding jaw contour).
+5. **Landmark solve** (:func:`solve_landmarks`): damped Gauss-Newton with an analytic Jacobian on pose, identity,
+   expression and a 2D scale + shift of the crop (folded into the returned alignment), jaw contour sliding along the
+   silhouette, priors on identity/expression (blendshapes the landmarks cannot see held near 0, left/right kept
+   alike). It replaces the Adam landmark stage of ``engine.face.fitting`` here: on 17 real photos NME 0.034, against
+   0.052 for 60 Adam steps from the R-Net start and 0.039 for 300 steps (0.8 s).
 6. **Light, albedo and gain**: the linear robust solves of ``engine.face.fitting`` (``solve_albedo`` /
-   ``solve_light``) for the fitted geometry.
+   ``solve_light``) for the fitted geometry, on the refined crop.
+
+Measured (bench/photo_edit.py, 1 torch thread on a loaded 2-core machine): 0.7-1.3 s for a 1024 px photo, landmark
+NME median 0.034 over 18 photos; pose read back within about 1° from exact synthetic landmarks.
 
 No face / unreadable file → :class:`engine.perception.align.AlignError` with its clear message.
 """
