@@ -20,6 +20,8 @@ __all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own mistakes: one line, exit 2 (as every other user mistake)
+        if "invalid choice: 'train'" in message:
+            message = "training is not part of the discoface command: run `python -m training --help`"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
