@@ -263,3 +263,30 @@ def test_session_renders_the_embedding(embedded, embedder):
     frame = s.render(size=32)
     want = (res.reconstruction[0].permute(1, 2, 0) * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
     assert np.abs(frame.image.astype(int) - want).max() <= 1
+
+
+def test_embedding_loss_terms(face_model):
+    """The one loss: the image part (face L1, crop L1, landmarks) picks the best state; priors, noise shell,
+    offsets and the identity term only add to the total, each with its weight from EmbedConfig."""
+    from engine.generator.embed import EmbedConfig, embedding_loss
+
+    cfg = EmbedConfig(w_face=1.0, w_all=0.5, w_lm=10.0, w_prior=2.0, w_noise=3.0, w_offset=4.0, w_id=5.0)
+    img = torch.zeros(1, 3, 8, 8)
+    target = torch.full((1, 3, 8, 8), 0.5)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :4, :] = 1
+    lm = torch.zeros(1, 68, 2)
+    lm_t = torch.zeros(1, 68, 2)
+    lm_t[:, 17:, 0] = 8.0  # one image width away: (8/8)^2 = 1 per point
+    total, image = embedding_loss(cfg, img, target, mask, lm, lm_t)
+    assert float(image) == pytest.approx(1.0 * 0.5 + 0.5 * 0.5 + 10.0 * 1.0) and torch.equal(total, image)
+    c = face_model.zeros(1)
+    init = c.clone()
+    c.identity[:] = 1.0  # prior: mean squared identity change 1
+    noise = torch.zeros(1, 4)  # shell term (0 - 1)^2 = 1
+    offsets = torch.ones(1, 2, 3)  # mean square 1
+    total, image2 = embedding_loss(cfg, img, target, mask, lm, lm_t, c, init, noise, offsets, torch.tensor(0.1))
+    assert float(image2) == pytest.approx(float(image))
+    assert float(total - image) == pytest.approx(2.0 * 1.0 + 3.0 * 1.0 + 4.0 * 1.0 + 5.0 * 0.1)
+    with pytest.raises(EmbedError):
+        PhotoEmbedder(object(), no_such_setting=1)
