@@ -1,6 +1,6 @@
 """Editor latency: slider → frame, p50/p95, preview (3DMM) and generator mode, and where the time goes.
 
-    python bench/latency.py [--sizes 64 128] [--n 40] [--threads 1] [--no-qt]
+    python bench/latency.py [--sizes 64 128] [--n 40] [--threads 1] [--no-qt] [--photo [PHOTO ...]]
 
 Three measurements per size and mode:
   * engine   — an edit (pose: geometry cached; expression: vertices + normals recomputed) + ``Session.render``
@@ -45,13 +45,13 @@ def engine_latency(session, size: int, n: int, preview: bool, what: str):
 
 
 def stage_split(session, size: int, n: int):
+    """Where a preview frame's time goes, stage by stage (the public render stages FrameRenderer is built on)."""
     from engine.io.files import to_uint8_image
-    from engine.render import interpolate, rotation_matrix
-    from engine.render.shading import shade
+    from engine.render import interpolate, rasterize, rotation_matrix, shade
 
-    m, r, c = session.model, session.renderer, session.coeffs
-    acc = {k: 0.0 for k in ("identity (cached)", "expression offsets", "pose+project", "normals", "albedo+shading",
-                            "rasterize", "interpolate", "to uint8")}
+    m, cam_model, c = session.model, session.frames.camera, session.coeffs
+    acc = {k: 0.0 for k in ("blendshapes", "pose+project", "normals", "albedo+shading", "rasterize", "interpolate",
+                            "to uint8")}
     with torch.no_grad():
         for _ in range(n):
             t = time.perf_counter()
@@ -61,18 +61,16 @@ def stage_split(session, size: int, n: int):
                 now = time.perf_counter()
                 acc[key] += (now - t) * 1000
                 t = now
-            vid = session._identity_vertices(c)
-            lap("identity (cached)")
-            verts = vid + (c.expression @ m._exp_flat).view(1, -1, 3)
-            lap("expression offsets")
-            cam = r.camera.to_camera(verts, c.pose)
-            screen = r.camera.project(cam, size)
+            verts = m.vertices(c)
+            lap("blendshapes")  # (cached by the frame renderer when only pose / light change)
+            cam = cam_model.to_camera(verts, c.pose)
+            screen = cam_model.project(cam, size)
             lap("pose+project")
             normals = m.vertex_normals(verts) @ rotation_matrix(c.pose).transpose(1, 2)
-            lap("normals")  # (cached by the session when only pose / light change)
+            lap("normals")  # (cached with the blendshapes)
             colors = shade(m.albedo(c), normals, c.light)
             lap("albedo+shading")
-            frags = r._rasterize(screen, cam[..., 2], size)
+            frags = rasterize(screen, cam[..., 2], m.triangles, size)
             lap("rasterize")
             img = interpolate(colors, frags, m.triangles, 0.35).clamp(0, 1)
             lap("interpolate")
@@ -81,14 +79,31 @@ def stage_split(session, size: int, n: int):
     return {k: v / n for k, v in acc.items()}
 
 
-def qt_latency(session, size: int, n: int):
+def photo_latency(session, n: int):
+    """Photo mode: a yaw edit + frame, as a drag preview (final=False) and as the full frame (final=True)."""
+    y0 = session.control_value("yaw")
+    out = {}
+    for final in (False, True):
+        times = []
+        for i in range(n + 2):
+            snap = session.set_control("yaw", y0 + 1 + (i % 9) * 2, commit=False)
+            t0 = time.perf_counter()
+            session.render_snapshot(snap, final=final)
+            if i >= 2:
+                times.append((time.perf_counter() - t0) * 1000)
+        out["full" if final else "drag"] = times
+    session.commit()
+    return out
+
+
+def qt_latency(session, size: int, n: int, centre: float = 0.0):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
     from app.window import MainWindow
 
-    w = MainWindow(session, display_size=size, drag_size=size)
+    w = MainWindow(session, display_size=size, drag_size=size or 128)
     w.show()
 
     def wait_settled(timeout=30.0):
@@ -102,7 +117,7 @@ def qt_latency(session, size: int, n: int):
     times = []
     slider = w.sliders["yaw"]
     for i in range(n + 3):
-        v = -30 + 60 * ((i * 7) % 13) / 12
+        v = centre - 15 + 30 * ((i * 7) % 13) / 12
         if abs(v - slider.value()) < 1e-6:
             v += 1
         t0 = time.perf_counter()
@@ -114,7 +129,7 @@ def qt_latency(session, size: int, n: int):
     before = w.worker.render_count
     t0 = time.perf_counter()
     slider.slider.setSliderDown(True)
-    for v in np.linspace(-40, 40, 100):
+    for v in np.linspace(centre - 20, centre + 20, 100):
         slider.set_user_value(float(v))
         app.processEvents()
     slider.slider.setSliderDown(False)
@@ -130,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-qt", action="store_true")
+    ap.add_argument("--photo", nargs="*", default=None, metavar="PHOTO",
+                    help="also time photo mode on these photos (no value: the bundled assets/astronaut.jpg)")
     ap.add_argument("--random-generator", action="store_true",
                     help="also time generator mode with randomly initialised weights of the default architecture "
                          "at each size (the cost, not the quality: e.g. 128 px when the shipped weights are 64 px)")
@@ -157,7 +174,7 @@ def main(argv=None) -> int:
                 print(f"{mode:<10} {size:>5} {'qt':<8} {p50:8.1f} {p95:8.1f}  slider -> frame shown; fast drag of "
                       f"100 changes: {renders} renders, {drag_ms:.0f} ms to the final frame")
     if random_gen:
-        from engine.generator.networks import networks as gm
+        import engine.generator.networks as gm
 
         # the shipped generator's widths carried to each size (else the default 256-wide architecture)
         base = session.generator.G.cfg["channels"][4] if session.generator is not None else 256
@@ -173,6 +190,24 @@ def main(argv=None) -> int:
                 p50, p95 = pct(engine_latency(gs, size, args.n, False, what))
                 print(f"{'gen(rand)':<10} {size:>5} {'engine':<8} {p50:8.1f} {p95:8.1f}  {what} edit + render "
                       f"(random weights, widths {base} → 16)")
+    if args.photo is not None:
+        photos = args.photo or [str(Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg")]
+        for path in photos:
+            ps = Session(model=session.model, generator=None)
+            t0 = time.perf_counter()
+            ps.open_photo(path)
+            open_s = time.perf_counter() - t0
+            w, h = ps.photo.size
+            for kind, times in photo_latency(ps, args.n).items():
+                p50, p95 = pct(times)
+                print(f"{'photo':<10} {max(w, h):>5} {'engine':<8} {p50:8.1f} {p95:8.1f}  yaw edit + {kind} frame "
+                      f"({w}x{h} photo, opened in {open_s:.1f} s)")
+            if not args.no_qt:
+                ps.history.commit()
+                times, (renders, drag_ms) = qt_latency(ps, None, args.n, centre=ps.control_value("yaw"))
+                p50, p95 = pct(times)
+                print(f"{'photo':<10} {max(w, h):>5} {'qt':<8} {p50:8.1f} {p95:8.1f}  slider -> full frame shown; "
+                      f"fast drag of 100 changes: {renders} renders, {drag_ms:.0f} ms to the final frame")
     for size, sp in splits.items():
         total = sum(sp.values())
         print(f"\n# where the time goes, preview render at {size} px (mean of {args.n}, total {total:.1f} ms)")
