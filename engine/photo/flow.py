@@ -120,7 +120,7 @@ class HeadProjector:
         return crop @ self.inv[:, :2].T + self.inv[:, 2]
 
 
-def _harmonic_fill(values: torch.Tensor, known: torch.Tensor, adjacency: torch.Tensor, iters: int = 300
+def _harmonic_fill(values: torch.Tensor, known: torch.Tensor, adjacency: torch.Tensor, iters: int = 150
                    ) -> torch.Tensor:
     """Fill unknown rows of (V, C) ``values`` by repeated neighbour averaging with the known rows held fixed
     (a discrete harmonic interpolation; rows never reached keep their own value)."""
