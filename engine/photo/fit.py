@@ -202,9 +202,16 @@ UNOBSERVED_EXPRESSIONS = ("cheekPuff", "cheekSquint", "eyeLook", "jawForward", "
                           "mouthDimple", "mouthPress", "mouthLeft", "mouthRight")
 
 
+# the jaw opens the mouth: with an equal (L2) prior the solve would rather spread an open mouth thinly over
+# mouthLowerDown/UpperUp/Funnel than use one large jawOpen, and read a jawOpen 0.5 edit back as ~0.2
+PREFERRED_EXPRESSIONS = {"jawOpen": 0.1}
+
+
 def expression_prior_weights(exp_names, unobserved: float = 100.0) -> np.ndarray:
-    """(53,) relative prior weights: 1 for blendshapes the landmarks see, ``unobserved`` for the others."""
-    return np.array([unobserved if n.startswith(UNOBSERVED_EXPRESSIONS) else 1.0 for n in exp_names], np.float64)
+    """(53,) relative prior weights: 1 for blendshapes the landmarks see, ``unobserved`` for the others, less for
+    the ``PREFERRED_EXPRESSIONS``."""
+    return np.array([unobserved if n.startswith(UNOBSERVED_EXPRESSIONS) else PREFERRED_EXPRESSIONS.get(n, 1.0)
+                     for n in exp_names], np.float64)
 
 
 def _lr_pairs(exp_names) -> list[tuple[int, int]]:
