@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
         self.session = session if session is not None else Session()
         self.display_size = int(display_size or self.session.native_size)
         self.drag_size = min(int(drag_size), self.display_size)
+        self.guard = None  # app.dialogs.SessionGuard (autosave + unsaved-changes prompt), set by app.main.build
         self.view_mode = "auto"  # "generator" while View → Generator view is on (photo mode)
         self.full_range = False
         self.last_frame = None
@@ -376,7 +377,7 @@ class MainWindow(QMainWindow):
         self.undo_action.setEnabled(self.session.can_undo)
         self.redo_action.setEnabled(self.session.can_redo)
         self.generator_view_action.setEnabled(self.session.photo is not None and self.session.generator is not None)
-        if getattr(self, "guard", None) is not None:  # every edit passes here: autosave (debounced)
+        if self.guard is not None:  # every edit passes here: autosave (debounced)
             self.guard.changed()
 
     def _sync_group(self, snap: Snapshot, group: str, skip: str | None = None) -> None:
@@ -491,7 +492,7 @@ class MainWindow(QMainWindow):
             self.show_error("Open session", str(exc))
             return False
         self.after_state_change(snap)
-        if getattr(self, "guard", None) is not None:
+        if self.guard is not None:
             self.guard.saved(path)
         self.statusBar().showMessage(f"opened {Path(path).name}", 5000)
         return True
@@ -502,7 +503,7 @@ class MainWindow(QMainWindow):
         except SessionError as exc:
             self.show_error("Save session", str(exc))
             return False
-        if getattr(self, "guard", None) is not None:
+        if self.guard is not None:
             self.guard.saved(path)
         self.statusBar().showMessage(f"saved {Path(path).name}", 5000)
         return True
@@ -532,14 +533,14 @@ class MainWindow(QMainWindow):
         return True
 
     def save_frame_dialog(self) -> None:
-        start = str(default_export_path(self.session, getattr(getattr(self, "guard", None), "path", None),
+        start = str(default_export_path(self.session, self.guard.path if self.guard is not None else None,
                                         ExportDialog.last_folder).with_suffix(".png"))
         path, _ = QFileDialog.getSaveFileName(self, "Save frame", start, "Images (*.png *.jpg *.jpeg *.webp)")
         if path:
             self.save_frame(path if Path(path).suffix else path + ".png")
 
     def export_dialog(self) -> ExportDialog:
-        dlg = ExportDialog(self.session, self, getattr(getattr(self, "guard", None), "path", None))
+        dlg = ExportDialog(self.session, self, self.guard.path if self.guard is not None else None)
         dlg.open()
         return dlg
 
@@ -596,7 +597,7 @@ class MainWindow(QMainWindow):
     # closing (the usability helper's unsaved-changes prompt lives in self.guard)
     # ------------------------------------------------------------------------------------------ #
     def closeEvent(self, ev) -> None:
-        if getattr(self, "guard", None) is not None and not self.guard.confirm_close():  # Save/Discard/Cancel
+        if self.guard is not None and not self.guard.confirm_close():  # Save/Discard/Cancel
             ev.ignore()
             return
         self.timeline.timer.stop()
