@@ -537,6 +537,9 @@ def test_photo_session_file_reopens_without_refitting(photo_session, tmp_path, m
     assert np.abs(back.render().image.astype(int) - want).max() <= 2
     frames = list(back.iter_frames(3))  # export frames at the photo's resolution
     assert all(f.shape == want.shape for f in frames) and not np.array_equal(frames[0], frames[-1])
+    moved.write_bytes(b"not an image any more")
+    with pytest.raises(SessionError, match="cannot be read"):
+        Session(model=s.model, generator=None).load_file(p)
     moved.unlink()
     other = Session(model=s.model, generator=None)
     with pytest.raises(SessionError, match="no longer at"):

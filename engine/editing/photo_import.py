@@ -136,4 +136,6 @@ def resolve_photo_record(d: dict, base: Path | None = None) -> PhotoSource:
         fit = PhotoFit.from_json_dict(d["fit"], str(p))
     except PhotoFitError as exc:
         raise SessionError(f"the session's photo fit cannot be used: {exc}") from None
+    except ValueError as exc:  # the photo file itself is unreadable now (AlignError)
+        raise SessionError(f"the photo of this session cannot be read: {str(exc).strip().splitlines()[0]}") from None
     return PhotoSource(str(p), fit)
