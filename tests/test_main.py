@@ -128,3 +128,23 @@ def test_sigterm_during_cli_export_leaves_nothing(face_model, tmp_path):
             p.kill()
     assert p.returncode == -signal.SIGTERM
     assert list(out.iterdir()) == []
+
+
+def test_file_save_frame(qapp, qtbot, face_model, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import app.main
+
+    monkeypatch.setattr(app.main, "Session", lambda: Session(model=face_model, generator=None))
+    win = app.main.build(["--size", "64"], ask_restore=lambda o: False)
+    qtbot.addWidget(win)
+    win.session.set_pose_degrees(yaw=25)
+    assert win.save_frame(tmp_path / "frames" / "face.png")
+    im = np.asarray(Image.open(tmp_path / "frames" / "face.png"))
+    n = win.session.native_size
+    assert im.shape == (n, n, 3) and im.std() > 10  # a face at the session's native size, not the 64 px display
+    assert not win.save_frame(tmp_path / "face.txt") and "image files end in" in win.last_error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+    win.guard.ask = lambda: "discard"
+    win.close()
