@@ -73,6 +73,12 @@ def test_patch_discriminator_scores_patches_and_sends_gradients():
     assert d[:, 0, 0].min() > 1e-4 and d[:, -1, -1].max() < 1e-6
     with pytest.raises(ValueError, match="unknown discriminator"):
         build_discriminator(64, "huge")
+    hp = build_discriminator(64, "patch-hp", {64: 8, 32: 8, 16: 16, 8: 16})
+    assert hp.fromrgb.weight.shape[1] == 6 and hp(x.detach()).shape == (2, 64)  # RGB + its high-pass
+    from training.networks_d import blur5
+
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    assert torch.allclose(blur5(flat), flat)  # a flat image has no high-pass
 
 
 def test_diff_augment_is_random_differentiable_and_checks_its_policy():

@@ -78,13 +78,14 @@ class PatchDiscriminator(nn.Module):
     at 64 px). Cheap enough for the CPU fine-tuning stage; it judges local texture (skin, hair, edges), which is
     what the reconstruction/imitation warm start lacks, while the imitation and landmark terms keep the layout."""
 
-    def __init__(self, resolution: int = 64, channels: dict | None = None, n_down: int = 3):
+    def __init__(self, resolution: int = 64, channels: dict | None = None, n_down: int = 3, highpass: bool = False):
         super().__init__()
         ch = {int(k): int(v) for k, v in (channels or {resolution: 32, resolution // 2: 64,
                                                        resolution // 4: 128, resolution // 8: 128}).items()}
-        self.cfg = {"resolution": resolution, "channels": ch, "n_down": n_down}
+        self.cfg = {"resolution": resolution, "channels": ch, "n_down": n_down, "highpass": highpass}
         self.resolution = resolution
-        self.fromrgb = EqConv(3, ch[resolution], k=1)
+        self.highpass = highpass
+        self.fromrgb = EqConv(6 if highpass else 3, ch[resolution], k=1)
         layers, r = [], resolution
         for _ in range(n_down):
             layers.append(EqConv(ch[r], ch[r // 2], down=True))
@@ -94,12 +95,26 @@ class PatchDiscriminator(nn.Module):
         self.out = EqConv(ch[r], 1, k=1, act=False)
 
     def forward(self, img):
+        if self.highpass:  # the image's own high frequencies (×4) as 3 more channels: texture is what D should judge
+            img = torch.cat([img, 4.0 * (img - blur5(img))], 1)
         return self.out(self.conv(self.body(self.fromrgb(img)))).flatten(1)
 
 
+def blur5(img: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Separable 5-tap Gaussian blur (replicate border), per channel."""
+    r = torch.arange(5, device=img.device, dtype=img.dtype) - 2
+    k = torch.exp(-r * r / (2 * sigma * sigma))
+    k = k / k.sum()
+    c = img.shape[1]
+    x = F.pad(img, (2, 2, 2, 2), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
+
+
 def build_discriminator(resolution: int, arch: str = "resnet", channels: dict | None = None) -> nn.Module:
+    """``resnet`` (StyleGAN2's), ``patch`` or ``patch-hp`` (the patch critic also shown the image's high-pass)."""
     if arch == "resnet":
         return Discriminator(resolution, channels)
-    if arch == "patch":
-        return PatchDiscriminator(resolution, channels)
-    raise ValueError(f"unknown discriminator {arch!r}; choose resnet or patch")
+    if arch in ("patch", "patch-hp"):
+        return PatchDiscriminator(resolution, channels, highpass=arch == "patch-hp")
+    raise ValueError(f"unknown discriminator {arch!r}; choose resnet, patch or patch-hp")

@@ -78,7 +78,8 @@ class TrainConfig:
     lm_weight_stage2: float = 100.0
     pair_every: int = 2
     # fine-tuning knobs (defaults = the original recipe)
-    d_arch: str = "resnet"          # resnet | patch
+    d_arch: str = "resnet"          # resnet | patch | patch-hp
+    d_lr: float | None = None       # D's learning rate (default: lr)
     augment: str = ""               # DiffAugment policy, e.g. "color,translation"
     lm_kimg: float | None = None    # R-Net/identity terms from here (default: when the L1 stops)
     loss_weights: dict = field(default_factory=dict)  # overrides of DiscoLoss.WEIGHTS
@@ -354,7 +355,7 @@ def training_loop(args) -> int:
     G, G_ema, D = build_networks(cfg, decoders, init_G, dev)
     mb = cfg.r1_every / (cfg.r1_every + 1)
     optG = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
-    optD = torch.optim.Adam(D.parameters(), lr=cfg.lr * mb, betas=(0.0, 0.99 ** mb), eps=1e-8)
+    optD = torch.optim.Adam(D.parameters(), lr=(cfg.d_lr or cfg.lr) * mb, betas=(0.0, 0.99 ** mb), eps=1e-8)
 
     images_seen, step = 0, 0
     if is_main and out.exists():  # temporaries left by a run killed mid-write are never valid
