@@ -46,7 +46,7 @@ def test_train_gan_has_no_private_checkpoint_copy():
 
 def test_config_round_trips_through_json_and_refuses_unknown_keys():
     cfg = TrainConfig.from_preset("cpu64ft")
-    assert cfg.d_arch == "patch" and cfg.augment and cfg.lm_kimg == 0.0
+    assert cfg.d_arch == "patch-hp" and cfg.augment and cfg.lm_kimg == 0.0 and cfg.noise_mode == "const"
     back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))  # int dict keys become strings in JSON
     assert back == cfg
     assert cfg.override(batch=4, lr=None).batch == 4 and cfg.override(lr=None).lr == cfg.lr
