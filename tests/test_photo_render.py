@@ -240,3 +240,55 @@ def test_limits_and_bad_input(synth_renderer, synth_fit):
         synth_renderer.render(synth_fit.coeffs, max_side=0)
     with pytest.raises(PhotoRenderError):
         synth_renderer.render("yaw=10")
+
+
+def _padded_fit(head, c0, pad=384):
+    """The synthetic photo in the middle of a larger canvas, so the work box lies inside the photo."""
+    img, _ = _synth(head, c0)
+    n = SIZE + 2 * pad
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    big = (np.stack([0.3 + 0.4 * xx, 0.4 + 0.2 * yy, 0.6 - 0.3 * xx], -1) * 255 + 0.5).astype(np.uint8)
+    big[pad:pad + SIZE, pad:pad + SIZE] = img
+    m = np.array([[1.0, 0.0, -pad], [0.0, 1.0, -pad]])
+    al = Alignment(matrix=m, size=SIZE, landmarks_photo=np.zeros((68, 2), np.float32),
+                   landmarks_crop=np.zeros((68, 2), np.float32), photo_shape=big.shape)
+    return PhotoFit(big, c0, al, np.array([1.0, 1.0, 1.0], np.float32))
+
+
+@pytest.mark.parametrize("max_side,falloff", [(None, None), (700, None), (None, 0.4)])
+def test_only_the_head_neighbourhood_changes_and_no_line_at_the_box_border(head, face_model, synth_fit, max_side,
+                                                                          falloff, monkeypatch):
+    if falloff is not None:  # a displacement that reaches the work grid's edge (it must still fade out, no line)
+        monkeypatch.setattr(flow, "FALLOFF", falloff)
+    fit = _padded_fit(head, synth_fit.coeffs)
+    r = PhotoRenderer(fit, face_model, head)
+    c1 = _edit(fit.coeffs, yaw=12, pitch=4, mouthSmile_L=0.6, mouthSmile_R=0.6, jawOpen=0.3)
+    c1.light[:] = light_from_direction(35, 0, 0.7)
+    fr = r.render(c1, max_side=max_side)
+    h, w = fr.image.shape[:2]
+    base = fit.image if max_side is None else cv2.resize(fit.image, (w, h), interpolation=cv2.INTER_AREA)
+    diff = np.abs(fr.image.astype(int) - base.astype(int)).max(-1)
+    # the union of the source and target heads, grown by a generous margin: nothing outside it changes
+    ff = r.flow_field(c1)
+    src_cov = (r.src.frags.face_id[0] >= 0).numpy()
+    near = ff.in_photo((ff.covered | src_cov).astype(np.float32), (h, w), fr.scale) > 0.01
+    margin = int(round((0.07 + flow.FALLOFF) * r.grid.res * r.grid.step * fr.scale))
+    near = cv2.dilate(near.astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
+    assert diff[near].max() > 40  # the edit is there
+    assert diff[~near].max() <= 1, np.argwhere((diff > 1) & ~near)[:5]
+    # at the work grid's edge the displacement has faded to ~0: the photo there is (almost) untouched
+    g = r.grid
+    gx = ((np.arange(w) + 0.5) / fr.scale - g.origin[0]) / g.step
+    gy = ((np.arange(h) + 0.5) / fr.scale - g.origin[1]) / g.step
+    edge_x, edge_y = np.abs(gx - g.res).min(), np.abs(gy - g.res).min()
+    assert edge_x < 1 and edge_y < 1  # the grid's right and bottom edges lie inside this photo
+    band = ((np.minimum(np.abs(gx), np.abs(gx - g.res)) < 2)[None, :] & (gy > -2)[:, None] & (gy < g.res + 2)[:, None]) \
+        | ((np.minimum(np.abs(gy), np.abs(gy - g.res)) < 2)[:, None] & (gx > -2)[None, :] & (gx < g.res + 2)[None, :])
+    assert band.sum() > 1000 and diff[band].max() <= 4, diff[band].max()
+    # no row or column of the changed area differs much more than its neighbours (no 1-px lines anywhere)
+    ys, xs = np.nonzero(diff > 1)
+    rows = diff[ys.min() - 2:ys.max() + 3].astype(float).mean(1)
+    cols = diff[:, xs.min() - 2:xs.max() + 3].astype(float).mean(0)
+    for prof in (rows, cols):
+        nb = np.maximum(np.r_[prof[1:], 0], np.r_[0, prof[:-1]])
+        assert np.all(prof <= 2.0 * nb + 1.0), prof.round(1)

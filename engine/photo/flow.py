@@ -34,9 +34,9 @@ VIS_TOL_CM = 0.45  # depth tolerance of the source visibility test
 VIS_TOL_INNER_CM = 0.12  # mouth interior and eyes
 VIS_SLOPE = 1.5  # extra tolerance per cm of depth change per grid pixel
 UPPER_TEETH_SHIFT_CM = (0.0, -0.3, 0.25)
-FALLOFF = 0.22  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
+FALLOFF = 0.08  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
 # the lower neck joins the (unmoving) torso: its vertices blend from the edited to the fitted pose
-NECK_FREE_Y, NECK_FIXED_Y = -11.0, -18.5
+NECK_FREE_Y, NECK_FIXED_Y = -9.0, -14.0
 # parts drawn into the flow (irises and eye sockets lie behind the scleras and are never seen)
 FLOW_PARTS = SKIN_PARTS + MOUTH_PARTS + ("sclera_l", "sclera_r")
 

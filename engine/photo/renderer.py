@@ -271,10 +271,13 @@ class PhotoRenderer:
             return cv2.warpAffine(np.ascontiguousarray(a, dtype=np.float32), to_grid(bx0, by0), (bx1 - bx0, by1 - by0),
                                   flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
-        # the sampling map is affine in the grid plus the displacement: build it on the grid and upsample it
-        # (bilinear interpolation of the affine part is exact)
-        m = (self._centres + f.displacement) * np.array([sx, sy], np.float32) - 0.5
-        region = cv2.remap(base, up(m, box), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        # the sampling map: each output pixel's own position plus the upsampled displacement. The displacement is
+        # 0 outside the grid (constant border), so pixels beyond the grid's last centre sample themselves (an
+        # upsampled *absolute* map would fade to the border value 0 there: a line of pixels from the photo's corner)
+        m = up(f.displacement * np.array([sx, sy], np.float32), box)
+        m[..., 0] += np.arange(x0, x1, dtype=np.float32)[None, :]
+        m[..., 1] += np.arange(y0, y1, dtype=np.float32)[:, None]
+        region = cv2.remap(base, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         if f.ratio is not None:
             sub = self._sub_box(_any_channel(np.abs(f.ratio - 1) > 1e-3), g, box, sx, sy)
             if sub is not None:
