@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import export, photo, render
+from engine.cli import drive, export, photo, render
 from engine.cli.common import EXIT_USER_ERROR, UsageError
 from engine.runtime import setup_entry_point
 
-COMMANDS = (render, photo, export)  # each module: register(subparsers)
+COMMANDS = (render, photo, export, drive)  # each module: register(subparsers)
 
 __all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
 
