@@ -30,8 +30,7 @@ from engine.render import FaceRenderer
 
 NCC_SIZE = 32
 # expressions the 68 landmarks show well (weaker prior) and those they cannot show at all (gaze: no iris points)
-KEY_EXPRESSIONS = ("jawOpen", "mouthSmile", "eyeBlink", "browInnerUp", "browDown", "browOuterUp", "mouthFunnel",
-                   "mouthPucker", "mouthClose", "eyeWide", "mouthFrown")
+KEY_EXPRESSIONS = ("jawOpen", "mouthSmile", "eyeBlink", "browInnerUp", "browDown", "browOuterUp")
 UNSEEN_EXPRESSIONS = ("eyeLook",)
 
 
