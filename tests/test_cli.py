@@ -164,3 +164,18 @@ def test_embed_then_export_chains(tmp_path, ict_path, capsys):
 
     frames = imageio.mimread(gif)
     assert len(frames) == 7 and np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 1
+
+
+def test_named_identity_setting(tmp_path, ict_path):
+    """``--set face_width=…`` (a named identity control of the editor's table): wider vs narrower silhouettes;
+    outside ±3σ is one line and writes nothing."""
+    wide, narrow = tmp_path / "wide.png", tmp_path / "narrow.png"
+    r1 = run("render", "--set", "face_width=2.5", "--size", "96", "-o", str(wide))
+    r2 = run("render", "--set", "face_width=-2.5", "--size", "96", "-o", str(narrow))
+    assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+    cols = lambda p: (np.asarray(Image.open(p)).sum(-1) > 0).any(0).sum()  # noqa: E731 (face width in px)
+    assert cols(wide) > cols(narrow) + 3, (cols(wide), cols(narrow))
+    bad = tmp_path / "bad.png"
+    r = run("render", "--set", "face_width=4", "-o", str(bad))
+    assert r.returncode == 2 and r.stderr.strip() == "error: face_width = 4σ is outside its range ±3σ"
+    assert not bad.exists()

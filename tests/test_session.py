@@ -569,3 +569,78 @@ def test_new_random_face_leaves_photo_mode(photo_session):
     assert snap.photo is None and photo_session.mode == "preview"
     assert photo_session.coeffs.identity.abs().sum() > 1
     assert photo_session.undo().photo is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------- #
+# named identity controls
+# ---------------------------------------------------------------------------------------------------------------- #
+NAMED_IDENTITY = ("face_width", "face_length", "jaw_width", "nose_length", "nose_width", "eye_spacing",
+                  "lip_fullness")
+
+
+def test_named_identity_controls_are_in_the_table(session):
+    t = session.controls
+    named = [k for k, s in t.items() if s.group == "identity" and s.subgroup == "named"]
+    assert tuple(named) == NAMED_IDENTITY
+    assert t["face_width"].label == "Face width" and t["jaw_width"].label == "Jaw width"
+    assert t["face_width"].range() == (-3.0, 3.0) and t["face_width"].range(full=True) == (-3.0, 3.0)
+    assert "cm" in t["face_width"].help
+    assert t["id0"].subgroup == "raw" and t["id0"].label == "Component 1"  # the raw modes are still there
+    for k in NAMED_IDENTITY:
+        assert session.control_value(k) == pytest.approx(0.0, abs=1e-6)  # the mean face reads 0
+
+
+def test_setting_one_named_identity_control_leaves_the_others(session):
+    session.randomize("identity", seed=11)  # start from a face that is not the mean
+    before = {k: session.control_value(k) for k in NAMED_IDENTITY}
+    session.set_control("face_width", 1.5)
+    after = {k: session.control_value(k) for k in NAMED_IDENTITY}
+    assert after["face_width"] == pytest.approx(1.5, abs=1e-4)
+    for k in NAMED_IDENTITY[1:]:
+        assert after[k] == pytest.approx(before[k], abs=1e-4), k  # (a projection read-back would move them)
+    session.set_control("jaw_width", -2.0)
+    assert session.control_value("jaw_width") == pytest.approx(-2.0, abs=1e-4)
+    assert session.control_value("face_width") == pytest.approx(1.5, abs=1e-4)
+
+
+def test_named_identity_controls_move_the_measured_trait(session):
+    """face_width = +2 widens the measured cheek-to-cheek distance by about 2 of its standard deviations, and the
+    face length / nose length / eye spacing stay (to first order)."""
+    from engine.face.directions import identity_directions, measure_traits
+
+    dirs = identity_directions(session.model)
+    m0 = measure_traits(session.model, session.coeffs.identity)
+    session.set_control("face_width", 2.0)
+    m1 = measure_traits(session.model, session.coeffs.identity)
+    grow = float(m1["face_width"] - m0["face_width"]) / dirs["face_width"].cm_per_std
+    assert grow == pytest.approx(2.0, rel=0.1)
+    for k in ("face_length", "nose_length", "eye_spacing"):
+        assert abs(float(m1[k] - m0[k])) < 0.05 * dirs[k].cm_per_std, k
+    img0 = Session(model=session.model, generator=None).render(SIZE).image
+    assert np.abs(session.render(SIZE).image.astype(int) - img0).mean() > 1.0  # the face looks different
+
+
+def test_named_identity_ranges_are_checked(session):
+    with pytest.raises(SessionError, match="face_width = 4σ is outside its range ±3σ"):
+        session.set_control("face_width", 4)
+    with pytest.raises(SessionError, match="not a number"):
+        session.set_control("nose_length", "long")
+    before = session.coeffs.identity.clone()
+    with pytest.raises(SessionError):  # all or nothing
+        session.set_controls({"face_width": 1.0, "jaw_width": -5})
+    assert torch.equal(before, session.coeffs.identity)
+    session.set_controls({"face_width": 1.0})
+    session.undo()
+    assert torch.equal(before, session.coeffs.identity)
+
+
+def test_named_identity_edits_move_the_photo(photo_session, photo_source):
+    """Photo mode: the identity controls edit the photo's geometry."""
+    s = photo_session
+    f0 = s.render()
+    v0 = s.control_value("face_width")
+    f1 = s.render_snapshot(s.set_control("face_width", max(-3.0, v0 - 2.0)))
+    assert f1.mode == "photo" and f1.image.shape == f0.image.shape
+    assert np.abs(f1.image.astype(int) - f0.image.astype(int)).mean() > 0.3
+    width = lambda f: f.landmarks[15, 0] - f.landmarks[1, 0]  # noqa: E731
+    assert width(f1) < width(f0) - 3, (width(f0), width(f1))

@@ -15,6 +15,16 @@ its file does not record them, so they are constants here:
 * light: the fitted training lights come from the front half-space; a light from behind (|azimuth| > 90°) gives a
   black face, so the trained azimuth is ±90°, elevation ±60°.
 * expressions: ARKit weights 0..1 (the blendshapes are defined there; values outside are extrapolations).
+* named identity controls (``face_width``, ``jaw_width``, …; ``engine/face/directions.py``): ±3 standard
+  deviations of the trait over the ~N(0, 1) identity modes the generator was trained on. The raw modes stay
+  reachable as ``id<k>`` (the window's Identity tab shows the first :data:`N_ID_CONTROLS` under "More").
+
+The named identity controls read back through the *dual* basis of their directions: with V the (100 × T) matrix
+of unit directions and W = V⁺ (T × 100, W V = I), control i reads ``(W_i · identity) / std_i`` and a write moves
+``identity`` along V_i only. The directions are not orthogonal (face width and jaw width share a lot), so a
+projection ``V_i · identity`` would let "face width" move the "jaw width" slider; with the dual rows setting one
+control leaves every other named control's read-back unchanged, and the value reads as the trait's (linearised)
+distance from the mean face in its standard deviations.
 """
 from __future__ import annotations
 
@@ -22,10 +32,14 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.face.model import EXPRESSION_GROUPS, Coefficients
+import torch
+
+from engine.face.directions import identity_directions
+from engine.face.model import EXPRESSION_GROUPS, Coefficients, FaceModelError, default_model
 from engine.render.shading import direction_from_light, light_from_direction
 
-N_ID_CONTROLS = 8  # identity components shown as sliders (all 100 are reachable as id<k> from the CLI)
+N_ID_CONTROLS = 8  # raw identity components shown under "More" (all 100 are reachable as id<k> from the CLI)
+IDENTITY_STD_RANGE = 3.0  # named identity controls: ±3 standard deviations of the trait
 
 
 class ControlError(ValueError):
@@ -44,7 +58,7 @@ class ControlSpec:
     trained: tuple[float, float]  # what the shipped generator was trained on (the sliders' normal range)
     get: Callable[[Coefficients], float]
     set: Callable[[Coefficients, float], None]
-    subgroup: str = ""  # expression sub-group (brows, eyes, …; "common" for the composite controls)
+    subgroup: str = ""  # expression sub-group (brows, eyes, …; "common" for composites); identity: "named" | "raw"
     decimals: int = 2
     help: str = ""
 
@@ -150,6 +164,32 @@ def _identity(k: int):
     return get, set_
 
 
+def _named_identity(row: torch.Tensor, vector: torch.Tensor, std: float):
+    """Read back with the dual row (other named directions read 0 on it), write along the direction itself."""
+    def get(c: Coefficients) -> float:
+        return float(c.identity[0].to(row.dtype) @ row) / std
+
+    def set_(c: Coefficients, v: float) -> None:
+        delta = (float(v) - get(c)) * std
+        c.identity[:] += (delta * vector).to(c.identity.dtype)
+    return get, set_
+
+
+def identity_controls(model) -> dict[str, ControlSpec]:
+    """The named identity controls of a face model (face_width, face_length, jaw_width, nose_length, nose_width,
+    eye_spacing, lip_fullness), in trait standard deviations, ±:data:`IDENTITY_STD_RANGE`."""
+    dirs = identity_directions(model)
+    vecs = torch.stack([d.vector.double() for d in dirs.values()], 1)  # (n_id, T)
+    dual = torch.linalg.pinv(vecs)  # (T, n_id): dual @ vecs = I
+    lim = IDENTITY_STD_RANGE
+    out = {}
+    for i, (key, d) in enumerate(dirs.items()):
+        g, s = _named_identity(dual[i].float(), d.vector.float(), float(d.std))
+        out[key] = ControlSpec(key, "identity", d.label, -lim, lim, "σ", 0.0, (-lim, lim), g, s, subgroup="named",
+                               help=f"{d.description}; 1σ = {d.cm_per_std:.2f} cm (0 = the mean face)")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------- #
 POSE_TRAINED = {"yaw": 40.0, "pitch": 20.0, "roll": 20.0}
 POSE_FULL = {"yaw": 60.0, "pitch": 40.0, "roll": 40.0}
@@ -186,8 +226,9 @@ def _expression_subgroup(name: str) -> str:
     return "other"
 
 
-def build_controls(exp_names) -> dict[str, ControlSpec]:
-    """The control table for a face model's expression names (ordered: pose, expression, light, identity)."""
+def build_controls(exp_names, model=None) -> dict[str, ControlSpec]:
+    """The control table for a face model's expression names (ordered: pose, expression, light, identity: the
+    named identity controls of ``model`` when given, then the raw components ``id<k>``)."""
     t: dict[str, ControlSpec] = {}
     for i, axis in enumerate(("yaw", "pitch", "roll")):
         g, s = _pose(i, axis)
@@ -214,19 +255,29 @@ def build_controls(exp_names) -> dict[str, ControlSpec]:
         g, s = _light(part)
         t[f"light_{part}"] = ControlSpec(f"light_{part}", "light", label, lo, hi, unit, 0.0, tr, g, s,
                                          decimals=1 if unit else 2)
+    if model is not None:
+        t.update(identity_controls(model))
     for k in range(100):
         g, s = _identity(k)
-        t[f"id{k}"] = ControlSpec(f"id{k}", "identity", f"Component {k + 1}", -3.0, 3.0, "", 0.0, (-3.0, 3.0), g, s)
+        t[f"id{k}"] = ControlSpec(f"id{k}", "identity", f"Component {k + 1}", -3.0, 3.0, "", 0.0, (-3.0, 3.0), g, s,
+                                  subgroup="raw", help=f"identity mode {k} of the face model (~N(0, 1))")
     return t
 
 
 _CACHE: dict[tuple, dict[str, ControlSpec]] = {}
 
 
-def controls_for(exp_names) -> dict[str, ControlSpec]:
-    key = tuple(exp_names)
+def controls_for(exp_names, model=None) -> dict[str, ControlSpec]:
+    """The control table (cached). ``model``: the face model whose named identity directions to include; None →
+    the process-wide default model (the CLI's), or no named identity controls when it cannot be loaded."""
+    if model is None:
+        try:
+            model = default_model()
+        except (FaceModelError, OSError):
+            model = None
+    key = (tuple(exp_names), id(model))
     if key not in _CACHE:
-        _CACHE[key] = build_controls(key)
+        _CACHE[key] = build_controls(key[0], model)
     return _CACHE[key]
 
 
@@ -234,7 +285,8 @@ def lookup(table: dict[str, ControlSpec], key: str) -> ControlSpec:
     try:
         return table[key]
     except KeyError:
-        raise ControlError(f"unknown setting {key!r}: use yaw, pitch, roll, smile, blink, look_horizontal, id<k>, "
+        raise ControlError(f"unknown setting {key!r}: use yaw, pitch, roll, smile, blink, look_horizontal, "
+                           f"face_width, jaw_width, nose_length (named identity), id<k>, "
                            f"light_azimuth, light_elevation, light_intensity, light_ambient or an expression name "
                            f"(e.g. jawOpen, mouthSmile_L, eyeBlink_R)") from None
 

@@ -59,7 +59,7 @@ class Session:
         auto = isinstance(generator, str) and generator == "auto"
         self.generator, self.generator_note = _load_generator() if auto else (generator, "")
         self.noise_dim = int(self.generator.G.noise_dim) if self.generator is not None else NOISE_DIM
-        self.controls = controls_for(self.model.exp_names)
+        self.controls = controls_for(self.model.exp_names, self.model)
         self.frames = FrameRenderer(self.model, self.generator)
         self.conform = files.Conform(self.model.exp_names, self.model.albedo_dim, self.noise_dim)
         c = self.model.zeros(1)
