@@ -178,22 +178,24 @@ class FaceTracker:
 
 # -------------------------------------------------------------------------------------------------------- fit
 def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, iters: int = 12) -> np.ndarray:
-    """min 1/2 d'Hd + g'd subject to lo <= d <= hi (H positive definite): projected Newton with an active set."""
+    """min 1/2 d'Hd + g'd subject to lo <= d <= hi (H positive definite): projected Newton with an active set.
+    Stops when the set of free variables no longer changes (solving again would give the same step)."""
     d = np.clip(np.zeros_like(g), lo, hi)
-    free = np.ones(len(g), bool)
+    free = None
     for _ in range(iters):
         grad = h @ d + g
-        active = ((d <= lo + 1e-12) & (grad > 0)) | ((d >= hi - 1e-12) & (grad < 0))
-        new_free = ~active
-        f = new_free
-        rhs = -(g[f] + h[np.ix_(f, ~f)] @ d[~f])
-        d_new = d.copy()
-        d_new[f] = np.linalg.solve(h[np.ix_(f, f)], rhs)
-        d_new = np.clip(d_new, lo, hi)
-        if np.array_equal(new_free, free) and np.abs(d_new - d).max() < 1e-7:
-            d = d_new
+        f = ~(((d <= lo + 1e-12) & (grad > 0)) | ((d >= hi - 1e-12) & (grad < 0)))
+        if free is not None and np.array_equal(f, free):
             break
-        d, free = d_new, new_free
+        fi = np.flatnonzero(f)
+        ai = np.flatnonzero(~f)
+        rhs = -g[fi]
+        if len(ai):
+            rhs = rhs - h[fi][:, ai] @ d[ai]
+        d = d.copy()
+        d[fi] = np.linalg.solve(h[fi][:, fi], rhs)
+        np.clip(d, lo, hi, out=d)
+        free = f
     return d
 
 
@@ -282,6 +284,12 @@ class ExpressionPoseSolver:
         self.pairs = [(i, names.index(nm[:-2] + "_R")) for i, nm in enumerate(names)
                       if nm.endswith("_L") and nm[:-2] + "_R" in names]
         self.w_asym = float(w_asym)
+        self._asym = None
+        if self.w_asym > 0 and self.pairs:  # sum over pairs of w (e_L - e_R)^2 as a (53, 53) quadratic form
+            dmat = np.zeros((len(self.pairs), self.n_exp))
+            for k, (a, b) in enumerate(self.pairs):
+                dmat[k, a], dmat[k, b] = 1.0, -1.0
+            self._asym = self.w_asym * dmat.T @ dmat
         self.w_sim = float(w_sim)
         lw = LANDMARK_WEIGHTS.astype(np.float64).copy()
         if chin_weight is not None:
@@ -379,15 +387,9 @@ class ExpressionPoseSolver:
                 h[diag, diag] += self.w_rnet
             g[:n] += self.w_zero * x[:n] + self.w_l1
             h[diag, diag] += self.w_zero
-            if self.w_asym > 0:  # left and right halves of a blendshape pair move together unless the data says not
-                for a, b in self.pairs:
-                    d_ab = self.w_asym * (x[a] - x[b])
-                    g[a] += d_ab
-                    g[b] -= d_ab
-                    h[a, a] += self.w_asym
-                    h[b, b] += self.w_asym
-                    h[a, b] -= self.w_asym
-                    h[b, a] -= self.w_asym
+            if self._asym is not None:  # left and right halves of a pair move together unless the data says not
+                g[:n] += self._asym @ x[:n]
+                h[:n, :n] += self._asym
             if self._mc_jo is not None:  # mouthClose is corrective: keep it below jawOpen (soft)
                 mc, jo = self._mc_jo
                 v = np.zeros(m)
