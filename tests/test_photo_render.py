@@ -43,7 +43,17 @@ def _texture(head):
     return torch.stack([r, g, b], 1)
 
 
-def _synth(head, coeffs, size=SIZE):
+def _mirror_texture(head):
+    """A left-right symmetric surface texture (a function of |x|), shaded darker on the viewer's right."""
+    v = torch.cat([head.model.mean, head.parts_mean])
+    ax = v[:, 0].abs()
+    r = 0.5 + 0.35 * torch.sin(ax * 2.1 + v[:, 1] * 0.7)
+    g = 0.5 + 0.35 * torch.sin(v[:, 1] * 1.7 + ax * 0.9)
+    b = 0.5 + 0.3 * torch.cos(ax * 1.5)
+    return torch.stack([r, g, b], 1)
+
+
+def _synth(head, coeffs, size=SIZE, texture=None):
     """uint8 render of the textured head for coeffs on a gradient background, and its coverage mask."""
     proj = flow.HeadProjector(head, _alignment(size))
     with torch.no_grad():
@@ -52,7 +62,8 @@ def _synth(head, coeffs, size=SIZE):
         xy = proj.to_photo(cam)
         tris = flow.flow_triangles(head)
         frags = flow.rasterize(xy[None], cam[None, :, 2], tris, size)
-        img = flow.interpolate(_texture(head)[None], frags, tris)[0].permute(1, 2, 0).numpy()
+        tex = _texture(head) if texture is None else texture
+        img = flow.interpolate(tex[None], frags, tris)[0].permute(1, 2, 0).numpy()
     cov = frags.face_id[0].numpy() >= 0
     yy, xx = np.mgrid[0:size, 0:size] / size
     bg = np.stack([0.3 + 0.4 * xx, 0.4 + 0.2 * yy, 0.6 - 0.3 * xx], -1)
@@ -292,3 +303,29 @@ def test_only_the_head_neighbourhood_changes_and_no_line_at_the_box_border(head,
     for prof in (rows, cols):
         nb = np.maximum(np.r_[prof[1:], 0], np.r_[0, prof[:-1]])
         assert np.all(prof <= 2.0 * nb + 1.0), prof.round(1)
+
+
+def test_turn_reveals_the_mirrored_cheek(head, face_model, synth_fit):
+    """A 25° turn shows skin the photo never did: it is drawn from the other cheek (a symmetric face here), not
+    stretched from the head's rim."""
+    tex = _mirror_texture(head)
+    for sign in (1, -1):  # a photo turned 15° one way, edited 25° the other way
+        c0 = _edit(synth_fit.coeffs, yaw=15 * sign)
+        img, _ = _synth(head, c0, texture=tex)
+        fit = PhotoFit(img, c0, _alignment(), np.array([1.0, 1.0, 1.0], np.float32))
+        r = PhotoRenderer(fit, face_model, head)
+        yaw = -25 * sign
+        c1 = _edit(c0, yaw=yaw)
+        target, cov1 = _synth(head, c1, texture=tex)
+        ff = r.flow_field(c1)
+        assert ff.mirror_alpha is not None
+        revealed = (ff.in_photo(ff.mirror_alpha, (SIZE, SIZE)) > 0.9) & cov1
+        revealed = cv2.erode(revealed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        assert revealed.sum() > 150, revealed.sum()
+        err = np.abs(r.render(c1).image.astype(float) - target)[revealed].mean()
+        r._has_mirror = False  # the same edit, stretched from the rim instead
+        try:
+            stretched = np.abs(r.render(c1).image.astype(float) - target)[revealed].mean()
+        finally:
+            r._has_mirror = True
+        assert err < 0.6 * stretched, (yaw, err, stretched)

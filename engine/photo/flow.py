@@ -25,6 +25,7 @@ import torch
 from engine.face.head import EYE_PARTS, MOUTH_PARTS, SKIN_PARTS, HeadModel
 from engine.face.model import Coefficients
 from engine.perception.align import Alignment
+from engine.photo.relight import irradiance
 from engine.render.camera import Camera, rotation_matrix
 from engine.render.rasterizer import Fragments, interpolate, rasterize
 
@@ -34,7 +35,10 @@ VIS_TOL_CM = 0.45  # depth tolerance of the source visibility test
 VIS_TOL_INNER_CM = 0.12  # mouth interior and eyes
 VIS_SLOPE = 1.5  # extra tolerance per cm of depth change per grid pixel
 UPPER_TEETH_SHIFT_CM = (0.0, -0.3, 0.25)
-FALLOFF = 0.08  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
+MIRROR_RAMP = 3  # neighbour-averaging passes: the mirror fill fades in over ~3 vertices inside the hidden skin
+MIRROR_GAIN_RANGE = (0.5, 2.0)
+FALLOFF = 0.16  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
+FALLOFF_BELOW = 0.06  # … and over this much below the chin (collars, shoulders stay put)
 # the lower neck joins the (unmoving) torso: its vertices blend from the edited to the fitted pose
 NECK_FREE_Y, NECK_FIXED_Y = -9.0, -14.0
 # parts drawn into the flow (irises and eye sockets lie behind the scleras and are never seen)
@@ -164,6 +168,31 @@ class SourceHead:
             # (painted eyes next to real ones looked worse than stretched eyelid/sclera pixels)
             fillable = head.vertex_in(MOUTH_PARTS)
             self.render_fill = (fillable & ~self.visible).float()
+            self._mirror_fill(head, proj, coeffs)
+
+    def _mirror_fill(self, head: HeadModel, proj: "HeadProjector", coeffs: Coefficients) -> None:
+        """Skin a turn reveals is drawn from its mirror image (the photo's other cheek, flipped), with the
+        difference in fitted shading between the two points divided out. Per vertex: ``mirror_xy`` (V, 2) photo
+        position of the mirror point, ``mirror_w`` (V,) blend weight (0 on visible skin, ramping to 1 a few
+        vertices inside the hidden region, 0 where the mirror point is hidden too), ``mirror_gain`` (V, 3)."""
+        skin = head.vertex_in(SKIN_PARTS)
+        mir = head.mirror()
+        hidden = (skin & ~self.visible).float().unsqueeze(1)
+        a = head.adjacency()
+        hs = hidden
+        for _ in range(MIRROR_RAMP):
+            hs = torch.sparse.mm(a, hs)
+        ok = (skin & self.visible[mir]).float()
+        self.mirror_w = ((hs[:, 0] - 0.5) * 2.0).clamp(0, 1) * hidden[:, 0] * ok
+        self.mirror_xy = self.photo_xy[mir]
+        rot = rotation_matrix(coeffs.pose.reshape(1, 3))[0]
+        n0 = head.vertex_normals(self.verts.unsqueeze(0))[0] @ rot.T
+        for _ in range(4):  # smoothed normals (the fit's are noisy at the nose and the rim)
+            n0 = torch.sparse.mm(a, n0)
+        n0 = torch.nn.functional.normalize(n0, dim=-1, eps=1e-8)
+        e0 = irradiance(n0, coeffs.light[0]).clamp_min(0)
+        floor = 0.3 * e0[skin].median(0).values.clamp_min(1e-3)
+        self.mirror_gain = (torch.maximum(e0, floor) / torch.maximum(e0[mir], floor)).clamp(*MIRROR_GAIN_RANGE)
 
     @staticmethod
     def _visibility(gxy: torch.Tensor, z: torch.Tensor, depth: torch.Tensor, res: int, inner: torch.Tensor
@@ -287,3 +316,18 @@ def pull_push(values: np.ndarray, weight: np.ndarray, min_size: int = 2) -> np.n
         own = v / np.maximum(w, 1e-8)[..., None]
         est = a * own + (1 - a) * up
     return est.astype(np.float32)
+
+
+def pull_push_near(values: np.ndarray, weight: np.ndarray, margin: int, outside: float = 0.0) -> np.ndarray:
+    """:func:`pull_push` only within ``margin`` grid px of the known pixels' bounding box (the continuation is
+    faded out or masked beyond it anyway); ``outside`` elsewhere. Same result inside the box, a fraction of the cost."""
+    ys, xs = np.nonzero(weight > 0)
+    out = np.full(values.shape, outside, np.float32)
+    if not len(xs):
+        return out
+    h, w = weight.shape
+    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + margin + 1)
+    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + margin + 1)
+    out[y0:y1, x0:x1] = pull_push(np.ascontiguousarray(values[y0:y1, x0:x1]),
+                                  np.ascontiguousarray(weight[y0:y1, x0:x1])).reshape(y1 - y0, x1 - x0, -1)
+    return out

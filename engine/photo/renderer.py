@@ -35,6 +35,7 @@ PHOTO_YAW_LIMIT_DEG = 20.0  # |change from the fitted yaw| beyond which results 
 PHOTO_PITCH_LIMIT_DEG = 15.0
 FLOW_SIGMA = 1.0  # grid px
 _SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
+REMAP_INTERP = cv2.INTER_CUBIC  # bilinear resampling visibly softened the warped face (mean |Laplacian| -20..-30 %)
 
 
 class PhotoRenderError(ValueError):
@@ -61,6 +62,10 @@ class FlowField:
     fill_rgb: np.ndarray | None  # (R, R, 3) premultiplied fill colour in [0, 1], None when nothing is filled
     ratio: np.ndarray | None  # (R, R, 3) relighting factor, None when light and albedo are unchanged
     target: flow.TargetRaster
+    # skin a turn reveals, drawn from its mirror point (None when the edit reveals none):
+    mirror_disp: np.ndarray | None = None  # (R, R, 2) photo px, like ``displacement``
+    mirror_alpha: np.ndarray | None = None  # (R, R) float 0..1: share of the mirror sample
+    mirror_gain: np.ndarray | None = None  # (R, R, 3) linear-light shading correction of the mirror sample
 
     def in_photo(self, grid_array: np.ndarray, shape: tuple[int, int], scale: float = 1.0,
                  border: float = 0.0) -> np.ndarray:
@@ -130,6 +135,8 @@ class PhotoRenderer:
         self._border_window = np.minimum(e[:, None], e[None, :])[..., None].astype(np.float32)
         self._skin_attr = self.head.vertex_in(SKIN_PARTS).float()
         self._scaled: dict[float, np.ndarray] = {}
+        self._has_mirror = bool(self.src.mirror_w.max() > 1e-3)
+        self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
 
     # ------------------------------------------------------------------------------------------ helpers
     def _photo_at(self, scale: float) -> np.ndarray:
@@ -187,10 +194,15 @@ class PhotoRenderer:
         extra = flow.interpolate_attrs(torch.cat(cols, 1), t, head) if cols else None
         cov = t.covered
         disp = np.where(cov[..., None], base[..., :2] - self._centres, 0.0).astype(np.float32)
-        ext = flow.pull_push(disp, cov.astype(np.float32))
+        res = self.grid.res
+        r = max(flow.FALLOFF, flow.FALLOFF_BELOW) * res
+        ext = flow.pull_push_near(disp, cov.astype(np.float32), int(math.ceil(r)) + 2)
         dist = cv2.distanceTransform((~cov).astype(np.uint8), cv2.DIST_L2, 3)
-        r = flow.FALLOFF * self.grid.res
-        fall = np.clip(1.0 - dist / r, 0.0, 1.0)
+        # hair and the head's surroundings follow over FALLOFF; below the chin (collar, shoulders) over less
+        chin_y = float(t.grid_xy[self.head.lm68[8], 1])
+        below = np.clip((np.arange(res, dtype=np.float32) + 0.5 - chin_y) / (0.06 * res), 0, 1)[:, None]
+        rmap = (flow.FALLOFF + (flow.FALLOFF_BELOW - flow.FALLOFF) * below) * res
+        fall = np.clip(1.0 - dist / rmap, 0.0, 1.0)
         fall = fall * fall * (3 - 2 * fall)
         disp = np.where(cov[..., None], disp, ext * fall[..., None]).astype(np.float32)
         # a light low-pass: no stair steps where the surface flow meets its continuation
@@ -209,7 +221,25 @@ class PhotoRenderer:
         ratio = None
         if relit:
             ratio = relight.feather_ratio(extra[..., k:k + 3], extra[..., k + 3])
-        return FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t)
+        mirror = self._mirror(t, cov, hidden)
+        return FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t, *mirror)
+
+    def _mirror(self, t: flow.TargetRaster, cov: np.ndarray, hidden: np.ndarray):
+        """Mirror-fill fields on the grid (see :meth:`flow.SourceHead._mirror_fill`), or Nones."""
+        if not self._has_mirror or float((hidden * cov).max(initial=0)) < 0.05:
+            return None, None, None
+        mv = flow.interpolate_attrs(self._mirror_attr, t, self.head)
+        w = mv[..., 2]
+        if float(w.max(initial=0)) < 1e-3:
+            return None, None, None
+        known = (w > 1e-4) & cov
+        dg = np.where(known[..., None], np.concatenate([mv[..., :2] - self._centres, mv[..., 3:6]], -1), 0.0)
+        # defined around the filled area too (the upsampling reads there)
+        kw = known.astype(np.float32)
+        dg = np.concatenate([flow.pull_push_near(np.ascontiguousarray(dg[..., :2], np.float32), kw, 4),
+                             flow.pull_push_near(np.ascontiguousarray(dg[..., 2:], np.float32), kw, 4)], -1)
+        a = cv2.GaussianBlur(w, (0, 0), 0.8) * cov
+        return dg[..., :2], a.astype(np.float32), np.where(a[..., None] > 0, dg[..., 2:], 1.0).astype(np.float32)
 
     # ----------------------------------------------------------------------------------------- render
     def render(self, coeffs: Coefficients, max_side: int | None = None) -> PhotoFrame:
@@ -238,6 +268,8 @@ class PhotoRenderer:
         active = _any_channel(np.abs(f.displacement) > _SKIP_EPS)
         if f.fill_rgb is not None:
             active |= f.fill_alpha > 1e-3
+        if f.mirror_alpha is not None:
+            active |= f.mirror_alpha > 1e-3
         if f.ratio is not None:
             active |= _any_channel(np.abs(f.ratio - 1) > 1e-3)
         ys, xs = np.nonzero(active)
@@ -277,7 +309,21 @@ class PhotoRenderer:
         m = up(f.displacement * np.array([sx, sy], np.float32), box)
         m[..., 0] += np.arange(x0, x1, dtype=np.float32)[None, :]
         m[..., 1] += np.arange(y0, y1, dtype=np.float32)[:, None]
-        region = cv2.remap(base, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        region = cv2.remap(base, m, None, REMAP_INTERP, borderMode=cv2.BORDER_REFLECT101)
+        if f.mirror_alpha is not None:
+            sub = self._sub_box(f.mirror_alpha > 1e-3, g, box, sx, sy)
+            if sub is not None:
+                bx0, by0, bx1, by1 = sub
+                mm = up(f.mirror_disp * np.array([sx, sy], np.float32), sub)
+                mm[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
+                mm[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
+                alt = cv2.remap(base, mm, None, REMAP_INTERP, borderMode=cv2.BORDER_REFLECT101)
+                gain = up(np.power(np.maximum(f.mirror_gain, 1e-6), 1.0 / relight.GAMMA), sub, 1.0)
+                a = up(f.mirror_alpha, sub)[..., None]
+                a0, b0, a1, b1 = bx0 - x0, by0 - y0, bx1 - x0, by1 - y0
+                reg = region[b0:b1, a0:a1].astype(np.float32)
+                region[b0:b1, a0:a1] = np.clip(reg * (1 - a) + alt.astype(np.float32) * gain * a + 0.5, 0, 255
+                                               ).astype(np.uint8)
         if f.ratio is not None:
             sub = self._sub_box(_any_channel(np.abs(f.ratio - 1) > 1e-3), g, box, sx, sy)
             if sub is not None:
