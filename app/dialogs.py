@@ -316,8 +316,8 @@ class SessionGuard(QObject):
     """Never lose work, for one window: autosave of its session ``delay`` s after the last edit, the
     Save / Discard / Cancel prompt when closing with unsaved changes, and removal of the autosave on a clean quit.
 
-    The window calls ``changed()`` after every edit, ``saved(path)`` after saving or opening a session file, and
-    ``confirm_close()`` from its close event (False: keep the window open). ``ask`` (tests) replaces the prompt:
+    The window calls ``changed()`` after every edit, ``saved(path)`` after saving or opening a session file,
+    ``mark_clean()`` after opening a photo or starting a fresh face, and ``confirm_close()`` from its close event (False: keep the window open). ``ask`` (tests) replaces the prompt:
     it returns "save", "discard" or "cancel".
     """
 
@@ -369,6 +369,13 @@ class SessionGuard(QObject):
 
     def saved(self, path) -> None:
         self.path = Path(path)
+        self._baseline = session_text(self.session)
+        self.flush()
+
+    def mark_clean(self) -> None:
+        """The current state is the new starting point (a photo opened, a fresh face): nothing unsaved, no file
+        yet (a Save on quit asks where), the autosave removed."""
+        self.path = None
         self._baseline = session_text(self.session)
         self.flush()
 

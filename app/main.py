@@ -60,6 +60,15 @@ def build(argv: list[str], autosave: Autosave | None = None, ask_restore=None) -
     return win
 
 
+def open_start_photo(win: MainWindow):
+    """Nothing opened or restored: start in photo mode on the bundled public-domain portrait (the first
+    impression, issue 13.9). The window marks the opened photo clean, so quitting right away asks nothing.
+    Returns the open job (None when something is already open)."""
+    if win.session.can_undo:
+        return None
+    return win.open_bundled_photo()
+
+
 def run(argv: list[str] | None = None) -> int:
     """Create the QApplication, show the main window, run the event loop; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -77,8 +86,8 @@ def run(argv: list[str] | None = None) -> int:
         if "face model" in str(exc):
             QMessageBox.critical(None, "DiscoFace studio", str(exc))
         return 2
-    if not parse_args(argv).file and not win.session.can_undo:  # nothing opened or restored: start in photo mode
-        win.open_bundled_photo()  # on the bundled public-domain portrait (h1: the first impression, issue 13.9)
+    if not parse_args(argv).file:
+        open_start_photo(win)
     win.show()
     return int(app.exec())
 

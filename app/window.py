@@ -12,13 +12,14 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QMainWindow, QMessageBox, QProgressDialog, QPushButton, QScrollArea, QSpinBox,
-                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+                               QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from engine.editing.controls import N_ID_CONTROLS, light_params
 from engine.editing.session import Session, SessionCancelled, SessionError, Snapshot
 from engine.io.files import save_image
 
 from .dialogs import ExportDialog, Timeline, default_export_path
+from .drive_dialog import DriveDialog
 from .widgets import FloatSlider, ImageView, MeshPanel
 from .worker import Job, RenderRequest, RenderThread
 
@@ -155,8 +156,11 @@ class MainWindow(QMainWindow):
         return self.open_photo(BUNDLED_PHOTO)
 
     def new_random_face(self) -> None:
-        """A new random face (leaves photo mode; one undo step)."""
+        """A new random face (leaves photo mode; one undo step). Nothing unsaved before → nothing unsaved after."""
+        was_dirty = self.guard is not None and self.guard.dirty
         self.after_state_change(self.session.new_random_face())
+        if self.guard is not None and not was_dirty:
+            self.guard.mark_clean()
 
     # ------------------------------------------------------------------------------------------ #
     # layout: every slider comes from the control table
@@ -249,8 +253,35 @@ class MainWindow(QMainWindow):
         rnd.clicked.connect(lambda: self._apply_seed(self.session.seed + 1))
         row.addWidget(rnd)
         lay.addLayout(row)
+        named = [k for k, spec in self.session.controls.items() if spec.group == "identity" and spec.subgroup == "named"]
+        if named:
+            note = QLabel("In standard deviations of each trait (0 = the mean face); each moves one trait and holds "
+                          "the others. In photo mode they reshape the photo's face.")
+            note.setWordWrap(True)
+            lay.addWidget(note)
+        for k in named:
+            lay.addWidget(self._control_slider(k))
+        # the raw identity modes (what the tab showed before), folded away under "More"
+        self.more_identity_btn = QToolButton()
+        self.more_identity_btn.setText(f"More: raw identity components 1–{N_ID_CONTROLS}")
+        self.more_identity_btn.setCheckable(True)
+        self.more_identity_btn.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.more_identity_btn.setArrowType(Qt.RightArrow)
+        self.more_identity_btn.setAutoRaise(True)
+        self.raw_identity_box = QWidget()
+        rl = QVBoxLayout(self.raw_identity_box)
+        rl.setContentsMargins(0, 0, 0, 0)
         for k in range(N_ID_CONTROLS):
-            lay.addWidget(self._control_slider(f"id{k}"))
+            rl.addWidget(self._control_slider(f"id{k}"))
+        self.raw_identity_box.setVisible(not named)  # folded when there are named controls
+        self.more_identity_btn.setChecked(not named)
+
+        def fold(on: bool) -> None:
+            self.raw_identity_box.setVisible(on)
+            self.more_identity_btn.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
+        self.more_identity_btn.toggled.connect(fold)
+        lay.addWidget(self.more_identity_btn)
+        lay.addWidget(self.raw_identity_box)
         lay.addLayout(_factor_buttons(self, "identity", randomise=False))
         lay.addStretch(1)
         return w
@@ -289,6 +320,7 @@ class MainWindow(QMainWindow):
         act(fm, "Save &frame…", self.save_frame_dialog, ["Ctrl+Shift+S"])
         fm.addSeparator()
         act(fm, "&Export animation…", self.export_dialog, ["Ctrl+E"])
+        self.drive_action = act(fm, "&Drive from video…", self.drive_dialog, ["Ctrl+Shift+D"])
         fm.addSeparator()
         act(fm, "&Quit", self.close, ["Ctrl+Q"])
         em = self.menuBar().addMenu("&Edit")
@@ -318,8 +350,8 @@ class MainWindow(QMainWindow):
             self.sync_controls()
             return
         spec = self.session.controls[key]
-        if spec.group == "expression":  # composites and their parts move together
-            self._sync_group(snap, "expression", skip=key)
+        if spec.group in ("expression", "identity"):  # composites and their parts / named and raw move together
+            self._sync_group(snap, spec.group, skip=key)
         warning = spec.warning(value)
         if warning:
             self.statusBar().showMessage(warning, 5000)
@@ -544,6 +576,18 @@ class MainWindow(QMainWindow):
         dlg.open()
         return dlg
 
+    def drive_dialog(self) -> DriveDialog:
+        """File → Drive from video…: the video's expression (and head motion) on the current face or a file; the
+        driven track opens on the timeline (an undoable edit)."""
+        dlg = DriveDialog(self.session, self)
+        dlg.trackLoaded.connect(self._on_track_loaded)
+        dlg.open()
+        return dlg
+
+    def _on_track_loaded(self, path: str) -> None:
+        self.after_state_change()
+        self.statusBar().showMessage(f"the driven track {Path(path).name} is on the timeline", 10000)
+
     def open_photo_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open photo", "", "Images (*.jpg *.jpeg *.png *.bmp *.webp)")
         if path:
@@ -565,6 +609,7 @@ class MainWindow(QMainWindow):
         dlg.setWindowModality(Qt.WindowModal)
         dlg.setMinimumDuration(300)
         sess = self.session
+        was_dirty = self.guard is not None and self.guard.dirty
         job = Job(lambda progress, cancel: sess.open_photo(path, progress, cancel, how=how),
                   cancel_types=(SessionCancelled,))
 
@@ -573,13 +618,21 @@ class MainWindow(QMainWindow):
             dlg.setValue(d)
         job.progress.connect(prog)
         dlg.canceled.connect(job.cancel)
-        job.done.connect(lambda msg: (self.statusBar().showMessage(str(msg), 10000), self.after_state_change()))
+        job.done.connect(lambda msg: self._photo_opened(str(msg), was_dirty))
         job.error.connect(lambda msg: self.show_error("Open photo", msg))
         job.cancelled.connect(lambda: self.statusBar().showMessage("opening the photo was cancelled", 5000))
         job.finished.connect(dlg.reset)
         self._job = job
         job.start()
         return job
+
+    def _photo_opened(self, summary: str, was_dirty: bool) -> None:
+        """A photo is open: it is the new starting point, so quitting right away asks nothing — unless there were
+        unsaved edits before it (they are still one undo step back, so the prompt stays)."""
+        self.statusBar().showMessage(summary, 10000)
+        self.after_state_change()
+        if self.guard is not None and not was_dirty:
+            self.guard.mark_clean()
 
     def dragEnterEvent(self, ev) -> None:
         urls = ev.mimeData().urls() if ev.mimeData().hasUrls() else []

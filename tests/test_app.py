@@ -318,3 +318,45 @@ print(json.dumps(seen))
     assert r.returncode == 0, r.stderr[-2000:]
     seen = json.loads(r.stdout.strip().splitlines()[-1])
     assert seen["rc"] == 0 and seen["windows"] == 1 and "corrupt" in seen["error"]
+
+
+def test_identity_tab_shows_named_controls_and_keeps_the_raw_ones(qtbot, window):
+    from PySide6.QtWidgets import QLabel
+
+    labels = [w.label.text() for k, w in window.sliders.items() if window.session.controls[k].group == "identity"]
+    assert labels[:3] == ["Face width", "Face length", "Jaw width"] and "Lip fullness" in labels
+    assert not any(isinstance(x, QLabel) and x.text() == "Component 1" and x.isVisible()
+                   for x in window.tabs.widget(3).findChildren(QLabel))
+    window.tabs.setCurrentIndex(3)
+    assert window.sliders["face_width"].isVisible() and not window.sliders["id0"].isVisible()  # raw under "More"
+    window.more_identity_btn.click()
+    assert window.sliders["id0"].isVisible()
+    jaw0 = window.sliders["jaw_width"].value()
+    id0 = window.sliders["id0"].value()
+    f0 = window.last_frame.image.copy()
+    window.sliders["face_width"].set_user_value(2.0)
+    settle(qtbot, window)
+    assert window.session.control_value("face_width") == pytest.approx(2.0, abs=0.02)
+    assert window.sliders["jaw_width"].value() == pytest.approx(jaw0, abs=0.02)  # the others hold still
+    assert window.sliders["id0"].value() != pytest.approx(id0, abs=1e-3)  # the raw modes follow
+    assert window.sliders["id0"].value() == pytest.approx(window.session.control_value("id0"), abs=0.01)
+    assert np.abs(window.last_frame.image.astype(int) - f0).mean() > 0.5
+
+
+def test_drive_from_video_menu_opens_the_dialog(qtbot, window, monkeypatch):
+    from app.drive_dialog import DriveDialog
+
+    menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&File")
+    act = next(a for a in menu.actions() if a.text() == "&Drive from video…")
+    assert act is window.drive_action and act.isEnabled()
+    act.trigger()
+    dlg = next(d for d in window.findChildren(DriveDialog))
+    assert dlg.isVisible() and dlg.session is window.session and dlg.windowTitle() == "Drive from video"
+    # a loaded track refreshes the window: the timeline and the sliders show the session's new face
+    window.session.set_control("jawOpen", 0.7)
+    window.session.add_keyframe(0.0)
+    dlg.trackLoaded.emit("talk_track.json")
+    assert window.sliders["jawOpen"].value() == pytest.approx(0.7, abs=0.01)
+    assert len(window.timeline.session.keyframes) == 1 and "talk_track.json" in window.statusBar().currentMessage()
+    dlg.reject()
+    assert not dlg.isVisible()

@@ -312,3 +312,66 @@ def test_editor_sigterm_keeps_the_edits_and_leaves_no_partial_export(tmp_path):
     assert len(saved) == 1  # the edits survive the kill, to be offered back at the next start
     back = Session.load(saved[0], generator=None)
     assert len(back.keyframes) == 2
+
+
+def _asked(win) -> list:
+    calls = []
+
+    def ask():
+        calls.append(1)
+        return "discard"
+    win.guard.ask = ask
+    return calls
+
+
+def _start(qtbot, win, job=None):
+    """What app.main.run does after build: open the bundled photo when nothing was opened or restored."""
+    import app.main
+
+    job = job or app.main.open_start_photo(win)
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running, timeout=120000)
+    qtbot.waitUntil(lambda: win.settled, timeout=20000)
+    assert win.session.photo is not None and win.last_error is None, win.last_error
+
+
+def test_start_then_quit_asks_nothing(qtbot, editor):
+    win = editor()
+    asked = _asked(win)  # set first: a failing assert still lets the window close at teardown
+    _start(qtbot, win)
+    assert not win.guard.dirty  # the start photo is the baseline, not an unsaved change
+    assert not win.guard.autosave.path.exists()
+    assert win.close() and asked == []
+
+
+def test_start_edit_then_quit_asks(qtbot, editor):
+    win = editor()
+    asked = _asked(win)  # set first: a failing assert still lets the window close at teardown
+    _start(qtbot, win)
+    win.sliders["jawOpen"].set_user_value(0.5)
+    assert win.guard.dirty
+    assert win.close() and asked == [1]
+
+
+def test_opening_a_photo_over_unsaved_edits_still_asks(qtbot, editor):
+    """Edits made before a photo is opened are one undo step back: quitting still asks about them."""
+    win = editor()
+    asked = _asked(win)  # set first: a failing assert still lets the window close at teardown
+    win.sliders["yaw"].set_user_value(12.0)
+    assert win.guard.dirty
+    import app.main
+
+    assert app.main.open_start_photo(win) is None  # something is open already: no start photo
+    _start(qtbot, win, win.open_bundled_photo())
+    assert win.guard.dirty
+    win.new_random_face()
+    assert win.guard.dirty
+    assert win.close() and asked == [1]
+
+
+def test_new_random_face_on_a_clean_start_asks_nothing(qtbot, editor):
+    win = editor()
+    asked = _asked(win)  # set first: a failing assert still lets the window close at teardown
+    win.new_random_face()
+    assert not win.guard.dirty and win.guard.path is None
+    assert win.close() and asked == []
