@@ -249,6 +249,13 @@ def test_loss_weight_overrides_are_checked(ict_path, tmp_path, capsys):
     assert main(args + ["--loss-weight", "skin=0"]) == 0
     st = json.loads((tmp_path / "r" / "state.json").read_text())
     assert st["config"]["loss_weights"]["skin"] == 0.0
+    # a resumed run keeps its stored recipe, with the overrides that are allowed on --resume applied
+    more = [a if a != "0.016" else "0.032" for a in args]
+    assert main(more + ["--resume", "--r1-gamma", "0.5", "--loss-weight", "id_keep=2", "--lr", "0.5"]) == 0
+    st = json.loads((tmp_path / "r" / "state.json").read_text())
+    assert st["images_seen"] == 32 and st["config"]["r1_gamma"] == 0.5
+    assert st["config"]["loss_weights"] == {"skin": 0.0, "id_keep": 2.0}
+    assert st["config"]["lr"] == 0.002  # the learning rate is not changed mid-run
 
 
 def test_head_imitation_target_has_a_mouth_interior_and_no_neck(face_model, renderer):

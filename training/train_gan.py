@@ -269,7 +269,8 @@ def resolve_config(args, prev: dict | None) -> TrainConfig:
     else:
         cfg = TrainConfig.from_preset(args.preset).override(init=args.init)
     cfg = cfg.override(batch=args.batch, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
-                       total_kimg=args.kimg, lr=None if prev else args.lr, augment=None if prev else args.augment)
+                       total_kimg=args.kimg, lr=None if prev else args.lr, augment=None if prev else args.augment,
+                       r1_gamma=args.r1_gamma)
     if args.imitate_head:
         cfg = cfg.override(imitate_head=True)
     if args.loss_weight:  # NAME=VALUE overrides, also on --resume (a recipe change mid-run is stored in state.json)
@@ -512,6 +513,7 @@ def parse_args(argv):
     ap.add_argument("--limit", type=int, default=None, help="use at most this many real images")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--r1-gamma", type=float, default=None, help="R1 weight γ (allowed with --resume)")
     ap.add_argument("--augment", default=None, help="DiffAugment policy (color,translation,cutout; '' for none)")
     ap.add_argument("--loss-weight", action="append", default=None, metavar="NAME=VALUE",
                     help="override one DiscoLoss weight (repeatable; e.g. id_diversity=2 id_keep=1); allowed with "
