@@ -37,7 +37,7 @@ VIS_SLOPE = 1.5  # extra tolerance per cm of depth change per grid pixel
 UPPER_TEETH_SHIFT_CM = (0.0, -0.3, 0.25)
 MIRROR_RAMP = 3  # neighbour-averaging passes: the mirror fill fades in over ~3 vertices inside the hidden skin
 MIRROR_GAIN_RANGE = (0.5, 2.0)
-FALLOFF = 0.16  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
+FALLOFF = 0.22  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
 FALLOFF_BELOW = 0.06  # … and over this much below the chin (collars, shoulders stay put)
 # the lower neck joins the (unmoving) torso: its vertices blend from the edited to the fitted pose
 NECK_FREE_Y, NECK_FIXED_Y = -9.0, -14.0
@@ -92,6 +92,8 @@ class HeadProjector:
         self.inv = torch.from_numpy(alignment.inverse().astype(np.float32))
         self._id_key: bytes | None = None
         self._id_shape: torch.Tensor | None = None
+        self._verts_key: bytes | None = None
+        self._verts: torch.Tensor | None = None
         # the kit's upper teeth sit behind the upper lip: bring them down and forward a little so an open mouth
         # shows teeth, as most people's do (upper teeth = the teeth that jawOpen does not move)
         teeth = head.vertex_in(["teeth"])
@@ -107,7 +109,13 @@ class HeadProjector:
         if key != self._id_key:
             self._id_shape = self.head.identity_shape(c)[0]
             self._id_key = key
-        return self._id_shape + self.head.expression_offsets(c)[0] + self._teeth_offset
+            self._verts_key = None
+        # a drag moves one slider: pose or light drags reuse the last expression's vertices
+        vkey = c.expression.numpy().tobytes()
+        if vkey != self._verts_key:
+            self._verts = self._id_shape + self.head.expression_offsets(c)[0] + self._teeth_offset
+            self._verts_key = vkey
+        return self._verts
 
     def posed(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """(V, 3) vertices rotated about the camera pivot (model cm, y up, z toward the viewer)."""

@@ -135,7 +135,12 @@ class PhotoRenderer:
         self._border_window = np.minimum(e[:, None], e[None, :])[..., None].astype(np.float32)
         self._skin_attr = self.head.vertex_in(SKIN_PARTS).float()
         self._scaled: dict[float, np.ndarray] = {}
+        self._normals_for: torch.Tensor | None = None
+        self._normals: torch.Tensor | None = None
         self._has_mirror = bool(self.src.mirror_w.max() > 1e-3)
+        self._any_render_fill = bool(self.src.render_fill.max() > 0)
+        self._base_attr = torch.cat([self.src.src_xy, self.src.render_fill.unsqueeze(1),
+                                     (~self.src.visible).float().unsqueeze(1)], 1)
         self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -172,17 +177,17 @@ class PhotoRenderer:
         light_changed = not torch.equal(c.light, self.coeffs0.light)
         albedo_changed = not torch.equal(c.albedo, self.coeffs0.albedo)
         fill_v = src.render_fill
-        base = flow.interpolate_attrs(torch.cat([src.src_xy, fill_v.unsqueeze(1),
-                                                 (~src.visible).float().unsqueeze(1)], 1), t, head)
-        fill_a, hidden = base[..., 2], base[..., 3]
-        any_fill = bool(fill_a.max(initial=0) > 1e-3)
         relit = light_changed or albedo_changed
-        cols = []
-        if any_fill or relit:
+        # every per-vertex attribute goes through one interpolation (its gathers cost more than the channels)
+        may_fill = self._any_render_fill and t.tris is flow.flow_triangles(head, True)
+        cols = [self._base_attr]
+        if self._has_mirror:
+            cols.append(self._mirror_attr)
+        if may_fill or relit:
             rot = flow.rotation_matrix(c.pose)[0]
-            normals = head.vertex_normals(t.verts.unsqueeze(0))[0] @ rot.T
+            normals = self._unposed_normals(t.verts) @ rot.T
             albedo1 = head.albedo(c)[0]
-            if any_fill:
+            if may_fill:
                 cols.append(fill.part_colors(head, albedo1, t.verts, normals, c.light[0], self.gain)
                             * fill_v.unsqueeze(1))
             if relit:
@@ -191,7 +196,15 @@ class PhotoRenderer:
                                                  self.albedo0 if albedo_changed else None,
                                                  albedo1 if albedo_changed else None))
                 cols.append(self._skin_attr.unsqueeze(1))
-        extra = flow.interpolate_attrs(torch.cat(cols, 1), t, head) if cols else None
+        allv = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
+        base = allv[..., :4]
+        k = 4
+        mirror_v = None
+        if self._has_mirror:
+            mirror_v, k = allv[..., k:k + 6], k + 6
+        extra = allv[..., k:]
+        fill_a, hidden = base[..., 2], base[..., 3]
+        any_fill = may_fill and bool(fill_a.max(initial=0) > 1e-3)
         cov = t.covered
         disp = np.where(cov[..., None], base[..., :2] - self._centres, 0.0).astype(np.float32)
         res = self.grid.res
@@ -211,6 +224,8 @@ class PhotoRenderer:
         disp *= self._border_window
         k = 0
         fill_rgb = None
+        if may_fill and not any_fill:
+            k = 3  # colours were interpolated but nothing shows
         if any_fill:
             # a touch of antialiasing on the fill's edge (the raster is binary per grid pixel)
             fill_a = cv2.GaussianBlur(fill_a, (0, 0), 0.6)
@@ -221,25 +236,30 @@ class PhotoRenderer:
         ratio = None
         if relit:
             ratio = relight.feather_ratio(extra[..., k:k + 3], extra[..., k + 3])
-        mirror = self._mirror(t, cov, hidden)
+        mirror = self._mirror(mirror_v, cov, hidden)
         return FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t, *mirror)
 
-    def _mirror(self, t: flow.TargetRaster, cov: np.ndarray, hidden: np.ndarray):
-        """Mirror-fill fields on the grid (see :meth:`flow.SourceHead._mirror_fill`), or Nones."""
-        if not self._has_mirror or float((hidden * cov).max(initial=0)) < 0.05:
+    def _unposed_normals(self, verts: torch.Tensor) -> torch.Tensor:
+        """Vertex normals of the unposed mesh, kept while the expression stays (a pose or light drag)."""
+        if verts is not self._normals_for:
+            self._normals = self.head.vertex_normals(verts.unsqueeze(0))[0]
+            self._normals_for = verts
+        return self._normals
+
+    def _mirror(self, mv: np.ndarray | None, cov: np.ndarray, hidden: np.ndarray):
+        """Mirror-fill fields on the grid (see :meth:`flow.SourceHead._mirror_fill`) from the interpolated
+        (R, R, 6) mirror attributes, or Nones."""
+        if mv is None or float((hidden * cov).max(initial=0)) < 0.05:
             return None, None, None
-        mv = flow.interpolate_attrs(self._mirror_attr, t, self.head)
         w = mv[..., 2]
         if float(w.max(initial=0)) < 1e-3:
             return None, None, None
         known = (w > 1e-4) & cov
-        dg = np.where(known[..., None], np.concatenate([mv[..., :2] - self._centres, mv[..., 3:6]], -1), 0.0)
-        # defined around the filled area too (the upsampling reads there)
-        kw = known.astype(np.float32)
-        dg = np.concatenate([flow.pull_push_near(np.ascontiguousarray(dg[..., :2], np.float32), kw, 4),
-                             flow.pull_push_near(np.ascontiguousarray(dg[..., 2:], np.float32), kw, 4)], -1)
+        d = np.where(known[..., None], mv[..., :2] - self._centres, 0.0).astype(np.float32)
+        # the displacement is continued around the filled area (the upsampling reads there; the gain can be 1)
+        d = flow.pull_push_near(d, known.astype(np.float32), 4)
         a = cv2.GaussianBlur(w, (0, 0), 0.8) * cov
-        return dg[..., :2], a.astype(np.float32), np.where(a[..., None] > 0, dg[..., 2:], 1.0).astype(np.float32)
+        return d, a.astype(np.float32), np.where(known[..., None], mv[..., 3:6], 1.0).astype(np.float32)
 
     # ----------------------------------------------------------------------------------------- render
     def render(self, coeffs: Coefficients, max_side: int | None = None) -> PhotoFrame:
@@ -280,7 +300,9 @@ class PhotoRenderer:
             y0 = int(np.clip(np.floor((g.origin[1] + gy0 * g.step) * sy), 0, oh))
             y1 = int(np.clip(np.ceil((g.origin[1] + gy1 * g.step) * sy), 0, oh))
             if x1 > x0 and y1 > y0:
-                out[y0:y1, x0:x1] = self._compose(base, f, (x0, y0, x1, y1), sx, sy)
+                # a drag preview (max_side given) resamples bilinearly, the sharp frame bicubically
+                interp = cv2.INTER_LINEAR if max_side is not None else REMAP_INTERP
+                out[y0:y1, x0:x1] = self._compose(base, f, (x0, y0, x1, y1), sx, sy, interp)
         lm = f.target.photo_xy[self.model.lm68].numpy() * np.array([sx, sy])
         return PhotoFrame(out, lm.astype(np.float32), f.target.posed.numpy().astype(np.float32), scale)
 
@@ -288,7 +310,8 @@ class PhotoRenderer:
         src = self.src
         return src.posed.numpy().astype(np.float32), src.photo_xy.numpy()
 
-    def _compose(self, base: np.ndarray, f: FlowField, box, sx: float, sy: float) -> np.ndarray:
+    def _compose(self, base: np.ndarray, f: FlowField, box, sx: float, sy: float,
+                 interp: int = REMAP_INTERP) -> np.ndarray:
         x0, y0, x1, y1 = box
         g = f.grid
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -309,7 +332,7 @@ class PhotoRenderer:
         m = up(f.displacement * np.array([sx, sy], np.float32), box)
         m[..., 0] += np.arange(x0, x1, dtype=np.float32)[None, :]
         m[..., 1] += np.arange(y0, y1, dtype=np.float32)[:, None]
-        region = cv2.remap(base, m, None, REMAP_INTERP, borderMode=cv2.BORDER_REFLECT101)
+        region = cv2.remap(base, m, None, interp, borderMode=cv2.BORDER_REFLECT101)
         if f.mirror_alpha is not None:
             sub = self._sub_box(f.mirror_alpha > 1e-3, g, box, sx, sy)
             if sub is not None:
@@ -317,7 +340,7 @@ class PhotoRenderer:
                 mm = up(f.mirror_disp * np.array([sx, sy], np.float32), sub)
                 mm[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
                 mm[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
-                alt = cv2.remap(base, mm, None, REMAP_INTERP, borderMode=cv2.BORDER_REFLECT101)
+                alt = cv2.remap(base, mm, None, interp, borderMode=cv2.BORDER_REFLECT101)
                 gain = up(np.power(np.maximum(f.mirror_gain, 1e-6), 1.0 / relight.GAMMA), sub, 1.0)
                 a = up(f.mirror_alpha, sub)[..., None]
                 a0, b0, a1, b1 = bx0 - x0, by0 - y0, bx1 - x0, by1 - y0

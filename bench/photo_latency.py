@@ -1,0 +1,88 @@
+"""Photo mode latency: slider → frame for ``PhotoRenderer.render`` (issue 13), wall and CPU time, p50/p95.
+
+    python bench/photo_latency.py [--reps 40] [--threads 1 2]
+
+Cases (targets on 2 cores): a 512 px photo at full size (drag preview, p95 ≤ 25 ms), a 1024 px photo with
+``max_side=512`` (drag preview, ≤ 50 ms), a 2048 px photo at full size (sharp frame at the end of a drag, ≤ 250 ms).
+Photos: the bundled astronaut (512 px) and ffhq-samples 00000/00002 upscaled (cubic) to 1024/2048 px; each is fitted
+once. The edit is a yaw drag from -10° to +10° with a smile that grows along the way (every frame differs).
+CPU time (``time.process_time``, all threads of this process) is printed next to wall time: on a machine loaded by
+other jobs, wall time includes waiting for a core.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from engine import config  # noqa: E402
+from engine.perception.align import load_image  # noqa: E402
+from engine.photo import PhotoRenderer  # noqa: E402
+from engine.photo.fit import fit_photo  # noqa: E402
+
+
+def cases():
+    ff = config.ffhq_samples_dir() / "images"
+    up = lambda img, s: cv2.resize(img, (s, s), interpolation=cv2.INTER_CUBIC)  # noqa: E731
+    return [("512 px photo, full size", load_image(config.ASSETS_DIR / "astronaut.jpg"), None, 25.0),
+            ("1024 px photo, max_side 512", up(load_image(ff / "00000.png"), 1024), 512, 50.0),
+            ("2048 px photo, full size", up(load_image(ff / "00002.png"), 2048), None, 250.0)]
+
+
+def drag(c0, n: int):
+    out = []
+    y0 = math.degrees(float(c0.pose[0, 0]))
+    for i in range(n):
+        c = c0.clone()
+        c.set_pose_degrees(yaw=y0 - 10 + 20 * i / max(1, n - 1))
+        c.expr["mouthSmile_L"] = c.expr["mouthSmile_R"] = 0.6 * i / max(1, n - 1)
+        out.append(c)
+    return out
+
+
+def measure(renderer: PhotoRenderer, coeffs, max_side):
+    renderer.render(coeffs[-1], max_side=max_side)  # warm-up
+    wall, cpu = [], []
+    for c in coeffs:
+        t0, p0 = time.perf_counter(), time.process_time()
+        renderer.render(c, max_side=max_side)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - p0)
+    pct = lambda a, q: 1e3 * float(np.percentile(a, q))  # noqa: E731
+    return pct(wall, 50), pct(wall, 95), pct(cpu, 50), pct(cpu, 95)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=40)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    renderers = []
+    for name, img, max_side, target in cases():
+        t0 = time.perf_counter()
+        fit = fit_photo(img)
+        r = PhotoRenderer(fit)
+        print(f"{name}: fit + renderer {time.perf_counter() - t0:.1f} s", flush=True)
+        renderers.append((name, r, drag(fit.coeffs, a.reps), max_side, target))
+    print(f"{'case':32s} {'threads':>7s} {'wall p50':>9s} {'wall p95':>9s} {'cpu p50':>8s} {'cpu p95':>8s}  target p95")
+    for threads in a.threads:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        for name, r, coeffs, max_side, target in renderers:
+            w50, w95, c50, c95 = measure(r, coeffs, max_side)
+            print(f"{name:32s} {threads:7d} {w50:8.1f}ms {w95:8.1f}ms {c50:7.1f}ms {c95:7.1f}ms  {target:.0f} ms",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
