@@ -15,6 +15,7 @@ from engine.perception.align import Alignment
 from engine.photo import (PHOTO_YAW_LIMIT_DEG, PhotoRenderer, PhotoRenderError, limits_note)
 from engine.photo import flow, relight
 from engine.photo.fit import PhotoFit
+from engine.render.renderer import FaceRenderer
 from engine.render.shading import light_from_direction
 
 SIZE = 256
@@ -329,3 +330,23 @@ def test_turn_reveals_the_mirrored_cheek(head, face_model, synth_fit):
         finally:
             r._has_mirror = True
         assert err < 0.6 * stretched, (yaw, err, stretched)
+
+
+def test_side_light_changes_the_photo_as_much_as_the_model_render(synth_renderer, synth_fit, face_model):
+    """Relighting multiplies the photo by the fitted model's shading ratio: light from the side changes the photo's
+    skin by about the relative amount it changes the model's own render (not a gamma-weakened fraction of it)."""
+    c0 = synth_fit.coeffs
+    for az in (70, -70):
+        c1 = c0.clone()
+        c1.light[:] = light_from_direction(az, 0, 0.5)
+        with torch.no_grad():
+            fr = FaceRenderer(face_model)
+            a, b = fr(c0, SIZE), fr(c1, SIZE)
+        mask = cv2.erode((a.mask[0, 0].numpy() > 0.5).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+        ia, ib = a.image[0].permute(1, 2, 0).numpy(), b.image[0].permute(1, 2, 0).numpy()
+        model_change = np.abs(ib / np.maximum(ia, 1e-3) - 1)[mask].mean()
+        out = synth_renderer.render(c1).image.astype(float)
+        photo = synth_fit.image.astype(float)
+        photo_change = np.abs((out + 0.5) / (photo + 0.5) - 1)[mask].mean()
+        assert model_change > 0.1
+        assert 0.7 * model_change < photo_change < 1.3 * model_change, (az, photo_change, model_change)

@@ -7,7 +7,7 @@ The photo already holds the fitted light; a light edit multiplies the skin by
 per vertex, on *smoothed* target normals (the fit's normals are noisy at the nose and the face's rim), with the
 denominator kept away from zero and the ratio clamped to ``RATIO_RANGE``; an albedo/identity edit multiplies by the
 albedo ratio too. The per-vertex ratio is rasterised on the work grid, low-passed, feathered at the skin's border
-and applied to the photo in linear light (sRGB-ish gamma 2.2 through lookup tables).
+and multiplies the photo's stored values (the fit's own units, see ``RATIO_EXPONENT``).
 """
 from __future__ import annotations
 
@@ -21,11 +21,10 @@ from engine.render.shading import full_light, sh_basis
 RATIO_RANGE = (0.25, 3.0)
 DENOM_FLOOR = 0.3  # the denominator is at least this fraction of the median skin irradiance
 NORMAL_SMOOTHING = 4  # neighbour-averaging passes over the mesh before shading
-GAMMA = 2.2
-_LIN_BITS = 12
-_TO_LIN = ((np.arange(256, dtype=np.float32) / 255.0) ** GAMMA).astype(np.float32)
-_FROM_LIN = np.clip(np.round((np.arange(1 << _LIN_BITS, dtype=np.float32) / ((1 << _LIN_BITS) - 1))
-                             ** (1 / GAMMA) * 255.0), 0, 255).astype(np.uint8)
+# The fit explains the photo's stored values as albedo × irradiance × gain (no gamma), so a shading ratio from that
+# model applies to the stored values as they are (exponent 1). Applied in linear light (r ** (1 / 2.2) on the
+# stored values) a side light changed the photo 0.44x as much as it changes the fitted model's render.
+RATIO_EXPONENT = 1.0
 
 
 def irradiance(normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
@@ -66,11 +65,3 @@ def feather_ratio(delta: np.ndarray, skin_cover: np.ndarray, erode_px: int = 2, 
     m = cv2.GaussianBlur(m.astype(np.float32), (0, 0), sigma)
     d = cv2.GaussianBlur(delta.astype(np.float32), (0, 0), sigma * 0.75)
     return 1.0 + d * m[..., None]
-
-
-def apply_ratio(region: np.ndarray, ratio: np.ndarray) -> np.ndarray:
-    """uint8 (h, w, 3) × float (h, w, 3) ratio, in linear light → uint8."""
-    lin = _TO_LIN[region]
-    lin *= ratio
-    idx = np.clip(lin * ((1 << _LIN_BITS) - 1) + 0.5, 0, (1 << _LIN_BITS) - 1).astype(np.int32)
-    return _FROM_LIN[idx]

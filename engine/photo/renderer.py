@@ -341,7 +341,7 @@ class PhotoRenderer:
                 mm[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
                 mm[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
                 alt = cv2.remap(base, mm, None, interp, borderMode=cv2.BORDER_REFLECT101)
-                gain = up(np.power(np.maximum(f.mirror_gain, 1e-6), 1.0 / relight.GAMMA), sub, 1.0)
+                gain = up(np.power(np.maximum(f.mirror_gain, 1e-6), relight.RATIO_EXPONENT), sub, 1.0)
                 a = up(f.mirror_alpha, sub)[..., None]
                 a0, b0, a1, b1 = bx0 - x0, by0 - y0, bx1 - x0, by1 - y0
                 reg = region[b0:b1, a0:a1].astype(np.float32)
@@ -350,8 +350,7 @@ class PhotoRenderer:
         if f.ratio is not None:
             sub = self._sub_box(_any_channel(np.abs(f.ratio - 1) > 1e-3), g, box, sx, sy)
             if sub is not None:
-                # a ratio r in linear light (gamma 2.2) is the factor r^(1/2.2) on the stored values
-                r = up(np.power(np.maximum(f.ratio, 1e-6), 1.0 / relight.GAMMA), sub, 1.0)
+                r = up(np.power(np.maximum(f.ratio, 1e-6), relight.RATIO_EXPONENT), sub, 1.0)
                 a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
                 region[b0:b1, a0:a1] = cv2.multiply(region[b0:b1, a0:a1], r, dtype=cv2.CV_8U)
         if f.fill_rgb is not None:
