@@ -350,3 +350,30 @@ def test_side_light_changes_the_photo_as_much_as_the_model_render(synth_renderer
         photo_change = np.abs((out + 0.5) / (photo + 0.5) - 1)[mask].mean()
         assert model_change > 0.1
         assert 0.7 * model_change < photo_change < 1.3 * model_change, (az, photo_change, model_change)
+
+
+def test_mouth_fill_edge_is_sharp_on_a_large_photo(head, face_model, synth_fit, monkeypatch):
+    """On a photo much larger than the work grid, the mouth fill's edge is drawn at photo resolution."""
+    from engine.photo import renderer as photo_renderer
+
+    side = 1024
+    img = cv2.resize(synth_fit.image, (side, side), interpolation=cv2.INTER_CUBIC)
+    fit = PhotoFit(img, synth_fit.coeffs, _alignment(SIZE, SIZE / side), synth_fit.gain)
+    r = PhotoRenderer(fit, face_model, head)
+    c1 = _edit(synth_fit.coeffs, jawOpen=0.7)
+    fr = r.render(c1)
+    ff = r.flow_field(c1)
+    a = ff.in_photo(ff.fill_alpha, (side, side))
+    band = (a > 0.05) & (a < 0.95)  # the fill's edge as the work grid draws it (several photo px wide)
+    assert band.sum() > 500
+
+    def edge(image):
+        g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        # gradient energy: the same step drawn over fewer pixels has a larger mean squared gradient
+        grad = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))[band]
+        return float(np.sqrt(np.mean(grad ** 2)))
+
+    sharp = edge(fr.image)
+    monkeypatch.setattr(photo_renderer, "FILL_SHARPEN_FROM", float("inf"))
+    soft = edge(r.render(c1).image)
+    assert sharp > 1.15 * soft, (sharp, soft)

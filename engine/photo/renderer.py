@@ -35,6 +35,8 @@ PHOTO_YAW_LIMIT_DEG = 20.0  # |change from the fitted yaw| beyond which results 
 PHOTO_PITCH_LIMIT_DEG = 15.0
 FLOW_SIGMA = 1.0  # grid px
 _SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
+FILL_SHARPEN_FROM = 1.5  # output px per work-grid px above which the mouth fill's edge is sharpened
+FILL_EDGE_GAIN_MAX = 2.5
 REMAP_INTERP = cv2.INTER_CUBIC  # bilinear resampling visibly softened the warped face (mean |Laplacian| -20..-30 %)
 
 
@@ -356,8 +358,18 @@ class PhotoRenderer:
         if f.fill_rgb is not None:
             sub = self._sub_box(f.fill_alpha > 1e-3, g, box, sx, sy)
             if sub is not None:
-                a = up(f.fill_alpha, sub)[..., None]
-                col = up(f.fill_rgb * 255.0, sub)
+                k = g.step * max(sx, sy)  # output px per grid px
+                if k > FILL_SHARPEN_FROM:
+                    # large output: the fill's edge (lips over teeth) drawn at photo resolution, not with the grid's
+                    # blur: the grid's coverage smoothed a little more (its 0.5 contour loses the grid's stair
+                    # steps), upsampled, then steepened around 0.5
+                    a = up(cv2.GaussianBlur(f.fill_alpha, (0, 0), 0.8), sub)[..., None]
+                    rgb = up(f.fill_rgb * 255.0, sub) / np.maximum(up(f.fill_alpha, sub)[..., None], 1e-3)
+                    a = np.clip((a - 0.5) * min(k, FILL_EDGE_GAIN_MAX) + 0.5, 0.0, 1.0)
+                    col = rgb * a
+                else:
+                    a = up(f.fill_alpha, sub)[..., None]
+                    col = up(f.fill_rgb * 255.0, sub)
                 a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
                 reg = region[b0:b1, a0:a1].astype(np.float32)
                 region[b0:b1, a0:a1] = np.clip(reg * (1 - a) + col + 0.5, 0, 255).astype(np.uint8)
