@@ -18,13 +18,15 @@ import torch
 from engine.face.head import SKIN_PARTS, HeadModel
 from engine.render.shading import full_light, sh_basis
 
-RATIO_RANGE = (0.25, 3.0)
+RATIO_RANGE = (0.4, 2.0)  # (0.25, 3) at full strength blew bright skin out to white
 DENOM_FLOOR = 0.3  # the denominator is at least this fraction of the median skin irradiance
 NORMAL_SMOOTHING = 4  # neighbour-averaging passes over the mesh before shading
 # The fit explains the photo's stored values as albedo × irradiance × gain (no gamma), so a shading ratio from that
 # model applies to the stored values as they are (exponent 1). Applied in linear light (r ** (1 / 2.2) on the
 # stored values) a side light changed the photo 0.44x as much as it changes the fitted model's render.
 RATIO_EXPONENT = 1.0
+# brightened values roll off above this level instead of clipping (a side light on bright skin blew it out white)
+HIGHLIGHT_KNEE = 0.7
 
 
 def irradiance(normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
@@ -65,3 +67,25 @@ def feather_ratio(delta: np.ndarray, skin_cover: np.ndarray, erode_px: int = 2, 
     m = cv2.GaussianBlur(m.astype(np.float32), (0, 0), sigma)
     d = cv2.GaussianBlur(delta.astype(np.float32), (0, 0), sigma * 0.75)
     return 1.0 + d * m[..., None]
+
+
+def _shoulder_lut(knee: float = HIGHLIGHT_KNEE, n: int = 4096, top: float = 4.0) -> np.ndarray:
+    """Lookup table y -> display value in [0, 255] for y = stored value × ratio in [0, top]: identity below
+    ``knee``, a tanh roll-off to 1 above it."""
+    y = np.linspace(0.0, top, n, dtype=np.float64)
+    s = 1.0 - knee
+    out = np.where(y <= knee, y, knee + s * np.tanh((y - knee) / s))
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+_SHOULDER = _shoulder_lut()
+_SHOULDER_TOP = 4.0
+
+
+def apply_ratio(region: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """uint8 (h, w, 3) stored values × float (h, w, 3) ratio → uint8, highlights rolled off (no clipped blotches)."""
+    y = region.astype(np.float32)
+    y *= ratio
+    idx = (y * ((len(_SHOULDER) - 1) / (255.0 * _SHOULDER_TOP))).astype(np.int32)
+    np.clip(idx, 0, len(_SHOULDER) - 1, out=idx)
+    return _SHOULDER[idx]

@@ -354,7 +354,7 @@ class PhotoRenderer:
             if sub is not None:
                 r = up(np.power(np.maximum(f.ratio, 1e-6), relight.RATIO_EXPONENT), sub, 1.0)
                 a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
-                region[b0:b1, a0:a1] = cv2.multiply(region[b0:b1, a0:a1], r, dtype=cv2.CV_8U)
+                region[b0:b1, a0:a1] = relight.apply_ratio(region[b0:b1, a0:a1], r)
         if f.fill_rgb is not None:
             sub = self._sub_box(f.fill_alpha > 1e-3, g, box, sx, sy)
             if sub is not None:
