@@ -136,6 +136,37 @@ def test_keyframe_edits_are_undoable_and_leave_the_face_alone(session):
     assert session.keyframes == [] and session.undo() and len(session.keyframes) == 2
 
 
+def test_set_keyframes_is_one_fast_undo_step(session):
+    import time
+
+    session.add_keyframe(0.0)  # replaced by the bulk call, restored by its undo
+    noise = session.noise.clone()
+    faces = []
+    for i in range(300):
+        c = session.coeffs.clone()
+        c.expr["jawOpen"] = i / 299
+        faces.append((i / 30.0, c if i % 3 else (c, noise + i)))
+    faces.append((0.5, session.state.edited(coeffs=faces[16][1])))  # a Snapshot; replaces the time 0.5 pair
+    before = session.state
+    t0 = time.perf_counter()
+    session.set_keyframes(faces)
+    took = time.perf_counter() - t0
+    ks = session.keyframes
+    assert took < 0.5, took  # well under a second (one add_keyframe per frame: one history push each)
+    assert len(ks) == 300 and [k.time for k in ks] == sorted(k.time for k in ks)
+    assert ks[299].coeffs.expr["jawOpen"].item() == pytest.approx(1.0)
+    assert torch.equal(ks[3].noise, noise + 3) and torch.equal(ks[4].noise, noise)
+    assert ks[15].coeffs.expr["jawOpen"].item() == pytest.approx(16 / 299) and torch.equal(ks[15].noise, noise)
+    assert torch.equal(session.coeffs.as_vector(), before.coeffs.as_vector())  # the face itself is unchanged
+    assert session.undo() is not None  # ONE undo removes them all
+    assert [k.time for k in session.keyframes] == [0.0]
+    assert session.redo() is not None and len(session.keyframes) == 300
+    for bad, msg in (([(-1.0, faces[0][1])], "time must be"), ([(float("nan"), faces[0][1])], "time must be"),
+                     ([(0.0, "smile")], "must be a Snapshot"), ([3], r"\(time, face\) pair")):
+        with pytest.raises(SessionError, match=msg):
+            session.set_keyframes(faces[:5] + bad)
+        assert len(session.keyframes) == 300  # nothing changed
+
 def test_keyframe_interpolation_is_eased(session):
     session.add_keyframe(0.0)
     session.set_pose_degrees(yaw=40)

@@ -227,6 +227,33 @@ class Session:
         self._set_keyframes(ks)
         return next(i for i, k in enumerate(self.keyframes) if k.time == t)
 
+    def set_keyframes(self, keyframes) -> Snapshot:
+        """Replace all keyframes at once — ONE undo step, linear time (a driven video track of thousands).
+
+        ``keyframes``: (time, face) pairs; a face is a :class:`Snapshot`, :class:`Coefficients` (the current noise)
+        or a (Coefficients, noise) pair. The same time twice: the later pair wins. Everything is checked before
+        anything changes (:class:`SessionError`)."""
+        by_time: dict[float, Keyframe] = {}
+        for i, item in enumerate(keyframes):
+            try:
+                t, face = item
+                t = float(t)
+            except (TypeError, ValueError):
+                raise SessionError(f"keyframe {i}: expected a (time, face) pair with a numeric time") from None
+            if not math.isfinite(t) or t < 0:
+                raise SessionError(f"keyframe {i}: time must be a finite number ≥ 0, got {t}")
+            noise = None
+            if isinstance(face, Snapshot):
+                face, noise = face.coeffs, face.noise
+            elif isinstance(face, (tuple, list)) and len(face) == 2:
+                face, noise = face
+            if not isinstance(face, Coefficients):
+                raise SessionError(f"keyframe {i}: the face must be a Snapshot, Coefficients or (coefficients, "
+                                   f"noise), got {type(face).__name__}")
+            by_time[t] = Keyframe(t, self.conform.coeffs(face),
+                                  self.noise.clone() if noise is None else self.conform.noise(noise))
+        return self._set_keyframes(by_time.values())
+
     def remove_keyframe(self, index: int) -> Snapshot:
         ks = self.keyframes
         if not 0 <= index < len(ks):
