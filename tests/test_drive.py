@@ -206,6 +206,44 @@ def test_face_lost_mid_clip_holds_the_last_fit(track):
     assert track.n_detections >= 2  # the first frame and the re-detection after the gap
 
 
+def test_lost_face_is_searched_near_its_last_box_and_reacquired(model, face_coeffs, tmp_path):
+    """The face vanishes for 12 frames and comes back where it was (found at once by the local search), then
+    vanishes again and comes back far away (found by the full-frame search, run only every 5th lost frame)."""
+    from engine.drive.track import FaceTracker, renderer_for
+    from engine.perception.rnet import default_rnet
+
+    with torch.no_grad():
+        r = renderer_for(model)(face_coeffs, 160, background=0.4)
+    face = (r.image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+    def frame(x):
+        f = np.full((270, 480, 3), 100, np.uint8)
+        if x is not None:
+            f[55:215, x:x + 160] = face
+        return f
+
+    seq = [20] * 4 + [None] * 12 + [20] * 3 + [None] * 12 + [300] * 6
+    t = FaceTracker(default_rnet(), full_search_every=5)
+    found, full, local = [], [], []
+    for i, x in enumerate(seq):
+        found.append(t.observe(frame(x), i, need_rnet=False) is not None)
+        full.append(t.n_detections)
+        local.append(t.n_local_searches)
+    assert found[:4] == [True] * 4 and not any(found[4:16]) and found[16:19] == [True] * 3
+    # while lost: the region around the last box every frame, the full frame on frames 0, 5, 10 of the gap only
+    assert full[15] - full[3] == 3 and local[15] - local[3] == 12
+    assert full[16] == full[15]  # back where it was: re-acquired by the local search, no full-frame detection
+    # far away: the local search cannot see it; the next full-frame search (lost frame 15) finds it
+    assert not any(found[19:34]) and found[34:] == [True] * 3
+    assert full[33] - full[18] == 3 and full[34] - full[33] == 1
+    # through track_video: the last fit is held over both gaps and counted
+    vid = tmp_path / "gaps.mp4"
+    write_video([frame(x) for x in seq], vid, FPS)
+    tr = track_video(vid, full_search_every=5)
+    assert tr.n_lost == 12 + 12 + 3 and not tr.found[4:16].any() and tr.found[16:19].all() and tr.found[34:].all()
+    assert np.array_equal(tr.raw[15], tr.raw[3]) and np.array_equal(tr.raw[33], tr.raw[18])
+
+
 def test_track_follows_head_turn_and_jaw(track):
     yaw_true = np.array([12 * math.sin(i / 4) for i in range(18)])
     jaw_true = np.array([0.35 * (1 - math.cos(i / 3)) for i in range(18)])
@@ -302,6 +340,38 @@ def test_drive_writes_video_with_audio_preview_and_track(clip, track, session_ta
     assert torch.allclose(s.keyframes[3].coeffs.identity, src.coeffs.identity)
     assert torch.allclose(s.keyframes[3].noise, src.noise)
     assert no_partial_files(tmp_path)
+
+
+def test_track_for_a_photo_target_reopens_in_photo_mode(track, model, tmp_path, monkeypatch):
+    """The track saved for a photo target is a photo-mode session (path + fit): it reopens without refitting and
+    scrubbing it moves the photo's own mouth."""
+    from pathlib import Path
+
+    from engine.drive import PhotoTarget, save_track_session
+    from engine.editing.session import Session
+    from engine.photo import fit as photo_fit
+
+    torch.set_num_threads(1)
+    photo = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"
+    target = PhotoTarget(photo)
+    p = save_track_session(track, target, tmp_path / "photo_track.json")
+    monkeypatch.setattr(photo_fit, "fit_photo", lambda *a, **k: pytest.fail("reopening must not refit"))
+    s = Session.load(p, model=model, generator=None)
+    assert s.mode == "photo" and s.photo is not None and Path(s.photo.path) == photo.resolve()
+    assert len(s.keyframes) == track.n_frames and abs(s.keyframes[-1].time - (track.n_frames - 1) / FPS) < 1e-6
+    jaw = track.series("jawOpen")
+    k = int(np.argmax(jaw))
+    assert jaw[k] - jaw[0] > 0.15, jaw  # the clip opens the jaw
+    f0 = s.render_snapshot(s.go_to_time(0.0))
+    fk = s.render_snapshot(s.go_to_time(k / FPS))
+    assert f0.mode == fk.mode == "photo" and f0.image.shape == fk.image.shape == target.fit.image.shape
+    assert s.keyframes[k].coeffs.expr["jawOpen"].item() == pytest.approx(jaw[k], abs=1e-4)
+    lm = f0.landmarks[48:68]  # the mouth in photo px
+    x0, y0 = np.floor(lm.min(0)).astype(int) - 4
+    x1, y1 = np.ceil(lm.max(0)).astype(int) + 12
+    d = np.abs(fk.image[y0:y1, x0:x1].astype(int) - f0.image[y0:y1, x0:x1].astype(int)).mean()
+    far = np.abs(fk.image[:40, :40].astype(int) - f0.image[:40, :40].astype(int)).mean()
+    assert d > 5 and far < 0.5, (d, far)  # the mouth moves, the photo's corner does not
 
 
 def test_drive_without_audio_and_cancel_leaves_nothing(clip, track, session_target, tmp_path):

@@ -35,6 +35,7 @@ from engine.drive.smoothing import OneEuroFilter
 from engine.drive.track import (ExpressionPoseSolver, FaceTracker, Observation, estimate_identity, pose_from_rotation,
                                 renderer_for, rotation_np)
 from engine.drive.video import VideoError, VideoInfo, VideoWriter, iter_frames, probe_video
+from engine.editing.photo_import import PhotoSource
 from engine.editing.session import Session, SessionError
 from engine.face.model import N_EXP, Coefficients, default_model
 from engine.perception.rnet import default_rnet
@@ -138,9 +139,10 @@ def _unwrap_roll(vals: list[np.ndarray]) -> None:
 
 def track_video(video, progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
                 smoothing: dict | bool | None = None, detect_every: int = 60, model=None, rnet=None,
-                info: VideoInfo | None = None) -> Track:
+                info: VideoInfo | None = None, full_search_every: int = 10) -> Track:
     """Track and fit the face of every frame of ``video`` (a path). ``progress(done, total)``: tracking is the
-    first half, the per-frame fit the second.
+    first half, the per-frame fit the second. A lost face is looked for around its last box every frame and on
+    the full frame every ``full_search_every`` frames (:class:`~engine.drive.track.FaceTracker`).
 
     Raises :class:`VideoError` (unreadable video), :class:`NoFaceError` (no face in any frame),
     :class:`DriveCancelled`."""
@@ -148,7 +150,7 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     model = model or default_model()
     rnet = rnet or default_rnet()
     renderer = renderer_for(model)
-    tracker = FaceTracker(rnet, detect_every=detect_every)
+    tracker = FaceTracker(rnet, detect_every=detect_every, full_search_every=full_search_every)
     size = tracker.crop_size
     obs: list[Observation | None] = []
     ms_track = []
@@ -366,8 +368,11 @@ class PhotoTarget(Target):
         return img
 
     def session(self):
+        """A photo-mode session of this photo and its fit (saved with the fit: it reopens without refitting)."""
         s = Session(generator=None)
-        s.set_coefficients(self.coeffs.clone(), commit=False)
+        photo = PhotoSource(str(self.path), self.fit)
+        s.history.replace_silently(s.state.edited(coeffs=s.conform.coeffs(self.coeffs), photo=photo, w_offsets=None,
+                                                  keyframes=()))
         s.source = str(self.path)
         return s
 
@@ -427,14 +432,12 @@ def save_track_session(track: Track, target: Target, path, every: int = 1, **ret
     every = max(1, int(every))
     sess = target.session()
     noise = target.noise if target.noise is not None else sess.noise
-    sess.clear_keyframes()
     idx = list(range(0, track.n_frames, every))
     if idx[-1] != track.n_frames - 1:
         idx.append(track.n_frames - 1)
-    for i in idx:
-        sess.set_coefficients(retarget(target.coeffs, track, i, **retarget_kw), noise.clone(), commit=False)
-        sess.add_keyframe(i / track.fps)
-    sess.set_coefficients(retarget(target.coeffs, track, idx[0], **retarget_kw), noise.clone(), commit=False)
+    noise = noise.clone()  # keyframes share it (snapshots are never changed in place)
+    sess.set_keyframes([(i / track.fps, (retarget(target.coeffs, track, i, **retarget_kw), noise)) for i in idx])
+    sess.set_coefficients(retarget(target.coeffs, track, idx[0], **retarget_kw), noise, commit=False)
     try:
         sess.save(path)
     except SessionError as exc:
