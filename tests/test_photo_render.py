@@ -307,22 +307,22 @@ def test_only_the_head_neighbourhood_changes_and_no_line_at_the_box_border(head,
 
 
 def test_turn_reveals_the_mirrored_cheek(head, face_model, synth_fit):
-    """A 25° turn shows skin the photo never did: it is drawn from the other cheek (a symmetric face here), not
+    """A turn shows skin the photo never did: it is drawn from the other cheek (a symmetric face here), not
     stretched from the head's rim."""
     tex = _mirror_texture(head)
-    for sign in (1, -1):  # a photo turned 15° one way, edited 25° the other way
-        c0 = _edit(synth_fit.coeffs, yaw=15 * sign)
+    for sign in (1, -1):  # a photo turned 30° one way, edited 40° back
+        c0 = _edit(synth_fit.coeffs, yaw=30 * sign)
         img, _ = _synth(head, c0, texture=tex)
         fit = PhotoFit(img, c0, _alignment(), np.array([1.0, 1.0, 1.0], np.float32))
         r = PhotoRenderer(fit, face_model, head)
-        yaw = -25 * sign
+        yaw = -40 * sign
         c1 = _edit(c0, yaw=yaw)
         target, cov1 = _synth(head, c1, texture=tex)
         ff = r.flow_field(c1)
         assert ff.mirror_alpha is not None
-        revealed = (ff.in_photo(ff.mirror_alpha, (SIZE, SIZE)) > 0.9) & cov1
+        revealed = (ff.in_photo(ff.mirror_alpha, (SIZE, SIZE)) > 0.5) & cov1
         revealed = cv2.erode(revealed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        assert revealed.sum() > 150, revealed.sum()
+        assert revealed.sum() > 50, revealed.sum()
         err = np.abs(r.render(c1).image.astype(float) - target)[revealed].mean()
         r._has_mirror = False  # the same edit, stretched from the rim instead
         try:

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.face.head import EYE_PARTS, MOUTH_PARTS, SKIN_PARTS, HeadModel
+from engine.face.head import EYE_PARTS, MOUTH_PARTS, NARROW_FACE_VERTICES, SKIN_PARTS, HeadModel
 from engine.face.model import Coefficients
 from engine.perception.align import Alignment
 from engine.photo.relight import irradiance
@@ -37,6 +37,7 @@ VIS_SLOPE = 1.5  # extra tolerance per cm of depth change per grid pixel
 UPPER_TEETH_SHIFT_CM = (0.0, -0.3, 0.25)
 MIRROR_RAMP = 3  # neighbour-averaging passes: the mirror fill fades in over ~3 vertices inside the hidden skin
 MIRROR_GAIN_RANGE = (0.5, 2.0)
+MIRROR_MIN_FACING = -0.2  # z of the mirror point's (camera-space) normal above which it is used (fades in over 0.2)
 FALLOFF = 0.22  # displacement fades to 0 over this fraction of the box beyond the head's silhouette
 FALLOFF_BELOW = 0.06  # … and over this much below the chin (collars, shoulders stay put)
 # the lower neck joins the (unmoving) torso: its vertices blend from the edited to the fitted pose
@@ -190,14 +191,20 @@ class SourceHead:
         hs = hidden
         for _ in range(MIRROR_RAMP):
             hs = torch.sparse.mm(a, hs)
-        ok = (skin & self.visible[mir]).float()
-        self.mirror_w = ((hs[:, 0] - 0.5) * 2.0).clamp(0, 1) * hidden[:, 0] * ok
-        self.mirror_xy = self.photo_xy[mir]
         rot = rotation_matrix(coeffs.pose.reshape(1, 3))[0]
         n0 = head.vertex_normals(self.verts.unsqueeze(0))[0] @ rot.T
         for _ in range(4):  # smoothed normals (the fit's are noisy at the nose and the rim)
             n0 = torch.sparse.mm(a, n0)
         n0 = torch.nn.functional.normalize(n0, dim=-1, eps=1e-8)
+        # the mirror point must lie on the face proper (no ears, scalp or neck: hair and shadow there) and face the
+        # camera (near the silhouette the photo shows hair or background); elsewhere the rim is stretched
+        face = torch.zeros_like(skin)
+        face[:NARROW_FACE_VERTICES] = True
+        ok = (skin & self.visible[mir] & face[mir] & (n0[mir, 2] > MIRROR_MIN_FACING)).float()
+        # fade the weight in with the facing (no edge where the condition starts to hold)
+        ok = ok * ((n0[mir, 2] - MIRROR_MIN_FACING) / 0.2).clamp(0, 1)
+        self.mirror_w = ((hs[:, 0] - 0.5) * 2.0).clamp(0, 1) * hidden[:, 0] * ok
+        self.mirror_xy = self.photo_xy[mir]
         e0 = irradiance(n0, coeffs.light[0]).clamp_min(0)
         floor = 0.3 * e0[skin].median(0).values.clamp_min(1e-3)
         self.mirror_gain = (torch.maximum(e0, floor) / torch.maximum(e0[mir], floor)).clamp(*MIRROR_GAIN_RANGE)
