@@ -9,7 +9,10 @@ yaw / jawOpen and of their frame-to-frame differences, raw and smoothed. Cost: t
 Identity: another photo is driven by the video (photo mode) and every 10th output frame is compared with the target
 photo by the judges' dlib yardstick (``../shared/tools/judge.py identity``).
 
-    python bench/drive.py [--photos 00002 00005] [--target 00007] [--frames 150] [--keep DIR]
+Also: the cost of looking for a lost face (around its last box vs the full frame) and of writing a track's
+keyframes into a session (one ``Session.set_keyframes`` call vs one ``add_keyframe`` per frame).
+
+    python bench/drive.py [--photos 00002 00005] [--target 00007] [--frames 150] [--keep DIR] [--quick]
 
 Nothing from the shared data is written into the repository (videos go to a temporary folder, or --keep DIR).
 """
@@ -115,6 +118,57 @@ def make_video(photo: Path, n: int, out: Path, noise: float = 3.0, seed: int = 0
     return cv_, time.perf_counter() - t0
 
 
+def lost_search_cost(video: Path, repeats: int = 12) -> dict:
+    """ms per lost frame: the search around the last box and the full-frame detection, on a face-less 640x480
+    frame (the tracker's box from the video's first frame)."""
+    from engine.drive.track import FaceTracker
+    from engine.drive.video import iter_frames, probe_video
+    from engine.perception.rnet import default_rnet
+
+    frames = iter_frames(probe_video(video))
+    f0 = next(frames)
+    frames.close()
+    t = FaceTracker(default_rnet())
+    if t.observe(f0, 0, need_rnet=False) is None:
+        return {}
+    box = t.box
+    blank = np.clip(np.random.default_rng(1).normal(110, 3, f0.shape), 0, 255).astype(np.uint8)
+    out = {}
+    for name, fn in (("local", lambda: t._search_near(blank, box)), ("full", lambda: t._detect(blank))):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1000.0)
+        out[name] = float(np.median(ts))
+    return out
+
+
+def keyframe_write_cost(n_values=(300, 1800)) -> list[tuple]:
+    """(n, s one set_keyframes call, s one add_keyframe per frame) on a preview session."""
+    from engine.editing.session import Session
+
+    rows = []
+    for n in n_values:
+        s = Session(generator=None)
+        faces = []
+        for i in range(n):
+            c = s.coeffs.clone()
+            c.expr["jawOpen"] = (i % 30) / 30
+            faces.append((i / FPS, c))
+        t0 = time.perf_counter()
+        s.set_keyframes(faces)
+        bulk = time.perf_counter() - t0
+        s = Session(generator=None)
+        t0 = time.perf_counter()
+        for t, c in faces:
+            s.set_coefficients(c, commit=False)
+            s.add_keyframe(t)
+        rows.append((n, bulk, time.perf_counter() - t0))
+    return rows
+
+
 def judge_identity(reference: Path, images: list[Path]) -> list[float]:
     judge = config.REPO_ROOT.parent / "shared" / "tools" / "judge.py"
     r = subprocess.run([sys.executable, str(judge), "identity", str(reference)] + [str(p) for p in images],
@@ -141,7 +195,10 @@ def main(argv=None) -> int:
                     help="fit: the photo's fitted coefficients + the curves (neutral = the photo itself); zero: jawOpen "
                          "and smile requested from 0")
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the videos in")
+    ap.add_argument("--quick", action="store_true", help="one photo (00002), 96 frames")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.photos, args.frames = args.photos[:1], min(args.frames, 96)
     torch.set_num_threads(1)
     from engine.drive import IDENTITY_FRAMES, drive, track_video
 
@@ -229,6 +286,14 @@ def main(argv=None) -> int:
           f"frames and re-detections, dlib detection only on loss): median {np.median(ms_parts['track']):.1f} ms; "
           f"expression + pose solve: median {np.median(ms_parts['fit']):.1f} ms. (Decoding runs in the ffmpeg "
           f"process, not counted.)")
+
+    lc = lost_search_cost(video_for_identity)
+    if lc:
+        print(f"looking for a lost face at 640x480 (face-less frame, median): around the last box {lc['local']:.1f} ms, "
+              f"full frame {lc['full']:.1f} ms (the full frame only on the first lost frame and every 10th after)")
+    for n, bulk, loop in keyframe_write_cost():
+        print(f"writing {n} keyframes into a session: set_keyframes {bulk * 1000:.0f} ms (one undo step), "
+              f"add_keyframe per frame {loop * 1000:.0f} ms ({n} undo steps)")
 
     # identity of a driven photo
     target = photo_path(args.target)
