@@ -377,3 +377,19 @@ def test_mouth_fill_edge_is_sharp_on_a_large_photo(head, face_model, synth_fit, 
     monkeypatch.setattr(photo_renderer, "FILL_SHARPEN_FROM", float("inf"))
     soft = edge(r.render(c1).image)
     assert sharp > 1.15 * soft, (sharp, soft)
+
+
+def test_drag_preview_uses_a_coarser_grid_and_agrees_with_the_full_grid(synth_fit, face_model, head):
+    from engine.photo.renderer import PREVIEW_RES
+
+    r = PhotoRenderer(synth_fit, face_model, head)
+    full = PhotoRenderer(synth_fit, face_model, head, preview_res=None)
+    c1 = _edit(synth_fit.coeffs, yaw=12, mouthSmile_L=0.5, jawOpen=0.3)
+    a, b = r.render(c1, max_side=SIZE), full.render(c1, max_side=SIZE)
+    assert r.preview_renderer().grid.res == PREVIEW_RES < r.grid.res and full.preview_renderer() is full
+    assert a.image.shape == b.image.shape and _psnr(a.image, synth_fit.image) < 35  # it moved
+    change = np.abs(b.image.astype(float) - synth_fit.image).mean()
+    assert np.abs(a.image.astype(float) - b.image).mean() < 0.35 * change, change
+    assert np.allclose(a.landmarks, b.landmarks, atol=1e-3)
+    # the sharp frame (no max_side) stays on the full grid
+    assert np.array_equal(r.render(c1).image, full.render(c1).image)
