@@ -423,7 +423,8 @@ def side_by_side_frame(source: np.ndarray, result: np.ndarray) -> np.ndarray:
 
 def save_track_session(track: Track, target: Target, path, every: int = 1, **retarget_kw) -> Path:
     """The driven coefficients as a session whose keyframes (one per ``every`` frames, at the frame's time)
-    the editor opens, scrubs and edits."""
+    the editor opens, scrubs and edits: all keyframes in one ``Session.set_keyframes`` call (one undo step, linear
+    time). A photo target's track is a photo-mode session (the photo's path and fit): it reopens without refitting."""
     path = Path(path)
     if path.suffix.lower() != ".json":
         raise DriveError(f"the track file must end in .json: {path.name}")
