@@ -171,7 +171,76 @@ class Timeline(QWidget):
         self.timeChanged.emit(t, False)
 
 
-class ExportDialog(QDialog):
+class JobDialog(QDialog):
+    """A dialog that runs one long job in a worker thread: an info line, a progress bar, a start button and
+    Cancel/Close. Closing it cancels a running job. Subclasses build their form, call :meth:`_build_job_ui`, and start
+    work with :meth:`_run_job`; :meth:`_can_start` says whether the start button is enabled when idle."""
+
+    def _build_job_ui(self, form, start_text: str, info: str = "", maximum: int = 100) -> None:
+        self.job: Job | None = None
+        self.last_error: str | None = None
+        self.info = QLabel(info)
+        self.info.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, maximum)
+        self.progress.setValue(0)
+        self.buttons = QDialogButtonBox()
+        self.start_btn = self.buttons.addButton(start_text, QDialogButtonBox.AcceptRole)
+        self.cancel_btn = self.buttons.addButton(QDialogButtonBox.Cancel)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.info)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.buttons)
+        self.start_btn.clicked.connect(self._start_from_ui)
+        self.cancel_btn.clicked.connect(self._cancel_or_close)
+
+    def _start_from_ui(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _can_start(self) -> bool:
+        return True
+
+    def _run_job(self, fn, cancel_types, on_done, what: str, maximum: int | None = None) -> Job:
+        """Start ``fn(progress, cancel)`` in a worker thread; ``on_done(result)`` runs in the GUI thread."""
+        self.last_error = None
+        if maximum is not None:
+            self.progress.setRange(0, maximum)
+        self.progress.setValue(0)
+        self.start_btn.setEnabled(False)
+        self.cancel_btn.setText("Cancel")
+        job = Job(fn, cancel_types=cancel_types)
+        job.progress.connect(lambda d, t: self.progress.setValue(d))
+        job.done.connect(on_done)
+        job.error.connect(lambda msg: self._error(what, msg))
+        job.cancelled.connect(lambda: self._finish(f"{what} cancelled: nothing was written."))
+        self.job = job
+        job.start()
+        return job
+
+    def _error(self, what: str, msg: str) -> None:
+        self.last_error = msg
+        self._finish(f"{what} failed: {msg}")
+
+    def _finish(self, text: str) -> None:
+        self.info.setText(text)
+        self.start_btn.setEnabled(self._can_start())
+        self.cancel_btn.setText("Close")
+
+    def _cancel_or_close(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+        else:
+            self.reject()
+
+    def done(self, r) -> None:  # closing the dialog cancels a running job
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.job.wait(10000)
+        super().done(r)
+
+
+class ExportDialog(JobDialog):
     """Format, fps, frame count, size, output path; a progress bar and Cancel while the export runs."""
 
     FILTERS = {"mp4": "MP4 video (*.mp4)", "gif": "GIF animation (*.gif)", "png": "PNG frames folder (*)"}
@@ -181,9 +250,7 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Export animation")
         self.session = session
-        self.job: Job | None = None
         self.result_path: Path | None = None
-        self.last_error: str | None = None
         form = QFormLayout()
         self.fmt = QComboBox()
         self.fmt.addItems(["mp4", "gif", "png"])
@@ -206,19 +273,8 @@ class ExportDialog(QDialog):
         form.addRow("Frame count", self.frames)
         form.addRow("Size (px)", self.size)
         form.addRow("Save to", row)
-        self.info = QLabel()
-        self.progress = QProgressBar()
-        self.progress.setValue(0)
-        self.buttons = QDialogButtonBox()
-        self.export_btn = self.buttons.addButton("Export", QDialogButtonBox.AcceptRole)
-        self.cancel_btn = self.buttons.addButton(QDialogButtonBox.Cancel)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.info)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.buttons)
-        self.export_btn.clicked.connect(self._start_from_ui)
-        self.cancel_btn.clicked.connect(self._cancel_or_close)
+        self._build_job_ui(form, "Export")
+        self.export_btn = self.start_btn
         browse.clicked.connect(self._browse)
         self.fmt.currentTextChanged.connect(self._fmt_changed)
         self.path.textChanged.connect(self._path_changed)
@@ -234,6 +290,9 @@ class ExportDialog(QDialog):
         self.info.setText(f"{n} keyframe(s), {self.session.duration:.2f} s — {self.session.mode_text}"
                           if n else "No keyframes yet: add some on the timeline first.")
         self.export_btn.setEnabled(n > 0)
+
+    def _can_start(self) -> bool:
+        return bool(self.session.keyframes)
 
     def _fmt_changed(self, fmt: str) -> None:
         """A new format renames the target to match (clip.gif -> clip.mp4; a folder for PNG frames)."""
@@ -266,50 +325,18 @@ class ExportDialog(QDialog):
 
     def start_export(self, path, fmt: str, fps: int, n_frames: int, size: int) -> Job:
         """Run the export in a worker thread (the backend of the Export button)."""
-        self.result_path, self.last_error = None, None
-        self.progress.setRange(0, n_frames)
-        self.progress.setValue(0)
-        self.export_btn.setEnabled(False)
-        self.cancel_btn.setText("Cancel")
+        self.result_path = None
         sess = self.session
 
         def run(progress, cancel):
             return export_sequence(sess, path, fmt=fmt, fps=fps, n_frames=n_frames, size=size, progress=progress,
                                    cancel=cancel)
-        job = Job(run, cancel_types=(ExportCancelled,))
-        job.progress.connect(lambda d, t: self.progress.setValue(d))
-        job.done.connect(self._done)
-        job.error.connect(self._error)
-        job.cancelled.connect(lambda: self._finish("Export cancelled: nothing was written."))
-        self.job = job
-        job.start()
-        return job
+        return self._run_job(run, (ExportCancelled,), self._done, "Export", maximum=n_frames)
 
     def _done(self, path) -> None:
         self.result_path = Path(path)
         ExportDialog.last_folder = self.result_path.parent
         self._finish(f"Wrote {path}")
-
-    def _error(self, msg: str) -> None:
-        self.last_error = msg
-        self._finish(f"Export failed: {msg}")
-
-    def _finish(self, text: str) -> None:
-        self.info.setText(text)
-        self.export_btn.setEnabled(bool(self.session.keyframes))
-        self.cancel_btn.setText("Close")
-
-    def _cancel_or_close(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-        else:
-            self.reject()
-
-    def done(self, r) -> None:  # closing the dialog cancels a running export
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.job.wait(10000)
-        super().done(r)
 
 
 class SessionGuard(QObject):

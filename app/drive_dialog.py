@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLineEdit, QPushButton, QWidget)
 
 from engine.drive import DriveCancelled, SessionTarget, drive
 
+from .dialogs import JobDialog, default_export_path
 from .worker import Job
 
 VIDEO_FILTER = "Videos (*.mp4 *.mov *.webm *.mkv *.avi *.m4v *.gif);;All files (*)"
@@ -34,21 +34,19 @@ def _path_row(edit: QLineEdit, on_browse) -> QWidget:
     return w
 
 
-class DriveDialog(QDialog):
+class DriveDialog(JobDialog):
     trackLoaded = Signal(str)  # the track file now open in the session
 
     def __init__(self, session, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Drive from video")
         self.session = session
-        self.job: Job | None = None
         self.result = None
-        self.last_error: str | None = None
         self.video = QLineEdit()
         self.target_kind = QComboBox()
         self.target_kind.addItems(["Current face", "Photo or session file"])
         self.target_path = QLineEdit()
-        self.output = QLineEdit(str(Path.home() / "driven.mp4"))
+        self.output = QLineEdit(str(default_export_path(session).with_name("driven.mp4")))
         self.head_motion = QCheckBox("Head motion (relative to the video's first frame)")
         self.head_motion.setChecked(True)
         self.side = QCheckBox("Also write a side-by-side preview (video | result)")
@@ -71,21 +69,8 @@ class DriveDialog(QDialog):
         form.addRow(self.head_motion)
         form.addRow(self.side)
         form.addRow(self.open_track)
-        self.info = QLabel("Choose a video with a clearly visible face.")
-        self.info.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 3000)
-        self.progress.setValue(0)
-        self.buttons = QDialogButtonBox()
-        self.drive_btn = self.buttons.addButton("Drive", QDialogButtonBox.AcceptRole)
-        self.cancel_btn = self.buttons.addButton(QDialogButtonBox.Cancel)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.info)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.buttons)
-        self.drive_btn.clicked.connect(self._start_from_ui)
-        self.cancel_btn.clicked.connect(self._cancel_or_close)
+        self._build_job_ui(form, "Drive", "Choose a video with a clearly visible face.", maximum=3000)
+        self.drive_btn = self.start_btn
         self.target_kind.currentIndexChanged.connect(self._kind_changed)
         self.head_motion.toggled.connect(self.pose_strength.setEnabled)
         self._kind_changed()
@@ -123,10 +108,7 @@ class DriveDialog(QDialog):
                     expression_strength: float = 1.0, pose_strength: float = 1.0, open_track: bool = True) -> Job:
         """Run the drive in a worker thread (the backend of the Drive button). ``target`` None = the current
         face; else a photo or session path."""
-        self.result, self.last_error = None, None
-        self.progress.setValue(0)
-        self.drive_btn.setEnabled(False)
-        self.cancel_btn.setText("Cancel")
+        self.result = None
         self.info.setText("Reading the video…")
         out = Path(str(output))
         track_path = out.with_name(out.stem + "_track.json") if open_track else None
@@ -141,14 +123,7 @@ class DriveDialog(QDialog):
                          expression_strength=expression_strength, pose_strength=pose_strength,
                          track_path=track_path, progress=prog, cancel=cancel)
 
-        job = Job(run, cancel_types=(DriveCancelled,))
-        job.progress.connect(lambda d, t: self.progress.setValue(d))
-        job.done.connect(self._done)
-        job.error.connect(self._error)
-        job.cancelled.connect(lambda: self._finish("Cancelled: nothing was written."))
-        self.job = job
-        job.start()
-        return job
+        return self._run_job(run, (DriveCancelled,), self._done, "Drive")
 
     def _done(self, res) -> None:
         self.result = res
@@ -165,24 +140,3 @@ class DriveDialog(QDialog):
                 text += f"\nThe track ({len(self.session.keyframes)} keyframes) is on the timeline."
                 self.trackLoaded.emit(str(res.track_file))
         self._finish(text)
-
-    def _error(self, msg: str) -> None:
-        self.last_error = msg
-        self._finish(f"Drive failed: {msg}")
-
-    def _finish(self, text: str) -> None:
-        self.info.setText(text)
-        self.drive_btn.setEnabled(True)
-        self.cancel_btn.setText("Close")
-
-    def _cancel_or_close(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-        else:
-            self.reject()
-
-    def done(self, r) -> None:  # closing the dialog cancels a running drive
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.job.wait(10000)
-        super().done(r)
