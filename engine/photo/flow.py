@@ -8,7 +8,9 @@ grid.
 * The **source** side is computed once per photo (:class:`SourceHead`): the photo position of every head vertex,
   which vertices the photo actually shows (a depth test against the source's own rasterisation, with a tolerance),
   and for hidden skin vertices a stand-in photo position (a harmonic fill over the mesh from the visible
-  vertices: the nearest visible skin is stretched over what the photo never showed).
+  vertices: the nearest visible skin is stretched over what the photo never showed) and, where the mirror point
+  (``HeadModel.mirror``) is visible face, that point's photo position and a shading gain (the renderer blends the
+  mirrored sample over the stretched one inside the hidden skin).
 * The **target** side is rasterised per frame; the renderer's barycentrics interpolate the per-vertex source
   positions, so each covered grid pixel knows where in the photo its surface point was.
 * Outside the head the displacement is extended by pull-push (a smooth, seam-free continuation of the values at the

@@ -7,8 +7,14 @@ into the edited photo:
    every covered pixel gets the photo position its surface point had in the fit (:mod:`engine.photo.flow`);
 2. the displacement is continued smoothly outside the head and faded out (hair and neck follow, background stays);
 3. the original photo is resampled (``cv2.remap``) through the upsampled flow, only inside the affected box;
-4. what the photo never showed is filled (mouth interior, eyes: :mod:`engine.photo.fill`);
+4. what the photo never showed is filled: the mouth interior from the model (:mod:`engine.photo.fill`; its edge
+   drawn at photo resolution on large photos), skin a turn reveals from its mirror point on the face (a second
+   remap, shading corrected; elsewhere the rim is stretched);
 5. light and albedo edits multiply the skin by a low-passed shading ratio (:mod:`engine.photo.relight`).
+
+The sharp frame (``max_side=None``) is resampled bicubically on a ``WORK_RES`` grid; drag previews (``max_side``
+given) bilinearly on a ``PREVIEW_RES`` grid (a second renderer, :meth:`PhotoRenderer.preview_renderer`, made on
+first use or ahead of the first drag).
 
 Source-side work is done once in the constructor; :meth:`PhotoRenderer.render` is one stateless call. Rendering the
 fit's own coefficients returns the photo unchanged (a fast path).
