@@ -518,6 +518,13 @@ def photo_session(face_model, photo_source, monkeypatch):
     return s
 
 
+def test_photo_open_builds_the_drag_preview_renderer(photo_session, photo_source):
+    """The open-photo job builds the drag preview's renderer too: the first drag frame does not pay for it."""
+    pr = photo_session.frames.photo_renderer(photo_source)  # the cached one the open job made
+    assert pr.preview_res is not None and pr._preview is not None
+    assert pr._preview.grid.res == pr.preview_res < pr.grid.res
+
+
 def test_photo_mode_shows_the_photo_and_edits_it(photo_session, photo_source):
     s = photo_session
     photo = photo_source.fit.image

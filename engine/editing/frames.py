@@ -128,10 +128,13 @@ class FrameRenderer:
 
     # -- photo mode ----------------------------------------------------------------------------------------- #
     def photo_renderer(self, source) -> PhotoRenderer:
-        """The photo renderer of ``source`` (its source-side work is done once per photo, then cached)."""
+        """The photo renderer of ``source`` (its source-side work is done once per photo, then cached). Its drag
+        preview renderer is built here too (~0.5 s), so the session's open-photo job pays it, not the first drag."""
         cached = self._photo
         if cached is None or cached[0] is not source:
-            cached = (source, PhotoRenderer(source.fit, model=self.model))
+            pr = PhotoRenderer(source.fit, model=self.model)
+            pr.preview_renderer()
+            cached = (source, pr)
             self._photo = cached
         return cached[1]
 
