@@ -393,3 +393,82 @@ def test_drag_preview_uses_a_coarser_grid_and_agrees_with_the_full_grid(synth_fi
     assert np.allclose(a.landmarks, b.landmarks, atol=1e-3)
     # the sharp frame (no max_side) stays on the full grid
     assert np.array_equal(r.render(c1).image, full.render(c1).image)
+
+
+# ---------------------------------------------------------------------------------------- mouth fill colours
+def _painted_face(skin=(90, 55, 45), lips=(120, 60, 55), sclera=(200, 190, 185), size=200, gray=False):
+    """A flat painted 'photo' with 68 landmarks: eye openings (sclera with a dark iris), lips around a mouth hole."""
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:] = skin
+    lm = np.zeros((68, 2), np.float32)
+    t = np.linspace(0, 2 * np.pi, 7)[:-1]
+    for i0, cx in ((36, 70), (42, 130)):
+        lm[i0:i0 + 6] = np.stack([cx + 16 * np.cos(t), 80 + 7 * np.sin(t)], 1)
+        cv2.fillPoly(img, [np.round(lm[i0:i0 + 6]).astype(np.int32)], sclera)
+        cv2.circle(img, (cx, 80), 5, (40, 30, 25), -1)
+    t12, t8 = np.linspace(0, 2 * np.pi, 13)[:-1], np.linspace(0, 2 * np.pi, 9)[:-1]
+    lm[48:60] = np.stack([100 + 30 * np.cos(t12), 150 + 14 * np.sin(t12)], 1)
+    lm[60:68] = np.stack([100 + 20 * np.cos(t8), 150 + 4 * np.sin(t8)], 1)
+    cv2.fillPoly(img, [np.round(lm[48:60]).astype(np.int32)], lips)
+    cv2.fillPoly(img, [np.round(lm[60:68]).astype(np.int32)], (20, 10, 10))
+    if gray:
+        img = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, -1)
+    return img, lm
+
+
+def test_mouth_colours_come_from_the_photos_lips_and_eye_whites():
+    from engine.photo import fill
+
+    img, lm = _painted_face()
+    c = fill.photo_mouth_colors(img, lm)
+    y = {k: float(fill.luminance(v)) for k, v in c.items()}
+    lips_y = float(fill.luminance(np.array([120, 60, 55]) / 255))
+    sclera_y = float(fill.luminance(np.array([200, 190, 185]) / 255))
+    # teeth: slightly darker than the eye whites, ivory (warm, not green, not tinted by the dark skin)
+    assert y["teeth"] == pytest.approx(fill.TEETH_OF_SCLERA * sclera_y, abs=0.02)
+    r, g, b = c["teeth"]
+    assert r >= g >= b and b / r > 0.7
+    # gums/tongue a red darker than the lips, the socket darker still
+    gr, gg, gb = c["gums_tongue"]
+    assert gr > 1.8 * gg and y["gums_tongue"] < lips_y
+    assert y["mouth_socket"] < 0.6 * y["gums_tongue"]
+    # brighter eye whites → brighter teeth; the skin colour around does not matter
+    brighter = fill.photo_mouth_colors(_painted_face(sclera=(235, 228, 222))[0], lm)
+    assert fill.luminance(brighter["teeth"]) > y["teeth"] + 0.05
+    other_skin = fill.photo_mouth_colors(_painted_face(skin=(230, 190, 170))[0], lm)
+    assert np.allclose(other_skin["teeth"], c["teeth"], atol=1e-6)
+    # a black-and-white photo: the same parts in clearly separated grey levels (visible teeth)
+    gy = {k: float(fill.luminance(v)) for k, v in fill.photo_mouth_colors(*_painted_face(gray=True)).items()}
+    assert gy["teeth"] > gy["gums_tongue"] + 0.15 and gy["gums_tongue"] > gy["mouth_socket"] + 0.1
+
+
+def _mouth_part_fill(renderer, c1, part):
+    """(N, 3) fill colours (0..255, un-premultiplied) on the work-grid pixels that show ``part`` for the edit ``c1``."""
+    head = renderer.head
+    ff = renderer.flow_field(c1)
+    fid = ff.target.frags.face_id[0].numpy()
+    tri_part = head.triangle_part[head.triangle_in(flow.FLOW_PARTS)].numpy()
+    on = np.zeros(fid.shape, bool)
+    on[fid >= 0] = tri_part[fid[fid >= 0]] == head.part_names.index(part)
+    on &= ff.fill_alpha > 0.5
+    return 255.0 * ff.fill_rgb[on] / ff.fill_alpha[on][:, None]
+
+
+def test_teeth_are_not_tinted_by_the_fits_skin_gain(head, face_model, synth_fit):
+    """The fit's colour gain is the skin's: a strongly green gain once made green teeth."""
+    fit = PhotoFit(synth_fit.image, synth_fit.coeffs, _alignment(), np.array([0.7, 1.0, 0.7], np.float32))
+    r = PhotoRenderer(fit, face_model, head)
+    px = _mouth_part_fill(r, _edit(synth_fit.coeffs, jawOpen=0.7), "teeth")
+    assert len(px) >= 10
+    m = px.mean(0)
+    assert m[0] >= m[1] >= m[2] and m[2] > 0.7 * m[0], m  # ivory
+
+
+def test_grayscale_photo_shows_teeth_in_its_open_mouth(head, face_model, synth_fit):
+    gray = cv2.cvtColor(synth_fit.image, cv2.COLOR_RGB2GRAY)
+    r = PhotoRenderer(PhotoFit(gray, synth_fit.coeffs, _alignment(), synth_fit.gain), face_model, head)
+    c1 = _edit(synth_fit.coeffs, jawOpen=0.7)
+    teeth, gums = _mouth_part_fill(r, c1, "teeth"), _mouth_part_fill(r, c1, "gums_tongue")
+    assert len(teeth) >= 10 and len(gums) >= 10
+    assert np.abs(teeth[:, 0] - teeth[:, 2]).max() < 1 and np.abs(gums[:, 0] - gums[:, 1]).max() < 1  # grey
+    assert np.median(teeth) > np.median(gums) + 30, (np.median(teeth), np.median(gums))

@@ -1,13 +1,17 @@
 """Photo mode, filling what the photo never showed (DESIGN.md §6).
 
-The mouth interior (socket, gums/tongue, teeth) and the eyes, where the photo hid them, are drawn from the head
-model's plain part colours under the *target* light and the fit's colour gain, darkened with depth inside the mouth
-(a cheap ambient occlusion: the back of the mouth gets little light past the lips), and blended into the warped
-photo with a soft premultiplied mask. Hidden skin needs no colours: its stand-in photo positions (the nearest
-visible skin, stretched) are part of the flow (:class:`engine.photo.flow.SourceHead`).
+The mouth interior (socket, gums/tongue, teeth), where the photo hid it, is drawn from plain part colours whose
+*brightness comes from the photo itself* (:func:`photo_mouth_colors`: the lips' and the eye whites' luminance, with
+fixed hues: ivory teeth, red gums/tongue, a dark socket), shaded by the change of irradiance from the fitted light to
+the target light, darkened with depth inside the mouth (a cheap ambient occlusion: the back of the mouth gets little
+light past the lips), and blended into the warped photo with a soft premultiplied mask. The fit's colour gain is not
+used here: its hue is the *skin's* (teeth came out grey-green on dark skin, a flat dark oval on a grayscale photo).
+Hidden skin needs no colours: its stand-in photo positions (the nearest visible skin, stretched) are part of the flow
+(:class:`engine.photo.flow.SourceHead`).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -18,6 +22,76 @@ MOUTH_AO_Z = (3.0, 10.8)  # model-space z (cm) from the back of the mouth (dark)
 MOUTH_AO_MIN = 0.3
 MOUTH_LIGHT = 0.95  # the lips shade the inside of the mouth
 TEETH_MAX = 0.82  # keep teeth below the photo's white (no glowing teeth)
+# hues of the mouth parts (scaled to a luminance taken from the photo)
+TEETH_HUE = (1.0, 0.95, 0.84)  # ivory
+GUMS_HUE = (0.62, 0.28, 0.28)
+SOCKET_HUE = (0.36, 0.13, 0.13)
+# luminance of each part relative to the photo: teeth against the eye whites, gums/tongue and socket against the lips
+TEETH_OF_SCLERA = 0.85
+TEETH_OVER_LIPS = 1.35  # teeth at least this much brighter than the lips (eyes hidden / closed / shadowed)
+TEETH_MIN = 0.30
+GUMS_OF_LIPS = 0.9
+SOCKET_OF_LIPS = 0.30
+IRRADIANCE_RATIO_MAX = 1.6
+TEETH_CAST_RANGE = (0.9, 1.1)  # per-channel bounds of the photo's colour cast taken into the teeth
+_Y = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def luminance(rgb) -> np.ndarray:
+    return np.asarray(rgb, np.float32) @ _Y
+
+
+def _with_luminance(hue, lum: float) -> np.ndarray:
+    h = np.asarray(hue, np.float32)
+    return np.clip(h * (lum / float(luminance(h))), 0.0, 1.0)
+
+
+def _polygon_pixels(image: np.ndarray, poly: np.ndarray, hole: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3) float pixels in [0, 1] inside ``poly`` (photo px), minus ``hole``; only the polygon's box is touched."""
+    h, w = image.shape[:2]
+    x0, y0 = np.floor(np.clip(poly.min(0), 0, [w - 1, h - 1])).astype(int)
+    x1, y1 = np.ceil(np.clip(poly.max(0), 0, [w - 1, h - 1])).astype(int) + 1
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.zeros((0, 3), np.float32)
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round(poly - [x0, y0]).astype(np.int32)], 1)
+    if hole is not None:
+        cv2.fillPoly(mask, [np.round(hole - [x0, y0]).astype(np.int32)], 0)
+    return image[y0:y1, x0:x1][mask > 0].astype(np.float32) / 255.0
+
+
+def photo_mouth_colors(image: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Plain colours (photo units, [0, 1]) of the mouth parts for this photo, from its 68 landmarks (photo px):
+    teeth ivory at ``TEETH_OF_SCLERA`` × the eye whites' luminance (the bright part of the eye openings) but at least
+    ``TEETH_OVER_LIPS`` × the lips'; gums/tongue red at ``GUMS_OF_LIPS`` × the lips' luminance; the socket darker."""
+    lm = np.asarray(landmarks, np.float32).reshape(68, 2)
+    lips = _polygon_pixels(image, lm[48:60], lm[60:68])
+    lip_y = float(np.median(luminance(lips))) if len(lips) >= 4 else 0.45
+    eyes = np.concatenate([_polygon_pixels(image, lm[36:42]), _polygon_pixels(image, lm[42:48])])
+    teeth_y = TEETH_OVER_LIPS * lip_y
+    teeth_hue = np.asarray(TEETH_HUE, np.float32)
+    if len(eyes) >= 4:
+        ey = luminance(eyes)
+        white = eyes[ey >= np.percentile(ey, 80)].mean(0)  # the eye whites (the bright part of the openings)
+        teeth_y = max(teeth_y, TEETH_OF_SCLERA * float(luminance(white)))
+        # the photo's colour cast, as the eye whites show it (damped, bounded): neutral teeth in a warm photo read
+        # as green-grey beside the lips
+        cast = np.clip(np.sqrt(white / max(float(luminance(white)), 1e-3)), *TEETH_CAST_RANGE)
+        teeth_hue = teeth_hue * cast
+    teeth_y = float(np.clip(teeth_y, TEETH_MIN, TEETH_MAX))
+    lip_y = float(np.clip(lip_y, 0.05, 0.9))
+    return {"teeth": _with_luminance(teeth_hue, teeth_y),
+            "gums_tongue": _with_luminance(GUMS_HUE, GUMS_OF_LIPS * lip_y),
+            "mouth_socket": _with_luminance(SOCKET_HUE, SOCKET_OF_LIPS * lip_y)}
+
+
+def mouth_base_colors(head: HeadModel, colors: dict[str, np.ndarray]) -> torch.Tensor:
+    """(V, 3) per-vertex base colours: ``colors[part]`` on the mouth parts, 0 elsewhere."""
+    out = torch.zeros(head.n_vertices, 3)
+    for name, col in colors.items():
+        if name in head.part_names:
+            out[head.vertex_part == head.part_names.index(name)] = torch.as_tensor(col, dtype=torch.float32)
+    return out
 
 
 def mouth_occlusion(head: HeadModel, verts: torch.Tensor) -> torch.Tensor:
@@ -29,11 +103,19 @@ def mouth_occlusion(head: HeadModel, verts: torch.Tensor) -> torch.Tensor:
     return torch.where(mouth, ao, torch.ones_like(ao))
 
 
-def part_colors(head: HeadModel, albedo: torch.Tensor, verts: torch.Tensor, normals: torch.Tensor,
-                light: torch.Tensor, gain) -> torch.Tensor:
-    """(V, 3) rendered colours in [0, 1] (photo units): albedo × irradiance(target light) × gain × occlusion.
+def part_colors(head: HeadModel, base: torch.Tensor, verts: torch.Tensor, normals: torch.Tensor,
+                light0: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """(V, 3) rendered colours in [0, 1] (photo units): ``base`` (:func:`mouth_base_colors`, the colour of a lit
+    front surface in the photo's own light) × the fitted light's grey shading relative to a camera-facing normal ×
+    its per-channel change to the target ``light`` × occlusion / ``MOUTH_LIGHT``.
 
     ``verts`` unposed (for the occlusion), ``normals`` posed (camera orientation)."""
-    g = torch.as_tensor(np.asarray(gain, np.float32)).reshape(1, 3)
-    col = albedo * irradiance(normals, light).clamp_min(0) * g * mouth_occlusion(head, verts).unsqueeze(1)
+    e0 = irradiance(normals, light0).clamp_min(1e-3)
+    front = irradiance(torch.tensor([[0.0, 0.0, 1.0]]), light0).mean().clamp_min(1e-3)
+    # the fitted light's shading without its colour (grey on a camera-facing normal), times the light's change
+    ratio = e0.mean(1, keepdim=True) / front
+    if not torch.equal(light, light0):
+        ratio = ratio * (irradiance(normals, light).clamp_min(0) / e0)
+    ratio = ratio.clamp(0.0, IRRADIANCE_RATIO_MAX)
+    col = base * ratio * (mouth_occlusion(head, verts) / MOUTH_LIGHT).unsqueeze(1)
     return col.clamp(0.0, TEETH_MAX)

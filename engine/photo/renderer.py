@@ -141,6 +141,9 @@ class PhotoRenderer:
             self.src = flow.SourceHead(self.head, self.proj, self.coeffs0, self.grid)
             self.neck = flow.neck_weights(self.head, self.src.verts)
             self.albedo0 = self.head.albedo(self.coeffs0)[0]
+        # the mouth interior's plain colours, their brightness taken from this photo's lips and eye whites
+        self.mouth_colors = fill.photo_mouth_colors(self.image, fit.alignment.landmarks_photo)
+        self._mouth_base = fill.mouth_base_colors(self.head, self.mouth_colors)
         self._centres = self.grid.centres()
         res = self.grid.res
         e = np.clip(np.minimum(np.arange(res) + 0.5, res - np.arange(res) - 0.5) / (0.04 * res), 0, 1)
@@ -198,15 +201,15 @@ class PhotoRenderer:
         if may_fill or relit:
             rot = flow.rotation_matrix(c.pose)[0]
             normals = self._unposed_normals(t.verts) @ rot.T
-            albedo1 = head.albedo(c)[0]
             if may_fill:
-                cols.append(fill.part_colors(head, albedo1, t.verts, normals, c.light[0], self.gain)
+                cols.append(fill.part_colors(head, self._mouth_base, t.verts, normals, self.coeffs0.light[0],
+                                             c.light[0])
                             * fill_v.unsqueeze(1))
             if relit:
                 n_s = relight.smooth_normals(head, normals)
                 cols.append(relight.vertex_ratio(head, n_s, self.coeffs0.light[0], c.light[0],
                                                  self.albedo0 if albedo_changed else None,
-                                                 albedo1 if albedo_changed else None))
+                                                 head.albedo(c)[0] if albedo_changed else None))
                 cols.append(self._skin_attr.unsqueeze(1))
         allv = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
         base = allv[..., :4]
