@@ -379,7 +379,8 @@ class PhotoRenderer:
         if f.ratio is not None:
             sub = self._sub_box(_any_channel(np.abs(f.ratio - 1) > 1e-3), g, box, sx, sy)
             if sub is not None:
-                r = up(np.power(np.maximum(f.ratio, 1e-6), relight.RATIO_EXPONENT), sub, 1.0)
+                r = up(np.power(np.maximum(f.ratio, 1e-6), relight.RATIO_EXPONENT * relight.RELIGHT_EXPONENT), sub,
+                       1.0)
                 a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
                 region[b0:b1, a0:a1] = relight.apply_ratio(region[b0:b1, a0:a1], r)
         if f.fill_rgb is not None:
