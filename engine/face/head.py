@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import threading
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine import config
-from engine.face.model import N_EXP, N_ID, Coefficients, FaceModel, FaceModelError, default_model
+from engine.face.model import N_EXP, N_ID, Coefficients, FaceModel, FaceModelError, default_model, read_npz
 
 PARTS_FILE = "ict_parts.npz"
 NARROW_FACE_VERTICES = 6706  # the kit's narrow face area (no ears, neck, scalp): the skin colour comes from here
@@ -51,18 +50,8 @@ def ict_parts_path() -> Path:
 def load_parts_arrays(path: Path | str | None = None, n_face: int | None = None) -> dict[str, np.ndarray]:
     """Read and check ``ict_parts.npz``; every problem is one :class:`FaceModelError` naming it."""
     path = Path(path) if path is not None else ict_parts_path()
-    if not path.exists():
-        raise FaceModelError(f"head parts not found: looked for {path} (set DISCOFACE_DATA to the folder holding "
-                             f"ict-face/{PARTS_FILE})")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise FaceModelError(f"{path}: not a readable .npz ({exc})") from None
-    need = ("mean", "id_basis", "exp_basis", "triangles", "triangle_part", "vertex_part", "part_names")
-    missing = [k for k in need if k not in a]
-    if missing:
-        raise FaceModelError(f"{path}: missing arrays {missing}")
+    a = read_npz(path, "head parts", ("mean", "id_basis", "exp_basis", "triangles", "triangle_part", "vertex_part",
+                                      "part_names"))
     nv = a["mean"].shape[0]
     if a["mean"].shape != (nv, 3) or a["id_basis"].shape != (N_ID, nv, 3) or a["exp_basis"].shape != (N_EXP, nv, 3):
         raise FaceModelError(f"{path}: shapes mean {a['mean'].shape}, id_basis {a['id_basis'].shape}, exp_basis "

@@ -302,20 +302,27 @@ def _check_array(path: Path, name: str, arr: np.ndarray, shape, kind: str, n_ver
         raise FaceModelError(f"{path}: array {name!r} contains NaN or infinite values")
 
 
-def load_ict_arrays(path: Path | str | None = None) -> dict[str, np.ndarray]:
-    """Read and validate the ICT face npz; every problem is one :class:`FaceModelError` naming it."""
-    path = Path(path) if path is not None else config.ict_face_path()
+def read_npz(path: Path, what: str, need) -> dict[str, np.ndarray]:
+    """Read a shared-data ``.npz`` (no pickles) holding at least the arrays ``need``; a missing file, an unreadable
+    one or a missing array is one :class:`FaceModelError` naming it."""
     if not path.exists():
-        raise FaceModelError(f"face model not found: looked for {path} (set DISCOFACE_DATA to the folder "
-                             f"holding ict-face/ict_face.npz)")
+        raise FaceModelError(f"{what} not found: looked for {path} (set DISCOFACE_DATA to the folder holding "
+                             f"ict-face/{path.name})")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise FaceModelError(f"{path}: not a readable .npz face model ({exc})") from None
-    missing = [k for k in _ICT_SPEC if k not in arrays]
+        raise FaceModelError(f"{path}: not a readable .npz {what} ({exc})") from None
+    missing = [k for k in need if k not in arrays]
     if missing:
         raise FaceModelError(f"{path}: missing arrays {missing}")
+    return arrays
+
+
+def load_ict_arrays(path: Path | str | None = None) -> dict[str, np.ndarray]:
+    """Read and validate the ICT face npz; every problem is one :class:`FaceModelError` naming it."""
+    path = Path(path) if path is not None else config.ict_face_path()
+    arrays = read_npz(path, "face model", _ICT_SPEC)
     n_vert = arrays["mean"].shape[0] if arrays["mean"].ndim == 2 else None
     for name, (shape, kind) in _ICT_SPEC.items():
         _check_array(path, name, arrays[name], shape, kind, n_vert)
