@@ -343,6 +343,7 @@ def test_side_light_changes_the_photo_as_much_as_the_model_render(synth_renderer
             fr = FaceRenderer(face_model)
             a, b = fr(c0, SIZE), fr(c1, SIZE)
         mask = cv2.erode((a.mask[0, 0].numpy() > 0.5).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+        mask[int(a.landmarks[0, 8, 1]):] = False  # the neck below the chin is deliberately not relit (collars)
         ia, ib = a.image[0].permute(1, 2, 0).numpy(), b.image[0].permute(1, 2, 0).numpy()
         model_change = np.abs(ib / np.maximum(ia, 1e-3) - 1)[mask].mean()
         out = synth_renderer.render(c1).image.astype(float)
@@ -350,6 +351,10 @@ def test_side_light_changes_the_photo_as_much_as_the_model_render(synth_renderer
         photo_change = np.abs((out + 0.5) / (photo + 0.5) - 1)[mask].mean()
         assert model_change > 0.1
         assert 0.7 * model_change < photo_change < 1.3 * model_change, (az, photo_change, model_change)
+        below = np.zeros_like(mask)
+        below[int(a.landmarks[0, 8, 1]) + 20:] = True  # well below the chin: the neck keeps the photo's shading
+        below &= a.mask[0, 0].numpy() > 0.5
+        assert np.abs((out + 0.5) / (photo + 0.5) - 1)[below].mean() < 0.3 * model_change
 
 
 def test_mouth_fill_edge_is_sharp_on_a_large_photo(head, face_model, synth_fit, monkeypatch):
@@ -472,3 +477,14 @@ def test_grayscale_photo_shows_teeth_in_its_open_mouth(head, face_model, synth_f
     assert len(teeth) >= 10 and len(gums) >= 10
     assert np.abs(teeth[:, 0] - teeth[:, 2]).max() < 1 and np.abs(gums[:, 0] - gums[:, 1]).max() < 1  # grey
     assert np.median(teeth) > np.median(gums) + 30, (np.median(teeth), np.median(gums))
+
+
+def test_apply_ratio_leaves_unit_ratio_pixels_alone_and_rolls_off_brightening():
+    """A ratio of 1 keeps every value exactly (a white shirt inside the relit box is not dimmed: the old roll-off of
+    the whole value drew the box's edge on it); brightening stays below 255 and monotone; darkening is the product."""
+    v = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, -1)
+    assert np.array_equal(relight.apply_ratio(v, np.ones(v.shape, np.float32)), v)
+    up2 = relight.apply_ratio(v, np.full(v.shape, 2.0, np.float32)).astype(int).reshape(-1, 3)[:, 0]
+    assert (np.diff(up2) >= 0).all() and up2.max() <= 255 and up2[120] < 250  # rolled off, not clipped
+    down = relight.apply_ratio(v, np.full(v.shape, 0.5, np.float32)).astype(int)
+    assert np.abs(down - np.round(v.astype(float) * 0.5)).max() <= 1

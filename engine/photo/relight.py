@@ -37,6 +37,9 @@ RELIGHT_EXPONENT = 0.95
 HIGHLIGHT_KNEE = 0.7
 
 
+RELIGHT_NECK_FULL_Y, RELIGHT_NECK_ZERO_Y = -7.5, -11.0  # the chin (landmark 8) is at y = -7.6 cm
+
+
 def irradiance(normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
     """(V, 3) normals, (27,) light offsets → (V, 3) per-channel SH irradiance."""
     return sh_basis(normals) @ full_light(light.reshape(1, 27))[0].T
@@ -63,7 +66,14 @@ def vertex_ratio(head: HeadModel, normals: torch.Tensor, light0: torch.Tensor, l
     if albedo0 is not None and albedo1 is not None:
         r = r * albedo1 / albedo0.clamp_min(0.05)
     r = r.clamp(*RATIO_RANGE)
-    return torch.where(skin.unsqueeze(1), r - 1.0, torch.zeros_like(r))
+    return torch.where(skin.unsqueeze(1), (r - 1.0) * neck_fade(head).unsqueeze(1), torch.zeros_like(r))
+
+
+def neck_fade(head: HeadModel) -> torch.Tensor:
+    """(V,) 1 down to the chin, fading to 0 on the neck below it (neutral-mesh height, cm): a photo's neck is often
+    covered by a collar or a shirt the mesh's neck lies over, and relighting it shaded the cloth."""
+    y = torch.cat([head.model.mean[:, 1], head.parts_mean[:, 1]])
+    return ((y - RELIGHT_NECK_ZERO_Y) / (RELIGHT_NECK_FULL_Y - RELIGHT_NECK_ZERO_Y)).clamp(0.0, 1.0)
 
 
 def feather_ratio(delta: np.ndarray, skin_cover: np.ndarray, erode_px: int = 2, sigma: float = 2.0) -> np.ndarray:
@@ -78,22 +88,28 @@ def feather_ratio(delta: np.ndarray, skin_cover: np.ndarray, erode_px: int = 2, 
 
 
 def _shoulder_lut(knee: float = HIGHLIGHT_KNEE, n: int = 4096, top: float = 4.0) -> np.ndarray:
-    """Lookup table y -> display value in [0, 255] for y = stored value × ratio in [0, top]: identity below
-    ``knee``, a tanh roll-off to 1 above it."""
-    y = np.linspace(0.0, top, n, dtype=np.float64)
+    """Lookup table v -> S(v) (float32, 0..1) for v in [0, top]: identity below ``knee``, a tanh roll-off to 1."""
+    v = np.linspace(0.0, top, n, dtype=np.float64)
     s = 1.0 - knee
-    out = np.where(y <= knee, y, knee + s * np.tanh((y - knee) / s))
-    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.where(v <= knee, v, knee + s * np.tanh((v - knee) / s)).astype(np.float32)
 
 
 _SHOULDER = _shoulder_lut()
 _SHOULDER_TOP = 4.0
 
 
-def apply_ratio(region: np.ndarray, ratio: np.ndarray) -> np.ndarray:
-    """uint8 (h, w, 3) stored values × float (h, w, 3) ratio → uint8, highlights rolled off (no clipped blotches)."""
-    y = region.astype(np.float32)
-    y *= ratio
-    idx = (y * ((len(_SHOULDER) - 1) / (255.0 * _SHOULDER_TOP))).astype(np.int32)
+def _shoulder(v: np.ndarray) -> np.ndarray:
+    idx = (v * ((len(_SHOULDER) - 1) / _SHOULDER_TOP)).astype(np.int32)
     np.clip(idx, 0, len(_SHOULDER) - 1, out=idx)
     return _SHOULDER[idx]
+
+
+def apply_ratio(region: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """uint8 (h, w, 3) stored values × float (h, w, 3) ratio → uint8. Darkening is the plain product; brightening
+    adds only the rolled-off *gain* S(v·r) − S(v) of the highlight curve S, so highlights do not clip into blotches
+    and a pixel whose ratio is 1 stays exactly as it was (a bright shirt at the edge of the relit box is untouched:
+    rolling off the whole value had dimmed every bright pixel in the box and drawn the box's edge)."""
+    v = region.astype(np.float32) / 255.0
+    vr = v * ratio
+    out = np.where(ratio > 1.0, v + _shoulder(vr) - _shoulder(v), vr)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
