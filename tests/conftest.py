@@ -29,6 +29,14 @@ def face_model(ict_path):
 
 
 @pytest.fixture(scope="session")
+def head(face_model):
+    """The full head (face region + ict_parts.npz)."""
+    from engine.face.head import HeadModel
+
+    return HeadModel.load(face_model, _require(config.data_dir() / "ict-face" / "ict_parts.npz", "ICT head parts"))
+
+
+@pytest.fixture(scope="session")
 def renderer(face_model):
     from engine.render import FaceRenderer
 

@@ -3,17 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine import config
-from engine.face.head import MOUTH_PARTS, PART_COLORS, HeadModel, load_parts_arrays
+from engine.face.head import MOUTH_PARTS, PART_COLORS, load_parts_arrays
 from engine.face.model import FaceModelError
-
-
-@pytest.fixture(scope="module")
-def head(face_model):
-    path = config.data_dir() / "ict-face" / "ict_parts.npz"
-    if not path.exists():
-        pytest.skip(f"ict_parts.npz not found at {path}")
-    return HeadModel.load(face_model, path)
 
 
 def _coeffs(model, jaw=0.0, seed=0):

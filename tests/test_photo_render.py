@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from engine import config
-from engine.face.head import HeadModel
 from engine.perception.align import Alignment
 from engine.photo import (PHOTO_YAW_LIMIT_DEG, PhotoRenderer, PhotoRenderError, limits_note)
 from engine.photo import flow, relight
@@ -19,14 +17,6 @@ from engine.render.renderer import FaceRenderer
 from engine.render.shading import light_from_direction
 
 SIZE = 256
-
-
-@pytest.fixture(scope="module")
-def head(face_model):
-    path = config.data_dir() / "ict-face" / "ict_parts.npz"
-    if not path.exists():
-        pytest.skip(f"ict_parts.npz not found at {path}")
-    return HeadModel.load(face_model, path)
 
 
 def _alignment(size=SIZE, scale=1.0):

@@ -28,6 +28,7 @@ from torch import nn
 
 from engine import config
 from engine.face.model import N_EXP, N_ID, N_LIGHT, N_POSE, Coefficients
+from engine.io.files import WeightsError, check_state_shapes, load_safetensors, save_safetensors
 
 LATENT_DIMS = {"identity": 128, "expression": 32, "light": 16, "pose": 3, "noise": 32}
 GENERATOR_FORMAT = "discoface.generator"
@@ -117,6 +118,16 @@ class FactorMLP(nn.Module):
         return self.out_mean + self.out_std * (self.skip(z) + self.mlp(z))
 
 
+def _load_configured(path: Path, fmt: str, version: int, what: str, build):
+    """(tensors, metadata, build(config)) of a weights file whose metadata holds a JSON ``config``; a missing or
+    malformed config is one :class:`WeightsError` naming the file."""
+    tensors, meta = load_safetensors(path, fmt, version)
+    try:
+        return tensors, meta, build(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: {what} config metadata is missing or malformed ({exc})") from None
+
+
 class FactorDecoders(nn.Module):
     """The four VAE decoders: :meth:`decode` maps :class:`Latents` to :class:`Coefficients`."""
 
@@ -193,7 +204,6 @@ class FactorDecoders(nn.Module):
 
     # -- files ----------------------------------------------------------------------------------------
     def save(self, path, extra: dict | None = None) -> None:
-        from engine.io.files import save_safetensors
 
         meta = {"config": json.dumps(self.config())}
         meta.update({k: str(v) for k, v in (extra or {}).items()})
@@ -201,15 +211,9 @@ class FactorDecoders(nn.Module):
 
     @classmethod
     def load(cls, path=None) -> "FactorDecoders":
-        from engine.io.files import WeightsError, check_state_shapes, load_safetensors
-
         path = Path(path) if path else config.ASSETS_DIR / "decoders.safetensors"
-        tensors, meta = load_safetensors(path, DECODERS_FORMAT, DECODERS_VERSION)
-        try:
-            cfg = json.loads(meta["config"])
-            dec = cls(int(cfg["albedo_dim"]), cfg.get("exp_names", ()))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise WeightsError(f"{path}: decoder config metadata is missing or malformed ({exc})") from None
+        tensors, meta, dec = _load_configured(path, DECODERS_FORMAT, DECODERS_VERSION, "decoder",
+                                              lambda cfg: cls(int(cfg["albedo_dim"]), cfg.get("exp_names", ())))
         dec.load_state_dict(check_state_shapes(path, dec, tensors))
         return dec.eval()
 
@@ -446,7 +450,6 @@ class FaceGenerator(nn.Module):
 
     # -- files ----------------------------------------------------------------------------------------
     def save(self, path, extra: dict | None = None) -> None:
-        from engine.io.files import save_safetensors
 
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors.update({f"decoders.{k}": v for k, v in self.decoders.state_dict().items()})
@@ -457,17 +460,11 @@ class FaceGenerator(nn.Module):
     @classmethod
     def load(cls, path=None) -> "FaceGenerator":
         """Load a generator file; any problem (missing, truncated, wrong format/shapes) → WeightsError."""
-        from engine.io.files import WeightsError, check_state_shapes, load_safetensors
-
         path = Path(path) if path else config.ASSETS_DIR / "generator.safetensors"
-        tensors, meta = load_safetensors(path, GENERATOR_FORMAT, GENERATOR_VERSION)
-        try:
-            cfg = json.loads(meta["config"])
-            gcfg, dcfg = cfg["generator"], cfg["decoders"]
-            G = Generator(**gcfg)
-            dec = FactorDecoders(int(dcfg["albedo_dim"]), dcfg.get("exp_names", ()))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise WeightsError(f"{path}: generator config metadata is missing or malformed ({exc})") from None
+        tensors, meta, (G, dec) = _load_configured(
+            path, GENERATOR_FORMAT, GENERATOR_VERSION, "generator",
+            lambda cfg: (Generator(**cfg["generator"]),
+                         FactorDecoders(int(cfg["decoders"]["albedo_dim"]), cfg["decoders"].get("exp_names", ()))))
         G.load_state_dict(check_state_shapes(path, G, tensors, "G."), strict=True)
         dec.load_state_dict(check_state_shapes(path, dec, tensors, "decoders."), strict=True)
         for k, t in tensors.items():
