@@ -289,8 +289,11 @@ class MainWindow(QMainWindow):
     def _noise_panel(self) -> QWidget:
         w = QWidget()
         lay = QVBoxLayout(w)
-        lay.addWidget(QLabel("Noise: hair, background and everything the 3D model does not describe"
-                             + ("" if self.session.generator else " (only visible with generator weights)") + "."))
+        gen = self.session.generator
+        what = ("Identity detail: eyes, brows, nose and skin beyond the 3D shape (a face-recognition code)"
+                if gen is not None and gen.G.identity_noise
+                else "Noise: hair, background and everything the 3D model does not describe")
+        lay.addWidget(QLabel(what + ("" if gen else " (only visible with generator weights)") + "."))
         lay.itemAt(0).widget().setWordWrap(True)
         b = QPushButton("Reseed")
         b.clicked.connect(lambda: self.randomize("noise"))

@@ -139,6 +139,49 @@ def test_identity_w_ignores_other_factors_and_noise():
         assert not torch.allclose(G.map(c, lat.noise), G.map(c2, lat.noise))
 
 
+def test_identity_noise_is_truncated_with_the_identity_and_maps_descriptors():
+    """An identity-code generator: the noise belongs to the identity (w_id, truncation), expression still does not
+    move w_id, and identity_code inverts the stored descriptor PCA."""
+    G = Generator(32, 0, default_channels(32, 32, 8), w_dim=32, map_layers=2, identity_noise=True)
+    plain = small_G(32)
+    dec = FactorDecoders.prior(0, _names())
+    lat = sample_latents(3, seed=11)
+    c = dec.decode(lat)
+    other = torch.randn_like(lat.noise)
+    with torch.no_grad():
+        assert not torch.allclose(G.identity_w(c, lat.noise), G.identity_w(c, other))
+        assert torch.allclose(plain.identity_w(c, lat.noise), plain.identity_w(c, other))  # v1: noise ignored
+        c2 = c.clone()
+        c2.expression = torch.rand_like(c2.expression)
+        assert torch.allclose(G.identity_w(c, lat.noise), G.identity_w(c2, lat.noise))
+        G.compute_w_avg_id(dec, n=128)
+        delta = 0.3 * (G.w_avg_id - G.identity_w(c, lat.noise))
+        assert torch.allclose(G.ws(c, lat.noise, 0.7)[:, 0] - G.ws(c, lat.noise, 1.0)[:, 0], delta, atol=1e-5)
+    q, _ = torch.linalg.qr(torch.randn(128, G.noise_dim))
+    mean, std = torch.randn(128), torch.rand(G.noise_dim) + 0.5
+    G.set_identity_pca(mean, q.t(), std)
+    z = torch.randn(4, G.noise_dim)
+    desc = mean + (z * std) @ q.t()
+    assert torch.allclose(G.identity_code(desc), z, atol=1e-4)
+    with pytest.raises(ValueError, match="not an identity code"):
+        plain.identity_code(desc)
+
+
+def test_identity_noise_generator_file_round_trip_and_old_files_still_load(tmp_path):
+    dec = FactorDecoders.prior(0, _names())
+    G = Generator(32, 0, default_channels(32, 32, 8), w_dim=32, map_layers=2, identity_noise=True)
+    G.set_identity_pca(torch.randn(128), torch.randn(G.noise_dim, 128), torch.rand(G.noise_dim) + 0.1)
+    G.compute_w_avg_id(dec, n=64)
+    p = tmp_path / "g2.safetensors"
+    FaceGenerator(dec, G).save(p)
+    back = FaceGenerator.load(p)
+    assert back.G.identity_noise and back.meta["version"] == "2"
+    assert torch.equal(back.G.id_basis, G.id_basis) and torch.equal(back.G.w_avg_id, G.w_avg_id)
+    old = tmp_path / "g1.safetensors"
+    make_face_generator(32).save(old)
+    assert not FaceGenerator.load(old).G.identity_noise
+
+
 # ----------------------------------------------------------------------------------------------- FaceGenerator files
 
 
@@ -181,7 +224,7 @@ def test_bad_generator_files_raise_clear_errors(tmp_path):
     from engine.io.files import load_safetensors, save_safetensors
     import json
 
-    tensors, meta = load_safetensors(good, "discoface.generator", 1)
+    tensors, meta = load_safetensors(good, "discoface.generator", 2)
     cfg = json.loads(meta["config"])
     cfg["generator"]["w_dim"] = 48
     save_safetensors(tmp_path / "bad.safetensors", tensors, "discoface.generator", 1, {"config": json.dumps(cfg)})

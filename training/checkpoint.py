@@ -178,7 +178,8 @@ def export_warmup_run(ckpt: Path, dest: Path, preset: dict, decoders: FactorDeco
     """A warm-up run's G_ema + the decoders as the editor's generator file; returns the run state."""
     _, ema, st, _ = load_warmup_checkpoint(ckpt)
     G_ema = Generator(resolution=int(st["res"]), albedo_dim=decoders.albedo_dim, channels=preset["g_channels"],
-                      w_dim=preset["w_dim"], map_layers=preset["map_layers"])
+                      w_dim=preset["w_dim"], map_layers=preset["map_layers"], identity_noise="id_mean" in ema,
+                      descriptor_dim=int(ema["id_mean"].numel()) if "id_mean" in ema else 128)
     G_ema.load_state_dict(ema)
     write_generator(G_ema, decoders, dest, {"training": json.dumps({
         "stage": "warmup (paired reconstruction + imitation)", "steps": st["step"], "pairs": st.get("pairs"),

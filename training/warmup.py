@@ -41,15 +41,24 @@ import torch
 import torch.nn.functional as F
 
 from engine import config
+from engine.face.head import default_head
 from engine.face.model import Coefficients, default_model
 from engine.generator.networks import FactorDecoders, Generator, Latents, sample_latents
-from engine.io.files import atomic_path, save_image, write_json_atomic
+from engine.io.files import WeightsError, atomic_path, load_safetensors, save_image, save_safetensors, write_json_atomic
+from engine.perception.identity import default_identity_net
 from engine.render import FaceRenderer
+from training.augment import diff_augment, parse_policy
 from training.checkpoint import (CheckpointError, export_warmup_run, load_init_generator, load_warmup_checkpoint,
                                  save_warmup_checkpoint, write_generator)
 from training.data import load_aligned_by_names
-from training.loss import DiscoLoss, Perception, strong_expressions, wide_poses
+from training.idcodes import IdentityCodes, fit_codes, photo_descriptors
+from training.loss import (DiscoLoss, Perception, d_logistic, downsample, g_nonsaturating, masked_mean, r1_penalty,
+                           strong_expressions, wide_poses)
+from training.networks_d import PatchDiscriminator
 from training.presets import get_preset
+
+D_FORMAT = "discoface.warmup_d"
+D_VERSION = 1
 
 
 def load_pairs(fits_path: Path, size: int, limit: int | None = None) -> dict:
@@ -133,6 +142,48 @@ def pair_loss(disco, G: Generator, decoders: FactorDecoders, half: int, factor: 
     return disco.light_pair(a, b, c[:half], c[half:], mask)
 
 
+def imitation_l1(img01: torch.Tensor, rend_img: torch.Tensor, rend_mask: torch.Tensor, res: int) -> torch.Tensor:
+    """Masked L1 between G's image and the render, both area-downsampled to ``res`` (the mask kept where it covers
+    more than half a pixel): below G's size the flat render teaches colour and layout but not its own smoothness."""
+    size = img01.shape[-1]
+    if rend_img.shape[-1] != size:
+        rend_img = F.interpolate(rend_img, size=(size, size), mode="bilinear", align_corners=False)
+        rend_mask = F.interpolate(rend_mask, size=(size, size), mode="bilinear", align_corners=False)
+    m = (downsample(rend_mask, res) > 0.5).to(img01.dtype)
+    return masked_mean((downsample(img01, res) - downsample(rend_img, res)).abs().mean(1, keepdim=True), m)
+
+
+def load_identity_codes(images01: torch.Tensor, k: int, fits_path: Path, res: int
+                        ) -> tuple[IdentityCodes, torch.Tensor]:
+    """(PCA codes, (n, 128) descriptors) of the pair photos at G's size, cached beside the pairs."""
+    st = fits_path.stat()
+    cache = config.cache_dir() / "warmup" / f"idcodes_{res}_{len(images01)}_{st.st_size}_{int(st.st_mtime)}.npz"
+    if cache.exists():
+        desc = torch.from_numpy(np.load(cache)["descriptors"])
+    else:
+        t = time.time()
+        desc = photo_descriptors(images01, default_identity_net())
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, descriptors=desc.numpy())
+        print(f"face descriptors of {len(desc)} photos in {time.time() - t:.0f} s", flush=True)
+    return fit_codes(desc, k), desc
+
+
+def with_identity_noise(G: Generator, idc: IdentityCodes) -> Generator:
+    """``G`` (same weights) whose noise latent is the identity code of ``idc``, carrying its PCA."""
+    if G.identity_noise:
+        G.set_identity_pca(idc.mean, idc.basis, idc.std)
+        return G
+    cfg = dict(G.cfg, identity_noise=True, descriptor_dim=idc.mean.numel())
+    out = Generator(**cfg)
+    missing, unexpected = out.load_state_dict(G.state_dict(), strict=False)
+    if unexpected or set(missing) - {"id_mean", "id_basis", "id_std"}:
+        raise ValueError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
+    out.set_identity_pca(idc.mean, idc.basis, idc.std)
+    return out.train().requires_grad_(True)
+
+
 def run_decoders(dec_path: Path, model) -> FactorDecoders:
     """The factor decoders a warm-up run uses: ``dec_path`` when it exists, else the hand-made prior."""
     K = model.albedo_dim
@@ -176,6 +227,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the stage-2 contrastive pair terms (0: off; DiscoLoss already scales them ×10)")
     ap.add_argument("--pairs-every", type=int, default=2, help="a contrastive pair batch every N steps")
     ap.add_argument("--steps", type=int, default=None, help="stop at this total step count (besides --minutes)")
+    ap.add_argument("--head", action="store_true",
+                    help="imitate the full head render (face + mouth interior, teeth, tongue + eyes; "
+                         "engine.face.head) instead of the face-only render")
+    ap.add_argument("--imit-res", type=int, default=None,
+                    help="compare imitation samples with the render at this size (area-downsampled; default: G's): "
+                         "the flat render then teaches colour and layout, not blur")
+    ap.add_argument("--id-codes", action="store_true",
+                    help="the noise latent is an identity code: the whitened PCA of each photo's face descriptor "
+                         "(training/idcodes.py) instead of a learned per-image code")
+    ap.add_argument("--id-weight", type=float, default=0.0,
+                    help="weight of the identity term: the descriptor of G's image must be the one its code stands "
+                         "for (reconstructions: the photo's; random samples: the code's), L2 as dlib measures")
+    ap.add_argument("--id-every", type=int, default=2, help="identity term every N steps")
+    ap.add_argument("--adv-weight", type=float, default=0.0,
+                    help="weight of a patch discriminator's non-saturating term on G's images (0: off)")
+    ap.add_argument("--d-lr", type=float, default=0.002)
+    ap.add_argument("--r1-gamma", type=float, default=0.1)
+    ap.add_argument("--augment", default="color,translation", help="DiffAugment policy for D's inputs")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -237,9 +306,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"{res} px and K={K}", file=sys.stderr)
             return 2
         G = init
-    codes = torch.randn(n, G.noise_dim)
-    codes = F.normalize(codes, dim=1) * math.sqrt(G.noise_dim)
-    codes.requires_grad_(True)
+    idc = None
+    if args.id_codes:
+        try:
+            idc, descriptors = load_identity_codes(pairs["images"], G.noise_dim, fits_path, res)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"identity codes: {G.noise_dim} components hold {100 * idc.explained:.0f} % of the descriptor "
+              f"variance", flush=True)
+        G = with_identity_noise(G, idc)
+        codes = idc.codes.clone()
+    else:
+        codes = torch.randn(n, G.noise_dim)
+        codes = F.normalize(codes, dim=1) * math.sqrt(G.noise_dim)
+        codes.requires_grad_(True)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     # The mapping's equalised-lr layers run at lr_mul 0.01 (StyleGAN's choice for adversarial stability); for this
     # supervised stage they get a proportionally larger step so the coefficients → w map learns as fast as synthesis.
@@ -247,7 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     map_ids = {id(p) for p in map_params}
     opt = torch.optim.Adam([{"params": [p for p in G.parameters() if id(p) not in map_ids], "lr": args.lr},
                             {"params": map_params, "lr": args.lr * 20}], betas=(0.5, 0.99))
-    opt_codes = torch.optim.Adam([codes], lr=0.01)
+    opt_codes = torch.optim.Adam([codes], lr=0.01) if codes.requires_grad else None
+    D = opt_d = None
+    augment = parse_policy(args.augment)
+    if args.adv_weight > 0:
+        D = PatchDiscriminator(res, highpass=True)
+        opt_d = torch.optim.Adam(D.parameters(), lr=args.d_lr, betas=(0.0, 0.99))
     step = images_seen = 0
     ck = out / "warmup.safetensors"
     if args.resume and ck.exists():
@@ -258,9 +344,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         G.load_state_dict(g_sd)
         G_ema.load_state_dict(ema_sd)
-        if saved_codes.shape == codes.shape:
+        if saved_codes.shape == codes.shape and idc is None:
             with torch.no_grad():
                 codes.copy_(saved_codes)
+        if D is not None and (out / "discriminator.safetensors").exists():
+            try:
+                D.load_state_dict(load_safetensors(out / "discriminator.safetensors", D_FORMAT, D_VERSION)[0])
+            except (WeightsError, RuntimeError) as exc:
+                print(f"warning: discriminator not resumed ({exc}); it starts afresh", file=sys.stderr)
         step = int(st["step"])
         # older checkpoints did not count images; their runs used one batch size throughout
         images_seen = int(st.get("images_seen", step * args.batch))
@@ -268,10 +359,23 @@ def main(argv: list[str] | None = None) -> int:
 
     def save_ckpt():
         save_warmup_checkpoint(ck, G, G_ema, codes, {"step": step, "pairs": n, "res": res, "images_seen": images_seen})
+        if D is not None:
+            save_safetensors(out / "discriminator.safetensors", D.state_dict(), D_FORMAT, D_VERSION)
 
+    if args.id_weight > 0 and idc is None:
+        print("error: --id-weight needs --id-codes (the codes say which descriptor each image should have)",
+              file=sys.stderr)
+        return 2
+    idnet = default_identity_net() if args.id_weight > 0 else None
+    imit_res = min(args.imit_res or res, res)
     disco = None
-    if args.pairs_weight > 0 or args.lm_weight > 0:
-        disco = DiscoLoss(renderer, Perception(), res)
+    if args.pairs_weight > 0 or args.lm_weight > 0 or args.head:
+        try:
+            head = default_head(model) if args.head else None
+        except Exception as exc:  # noqa: BLE001 - any unreadable parts file is one message
+            print(f"error: --head needs the head parts: {exc}", file=sys.stderr)
+            return 2
+        disco = DiscoLoss(renderer, Perception(), res, l1_res=res, head=head)
         if args.lm_weight > 0 and disco.perception.rnet is None:
             print("error: --lm-weight needs the R-Net (assets/rnet.safetensors)", file=sys.stderr)
             return 2
@@ -291,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         err = (fake - target).abs()
         rec = err.mean() + 2.0 * (err * m).sum() / (m.sum() * 3).clamp_min(1)
         loss = rec
-        imit = torch.zeros(())
-        lm_log = 0.0
+        terms = {"rec": rec}
+        fr = None
         if step % args.imit_every == args.imit_every - 1:
             lat = sample_latents(args.batch // 2, generator=g)
             with torch.no_grad():
@@ -300,26 +404,55 @@ def main(argv: list[str] | None = None) -> int:
                 pose_override(cr, g)
                 if args.imit_expr > 0:
                     strong_expressions(cr, args.imit_expr, g)
-                r = renderer(cr, res)
+                if disco is not None and disco.head is not None:
+                    r_img, r_mask = disco.imitation_target(cr)
+                else:
+                    r = renderer(cr, res)
+                    r_img, r_mask = r.image, r.mask
             fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
-            imit = ((fr - r.image).abs() * r.mask).sum() / (r.mask.sum() * 3).clamp_min(1)
-            loss = loss + args.imit_weight * imit
+            terms["imit"] = imitation_l1(fr, r_img, r_mask, imit_res)
+            loss = loss + args.imit_weight * terms["imit"]
             if args.lm_weight > 0:
-                lm_term, _ = disco.landmark_light_terms(fr, cr)
-                loss = loss + args.lm_weight * lm_term
-                lm_log = float(lm_term.detach())
-        pair = torch.zeros(())
+                terms["lm"], _ = disco.landmark_light_terms(fr, cr)
+                loss = loss + args.lm_weight * terms["lm"]
+            if idnet is not None and step % args.id_every == args.id_every - 1:
+                # what a code means: the random sample's descriptor is the one its code stands for, and the
+                # reconstruction's is its photo's (the first half of the batch, to keep the step cheap)
+                h = args.batch // 2
+                got = idnet.embed_crops(torch.cat([fake[:h], fr]))
+                want = torch.cat([descriptors.index_select(0, idx[:h]), idc.descriptors(lat.noise)])
+                terms["id"] = (got - want).pow(2).sum(1).add(1e-8).sqrt().mean()
+                loss = loss + args.id_weight * terms["id"]
         if args.pairs_weight > 0 and step % args.pairs_every == 0:
-            pair = pair_loss(disco, G, decoders, args.batch // 4, "expression" if (step // args.pairs_every) % 2 == 0
-                             else "light", g, pose_override)
-            loss = loss + args.pairs_weight * pair
+            terms["pairs"] = pair_loss(disco, G, decoders, args.batch // 4, "expression"
+                                       if (step // args.pairs_every) % 2 == 0 else "light", g, pose_override)
+            loss = loss + args.pairs_weight * terms["pairs"]
+        fakes = torch.cat([fake] + ([fr] if fr is not None else [])) * 2 - 1
+        if D is not None:
+            D.requires_grad_(False)
+            terms["adv"] = g_nonsaturating(D(diff_augment(fakes, augment)))
+            loss = loss + args.adv_weight * terms["adv"]
         opt.zero_grad(set_to_none=True)
-        opt_codes.zero_grad(set_to_none=True)
+        if opt_codes is not None:
+            opt_codes.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        opt_codes.step()
+        if opt_codes is not None:
+            opt_codes.step()
+        if D is not None:  # D step: real photos against this step's reconstructions and samples
+            D.requires_grad_(True)
+            real = target * 2 - 1
+            d_loss = d_logistic(D(diff_augment(real, augment)), D(diff_augment(fakes.detach(), augment)))
+            if args.r1_gamma > 0 and step % 8 == 0:
+                r1, _ = r1_penalty(D, real, args.r1_gamma)
+                d_loss = d_loss + 8 * r1
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            terms["d"] = d_loss
         with torch.no_grad():
-            codes.copy_(F.normalize(codes, dim=1) * math.sqrt(G.noise_dim))
+            if opt_codes is not None:
+                codes.copy_(F.normalize(codes, dim=1) * math.sqrt(G.noise_dim))
             ema_beta = min(0.995, (1 + step) / (10 + step))
             for pe, p in zip(G_ema.parameters(), G.parameters()):
                 pe.lerp_(p, 1 - ema_beta)
@@ -327,14 +460,14 @@ def main(argv: list[str] | None = None) -> int:
                 be.copy_(b)
         step += 1
         images_seen += args.batch
-        log.append((float(rec.detach()), float(imit.detach()), float(pair.detach()), lm_log))
+        log.append({k: float(v.detach()) for k, v in terms.items()})
         if step % 25 == 0:
             dt = time.time() - t_last
             t_last = time.time()
-            r_, i_, p_, l_ = (np.mean([row[k] for row in log if k == 0 or row[k] > 0] or [0]) for k in range(4))
+            keys = dict.fromkeys(k for row in log for k in row)
+            means = "  ".join(f"{k} {np.mean([row[k] for row in log if k in row]):.4f}" for k in keys)
             log = []
-            print(f"step {step}  rec {r_:.4f}  imit {i_:.4f}  lm {l_:.5f}  pairs {p_:.4f}  "
-                  f"{25 * args.batch / dt:.1f} img/s", flush=True)
+            print(f"step {step}  {means}  {25 * args.batch / dt:.1f} img/s", flush=True)
         if step % args.ckpt_every == 0:
             save_ckpt()
             with torch.no_grad():

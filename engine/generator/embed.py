@@ -276,6 +276,10 @@ class PhotoEmbedder:
         g = torch.Generator().manual_seed(int(seed))
         cands = torch.cat([torch.zeros(1, noise_dim), torch.randn(max(1, cfg.noise_candidates) - 1, noise_dim,
                                                                   generator=g)])
+        idnet = self._idnet() if cfg.w_id > 0 or G.identity_noise else None
+        if G.identity_noise and idnet is not None:  # the noise is an identity code: the photo's own one first
+            with torch.no_grad():
+                cands = torch.cat([G.identity_code(idnet.embed_crops(target)), cands])
         with torch.no_grad():
             imgs = synthesize_embedding(self.gen, init.repeat(len(cands)), cands, clamp=False)
             d = (imgs - target).abs()
@@ -295,7 +299,8 @@ class PhotoEmbedder:
             {"params": [offsets], "lr": lr, "name": "offsets"},
         ], betas=(0.9, 0.99))
         base_lr = [grp["lr"] for grp in opt.param_groups]
-        idnet = self._idnet() if cfg.w_id > 0 else None
+        if cfg.w_id <= 0:
+            idnet = None
         with torch.no_grad():
             id_target = F.normalize(idnet.embed_crops(target), dim=1) if idnet is not None else None
         start_off = int(round(cfg.offset_start * steps))

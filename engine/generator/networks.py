@@ -32,7 +32,7 @@ from engine.io.files import WeightsError, check_state_shapes, load_safetensors, 
 
 LATENT_DIMS = {"identity": 128, "expression": 32, "light": 16, "pose": 3, "noise": 32}
 GENERATOR_FORMAT = "discoface.generator"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: optional identity noise (``identity_noise`` + the descriptor PCA buffers); reads 1 too
 DECODERS_FORMAT = "discoface.decoders"
 DECODERS_VERSION = 1
 DEFAULT_PSI = 0.7
@@ -318,13 +318,23 @@ class Generator(nn.Module):
     """G(λ, z_noise): mapping(normalised coefficient vector ⊕ z_noise) → w; synthesis with one w per layer."""
 
     def __init__(self, resolution: int = 64, albedo_dim: int = 0, channels: dict | None = None, w_dim: int = 256,
-                 map_layers: int = 4, trunc_layers: int = 8, noise_dim: int = LATENT_DIMS["noise"]):
+                 map_layers: int = 4, trunc_layers: int = 8, noise_dim: int = LATENT_DIMS["noise"],
+                 identity_noise: bool = False, descriptor_dim: int = 128):
+        """``identity_noise``: the noise latent is an *identity code* (whitened PCA coordinates of the face
+        descriptor, ``training/idcodes.py``), so it belongs to the identity — truncation includes it and the file
+        carries the PCA (``id_mean``, ``id_basis``, ``id_std``) so a photo's descriptor can be turned into its code."""
         super().__init__()
         if resolution not in (16, 32, 64, 128, 256, 512):
             raise ValueError(f"unsupported resolution {resolution}")
         channels = {int(k): int(v) for k, v in (channels or default_channels(resolution)).items()}
         self.cfg = {"resolution": resolution, "albedo_dim": albedo_dim, "channels": channels, "w_dim": w_dim,
                     "map_layers": map_layers, "trunc_layers": trunc_layers, "noise_dim": noise_dim}
+        self.identity_noise = bool(identity_noise)
+        if self.identity_noise:
+            self.cfg.update(identity_noise=True, descriptor_dim=int(descriptor_dim))
+            self.register_buffer("id_mean", torch.zeros(descriptor_dim))
+            self.register_buffer("id_basis", torch.zeros(noise_dim, descriptor_dim))
+            self.register_buffer("id_std", torch.ones(noise_dim))
         self.resolution = resolution
         self.albedo_dim = albedo_dim
         self.coeff_dim = N_ID + albedo_dim + N_EXP + N_LIGHT + N_POSE
@@ -364,14 +374,35 @@ class Generator(nn.Module):
         v = (self._coeff_vector(coeffs) - self.coeff_mean) / self.coeff_std
         return self.mapping(torch.cat([v, noise.to(v)], 1))
 
-    def _identity_only(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _identity_only(self, v: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keep = torch.zeros_like(v)
         keep[:, :N_ID + self.albedo_dim] = 1
+        if self.identity_noise:
+            return v * keep, noise.to(v)
         return v * keep, torch.zeros(v.shape[0], self.noise_dim, device=v.device, dtype=v.dtype)
 
-    def identity_w(self, coeffs) -> torch.Tensor:
-        """w_id: the mapping of the identity (+ albedo) coefficients alone; the rest and the noise zero."""
-        return self.map(*self._identity_only(self._coeff_vector(coeffs)))
+    def identity_w(self, coeffs, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """w_id: the mapping of the identity (+ albedo) coefficients alone — and of the noise when it is an
+        identity code (``identity_noise``); expression, light and pose zero."""
+        v = self._coeff_vector(coeffs)
+        if noise is None:
+            noise = torch.zeros(v.shape[0], self.noise_dim, device=v.device, dtype=v.dtype)
+        return self.map(*self._identity_only(v, noise))
+
+    def set_identity_pca(self, mean: torch.Tensor, basis: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the descriptor PCA the identity codes were made with (``identity_noise`` generators only)."""
+        if not self.identity_noise:
+            raise ValueError("this generator's noise is not an identity code")
+        self.id_mean.copy_(mean.reshape(-1))
+        self.id_basis.copy_(basis.reshape(self.noise_dim, -1))
+        self.id_std.copy_(std.reshape(-1))
+
+    def identity_code(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """(B, noise_dim) identity codes of face descriptors (B, 128) — e.g. of a photo, to start an embedding."""
+        if not self.identity_noise:
+            raise ValueError("this generator's noise is not an identity code")
+        d = descriptors.to(self.id_mean)
+        return ((d - self.id_mean) @ self.id_basis.t()) / self.id_std
 
     def ws(self, coeffs, noise, truncation_psi: float = 1.0, w_avg_id: torch.Tensor | None = None) -> torch.Tensor:
         """(B, num_ws, w_dim) per-layer latents with attribute-preserving truncation on the first layers."""
@@ -380,7 +411,7 @@ class Generator(nn.Module):
             w = self.map(v, noise)
         else:  # w and w_id in one batched mapping pass (half the per-call overhead at batch 1)
             b = v.shape[0]
-            vi, ni = self._identity_only(v)
+            vi, ni = self._identity_only(v, noise)
             both = self.map(torch.cat([v, vi]), torch.cat([noise.to(v), ni]))
             w, w_id = both[:b], both[b:]
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
@@ -416,7 +447,7 @@ class Generator(nn.Module):
         while done < n:
             m = min(batch, n - done)
             lat = sample_latents(m, generator=g).to(dev)
-            acc += self.identity_w(decoders.decode(lat)).sum(0)
+            acc += self.identity_w(decoders.decode(lat), lat.noise).sum(0)
             done += m
         self.w_avg_id.copy_(acc / n)
         return self.w_avg_id
