@@ -3,7 +3,8 @@
     python bench/factor_grids.py [--out docs] [--rows 4] [--psi 0.7] [--random-faces 32]
 
 pose: yaw −30° … +30°; expression: jawOpen 0 → 0.8 then smile; light: azimuth −80° … +80°; identity: new identities
-with the same expression/pose/light/noise (each row keeps one pose/light). Also prints, per sweep, the mean
+with the same expression/pose/light (each row keeps one pose/light; the noise too, unless the generator's noise is
+an identity code, which then comes with the new identity). Also prints, per sweep, the mean
 identity-net distance to the row's first image (identity kept < 0.6) and the R-Net's re-estimated yaw for the pose
 sweep, so what the pictures show has numbers beside it. ``--random-faces N`` also writes ``random_faces.png``: N
 random faces (seed 2026, ψ as given, 8 per row, shown at 2× with nearest-neighbour so the pixels are honest).
@@ -47,13 +48,14 @@ def sweeps(gen, base, noise, n_cols: int):
         c.light[:] = light_from_direction(az, 15, 0.6, ambient=0.75)
         cols.append(c)
     out["light"] = cols
-    donors, _ = gen.sample(n_cols, 777)
+    donors, donor_noise = gen.sample(n_cols, 777)
     cols = []
     for k in range(n_cols):
         c = base.clone()
         c.identity[:] = donors.identity[k]
         c.albedo[:] = donors.albedo[k]
-        cols.append(c)
+        # an identity-code generator's noise is part of who it is: the donor's code comes along
+        cols.append((c, donor_noise[k:k + 1].expand_as(noise)) if gen.G.identity_noise else c)
     out["identity"] = cols
     return out
 
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
         print(f"random    -> {out / 'random_faces.png'} ({n} faces, seed 2026, psi {args.psi})")
     for factor, cols in sweeps(gen, base, noise, args.cols).items():
         with torch.no_grad():
-            imgs = torch.stack([gen.synthesize(c, noise, args.psi) for c in cols], 1)  # (R, C, 3, H, W)
+            imgs = torch.stack([gen.synthesize(*(c if isinstance(c, tuple) else (c, noise)), args.psi)
+                                for c in cols], 1)  # (R, C, 3, H, W)
         grid = imgs.permute(2, 0, 3, 1, 4).reshape(3, args.rows * res, args.cols * res)
         path = out / f"sweep_{factor}.png"
         save_image(path, grid)

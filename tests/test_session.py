@@ -367,6 +367,19 @@ def test_with_a_real_face_generator(face_model, tmp_path):
     s.undo()
     s.undo()
     assert np.array_equal(s.render().image, f0.image)
+    n0 = s.noise.clone()
+    s.randomize("identity", seed=7)  # a plain generator's noise is hair/background: identity leaves it
+    assert torch.equal(s.noise, n0)
+    G2 = gm.Generator(resolution=32, albedo_dim=face_model.albedo_dim, channels={4: 32, 8: 32, 16: 16, 32: 16},
+                      w_dim=64, map_layers=2, identity_noise=True)
+    s2 = Session(model=face_model, generator=gm.FaceGenerator(dec, G2).eval())
+    n0 = s2.noise.clone()
+    s2.randomize("identity", seed=7)  # an identity-code generator: a new person gets a new code
+    assert not torch.equal(s2.noise, n0)
+    n7 = s2.noise.clone()
+    s2.randomize("identity", seed=8)
+    s2.randomize("identity", seed=7)
+    assert torch.equal(s2.noise, n7)
 
 
 def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):

@@ -101,6 +101,18 @@ def test_imitation_l1_below_G_size_ignores_pixel_texture():
     assert W.imitation_l1(img[:, :, :32, :32] * 0 + 0.5, img[:, :, :32, :32], mask[:, :, :32, :32], 16) < 1e-6
 
 
+def test_spread_term_pushes_only_pairs_closer_than_the_margin():
+    far = torch.eye(4, 128)  # pairwise distance √2 > 0.75: nothing to push
+    assert float(W.spread_term(far, 0.75)) == 0.0
+    near = (torch.eye(4, 128) * 0.1).requires_grad_(True)  # distance 0.14: pushed apart
+    t = W.spread_term(near, 0.75)
+    assert abs(t.item() - (0.75 - 0.1 * 2 ** 0.5)) < 1e-4
+    t.backward()
+    moved = near.detach() - 0.1 * near.grad
+    assert float(W.spread_term(moved, 0.75)) < t.item()
+    assert float(W.spread_term(near.detach()[:1], 0.75)) == 0.0
+
+
 def test_with_identity_noise_keeps_the_images_and_carries_the_pca():
     G = Generator(32, 0, default_channels(32, 32, 8), w_dim=32, map_layers=2)
     dec = FactorDecoders.prior(0, tuple(f"e{i}" for i in range(53)))
@@ -137,11 +149,11 @@ def test_warmup_run_with_identity_codes_head_and_discriminator(tmp_path, monkeyp
     out = tmp_path / "run"
     args = ["--preset", "tiny", "--fits", str(fits), "--decoders", str(tmp_path / "none.safetensors"),
             "--out", str(out), "--batch", "4", "--steps", "4", "--ckpt-every", "2", "--imit-every", "1",
-            "--head", "--imit-res", "16", "--id-codes", "--id-weight", "0.5", "--id-every", "1",
-            "--adv-weight", "0.1", "--threads", "1"]
+            "--head", "--imit-res", "16", "--id-codes", "--id-weight", "0.5", "--id-every", "1", "--id-spread", "1",
+            "--adv-weight", "0.1", "--log-every", "2", "--threads", "1"]
     assert W.main(args + ["--export", str(tmp_path / "g.safetensors")]) == 0
     log = capsys.readouterr().out
-    assert "identity codes: 32 components" in log
+    assert "identity codes: 32 components" in log and " spread " in log and " adv " in log
     assert (out / "discriminator.safetensors").exists()
     fg = FaceGenerator.load(tmp_path / "g.safetensors")
     assert fg.G.identity_noise and fg.G.id_basis.abs().sum() > 0

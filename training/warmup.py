@@ -153,6 +153,18 @@ def imitation_l1(img01: torch.Tensor, rend_img: torch.Tensor, rend_mask: torch.T
     return masked_mean((downsample(img01, res) - downsample(rend_img, res)).abs().mean(1, keepdim=True), m)
 
 
+ID_SPREAD_MARGIN = 0.75  # UTKFace photo pairs: median descriptor distance ≈ 0.83
+
+
+def spread_term(desc: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean hinge ``relu(margin − ‖d_i − d_j‖)`` over the pairs i < j of a batch of descriptors (B, 128)."""
+    if desc.shape[0] < 2:
+        return desc.sum() * 0
+    i, j = torch.triu_indices(desc.shape[0], desc.shape[0], 1)
+    dist = (desc[i] - desc[j]).pow(2).sum(1).add(1e-8).sqrt()
+    return F.relu(margin - dist).mean()
+
+
 def load_identity_codes(images01: torch.Tensor, k: int, fits_path: Path, res: int
                         ) -> tuple[IdentityCodes, torch.Tensor]:
     """(PCA codes, (n, 128) descriptors) of the pair photos at G's size, cached beside the pairs."""
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="write --export from the run folder's last checkpoint without loading data or training")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
+    ap.add_argument("--log-every", type=int, default=25, help="steps between progress lines")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--imit-weight", type=float, default=1.0, help="weight of the imitation term")
     ap.add_argument("--imit-every", type=int, default=2, help="imitation term every N steps")
@@ -227,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the stage-2 contrastive pair terms (0: off; DiscoLoss already scales them ×10)")
     ap.add_argument("--pairs-every", type=int, default=2, help="a contrastive pair batch every N steps")
     ap.add_argument("--steps", type=int, default=None, help="stop at this total step count (besides --minutes)")
+    ap.add_argument("--map-lr-mul", type=float, default=20.0,
+                    help="the mapping MLP's learning rate as a multiple of --lr (its layers run at lr_mul 0.01)")
     ap.add_argument("--head", action="store_true",
                     help="imitate the full head render (face + mouth interior, teeth, tongue + eyes; "
                          "engine.face.head) instead of the face-only render")
@@ -240,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the identity term: the descriptor of G's image must be the one its code stands "
                          "for (reconstructions: the photo's; random samples: the code's), L2 as dlib measures")
     ap.add_argument("--id-every", type=int, default=2, help="identity term every N steps")
+    ap.add_argument("--id-spread", type=float, default=0.0,
+                    help="weight of a spread term on the random samples: descriptor pairs closer than 0.75 (dlib: "
+                         "same person < 0.6) are pushed apart")
     ap.add_argument("--adv-weight", type=float, default=0.0,
                     help="weight of a patch discriminator's non-saturating term on G's images (0: off)")
     ap.add_argument("--d-lr", type=float, default=0.002)
@@ -327,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     map_params = list(G.mapping.parameters())
     map_ids = {id(p) for p in map_params}
     opt = torch.optim.Adam([{"params": [p for p in G.parameters() if id(p) not in map_ids], "lr": args.lr},
-                            {"params": map_params, "lr": args.lr * 20}], betas=(0.5, 0.99))
+                            {"params": map_params, "lr": args.lr * args.map_lr_mul}], betas=(0.5, 0.99))
     opt_codes = torch.optim.Adam([codes], lr=0.01) if codes.requires_grad else None
     D = opt_d = None
     augment = parse_policy(args.augment)
@@ -366,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --id-weight needs --id-codes (the codes say which descriptor each image should have)",
               file=sys.stderr)
         return 2
-    idnet = default_identity_net() if args.id_weight > 0 else None
+    idnet = default_identity_net() if args.id_weight > 0 or args.id_spread > 0 else None
     imit_res = min(args.imit_res or res, res)
     disco = None
     if args.pairs_weight > 0 or args.lm_weight > 0 or args.head:
@@ -416,13 +434,20 @@ def main(argv: list[str] | None = None) -> int:
                 terms["lm"], _ = disco.landmark_light_terms(fr, cr)
                 loss = loss + args.lm_weight * terms["lm"]
             if idnet is not None and step % args.id_every == args.id_every - 1:
-                # what a code means: the random sample's descriptor is the one its code stands for, and the
-                # reconstruction's is its photo's (the first half of the batch, to keep the step cheap)
                 h = args.batch // 2
-                got = idnet.embed_crops(torch.cat([fake[:h], fr]))
-                want = torch.cat([descriptors.index_select(0, idx[:h]), idc.descriptors(lat.noise)])
-                terms["id"] = (got - want).pow(2).sum(1).add(1e-8).sqrt().mean()
-                loss = loss + args.id_weight * terms["id"]
+                if args.id_weight > 0:
+                    # what a code means: the random sample's descriptor is the one its code stands for, and the
+                    # reconstruction's is its photo's (the first half of the batch, to keep the step cheap)
+                    got = idnet.embed_crops(torch.cat([fake[:h], fr]))
+                    want = torch.cat([descriptors.index_select(0, idx[:h]), idc.descriptors(lat.noise)])
+                    terms["id"] = (got - want).pow(2).sum(1).add(1e-8).sqrt().mean()
+                    loss = loss + args.id_weight * terms["id"]
+                    got = got[h:]
+                else:
+                    got = idnet.embed_crops(fr)
+                if args.id_spread > 0:  # random samples must be different people
+                    terms["spread"] = spread_term(got, ID_SPREAD_MARGIN)
+                    loss = loss + args.id_spread * terms["spread"]
         if args.pairs_weight > 0 and step % args.pairs_every == 0:
             terms["pairs"] = pair_loss(disco, G, decoders, args.batch // 4, "expression"
                                        if (step // args.pairs_every) % 2 == 0 else "light", g, pose_override)
@@ -461,13 +486,13 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         images_seen += args.batch
         log.append({k: float(v.detach()) for k, v in terms.items()})
-        if step % 25 == 0:
+        if step % args.log_every == 0:
             dt = time.time() - t_last
             t_last = time.time()
             keys = dict.fromkeys(k for row in log for k in row)
             means = "  ".join(f"{k} {np.mean([row[k] for row in log if k in row]):.4f}" for k in keys)
             log = []
-            print(f"step {step}  {means}  {25 * args.batch / dt:.1f} img/s", flush=True)
+            print(f"step {step}  {means}  {args.log_every * args.batch / dt:.1f} img/s", flush=True)
         if step % args.ckpt_every == 0:
             save_ckpt()
             with torch.no_grad():

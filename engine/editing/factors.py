@@ -65,6 +65,9 @@ def randomized(snap: Snapshot, factor: str, seed: int, model: FaceModel, generat
                 c.albedo[:] = src[1]
         else:
             getattr(c, factor)[:] = src[0]
+    if factor == "identity" and generator is not None and generator.G.identity_noise:
+        # the noise is this generator's identity code: a new person gets a new one (same seed, same person)
+        return snap.edited(apply, seed=seed, noise=seed_noise(seed, noise_dim))
     return snap.edited(apply, seed=seed if factor == "identity" else snap.seed)
 
 
