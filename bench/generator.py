@@ -192,8 +192,8 @@ def real_reference(n: int, size: int):
 
 
 def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, real_crops, save_dir: Path | None,
-                 tag: str) -> dict:
-    from engine.face.model import default_model
+                 tag: str, psi: float = 0.7) -> dict:
+    from engine.face.model import Coefficients, default_model
     from engine.perception.identity import default_identity_net
     from engine.perception.rnet import default_rnet
     from engine.render import FaceRenderer
@@ -203,27 +203,32 @@ def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, re
     res = fg.resolution
     c, noise = fg.sample(n, seed=2026)
     with torch.no_grad():
-        faces = to_u8(fg.synthesize(c, noise))
+        faces = to_u8(fg.synthesize(c, noise, psi))
+        # the same coefficients with every face's noise: does the noise latent carry who it is?
+        c0 = Coefficients(*(getattr(c, k)[[0] * n] for k in Coefficients.FACTORS), exp_names=c.exp_names)
+        noise_only = to_u8(fg.synthesize(c0, noise, psi))
         co = c.clone()
         co.expression[:] = 0
         co.expression[:, fg.exp_names.index("jawOpen")] = 0.8
-        opened = to_u8(fg.synthesize(co, noise))
+        opened = to_u8(fg.synthesize(co, noise, psi))
         lm = FaceRenderer(default_model()).landmarks(co, res).numpy()
     same, med, found = same_person_share(dl, faces)
+    same_noise, _, _ = same_person_share(dl, noise_only)
     mouth = inner_mouth_colour(opened, lm)
     if save_dir is not None:
         from engine.io.files import save_image
 
         save_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(min(n, 8)):
-            save_image(save_dir / f"{tag}_face{i:02d}.png", faces[i])
-            save_image(save_dir / f"{tag}_open{i:02d}.png", opened[i])
+        for i in range(n):  # every face, so ../shared/tools/judge.py can measure the same set independently
+            save_image(save_dir / tag / f"face{i:02d}.png", faces[i])
+            save_image(save_dir / tag / f"open{i:02d}.png", opened[i])
     subject = E.generator_subject(fg, tag)
     rnet, idnet = default_rnet(), default_identity_net()
     ctl = E.control_accuracy(subject, rnet, n=32)
     idp = E.identity_preservation(subject, idnet, n=24)
     fid = E.fid_id(subject, idnet, real_crops, n=256)
     return {"file": str(path or "assets/generator.safetensors"), "res": res, "same": same, "median": med,
+            "same_noise": same_noise,
             "found": found, "sharp": laplacian_energy(faces), "mouth": mouth, "fid_id": fid,
             "yaw_err": ctl["yaw_err_deg"], "yaw_slope": ctl["yaw_slope"], "kept": idp["identity_kept_share"]}
 
@@ -238,16 +243,21 @@ def goals(args) -> int:
     real_small, real_mouth, real_per, n_open, real_all = real_reference(args.n, res)
     real_crops = real_all[:512]
     r_same, r_med, r_found = same_person_share(dl, real_small)
+    if args.save_dir:  # the real crops at the generator's size, judge.py's --real reference (not committed)
+        from engine.io.files import save_image
+
+        for i, x in enumerate(real_small):
+            save_image(Path(args.save_dir) / "real" / f"real{i:02d}.png", x)
     r_sharp = laplacian_energy(real_small)
     lo, hi = (np.percentile(real_per, 10, 0), np.percentile(real_per, 90, 0)) if len(real_per) else (None, None)
-    rows = [goal_numbers(p, args.n, dl, real_small, real_crops, Path(args.save_dir) if args.save_dir else None, tag)
-            for tag, p in files]
-    print(f"goal numbers, {args.n} random faces at ψ=0.7 (seed 2026) vs {args.n} UTKFace test crops at {res} px; "
+    rows = [goal_numbers(p, args.n, dl, real_small, real_crops, Path(args.save_dir) if args.save_dir else None, tag,
+                         args.psi) for tag, p in files]
+    print(f"goal numbers, {args.n} random faces at ψ={args.psi} (seed 2026) vs {args.n} UTKFace test crops at {res} px; "
           f"{n_open} open-mouth test photos")
     print("| weights | same-person pairs (goal ≤ 15 %) | median dlib dist | faces found | sharpness ratio "
           "(goal ≥ 0.8) | mouth RGB, jawOpen 0.8 | purple B−G | FID-id | yaw err ° (≤ 3) | yaw slope | "
-          "identity kept (≥ 95 %) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "identity kept (≥ 95 %) | same person, noise alone varied |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| UTKFace photos | {100 * r_same:.0f} % | {r_med:.3f} | {r_found}/{args.n} | 1.00 ({r_sharp:.2f}) | "
           f"{' '.join(f'{v:.0f}' for v in real_mouth)} | {real_mouth[2] - real_mouth[1]:+.0f} | – | – | – | – |")
     for tag, r in zip([t for t, _ in files], rows):
@@ -255,7 +265,7 @@ def goals(args) -> int:
         print(f"| {tag}: {Path(r['file']).name} | {100 * r['same']:.0f} % | {r['median']:.3f} | {r['found']}/{args.n} "
               f"| {r['sharp'] / r_sharp:.2f} ({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | "
               f"{m[2] - m[1]:+.0f} | {r['fid_id']:.3f} | {r['yaw_err']:.1f} | {r['yaw_slope']:.2f} | "
-              f"{100 * r['kept']:.0f} % |")
+              f"{100 * r['kept']:.0f} % | {100 * r['same_noise']:.0f} % |")
     if lo is not None:
         print(f"real open-mouth colour, 10th-90th percentile per photo: R {lo[0]:.0f}-{hi[0]:.0f}, "
               f"G {lo[1]:.0f}-{hi[1]:.0f}, B {lo[2]:.0f}-{hi[2]:.0f}; B−G "
@@ -269,7 +279,10 @@ def main(argv=None) -> int:
     ap.add_argument("--old", default=None, help="generator file for the 'old' row (default: the shipped one)")
     ap.add_argument("--new", default=None, help="generator file for the 'new' row")
     ap.add_argument("--n", type=int, default=48)
-    ap.add_argument("--save-dir", default=None, help="also save the first 8 faces and open mouths of each as PNGs")
+    ap.add_argument("--psi", type=float, default=0.7, help="truncation of the random faces (the editor's default)")
+    ap.add_argument("--save-dir", default=None,
+                    help="also save every face and open mouth of each file (DIR/old, DIR/new) and the real crops "
+                         "(DIR/real) as PNGs, for ../shared/tools/judge.py diversity / sharpness --real DIR/real")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=60)
     ap.add_argument("--train-kimg", type=float, default=0.16)

@@ -111,6 +111,10 @@ def test_spread_term_pushes_only_pairs_closer_than_the_margin():
     moved = near.detach() - 0.1 * near.grad
     assert float(W.spread_term(moved, 0.75)) < t.item()
     assert float(W.spread_term(near.detach()[:1], 0.75)) == 0.0
+    # rows of one person (twins) are not pushed apart; the other pairs still are
+    person = torch.tensor([0, 1, 0, 1])
+    assert float(W.spread_term(near.detach(), 0.75, person)) > 0
+    assert float(W.spread_term(near.detach()[[0, 2]], 0.75, torch.tensor([0, 0]))) == 0.0
 
 
 def test_with_identity_noise_keeps_the_images_and_carries_the_pca():
@@ -150,10 +154,11 @@ def test_warmup_run_with_identity_codes_head_and_discriminator(tmp_path, monkeyp
     args = ["--preset", "tiny", "--fits", str(fits), "--decoders", str(tmp_path / "none.safetensors"),
             "--out", str(out), "--batch", "4", "--steps", "4", "--ckpt-every", "2", "--imit-every", "1",
             "--head", "--imit-res", "16", "--id-codes", "--id-weight", "0.5", "--id-every", "1", "--id-spread", "1",
+            "--id-keep", "1",
             "--adv-weight", "0.1", "--log-every", "2", "--threads", "1"]
     assert W.main(args + ["--export", str(tmp_path / "g.safetensors")]) == 0
     log = capsys.readouterr().out
-    assert "identity codes: 32 components" in log and " spread " in log and " adv " in log
+    assert "identity codes: 32 components" in log and " spread " in log and " keep " in log and " adv " in log
     assert (out / "discriminator.safetensors").exists()
     fg = FaceGenerator.load(tmp_path / "g.safetensors")
     assert fg.G.identity_noise and fg.G.id_basis.abs().sum() > 0

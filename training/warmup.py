@@ -156,11 +156,20 @@ def imitation_l1(img01: torch.Tensor, rend_img: torch.Tensor, rend_mask: torch.T
 ID_SPREAD_MARGIN = 0.75  # UTKFace photo pairs: median descriptor distance ≈ 0.83
 
 
-def spread_term(desc: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean hinge ``relu(margin − ‖d_i − d_j‖)`` over the pairs i < j of a batch of descriptors (B, 128)."""
+ID_KEEP_MARGIN = 0.4  # an edit of expression / light / pose should stay this close (dlib: same person < 0.6)
+
+
+def spread_term(desc: torch.Tensor, margin: float, person: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean hinge ``relu(margin − ‖d_i − d_j‖)`` over the pairs i < j of a batch of descriptors (B, 128) —
+    of different people only, when ``person`` (B,) says who each row is."""
     if desc.shape[0] < 2:
         return desc.sum() * 0
     i, j = torch.triu_indices(desc.shape[0], desc.shape[0], 1)
+    if person is not None:
+        keep = person[i] != person[j]
+        i, j = i[keep], j[keep]
+        if i.numel() == 0:
+            return desc.sum() * 0
     dist = (desc[i] - desc[j]).pow(2).sum(1).add(1e-8).sqrt()
     return F.relu(margin - dist).mean()
 
@@ -240,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the stage-2 contrastive pair terms (0: off; DiscoLoss already scales them ×10)")
     ap.add_argument("--pairs-every", type=int, default=2, help="a contrastive pair batch every N steps")
     ap.add_argument("--steps", type=int, default=None, help="stop at this total step count (besides --minutes)")
+    ap.add_argument("--id-keep", type=float, default=0.0,
+                    help="weight of an identity-keeping term: half the random samples are twins of the other half "
+                         "(same identity and code, other expression / light / pose) whose descriptors must stay "
+                         "within 0.4")
     ap.add_argument("--map-lr-mul", type=float, default=20.0,
                     help="the mapping MLP's learning rate as a multiple of --lr (its layers run at lr_mul 0.01)")
     ap.add_argument("--head", action="store_true",
@@ -384,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --id-weight needs --id-codes (the codes say which descriptor each image should have)",
               file=sys.stderr)
         return 2
-    idnet = default_identity_net() if args.id_weight > 0 or args.id_spread > 0 else None
+    idnet = default_identity_net() if args.id_weight > 0 or args.id_spread > 0 or args.id_keep > 0 else None
     imit_res = min(args.imit_res or res, res)
     disco = None
     if args.pairs_weight > 0 or args.lm_weight > 0 or args.head:
@@ -417,11 +430,17 @@ def main(argv: list[str] | None = None) -> int:
         fr = None
         if step % args.imit_every == args.imit_every - 1:
             lat = sample_latents(args.batch // 2, generator=g)
+            twins = args.id_keep > 0 and idnet is not None and step % args.id_every == args.id_every - 1
             with torch.no_grad():
                 cr = decoders.decode(lat)
                 pose_override(cr, g)
                 if args.imit_expr > 0:
                     strong_expressions(cr, args.imit_expr, g)
+                if twins:  # rows i and i + q: one person (identity, albedo, code), other expression/light/pose
+                    q = len(lat.noise) // 2
+                    cr.identity[q:2 * q] = cr.identity[:q]
+                    cr.albedo[q:2 * q] = cr.albedo[:q]
+                    lat.noise[q:2 * q] = lat.noise[:q]
                 if disco is not None and disco.head is not None:
                     r_img, r_mask = disco.imitation_target(cr)
                 else:
@@ -445,8 +464,15 @@ def main(argv: list[str] | None = None) -> int:
                     got = got[h:]
                 else:
                     got = idnet.embed_crops(fr)
+                same = None
+                if twins:
+                    terms["keep"] = F.relu((got[:q] - got[q:2 * q]).norm(dim=1) - ID_KEEP_MARGIN).mean()
+                    loss = loss + args.id_keep * terms["keep"]
+                    same = torch.zeros(len(got), dtype=torch.long)
+                    same[:2 * q] = torch.arange(q).repeat(2)
+                    same[2 * q:] = torch.arange(q, q + len(got) - 2 * q)
                 if args.id_spread > 0:  # random samples must be different people
-                    terms["spread"] = spread_term(got, ID_SPREAD_MARGIN)
+                    terms["spread"] = spread_term(got, ID_SPREAD_MARGIN, same)
                     loss = loss + args.id_spread * terms["spread"]
         if args.pairs_weight > 0 and step % args.pairs_every == 0:
             terms["pairs"] = pair_loss(disco, G, decoders, args.batch // 4, "expression"
