@@ -290,7 +290,8 @@ class MainWindow(QMainWindow):
         w = QWidget()
         lay = QVBoxLayout(w)
         gen = self.session.generator
-        what = ("Identity detail: eyes, brows, nose and skin beyond the 3D shape (a face-recognition code)"
+        what = ("Identity code: the face-recognition code the generator was trained with (at this training scale "
+                "it changes hair, background and detail more than the person; Randomise identity draws a new one)"
                 if gen is not None and gen.G.identity_noise
                 else "Noise: hair, background and everything the 3D model does not describe")
         lay.addWidget(QLabel(what + ("" if gen else " (only visible with generator weights)") + "."))
