@@ -224,11 +224,19 @@ def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, re
             save_image(save_dir / tag / f"open{i:02d}.png", opened[i])
     subject = E.generator_subject(fg, tag)
     rnet, idnet = default_rnet(), default_identity_net()
+    jaw = []  # the R-Net's jawOpen read back for jawOpen 0 / 0.4 / 0.8 (other expressions zero)
+    j = fg.exp_names.index("jawOpen")
+    for v in (0.0, 0.4, 0.8):
+        cj = c.clone()
+        cj.expression[:] = 0
+        cj.expression[:, j] = v
+        with torch.no_grad():
+            jaw.append(float(rnet.predict(fg.synthesize(cj, noise, psi)).expression[:, j].mean()))
     ctl = E.control_accuracy(subject, rnet, n=32)
     idp = E.identity_preservation(subject, idnet, n=24)
     fid = E.fid_id(subject, idnet, real_crops, n=256)
     return {"file": str(path or "assets/generator.safetensors"), "res": res, "same": same, "median": med,
-            "same_noise": same_noise,
+            "same_noise": same_noise, "jaw": jaw,
             "found": found, "sharp": laplacian_energy(faces), "mouth": mouth, "fid_id": fid,
             "yaw_err": ctl["yaw_err_deg"], "yaw_slope": ctl["yaw_slope"], "kept": idp["identity_kept_share"]}
 
@@ -256,8 +264,8 @@ def goals(args) -> int:
           f"{n_open} open-mouth test photos")
     print("| weights | same-person pairs (goal ≤ 15 %) | median dlib dist | faces found | sharpness ratio "
           "(goal ≥ 0.8) | mouth RGB, jawOpen 0.8 | purple B−G | FID-id | yaw err ° (≤ 3) | yaw slope | "
-          "identity kept (≥ 95 %) | same person, noise alone varied |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "identity kept (≥ 95 %) | same person, noise alone varied | R-Net jawOpen for 0 / 0.4 / 0.8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| UTKFace photos | {100 * r_same:.0f} % | {r_med:.3f} | {r_found}/{args.n} | 1.00 ({r_sharp:.2f}) | "
           f"{' '.join(f'{v:.0f}' for v in real_mouth)} | {real_mouth[2] - real_mouth[1]:+.0f} | – | – | – | – |")
     for tag, r in zip([t for t, _ in files], rows):
@@ -265,7 +273,8 @@ def goals(args) -> int:
         print(f"| {tag}: {Path(r['file']).name} | {100 * r['same']:.0f} % | {r['median']:.3f} | {r['found']}/{args.n} "
               f"| {r['sharp'] / r_sharp:.2f} ({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | "
               f"{m[2] - m[1]:+.0f} | {r['fid_id']:.3f} | {r['yaw_err']:.1f} | {r['yaw_slope']:.2f} | "
-              f"{100 * r['kept']:.0f} % | {100 * r['same_noise']:.0f} % |")
+              f"{100 * r['kept']:.0f} % | {100 * r['same_noise']:.0f} % | "
+              f"{' / '.join(f'{v:.2f}' for v in r['jaw'])} |")
     if lo is not None:
         print(f"real open-mouth colour, 10th-90th percentile per photo: R {lo[0]:.0f}-{hi[0]:.0f}, "
               f"G {lo[1]:.0f}-{hi[1]:.0f}, B {lo[2]:.0f}-{hi[2]:.0f}; B−G "
