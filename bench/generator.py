@@ -267,7 +267,7 @@ def goals(args) -> int:
           "identity kept (≥ 95 %) | same person, noise alone varied | R-Net jawOpen for 0 / 0.4 / 0.8 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| UTKFace photos | {100 * r_same:.0f} % | {r_med:.3f} | {r_found}/{args.n} | 1.00 ({r_sharp:.2f}) | "
-          f"{' '.join(f'{v:.0f}' for v in real_mouth)} | {real_mouth[2] - real_mouth[1]:+.0f} | – | – | – | – |")
+          f"{' '.join(f'{v:.0f}' for v in real_mouth)} | {real_mouth[2] - real_mouth[1]:+.0f} | – | – | – | – | – | – |")
     for tag, r in zip([t for t, _ in files], rows):
         m = r["mouth"]
         print(f"| {tag}: {Path(r['file']).name} | {100 * r['same']:.0f} % | {r['median']:.3f} | {r['found']}/{args.n} "
