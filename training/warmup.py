@@ -21,8 +21,21 @@ after an hour. Before the adversarial stages we therefore give G a supervised st
   same code the GAN uses. ``--steps`` fixes the step count so two runs from one checkpoint, with and without pairs,
   make the paper's stage-1 vs stage-1+2 ablation (see README, "Ablation").
 
-The result is a generator whose factors already act like the 3DMM's, blurrier than a GAN; ``training gan
---preset cpu64ft --init <exported generator>`` fine-tunes it adversarially (the GPU presets skip this stage).
+Generator v2 (the shipped weights; flags and runs in assets/MODEL_CARD.md) adds, fine-tuning v1 with ``--init``:
+
+* **full-head imitation** (``--head --imit-res 32``): the target is the face + mouth interior + eyes render, compared
+  area-downsampled to 32 px, so the flat render teaches colour and layout (teeth, not purple) but not smoothness;
+* **identity codes** (``--id-codes``): z_i is the whitened PCA of photo i's face descriptor (``training/idcodes.py``)
+  instead of a learned code; the exported generator carries the PCA (``Generator(identity_noise=True)``);
+* **a patch discriminator** (``--adv-weight``; RGB + high-pass, DiffAugment, R1 every 8 steps) on real photos against
+  the step's reconstructions and samples — sharpness;
+* **identity terms on the random samples**: ``--id-spread`` pushes the descriptors of different people apart,
+  ``--id-keep`` makes half the samples twins of the other half (same identity, other expression / light / pose)
+  whose descriptors must stay close; ``--id-weight`` (descriptor = the code's) is kept for experiments: it
+  collapsed every face to one person (MODEL_CARD).
+
+The result is a generator whose factors already act like the 3DMM's; ``training gan --preset cpu64ft --init
+<exported generator>`` fine-tunes it with the GAN loop instead (the GPU presets skip this stage).
 ``--init`` also lets a warm-up run start from an exported generator file.
 Resumable (``--resume``), time-boxed (``--minutes``), exports ``assets/generator.safetensors`` with ``--export``.
 """
@@ -478,8 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             terms["pairs"] = pair_loss(disco, G, decoders, args.batch // 4, "expression"
                                        if (step // args.pairs_every) % 2 == 0 else "light", g, pose_override)
             loss = loss + args.pairs_weight * terms["pairs"]
-        fakes = torch.cat([fake] + ([fr] if fr is not None else [])) * 2 - 1
-        if D is not None:
+        if D is not None:  # this step's reconstructions and samples, in [-1, 1] as D sees photos
+            fakes = torch.cat([fake] + ([fr] if fr is not None else [])) * 2 - 1
             D.requires_grad_(False)
             terms["adv"] = g_nonsaturating(D(diff_augment(fakes, augment)))
             loss = loss + args.adv_weight * terms["adv"]
