@@ -28,12 +28,9 @@ class IdentityCodes:
     explained: float      # share of the descriptor variance the k directions hold
 
     def descriptors(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, 128) descriptors a code ``z`` (B, k) stands for: the part of the descriptor the k components hold."""
+        """(B, 128) descriptors a code ``z`` (B, k) stands for: the part of the descriptor the k components hold.
+        The way back (descriptor → code) is ``Generator.identity_code``, from the PCA the exported file carries."""
         return self.mean.to(z) + (z * self.std.to(z)) @ self.basis.to(z)
-
-    def encode(self, desc: torch.Tensor) -> torch.Tensor:
-        """(B, k) codes of descriptors (B, 128): projection on the basis, whitened."""
-        return ((desc - self.mean.to(desc)) @ self.basis.to(desc).t()) / self.std.to(desc)
 
 
 @torch.no_grad()
