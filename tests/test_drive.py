@@ -394,16 +394,17 @@ def test_drive_without_audio_and_cancel_leaves_nothing(clip, track, session_targ
 
 
 def test_cli_errors_are_one_line(tmp_path, clip, session_target, capsys):
-    from engine.drive.cli import main
+    from engine.cli import main
 
     bad = tmp_path / "x.mp4"
     bad.write_bytes(b"")
-    assert main(["--video", str(bad), "--target", str(session_target), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert main(["drive", "--video", str(bad), "--target", str(session_target), "-o", str(tmp_path / "o.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: x.mp4: the file is empty"]
-    assert main(["--video", str(clip["audio"]), "--target", str(session_target), "-o", str(tmp_path / "o.avi")]) == 2
+    assert main(["drive", "--video", str(clip["audio"]), "--target", str(session_target), "-o",
+                 str(tmp_path / "o.avi")]) == 2
     assert "must be an .mp4" in capsys.readouterr().err
-    assert main(["--video", str(clip["audio"]), "--target", str(tmp_path / "none.jpg"), "-o",
+    assert main(["drive", "--video", str(clip["audio"]), "--target", str(tmp_path / "none.jpg"), "-o",
                  str(tmp_path / "o.mp4")]) == 2
     assert "target not found" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()

@@ -15,19 +15,30 @@ fit of the first good frames, identities averaged). Each frame then solves only 
 and pose (3) against its landmarks with a few damped Gauss-Newton steps, the Jacobian from forward-mode autodiff
 through :class:`~engine.face.fitting.LandmarkGeometry`, starting from the previous frame and pulled weakly toward
 R-Net's expression. The crop's in-plane rotation removed by the alignment is added back to the roll.
+
+The whole video (:func:`track_video` → :class:`Track`): stream the frames (:mod:`engine.drive.video`), observe
+each, fix identity/albedo/light from the first good frames, solve expression + pose per frame, hold the last fit
+over frames without a face (counted) and smooth every coefficient with a One-Euro filter
+(:mod:`engine.drive.smoothing`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 
+from engine.drive.errors import DriveCancelled, NoFaceError
+from engine.drive.smoothing import OneEuroFilter
+from engine.drive.video import VideoError, VideoInfo, iter_frames, probe_video
 from engine.face.fitting import LANDMARK_WEIGHTS, LandmarkGeometry, fit_coefficients
-from engine.face.model import Coefficients, FaceModel
+from engine.face.model import N_EXP, Coefficients, FaceModel, default_model
 from engine.perception import align, dlib_files
+from engine.perception.rnet import default_rnet
 from engine.render import FaceRenderer
 
 NCC_SIZE = 32
@@ -35,6 +46,11 @@ LOCAL_FACE_PX = 100  # the lost face's last box is scaled to about this size for
 # expressions the 68 landmarks show well (weaker prior) and those they cannot show at all (gaze: no iris points)
 KEY_EXPRESSIONS = ("jawOpen", "mouthSmile", "eyeBlink", "browInnerUp", "browDown", "browOuterUp")
 UNSEEN_EXPRESSIONS = ("eyeLook",)
+IDENTITY_FRAMES = 8  # good frames used to fix identity / albedo / light
+IDENTITY_SPAN = 90  # ... taken among the first this many good frames
+RNET_EVERY = IDENTITY_SPAN // IDENTITY_FRAMES  # R-Net reads every this many of those (and every re-detection)
+# One-Euro settings: (min_cutoff Hz, beta) for pose (radians) and expression weights
+SMOOTHING = {"pose": (0.8, 6.0), "expression": (1.5, 3.0), "d_cutoff": 1.0}
 
 
 def expression_prior_weights(exp_names) -> np.ndarray:
@@ -474,3 +490,168 @@ class ExpressionPoseSolver:
             if np.abs(d).max() < 1e-4:
                 break
         return x
+
+
+# ------------------------------------------------------------------------------------------------ the video
+@dataclass
+class Track:
+    """Per-frame expression + pose of a video's face (index = frame)."""
+
+    info: VideoInfo
+    raw: np.ndarray  # (T, 56): expression (53) then yaw, pitch, roll (radians, roll in the frame's plane)
+    smoothed: np.ndarray  # (T, 56) after the One-Euro filter
+    found: np.ndarray  # (T,) bool: a face was tracked in the frame (else the last fit is held)
+    base: Coefficients  # batch 1: the source's identity, albedo, light (expression/pose zero)
+    exp_names: tuple
+    n_detections: int = 0
+    ms_track: list = field(default_factory=list)  # per found frame: landmarks + align + R-Net (+ detection)
+    ms_fit: list = field(default_factory=list)  # per found frame: the expression + pose solve
+    notes: list = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.raw)
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    @property
+    def n_lost(self) -> int:
+        return int((~self.found).sum())
+
+    @property
+    def first_found(self) -> int:
+        return int(np.argmax(self.found))
+
+    def values(self, smoothed: bool = True) -> np.ndarray:
+        return self.smoothed if smoothed else self.raw
+
+    def coefficients(self, i: int, smoothed: bool = True) -> Coefficients:
+        """The source's own coefficients at frame ``i`` (batch 1)."""
+        v = self.values(smoothed)[i]
+        c = self.base.clone()
+        c.expression = torch.as_tensor(v[:N_EXP], dtype=torch.float32)[None].clone()
+        c.pose = torch.as_tensor(v[N_EXP:], dtype=torch.float32)[None].clone()
+        return c
+
+    def series(self, name: str, smoothed: bool = True) -> np.ndarray:
+        """(T,) one coefficient over time: an expression name, or yaw / pitch / roll (degrees)."""
+        v = self.values(smoothed)
+        if name in ("yaw", "pitch", "roll"):
+            return np.degrees(v[:, N_EXP + ("yaw", "pitch", "roll").index(name)])
+        return v[:, self.exp_names.index(name)]
+
+    def summary(self) -> str:
+        s = f"{self.n_frames} frames at {self.fps:.3g} fps, face tracked in {self.n_frames - self.n_lost}"
+        if self.n_lost:
+            s += f"; {self.n_lost} frame(s) without a face held the last fit"
+        return s
+
+
+def _smooth(raw: np.ndarray, fps: float, params: dict | None = None) -> np.ndarray:
+    p = dict(SMOOTHING, **(params or {}))
+    mc = np.concatenate([np.full(N_EXP, p["expression"][0]), np.full(3, p["pose"][0])])
+    beta = np.concatenate([np.full(N_EXP, p["expression"][1]), np.full(3, p["pose"][1])])
+    f = OneEuroFilter(fps, mc, beta, p["d_cutoff"])
+    out = f.filter_sequence(raw)
+    out[:, :N_EXP] = np.clip(out[:, :N_EXP], 0.0, 1.0)
+    return out
+
+
+def _unwrap_roll(vals: list[np.ndarray]) -> None:
+    """Keep roll continuous across +-pi (in place)."""
+    for a, b in zip(vals, vals[1:]):
+        d = b[N_EXP + 2] - a[N_EXP + 2]
+        b[N_EXP + 2] -= 2 * math.pi * round(d / (2 * math.pi))
+
+
+def track_video(video, progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
+                smoothing: dict | bool | None = None, detect_every: int = 60, model=None, rnet=None,
+                info: VideoInfo | None = None, full_search_every: int = 10) -> Track:
+    """Track and fit the face of every frame of ``video`` (a path). ``progress(done, total)``: tracking is the
+    first half, the per-frame fit the second. A lost face is looked for around its last box every frame and on
+    the full frame every ``full_search_every`` frames (:class:`~engine.drive.track.FaceTracker`).
+
+    Raises :class:`VideoError` (unreadable video), :class:`NoFaceError` (no face in any frame),
+    :class:`DriveCancelled`."""
+    info = info or probe_video(video)
+    model = model or default_model()
+    rnet = rnet or default_rnet()
+    renderer = renderer_for(model)
+    tracker = FaceTracker(rnet, detect_every=detect_every, full_search_every=full_search_every)
+    size = tracker.crop_size
+    obs: list[Observation | None] = []
+    ms_track = []
+    n = 0
+    n_found = 0
+    for frame in iter_frames(info):
+        if cancel is not None and cancel():
+            raise DriveCancelled("cancelled")
+        t0 = time.perf_counter()
+        # R-Net where its reading is used: the frames the identity may come from, and each re-detection (a new start)
+        o = tracker.observe(frame, n, need_rnet=n_found < IDENTITY_SPAN and n_found % RNET_EVERY == 0)
+        if o is not None:
+            n_found += 1
+            ms_track.append((time.perf_counter() - t0) * 1000.0)
+        obs.append(o)
+        n += 1
+        if progress is not None:  # tracking is the first half of the work, the fit the second
+            progress(n, 2 * max(n, info.n_frames))
+    if n == 0:
+        raise VideoError(f"{info.path.name}: the video has no frames (zero-length)")
+    good = [o for o in obs if o is not None]
+    if not good:
+        raise NoFaceError(f"{info.path.name}: no face found in any of its {n} frames (use a video with a clearly "
+                          f"visible, roughly frontal face)")
+    # identity / albedo / light from a few good frames near the start (spread over the first IDENTITY_SPAN)
+    early = [o for o in good[:IDENTITY_SPAN] if o.rnet is not None]
+    pick = [early[int(i)] for i in np.unique(np.linspace(0, len(early) - 1, min(IDENTITY_FRAMES, len(early)))
+                                             .round().astype(int))]
+    base = estimate_identity(pick, model, renderer, size)
+    solver = ExpressionPoseSolver(model, renderer, base.identity, size)
+    raw = []
+    found = np.zeros(n, bool)
+    ms_fit = []
+    prev = None  # the previous frame's solution in its crop (expression, pose, 2D similarity)
+    for i, o in enumerate(obs):
+        if i % 16 == 0:
+            if cancel is not None and cancel():
+                raise DriveCancelled("cancelled")
+            if progress is not None:
+                progress(n + i, 2 * n)
+        if o is None:
+            raw.append(None)
+            continue
+        found[i] = True
+        prior = None if o.rnet is None else o.rnet.expression[0].numpy().astype(np.float64)
+        if prev is None or (o.detected and o.rnet is not None):  # a (re)start: from R-Net's reading
+            x0 = np.concatenate([prior, o.rnet.pose[0].numpy()])
+        else:
+            x0 = prev
+        t0 = time.perf_counter()
+        prev = solver.solve(o.landmarks, x0, prior)
+        ms_fit.append((time.perf_counter() - t0) * 1000.0)
+        x_frame = prev[:N_EXP + 3].copy()
+        # the crop's pose -> the frame's: compose the in-plane rotation the alignment removed
+        x_frame[N_EXP:] = pose_from_rotation(rotation_np([0.0, 0.0, o.roll_offset]) @ rotation_np(prev[N_EXP:N_EXP + 3]))
+        raw.append(x_frame)
+    # hold the last fit over frames without a face (and the first fit before the first face)
+    first = next(v for v in raw if v is not None)
+    last = first
+    for i in range(n):
+        if raw[i] is None:
+            raw[i] = last.copy()
+        else:
+            last = raw[i]
+    _unwrap_roll(raw)
+    raw = np.stack(raw)
+    smoothed = raw.copy() if smoothing is False else _smooth(raw, info.fps, smoothing or None)
+    if progress is not None:
+        progress(2 * n, 2 * n)
+    notes = list(info.notes)
+    lost = int((~found).sum())
+    if lost:
+        notes.append(f"no face in {lost} of {n} frames: the last fit was held there")
+    return Track(info=info, raw=raw, smoothed=smoothed, found=found, base=base, exp_names=model.exp_names,
+                 n_detections=tracker.n_detections, ms_track=ms_track, ms_fit=ms_fit, notes=notes)

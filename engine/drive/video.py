@@ -27,6 +27,7 @@ from typing import Iterator
 import imageio_ffmpeg
 import numpy as np
 
+from engine.drive.errors import DriveCancelled
 
 MAX_TRACK_SIDE = 1280
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic")
@@ -313,8 +314,6 @@ def write_video(frames, path, fps: float, audio_from=None, progress=None, cancel
     try:
         for f in frames:
             if cancel is not None and cancel():
-                from engine.drive import DriveCancelled
-
                 raise DriveCancelled("cancelled")
             w.append(f)
             if progress is not None:

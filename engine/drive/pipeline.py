@@ -1,0 +1,162 @@
+"""A drive, step by step: read the video (:mod:`~engine.drive.video`) → track it (:mod:`~engine.drive.track`) →
+retarget each frame (:mod:`~engine.drive.retargeting`) → render it through the target
+(:mod:`~engine.drive.targets`) → write the MP4 at the target's size with the source's frame count, fps and audio
+(atomic), optionally a side-by-side preview and the track as a session JSON whose keyframes the editor opens.
+
+Errors a user can cause are :class:`~engine.drive.errors.DriveError` (a ValueError) or the video module's
+:class:`~engine.drive.video.VideoError`; a cancel raises :class:`~engine.drive.errors.DriveCancelled`; neither
+leaves a partial output file.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from engine.drive.errors import DriveCancelled, DriveError
+from engine.drive.retargeting import retarget
+from engine.drive.targets import Target, load_target
+from engine.drive.track import Track, track_video
+from engine.drive.video import VideoWriter, iter_frames, probe_video
+from engine.editing.session import SessionError
+
+__all__ = ["DriveResult", "drive", "save_track_session", "side_by_side_frame"]
+
+
+@dataclass
+class DriveResult:
+    output: Path
+    track: Track
+    n_frames: int
+    fps: float
+    size: tuple
+    audio: bool
+    side_by_side: Path | None = None
+    track_file: Path | None = None
+    seconds: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        s = (f"wrote {self.output} ({self.n_frames} frames, {self.fps:.3g} fps, {self.size[0]}x{self.size[1]}, "
+             f"{'with' if self.audio else 'no'} audio); {self.track.summary()}")
+        return s
+
+
+def side_by_side_frame(source: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """source | result at the result's height."""
+    h = result.shape[0]
+    sw = max(2, int(round(source.shape[1] * h / source.shape[0])))
+    src = cv2.resize(source, (sw, h), interpolation=cv2.INTER_AREA)
+    return np.concatenate([src, result], 1)
+
+
+def save_track_session(track: Track, target: Target, path, every: int = 1, **retarget_kw) -> Path:
+    """The driven coefficients as a session whose keyframes (one per ``every`` frames, at the frame's time)
+    the editor opens, scrubs and edits: all keyframes in one ``Session.set_keyframes`` call (one undo step, linear
+    time). A photo target's track is a photo-mode session (the photo's path and fit): it reopens without refitting."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise DriveError(f"the track file must end in .json: {path.name}")
+    if not path.parent.exists():
+        raise DriveError(f"folder {path.parent} does not exist")
+    every = max(1, int(every))
+    sess = target.session()
+    noise = target.noise if target.noise is not None else sess.noise
+    idx = list(range(0, track.n_frames, every))
+    if idx[-1] != track.n_frames - 1:
+        idx.append(track.n_frames - 1)
+    noise = noise.clone()  # keyframes share it (snapshots are never changed in place)
+    sess.set_keyframes([(i / track.fps, (retarget(target.coeffs, track, i, **retarget_kw), noise)) for i in idx])
+    sess.set_coefficients(retarget(target.coeffs, track, idx[0], **retarget_kw), noise, commit=False)
+    try:
+        sess.save(path)
+    except SessionError as exc:
+        raise DriveError(str(exc)) from None
+    return path
+
+
+def drive(video, target, output, *, expression_only: bool = False, expression_strength: float = 1.0,
+          pose_strength: float = 1.0, relative_expression: bool = False, side_by_side=None, track_path=None,
+          track_every: int = 1, size: int | None = None, keep_audio: bool = True, smoothing=None,
+          progress: Callable[[str, int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
+          track: Track | None = None) -> DriveResult:
+    """Drive ``target`` (a :class:`Target`, a photo path or a session .json) from ``video``; write ``output``
+    (.mp4). ``side_by_side``: a path, or True for ``<output stem>_side_by_side.mp4``. ``progress(stage, done,
+    total)`` with stage "target", "tracking" or "rendering"."""
+    times = {}
+    output = Path(output)
+    if output.suffix.lower() != ".mp4":
+        raise DriveError(f"the output must be an .mp4 file, got {output.name}")
+    if not output.parent.exists():
+        raise DriveError(f"folder {output.parent} does not exist")
+    sbs = None
+    if side_by_side:
+        sbs = output.with_name(output.stem + "_side_by_side.mp4") if side_by_side is True else Path(side_by_side)
+        if sbs.suffix.lower() != ".mp4":
+            raise DriveError(f"the side-by-side preview must be an .mp4 file, got {sbs.name}")
+        if not sbs.parent.exists():
+            raise DriveError(f"folder {sbs.parent} does not exist")
+    if track_path is not None:
+        tp = Path(track_path)
+        if tp.suffix.lower() != ".json":
+            raise DriveError(f"the track file must end in .json: {tp.name}")
+        if not tp.parent.exists():
+            raise DriveError(f"folder {tp.parent} does not exist")
+    for name, v in (("expression strength", expression_strength), ("pose strength", pose_strength)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 2.0):
+            raise DriveError(f"{name} must be between 0 and 2, got {v}")
+    cancel_fn = cancel.is_set if hasattr(cancel, "is_set") else cancel
+    info = probe_video(video) if track is None else track.info
+    t0 = time.perf_counter()
+    if not isinstance(target, Target):
+        if progress is not None:
+            progress("target", 0, 1)
+        target = load_target(target, size, cancel=cancel_fn)
+    times["target"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if track is None:
+        track = track_video(video, progress=(lambda d, t: progress("tracking", d, t)) if progress else None,
+                            cancel=cancel_fn, smoothing=smoothing, info=info)
+    times["tracking"] = time.perf_counter() - t0
+    kw = dict(expression_strength=expression_strength, pose_strength=pose_strength,
+              head_motion=not expression_only, relative_expression=relative_expression)
+    n = track.n_frames
+    audio_src = info.path if keep_audio and info.has_audio else None
+    writers = [VideoWriter(output, track.fps, audio_src, n)]
+    if sbs is not None:
+        writers.append(VideoWriter(sbs, track.fps, audio_src, n))
+    sources = iter_frames(info) if sbs is not None else None
+    t0 = time.perf_counter()
+    try:
+        for i in range(n):
+            if cancel_fn is not None and cancel_fn():
+                raise DriveCancelled("cancelled")
+            img = target.render(retarget(target.coeffs, track, i, **kw))
+            writers[0].append(img)
+            if sources is not None:
+                src = next(sources, None)
+                if src is not None:  # (a resampled VFR source can end a frame early: the preview is shorter)
+                    writers[1].append(side_by_side_frame(src, img))
+            if progress is not None:
+                progress("rendering", i + 1, n)
+        for w in writers:
+            w.finish()
+        tf = None
+        if track_path is not None:
+            tf = save_track_session(track, target, track_path, every=track_every, **kw)
+        for w in writers:
+            w.commit()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    finally:
+        if sources is not None:
+            sources.close()
+    times["rendering"] = time.perf_counter() - t0
+    return DriveResult(output=output, track=track, n_frames=n, fps=track.fps, size=target.size,
+                       audio=audio_src is not None, side_by_side=sbs, track_file=tf, seconds=times)

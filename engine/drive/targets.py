@@ -1,0 +1,149 @@
+"""Render targets: what a drive puts the motion on (the fourth step) — a photo (photo mode, at its own
+resolution) or a session (generator face, or the 3DMM preview). Each gives base coefficients, renders driven
+coefficients to an image, and makes the session the keyframe track is saved in.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.drive.errors import DriveCancelled, DriveError
+from engine.editing.photo_import import PhotoSource
+from engine.editing.session import Session
+from engine.face.model import Coefficients
+from engine.photo.fit import PhotoFitCancelled, fit_photo
+from engine.photo.renderer import PhotoRenderer
+
+__all__ = ["Target", "SessionTarget", "PhotoTarget", "load_target", "PHOTO_SUFFIXES"]
+
+
+class Target:
+    """What gets driven: base coefficients (identity, albedo, light...), how to render them, and the reference
+    image for identity checks."""
+
+    kind = "target"
+    coeffs: Coefficients
+    noise: torch.Tensor | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:  # (width, height) of the rendered frames
+        raise NotImplementedError
+
+    def render(self, coeffs: Coefficients) -> np.ndarray:
+        raise NotImplementedError
+
+    def reference_image(self) -> np.ndarray:
+        return self.render(self.coeffs)
+
+    def session(self):
+        """A session holding this target (for the keyframe track)."""
+        raise NotImplementedError
+
+
+class SessionTarget(Target):
+    """A saved session (generator face, or the 3DMM preview without generator weights), or — with
+    :meth:`from_session` — the editor's live session (its current face is copied; the session is only read)."""
+
+    kind = "session"
+
+    def __init__(self, path, size: int | None = None, generator="auto", session=None):
+        self.path = Path(path) if path is not None else None
+        self.sess = session if session is not None else Session.load(self.path, generator=generator)
+        self.coeffs = self.sess.coeffs.clone()
+        self.noise = self.sess.noise.clone()
+        if size is not None and not 32 <= int(size) <= 2048:
+            raise DriveError(f"size must be between 32 and 2048 px, got {size}")
+        self._size = int(size or self.sess.native_size)
+        wo = self.sess.w_offsets
+        self._w_offsets = None if wo is None else wo.clone()
+
+    @classmethod
+    def from_session(cls, session, size: int | None = None) -> "SessionTarget":
+        return cls(None, size, session=session)
+
+    @property
+    def size(self):
+        return (self._size, self._size)
+
+    def render(self, coeffs):
+        return self.sess.render_state(coeffs, self.noise, self._size, w_offsets=self._w_offsets).image
+
+    def session(self):
+        """A session for the keyframe track: the loaded file's, or a fresh copy of a live session's face."""
+        if self.path is not None:
+            return self.sess
+        fd, tmp = tempfile.mkstemp(suffix=".json")  # an exact copy (noise, truncation, offsets) via the file format
+        os.close(fd)
+        try:
+            self.sess.save(tmp)
+            s = Session.load(tmp, model=self.sess.model, generator=self.sess.generator)
+        finally:
+            os.unlink(tmp)
+        s.set_coefficients(self.coeffs.clone(), self.noise.clone(), commit=False)
+        return s
+
+
+class PhotoTarget(Target):
+    """A photo, edited at its own resolution by photo mode (``engine.photo``)."""
+
+    kind = "photo"
+
+    def __init__(self, path, max_side: int | None = None, progress=None, cancel=None):
+        self.path = Path(path)
+        try:
+            self.fit = fit_photo(str(self.path), progress=progress, cancel=cancel)
+        except PhotoFitCancelled:
+            raise DriveCancelled("cancelled") from None
+        self.renderer = PhotoRenderer(self.fit)
+        self.coeffs = self.fit.coeffs.detach().clone()
+        self.max_side = max_side
+        h, w = self.fit.image.shape[:2]
+        s = 1.0 if max_side is None else min(1.0, int(max_side) / max(h, w))
+        self._size = (max(1, round(w * s)), max(1, round(h * s))) if s < 1 else (w, h)
+
+    @property
+    def size(self):
+        return self._size
+
+    def render(self, coeffs):
+        img = self.renderer.render(coeffs, max_side=self.max_side).image
+        if (img.shape[1], img.shape[0]) != self._size:
+            img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
+        return img
+
+    def reference_image(self):
+        img = np.asarray(self.fit.image)
+        if (img.shape[1], img.shape[0]) != self._size:
+            img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
+        return img
+
+    def session(self):
+        """A photo-mode session of this photo and its fit (saved with the fit: it reopens without refitting)."""
+        s = Session(generator=None)
+        photo = PhotoSource(str(self.path), self.fit)
+        s.history.replace_silently(s.state.edited(coeffs=s.conform.coeffs(self.coeffs), photo=photo, w_offsets=None,
+                                                  keyframes=()))
+        s.source = str(self.path)
+        return s
+
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_target(path, size: int | None = None, progress=None, cancel=None) -> Target:
+    """A session file (.json) or a photo; ``size``: the session's render size / the photo's longest side."""
+    p = Path(path)
+    if not p.exists():
+        raise DriveError(f"target not found: {p}")
+    suf = p.suffix.lower()
+    if suf == ".json":
+        return SessionTarget(p, size)
+    if suf in PHOTO_SUFFIXES:
+        return PhotoTarget(p, max_side=size, progress=progress, cancel=cancel)
+    raise DriveError(f"the target must be a photo ({', '.join(PHOTO_SUFFIXES)}) or a session (.json), "
+                     f"got {p.name}")
