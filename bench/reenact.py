@@ -1,0 +1,245 @@
+"""Self-reenactment (issues 20 and 21, DESIGN.md §9): drive the first frame of each real talking-head clip with the
+clip itself and ask the judges' yardstick (``../shared/tools/judge.py reenact``) how close the driven video is to
+the real one, and how its motion follows the real motion.
+
+For each clip of ``talking-heads`` (``DISCOFACE_DATA``): the first ``--seconds`` are re-encoded as the driver
+(``<out>/<clip>/driver.mp4``, near-lossless), frame 0 of the original is the photo (``frame0.png``), ``discoface
+drive``'s API (:func:`engine.drive.drive`) writes ``driven.mp4`` at the photo's size, and ``judge.py reenact``
+compares it with the *original* clip (it uses as many frames as the driven video has; every 5th). Printed per clip
+and as a mean: the PSNR gain over frame 0 held still inside the real head box and on crops aligned by each frame's
+own eyes and mouth, and the read-back of the driven motion against the real one (correlation r and slope of
+driven on real: eye opening, iris x, head x, head size, yaw, roll; 1 = same size). The load average is printed
+(the machine is shared). A contact sheet per clip (real above, driven below, a few frames) is written to
+``<out>/<clip>/sheet.png``.
+
+    python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
+                            [--keep-placement] [--expression-strength 1] [--pose-strength 1] [--jobs 1]
+
+Nothing from the shared data is written into the repository (everything goes to ``--out``, git-ignored by default).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from engine import config  # noqa: E402
+
+SERIES = ("eye opening", "iris x", "head x", "head size", "yaw", "roll")
+
+
+def clips_dir() -> Path:
+    return config.data_dir() / "talking-heads"
+
+
+def judge_path() -> Path:
+    return config.REPO_ROOT.parent / "shared" / "tools" / "judge.py"
+
+
+def read_frames(path: Path, n: int | None = None) -> list[np.ndarray]:
+    import imageio.v3 as iio
+
+    out = []
+    for f in iio.imiter(path):
+        out.append(np.asarray(f)[..., :3])
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def prepare(clip: Path, folder: Path, seconds: float | None) -> tuple[Path, Path, int]:
+    """The driver (first ``seconds`` of ``clip``, re-encoded near-lossless, no audio) and frame 0 as a PNG."""
+    import imageio_ffmpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    f0 = read_frames(clip, 1)[0]
+    photo = folder / "frame0.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(f0, cv2.COLOR_RGB2BGR))
+    driver = folder / "driver.mp4"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(clip)]
+    if seconds:
+        cmd += ["-t", f"{seconds:.3f}"]
+    cmd += ["-an", "-c:v", "libx264", "-crf", "8", "-pix_fmt", "yuv444p", str(driver)]
+    subprocess.run(cmd, check=True)
+    return driver, photo, len(read_frames(driver))
+
+
+def judge(clip: Path, driven: Path) -> dict:
+    """``judge.py reenact`` on (the original clip, the driven video), parsed."""
+    r = subprocess.run([sys.executable, str(judge_path()), "reenact", str(clip), str(driven)], capture_output=True,
+                       text=True, timeout=3600)
+    text = r.stdout.strip()
+    res: dict = {"text": text}
+    m = re.search(r"frames (\d+); head box: PSNR driven ([\d.]+) vs still ([\d.]+) \(gain ([+-][\d.]+) dB\).*?"
+                  r"aligned face: PSNR ([\d.]+) vs ([\d.]+) \(gain ([+-][\d.]+) dB\)", text)
+    if m:
+        res.update(frames=int(m[1]), box_driven=float(m[2]), box_still=float(m[3]), box_gain=float(m[4]),
+                   al_driven=float(m[5]), al_still=float(m[6]), al_gain=float(m[7]))
+    for name in SERIES:
+        m = re.search(re.escape(name) + r" r (-?[\d.]+|nan) slope (-?[\d.]+|nan)", text)
+        if m:
+            res[name] = (float(m[1]), float(m[2]))
+    return res
+
+
+def contact_sheet(clip: Path, driven: Path, path: Path, n: int, cols: int = 6, height: int = 256) -> None:
+    """Real frames (top row) above the driven ones (bottom row) at ``cols`` evenly spaced times."""
+    real = read_frames(clip, n)
+    drv = read_frames(driven, n)
+    n = min(len(real), len(drv))
+    idx = np.linspace(0, n - 1, cols).round().astype(int)
+    rows = []
+    for frames in (real, drv):
+        tiles = []
+        for i in idx:
+            f = frames[i]
+            w = round(f.shape[1] * height / f.shape[0])
+            t = cv2.resize(f, (w, height), interpolation=cv2.INTER_AREA)
+            cv2.putText(t, str(i), (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+            tiles.append(t)
+        rows.append(np.concatenate(tiles, 1))
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+
+
+def run_clip(clip: Path, out: Path, args) -> dict:
+    from engine.drive import drive
+
+    folder = out / clip.stem
+    driver, photo, n = prepare(clip, folder, args.seconds)
+    driven = folder / "driven.mp4"
+    kw = dict(expression_strength=args.expression_strength, pose_strength=args.pose_strength, keep_audio=False)
+    if args.keep_placement:
+        kw["keep_placement"] = True
+    t0 = time.perf_counter()
+    drive(driver, photo, driven, **kw)
+    secs = time.perf_counter() - t0
+    res = judge(clip, driven)
+    res.update(clip=clip.stem, n=n, seconds=secs)
+    contact_sheet(clip, driven, folder / "sheet.png", n)
+    return res
+
+
+def load_judge():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("judge", judge_path())
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def iris_check(clips: list[Path], seconds: float | None, every: int = 5) -> str:
+    """engine.perception.iris against the judges' iris reading (``judge._iris``) on every ``every``-th frame of the
+    real clips (dlib landmarks from the judge): correlation and slope of x, for the centroid and the refined centre."""
+    from engine.perception import iris
+
+    jd = load_judge()
+    lines = ["| clip | frames | judge iris x range | centroid r / slope | refined r / slope |", "|---|---|---|---|---|"]
+    for clip in clips:
+        frames = read_frames(clip)
+        if seconds:
+            import imageio.v3 as iio
+
+            fps = float(iio.immeta(clip).get("fps", 25.0))
+            frames = frames[:max(1, int(round(seconds * fps)))]
+        ref, a, b = [], [], []
+        for f in frames[::every]:
+            L = jd._landmarks(f)
+            if L is None:
+                continue
+            j = jd._iris(f, L)
+            g0, g1 = iris.gaze(f, L), iris.gaze(f, L, refine=True)
+            if j is None or g0 is None or g1 is None:
+                continue
+            ref.append(j[0]), a.append(g0[0]), b.append(g1[0])
+        ref, a, b = map(np.array, (ref, a, b))
+        cells = [clip.stem, str(len(ref)), f"{ref.min():+.3f} … {ref.max():+.3f}" if len(ref) else "—"]
+        for v in (a, b):
+            ok = len(ref) > 5 and ref.std() > 1e-6
+            cells.append(f"{np.corrcoef(ref, v)[0, 1]:.2f} / {np.polyfit(ref, v, 1)[0]:.2f}" if ok else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fmt(v, spec="+.2f") -> str:
+    return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
+
+
+def table(results: list[dict]) -> str:
+    head = ["clip", "frames", "s/frame", "box gain dB", "aligned gain dB"] + [f"{s} r / slope" for s in SERIES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["clip"], str(r["n"]), fmt(r["seconds"] / max(r["n"], 1), ".2f"), fmt(r.get("box_gain")),
+                 fmt(r.get("al_gain"))]
+        for s in SERIES:
+            v = r.get(s)
+            cells.append("—" if v is None else f"{v[0]:.2f} / {v[1]:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    ok = [r for r in results if "box_gain" in r]
+    if ok:
+        cells = [f"mean of {len(ok)}", str(sum(r["n"] for r in ok)), "",
+                 fmt(float(np.mean([r["box_gain"] for r in ok]))), fmt(float(np.mean([r["al_gain"] for r in ok])))]
+        for s in SERIES:
+            v = np.array([r[s] for r in ok if s in r], float).reshape(-1, 2)
+            cells.append("—" if not len(v) else f"{np.nanmean(v[:, 0]):.2f} / {np.nanmean(v[:, 1]):.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", nargs="*", help="clip names (stems) in talking-heads; default: all")
+    ap.add_argument("--seconds", type=float, default=5.0, help="drive the first this many seconds (0 = all)")
+    ap.add_argument("--out", default="out/reenact")
+    ap.add_argument("--keep-placement", action="store_true", help="keep the photo's head placement in the frame")
+    ap.add_argument("--expression-strength", type=float, default=1.0)
+    ap.add_argument("--pose-strength", type=float, default=1.0)
+    ap.add_argument("--iris", action="store_true", help="only check the iris tracker against the judge's iris reading "
+                                                        "on the real clips")
+    args = ap.parse_args(argv)
+    folder = clips_dir()
+    if not folder.is_dir():
+        print(f"error: no talking-heads folder at {folder} (set DISCOFACE_DATA)", file=sys.stderr)
+        return 2
+    clips = sorted(folder.glob("*.mp4"))
+    if args.clips:
+        want = {Path(c).stem for c in args.clips}
+        clips = [c for c in clips if c.stem in want]
+        missing = want - {c.stem for c in clips}
+        if missing:
+            print(f"error: no such clip(s): {', '.join(sorted(missing))}", file=sys.stderr)
+            return 2
+    if args.iris:
+        print(iris_check(clips, args.seconds))
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    loads = []
+    for clip in clips:
+        r = run_clip(clip, out, args)
+        loads.append(os.getloadavg()[0])
+        print(f"{clip.stem}: {r['n']} frames, drive {r['seconds']:.0f} s\n  {r['text'].replace(chr(10), chr(10) + '  ')}",
+              flush=True)
+        results.append(r)
+    print()
+    print(table(results))
+    print(f"\n{'keep placement' if args.keep_placement else 'head placement driven'}; first {args.seconds:g} s of "
+          f"each clip; judge.py reenact (every 5th frame); load average {np.mean(loads):.1f} on {os.cpu_count()} "
+          f"cores (shared machine)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
