@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from engine.face.model import Coefficients, FaceModel
 from engine.io.files import to_uint8_image
-from engine.render import Camera, interpolate, rasterize, rotation_matrix, shade
+from engine.render import Camera, interpolate, rasterize_forward, rotation_matrix, shade
 from engine.editing.state import Snapshot
 from engine.photo.renderer import PhotoRenderer, limits_note
 
@@ -122,7 +122,7 @@ class FrameRenderer:
         screen = self.camera.project(cam, size)
         rot = rotation_matrix(c.pose)
         colors = shade(self.model.albedo(c), normals_model @ rot.transpose(1, 2), c.light)
-        frags = rasterize(screen, cam[..., 2], self.model.triangles, size)
+        frags = rasterize_forward(screen, cam[..., 2], self.model.triangles, size)
         image = interpolate(colors, frags, self.model.triangles, background).clamp(0, 1)
         return image, verts @ rot.transpose(1, 2), screen[:, self.model.lm68]
 

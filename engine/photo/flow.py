@@ -29,7 +29,8 @@ from engine.face.model import Coefficients
 from engine.perception.align import Alignment
 from engine.photo.relight import irradiance
 from engine.render.camera import Camera, rotation_matrix
-from engine.render.rasterizer import Fragments, interpolate, rasterize
+from engine.render.fast_raster import rasterize_forward as rasterize  # no gradients here: the compiled z-buffer
+from engine.render.rasterizer import Fragments, interpolate
 
 BOX_SCALE = 2.6  # work box side / crop side
 WORK_RES = 256  # work grid pixels across the box

@@ -7,6 +7,7 @@ import torch
 
 from engine.face.model import Coefficients, FaceModel
 from engine.render.camera import Camera, rotation_matrix
+from engine.render.fast_raster import rasterize_forward
 from engine.render.rasterizer import Fragments, interpolate, pytorch3d_available, rasterize, rasterize_pytorch3d
 from engine.render.shading import shade
 
@@ -27,6 +28,8 @@ class FaceRenderer(torch.nn.Module):
     """R(λ) of DiscoFaceGAN: 3DMM geometry + albedo, SH Lambertian shading, perspective camera."""
 
     def __init__(self, model: FaceModel, camera: Camera | None = None, backend: str = "auto"):
+        """``backend``: "auto" = pytorch3d on a GPU where installed, else the compiled forward rasterizer when no
+        gradient is asked for (nothing to differentiate in ``xy``/``z``), else the torch rasterizer."""
         super().__init__()
         self.model = model
         self.camera = camera or Camera.canonical(model.mean, model.lm68)
@@ -38,7 +41,8 @@ class FaceRenderer(torch.nn.Module):
 
     def _rasterize(self, xy, z, size) -> Fragments:
         use_p3d = self.backend == "pytorch3d" or (self.backend == "auto" and xy.is_cuda and pytorch3d_available())
-        fn = rasterize_pytorch3d if use_p3d else rasterize
+        no_grad = not (torch.is_grad_enabled() and (xy.requires_grad or z.requires_grad))
+        fn = rasterize_pytorch3d if use_p3d else rasterize_forward if self.backend == "auto" and no_grad else rasterize
         return fn(xy, z, self.model.triangles, size)
 
     def geometry(self, c: Coefficients, size: int):

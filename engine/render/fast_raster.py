@@ -1,0 +1,202 @@
+"""Compiled forward rasterizer (no autograd) for the no-gradient paths: photo mode, driving, previews.
+
+Same contract as :func:`engine.render.rasterizer.rasterize` (a :class:`Fragments` with ``face_id``, ``bary``,
+``depth`` and the packed ``pix_*`` arrays), same conventions (pixel centres at ``i + 0.5``, y down, front faces have
+negative signed area, triangles with a vertex closer than 1e-3 dropped, nearest perspective-correct depth wins, ties
+go to the lower triangle id), but drawn by a numba z-buffer: one pass over the triangles, each walking its clipped
+bounding box with incremental edge functions, then one pass over the pixels for the perspective-correct
+barycentrics of the winners. Nothing carries a gradient; fitting and training keep the differentiable rasterizer.
+
+The kernels are compiled once per machine (``cache=True``: numba keeps the machine code next to this file, or in
+``NUMBA_CACHE_DIR``) and release the GIL (``nogil=True``), so frames can be drawn from worker threads.
+:func:`warm_up` compiles / loads them off the interactive path. Tensors on a GPU, or a machine without numba, go to
+the torch rasterizer instead.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from engine.render.rasterizer import Fragments
+from engine.render.rasterizer import rasterize as _torch_rasterize
+
+_kernels = None
+_lock = threading.Lock()
+Z_NEAR = 1e-3  # the torch rasterizer's near limit (camera depth)
+
+
+def _compile():
+    import numba
+
+    @numba.njit(cache=True, nogil=True, fastmath=False)
+    def zbuffer(xy, z, tris, h, w, cull, face_id, zbuf):  # pragma: no cover - compiled
+        """xy (B, V, 2) f32, z (B, V) f32, tris (F, 3) i64 → face_id (B, H, W) i64 (-1 empty), zbuf (B, H, W) f64."""
+        nb = xy.shape[0]
+        nf = tris.shape[0]
+        for b in range(nb):
+            for f in range(nf):
+                i0 = tris[f, 0]
+                i1 = tris[f, 1]
+                i2 = tris[f, 2]
+                z0 = np.float64(z[b, i0])
+                z1 = np.float64(z[b, i1])
+                z2 = np.float64(z[b, i2])
+                if not (z0 > Z_NEAR and z1 > Z_NEAR and z2 > Z_NEAR):
+                    continue
+                x0 = np.float64(xy[b, i0, 0])
+                y0 = np.float64(xy[b, i0, 1])
+                x1 = np.float64(xy[b, i1, 0])
+                y1 = np.float64(xy[b, i1, 1])
+                x2 = np.float64(xy[b, i2, 0])
+                y2 = np.float64(xy[b, i2, 1])
+                area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+                if cull:
+                    if not area < 0.0:
+                        continue
+                elif area == 0.0 or area != area:
+                    continue
+                # pixel index range whose centres (i + 0.5) fall inside the box
+                fx0 = np.ceil(min(x0, x1, x2) - 0.5)
+                fx1 = np.floor(max(x0, x1, x2) - 0.5)
+                fy0 = np.ceil(min(y0, y1, y2) - 0.5)
+                fy1 = np.floor(max(y0, y1, y2) - 0.5)
+                if fx0 < 0.0:
+                    fx0 = 0.0
+                if fy0 < 0.0:
+                    fy0 = 0.0
+                if fx1 > w - 1:
+                    fx1 = w - 1.0
+                if fy1 > h - 1:
+                    fy1 = h - 1.0
+                if fx1 < fx0 or fy1 < fy0:
+                    continue
+                bx0 = int(fx0)
+                bx1 = int(fx1)
+                by0 = int(fy0)
+                by1 = int(fy1)
+                inv = 1.0 / area
+                iz0 = 1.0 / z0
+                iz1 = 1.0 / z1
+                iz2 = 1.0 / z2
+                # w0(cx, cy) = ((x1 - cx)(y2 - cy) - (x2 - cx)(y1 - cy)) / area, linear in cx and cy
+                a0 = (y1 - y2) * inv
+                b0 = (x2 - x1) * inv
+                c0 = (x1 * y2 - x2 * y1) * inv
+                a1 = (y2 - y0) * inv
+                b1 = (x0 - x2) * inv
+                c1 = (x2 * y0 - x0 * y2) * inv
+                for py in range(by0, by1 + 1):
+                    cy = py + 0.5
+                    cx = bx0 + 0.5
+                    w0 = a0 * cx + b0 * cy + c0
+                    w1 = a1 * cx + b1 * cy + c1
+                    for px in range(bx0, bx1 + 1):
+                        w2 = 1.0 - w0 - w1
+                        if w0 >= 0.0 and w1 >= 0.0 and w2 >= 0.0:
+                            d = 1.0 / (w0 * iz0 + w1 * iz1 + w2 * iz2)
+                            if d < zbuf[b, py, px]:
+                                zbuf[b, py, px] = d
+                                face_id[b, py, px] = f
+                        w0 += a0
+                        w1 += a1
+
+    @numba.njit(cache=True, nogil=True)
+    def barycentrics(xy, z, tris, face_id, pix_index, pix_face, pix_bary, bary, depth):  # pragma: no cover
+        """Perspective-correct barycentrics and depth of every covered pixel (the torch path's formula)."""
+        nb, h, w = face_id.shape
+        n = 0
+        for b in range(nb):
+            for py in range(h):
+                for px in range(w):
+                    f = face_id[b, py, px]
+                    if f < 0:
+                        continue
+                    i0 = tris[f, 0]
+                    i1 = tris[f, 1]
+                    i2 = tris[f, 2]
+                    x0 = np.float64(xy[b, i0, 0])
+                    y0 = np.float64(xy[b, i0, 1])
+                    x1 = np.float64(xy[b, i1, 0])
+                    y1 = np.float64(xy[b, i1, 1])
+                    x2 = np.float64(xy[b, i2, 0])
+                    y2 = np.float64(xy[b, i2, 1])
+                    cx = px + 0.5
+                    cy = py + 0.5
+                    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+                    w0 = ((x1 - cx) * (y2 - cy) - (x2 - cx) * (y1 - cy)) / area
+                    w1 = ((x2 - cx) * (y0 - cy) - (x0 - cx) * (y2 - cy)) / area
+                    p0 = w0 / np.float64(z[b, i0])
+                    p1 = w1 / np.float64(z[b, i1])
+                    p2 = (1.0 - w0 - w1) / np.float64(z[b, i2])
+                    s = p0 + p1 + p2
+                    pix_index[n] = (b * h + py) * w + px
+                    pix_face[n] = f
+                    pix_bary[n, 0] = bary[b, py, px, 0] = p0 / s
+                    pix_bary[n, 1] = bary[b, py, px, 1] = p1 / s
+                    pix_bary[n, 2] = bary[b, py, px, 2] = p2 / s
+                    depth[b, py, px] = 1.0 / s
+                    n += 1
+        return n
+
+    return zbuffer, barycentrics
+
+
+def available() -> bool:
+    """Whether numba imports (the compiled path can run)."""
+    try:
+        import numba  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _get_kernels():
+    global _kernels
+    if _kernels is None:
+        with _lock:
+            if _kernels is None:
+                _kernels = _compile()
+    return _kernels
+
+
+def warm_up() -> float:
+    """Compile (first run on a machine) or load the cached kernels by drawing one triangle; returns seconds."""
+    import time
+
+    t0 = time.perf_counter()
+    if available():
+        xy = torch.tensor([[[1.0, 1.0], [1.0, 6.0], [6.0, 1.0]]])
+        rasterize_forward(xy, torch.full((1, 3), 2.0), torch.tensor([[0, 1, 2]]), 8, cull_backfaces=False)
+    return time.perf_counter() - t0
+
+
+def rasterize_forward(xy: torch.Tensor, z: torch.Tensor, tris: torch.Tensor, size: int | tuple[int, int],
+                      cull_backfaces: bool = True) -> Fragments:
+    """:func:`engine.render.rasterizer.rasterize` without gradients, compiled: xy (B, V, 2) pixels, z (B, V) camera
+    depth, tris (F, 3), size H or (H, W). The result's tensors carry no gradient (use the torch rasterizer to fit)."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if xy.device.type != "cpu" or not available():
+        with torch.no_grad():
+            return _torch_rasterize(xy.detach(), z.detach(), tris, (h, w), cull_backfaces)
+    zbuffer, barycentrics = _get_kernels()
+    fdt = np.float64 if xy.dtype == torch.float64 else np.float32
+    xy_n = np.ascontiguousarray(xy.detach().numpy(), dtype=fdt)
+    z_n = np.ascontiguousarray(z.detach().numpy(), dtype=fdt)
+    tri_n = np.ascontiguousarray(tris.numpy(), dtype=np.int64)
+    b = xy_n.shape[0]
+    face_id = np.full((b, h, w), -1, np.int64)
+    zbuf = np.full((b, h, w), np.inf, np.float64)
+    if tri_n.shape[0]:
+        zbuffer(xy_n, z_n, tri_n, h, w, bool(cull_backfaces), face_id, zbuf)
+    n_cov = int(np.count_nonzero(face_id >= 0))
+    pix_index = np.empty(n_cov, np.int64)
+    pix_face = np.empty(n_cov, np.int64)
+    pix_bary = np.empty((n_cov, 3), fdt)
+    bary = np.zeros((b, h, w, 3), fdt)
+    depth = np.zeros((b, h, w), fdt)
+    if n_cov:
+        barycentrics(xy_n, z_n, tri_n, face_id, pix_index, pix_face, pix_bary, bary, depth)
+    f = torch.from_numpy
+    return Fragments(f(face_id), f(bary), f(depth), f(pix_index), f(pix_face), f(pix_bary))
