@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal
@@ -198,18 +200,74 @@ def gl_unavailable_reason() -> str | None:
     return None
 
 
+def _mesh_item_class():
+    """A GLMeshItem fed ready-made buffers: positions and normals per frame, the index buffer only when the topology
+    changes (pyqtgraph's own path re-parses a MeshData and recomputes normals in Python on every paint: ~0.4 s on
+    the full head)."""
+    from pyqtgraph.opengl import GLMeshItem
+    from pyqtgraph.opengl.items.GLMeshItem import DirtyFlag
+
+    class BufferMeshItem(GLMeshItem):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self._dirty = DirtyFlag(0)
+
+        def set_buffers(self, positions: np.ndarray, normals: np.ndarray, faces: np.ndarray | None = None) -> None:
+            self.vertexes, self.normals = positions, normals
+            self._dirty |= DirtyFlag.POSITION | DirtyFlag.NORMAL
+            if faces is not None:
+                self.faces = np.ascontiguousarray(faces, dtype=np.uint32)
+                self._dirty |= DirtyFlag.FACES
+            self.update()
+
+        def meshDataChanged(self):  # no MeshData here: keep the buffers
+            self.update()
+
+        def parseMeshData(self):
+            dirty, self._dirty = self._dirty, DirtyFlag(0)
+            return dirty
+
+    return BufferMeshItem
+
+
+@dataclass
+class MeshGeometry:
+    """What the mesh panel draws for one frame, in its own axes (made off the GUI thread by
+    :meth:`MeshPanel.prepare`)."""
+
+    positions: np.ndarray  # (V, 3) float32
+    normals: np.ndarray  # (V, 3) float32, unit
+    triangles: np.ndarray  # (F, 3) int32 (the same object while the topology stays)
+    landmarks: np.ndarray | None  # (68, 3) float32
+
+
+def to_panel(points: np.ndarray) -> np.ndarray:
+    """Model space (x subject-left, y up, z toward the viewer) → the panel's (x, -z, y): pyqtgraph's z is up, the
+    default camera looks along +y, so the face looks at it. A rotation: normals map the same way."""
+    p = np.asarray(points, np.float32)
+    return np.ascontiguousarray(np.stack([p[:, 0], -p[:, 2], p[:, 1]], 1))
+
+
 class MeshPanel(QWidget):
-    """The posed 3DMM mesh (shaded, mouse-rotatable) with optional landmarks; a label when OpenGL is missing."""
+    """The posed 3DMM mesh (shaded, mouse-rotatable) with optional landmarks; a label when OpenGL is missing.
+
+    Per frame only vertex positions and normals change: :meth:`prepare` computes them (vectorised,
+    ``engine.io.mesh.VertexNormals``; thread-safe, the editor calls it in the render thread) and :meth:`show_geometry`
+    hands the buffers to GL (the GUI thread's whole share, well under a millisecond)."""
 
     def __init__(self, triangles: np.ndarray, parent=None):
         super().__init__(parent)
-        self.triangles = np.ascontiguousarray(triangles, dtype=np.int32)
+        self.base_triangles = np.ascontiguousarray(triangles, dtype=np.int32)  # the face model's: a frame without
+        self.triangles = self.base_triangles  # its own triangles (preview / generator view) uses these
         self.show_landmarks = False
         self.view = None
         self.mesh = None
         self.scatter = None
         self.updates = 0
-        self._last = None
+        self._last: MeshGeometry | None = None
+        self._shown_triangles = None
+        self._normals = None  # engine.io.mesh.VertexNormals of the current topology
+        self._normals_lock = threading.Lock()
         self._shader = None
         self.light = light_uniform()  # shader data: direction, intensity, ambient, colour
         lay = QVBoxLayout(self)
@@ -237,7 +295,7 @@ class MeshPanel(QWidget):
 
         self._shader = _lit_shader()
         self._shader.setUniformData("u_light", self.light)
-
+        self._item_class = _mesh_item_class()
         view = gl.GLViewWidget()
         view.setBackgroundColor((38, 40, 46))
         view.setCameraPosition(distance=42, elevation=8, azimuth=-90)
@@ -245,45 +303,77 @@ class MeshPanel(QWidget):
         self.view = view
         lay.addWidget(view)
 
+    def prepare(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None,
+                triangles: np.ndarray | None = None) -> MeshGeometry:
+        """Positions, normals and landmarks in the panel's axes for a posed mesh (model space); ``triangles`` None:
+        the face model's. Safe to call from a worker thread."""
+        tri = self.base_triangles if triangles is None else triangles
+        from engine.io.mesh import VertexNormals
+
+        with self._normals_lock:
+            vn = self._normals
+            if vn is None or not vn.matches(tri, len(vertices)):
+                vn = VertexNormals(tri, len(vertices))
+                self._normals = vn
+        if tri.max(initial=-1) >= len(vertices):
+            raise ValueError(f"triangles index vertex {tri.max()} of a {len(vertices)}-vertex mesh")
+        pos = to_panel(vertices)
+        lm = None
+        if landmarks3d is not None:
+            lm = to_panel(landmarks3d)
+            lm[:, 1] -= 0.15  # just in front of the skin
+        return MeshGeometry(pos, vn(pos), vn.triangles if triangles is None else tri, lm)
+
     def set_mesh(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None,
                  triangles: np.ndarray | None = None) -> None:
         """Show a posed mesh; ``triangles`` when it is not the face model's (photo mode: the fitted full head)."""
-        self._last = (vertices, landmarks3d)
-        reframe = self.mesh is None
-        if triangles is not None and (triangles.shape != self.triangles.shape
-                                      or not np.array_equal(triangles, self.triangles)):
-            self.triangles = np.ascontiguousarray(triangles, dtype=np.int32)
-            reframe = True  # another mesh (face ↔ full head): frame it anew
-        if self.view is None:
-            return
+        self.show_geometry(self.prepare(vertices, landmarks3d, triangles))
+
+    def show_geometry(self, g: MeshGeometry) -> None:
+        """Hand a prepared frame to GL: new vertex buffers; the index buffer only when the topology changed."""
+        self._last = g
+        new_topology = self._shown_triangles is None or (
+            g.triangles is not self._shown_triangles and not np.array_equal(g.triangles, self._shown_triangles))
+        if new_topology:
+            self.triangles = np.ascontiguousarray(g.triangles, dtype=np.int32)
+        self.updates += 1
+        if self.view is None or not self.isVisible():
+            return  # hidden: showEvent draws the last one
+        self._draw(g, new_topology)
+
+    def _draw(self, g: MeshGeometry, new_topology: bool) -> None:
         import pyqtgraph.opengl as gl
 
-        # model space: x subject-left, y up, z toward the viewer; pyqtgraph's default is z up, so map
-        # (x, y, z) -> (x, -z, y) and look along +y: the face looks at the default camera.
-        v = np.ascontiguousarray(np.stack([vertices[:, 0], -vertices[:, 2], vertices[:, 1]], 1), dtype=np.float32)
-        md = gl.MeshData(vertexes=v, faces=self.triangles)
+        reframe = new_topology or self.mesh is None
         if self.mesh is None:
-            self.mesh = gl.GLMeshItem(meshdata=md, smooth=True, shader=self._shader, color=(0.86, 0.74, 0.66, 1.0),
-                                      glOptions="opaque", drawEdges=False)
+            self.mesh = self._item_class(shader=self._shader, color=(0.86, 0.74, 0.66, 1.0), glOptions="opaque",
+                                         smooth=True, drawEdges=False)
             self.view.addItem(self.mesh)
-        else:
-            self.mesh.setMeshData(meshdata=md)
+        self.mesh.set_buffers(g.positions, g.normals, g.triangles.astype(np.uint32) if reframe else None)
+        self._shown_triangles = g.triangles
         if reframe:  # centre on the mesh, far enough to show all of it (the face: ~42 cm, the full head: more)
             from PySide6.QtGui import QVector3D
 
+            v = g.positions
             c = (v.min(0) + v.max(0)) / 2
             self.view.opts["center"] = QVector3D(float(c[0]), float(c[1]), float(c[2]))
             self.view.opts["distance"] = max(42.0, 1.9 * float(np.ptp(v[:, [0, 2]], axis=0).max()))
-        if landmarks3d is not None:
-            lm = np.stack([landmarks3d[:, 0], -landmarks3d[:, 2] - 0.15, landmarks3d[:, 1]], 1).astype(np.float32)
+        if g.landmarks is not None:
             if self.scatter is None:
-                self.scatter = gl.GLScatterPlotItem(pos=lm, color=(0.2, 1.0, 0.3, 1.0), size=6.0, pxMode=True)
+                self.scatter = gl.GLScatterPlotItem(pos=g.landmarks, color=(0.2, 1.0, 0.3, 1.0), size=6.0,
+                                                    pxMode=True)
                 self.scatter.setGLOptions("translucent")
                 self.view.addItem(self.scatter)
-            else:
-                self.scatter.setData(pos=lm)
+            elif self.show_landmarks:
+                self.scatter.setData(pos=g.landmarks)
             self.scatter.setVisible(self.show_landmarks)
-        self.updates += 1
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        g = self._last
+        if g is not None and self.view is not None:  # frames that came while hidden: draw the last one
+            self._draw(g, self._shown_triangles is None or (g.triangles is not self._shown_triangles
+                                                            and not np.array_equal(g.triangles, self._shown_triangles)))
 
     def set_light(self, azimuth: float, elevation: float, intensity: float, ambient: float, color=(1.0, 1.0, 1.0),
                   **_ignored) -> None:
@@ -300,4 +390,6 @@ class MeshPanel(QWidget):
     def set_landmarks_visible(self, on: bool) -> None:
         self.show_landmarks = bool(on)
         if self.scatter is not None:
+            if on and self._last is not None and self._last.landmarks is not None:
+                self.scatter.setData(pos=self._last.landmarks)
             self.scatter.setVisible(self.show_landmarks)

@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self.frames_shown = 0
         self._serial = 0
         self._job: Job | None = None
+        self._jobs: set[Job] = set()  # other running jobs (save frame), kept alive until they finish
         self._messages: list[QMessageBox] = []
         self.setWindowTitle("DiscoFace studio")
         self.setAcceptDrops(True)
@@ -72,6 +73,7 @@ class MainWindow(QMainWindow):
 
         self.view = ImageView()
         self.mesh = MeshPanel(self.session.model.triangles.numpy())
+        self.worker.prepare = self._prepare_mesh  # the panel's buffers are made in the render thread
         left = QSplitter(Qt.Vertical)
         image_box = QWidget()
         ib = QVBoxLayout(image_box)
@@ -94,6 +96,8 @@ class MainWindow(QMainWindow):
         opts.addStretch(1)
         mb.addLayout(opts)
         left.addWidget(mesh_box)
+        self.mesh_box = mesh_box
+        self.mesh_visible = True
         left.setStretchFactor(0, 1)
         left.setStretchFactor(1, 1)
         left.setSizes([440, 300])
@@ -335,6 +339,8 @@ class MainWindow(QMainWindow):
         vm = self.menuBar().addMenu("&View")
         self.generator_view_action = act(vm, "&Generator view (photo mode)", self.set_generator_view, ["Ctrl+G"],
                                          checkable=True)
+        self.mesh_action = act(vm, "&Mesh panel", self.set_mesh_visible, ["Ctrl+M"], checkable=True)
+        self.mesh_action.setChecked(True)
         self.full_range_action = act(vm, "&Full slider range (beyond what the model was trained on)",
                                      self.set_full_range, checkable=True)
         tm = self.menuBar().addMenu("&Timeline")
@@ -467,13 +473,30 @@ class MainWindow(QMainWindow):
         self.last_request = req
         self.worker.submit(req)
 
-    def _on_frame(self, req: RenderRequest, frame) -> None:
+    def set_mesh_visible(self, on: bool) -> None:
+        """View → Mesh panel: hidden, frames skip the panel's work entirely."""
+        self.mesh_visible = bool(on)
+        self.mesh_box.setVisible(self.mesh_visible)
+        if self.mesh_action.isChecked() != self.mesh_visible:
+            self.mesh_action.setChecked(self.mesh_visible)
+        if self.mesh_visible and self.last_frame is not None:
+            f = self.last_frame
+            self.mesh.show_geometry(self.mesh.prepare(f.vertices, f.landmarks3d, f.triangles))
+
+    def _prepare_mesh(self, frame):
+        """Render thread: the mesh panel's positions and normals for this frame (None while the panel is hidden)."""
+        if not self.mesh_visible:
+            return None
+        return self.mesh.prepare(frame.vertices, frame.landmarks3d, frame.triangles)
+
+    def _on_frame(self, req: RenderRequest, frame, geometry=None) -> None:
         self.last_frame = frame
         self.last_shown_request = req
         self.frames_shown += 1
         self.view.set_image(frame.image)
-        self.mesh.set_mesh(frame.vertices, frame.landmarks3d, frame.triangles)
-        self.mesh.set_light(**light_params(req.snapshot.coeffs))  # the mesh panel lit like the image
+        if geometry is not None and self.mesh_visible:
+            self.mesh.show_geometry(geometry)
+            self.mesh.set_light(**light_params(req.snapshot.coeffs))  # the mesh panel lit like the image
         kind = "full" if req.final else "drag preview"
         h, w = frame.image.shape[:2]
         self.status_frame.setText(f"frame {frame.ms:.0f} ms ({w}×{h} px, {kind})"
@@ -556,17 +579,24 @@ class MainWindow(QMainWindow):
                 path += ".json"
             self.save_session(path)
 
-    def save_frame(self, path) -> bool:
-        """The current face as one image at the session's native size (PNG/JPEG/WebP by the suffix)."""
-        try:
-            if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-                raise ValueError(f"image files end in {', '.join(IMAGE_SUFFIXES)}: {Path(path).name}")
-            save_image(path, self.session.render().image)
-        except ValueError as exc:
-            self.show_error("Save frame", str(exc))
-            return False
-        self.statusBar().showMessage(f"saved {Path(path).name}", 5000)
-        return True
+    def save_frame(self, path) -> Job | None:
+        """The current face as one image at the session's native size (PNG/JPEG/WebP by the suffix), rendered and
+        written in a worker thread. Returns the job (None when the name is refused at once)."""
+        if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+            self.show_error("Save frame", f"image files end in {', '.join(IMAGE_SUFFIXES)}: {Path(path).name}")
+            return None
+        sess, snap = self.session, self.session.state
+
+        def run(progress, cancel):
+            save_image(path, sess.render_snapshot(snap).image)
+            return path
+        job = Job(run)
+        job.done.connect(lambda p: self.statusBar().showMessage(f"saved {Path(p).name}", 5000))
+        job.error.connect(lambda msg: self.show_error("Save frame", msg))
+        job.finished.connect(lambda: self._jobs.discard(job))
+        self._jobs.add(job)
+        job.start()
+        return job
 
     def save_frame_dialog(self) -> None:
         start = str(default_export_path(self.session, self.guard.path if self.guard is not None else None,
@@ -661,5 +691,7 @@ class MainWindow(QMainWindow):
         if self._job is not None and self._job.running:
             self._job.cancel()
             self._job.wait(10000)
+        for job in list(self._jobs):
+            job.wait(30000)
         self.render_thread.stop()
         super().closeEvent(ev)

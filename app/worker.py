@@ -23,7 +23,7 @@ class RenderRequest:
 
 
 class RenderWorker(QObject):
-    frameReady = Signal(object, object)  # (RenderRequest, Frame)
+    frameReady = Signal(object, object, object)  # (RenderRequest, Frame, what ``prepare`` made of it or None)
     failed = Signal(object, str)  # (RenderRequest, message)
     _wake = Signal()
 
@@ -35,6 +35,7 @@ class RenderWorker(QObject):
         self._scheduled = False
         self.render_count = 0
         self.submitted = 0
+        self.prepare = None  # optional ``fn(frame)``, run here in the render thread (the mesh panel's buffers)
         self._wake.connect(self._process)
 
     def submit(self, req: RenderRequest) -> None:
@@ -66,8 +67,15 @@ class RenderWorker(QObject):
                 traceback.print_exc()
                 self.failed.emit(req, f"{type(exc).__name__}: {exc}")
                 continue
+            extra = None
+            prepare = self.prepare
+            if prepare is not None:
+                try:
+                    extra = prepare(frame)
+                except Exception:  # the image still reaches the user
+                    traceback.print_exc()
             self.render_count += 1
-            self.frameReady.emit(req, frame)
+            self.frameReady.emit(req, frame, extra)
 
 
 class RenderThread:

@@ -135,6 +135,45 @@ def pump(seconds: float) -> None:
     wait_until(lambda: time.perf_counter() >= end, seconds + 5, "a pause")
 
 
+class StallSampler:
+    """--trace: a thread that, whenever the heartbeat is over 40 ms late, records where the GUI thread is (the
+    innermost frames of the repo's code); ``top()`` lists the places seen most."""
+
+    def __init__(self, hb: Heartbeat):
+        import threading
+
+        self.hb, self.main = hb, threading.main_thread().ident
+        self.seen: dict[str, int] = {}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import threading
+        import traceback
+
+        while not self._stop.wait(0.02):
+            if not self.hb.ticks or time.perf_counter() - self.hb.ticks[-1] < 0.04:
+                continue
+            frames = sys._current_frames()
+            for ident, frame in frames.items():
+                if ident == threading.get_ident():
+                    continue
+                stack = traceback.extract_stack(frame)
+                mine = [f for f in stack if str(REPO) in f.filename and "gui_heartbeat" not in f.filename]
+                where = mine[-1] if mine else stack[-1]
+                who = "GUI" if ident == self.main else "other"
+                key = f"{who}: {Path(where.filename).name}:{where.lineno} {where.name} / {stack[-1].name}"
+                self.seen[key] = self.seen.get(key, 0) + 1
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(1)
+
+    def top(self, n: int = 25):
+        return sorted(self.seen.items(), key=lambda kv: -kv[1])[:n]
+
+
 def child(args) -> int:
     from PySide6.QtWidgets import QApplication
 
@@ -163,9 +202,18 @@ def child(args) -> int:
     res: dict = {"cold_start_s": t_ready - T_PROCESS, "build_s": t_ready - t_build, "mesh_gl": win.mesh.available,
                  "mesh_reason": win.mesh.reason, "load_before": os.getloadavg()}
 
-    # mesh panel timing: set_mesh (CPU) and paintGL (the draw)
+    sampler = StallSampler(hb) if args.trace else None
+    # an idle second: the floor the machine's load alone puts under the gaps
+    pump(0.3)
+    t0 = time.perf_counter()
+    pump(2.0)
+    gaps = hb.gaps_between(t0, time.perf_counter())
+    res["idle"] = {"s": 2.0, "max_gap_ms": max(gaps), "gaps_over_50": sum(g > 50 for g in gaps), "frames": 0}
+
+    # mesh panel timing: the GUI thread's share (show_geometry, or set_mesh on an editor without it) and paintGL
     set_ms, paint_ms = [], []
-    orig_set = win.mesh.set_mesh
+    name = "show_geometry" if hasattr(win.mesh, "show_geometry") else "set_mesh"
+    orig_set = getattr(win.mesh, name)
 
     def timed_set(*a, **k):
         t0 = time.perf_counter()
@@ -173,7 +221,7 @@ def child(args) -> int:
             return orig_set(*a, **k)
         finally:
             set_ms.append(1000 * (time.perf_counter() - t0))
-    win.mesh.set_mesh = timed_set
+    setattr(win.mesh, name, timed_set)
     if win.mesh.view is not None:
         orig_paint = win.mesh.view.paintGL
 
@@ -222,6 +270,7 @@ def child(args) -> int:
     res["mesh_set_ms"] = float(np.median(set_ms)) if set_ms else None
     res["mesh_paint_ms"] = float(np.median(paint_ms)) if paint_ms else None
     res["mesh_updates"] = len(set_ms)
+    res["mesh_fn"] = name
 
     # playback of a 2 s keyframed clip (yaw + smile), 70 ticks of wall time
     s = win.session
@@ -262,6 +311,9 @@ def child(args) -> int:
     step("save_frame", save, lambda job: (job is None or not job.running) and out_png.exists())
 
     res["load_after"] = os.getloadavg()
+    if sampler is not None:
+        sampler.stop()
+        res["stalls"] = sampler.top()
     win.guard.mark_clean() if win.guard is not None else None
     win.close()
     print(json.dumps(res))
@@ -273,8 +325,8 @@ def print_table(r: dict) -> None:
     def g(name):
         x = r[name]
         return f"{x['max_gap_ms']:.0f} ms"
-    mesh = (f"{r['mesh_set_ms'] + (r['mesh_paint_ms'] or 0):.1f} ms (set_mesh {r['mesh_set_ms']:.1f} + paintGL "
-            f"{r['mesh_paint_ms'] or 0:.1f}, {r['mesh_updates']} updates)" if r["mesh_set_ms"] is not None
+    mesh = (f"{r['mesh_set_ms'] + (r['mesh_paint_ms'] or 0):.1f} ms ({r['mesh_fn']} {r['mesh_set_ms']:.1f} + paintGL "
+            f"{r['mesh_paint_ms'] or 0:.1f}, {r['mesh_updates']} updates; GUI thread's share)" if r["mesh_set_ms"] is not None
             else "panel hidden")
     print()
     print(f"photo {r['photo']}; GL mesh panel: {r['mesh_gl']} {r['mesh_reason'] or ''}; "
@@ -290,6 +342,11 @@ def print_table(r: dict) -> None:
     p = r["play"]
     print(f"| playback of a 2 s, 24 fps keyframed photo clip: frames shown | {p['frames']} of {p['expected']} "
           f"({100 * p['frames'] / p['expected']:.0f} %) | ≥ 80 % |")
+    i = r["idle"]
+    print(f"idle reference (nothing happening, the load alone): max gap {i['max_gap_ms']:.0f} ms, "
+          f"{i['gaps_over_50']} gaps > 50 ms in 2 s")
+    for k, v in r.get("stalls", []):
+        print(f"  stall sample x{v}: {k}")
     print(f"cold start {r['cold_start_s']:.2f} s (window built in {r['build_s']:.2f} s); open photo {r['open']['s']:.1f} s;"
           f" export {r['export']['s']:.1f} s; save frame {r['save_frame']['s']:.2f} s")
 
@@ -301,6 +358,7 @@ def main(argv=None) -> int:
     ap.add_argument("--side", type=int, default=1024, help="longest side of the opened photo (default 1024: ~1 MP)")
     ap.add_argument("--export-frames", type=int, default=12)
     ap.add_argument("--no-mesh", action="store_true", help="hide the mesh panel (View menu)")
+    ap.add_argument("--trace", action="store_true", help="sample where the GUI thread is during late heartbeats")
     ap.add_argument("--display", help="an X display to use instead of starting Xvfb")
     ap.add_argument("--out", default=str(REPO / "out" / "gui_heartbeat"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -140,11 +140,14 @@ def test_file_save_frame(qapp, qtbot, face_model, tmp_path, monkeypatch):
     win = app.main.build(["--size", "64"], ask_restore=lambda o: False)
     qtbot.addWidget(win)
     win.session.set_pose_degrees(yaw=25)
-    assert win.save_frame(tmp_path / "frames" / "face.png")
+    job = win.save_frame(tmp_path / "frames" / "face.png")  # rendered and written off the GUI thread
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running, timeout=30000)
+    assert win.last_error is None, win.last_error
     im = np.asarray(Image.open(tmp_path / "frames" / "face.png"))
     n = win.session.native_size
     assert im.shape == (n, n, 3) and im.std() > 10  # a face at the session's native size, not the 64 px display
-    assert not win.save_frame(tmp_path / "face.txt") and "image files end in" in win.last_error
+    assert win.save_frame(tmp_path / "face.txt") is None and "image files end in" in win.last_error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
     win.guard.ask = lambda: "discard"
     win.close()

@@ -1,0 +1,96 @@
+"""The editor stays live (issue 22): the mesh panel's per-frame work happens off the GUI thread and costs only
+buffers; topology changes (full head ↔ face model) keep the right triangles; heavy steps run in jobs."""
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from engine.editing.session import Session  # noqa: E402
+from engine.io.mesh import VertexNormals, vertex_normals  # noqa: E402
+
+SIZE = 96
+
+
+@pytest.fixture
+def window(qtbot, face_model):
+    from app.window import MainWindow
+
+    w = MainWindow(Session(model=face_model, generator=None), display_size=SIZE, drag_size=48)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.settled and w.last_frame is not None, timeout=20000)
+    yield w
+    w.close()
+
+
+def settle(qtbot, w):
+    qtbot.waitUntil(lambda: w.settled, timeout=20000)
+
+
+def test_vertex_normals_match_the_engines_torch_normals(face_model, head):
+    c = face_model.zeros(1)
+    c.expr["jawOpen"] = 0.7
+    v = face_model.vertices(c)
+    want = face_model.vertex_normals(v)[0].numpy()
+    got = vertex_normals(v[0].numpy(), face_model.triangles.numpy())
+    assert np.abs(got - want).max() < 1e-4
+    hv = head.vertices(c)
+    vn = VertexNormals(head.triangles.numpy(), hv.shape[1])
+    assert np.abs(vn(hv[0].numpy()) - head.vertex_normals(hv)[0].numpy()).max() < 1e-4
+    assert vn.matches(head.triangles.numpy(), hv.shape[1]) and not vn.matches(face_model.triangles.numpy(), 5)
+    with pytest.raises(ValueError):
+        vn(v[0].numpy())  # the face model's vertices with the head's topology
+
+
+def test_a_frame_without_triangles_goes_back_to_the_face_models(qtbot, face_model, head):
+    """Photo mode shows the full head; a later frame without triangles (generator view, new random face) is the face
+    model's mesh: the head's triangles must not stay (they index vertices the face model lacks)."""
+    from app.widgets import MeshPanel
+
+    p = MeshPanel(face_model.triangles.numpy())
+    qtbot.addWidget(p)
+    p.show()
+    c = face_model.zeros(1)
+    p.set_mesh(head.vertices(c)[0].numpy(), None, head.triangles.numpy())
+    assert p.triangles.shape == tuple(head.triangles.shape)
+    p.set_mesh(face_model.vertices(c)[0].numpy(), None)
+    assert p.triangles.shape == tuple(face_model.triangles.shape)
+    assert p.triangles.max() < face_model.vertices(c).shape[1]
+
+
+def test_mesh_work_runs_in_the_render_thread_and_the_panel_can_be_hidden(qtbot, window, monkeypatch):
+    threads = []
+    orig = VertexNormals.__call__
+
+    def spy(self, v):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return orig(self, v)
+    monkeypatch.setattr(VertexNormals, "__call__", spy)
+    window.sliders["yaw"].set_user_value(20)
+    settle(qtbot, window)
+    assert threads and not any(threads), "mesh normals computed in the GUI thread"
+    n = window.mesh.updates
+    window.mesh_action.trigger()  # View → Mesh panel off
+    assert not window.mesh_box.isVisible() and not window.mesh_visible
+    threads.clear()
+    window.sliders["yaw"].set_user_value(-20)
+    settle(qtbot, window)
+    assert window.mesh.updates == n and threads == []  # hidden: no mesh work at all
+    window.mesh_action.trigger()  # back on: the current frame's mesh is shown
+    assert window.mesh_box.isVisible() and window.mesh.updates == n + 1
+
+
+def test_save_frame_runs_off_the_gui_thread(qtbot, window, tmp_path, monkeypatch):
+    seen = []
+    orig = window.session.render_snapshot
+
+    def spy(*a, **k):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return orig(*a, **k)
+    monkeypatch.setattr(window.session, "render_snapshot", spy)
+    job = window.save_frame(tmp_path / "f.png")
+    qtbot.waitUntil(lambda: not job.running, timeout=20000)
+    assert (tmp_path / "f.png").is_file() and seen and not any(seen)
+    assert window.save_frame(tmp_path / "f.txt") is None and "image files end in" in window.last_error
