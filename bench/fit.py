@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _ffhq():
     from engine.config import ffhq_samples_dir
     from engine.perception.align import align_with_landmarks, load_image
-    from engine.face.fitting import crops_to_tensor
+    from engine.fit import crops_to_tensor
 
     d = ffhq_samples_dir()
     crops, lms = [], []
@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from engine.face import fitting
+    from engine import fit as fitting
     from engine.face.model import FaceModel
     from engine.render import FaceRenderer
 
@@ -79,7 +79,7 @@ def main() -> int:
     from training.rnet import evaluate, time_inference
 
     print("R-Net latency: " + ", ".join(f"{k} {v:.2f}" for k, v in time_inference(net, reps=30).items()))
-    from engine.face.fitting import LandmarkGeometry, landmark_nme
+    from engine.fit import LandmarkGeometry, landmark_nme
 
     with torch.no_grad():
         c = net.predict(crops)

@@ -43,9 +43,10 @@ def corpus(ffhq_dir, tmp_path_factory):
 
 @pytest.fixture
 def fast_fit(monkeypatch):
-    import engine.face.fitting as fitting
+    import engine.fit as fitting
 
-    monkeypatch.setattr(fitting, "fit_photo", functools.partial(fitting.fit_photo, steps=(40, 0), fit_size=64))
+    monkeypatch.setattr(fitting, "fit_photo_crop", functools.partial(fitting.fit_photo_crop, steps=(40, 0),
+                                                                     fit_size=64))
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def test_bad_video_is_one_line_and_writes_nothing(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory, ict_path):
     """8 frames at 8 fps, 200×160: a 3DMM face whose jaw opens and whose head turns a little."""
-    from engine.drive.track import renderer_for
+    from engine.fit import renderer_for
     from engine.drive.video import write_video
     from engine.face.model import default_model
     from engine.render.shading import light_from_direction

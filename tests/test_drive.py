@@ -40,7 +40,7 @@ def face_coeffs(model):
 
 
 def render_frame(model, c0, yaw=0.0, jaw=0.0, size=(320, 240)):
-    from engine.drive.track import renderer_for
+    from engine.fit import renderer_for
 
     c = c0.clone()
     c.set_pose_degrees(yaw, 0, 0)
@@ -209,7 +209,8 @@ def test_face_lost_mid_clip_holds_the_last_fit(track):
 def test_lost_face_is_searched_near_its_last_box_and_reacquired(model, face_coeffs, tmp_path):
     """The face vanishes for 12 frames and comes back where it was (found at once by the local search), then
     vanishes again and comes back far away (found by the full-frame search, run only every 5th lost frame)."""
-    from engine.drive.track import FaceTracker, renderer_for
+    from engine.drive.track import FaceTracker
+    from engine.fit import renderer_for
     from engine.perception.rnet import default_rnet
 
     with torch.no_grad():
@@ -258,8 +259,7 @@ def test_track_follows_head_turn_and_jaw(track):
 
 
 def test_solver_recovers_known_expression_and_pose(model, face_coeffs):
-    from engine.drive.track import ExpressionPoseSolver
-    from engine.drive.track import renderer_for
+    from engine.fit import ExpressionPoseSolver, renderer_for
 
     r = renderer_for(model)
     sol = ExpressionPoseSolver(model, r, face_coeffs.identity, 80, iterations=8, sliding=False)
@@ -287,7 +287,7 @@ def test_no_face_video_is_a_clear_error_and_writes_nothing(tmp_path, session_tar
 
 # ---------------------------------------------------------------------------------------------- retarget
 def test_retarget_keeps_target_identity_and_takes_source_expression(track, model):
-    from engine.drive.track import rotation_np
+    from engine.fit import rotation_np
 
     g = torch.Generator().manual_seed(9)
     tgt = model.zeros(1)

@@ -5,7 +5,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from engine.io.export import ExportCancelled, ExportError, export_sequence, export_session_file
+from engine.io.export import ExportCancelled, ExportError, export_sequence
 from engine.editing.session import Session
 
 
@@ -106,6 +106,8 @@ def test_explicit_format_matching_the_name(tmp_path):
 
 
 def test_session_export_and_cli_half(face_model, tmp_path, capsys):
+    from engine.cli import main
+
     s = Session(model=face_model, generator=None)
     with pytest.raises(ExportError, match="keyframes"):
         export_sequence(s, tmp_path / "none.gif")
@@ -117,8 +119,10 @@ def test_session_export_and_cli_half(face_model, tmp_path, capsys):
     assert len(back) == 6 and back[0].shape[:2] == (48, 48)
     assert not np.array_equal(back[0], back[-1])
     s.save(tmp_path / "s.json")
-    assert export_session_file(tmp_path / "s.json", tmp_path / "frames", fps=8, frames=4, size=32) == 0
+    assert main(["export", str(tmp_path / "s.json"), "--to", str(tmp_path / "frames"), "--fps", "8", "--frames", "4",
+                 "--size", "32"]) == 0
     assert len(list((tmp_path / "frames").iterdir())) == 4
     # re-exporting into a previous frame folder replaces it
-    assert export_session_file(tmp_path / "s.json", tmp_path / "frames", fps=8, frames=2, size=32) == 0
+    assert main(["export", str(tmp_path / "s.json"), "--to", str(tmp_path / "frames"), "--fps", "8", "--frames", "2",
+                 "--size", "32"]) == 0
     assert len(list((tmp_path / "frames").iterdir())) == 2

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.face import fitting
+from engine import fit as fitting
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_cancel_and_progress(face_model, renderer, ffhq_crops):
 def test_fit_photo_and_overlay(ffhq_dir, tmp_path):
     from engine.perception.align import AlignError
 
-    coeffs, crop, al, res = fitting.fit_photo(ffhq_dir / "images" / "00004.png", steps=(120, 0))
+    coeffs, crop, al, res = fitting.fit_photo_crop(ffhq_dir / "images" / "00004.png", steps=(120, 0))
     assert crop.shape == (128, 128, 3) and coeffs.batch == 1
     assert float(res.landmark_nme[0]) < 0.08
     ov = fitting.overlay_image(crop, coeffs, al.landmarks_crop)
@@ -91,4 +91,4 @@ def test_fit_photo_and_overlay(ffhq_dir, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(AlignError):
-        fitting.fit_photo(bad)
+        fitting.fit_photo_crop(bad)

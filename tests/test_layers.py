@@ -1,6 +1,7 @@
 """The architecture, checked from the source (``ast``, nothing imported): engine/ never imports Qt, app/ or training/;
-training/ never imports app/; no import cycles between project modules (top-level imports only: what runs when a
-module is imported)."""
+training/ never imports app/; no import cycles between project modules nor between engine packages (face, render,
+perception, fit, photo, drive, editing, io, cli, generator, …). Every import counts — at module level and inside
+functions or classes alike (a lazy import is still a dependency); only ``if TYPE_CHECKING:`` blocks are skipped."""
 from __future__ import annotations
 
 import ast
@@ -24,25 +25,35 @@ def sources(package: str) -> list[Path]:
     return sorted((REPO / package).rglob("*.py"))
 
 
-def imports(path: Path, top_level_only: bool) -> list[tuple[str, int]]:
+def _import_nodes(tree: ast.AST) -> list[ast.stmt]:
+    """Every Import / ImportFrom node of ``tree`` at any depth (functions, classes, try/if blocks), except those under
+    ``if TYPE_CHECKING:`` (typing only: they never run)."""
+    out = []
+    stack = [tree]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            out.append(n)
+            continue
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
+            stack.extend(n.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(n))
+    return sorted(out, key=lambda n: (n.lineno, n.col_offset))
+
+
+def imports(path: Path, source: str | None = None) -> list[tuple[str, int]]:
     """(imported module, line) of every import in ``path`` (``from a import b`` gives ``a`` and ``a.b``; relative
-    imports resolved). ``top_level_only``: skip imports inside functions / classes (run later, lazily)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    imports resolved), at any depth: imports inside functions count."""
+    text = path.read_text(encoding="utf-8") if source is None else source
+    tree = ast.parse(text, str(path))
     mod = module_name(path)
     pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
     out = []
-    if top_level_only:
-        nodes = []
-        for n in tree.body:
-            if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
-                continue  # typing-only imports never run
-            nodes.extend(ast.walk(n) if isinstance(n, (ast.If, ast.Try, ast.With)) else [n])
-    else:
-        nodes = list(ast.walk(tree))
-    for n in nodes:
+    for n in _import_nodes(tree):
         if isinstance(n, ast.Import):
             out += [(a.name, n.lineno) for a in n.names]
-        elif isinstance(n, ast.ImportFrom):
+        else:
             base = n.module or ""
             if n.level:
                 up = pkg.split(".")
@@ -60,7 +71,7 @@ def project_modules() -> dict[str, Path]:
 def test_engine_imports_no_gui_app_or_training():
     bad = []
     for p in sources("engine"):
-        for name, line in imports(p, top_level_only=False):  # lazy imports count too
+        for name, line in imports(p):  # lazy imports count too
             root = name.split(".")[0]
             if root in GUI or root in ("app", "training"):
                 bad.append(f"{p.relative_to(REPO)}:{line} imports {name}")
@@ -69,7 +80,7 @@ def test_engine_imports_no_gui_app_or_training():
 
 def test_training_imports_no_app():
     bad = [f"{p.relative_to(REPO)}:{line} imports {name}" for p in sources("training")
-           for name, line in imports(p, top_level_only=False) if name.split(".")[0] in ("app",) + GUI]
+           for name, line in imports(p) if name.split(".")[0] in ("app",) + GUI]
     assert not bad, "training/ must not import the editor:\n" + "\n".join(bad)
 
 
@@ -100,10 +111,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def import_graph() -> dict[str, set[str]]:
+    """Module → the project modules it imports (anywhere in it)."""
     mods = project_modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for m, p in mods.items():
-        for name, _ in imports(p, top_level_only=True):
+        for name, _ in imports(p):
             # the imported module itself, or the module a name was imported from
             target = name if name in mods else name.rpartition(".")[0] if name.rpartition(".")[0] in mods else None
             if target and target != m and not m.startswith(target + "."):  # a package's own __init__ is no cycle
@@ -111,9 +123,48 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_import_cycles():
+def engine_package(module: str) -> str:
+    """``engine.face.model`` → ``engine.face``; a module directly in engine/ (``engine.runtime``) is its own node."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph folded onto engine's packages (edges inside one package dropped)."""
+    out: dict[str, set[str]] = {}
+    for m, targets in graph.items():
+        if m.split(".")[0] != "engine":
+            continue
+        a = engine_package(m)
+        out.setdefault(a, set())
+        for t in targets:
+            if t.split(".")[0] == "engine" and engine_package(t) != a:
+                out[a].add(engine_package(t))
+    return out
+
+
+def test_no_import_cycles_between_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle between project modules: " + " -> ".join(cycle)
+
+
+def test_no_import_cycles_between_engine_packages():
+    graph = import_graph()
+    cycle = find_cycle(package_graph(graph))
+    if cycle is not None:  # name the imports that make each edge of the cycle
+        mods = project_modules()
+        why = [f"{m}:{line} imports {name}" for a, b in zip(cycle, cycle[1:]) for m in sorted(graph)
+               if engine_package(m) == a for name, line in imports(mods[m])
+               if name.startswith(b + ".") or name == b]
+        raise AssertionError("import cycle between engine packages: " + " -> ".join(cycle) + "\n" + "\n".join(why))
+
+
+def test_the_checker_folds_a_lazy_cross_package_import_into_a_cycle():
+    """face → render at module level and render → face inside a function is a package cycle."""
+    graph = {"engine.face.fitting": {"engine.render.renderer"}, "engine.render.renderer": {"engine.face.model"},
+             "engine.face.model": set(), "engine.face": set()}
+    assert find_cycle(package_graph(graph)) == ["engine.face", "engine.render", "engine.face"]
+    graph["engine.face.fitting"] = set()
+    assert find_cycle(package_graph(graph)) is None
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -124,12 +175,21 @@ def test_cycle_finder_finds_a_cycle():
 @pytest.mark.parametrize("snippet, expect", [
     ("import PySide6.QtCore\n", "PySide6.QtCore"),
     ("def f():\n    from training import warmup\n", "training"),
+    ("class C:\n    def m(self):\n        try:\n            import engine.render\n        except OSError:\n"
+     "            pass\n", "engine.render"),
+    ("def f():\n    if x:\n        from . import model\n", "engine.model"),
 ])
-def test_the_checker_sees_top_level_and_lazy_imports(tmp_path, snippet, expect, monkeypatch):
-    p = REPO / "engine" / "_layers_probe.py"  # a real path inside engine/ so module names resolve
-    monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: snippet)
-    names = [n for n, _ in imports(p, top_level_only=False)]
+def test_the_checker_sees_top_level_and_lazy_imports(snippet, expect):
+    p = REPO / "engine" / "_layers_probe.py"  # a path inside engine/ so module names resolve (never written)
+    names = [n for n, _ in imports(p, source=snippet)]
     assert expect in names
+
+
+def test_the_checker_skips_typing_only_imports():
+    p = REPO / "engine" / "_layers_probe.py"
+    names = [n for n, _ in imports(p, source="from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                             "    from engine.photo.fit import PhotoFit\n")]
+    assert "engine.photo.fit" not in names
 
 
 def test_ci_turns_unexplained_skips_into_failures(tmp_path):

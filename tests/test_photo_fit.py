@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.fit import solve_landmarks
 from engine.perception.align import AlignError, load_image
-from engine.photo.fit import (PhotoFit, PhotoFitCancelled, PhotoFitError, as_photo, fit_photo, pick_face,
-                              solve_landmarks)
+from engine.photo.fit import PhotoFit, PhotoFitCancelled, PhotoFitError, as_photo, fit_photo, pick_face
 
 DEG = 180.0 / math.pi
 
@@ -25,9 +25,9 @@ def model(ict_path):
 
 @pytest.fixture(scope="module")
 def rend(model):
-    from engine.face.fitting import _renderer_for
+    from engine.fit import renderer_for
 
-    return _renderer_for(model)
+    return renderer_for(model)
 
 
 def _scene(model, rend, yaw=0.0, pitch=0.0, jaw=0.0, seed=1):
@@ -64,7 +64,7 @@ def ffhq3_fit(ffhq3):
 
 def _nme_photo(fit: PhotoFit, target: np.ndarray, model, rend) -> float:
     """NME of the fit's projected landmarks (in photo px) against ``target`` (68, 2) photo px."""
-    from engine.face.fitting import LandmarkGeometry
+    from engine.fit import LandmarkGeometry
     from engine.perception.align import apply_affine
 
     geo = LandmarkGeometry(model, rend)
@@ -76,7 +76,7 @@ def _nme_photo(fit: PhotoFit, target: np.ndarray, model, rend) -> float:
 
 # ------------------------------------------------------------------------------------------- synthetic truth
 def test_solver_recovers_pose_and_jaw_from_exact_landmarks(model, rend):
-    from engine.face.fitting import LandmarkGeometry
+    from engine.fit import LandmarkGeometry
 
     geo = LandmarkGeometry(model, rend)
     rng = np.random.default_rng(0)

@@ -23,7 +23,7 @@ def ffhq_crops(ffhq_aligned):
 
 
 def test_shipped_rnet_predicts_landmarks(rnet_file, face_model, renderer, ffhq_crops):
-    from engine.face.fitting import LandmarkGeometry, landmark_nme
+    from engine.fit import LandmarkGeometry, landmark_nme
     from engine.perception.rnet import RNet
 
     net = RNet.load(rnet_file)

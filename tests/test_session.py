@@ -299,7 +299,7 @@ def test_open_photo_paths(session, tmp_path, monkeypatch):
     SessionCancelled and changes nothing; a fit is one undo step."""
     from engine.editing import photo_import
     from engine.editing.session import SessionCancelled
-    from engine.face import fitting
+    from engine import fit as fitting
 
     photo = tmp_path / "face.jpg"
     photo.write_bytes(b"not really a jpeg")
@@ -310,14 +310,14 @@ def test_open_photo_paths(session, tmp_path, monkeypatch):
     fitted.expr["jawOpen"] = 0.4
     calls = []
 
-    def fit_photo(path, progress=None, cancel=None):
+    def fit_photo_crop(path, progress=None, cancel=None):
         calls.append(path)
         if progress is not None:
             progress(0.5)
         if cancel is not None and cancel():
             raise fitting.FitCancelled("fitting cancelled")  # what the real fitter raises mid-way
         return fitted, None, None, None
-    monkeypatch.setattr(fitting, "fit_photo", fit_photo)
+    monkeypatch.setattr(fitting, "fit_photo_crop", fit_photo_crop)
     checks = iter([False, True])  # not cancelled before the fit starts: the fitter itself must see the cancel
     with pytest.raises(SessionCancelled):
         session.open_photo(photo, cancel=lambda: next(checks), how="fit")

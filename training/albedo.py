@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from engine.config import ASSETS_DIR, cache_dir
-from engine.face import fitting
+from engine import fit as fitting
 from engine.face.model import ALBEDO_FORMAT, ALBEDO_VERSION, Coefficients, FaceModel, FaceModelError
 from engine.io.files import save_image, save_safetensors
 from engine.render import FaceRenderer, light_from_direction

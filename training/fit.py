@@ -1,8 +1,8 @@
 """``python -m training fit``: fit the 3DMM to the prepared (aligned) UTKFace crops.
 
-Per batch: landmark stage of :func:`engine.face.fitting.fit_coefficients` (pose, identity, expression; sliding jaw
-contour), then the linear robust SH light + RGB gain (:func:`engine.face.fitting.solve_light`) and, when a learned
-albedo exists, linear albedo coefficients (:func:`engine.face.fitting.solve_albedo`). Chunks are written to
+Per batch: landmark stage of :func:`engine.fit.fit_coefficients` (pose, identity, expression; sliding jaw
+contour), then the linear robust SH light + RGB gain (:func:`engine.fit.solve_light`) and, when a learned
+albedo exists, linear albedo coefficients (:func:`engine.fit.solve_albedo`). Chunks are written to
 ``cache/fits/<split>_chunks/`` as they finish (``--resume`` skips the finished ones) and merged into
 ``cache/fits/<split>.npz`` (identity, albedo, expression, light, pose, gain, names, nme, resid).
 """
@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from engine.config import cache_dir
-from engine.face import fitting
-from engine.face.fitting import overlay_image
+from engine import fit as fitting
+from engine.fit import overlay_image
 from engine.face.model import Coefficients, FaceModel, FaceModelError
 from engine.io.files import atomic_path, save_image
 from engine.render import FaceRenderer

@@ -83,7 +83,7 @@ def load_split(split: str, model) -> dict:
 
 @torch.no_grad()
 def evaluate(net, data: dict, model, renderer, batch: int = 64) -> dict:
-    from engine.face.fitting import LandmarkGeometry, landmark_nme
+    from engine.fit import LandmarkGeometry, landmark_nme
 
     net.eval()
     geo = LandmarkGeometry(model, renderer)
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
 
     from engine.config import ASSETS_DIR, cache_dir
     from engine.face.model import FaceModel, FaceModelError, Coefficients
-    from engine.face.fitting import LandmarkGeometry, LANDMARK_WEIGHTS, skin_weights
+    from engine.fit import LANDMARK_WEIGHTS, LandmarkGeometry, skin_weights
     from engine.io.files import write_json_atomic
     from engine.perception.rnet import RNet, RNetError
     from engine.render import FaceRenderer

@@ -13,7 +13,7 @@ from engine.cli.common import (UsageError, add_keyframe_args, add_keyframes, add
                                parse_keyframes, settings)
 from engine.editing.paste import paste_into_photo
 from engine.editing.session import Session
-from engine.face.fitting import fit_photo, overlay_image
+from engine.fit import fit_photo_crop, overlay_image
 from engine.face.model import default_model
 from engine.generator.embed import EmbedConfig, EmbedResult, PhotoEmbedder
 from engine.render import light_from_direction
@@ -30,7 +30,7 @@ def cmd_fit(args) -> int:
     out = out_path(args.output, (".json",))
     if args.overlay:
         out_path(args.overlay, what="overlay")
-    coeffs, crop, _alignment, result = fit_photo(args.photo)
+    coeffs, crop, _alignment, result = fit_photo_crop(args.photo)
     write_json_atomic(out, coeffs.to_json_dict())
     print(f"wrote {out} (landmark NME {float(result.landmark_nme.mean()):.3f})")
     if args.overlay:

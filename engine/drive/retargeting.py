@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.drive.track import Track, pose_from_rotation, rotation_np
+from engine.drive.track import Track
 from engine.face.model import N_EXP, Coefficients
+from engine.fit import pose_from_rotation, rotation_np
 
 __all__ = ["retarget"]
 

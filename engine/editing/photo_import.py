@@ -4,7 +4,7 @@
   the session then edits the photo itself (``engine.photo.renderer``);
 * :func:`embed_photo` — the GAN embedding (``engine.generator.embed.PhotoEmbedder``): coefficients + noise + style
   offsets of the generator;
-* :func:`fit_3dmm` — the 3DMM fit only (``engine.face.fitting.fit_photo``): coefficients.
+* :func:`fit_3dmm` — the 3DMM fit only (``engine.fit.fit_photo_crop``): coefficients.
 
 Each calls the engine directly with ``progress(done, total)`` and ``cancel()``, and turn the engine's own cancel
 exceptions (``PhotoFitCancelled``, ``EmbedCancelled``, ``FitCancelled``) into :class:`ImportCancelled`; every user-facing failure is a
@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from engine.face import fitting
+from engine import fit as fitting
 from engine.face.model import Coefficients
 from engine.generator.embed import EmbedCancelled, PhotoEmbedder
 from engine.photo import fit as photo_fit
@@ -83,7 +83,7 @@ def fit_3dmm(path, progress: Progress | None = None, cancel: Cancel | None = Non
         raise ImportCancelled("cancelled")
     prog = _fraction_progress(progress)
     try:
-        coeffs, _crop, _al, _res = fitting.fit_photo(str(path), progress=prog, cancel=cancel)
+        coeffs, _crop, _al, _res = fitting.fit_photo_crop(str(path), progress=prog, cancel=cancel)
     except fitting.FitCancelled:
         raise ImportCancelled("cancelled") from None
     if progress is not None:

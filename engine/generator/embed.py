@@ -5,7 +5,7 @@ Pipeline: ``PhotoEmbedder(generator).embed(photo)``
 1. **Align**: detect the face, 68 landmarks, similarity warp to the canonical crop (``perception.align``). The crop
    is made at ``max(128, G resolution)`` for the initialiser and area-resized to the generator's resolution.
 2. **Initialise** the coefficients with the R-Net (``perception.rnet``) when its weights exist, otherwise with a
-   short landmark + photometric 3DMM fit (``engine.face.fitting``). The noise code starts from the best of a few seeded
+   short landmark + photometric 3DMM fit (``engine.fit``). The noise code starts from the best of a few seeded
    candidates (one batched forward pass), so the seed matters and the result is deterministic for a seed.
 3. **Optimise** (Adam, cosine-decayed learning rate) in two phases:
    * phase 1 (first ``offset_start`` fraction of the steps): coefficients λ and the noise code only — the
@@ -43,8 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.face.fitting import FitCancelled, fit_coefficients, solve_albedo, solve_light
 from engine.face.model import Coefficients, default_model
+from engine.fit import FitCancelled, fit_coefficients, solve_albedo, solve_light
 from engine.perception import align as A
 from engine.perception.identity import default_identity_net
 from engine.perception.rnet import default_rnet

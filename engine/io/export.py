@@ -8,9 +8,8 @@ leaves nothing behind, not even a partial file.
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -26,6 +25,17 @@ class ExportError(ValueError):
 
 class ExportCancelled(Exception):
     """The user cancelled the export; nothing was written."""
+
+
+@runtime_checkable
+class KeyframedFrames(Protocol):
+    """What :func:`export_sequence` renders frames from (``engine.editing.session.Session`` is one; ``io`` does
+    not import ``editing``)."""
+
+    keyframes: Sequence
+    duration: float  # seconds from the first keyframe to the last
+
+    def iter_frames(self, n_frames: int, size: int | None = None) -> Iterator[np.ndarray]: ...
 
 
 def format_for(path: Path | str, fmt: str | None = None) -> str:
@@ -88,8 +98,8 @@ def export_sequence(frames, path: Path | str, fmt: str | None = None, fps: float
                     cancel=None) -> Path:
     """Write ``frames`` to ``path``; returns the path written.
 
-    ``frames`` is an iterable of images (H x W x 3 uint8, or (3, H, W) tensors in [0, 1]) or an
-    ``engine.editing.session.Session`` whose keyframes are rendered (``n_frames`` of them, default ``fps`` × the keyframe
+    ``frames`` is an iterable of images (H x W x 3 uint8, or (3, H, W) tensors in [0, 1]) or a
+    :class:`KeyframedFrames` (an ``engine.editing.session.Session``) whose keyframes are rendered (``n_frames`` of them, default ``fps`` × the keyframe
     span + 1, at ``size`` px). ``progress(done, total)`` is called after each frame (total 0 when unknown).
     """
     path = Path(path)
@@ -104,18 +114,13 @@ def export_sequence(frames, path: Path | str, fmt: str | None = None, fps: float
         raise ExportError(f"frame size must be between 8 and 2048 px, got {size}")
     if n_frames is not None and not 1 <= int(n_frames) <= MAX_FRAMES:
         raise ExportError(f"frame count must be between 1 and {MAX_FRAMES}, got {n_frames}")
-    from engine.editing.session import Session, SessionError
-
-    if isinstance(frames, Session):
+    if isinstance(frames, KeyframedFrames):
         sess = frames
         if not sess.keyframes:
             raise ExportError("there are no keyframes to export: add at least one on the timeline")
         if n_frames is None:
             n_frames = max(1, int(round(sess.duration * fps)) + 1)
-        try:
-            frames = sess.iter_frames(int(n_frames), size)
-        except SessionError as exc:
-            raise ExportError(str(exc)) from None
+        frames = sess.iter_frames(int(n_frames), size)
         total = int(n_frames)
     else:
         total = int(n_frames) if n_frames is not None else (len(frames) if hasattr(frames, "__len__") else 0)
@@ -189,23 +194,3 @@ def _write_mp4(frames, path: Path, fps: float) -> Path:
             with contextlib.suppress(Exception):
                 writer.close()
     return path
-
-
-def export_session_file(session_path, to, fps: float = 24, frames: int | None = None, size: int | None = None,
-                        progress=None) -> int:
-    """``discoface export session.json --to out.mp4``: the CLI half (tqdm progress, one-line errors upstream)."""
-    from tqdm import tqdm
-
-    from engine.editing.session import Session
-
-    format_for(to)  # a bad target is refused before any work
-    sess = Session.load(session_path)
-    n = frames if frames is not None else max(1, int(round(sess.duration * float(fps))) + 1)
-    bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
-    try:
-        out = export_sequence(sess, to, fps=fps, n_frames=n, size=size,
-                              progress=progress or (lambda d, t: bar.update(d - bar.n)))
-    finally:
-        bar.close()
-    print(f"wrote {out} ({n} frames, {sess.mode_text})")
-    return 0
