@@ -25,7 +25,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine import config  # noqa: E402
+from engine import config, runtime  # noqa: E402
 from engine.perception.align import load_image  # noqa: E402
 from engine.photo import PhotoRenderer  # noqa: E402
 from engine.photo.fit import fit_photo  # noqa: E402
@@ -82,8 +82,9 @@ def main(argv=None) -> int:
         renderers.append((name, r, drag(fit.coeffs, a.reps), max_side, target))
     print(f"{'case':36s} {'threads':>7s} {'wall p50':>9s} {'wall p95':>9s} {'cpu p50':>8s} {'cpu p95':>8s}  target p95")
     for threads in a.threads:
-        torch.set_num_threads(threads)
+        runtime.apply_threads(threads)
         cv2.setNumThreads(threads)
+        print(f"-- {runtime.machine_note()}", flush=True)
         for name, r, coeffs, max_side, target in renderers:
             w50, w95, c50, c95 = measure(r, coeffs, max_side)
             goal = f"{target:.0f} ms" if target else "-"

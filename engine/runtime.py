@@ -71,6 +71,16 @@ def threads_for(job: str, cores: int | None = None, load: float | None = None) -
     return max(1, min(cores, cores - int(load + 0.5)))
 
 
+def machine_note(threads: int | None = None) -> str:
+    """One line for every bench figure: the machine's load (1/5/15 min), its cores and torch's thread count."""
+    try:
+        la = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except (AttributeError, OSError):
+        la = "n/a"
+    n = torch.get_num_threads() if threads is None else int(threads)
+    return f"load {la} on {cpu_count()} cores, {n} thread{'s' if n != 1 else ''}"
+
+
 def apply_threads(n: int) -> int:
     """Set torch's intra-op threads (and inter-op to 1 where it is still allowed); returns ``n``."""
     n = max(1, int(n))
