@@ -45,6 +45,7 @@ import torch.nn.functional as F  # noqa: E402
 from engine.generator.networks import (FaceGenerator, FactorDecoders, Generator, default_channels,  # noqa: E402
                                        load_default_generator)
 from training.presets import get_preset  # noqa: E402
+from training.sr import eye_region  # noqa: E402
 
 
 def build(res: int):
@@ -151,6 +152,54 @@ def laplacian_energy(images_u8: np.ndarray) -> float:
     return float(np.mean(out))
 
 
+COLOUR_STATS = ("eye purple", "eye teal", "border a*", "border b*", "border chroma noise")
+_UPPER_ONLY = (0, 1, 4)
+
+
+def colour_stats(images_u8: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(N, 5) per-face colour statistics in CIELAB (a*, b* centred on 0), :data:`COLOUR_STATS`:
+
+    * eye purple / teal: 95th percentile over the eye region (:func:`eye_region`) of the pixel's shift from the
+      face's own skin colour (median a*b* inside the jaw/brow hull) towards magenta (Δa* − Δb*) / teal (−Δa*);
+    * border a*, b*: mean over the outer ring (1/8 of the size: background, hair);
+    * border chroma noise: mean chroma of the ring's band-pass (Gaussian σ 1 − σ 3 px at 64 px, scaled with the
+      size): the colourful blotches of the background."""
+    import cv2
+
+    out = []
+    for img, lm in zip(images_u8, landmarks):
+        s = img.shape[0]
+        ab = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2LAB).astype(np.float64)[..., 1:] - 128.0
+        eye = eye_region(lm, s)
+        hull = cv2.convexHull(lm[:27].astype(np.float32)).reshape(-1, 2)
+        skin = np.median(ab[polygon_mask(hull, s) & ~eye], 0)
+        e = ab[eye] - skin
+        ring = np.ones((s, s), bool)
+        w = max(2, s // 8)
+        ring[w:-w, w:-w] = False
+        k = s / 64
+        bp = np.stack([cv2.GaussianBlur(ab[..., i], (0, 0), k) - cv2.GaussianBlur(ab[..., i], (0, 0), 3 * k)
+                       for i in range(2)], -1)
+        out.append([np.percentile(e[:, 0] - e[:, 1], 95), np.percentile(-e[:, 0], 95), *ab[ring].mean(0),
+                    np.hypot(bp[..., 0], bp[..., 1])[ring].mean()])
+    return np.array(out)
+
+
+def colour_ranges(real_stats: np.ndarray, q: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The real photos' q … 100 − q % range of each statistic (purple, teal, noise: the upper bound only)."""
+    lo, hi = np.nanpercentile(real_stats, q, 0), np.nanpercentile(real_stats, 100 - q, 0)
+    lo[list(_UPPER_ONLY)] = -np.inf
+    return lo, hi
+
+
+def colour_outliers(stats: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict:
+    """Share of faces whose eye-region / border statistics leave the real range."""
+    out = (stats < lo) | (stats > hi)
+    return {"eye": float(out[:, :2].any(1).mean()), "border": float(out[:, 2:].any(1).mean()),
+            "any": float(out.any(1).mean()), "eye_faces": np.flatnonzero(out[:, :2].any(1)).tolist(),
+            "border_faces": np.flatnonzero(out[:, 2:].any(1)).tolist()}
+
+
 def polygon_mask(pts: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image, ImageDraw
 
@@ -188,20 +237,38 @@ def real_reference(n: int, size: int):
     # per-photo spread of the open-mouth colour: the range the generator should land in
     per = np.array([inner_mouth_colour(to_u8(imgs[i:i + 1]), lms[i:i + 1]) for i in open_idx])
     per = per[np.isfinite(per).all(1)]
-    return small, mouth, per, len(open_idx), imgs
+    # colour ranges from every other held-out crop, the real outlier rate measured on the rest (at ``size``)
+    cidx = np.linspace(0, len(imgs) - 1, min(len(imgs), 800)).round().astype(int)
+    cst = colour_stats(to_u8(F.interpolate(imgs[cidx], size=(size, size), mode="area")), lms[cidx] * size / 128)
+    lo, hi = colour_ranges(cst[0::2])
+    lo5, hi5 = colour_ranges(cst[0::2], 5.0)
+    return small, mouth, per, len(open_idx), imgs, (lo, hi, colour_outliers(cst[1::2], lo, hi), lo5, hi5,
+                                                    colour_outliers(cst[1::2], lo5, hi5))
 
 
-def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, real_crops, save_dir: Path | None,
-                 tag: str, psi: float = 0.7) -> dict:
+def load_generator(path: Path | None, sr: str | None) -> FaceGenerator:
+    """``path`` (None: the shipped generator, with the shipped upsampler when present); ``sr``: an upsampler file
+    to attach, ``none`` for the bare generator."""
+    from engine.generator.sr import FaceSR
+
+    fg = FaceGenerator.load(path) if path else load_default_generator(upsampler=sr is None)
+    if sr is not None and sr != "none":
+        fg.attach_sr(FaceSR.load(sr))
+    elif sr == "none":
+        fg.attach_sr(None)
+    return fg
+
+
+def goal_numbers(fg: FaceGenerator, path: Path | None, n: int, dl: Dlib, real_crops, save_dir: Path | None,
+                 tag: str, psi: float = 0.7, seed: int = 2026, colour_ref=None, fast: bool = False) -> dict:
     from engine.face.model import Coefficients, default_model
     from engine.perception.identity import default_identity_net
     from engine.perception.rnet import default_rnet
     from engine.render import FaceRenderer
     from training import evaluate as E
 
-    fg = FaceGenerator.load(path) if path else load_default_generator()
     res = fg.resolution
-    c, noise = fg.sample(n, seed=2026)
+    c, noise = fg.sample(n, seed=seed)
     with torch.no_grad():
         faces = to_u8(fg.synthesize(c, noise, psi))
         # the same coefficients with every face's noise: does the noise latent carry who it is?
@@ -213,6 +280,12 @@ def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, re
         opened = to_u8(fg.synthesize(co, noise, psi))
         lm = FaceRenderer(default_model()).landmarks(co, res).numpy()
     same, med, found = same_person_share(dl, faces)
+    colour = None
+    if colour_ref is not None:
+        lm_faces = FaceRenderer(default_model()).landmarks(c, res).numpy()
+        cst = colour_stats(faces, lm_faces)
+        colour = colour_outliers(cst, colour_ref[0], colour_ref[1])
+        colour["strict"] = colour_outliers(cst, colour_ref[3], colour_ref[4])
     same_noise, _, _ = same_person_share(dl, noise_only)
     mouth = inner_mouth_colour(opened, lm)
     if save_dir is not None:
@@ -232,11 +305,16 @@ def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, re
         cj.expression[:, j] = v
         with torch.no_grad():
             jaw.append(float(rnet.predict(fg.synthesize(cj, noise, psi)).expression[:, j].mean()))
-    ctl = E.control_accuracy(subject, rnet, n=32)
-    idp = E.identity_preservation(subject, idnet, n=24)
-    fid = E.fid_id(subject, idnet, real_crops, n=256)
+    if fast:  # pictures, diversity, sharpness and colour only
+        ctl, idp, fid = {"yaw_err_deg": float("nan"), "yaw_slope": float("nan")}, {"identity_kept_share": float("nan")}, \
+            float("nan")
+    else:
+        ctl = E.control_accuracy(subject, rnet, n=32)
+        idp = E.identity_preservation(subject, idnet, n=24)
+        fid = E.fid_id(subject, idnet, real_crops, n=256)
     return {"file": str(path or "assets/generator.safetensors"), "res": res, "same": same, "median": med,
-            "same_noise": same_noise, "jaw": jaw,
+            "same_noise": same_noise, "jaw": jaw, "colour": colour,
+            "sr": "–" if fg.sr is None else str(getattr(fg.sr, "meta", {}).get("training", "attached"))[:60],
             "found": found, "sharp": laplacian_energy(faces), "mouth": mouth, "fid_id": fid,
             "yaw_err": ctl["yaw_err_deg"], "yaw_slope": ctl["yaw_slope"], "kept": idp["identity_kept_share"]}
 
@@ -244,41 +322,66 @@ def goal_numbers(path: Path | None, n: int, dl: Dlib, real_small: np.ndarray, re
 def goals(args) -> int:
     torch.set_num_threads(args.threads)
     dl = Dlib()
-    files = [("old", Path(args.old) if args.old else None)]
+    files = [("old", Path(args.old) if args.old else None, args.old_sr)]
     if args.new:
-        files.append(("new", Path(args.new)))
-    res = FaceGenerator.load(files[-1][1]).resolution if files[-1][1] else load_default_generator().resolution
-    real_small, real_mouth, real_per, n_open, real_all = real_reference(args.n, res)
-    real_crops = real_all[:512]
-    r_same, r_med, r_found = same_person_share(dl, real_small)
-    if args.save_dir:  # the real crops at the generator's size, judge.py's --real reference (not committed)
-        from engine.io.files import save_image
+        files.append(("new", Path(args.new), args.new_sr))
+    gens = [(tag, p, load_generator(p, sr)) for tag, p, sr in files]
+    refs: dict[int, tuple] = {}
+    for _, _, fg in gens:  # the real reference at each native size
+        res = fg.resolution
+        if res in refs:
+            continue
+        real_small, real_mouth, real_per, n_open, real_all, colour_ref = real_reference(args.n, res)
+        r_same, r_med, r_found = same_person_share(dl, real_small)
+        if args.save_dir:  # the real crops at the generator's size, judge.py's --real reference (not committed)
+            from engine.io.files import save_image
 
-        for i, x in enumerate(real_small):
-            save_image(Path(args.save_dir) / "real" / f"real{i:02d}.png", x)
-    r_sharp = laplacian_energy(real_small)
-    lo, hi = (np.percentile(real_per, 10, 0), np.percentile(real_per, 90, 0)) if len(real_per) else (None, None)
-    rows = [goal_numbers(p, args.n, dl, real_small, real_crops, Path(args.save_dir) if args.save_dir else None, tag,
-                         args.psi) for tag, p in files]
-    print(f"goal numbers, {args.n} random faces at ψ={args.psi} (seed 2026) vs {args.n} UTKFace test crops at {res} px; "
-          f"{n_open} open-mouth test photos")
-    print("| weights | same-person pairs (goal ≤ 15 %) | median dlib dist | faces found | sharpness ratio "
-          "(goal ≥ 0.8) | mouth RGB, jawOpen 0.8 | purple B−G | FID-id | yaw err ° (≤ 3) | yaw slope | "
-          "identity kept (≥ 95 %) | same person, noise alone varied | R-Net jawOpen for 0 / 0.4 / 0.8 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| UTKFace photos | {100 * r_same:.0f} % | {r_med:.3f} | {r_found}/{args.n} | 1.00 ({r_sharp:.2f}) | "
-          f"{' '.join(f'{v:.0f}' for v in real_mouth)} | {real_mouth[2] - real_mouth[1]:+.0f} | – | – | – | – | – | – |")
-    for tag, r in zip([t for t, _ in files], rows):
-        m = r["mouth"]
-        print(f"| {tag}: {Path(r['file']).name} | {100 * r['same']:.0f} % | {r['median']:.3f} | {r['found']}/{args.n} "
-              f"| {r['sharp'] / r_sharp:.2f} ({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | "
+            for i, x in enumerate(real_small):
+                save_image(Path(args.save_dir) / f"real{res}" / f"real{i:02d}.png", x)
+        refs[res] = dict(small=real_small, mouth=real_mouth, per=real_per, n_open=n_open, crops=real_all[:512],
+                         colour=colour_ref, same=r_same, med=r_med, found=r_found, sharp=laplacian_energy(real_small))
+    rows = [goal_numbers(fg, p, args.n, dl, refs[fg.resolution]["crops"],
+                         Path(args.save_dir) if args.save_dir else None, tag, args.psi, args.seed,
+                         refs[fg.resolution]["colour"], args.fast) for tag, p, fg in gens]
+    print(f"goal numbers, {args.n} random faces at ψ={args.psi} (seed {args.seed}) vs {args.n} UTKFace test crops at "
+          f"each generator's native size; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print("| weights | native px | same-person pairs (goal ≤ 10 %) | median dlib dist | faces found | sharpness ratio "
+          "(goal ≥ 0.8) | mouth RGB, jawOpen 0.8 | purple B−G | FID-id (≤ 0.15) | yaw err ° (≤ 3) | yaw slope | "
+          "identity kept (≥ 95 %) | same person, noise alone varied | R-Net jawOpen for 0 / 0.4 / 0.8 | "
+          "eye-region colour outliers | border colour outliers | either (≤ 5 %) | either, real 5–95 % range |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for res, r in sorted(refs.items()):
+        m, co = r["mouth"], r["colour"][2]
+        print(f"| UTKFace photos | {res} | {100 * r['same']:.0f} % | {r['med']:.3f} | {r['found']}/{args.n} | 1.00 "
+              f"({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | {m[2] - m[1]:+.0f} | – | – | – | – | – | – | "
+              f"{100 * co['eye']:.0f} % | {100 * co['border']:.0f} % | {100 * co['any']:.0f} % | "
+              f"{100 * r['colour'][5]['any']:.0f} % |")
+    for (tag, _, fg), r in zip(gens, rows):
+        m, ref = r["mouth"], refs[r["res"]]
+        co = r["colour"]
+        print(f"| {tag}: {Path(r['file']).name}{' + upsampler' if fg.sr is not None else ''} | {r['res']} | "
+              f"{100 * r['same']:.0f} % | {r['median']:.3f} | {r['found']}/{args.n} "
+              f"| {r['sharp'] / ref['sharp']:.2f} ({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | "
               f"{m[2] - m[1]:+.0f} | {r['fid_id']:.3f} | {r['yaw_err']:.1f} | {r['yaw_slope']:.2f} | "
               f"{100 * r['kept']:.0f} % | {100 * r['same_noise']:.0f} % | "
-              f"{' / '.join(f'{v:.2f}' for v in r['jaw'])} |")
-    if lo is not None:
-        print(f"real open-mouth colour, 10th-90th percentile per photo: R {lo[0]:.0f}-{hi[0]:.0f}, "
-              f"G {lo[1]:.0f}-{hi[1]:.0f}, B {lo[2]:.0f}-{hi[2]:.0f}; B−G "
-              f"{np.percentile(real_per[:, 2] - real_per[:, 1], 10):+.0f}..{np.percentile(real_per[:, 2] - real_per[:, 1], 90):+.0f}")
+              f"{' / '.join(f'{v:.2f}' for v in r['jaw'])} | {100 * co['eye']:.0f} % | {100 * co['border']:.0f} % | "
+              f"{100 * co['any']:.0f} % | {100 * co['strict']['any']:.0f} % |")
+    for (tag, _, _), r in zip(gens, rows):
+        co = r["colour"]
+        print(f"{tag}: colour outlier faces (index in the seed-{args.seed} set): eyes {co['eye_faces']}, border "
+              f"{co['border_faces']}; against the real 5-95 % range: eyes {co['strict']['eye_faces']}, border "
+              f"{co['strict']['border_faces']}")
+    for res, r in sorted(refs.items()):
+        per = r["per"]
+        if len(per):
+            lo, hi = np.percentile(per, 10, 0), np.percentile(per, 90, 0)
+            print(f"real open-mouth colour at {res} px, 10th-90th percentile per photo: R {lo[0]:.0f}-{hi[0]:.0f}, "
+                  f"G {lo[1]:.0f}-{hi[1]:.0f}, B {lo[2]:.0f}-{hi[2]:.0f}; B−G "
+                  f"{np.percentile(per[:, 2] - per[:, 1], 10):+.0f}..{np.percentile(per[:, 2] - per[:, 1], 90):+.0f}")
+        clo, chi = r["colour"][0], r["colour"][1]
+        print(f"real colour ranges at {res} px (1-99 %): eye purple ≤ {chi[0]:.1f}, teal ≤ {chi[1]:.1f}; border a* "
+              f"{clo[2]:.1f}..{chi[2]:.1f}, b* {clo[3]:.1f}..{chi[3]:.1f}, chroma noise ≤ {chi[4]:.2f} (5-95 %: "
+              f"purple ≤ {r['colour'][4][0]:.1f}, teal ≤ {r['colour'][4][1]:.1f}, noise ≤ {r['colour'][4][4]:.2f})")
     return 0
 
 
@@ -287,6 +390,13 @@ def main(argv=None) -> int:
     ap.add_argument("--speed", action="store_true", help="latency and training throughput instead of the goals")
     ap.add_argument("--old", default=None, help="generator file for the 'old' row (default: the shipped one)")
     ap.add_argument("--new", default=None, help="generator file for the 'new' row")
+    ap.add_argument("--old-sr", default=None,
+                    help="upsampler file to attach to the 'old' row ('none': the bare generator; default: the shipped "
+                         "upsampler when --old is not given)")
+    ap.add_argument("--new-sr", default=None, help="upsampler file to attach to the 'new' row")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the random faces")
+    ap.add_argument("--fast", action="store_true",
+                    help="skip the R-Net / identity / FID-id columns (diversity, sharpness, colour and pictures only)")
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--psi", type=float, default=0.7, help="truncation of the random faces (the editor's default)")
     ap.add_argument("--save-dir", default=None,

@@ -179,7 +179,9 @@ class PhotoEmbedder:
 
     @property
     def resolution(self) -> int:
-        return int(self.gen.resolution)
+        """G's own size: the embedding optimises (and reconstructs) before any upsampler; the editor shows the
+        result through :meth:`FaceGenerator.synthesize_ws` at the native size."""
+        return int(getattr(self.gen, "base_resolution", self.gen.resolution))
 
     @property
     def steps(self) -> int:

@@ -457,15 +457,33 @@ class Generator(nn.Module):
 class FaceGenerator(nn.Module):
     """Decoders + G_ema + w̄_id, loaded from ``assets/generator.safetensors`` (self-contained)."""
 
-    def __init__(self, decoders: FactorDecoders, generator: Generator):
+    def __init__(self, decoders: FactorDecoders, generator: Generator, sr=None):
         super().__init__()
         if decoders.albedo_dim != generator.albedo_dim:
             raise ValueError("decoders and generator disagree on the albedo size")
         self.decoders = decoders
         self.G = generator
+        self.sr = None
+        if sr is not None:
+            self.attach_sr(sr)
+
+    def attach_sr(self, sr) -> "FaceGenerator":
+        """Upsample every image with ``sr`` (an ``engine.generator.sr.FaceSR`` taking G's size; None detaches it):
+        the native output size becomes ``sr.out_res``. The upsampler is not part of the generator file."""
+        if sr is not None and sr.in_res != self.G.resolution:
+            raise WeightsError(f"the upsampler takes {sr.in_res} px images but the generator makes "
+                               f"{self.G.resolution} px")
+        self.sr = sr
+        return self
 
     @property
     def resolution(self) -> int:
+        """The native output size: the upsampler's when one is attached, else G's."""
+        return self.sr.out_res if self.sr is not None else self.G.resolution
+
+    @property
+    def base_resolution(self) -> int:
+        """G's own output size (what an embedding optimises at)."""
         return self.G.resolution
 
     @property
@@ -513,11 +531,16 @@ class FaceGenerator(nn.Module):
         lat = sample_latents(n, seed=seed, device=self.G.coeff_mean.device)
         return self.decoders.decode(lat), lat.noise
 
-    def synthesize(self, coeffs: Coefficients, noise: torch.Tensor, truncation_psi: float = DEFAULT_PSI
-                   ) -> torch.Tensor:
-        """(B, 3, H, W) image in [0, 1]."""
+    def synthesize(self, coeffs: Coefficients, noise: torch.Tensor, truncation_psi: float = DEFAULT_PSI,
+                   upsample: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) image in [0, 1] at :attr:`resolution` (``upsample=False``: G's own size)."""
         dev = self.G.coeff_mean.device
         img = self.G(coeffs.to(dev), noise.to(dev), truncation_psi=truncation_psi, noise_mode="const")
+        return self._finish(img, upsample)
+
+    def _finish(self, img: torch.Tensor, upsample: bool) -> torch.Tensor:
+        if upsample and self.sr is not None:  # the upsampler was trained on G's clamped images
+            img = self.sr(img.clamp(-1.0, 1.0))
         return (img * 0.5 + 0.5).clamp(0.0, 1.0)
 
     def ws(self, coeffs: Coefficients, noise: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
@@ -525,20 +548,29 @@ class FaceGenerator(nn.Module):
         dev = self.G.coeff_mean.device
         return self.G.ws(coeffs.to(dev), noise.to(dev), truncation_psi)
 
-    def synthesize_ws(self, ws: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) image in [0, 1] from per-layer latents."""
-        return (self.G.synthesis(ws, noise_mode="const") * 0.5 + 0.5).clamp(0.0, 1.0)
+    def synthesize_ws(self, ws: torch.Tensor, upsample: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) image in [0, 1] from per-layer latents (at :attr:`resolution`, as :meth:`synthesize`)."""
+        return self._finish(self.G.synthesis(ws, noise_mode="const"), upsample)
 
     def forward(self, coeffs, noise, truncation_psi: float = DEFAULT_PSI):
         return self.synthesize(coeffs, noise, truncation_psi)
 
 
-def load_default_generator() -> FaceGenerator | None:
-    """The shipped generator, or None when ``assets/generator.safetensors`` is absent (bad files still raise)."""
+def load_default_generator(upsampler: bool = True) -> FaceGenerator | None:
+    """The shipped generator, or None when ``assets/generator.safetensors`` is absent (bad files still raise).
+    With ``upsampler`` (default) the shipped 2× upsampler (``assets/face_sr.safetensors``, when present and made for
+    this generator's size) is attached, so the native output is 128 px; without the file the 64 px path is used."""
     path = config.ASSETS_DIR / "generator.safetensors"
     if not path.exists():
         return None
-    return FaceGenerator.load(path)
+    fg = FaceGenerator.load(path)
+    if upsampler:
+        from engine.generator.sr import load_default_sr
+
+        sr = load_default_sr()
+        if sr is not None and sr.in_res == fg.G.resolution:
+            fg.attach_sr(sr.to(memory_format=torch.channels_last))
+    return fg
 
 
 def images_to_uint8(img: torch.Tensor) -> np.ndarray:

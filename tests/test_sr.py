@@ -1,0 +1,204 @@
+"""The face upsampler (engine/generator/sr.py), the generator's native size with it, and ``python -m training sr``."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.generator.networks import FaceGenerator, FactorDecoders, Generator, default_channels
+from engine.generator.sr import SR_FORMAT, FaceSR
+from engine.io.files import WeightsError, load_safetensors, save_safetensors
+
+torch.set_num_threads(1)
+
+
+def small_sr(in_res=32, seed=0):
+    torch.manual_seed(seed)
+    sr = FaceSR(in_res, channels=8, blocks=1, up_channels=4).eval()
+    with torch.no_grad():  # a visible correction, not the near-bicubic start
+        sr.to_rgb.weight.normal_(0, 0.2)
+    return sr
+
+
+def small_gen(res=32, albedo_dim=0, exp_names=None):
+    names = tuple(exp_names) if exp_names is not None else tuple(f"e{i}" for i in range(53))
+    dec = FactorDecoders.prior(albedo_dim, names)
+    torch.manual_seed(0)
+    G = Generator(res, albedo_dim, default_channels(res, 32, 8), w_dim=32, map_layers=2)
+    G.set_coeff_stats(*dec.coefficient_stats(256))
+    G.compute_w_avg_id(dec, n=64)
+    return FaceGenerator(dec, G).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------- the network
+def test_upsampler_doubles_the_size_and_starts_near_bicubic():
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    sr = FaceSR(64)
+    y = sr(x)
+    assert y.shape == (2, 3, 128, 128)
+    bic = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    assert (y - bic).abs().mean() < 0.05 * (bic - bic.mean()).abs().mean()
+    assert (y - bic).abs().mean() > 0  # but it is not bicubic: the learned part is there
+    with pytest.raises(ValueError, match="takes 64 px"):
+        sr(torch.zeros(1, 3, 32, 32))
+    u = sr.upsample01(x * 0.5 + 0.5)
+    assert u.min() >= 0 and u.max() <= 1
+
+
+def test_upsampler_file_round_trip_and_bad_files(tmp_path):
+    sr = small_sr()
+    p = tmp_path / "face_sr.safetensors"
+    sr.save(p, {"note": "test"})
+    back = FaceSR.load(p)
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(back(x), sr(x), atol=1e-6) and back.meta["note"] == "test"
+    assert not any(t.requires_grad for t in back.parameters())
+    tensors, meta = load_safetensors(p, SR_FORMAT, 1)
+    # shapes checked against the config
+    cfg = json.loads(meta["config"])
+    cfg["channels"] = 16
+    save_safetensors(tmp_path / "shape.safetensors", tensors, SR_FORMAT, 1, {"config": json.dumps(cfg)})
+    with pytest.raises(WeightsError, match="shape"):
+        FaceSR.load(tmp_path / "shape.safetensors")
+    # format version checked
+    save_safetensors(tmp_path / "v9.safetensors", tensors, SR_FORMAT, 9, {"config": meta["config"]})
+    with pytest.raises(WeightsError, match="version 9"):
+        FaceSR.load(tmp_path / "v9.safetensors")
+    # another file kind, a missing config, NaN, truncation, absence
+    small_gen().decoders.save(tmp_path / "dec.safetensors")
+    with pytest.raises(WeightsError, match="expected 'discoface.face-sr'"):
+        FaceSR.load(tmp_path / "dec.safetensors")
+    save_safetensors(tmp_path / "nocfg.safetensors", tensors, SR_FORMAT, 1)
+    with pytest.raises(WeightsError, match="config"):
+        FaceSR.load(tmp_path / "nocfg.safetensors")
+    bad = dict(tensors)
+    bad["head.bias"] = torch.full_like(bad["head.bias"], float("nan"))
+    save_safetensors(tmp_path / "nan.safetensors", bad, SR_FORMAT, 1, {"config": meta["config"]})
+    with pytest.raises(WeightsError, match="NaN"):
+        FaceSR.load(tmp_path / "nan.safetensors")
+    data = p.read_bytes()
+    (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        FaceSR.load(tmp_path / "trunc.safetensors")
+    with pytest.raises(WeightsError, match="not found"):
+        FaceSR.load(tmp_path / "absent.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------- the generator with it
+def test_generator_native_size_doubles_with_the_upsampler_and_the_base_path_stays():
+    fg = small_gen(32)
+    c, n = fg.sample(2, seed=4)
+    base = fg.synthesize(c, n)
+    assert fg.resolution == 32 and base.shape[-1] == 32
+    sr = small_sr(32)
+    fg.attach_sr(sr)
+    assert fg.resolution == 64 and fg.base_resolution == 32
+    up = fg.synthesize(c, n)
+    assert up.shape == (2, 3, 64, 64) and up.min() >= 0 and up.max() <= 1
+    assert torch.allclose(up, sr.upsample01(base), atol=1e-5)  # the upsampler runs on G's own image
+    assert torch.allclose(fg.synthesize(c, n, upsample=False), base)
+    ws = fg.ws(c, n, 0.7)
+    assert torch.allclose(fg.synthesize_ws(ws), up, atol=1e-5)
+    assert fg.synthesize_ws(ws, upsample=False).shape[-1] == 32
+    with pytest.raises(WeightsError, match="takes 64 px"):
+        fg.attach_sr(small_sr(64))
+    fg.attach_sr(None)
+    assert fg.resolution == 32 and torch.allclose(fg.synthesize(c, n), base)
+
+
+def test_default_generator_picks_up_the_shipped_upsampler(tmp_path, monkeypatch):
+    from engine import config
+    from engine.generator.networks import load_default_generator
+
+    monkeypatch.setattr(config, "ASSETS_DIR", tmp_path)
+    small_gen(32).save(tmp_path / "generator.safetensors")
+    assert load_default_generator().resolution == 32  # no upsampler file: the base path
+    small_sr(32).save(tmp_path / "face_sr.safetensors")
+    fg = load_default_generator()
+    assert fg.resolution == 64 and fg.sr is not None
+    assert load_default_generator(upsampler=False).resolution == 32
+    small_sr(64).save(tmp_path / "face_sr.safetensors")  # made for another generator size: not attached
+    assert load_default_generator().resolution == 32
+    (tmp_path / "face_sr.safetensors").write_bytes(b"\0" * 10)  # a broken file is an error, not ignored
+    with pytest.raises(WeightsError):
+        load_default_generator()
+
+
+def test_editor_and_embedding_sizes_with_the_upsampler(face_model):
+    from engine.editing.frames import FrameRenderer
+    from engine.editing.session import Session
+    from engine.generator.embed import PhotoEmbedder
+
+    fg = small_gen(32, face_model.albedo_dim, face_model.exp_names).attach_sr(small_sr(32))
+    assert FrameRenderer(face_model, fg).native_size == 64
+    s = Session(model=face_model, generator=fg)
+    frame = s.render()
+    assert frame.image.shape[:2] == (64, 64)
+    assert s.mode_text == "generator (64 px)"
+    emb = PhotoEmbedder(fg, rnet=False, idnet=False, model=face_model)
+    assert emb.resolution == 32  # the embedding optimises G's own image
+
+
+# ----------------------------------------------------------------------------------------------- training
+def test_degradation_blurs_downsamples_and_adds_noise():
+    from training.sr import degrade, gaussian_blur, laplacian_energy
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    assert torch.allclose(gaussian_blur(hr, torch.zeros(4)), hr, atol=1e-6)
+    blurred = gaussian_blur(hr, torch.full((4,), 1.5))
+    assert laplacian_energy(blurred) < 0.5 * laplacian_energy(hr)
+    lr = degrade(hr, 16, 0.0, 0.0, g)
+    assert torch.allclose(lr, F.interpolate(hr, size=(16, 16), mode="area"), atol=1e-6)
+    lr = degrade(hr.repeat(16, 1, 1, 1), 16, 1.5, 0.2, g)
+    assert lr.shape == (64, 3, 16, 16)
+    clean = F.interpolate(hr.repeat(16, 1, 1, 1), size=(16, 16), mode="area")
+    changed = (lr - clean).abs().flatten(1).amax(1) > 1e-4
+    assert 0.3 < changed.float().mean() < 1.0  # some images degraded, some left clean
+
+
+def test_eye_region_covers_the_eyes_not_the_mouth(face_model):
+    from engine.generator.networks import sample_latents
+    from engine.render import FaceRenderer
+    from training.sr import eye_region
+
+    dec = FactorDecoders.prior(face_model.albedo_dim, face_model.exp_names)
+    lm = FaceRenderer(face_model).landmarks(dec.decode(sample_latents(1, seed=0)), 64).numpy()[0]
+    m = eye_region(lm, 64)
+    for i in (37, 38, 43, 44, 19, 24):  # upper lids and brows
+        x, y = np.clip(np.round(lm[i]).astype(int), 0, 63)
+        assert m[min(63, y + (1 if i in (19, 24) else 0)), x], i
+    for i in (48, 54, 57, 62, 30):  # mouth, nose tip
+        x, y = np.clip(np.round(lm[i]).astype(int), 0, 63)
+        assert not m[y, x], i
+    assert 0.02 < m.mean() < 0.2
+
+
+def test_sr_training_runs_resumes_and_exports(tmp_path, monkeypatch, face_model, capsys):
+    import training.sr as T
+    from training.__main__ import main as cli
+
+    g = torch.Generator().manual_seed(0)
+    crops = (torch.rand(24, 128, 128, 3, generator=g) * 255).to(torch.uint8)
+    monkeypatch.setattr(T, "load_crops", lambda split, limit: crops[:limit] if limit else crops)
+    gen = tmp_path / "g64.safetensors"
+    small_gen(64, face_model.albedo_dim, face_model.exp_names).save(gen)
+    out = tmp_path / "run"
+    args = ["sr", "--out", str(out), "--generator", str(gen), "--batch", "2", "--gen-batch", "2", "--steps", "3",
+            "--adv-start", "1", "--channels", "8", "--blocks", "1", "--up-channels", "4", "--val-every", "2",
+            "--cons-free-eyes", "--ckpt-minutes", "0"]
+    assert cli(args) == 0
+    log = (out / "log.txt").read_text()
+    assert "run 1: step 0" in log and "val at step 2" in log and "final checkpoint at step 3" in log
+    assert cli(args) == 1 and "add --resume" in capsys.readouterr().err  # no silent overwrite
+    assert cli(args + ["--resume", "--steps", "5"]) == 0
+    log = (out / "log.txt").read_text()
+    assert "run 2: step 3" in log and "final checkpoint at step 5" in log
+    dest = tmp_path / "face_sr.safetensors"
+    assert cli(["sr", "--out", str(out), "--export", str(dest)]) == 0
+    sr = FaceSR.load(dest)
+    assert sr.cfg["channels"] == 8 and json.loads(sr.meta["training"])["step"] == 5
+    assert cli(["sr", "--out", str(tmp_path / "empty"), "--resume"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
