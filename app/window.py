@@ -21,10 +21,11 @@ from engine.io.files import save_image
 from .dialogs import ExportDialog, Timeline, default_export_path
 from .drive_dialog import DriveDialog
 from .widgets import FloatSlider, ImageView, MeshPanel
-from .worker import Job, RenderRequest, RenderThread
+from .worker import Job, RenderRequest, RenderThread, warm_up_engine
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BUNDLED_PHOTO = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain
+PLAY_MAX_SIDE = 384  # photo mode playback frames (drag previews: 512, engine.editing.frames.DRAG_MAX_SIDE)
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
 
 
@@ -134,6 +135,14 @@ class MainWindow(QMainWindow):
         self.sync_controls()
         self.resize(1180, 800)
         self.request_render(final=True)
+        model = self.session.model
+        self.warmup_job = Job(lambda progress, cancel: warm_up_engine(model, progress, cancel))
+        self.warmup_job.start()
+
+    @property
+    def ready(self) -> bool:
+        """The start-up job has loaded what opening a photo needs."""
+        return not self.warmup_job.running
 
     def _start_bar(self) -> QWidget:
         """How to start: the bundled photo in photo mode, a new random face, or a photo of your own."""
@@ -466,7 +475,9 @@ class MainWindow(QMainWindow):
         snap = snap if snap is not None else self.session.state
         self._serial += 1
         if snap.photo is not None and self.view_mode == "auto":
-            size = None  # photo mode: the photo's own size; the frame renderer shrinks drag frames
+            # photo mode: the photo's own size; the frame renderer shrinks drag frames, playback smaller still so
+            # a frame fits in a 24 fps tick
+            size = PLAY_MAX_SIDE if not final and self.timeline.timer.isActive() else None
         else:  # a smaller 3DMM frame while dragging; the generator renders at its own resolution anyway
             size = self.display_size if final or self.session.generator is not None else self.drag_size
         req = RenderRequest(snap, size, final, self.view_mode, self._serial)
@@ -693,5 +704,7 @@ class MainWindow(QMainWindow):
             self._job.wait(10000)
         for job in list(self._jobs):
             job.wait(30000)
+        self.warmup_job.cancel()
+        self.warmup_job.wait(30000)
         self.render_thread.stop()
         super().closeEvent(ev)

@@ -170,3 +170,28 @@ class Job(QObject):
     def running(self) -> bool:
         """True from start() until the job's thread ended *and* its signals reached the GUI thread."""
         return self._started and not self._finished
+
+
+def warm_up_engine(model, progress=None, cancel=None) -> None:
+    """Load now, in a start-up job, what opening the first photo would otherwise load (dlib's detector and landmark
+    predictor, R-Net, the head model, the compiled rasterizer): those loads hold Python's lock for seconds, which would
+    freeze the window in the middle of the user's first open."""
+    from engine.face.head import default_head
+    from engine.perception import dlib_files
+    from engine.render import fast_raster
+
+    steps = [dlib_files.detector, dlib_files.landmark_predictor, lambda: default_head(model), fast_raster.warm_up]
+    try:
+        from engine.perception.rnet import default_rnet
+        steps.insert(2, default_rnet)
+    except ImportError:
+        pass
+    for i, step in enumerate(steps):
+        if cancel is not None and cancel():
+            return
+        try:
+            step()
+        except (OSError, ValueError, RuntimeError):  # missing files: the open-photo job reports them properly
+            pass
+        if progress is not None:
+            progress(i + 1, len(steps))

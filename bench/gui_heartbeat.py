@@ -96,10 +96,25 @@ class Heartbeat:
         from PySide6.QtCore import QTimer
 
         self.ticks: list[float] = []
+        self.cpu: list[float] = []  # the GUI thread's CPU time at each tick
         self.timer = QTimer()
         self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
         self.timer.start()
+
+    def _tick(self):
+        self.ticks.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
+
+    def late_cpu(self, t0: float, t1: float, over_ms: float = 50.0) -> float:
+        """Of the gaps over ``over_ms`` in [t0, t1]: the share of their wall time the GUI thread spent on the CPU
+        (near 1: the GUI thread itself was busy; near 0: it waited for the GIL or a core)."""
+        wall = cpu = 0.0
+        for i in range(1, len(self.ticks)):
+            if t0 <= self.ticks[i - 1] and self.ticks[i] <= t1 and self.ticks[i] - self.ticks[i - 1] > over_ms / 1000:
+                wall += self.ticks[i] - self.ticks[i - 1]
+                cpu += self.cpu[i] - self.cpu[i - 1]
+        return cpu / wall if wall else float("nan")
 
     def gaps_between(self, t0: float, t1: float) -> list[float]:
         """ms between consecutive ticks inside [t0, t1] (the first gap counts from t0, the last to t1)."""
@@ -181,6 +196,8 @@ def child(args) -> int:
     from engine.runtime import setup_entry_point
 
     setup_entry_point("app")
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1000)
     hb = Heartbeat()
     import numpy as np
 
@@ -191,6 +208,7 @@ def child(args) -> int:
     win = build([])
     win.resize(1180, 800)
     win.show()
+    t_shown = time.perf_counter()
     if args.no_mesh:
         hide = getattr(win, "set_mesh_visible", None)
         if hide is None:
@@ -199,8 +217,10 @@ def child(args) -> int:
     wait_until(lambda: win.last_frame is not None and win.settled and getattr(win, "ready", True), 300,
                "the first frame")
     t_ready = time.perf_counter()
+    gaps = hb.gaps_between(t_shown, t_ready)
     res: dict = {"cold_start_s": t_ready - T_PROCESS, "build_s": t_ready - t_build, "mesh_gl": win.mesh.available,
-                 "mesh_reason": win.mesh.reason, "load_before": os.getloadavg()}
+                 "mesh_reason": win.mesh.reason, "load_before": os.getloadavg(),
+                 "startup": {"s": t_ready - t_shown, "max_gap_ms": max(gaps), "gaps_over_50": sum(g > 50 for g in gaps)}}
 
     sampler = StallSampler(hb) if args.trace else None
     # an idle second: the floor the machine's load alone puts under the gaps
@@ -243,7 +263,7 @@ def child(args) -> int:
         t1 = time.perf_counter()
         gaps = hb.gaps_between(t0, t1)
         res[name] = {"s": t1 - t0, "max_gap_ms": max(gaps), "gaps_over_50": sum(g > 50 for g in gaps),
-                     "frames": win.frames_shown - n0}
+                     "frames": win.frames_shown - n0, "late_cpu": hb.late_cpu(t0, t1)}
         return extra
 
     # open the photo
@@ -345,8 +365,13 @@ def print_table(r: dict) -> None:
     i = r["idle"]
     print(f"idle reference (nothing happening, the load alone): max gap {i['max_gap_ms']:.0f} ms, "
           f"{i['gaps_over_50']} gaps > 50 ms in 2 s")
+    print("GUI thread on the CPU during its gaps > 50 ms (1 = busy itself, 0 = waiting for the GIL or a core): "
+          + ", ".join(f"{k} {r[k]['late_cpu']:.2f}" for k in ("open", "drag", "play", "export", "save_frame")))
     for k, v in r.get("stalls", []):
         print(f"  stall sample x{v}: {k}")
+    st = r["startup"]
+    print(f"start-up (window shown → first frame + models loaded in the background, {st['s']:.1f} s): max gap "
+          f"{st['max_gap_ms']:.0f} ms, {st['gaps_over_50']} gaps > 50 ms")
     print(f"cold start {r['cold_start_s']:.2f} s (window built in {r['build_s']:.2f} s); open photo {r['open']['s']:.1f} s;"
           f" export {r['export']['s']:.1f} s; save frame {r['save_frame']['s']:.2f} s")
 
@@ -358,6 +383,7 @@ def main(argv=None) -> int:
     ap.add_argument("--side", type=int, default=1024, help="longest side of the opened photo (default 1024: ~1 MP)")
     ap.add_argument("--export-frames", type=int, default=12)
     ap.add_argument("--no-mesh", action="store_true", help="hide the mesh panel (View menu)")
+    ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval in ms (experiment)")
     ap.add_argument("--trace", action="store_true", help="sample where the GUI thread is during late heartbeats")
     ap.add_argument("--display", help="an X display to use instead of starting Xvfb")
     ap.add_argument("--out", default=str(REPO / "out" / "gui_heartbeat"))

@@ -94,3 +94,29 @@ def test_save_frame_runs_off_the_gui_thread(qtbot, window, tmp_path, monkeypatch
     qtbot.waitUntil(lambda: not job.running, timeout=20000)
     assert (tmp_path / "f.png").is_file() and seen and not any(seen)
     assert window.save_frame(tmp_path / "f.txt") is None and "image files end in" in window.last_error
+
+
+def test_start_up_job_loads_what_the_first_photo_needs(qtbot, window):
+    from engine.perception import dlib_files
+
+    qtbot.waitUntil(lambda: window.ready, timeout=60000)
+    assert dlib_files._detector.cache_info().currsize == 1 and dlib_files._predictor.cache_info().currsize == 1
+
+
+def test_photo_playback_asks_for_smaller_frames(qtbot, window):
+    from app.window import PLAY_MAX_SIDE
+
+    job = window.open_bundled_photo()
+    qtbot.waitUntil(lambda: not job.running, timeout=60000)
+    settle(qtbot, window)
+    s = window.session
+    s.add_keyframe(0.0)
+    s.set_control("yaw", s.control_value("yaw") + 8)
+    s.add_keyframe(1.0)
+    window.after_state_change()
+    window.timeline.play_btn.setChecked(True)
+    qtbot.waitUntil(lambda: window.last_request is not None and not window.last_request.final, timeout=5000)
+    assert window.last_request.size == PLAY_MAX_SIDE
+    window.timeline.play_btn.setChecked(False)
+    settle(qtbot, window)
+    assert window.last_shown_request.final and window.last_shown_request.size is None
