@@ -81,47 +81,180 @@ class FloatSlider(QWidget):
 
 
 class ImageView(QWidget):
-    """Shows the current frame fitted to the widget with its aspect kept; nearest-neighbour (crisp pixels) or
-    smooth scaling."""
+    """Shows the current frame: fitted to the widget (the default) or zoomed (wheel, anchored at the cursor) and
+    panned (drag); smooth scaling by default, nearest-neighbour (crisp pixels) on request. A smaller frame of the same
+    picture (a drag preview) keeps the view: the view is kept in full-size image pixels (``full_size``).
+
+    Before/after: :meth:`set_before` gives the unedited picture (photo mode: the photo), :meth:`show_before` shows
+    it instead of the frame at the same zoom and position."""
+
+    ZOOM_MIN, ZOOM_MAX = 0.05, 16.0  # widget px per full-size image px
+    zoomChanged = Signal(float)  # widget px per full-size image px
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumSize(192, 192)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.smooth = False
+        self.smooth = True
         self.array: np.ndarray | None = None
         self._qimage: QImage | None = None
+        self._before: QImage | None = None
+        self.showing_before = False
+        self.full_size: tuple[int, int] | None = None  # (w, h) of the picture at full resolution
+        self.zoom: float | None = None  # None: fit the widget
+        self.center: tuple[float, float] = (0.0, 0.0)  # full-size image px shown at the widget's centre
+        self._drag = None
         self.setAutoFillBackground(True)
         pal = self.palette()
         pal.setColor(QPalette.Window, Qt.black)
         self.setPalette(pal)
         self.setAccessibleName("face image")
+        self.setFocusPolicy(Qt.ClickFocus)
+        self.setCursor(Qt.OpenHandCursor)
 
-    def set_image(self, arr: np.ndarray) -> None:
+    @staticmethod
+    def _to_qimage(arr: np.ndarray) -> QImage:
         arr = np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
-        self.array = arr
         h, w = arr.shape[:2]
-        self._qimage = QImage(arr.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+        return QImage(arr.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+
+    def set_image(self, arr: np.ndarray, full_size: tuple[int, int] | None = None) -> None:
+        """Show a frame; ``full_size`` (w, h): the full-resolution picture it shows (a drag preview is smaller). A
+        picture of another shape goes back to fit."""
+        self.array = np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+        h, w = self.array.shape[:2]
+        full = tuple(int(x) for x in (full_size or (w, h)))
+        if self.full_size is None or abs(full[0] * self.full_size[1] - full[1] * self.full_size[0]) > max(full):
+            self.zoom = None  # another shape: fit
+            self.center = (full[0] / 2, full[1] / 2)
+        elif full != self.full_size:  # the same picture at another full size: keep the view on it
+            k = full[0] / self.full_size[0]
+            self.center = (self.center[0] * k, self.center[1] * k)
+            if self.zoom is not None:
+                self.zoom /= k
+        self.full_size = full
+        self._qimage = self._to_qimage(self.array)
+        self.update()
+
+    def set_before(self, arr: np.ndarray | None) -> None:
+        """The unedited picture (same full size as the frames), or None when there is none."""
+        self._before = None if arr is None else self._to_qimage(arr)
+        if self._before is None:
+            self.showing_before = False
+        self.update()
+
+    @property
+    def has_before(self) -> bool:
+        return self._before is not None
+
+    def show_before(self, on: bool) -> None:
+        self.showing_before = bool(on) and self._before is not None
         self.update()
 
     def set_smooth(self, on: bool) -> None:
         self.smooth = bool(on)
         self.update()
 
+    # -- the view --------------------------------------------------------------------------------------------- #
+    def fit_scale(self) -> float:
+        if self.full_size is None:
+            return 1.0
+        return min(self.width() / self.full_size[0], self.height() / self.full_size[1])
+
+    def scale(self) -> float:
+        """Widget px per full-size image px now."""
+        return self.fit_scale() if self.zoom is None else self.zoom
+
+    def fit(self) -> None:
+        self.zoom = None
+        if self.full_size is not None:
+            self.center = (self.full_size[0] / 2, self.full_size[1] / 2)
+        self.zoomChanged.emit(self.scale())
+        self.update()
+
+    def actual_size(self) -> None:
+        """100 %: one full-size image pixel per screen pixel, around the current centre."""
+        self.set_zoom(1.0)
+
+    def set_zoom(self, zoom: float, anchor=None) -> None:
+        """Zoom to ``zoom`` widget px per image px, keeping the image point under ``anchor`` (widget px; default:
+        the centre) where it is."""
+        if self.full_size is None:
+            return
+        old = self.scale()
+        z = float(min(self.ZOOM_MAX, max(self.ZOOM_MIN, zoom)))
+        if anchor is not None:
+            ax, ay = float(anchor[0]), float(anchor[1])
+            ix, iy = self.widget_to_image(ax, ay)
+            self.center = (ix - (ax - self.width() / 2) / z, iy - (ay - self.height() / 2) / z)
+        elif self.zoom is None:
+            self.center = (self.full_size[0] / 2, self.full_size[1] / 2)
+        self.zoom = z
+        if abs(z - old) > 1e-9:
+            self.zoomChanged.emit(z)
+        self.update()
+
+    def zoom_by(self, factor: float, anchor=None) -> None:
+        self.set_zoom(self.scale() * factor, anchor)
+
+    def widget_to_image(self, x: float, y: float) -> tuple[float, float]:
+        r = self.target_rect()
+        s = r.width() / self.full_size[0]
+        return (x - r.x()) / s, (y - r.y()) / s
+
     def target_rect(self) -> QRectF:
-        if self._qimage is None:
+        """Where the full picture lies in widget px (beyond the widget when zoomed in)."""
+        if self._qimage is None or self.full_size is None:
             return QRectF()
-        w, h = self.width(), self.height()
-        iw, ih = self._qimage.width(), self._qimage.height()
-        s = min(w / iw, h / ih)
-        return QRectF((w - iw * s) / 2, (h - ih * s) / 2, iw * s, ih * s)
+        fw, fh = self.full_size
+        if self.zoom is None:
+            s = self.fit_scale()
+            return QRectF((self.width() - fw * s) / 2, (self.height() - fh * s) / 2, fw * s, fh * s)
+        s = self.zoom
+        return QRectF(self.width() / 2 - self.center[0] * s, self.height() / 2 - self.center[1] * s, fw * s, fh * s)
+
+    # -- events ----------------------------------------------------------------------------------------------- #
+    def wheelEvent(self, ev) -> None:
+        steps = ev.angleDelta().y() / 120.0
+        if steps and self.full_size is not None:
+            pos = ev.position()
+            self.zoom_by(1.25 ** steps, (pos.x(), pos.y()))
+        ev.accept()
+
+    def mousePressEvent(self, ev) -> None:
+        if ev.button() == Qt.LeftButton and self.full_size is not None:
+            if self.zoom is None:
+                self.zoom = self.fit_scale()
+            self._drag = (ev.position().x(), ev.position().y(), self.center)
+            self.setCursor(Qt.ClosedHandCursor)
+        super().mousePressEvent(ev)
+
+    def mouseMoveEvent(self, ev) -> None:
+        if self._drag is not None:
+            x0, y0, (cx, cy) = self._drag
+            s = self.scale()
+            self.center = (cx - (ev.position().x() - x0) / s, cy - (ev.position().y() - y0) / s)
+            self.update()
+        super().mouseMoveEvent(ev)
+
+    def mouseReleaseEvent(self, ev) -> None:
+        self._drag = None
+        self.setCursor(Qt.OpenHandCursor)
+        super().mouseReleaseEvent(ev)
+
+    def mouseDoubleClickEvent(self, ev) -> None:
+        self.fit()
 
     def paintEvent(self, ev):
-        if self._qimage is None:
+        img = self._before if self.showing_before and self._before is not None else self._qimage
+        if img is None:
             return
         p = QPainter(self)
         p.setRenderHint(QPainter.SmoothPixmapTransform, self.smooth)
-        p.drawImage(self.target_rect(), self._qimage)
+        p.drawImage(self.target_rect(), img)
+        if self.showing_before:
+            p.setPen(Qt.white)
+            p.drawText(self.rect().adjusted(8, 6, -8, -6), Qt.AlignTop | Qt.AlignLeft, "Before")
         p.end()
 
 

@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self.frames_shown = 0
         self._serial = 0
         self._job: Job | None = None
+        self._before_photo = None
         self._jobs: set[Job] = set()  # other running jobs (save frame), kept alive until they finish
         self._messages: list[QMessageBox] = []
         self.setWindowTitle("DiscoFace studio")
@@ -91,9 +92,16 @@ class MainWindow(QMainWindow):
         self.lm_check = QCheckBox("Landmarks")
         self.lm_check.toggled.connect(self.mesh.set_landmarks_visible)
         self.smooth_check = QCheckBox("Smooth scaling")
+        self.smooth_check.setChecked(True)
         self.smooth_check.toggled.connect(self.view.set_smooth)
+        self.before_btn = QPushButton("Before")
+        self.before_btn.setToolTip("hold to see the photo before your edits, at the same zoom (or hold \\)")
+        self.before_btn.setEnabled(False)
+        self.before_btn.pressed.connect(lambda: self.view.show_before(True))
+        self.before_btn.released.connect(lambda: self.view.show_before(False))
         opts.addWidget(self.lm_check)
         opts.addWidget(self.smooth_check)
+        opts.addWidget(self.before_btn)
         opts.addStretch(1)
         mb.addLayout(opts)
         left.addWidget(mesh_box)
@@ -130,6 +138,11 @@ class MainWindow(QMainWindow):
         self.status_frame = QLabel("")
         self.status_mode = QLabel(self.session.mode_text)
         self.statusBar().addWidget(self.status_frame, 1)
+        self.status_zoom = QLabel("fit")
+        self.status_zoom.setToolTip("image zoom: wheel to zoom, drag to pan, Ctrl+0 fit, Ctrl+1 100 %")
+        self.view.zoomChanged.connect(lambda z: self.status_zoom.setText("fit" if self.view.zoom is None
+                                                                         else f"{100 * z:.0f} %"))
+        self.statusBar().addPermanentWidget(self.status_zoom)
         self.statusBar().addPermanentWidget(self.status_mode)
         self._menus()
         self.sync_controls()
@@ -348,6 +361,11 @@ class MainWindow(QMainWindow):
         vm = self.menuBar().addMenu("&View")
         self.generator_view_action = act(vm, "&Generator view (photo mode)", self.set_generator_view, ["Ctrl+G"],
                                          checkable=True)
+        act(vm, "Zoom to &fit", self.view.fit, ["Ctrl+0"])
+        act(vm, "&Actual size (100 %)", self.view.actual_size, ["Ctrl+1"])
+        act(vm, "Zoom &in", lambda: self.view.zoom_by(1.25), ["Ctrl++", "Ctrl+="])
+        act(vm, "Zoom &out", lambda: self.view.zoom_by(0.8), ["Ctrl+-"])
+        vm.addSeparator()
         self.mesh_action = act(vm, "&Mesh panel", self.set_mesh_visible, ["Ctrl+M"], checkable=True)
         self.mesh_action.setChecked(True)
         self.full_range_action = act(vm, "&Full slider range (beyond what the model was trained on)",
@@ -504,7 +522,18 @@ class MainWindow(QMainWindow):
         self.last_frame = frame
         self.last_shown_request = req
         self.frames_shown += 1
-        self.view.set_image(frame.image)
+        photo = req.snapshot.photo if frame.mode == "photo" else None
+        if photo is not None:
+            full = photo.size
+        elif frame.mode == "preview":
+            full = (self.display_size, self.display_size)
+        else:
+            full = None
+        self.view.set_image(frame.image, full)
+        if photo is not self._before_photo:  # before/after: the photo as it was opened
+            self._before_photo = photo
+            self.view.set_before(None if photo is None else photo.fit.image)
+            self.before_btn.setEnabled(photo is not None)
         if geometry is not None and self.mesh_visible:
             self.mesh.show_geometry(geometry)
             self.mesh.set_light(**light_params(req.snapshot.coeffs))  # the mesh panel lit like the image
@@ -690,6 +719,18 @@ class MainWindow(QMainWindow):
             self.load_session(path)
         else:
             self.open_photo(path)
+
+    def keyPressEvent(self, ev) -> None:
+        if ev.key() == Qt.Key_Backslash and not ev.isAutoRepeat():  # hold \\: before
+            self.view.show_before(True)
+            return
+        super().keyPressEvent(ev)
+
+    def keyReleaseEvent(self, ev) -> None:
+        if ev.key() == Qt.Key_Backslash and not ev.isAutoRepeat():
+            self.view.show_before(False)
+            return
+        super().keyReleaseEvent(ev)
 
     # ------------------------------------------------------------------------------------------ #
     # closing (the usability helper's unsaved-changes prompt lives in self.guard)

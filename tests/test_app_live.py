@@ -109,6 +109,13 @@ def test_photo_playback_asks_for_smaller_frames(qtbot, window):
     job = window.open_bundled_photo()
     qtbot.waitUntil(lambda: not job.running, timeout=60000)
     settle(qtbot, window)
+    assert window.before_btn.isEnabled() and window.view.has_before  # before/after: the photo as opened
+    from PySide6.QtCore import Qt
+
+    qtbot.keyPress(window, Qt.Key_Backslash)
+    assert window.view.showing_before
+    qtbot.keyRelease(window, Qt.Key_Backslash)
+    assert not window.view.showing_before
     s = window.session
     s.add_keyframe(0.0)
     s.set_control("yaw", s.control_value("yaw") + 8)
