@@ -47,6 +47,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
+
 import numpy as np
 
 MATTE_MAX_SIDE = 512  # grabCut runs on a copy of the work box at most this large
@@ -71,3 +73,312 @@ class PhotoLayers:
     fg: np.ndarray  # (bh, bw, 4) uint8: head-layer colour (RGB) and matte (A)
     seconds: float = 0.0  # time :func:`build_layers` took
     timings: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ building
+MATTE_RES = 320  # side of the analysis copy of the work box (grabCut, plate fill): ≤ MATTE_MAX_SIDE
+GRABCUT_ITERS = 4
+BORDER_BAND = 0.03  # sure-background band along the photo's border (fraction of the analysis side)
+HEAD_ELLIPSE = (0.95, 1.05)  # semi-axes of the probable-head ellipse around the brows: face widths, face heights
+NECK_BOX_WIDTH = 0.75  # face widths
+TEXTURE_FACTOR = 3.0  # busier than this × the border band's texture (75th percentile): hair
+GUIDED_EPS = 1e-3
+MIN_ALPHA = 0.02
+DEPTH_SMOOTH = 0.02  # of the grid side: low-pass of the depth continued off the mesh
+SHELL_CM = 0.5  # hair sits this much in front of the rim's depth
+PRIOR_DILATE = 0.10  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
+
+
+def _grid_affine(origin, step: float) -> np.ndarray:
+    """grid pixel index → photo pixel index (for cv2.warpAffine with WARP_INVERSE_MAP)."""
+    return np.array([[step, 0.0, origin[0] + 0.5 * step - 0.5], [0.0, step, origin[1] + 0.5 * step - 0.5]])
+
+
+def _box_filter(a: np.ndarray, r: int) -> np.ndarray:
+    return cv2.boxFilter(a, -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float = GUIDED_EPS) -> np.ndarray:
+    """He et al.'s guided filter, grey guide (H, W) float in [0, 1], src (H, W) float."""
+    mi, mp = _box_filter(guide, r), _box_filter(src, r)
+    cov = _box_filter(guide * src, r) - mi * mp
+    var = _box_filter(guide * guide, r) - mi * mi
+    a = cov / (var + eps)
+    b = mp - a * mi
+    return _box_filter(a, r) * guide + _box_filter(b, r)
+
+
+def _fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    from engine.photo.flow import pull_push
+
+    return pull_push(values.astype(np.float32), known.astype(np.float32))
+
+
+def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
+    """The per-photo layers (see module doc). ``grid``: the renderer's :class:`~engine.photo.flow.WorkGrid`;
+    ``proj``/``src``: its :class:`~engine.photo.flow.HeadProjector` and :class:`~engine.photo.flow.SourceHead`."""
+    import time
+
+    import torch
+
+    from engine.photo.flow import NECK_FIXED_Y, flow_triangles, rasterize
+
+    t0 = time.perf_counter()
+    tm = {}
+    h, w = image.shape[:2]
+    side = grid.step * grid.res
+    a_res = int(max(32, min(MATTE_RES, MATTE_MAX_SIDE, round(side))))
+    a_step = side / a_res
+    m_a = _grid_affine(grid.origin, a_step)
+    img_a = cv2.warpAffine(image, m_a, (a_res, a_res), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP
+                           if a_step > 1.5 else cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+    # which analysis pixels lie inside the photo
+    cx = grid.origin[0] + (np.arange(a_res) + 0.5) * a_step
+    cy = grid.origin[1] + (np.arange(a_res) + 0.5) * a_step
+    inside = ((cy >= 0) & (cy < h))[:, None] & ((cx >= 0) & (cx < w))[None, :]
+    # the fitted head on the analysis grid
+    with torch.no_grad():
+        gxy = (src.photo_xy - torch.tensor(grid.origin, dtype=src.photo_xy.dtype)) / a_step
+        tris = flow_triangles(head, False)
+        frags = rasterize(gxy.unsqueeze(0), src.cam[:, 2].unsqueeze(0), tris, a_res)
+    mesh = (frags.face_id[0] >= 0).numpy()
+    g = gxy.numpy()
+    lm = g[head.lm68.numpy()]
+    fw = float(np.linalg.norm(lm[16] - lm[0]))
+    brow = lm[17:27].mean(0)
+    chin = lm[8]
+    fh = float(np.linalg.norm(chin - brow))
+    up = (brow - chin) / max(fh, 1e-6)
+    # the neck cut: where the fitted neck joins the torso
+    vy = src.verts[:, 1].numpy()
+    neck_v = (np.abs(vy - NECK_FIXED_Y) < 1.0) & head.vertex_in(("head_neck",)).numpy()
+    cut_y = float(g[neck_v, 1].mean()) if neck_v.any() else float(chin[1] + 0.6 * fh)
+    cut_y = max(cut_y, float(chin[1]) + 0.25 * fh)
+    tm["seeds"] = time.perf_counter() - t0
+    # grabCut labels
+    lab = np.full((a_res, a_res), cv2.GC_PR_BGD, np.uint8)
+    ell = np.zeros((a_res, a_res), np.uint8)
+    ang = float(np.degrees(np.arctan2(-up[0], up[1])))  # roll of the face's up axis
+    cv2.ellipse(ell, (int(round(brow[0])), int(round(brow[1]))),
+                (max(2, int(HEAD_ELLIPSE[0] * fw)), max(2, int(HEAD_ELLIPSE[1] * fh))), -ang, 0, 360, 1, -1)
+    nb = NECK_BOX_WIDTH * fw / 2
+    cv2.rectangle(ell, (int(chin[0] - nb), int(chin[1] - 0.2 * fh)), (int(chin[0] + nb), int(cut_y)), 1, -1)
+    lab[(ell > 0) | mesh] = cv2.GC_PR_FGD
+    hull = np.concatenate([lm[0:17], lm[17:27] + up * 0.18 * fh])
+    sure = np.zeros((a_res, a_res), np.uint8)
+    cv2.fillConvexPoly(sure, cv2.convexHull(np.round(hull).astype(np.int32)), 1)
+    k = max(1, int(0.04 * fw))
+    sure = cv2.erode(sure, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+    lab[sure > 0] = cv2.GC_FGD
+    band = max(2, int(BORDER_BAND * a_res))
+    edge = np.zeros((a_res, a_res), bool)
+    # sure background: the photo's border band (inside the box) and everything below the cut outside the neck box
+    ys, xs = np.nonzero(inside)
+    if len(xs):
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        edge[y0:y1, x0:x1] = True
+        edge[y0 + band:y1 - band, x0 + band:x1 - band] = False
+        edge[int(chin[1]):] = False  # the body usually reaches the bottom edge
+        # an edge of the photo that cuts through the head (tight crops) is no background
+        edge &= ell == 0
+    lab[edge & (sure == 0)] = cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    t1 = time.perf_counter()
+    try:
+        cv2.grabCut(np.ascontiguousarray(img_a[..., ::-1]), lab, None, bgd, fgd, GRABCUT_ITERS,
+                    cv2.GC_INIT_WITH_MASK)
+        fg = ((lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)).astype(np.uint8)
+    except cv2.error:
+        fg = ((ell > 0) | mesh).astype(np.uint8)
+    tm["grabcut"] = time.perf_counter() - t1
+    # keep what connects to the face; the fitted head is always part of the head layer
+    n, comp = cv2.connectedComponents(fg)
+    if n > 2:
+        keep = np.unique(comp[(sure > 0) & (fg > 0)])
+        keep = keep[keep > 0]
+        if len(keep):
+            fg = np.isin(comp, keep).astype(np.uint8)
+    fg = np.maximum(fg, sure)
+    # a generous prior around the fitted head (scalp, ears): grabCut misses dark or grey hair on a like background,
+    # and a cut through the hair leaves an old outline behind; plain background moved with the head is invisible
+    kp = max(1, int(PRIOR_DILATE * fw))
+    prior = cv2.dilate((mesh & (np.arange(a_res)[:, None] + 0.5 < chin[1])).astype(np.uint8),
+                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kp + 1, 2 * kp + 1)))
+    fg = np.maximum(fg, prior)
+    # hair grabCut cannot tell from a background of the same colour (grey hair on grey) is still textured: inside the
+    # head ellipse, what is clearly busier than the photo's border band joins the head layer where it touches it
+    gray_a = cv2.cvtColor(img_a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    tex = cv2.GaussianBlur(np.abs(cv2.Laplacian(gray_a, cv2.CV_32F, ksize=3)), (0, 0), 2.0)
+    ref = tex[edge & inside] if (edge & inside).any() else tex[(ell == 0) & inside]
+    if ref.size:
+        busy = (tex > TEXTURE_FACTOR * max(float(np.percentile(ref, 75)), 1.0)) & (ell > 0)
+        busy = cv2.morphologyEx(busy.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        n, comp = cv2.connectedComponents(np.maximum(busy, fg))
+        keep = np.unique(comp[fg > 0])
+        fg = np.isin(comp, keep[keep > 0]).astype(np.uint8)
+        fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    # the body is not cut off: it stays in the head layer with stay-weight 1 (lower neck, collar, shirt, hair on the
+    # shoulders do not move; see GridLayers.stay), so no seam and no plate shows below the head
+    matte_a = fg.astype(np.float32) * inside
+    # the plate on the analysis grid: the hole (matte, dilated) filled from the background around it
+    hole = cv2.dilate((matte_a > MIN_ALPHA).astype(np.uint8), np.ones((5, 5), np.uint8))
+    known = (hole == 0) & inside
+    fill_a = _fill(img_a.astype(np.float32), known.astype(np.float32)) if known.any() else img_a.astype(np.float32)
+    # the plate is the photo wherever the head layer is not (the dilation only kept the fill's context off the
+    # matte's soft edge): a static head layer over it gives the photo back
+    inner = cv2.dilate((matte_a > MIN_ALPHA).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+    hole_soft = np.maximum(cv2.GaussianBlur(inner, (0, 0), 0.7), inner)
+    t2 = time.perf_counter()
+    # to photo resolution inside the box
+    x0, y0 = int(max(0, np.floor(grid.origin[0]))), int(max(0, np.floor(grid.origin[1])))
+    x1, y1 = int(min(w, np.ceil(grid.origin[0] + side))), int(min(h, np.ceil(grid.origin[1] + side)))
+    bw, bh = x1 - x0, y1 - y0
+    s = 1.0 / a_step
+    m_up = np.array([[s, 0, (x0 + 0.5 - grid.origin[0]) * s - 0.5], [0, s, (y0 + 0.5 - grid.origin[1]) * s - 0.5]])
+
+    def up_(a):
+        return cv2.warpAffine(np.ascontiguousarray(a, np.float32), m_up, (bw, bh),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+    photo = image[y0:y1, x0:x1]
+    pf = photo.astype(np.float32)
+    hs = up_(hole_soft)[..., None]
+    plate_f = pf * (1 - hs) + up_(fill_a).reshape(bh, bw, -1) * hs
+    alpha = up_(cv2.GaussianBlur(matte_a, (0, 0), 0.7))
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    rg = max(2, int(round(0.6 * a_step)) + 1)
+    alpha = np.clip(guided_filter(gray, alpha, rg), 0, 1)
+    # the fitted face itself is solid
+    alpha = np.maximum(alpha, up_(sure.astype(np.float32)))
+    alpha[alpha < MIN_ALPHA] = 0
+    a3 = alpha[..., None]
+    fg_rgb = np.where(a3 > 0.05, (pf - (1 - a3) * plate_f) / np.maximum(a3, 0.05), pf)
+    fga = np.empty((bh, bw, 4), np.uint8)
+    fga[..., :3] = np.clip(fg_rgb + 0.5, 0, 255)
+    fga[..., 3] = np.clip(alpha * 255 + 0.5, 0, 255)
+    plate = np.clip(plate_f + 0.5, 0, 255).astype(np.uint8)
+    tm["photo_res"] = time.perf_counter() - t2
+    out = PhotoLayers((x0, y0, x1, y1), plate, fga, time.perf_counter() - t0, tm)
+    out.matte_analysis = matte_a
+    out.analysis = (tuple(grid.origin), a_step, a_res)
+    return out
+
+
+class GridLayers:
+    """The layers on one work grid: the head matte and every grid pixel's source 3D point (head coordinates) and
+    stay-weight; :meth:`forward` moves them to a target pose."""
+
+    def __init__(self, layers: PhotoLayers, grid, head, proj, src, neck):
+        import torch
+
+        from engine.photo.flow import flow_triangles, interpolate, pull_push
+
+        self.grid = grid
+        res = grid.res
+        origin, a_step, a_res = layers.analysis
+        s = a_step / grid.step
+        m = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5]])  # analysis index -> grid index
+        self.matte = cv2.warpAffine(layers.matte_analysis, m, (res, res),
+                                    flags=cv2.INTER_AREA if s < 0.7 else cv2.INTER_LINEAR)
+        frags = src.frags
+        covered = (frags.face_id[0] >= 0).numpy()
+        depth = frags.depth[0].numpy().astype(np.float32)
+        if covered.any():
+            # off the mesh: the depth of the mesh's rim continued smoothly (hair and ears as a shell around the
+            # head), low-passed so the layer turns without folds
+            ring = covered & ~cv2.erode(covered.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            z = pull_push(depth[..., None], ring.astype(np.float32))[..., 0]
+            z = cv2.GaussianBlur(z, (0, 0), DEPTH_SMOOTH * res)
+            z = z - SHELL_CM
+        else:
+            z = np.full((res, res), float(src.cam[:, 2].mean()), np.float32)
+        z = np.where(covered, depth, z).astype(np.float32)
+        cam = proj.camera
+        centres = grid.centres().astype(np.float64)
+        mat = np.asarray(src_alignment_matrix(proj), np.float64)
+        crop = centres @ mat[:, :2].T + mat[:, 2]
+        size = proj.size
+        xn = crop[..., 0] * 2 / size - 1
+        yn = 1 - crop[..., 1] * 2 / size
+        X = xn * z / cam.focal
+        Y = yn * z / cam.focal
+        posed = np.stack([X, Y - cam.offset_y, cam.distance - z], -1).astype(np.float32)
+        self.posed0 = posed
+        self.pivot = np.asarray(cam.pivot, np.float32)
+        from engine.render.camera import rotation_matrix
+
+        r0 = rotation_matrix(src.pose.reshape(1, 3))[0].numpy().astype(np.float32)
+        self.head_xyz = (posed - self.pivot) @ r0 + self.pivot  # R0^T (p - pivot) + pivot
+        idx, wn = neck
+        wv = torch.zeros(head.n_vertices, 1)
+        wv[idx] = wn
+        with torch.no_grad():
+            st = interpolate(wv.unsqueeze(0), frags, flow_triangles(head))[0, 0].numpy()
+        self.stay = np.clip(pull_push(st[..., None], covered.astype(np.float32))[..., 0], 0, 1) \
+            if covered.any() else np.zeros((res, res), np.float32)
+        self.stay = np.where(covered, st, self.stay).astype(np.float32)
+        self.src_covered = covered
+        sel = self.matte > MIN_ALPHA
+        self.sel = np.nonzero(sel.reshape(-1))[0]
+        self._cam = cam
+        self._size = size
+        self._inv = np.asarray(proj.inv.numpy(), np.float64)
+        self._centres = grid.centres()
+
+    def forward(self, pose) -> tuple[np.ndarray, np.ndarray]:
+        """Target grid positions (N, 2) and camera depths (N,) of the head-layer pixels ``self.sel`` at ``pose``."""
+        from engine.render.camera import rotation_matrix
+
+        r1 = rotation_matrix(pose.reshape(1, 3))[0].numpy().astype(np.float32)
+        hx = self.head_xyz.reshape(-1, 3)[self.sel]
+        p0 = self.posed0.reshape(-1, 3)[self.sel]
+        st = self.stay.reshape(-1)[self.sel][:, None]
+        p1 = (hx - self.pivot) @ r1.T + self.pivot
+        p = p1 + st * (p0 - p1)
+        cam = self._cam
+        zc = cam.distance - p[:, 2]
+        zz = np.maximum(zc, 1e-3)
+        xn = cam.focal * p[:, 0] / zz
+        yn = cam.focal * (p[:, 1] + cam.offset_y) / zz
+        cx = (xn + 1) * (self._size / 2)
+        cy = (1 - yn) * (self._size / 2)
+        photo = np.stack([cx, cy], -1) @ self._inv[:, :2].T + self._inv[:, 2]
+        gxy = (photo - np.asarray(self.grid.origin)) / self.grid.step
+        return gxy.astype(np.float32), zc.astype(np.float32)
+
+    def splat(self, pose) -> tuple[np.ndarray, np.ndarray]:
+        """Backward displacement (R, R, 2) photo px of the head layer at ``pose`` (z-buffered forward splat of its
+        pixels, holes continued by pull-push) and its coverage (R, R) float 0..1."""
+        from engine.photo.flow import pull_push_near
+
+        res = self.grid.res
+        gxy, zc = self.forward(pose)
+        src_photo = self._centres.reshape(-1, 2)[self.sel]
+        tgt_photo = gxy * self.grid.step + np.asarray(self.grid.origin, np.float32)
+        d = (src_photo - tgt_photo).astype(np.float32)
+        order = np.argsort(-zc, kind="stable")  # far first: the nearest write wins
+        gx, gy, d = gxy[order, 0] - 0.5, gxy[order, 1] - 0.5, d[order]
+        fx, fy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
+        disp = np.zeros((res * res, 2), np.float32)
+        hit = np.zeros(res * res, np.float32)
+        for ox in (0, 1):
+            for oy in (0, 1):
+                x, y = fx + ox, fy + oy
+                ok = (x >= 0) & (x < res) & (y >= 0) & (y < res)
+                li = y[ok] * res + x[ok]
+                disp[li] = d[ok]
+                hit[li] = 1.0
+        disp = disp.reshape(res, res, 2)
+        hit = hit.reshape(res, res)
+        ext = pull_push_near(disp, hit, 8)
+        disp = np.where(hit[..., None] > 0, disp, ext)
+        cover = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+        return disp.astype(np.float32), cover
+
+
+def src_alignment_matrix(proj) -> np.ndarray:
+    """photo → crop affine of a :class:`~engine.photo.flow.HeadProjector` (the inverse of its ``inv``)."""
+    inv = np.asarray(proj.inv.numpy(), np.float64)
+    a = np.linalg.inv(inv[:, :2])
+    return np.concatenate([a, (-a @ inv[:, 2])[:, None]], 1)

@@ -32,7 +32,7 @@ import torch
 
 from engine.face.head import SKIN_PARTS, HeadModel, default_head
 from engine.face.model import Coefficients, FaceModel, default_model
-from engine.photo import fill, flow, relight
+from engine.photo import fill, flow, layers as photo_layers, relight
 from engine.photo.fit import as_photo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +75,10 @@ class FlowField:
     mirror_disp: np.ndarray | None = None  # (R, R, 2) photo px, like ``displacement``
     mirror_alpha: np.ndarray | None = None  # (R, R) float 0..1: share of the mirror sample
     mirror_gain: np.ndarray | None = None  # (R, R, 3) linear-light shading correction of the mirror sample
+    # the head layer (photo mode v2, :mod:`engine.photo.layers`): None when the renderer has no layers
+    layer_cover: np.ndarray | None = None  # (R, R) float 0..1: the warped head matte is kept here (0: plate shows)
+    layer_solid: np.ndarray | None = None  # (R, R) float 0..1: revealed surface, opaque whatever the matte says
+    extra: list = None  # LayerFill's of the layer hooks (eyeballs, …), composed after the fills, before relighting
 
     def in_photo(self, grid_array: np.ndarray, shape: tuple[int, int], scale: float = 1.0,
                  border: float = 0.0) -> np.ndarray:
@@ -118,7 +122,8 @@ class PhotoRenderer:
     """Warp, fill and relight ``fit.image`` for any target coefficients (see module doc)."""
 
     def __init__(self, fit: "PhotoFit", model: FaceModel | None = None, head: HeadModel | None = None,
-                 work_res: int = flow.WORK_RES, preview_res: int | None = PREVIEW_RES):
+                 work_res: int = flow.WORK_RES, preview_res: int | None = PREVIEW_RES,
+                 layers: "photo_layers.PhotoLayers | bool | None" = None):
         self.model = model or (head.model if head is not None else default_model())
         self.head = head or default_head(self.model)
         self.fit = fit
@@ -157,6 +162,15 @@ class PhotoRenderer:
         self._base_attr = torch.cat([self.src.src_xy, self.src.render_fill.unsqueeze(1),
                                      (~self.src.visible).float().unsqueeze(1)], 1)
         self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
+        # photo mode v2: the layered photo (built once; a preview renderer gets its parent's), ``layers=False``: none
+        if layers is None or layers is True:
+            layers = photo_layers.build_layers(self.image, self.grid, self.head, self.proj, self.src)
+        self.layers = layers or None
+        self.grid_layers = (photo_layers.GridLayers(self.layers, self.grid, self.head, self.proj, self.src, self.neck)
+                            if self.layers is not None else None)
+        self._layer_scaled: dict = {}
+        # extra layers composed after the fills (see engine.photo.layers, step 4): hook(renderer, coeffs, field)
+        self.layer_hooks: list = []
 
     # ------------------------------------------------------------------------------------------ helpers
     def _photo_at(self, scale: float) -> np.ndarray:
@@ -233,6 +247,15 @@ class PhotoRenderer:
         fall = np.clip(1.0 - dist / rmap, 0.0, 1.0)
         fall = fall * fall * (3 - 2 * fall)
         disp = np.where(cov[..., None], disp, ext * fall[..., None]).astype(np.float32)
+        layer_cover = layer_solid = None
+        gl = self.grid_layers
+        if gl is not None:
+            layer_cover = np.ones((res, res), np.float32)
+            if not torch.equal(c.pose, self.coeffs0.pose):
+                sd, hit = gl.splat(c.pose[0])
+                disp = np.where(cov[..., None], disp, sd).astype(np.float32)
+                layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
+            layer_solid = (hidden * cov).astype(np.float32)
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
@@ -252,7 +275,13 @@ class PhotoRenderer:
         if relit:
             ratio = relight.feather_ratio(extra[..., k:k + 3], extra[..., k + 3])
         mirror = self._mirror(mirror_v, cov, hidden)
-        return FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t, *mirror)
+        f = FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t, *mirror, layer_cover=layer_cover,
+                      layer_solid=layer_solid, extra=[])
+        for hook in self.layer_hooks:
+            lf = hook(self, c, f)
+            if lf is not None:
+                f.extra.append(lf)
+        return f
 
     def _unposed_normals(self, verts: torch.Tensor) -> torch.Tensor:
         """Vertex normals of the unposed mesh, kept while the expression stays (a pose or light drag)."""
@@ -311,6 +340,11 @@ class PhotoRenderer:
             active |= f.mirror_alpha > 1e-3
         if f.ratio is not None:
             active |= _any_channel(np.abs(f.ratio - 1) > 1e-3)
+        for lf in f.extra:
+            active |= lf.alpha > 1e-3
+        if f.layer_cover is not None and not torch.equal(c.pose, self.coeffs0.pose):
+            # a turn moves the whole head layer and reveals the plate where it was
+            active |= (self.grid_layers.matte > photo_layers.MIN_ALPHA) | ((f.layer_cover > 0) & ~f.covered)
         ys, xs = np.nonzero(active)
         if len(xs):
             gx0, gx1, gy0, gy1 = xs.min() - 2, xs.max() + 3, ys.min() - 2, ys.max() + 3
@@ -332,7 +366,8 @@ class PhotoRenderer:
             return self
         if self._preview is None:
             self._preview = PhotoRenderer(self.fit, self.model, self.head, work_res=self.preview_res,
-                                          preview_res=None)
+                                          preview_res=None, layers=self.layers or False)
+            self._preview.layer_hooks = self.layer_hooks  # the same list: hooks added later reach previews too
         return self._preview
 
     def _frame_geometry(self, c: Coefficients):
@@ -361,7 +396,10 @@ class PhotoRenderer:
         m = up(f.displacement * np.array([sx, sy], np.float32), box)
         m[..., 0] += np.arange(x0, x1, dtype=np.float32)[None, :]
         m[..., 1] += np.arange(y0, y1, dtype=np.float32)[:, None]
-        region = cv2.remap(base, m, None, interp, borderMode=cv2.BORDER_REFLECT101)
+        if self.layers is not None and f.layer_cover is not None:
+            region = self._compose_layers(base, f, box, sx, sy, m, interp, up)
+        else:
+            region = cv2.remap(base, m, None, interp, borderMode=cv2.BORDER_REFLECT101)
         if f.mirror_alpha is not None:
             sub = self._sub_box(f.mirror_alpha > 1e-3, g, box, sx, sy)
             if sub is not None:
@@ -376,6 +414,8 @@ class PhotoRenderer:
                 reg = region[b0:b1, a0:a1].astype(np.float32)
                 region[b0:b1, a0:a1] = np.clip(reg * (1 - a) + alt.astype(np.float32) * gain * a + 0.5, 0, 255
                                                ).astype(np.uint8)
+        for lf in f.extra:
+            region = self._compose_fill(base, lf, g, box, sx, sy, interp, up, region)
         if f.ratio is not None:
             sub = self._sub_box(_any_channel(np.abs(f.ratio - 1) > 1e-3), g, box, sx, sy)
             if sub is not None:
@@ -401,6 +441,85 @@ class PhotoRenderer:
                 a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
                 reg = region[b0:b1, a0:a1].astype(np.float32)
                 region[b0:b1, a0:a1] = np.clip(reg * (1 - a) + col + 0.5, 0, 255).astype(np.uint8)
+        return region
+
+    def _layers_at(self, base_img: np.ndarray, sx: float, sy: float):
+        """(plate, fg RGBA, (x0, y0)) of the layers in output pixels (the photo scaled by sx, sy)."""
+        oh, ow = base_img.shape[:2]
+        key = (ow, oh)
+        hit = self._layer_scaled.get(key)
+        if hit is not None:
+            return hit
+        L = self.layers
+        x0, y0, x1, y1 = L.box
+        if sx == 1.0 and sy == 1.0:
+            out = (L.plate, L.fg, (x0, y0))
+        else:
+            ox0, oy0 = int(round(x0 * sx)), int(round(y0 * sy))
+            ox1, oy1 = max(ox0 + 1, int(round(x1 * sx))), max(oy0 + 1, int(round(y1 * sy)))
+            size = (ox1 - ox0, oy1 - oy0)
+            # resized as differences from the photo, onto the scaled photo itself: exact where the layers are the
+            # photo (no seam at the layers' box in a drag preview)
+            photo = self.image[y0:y1, x0:x1].astype(np.float32)
+            base = base_img[oy0:oy1, ox0:ox1].astype(np.float32)
+            if base.shape[:2] != (size[1], size[0]):
+                base = cv2.resize(self.image[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+            def rs(a):
+                return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+
+            plate = np.clip(base + rs(L.plate.astype(np.float32) - photo) + 0.5, 0, 255).astype(np.uint8)
+            fg = np.empty((size[1], size[0], 4), np.uint8)
+            fg[..., :3] = np.clip(base + rs(L.fg[..., :3].astype(np.float32) - photo) + 0.5, 0, 255)
+            fg[..., 3] = rs(L.fg[..., 3])
+            out = (plate, fg, (ox0, oy0))
+        self._layer_scaled = {key: out}
+        return out
+
+    def _compose_layers(self, base, f: FlowField, box, sx, sy, m, interp, up) -> np.ndarray:
+        """Plate, then the head layer resampled once through the map ``m`` (output px), composed by its warped
+        matte × the grid's cover, the revealed surface opaque."""
+        x0, y0, x1, y1 = box
+        oh, ow = base.shape[:2]
+        plate, fg, (lx, ly) = self._layers_at(base, sx, sy)
+        ph, pw = plate.shape[:2]
+        # the plate stays (outside the layers' box: the photo)
+        region = base[y0:y1, x0:x1].copy()
+        ax0, ay0 = max(x0, lx), max(y0, ly)
+        ax1, ay1 = min(x1, lx + pw), min(y1, ly + ph)
+        if ax1 > ax0 and ay1 > ay0:
+            region[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0] = plate[ay0 - ly:ay1 - ly, ax0 - lx:ax1 - lx]
+        mm = m.copy()
+        mm[..., 0] -= lx
+        mm[..., 1] -= ly
+        head = cv2.remap(fg, mm, None, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+        a = head[..., 3].astype(np.float32) * (1.0 / 255.0) * up(f.layer_cover, box)
+        a = np.maximum(a, np.clip(up(f.layer_solid, box) * 1.5, 0, 1))[..., None]
+        return np.clip(region.astype(np.float32) * (1 - a) + head[..., :3].astype(np.float32) * a + 0.5, 0, 255
+                       ).astype(np.uint8)
+
+    def _compose_fill(self, base, lf, g, box, sx, sy, interp, up, region) -> np.ndarray:
+        """One hook's :class:`~engine.photo.layers.LayerFill` over ``region``."""
+        sub = self._sub_box(lf.alpha > 1e-3, g, box, sx, sy)
+        if sub is None:
+            return region
+        x0, y0 = box[0], box[1]
+        bx0, by0, bx1, by1 = sub
+        a = np.clip(up(lf.alpha, sub), 0, 1)[..., None]
+        if lf.disp is not None:
+            mm = up(lf.disp * np.array([sx, sy], np.float32), sub)
+            mm[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
+            mm[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
+            col = cv2.remap(base, mm, None, interp, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+            if lf.gain is not None:
+                col = col * up(lf.gain, sub, 1.0)
+            col = col * a
+        elif lf.rgb is not None:
+            col = up(lf.rgb * 255.0, sub)
+        else:
+            return region
+        reg = region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0].astype(np.float32)
+        region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] = np.clip(reg * (1 - a) + col + 0.5, 0, 255).astype(np.uint8)
         return region
 
     @staticmethod

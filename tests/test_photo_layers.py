@@ -1,0 +1,143 @@
+"""Photo mode v2, the layered photo (issue 20): hair beyond the fitted mesh turns with the head, what it reveals is the
+background (no old outline), the background away from the head stays, layer hooks compose.
+
+The "photo": the textured synthetic head of test_photo_render on a smooth background, plus a dark "hair" cap that
+reaches beyond the mesh (above and beside the scalp)."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine.photo import PhotoRenderer, flow
+from engine.photo.fit import PhotoFit
+from engine.photo.layers import LayerFill
+from engine.perception.align import Alignment
+from tests.test_photo_render import SIZE, _texture
+
+HAIR = np.array([8, 8, 8], np.uint8)  # darker than any of the texture (≥ 38)
+N = 448  # canvas: the head (about 170 px) in the middle, the work box inside the photo
+CROP_SCALE = 1.5  # crop px per photo px
+
+
+def _bg(n=N):
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    return (np.stack([0.3 + 0.4 * xx, 0.4 + 0.2 * yy, 0.6 - 0.3 * xx], -1) * 255 + 0.5).astype(np.uint8)
+
+
+def _canvas_alignment():
+    t = SIZE / 2 - CROP_SCALE * N / 2
+    m = np.array([[CROP_SCALE, 0.0, t], [0.0, CROP_SCALE, t]])
+    return Alignment(matrix=m, size=SIZE, landmarks_photo=np.zeros((68, 2), np.float32),
+                     landmarks_crop=np.zeros((68, 2), np.float32), photo_shape=(N, N, 3))
+
+
+@pytest.fixture(scope="module")
+def hair_fit(head, face_model):
+    c = face_model.zeros(1)
+    c.identity[0, :5] = torch.tensor([0.5, -0.3, 0.2, 0.0, 0.4])
+    al = _canvas_alignment()
+    proj = flow.HeadProjector(head, al)
+    with torch.no_grad():
+        cam = proj.camera_space(proj.posed(proj.model_vertices(c), c.pose[0]))
+        xy = proj.to_photo(cam)
+        tris = flow.flow_triangles(head)
+        frags = flow.rasterize(xy[None], cam[None, :, 2], tris, N)
+        tex = _texture(head)
+        face = flow.interpolate(tex[None], frags, tris)[0].permute(1, 2, 0).numpy()
+    cov = frags.face_id[0].numpy() >= 0
+    img = np.where(cov[..., None], (face * 255 + 0.5).astype(np.uint8), _bg())
+    # a hair cap: the top of an ellipse around the scalp, reaching beyond the mesh, down to the brows
+    ys, xs = np.nonzero(cov)
+    cx, top = int(xs.mean()), int(ys.min())
+    w = int(0.62 * (xs.max() - xs.min()))
+    cap = np.zeros((N, N), np.uint8)
+    cv2.ellipse(cap, (cx, top + int(0.8 * w)), (w, w), 0, 180, 360, 1, -1)
+    brow_y = float(xy[head.lm68[17:27], 1].min())
+    cap[int(brow_y):] = 0
+    img = img.copy()
+    img[cap > 0] = HAIR
+    return PhotoFit(img, c, al, np.array([1.0, 1.0, 1.0], np.float32)), cap > 0
+
+
+def _turn(c0, deg):
+    c = c0.clone()
+    c.pose[0, 0] += math.radians(deg)
+    return c
+
+
+def _hair_mask(img):
+    return np.abs(img.astype(int) - HAIR.astype(int)).max(-1) < 20
+
+
+def test_layers_are_built_once_and_give_the_photo_back(hair_fit, face_model, head):
+    fit, cap = hair_fit
+    r = PhotoRenderer(fit, face_model, head)
+    L = r.layers
+    assert L is not None and L.seconds > 0
+    a = L.fg[..., 3]
+    x0, y0 = L.box[:2]
+    # the head matte holds the hair cap (beyond the mesh) and not the far background
+    assert L.box == (0, 0, N, N) or x0 > 0  # the box lies in the photo
+    full = np.zeros((N, N), np.uint8)
+    full[y0:L.box[3], x0:L.box[2]] = a
+    assert (full[cap] > 200).mean() > 0.9
+    assert full[:12].max() == 0 and full[:, :12].max() == 0
+    # the drag-preview renderer shares the layers (built once per photo)
+    assert r.preview_renderer().layers is L
+    # through the full path, no edit gives the photo back
+    r.fast_path = False
+    out = r.render(fit.coeffs.clone()).image
+    assert np.abs(out.astype(int) - fit.image.astype(int)).max() <= 2
+
+
+def test_hair_turns_with_the_head_and_reveals_background(hair_fit, face_model, head):
+    fit, cap = hair_fit
+    r = PhotoRenderer(fit, face_model, head)
+    y = r.src.verts[:, 1]
+    top = y > y.max() - 3.0  # the crown of the head (under the cap)
+    for deg in (-20, 20):
+        fr = r.render(_turn(fit.coeffs, deg))
+        img = fr.image
+        ff = r.flow_field(_turn(fit.coeffs, deg))
+        hair1 = _hair_mask(img)
+        # the hair moved sideways with the crown of the head under it (the head turns about the face: the crown
+        # moves against the nose)
+        dx_hair = np.nonzero(hair1)[1].mean() - np.nonzero(cap)[1].mean()
+        dx_top = float((ff.target.photo_xy[top, 0] - r.src.photo_xy[top, 0]).mean())
+        assert abs(dx_top) > 8
+        assert np.sign(dx_hair) == np.sign(dx_top) and 0.5 < dx_hair / dx_top < 1.5, (dx_hair, dx_top)
+        # where the cap was and is no more, the background shows (no old outline, no stretched hair)
+        tcov = ff.in_photo(ff.covered.astype(np.float32), img.shape[:2]) > 0.01
+        gone = cap & ~cv2.dilate(hair1.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~tcov
+        assert gone.sum() > 30, gone.sum()
+        err = np.abs(img[gone].astype(int) - _bg()[gone].astype(int)).mean()
+        assert err < 15, err
+        # far from the head nothing changes
+        ys, xs = np.nonzero(cap | tcov)
+        far = np.ones(img.shape[:2], bool)
+        far[max(0, ys.min() - 25):ys.max() + 25, max(0, xs.min() - 25):xs.max() + 25] = False
+        assert np.abs(img[far].astype(int) - fit.image[far].astype(int)).max() <= 1
+
+
+def test_layer_hooks_compose_after_the_fills(hair_fit, face_model, head):
+    fit, _ = hair_fit
+    r = PhotoRenderer(fit, face_model, head)
+    seen = []
+
+    def hook(renderer, coeffs, field):
+        seen.append(field.target)
+        a = np.zeros((renderer.grid.res,) * 2, np.float32)
+        a[100:110, 100:110] = 1.0
+        return LayerFill(alpha=a, rgb=np.repeat(a[..., None], 3, -1) * np.array([0.0, 1.0, 0.0], np.float32))
+
+    r.layer_hooks.append(hook)
+    fr = r.render(_turn(fit.coeffs, 10))
+    assert seen and seen[0] is not None
+    g = r.grid
+    p = np.array(g.origin) + (np.array([105, 105]) + 0.5) * g.step
+    px = fr.image[int(p[1]), int(p[0])]
+    assert px[1] > 240 and px[0] < 15 and px[2] < 15
+    # previews get the same hooks
+    assert r.preview_renderer().layer_hooks is r.layer_hooks
