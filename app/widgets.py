@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QImage, QPainter, QPalette
+from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
 
@@ -90,6 +90,7 @@ class ImageView(QWidget):
 
     ZOOM_MIN, ZOOM_MAX = 0.05, 16.0  # widget px per full-size image px
     zoomChanged = Signal(float)  # widget px per full-size image px
+    choiceClicked = Signal(int)  # the number (0-based) of the face box clicked, while choosing a face
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -104,6 +105,7 @@ class ImageView(QWidget):
         self.zoom: float | None = None  # None: fit the widget
         self.center: tuple[float, float] = (0.0, 0.0)  # full-size image px shown at the widget's centre
         self._drag = None
+        self.choices: list[tuple[float, float, float, float]] = []  # face boxes to click (full-size image px)
         self.setAutoFillBackground(True)
         pal = self.palette()
         pal.setColor(QPalette.Window, Qt.black)
@@ -154,6 +156,22 @@ class ImageView(QWidget):
     def set_smooth(self, on: bool) -> None:
         self.smooth = bool(on)
         self.update()
+
+    def set_choices(self, boxes) -> None:
+        """Face boxes (x0, y0, x1, y1) in full-size image px, drawn numbered 1, 2, …; a click inside one emits
+        ``choiceClicked``. An empty list ends the choice."""
+        self.choices = [tuple(float(v) for v in b) for b in (boxes or [])]
+        self.setCursor(Qt.PointingHandCursor if self.choices else Qt.OpenHandCursor)
+        self.update()
+
+    def choice_at(self, x: float, y: float) -> int | None:
+        if not self.choices or self.full_size is None:
+            return None
+        ix, iy = self.widget_to_image(x, y)
+        for i, (x0, y0, x1, y1) in enumerate(self.choices):
+            if x0 <= ix <= x1 and y0 <= iy <= y1:
+                return i
+        return None
 
     # -- the view --------------------------------------------------------------------------------------------- #
     def fit_scale(self) -> float:
@@ -222,6 +240,11 @@ class ImageView(QWidget):
         ev.accept()
 
     def mousePressEvent(self, ev) -> None:
+        hit = self.choice_at(ev.position().x(), ev.position().y()) if ev.button() == Qt.LeftButton else None
+        if hit is not None:
+            self.choiceClicked.emit(hit)
+            ev.accept()
+            return
         if ev.button() == Qt.LeftButton and self.full_size is not None:
             if self.zoom is None:
                 self.zoom = self.fit_scale()
@@ -255,6 +278,20 @@ class ImageView(QWidget):
         if self.showing_before:
             p.setPen(Qt.white)
             p.drawText(self.rect().adjusted(8, 6, -8, -6), Qt.AlignTop | Qt.AlignLeft, "Before")
+        if self.choices and self.full_size is not None:
+            r = self.target_rect()
+            k = r.width() / self.full_size[0]
+            font = p.font()
+            font.setPointSize(max(10, font.pointSize() + 4))
+            font.setBold(True)
+            p.setFont(font)
+            for i, (x0, y0, x1, y1) in enumerate(self.choices):
+                box = QRectF(r.x() + x0 * k, r.y() + y0 * k, (x1 - x0) * k, (y1 - y0) * k)
+                pen = QPen(QColor(255, 220, 0))
+                pen.setWidth(3)
+                p.setPen(pen)
+                p.drawRect(box)
+                p.drawText(box.adjusted(4, 2, 0, 0), Qt.AlignTop | Qt.AlignLeft, str(i + 1))
         p.end()
 
 

@@ -6,7 +6,10 @@ session back to render); see the hop list in ``engine/editing/session.py``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QColor, QKeySequence
@@ -17,6 +20,8 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, 
 from engine.editing.controls import N_ID_CONTROLS, light_params
 from engine.editing.session import Session, SessionCancelled, SessionError, Snapshot
 from engine.io.files import save_image
+from engine.perception.align import face_choices
+from engine.photo.fit import as_photo
 
 from .dialogs import ExportDialog, Timeline, default_export_path
 from .drive_dialog import DriveDialog
@@ -27,6 +32,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BUNDLED_PHOTO = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain
 PLAY_MAX_SIDE = 384  # photo mode playback frames (drag previews: 512, engine.editing.frames.DRAG_MAX_SIDE)
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
+
+
+@dataclass
+class FaceChoice:
+    """A photo with several faces, waiting for the user's click."""
+
+    path: str
+    image: np.ndarray  # the photo as the fit reads it (orientation applied)
+    choices: list  # (index into detect_faces' list, box, confidence), left to right (align.face_choices)
 
 
 def _factor_buttons(window, factor: str, randomise: bool = True) -> QHBoxLayout:
@@ -63,6 +77,7 @@ class MainWindow(QMainWindow):
         self._serial = 0
         self._job: Job | None = None
         self._before_photo = None
+        self.face_choice: FaceChoice | None = None  # several faces found: the photo waits for a click
         self._jobs: set[Job] = set()  # other running jobs (save frame), kept alive until they finish
         self._messages: list[QMessageBox] = []
         self.setWindowTitle("DiscoFace studio")
@@ -74,6 +89,7 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self._on_render_failed)
 
         self.view = ImageView()
+        self.view.choiceClicked.connect(self.choose_face)
         self.mesh = MeshPanel(self.session.model.triangles.numpy())
         self.worker.prepare = self._prepare_mesh  # the panel's buffers are made in the render thread
         left = QSplitter(Qt.Vertical)
@@ -138,10 +154,10 @@ class MainWindow(QMainWindow):
         self.status_frame = QLabel("")
         self.status_mode = QLabel(self.session.mode_text)
         self.statusBar().addWidget(self.status_frame, 1)
-        self.status_zoom = QLabel("fit")
+        self.status_zoom = QLabel("zoom: fit")
         self.status_zoom.setToolTip("image zoom: wheel to zoom, drag to pan, Ctrl+0 fit, Ctrl+1 100 %")
-        self.view.zoomChanged.connect(lambda z: self.status_zoom.setText("fit" if self.view.zoom is None
-                                                                         else f"{100 * z:.0f} %"))
+        self.view.zoomChanged.connect(lambda z: self.status_zoom.setText("zoom: fit" if self.view.zoom is None
+                                                                         else f"zoom: {100 * z:.0f} %"))
         self.statusBar().addPermanentWidget(self.status_zoom)
         self.statusBar().addPermanentWidget(self.status_mode)
         self._menus()
@@ -529,6 +545,9 @@ class MainWindow(QMainWindow):
             full = (self.display_size, self.display_size)
         else:
             full = None
+        if self.face_choice is not None:  # the face chooser keeps the view until a face is clicked
+            self.frameShown.emit()
+            return
         self.view.set_image(frame.image, full)
         if photo is not self._before_photo:  # before/after: the photo as it was opened
             self._before_photo = photo
@@ -673,32 +692,71 @@ class MainWindow(QMainWindow):
         if path:
             self.open_photo(path, how="embed")
 
-    def open_photo(self, path, how: str = "photo") -> Job | None:
+    def open_photo(self, path, how: str = "photo", face: int | None = None) -> Job | None:
         """Open a photo in a worker thread with a progress dialog and Cancel (photo mode by default; ``how="embed"``
-        embeds it in the generator)."""
+        embeds it in the generator). Photo mode with several faces and no ``face`` (an index into
+        ``detect_faces``' list): the photo is shown with numbered boxes and the click chooses (:meth:`_ask_face`)."""
         if self._job is not None and self._job.running:
             self.show_error("Open photo", "a photo is already being opened")
             return None
+        self._end_face_choice()
         dlg = QProgressDialog(f"Opening {Path(path).name}…", "Cancel", 0, 0, self)
         dlg.setWindowModality(Qt.WindowModal)
         dlg.setMinimumDuration(300)
         sess = self.session
         was_dirty = self.guard is not None and self.guard.dirty
-        job = Job(lambda progress, cancel: sess.open_photo(path, progress, cancel, how=how),
-                  cancel_types=(SessionCancelled,))
+
+        def run(progress, cancel):
+            if how == "photo" and face is None and Path(path).is_file():
+                try:
+                    img = as_photo(str(path))
+                    choices = face_choices(img)
+                except ValueError:  # unreadable: the open below says so properly
+                    choices = []
+                if len(choices) > 1:
+                    return FaceChoice(str(path), img, choices)
+            return sess.open_photo(path, progress, cancel, how=how, face=face)
+        job = Job(run, cancel_types=(SessionCancelled,))
 
         def prog(d, t):
             dlg.setMaximum(t)
             dlg.setValue(d)
         job.progress.connect(prog)
         dlg.canceled.connect(job.cancel)
-        job.done.connect(lambda msg: self._photo_opened(str(msg), was_dirty))
+        job.done.connect(lambda res: self._ask_face(res) if isinstance(res, FaceChoice)
+                         else self._photo_opened(str(res), was_dirty))
         job.error.connect(lambda msg: self.show_error("Open photo", msg))
         job.cancelled.connect(lambda: self.statusBar().showMessage("opening the photo was cancelled", 5000))
         job.finished.connect(dlg.reset)
         self._job = job
         job.start()
         return job
+
+    def _ask_face(self, choice: "FaceChoice") -> None:
+        """Several faces: show the photo with numbered boxes; a click opens that face (Esc: keep what was open)."""
+        self.face_choice = choice
+        h, w = choice.image.shape[:2]
+        self.view.set_image(choice.image, (w, h))
+        self.view.set_choices([box for _, box, _ in choice.choices])
+        self.statusBar().showMessage(f"{len(choice.choices)} faces in {Path(choice.path).name}: click the one to "
+                                     f"edit (Esc: cancel)")
+
+    def choose_face(self, k: int) -> Job | None:
+        """The k-th box (0-based, left to right) of the face choice: open the photo on that face."""
+        choice = self.face_choice
+        if choice is None or not 0 <= k < len(choice.choices):
+            return None
+        self._end_face_choice(restore=False)
+        return self.open_photo(choice.path, face=choice.choices[k][0])
+
+    def _end_face_choice(self, restore: bool = True) -> None:
+        if self.face_choice is None:
+            return
+        self.face_choice = None
+        self.view.set_choices([])
+        self.statusBar().clearMessage()
+        if restore and self.last_frame is not None:  # back to the face that was open
+            self.request_render(final=True)
 
     def _photo_opened(self, summary: str, was_dirty: bool) -> None:
         """A photo is open: it is the new starting point, so quitting right away asks nothing — unless there were
@@ -721,6 +779,9 @@ class MainWindow(QMainWindow):
             self.open_photo(path)
 
     def keyPressEvent(self, ev) -> None:
+        if ev.key() == Qt.Key_Escape and self.face_choice is not None:
+            self._end_face_choice()
+            return
         if ev.key() == Qt.Key_Backslash and not ev.isAutoRepeat():  # hold \\: before
             self.view.show_before(True)
             return

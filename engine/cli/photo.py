@@ -20,7 +20,8 @@ from engine.render import light_from_direction
 from engine.generator.networks import load_default_generator
 from engine.io.export import export_sequence, format_for
 from engine.io.files import check_writable, save_image, write_json_atomic
-from engine.perception.align import load_image
+from engine.perception.align import detect_faces, face_choices, load_image, pick_face
+from engine.photo.fit import as_photo
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -132,10 +133,11 @@ def cmd_edit(args) -> int:
     if suffix in VIDEO_SUFFIXES and not keyframes:
         raise UsageError(f"{out.name}: a video needs keyframes (--keyframe \"yaw=-20@0\" \"yaw=20@2\" or --animate "
                          f"turn)")
+    face = choose_face(args.photo, args.face)
     sess = Session(model=model)
     bar, prog = _progress_bar("fitting", 100)
     try:
-        summary = sess.open_photo(args.photo, progress=prog, how="photo")
+        summary = sess.open_photo(args.photo, progress=prog, how="photo", face=face)
     finally:
         bar.close()
     if values:
@@ -158,6 +160,36 @@ def cmd_edit(args) -> int:
         save_image(out, frame.image)
     print(f"wrote {out}  ({summary})")
     return 0
+
+
+def _describe_faces(choices, picked: int | None) -> str:
+    return "; ".join(f"{n}: {b[2] - b[0]:.0f} px at x {b[0]:.0f}–{b[2]:.0f}, y {b[1]:.0f}–{b[3]:.0f}"
+                     + (" (edited)" if i == picked else "") for n, (i, b, _) in enumerate(choices, 1))
+
+
+def choose_face(photo, number: int | None) -> int | None:
+    """``--face N`` (1-based, the faces numbered left to right) → the index ``fit_photo(face=…)`` takes; None: the
+    fit's own pick. Several faces and no ``--face``: says which are there and which one is edited (stderr)."""
+    if number is None and not Path(photo).is_file():
+        return None  # the fit reports a missing / unreadable photo
+    img = as_photo(str(photo))
+    boxes = detect_faces(img)
+    choices = face_choices(img, boxes)
+    if number is None:
+        if len(choices) > 1:
+            picked = boxes.index(pick_face(img, boxes))
+            print(f"note: {len(choices)} faces in {Path(photo).name} — {_describe_faces(choices, picked)}; "
+                  f"choose another with --face N", file=sys.stderr)
+        return None
+    if not choices:
+        if number == 1 and boxes:
+            return None
+        raise UsageError(f"--face {number}: {Path(photo).name} has "
+                         f"{'one face (--face 1)' if boxes else 'no face found'}")
+    if not 1 <= number <= len(choices):
+        raise UsageError(f"--face {number}: {Path(photo).name} has {len(choices)} faces — "
+                         f"{_describe_faces(choices, None)}")
+    return choices[number - 1][0]
 
 
 def register(sub) -> None:
@@ -186,6 +218,9 @@ def register(sub) -> None:
     add_keyframe_args(p)
     p.add_argument("--size", type=int, default=None, help="longest side of the output (default: the photo's own)")
     p.add_argument("--fps", type=int, default=24)
+    p.add_argument("--face", type=int, default=None, metavar="N",
+                   help="which face to edit when the photo has several (numbered left to right; listed when "
+                        "ambiguous)")
     p.set_defaults(fn=cmd_edit)
 def embedding_grid(result: EmbedResult, embedder: PhotoEmbedder, edits: dict | None = None) -> torch.Tensor:
     """(3, S, S * n) row: photo crop | reconstruction | each edit (name → function(Coefficients) -> Coefficients)."""

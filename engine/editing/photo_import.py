@@ -54,11 +54,13 @@ def _fraction_progress(progress: Progress | None):
     return (lambda f: progress(int(round(float(f) * 1000)), 1000)) if progress is not None else None
 
 
-def open_photo_mode(path, progress: Progress | None = None, cancel: Cancel | None = None) -> "PhotoSource":
-    """Fit the photo for photo mode; the returned :class:`PhotoSource` goes into the session's snapshot."""
+def open_photo_mode(path, progress: Progress | None = None, cancel: Cancel | None = None, *,
+                    face: int | None = None) -> "PhotoSource":
+    """Fit the photo for photo mode (``face``: which detected face, see ``fit_photo``); the returned
+    :class:`PhotoSource` goes into the session's snapshot."""
     path = check_photo_path(path)
     try:
-        fit = photo_fit.fit_photo(str(path), progress=_fraction_progress(progress), cancel=cancel)
+        fit = photo_fit.fit_photo(str(path), progress=_fraction_progress(progress), cancel=cancel, face=face)
     except PhotoFitCancelled:
         raise ImportCancelled("cancelled") from None
     return PhotoSource(str(path), fit)

@@ -344,13 +344,13 @@ class Session:
 
     # -- photos ------------------------------------------------------------------------------------------------ #
     def open_photo(self, path: Path | str, progress: Callable[[int, int], None] | None = None,
-                   cancel: Callable[[], bool] | None = None, how: str = "photo") -> str:
+                   cancel: Callable[[], bool] | None = None, how: str = "photo", *, face: int | None = None) -> str:
         """Set the face from a photo (one undo step); returns a one-line summary. ``how``: ``"photo"`` (photo mode:
         fit once, then every edit warps / relights the photo itself), ``"embed"`` (the generator's latents, no
-        photo) or ``"fit"`` (3DMM coefficients only). Cancel → :class:`SessionCancelled`; user-facing failures are
+        photo) or ``"fit"`` (3DMM coefficients only); ``face``: photo mode's face (``fit_photo``). Cancel → :class:`SessionCancelled`; user-facing failures are
         ValueErrors with one line."""
         if how == "photo":
-            src = photo_import.open_photo_mode(path, progress, cancel)
+            src = photo_import.open_photo_mode(path, progress, cancel, face=face)
             self.frames.photo_renderer(src)  # its source-side set-up here (the open job), not in the first frame
             new = self.state.edited(coeffs=self.conform.coeffs(src.fit.coeffs), photo=src, w_offsets=None,
                                     keyframes=())

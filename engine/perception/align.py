@@ -199,6 +199,24 @@ def pick_face(img: np.ndarray, boxes: list) -> tuple:
     return cands[int(np.argmax(scores))]
 
 
+CHOICE_MIN_CONFIDENCE = 0.3  # real faces score 0.7-2.6 (12 portraits, ffhq); the astronaut's mission patch -0.15
+
+
+def face_choices(img, boxes=None) -> list[tuple[int, tuple, float]]:
+    """The faces a user may mean, for a chooser: ``(index into detect_faces(img), box, dlib confidence)`` of the
+    boxes :func:`pick_face` weighs (the 4 largest, each ≥ 1/4 of the largest one's area) that are confidently faces,
+    left to right. Fewer than two: nothing to choose."""
+    img = _as_rgb(img)
+    boxes = detect_faces(img) if boxes is None else boxes
+    if len(boxes) < 2:
+        return []
+    area0 = (boxes[0][2] - boxes[0][0]) * (boxes[0][3] - boxes[0][1])
+    out = [(i, b, face_confidence(img, b)) for i, b in enumerate(boxes[:4])
+           if (b[2] - b[0]) * (b[3] - b[1]) >= 0.25 * area0]
+    out = [c for c in out if c[2] >= CHOICE_MIN_CONFIDENCE]
+    return sorted(out, key=lambda c: c[1][0]) if len(out) > 1 else []
+
+
 def detect_faces(img) -> list[tuple[float, float, float, float]]:
     """Face boxes (x0, y0, x1, y1) in continuous pixel coordinates, largest first (dlib HOG)."""
     return _detect_scaled(_as_rgb(img))[0]

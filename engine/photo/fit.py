@@ -192,8 +192,9 @@ def _rnet_or_none():
 
 
 def fit_photo(photo, progress: Callable[[float], None] | None = None,
-              cancel: Callable[[], bool] | None = None) -> PhotoFit:
-    """Detect, align and fit the largest face of ``photo`` (path | bytes | (H,W,3)/(H,W)/(H,W,4) array).
+              cancel: Callable[[], bool] | None = None, *, face: int | None = None) -> PhotoFit:
+    """Detect, align and fit the largest face of ``photo`` (path | bytes | (H,W,3)/(H,W)/(H,W,4) array); ``face``:
+    the index of the face to fit in ``detect_faces``' list instead (``engine.perception.align.face_choices``).
 
     ``progress(fraction)`` is called with increasing values in [0, 1] (1.0 last); ``cancel()`` returning True
     stops the fit with :class:`PhotoFitCancelled`. No face / unreadable → ``AlignError``."""
@@ -220,7 +221,12 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
         raise AlignError(f"no face found in {name} (use a photo with a clearly visible, roughly frontal face)")
     check()
     report(0.15)
-    box = pick_face(img, boxes)
+    if face is None:
+        box = pick_face(img, boxes)
+    elif 0 <= int(face) < len(boxes):
+        box = boxes[int(face)]
+    else:
+        raise AlignError(f"{name} has no face number {int(face) + 1} ({len(boxes)} found)")
     lm = landmarks68(img, box)
     crop, al = align_with_landmarks(img, lm, FIT_CROP, n_faces=len(boxes), box=box)
     check()
