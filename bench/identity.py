@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from engine import config  # noqa: E402
 from engine.perception import identity as ident  # noqa: E402
+from engine.perception.align import similarity_transform  # noqa: E402
 from engine.perception.dlib_files import model_file  # noqa: E402
 
 
@@ -40,20 +41,10 @@ def timed(fn, repeat, sync=lambda: None):
     return statistics.median(ts)
 
 
-def similarity(src, dst):
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    u, sig, vt = np.linalg.svd(d.T @ s)
-    fix = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    r = u @ fix @ vt
-    c = float((sig * np.diag(fix)).sum() / (s ** 2).sum())
-    return np.hstack([c * r, (md - c * r @ ms)[:, None]])
-
-
 def canonical_crop(img, lm, size):
     import cv2
 
-    m = similarity(lm[17:], ident._template_landmarks(size, size)[17:])
+    m = similarity_transform(lm[17:], ident._template_landmarks(size, size)[17:])
     m[:, 2] += 0.5 * m[:, :2].sum(1) - 0.5
     return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 

@@ -10,6 +10,7 @@ import torch
 dlib = pytest.importorskip("dlib")
 
 from engine.perception import identity as ident  # noqa: E402
+from engine.perception.align import similarity_transform  # noqa: E402
 from engine.perception.dlib_files import ModelFileError, model_file  # noqa: E402
 
 
@@ -91,21 +92,10 @@ def test_same_person_close_different_people_far(net, chips):
     assert far >= 0.8 * len(pairs), f"only {far}/{len(pairs)} different-person pairs beyond 0.6"
 
 
-def _similarity(src, dst):
-    """Least-squares similarity (2,3) mapping src points onto dst points (Umeyama)."""
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    u, sig, vt = np.linalg.svd(d.T @ s)
-    fix = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    r = u @ fix @ vt
-    c = float((sig * np.diag(fix)).sum() / (s ** 2).sum())
-    return np.hstack([c * r, (md - c * r @ ms)[:, None]])
-
-
 def _canonical_crop(img, lm, size):
     import cv2
 
-    m = _similarity(lm[17:], ident._template_landmarks(size, size)[17:])
+    m = similarity_transform(lm[17:], ident._template_landmarks(size, size)[17:])
     m_idx = m.copy()  # continuous-coordinate map -> the pixel-index map cv2 expects
     m_idx[:, 2] += 0.5 * m[:, :2].sum(1) - 0.5
     return cv2.warpAffine(img, m_idx, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)

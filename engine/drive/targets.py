@@ -4,8 +4,6 @@ coefficients to an image, and makes the session the keyframe track is saved in.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -77,13 +75,7 @@ class SessionTarget(Target):
         """A session for the keyframe track: the loaded file's, or a fresh copy of a live session's face."""
         if self.path is not None:
             return self.sess
-        fd, tmp = tempfile.mkstemp(suffix=".json")  # an exact copy (noise, truncation, offsets) via the file format
-        os.close(fd)
-        try:
-            self.sess.save(tmp)
-            s = Session.load(tmp, model=self.sess.model, generator=self.sess.generator)
-        finally:
-            os.unlink(tmp)
+        s = self.sess.copy()  # an exact copy (noise, truncation, offsets), in memory
         s.set_coefficients(self.coeffs.clone(), self.noise.clone(), commit=False)
         return s
 

@@ -1,5 +1,5 @@
 """Video in and out for driving: probe, stream frames (never the whole video in memory), write an MP4 with the
-source's audio.
+source's audio (through the one MP4 writer, :class:`engine.io.video.Mp4Writer`).
 
 Reading goes through the ffmpeg executable that ``imageio_ffmpeg`` ships (mp4, mov, webm, mkv, avi, gif, ...).
 Frames are streamed one at a time as uint8 RGB arrays. Stated fallbacks:
@@ -16,10 +16,8 @@ Every problem a user can cause (missing file, folder, empty file, not a video, n
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +26,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from engine.drive.errors import DriveCancelled
+from engine.io.video import Mp4Writer, ffmpeg_exe
 
 MAX_TRACK_SIDE = 1280
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic")
@@ -36,10 +35,6 @@ MAX_FRAMES = 100_000
 
 class VideoError(ValueError):
     """A video that cannot be used; the message names the file and the problem."""
-
-
-def ffmpeg_exe() -> str:
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @dataclass
@@ -214,97 +209,19 @@ def iter_frames(info: VideoInfo) -> Iterator[np.ndarray]:
             gen.close()
 
 
-def _even(a: np.ndarray) -> np.ndarray:
-    h, w = a.shape[:2]
-    if h % 2 or w % 2:
-        a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return np.ascontiguousarray(a)
+class VideoWriter(Mp4Writer):
+    """The drive's MP4 output (:class:`engine.io.video.Mp4Writer`): the path must end in .mp4 and its folder must
+    exist; problems are :class:`VideoError`."""
 
-
-class VideoWriter:
-    """An H.264 MP4 written frame by frame into a temporary file beside ``path``; :meth:`commit` renames it into
-    place, :meth:`abort` (or leaving the ``with`` block by an exception) removes it. ``audio_from``: a file whose
-    first audio stream is muxed in (AAC; cut to ``n_frames / fps`` when ``n_frames`` is given; nothing when it has
-    none)."""
+    error = VideoError
 
     def __init__(self, path, fps: float, audio_from=None, n_frames: int | None = None):
-        self.path = Path(path)
-        if self.path.suffix.lower() != ".mp4":
-            raise VideoError(f"the output must be an .mp4 file, got {self.path.name}")
-        if not self.path.parent.exists():
-            raise VideoError(f"folder {self.path.parent} does not exist")
-        self.fps = float(fps)
-        self.audio_from = audio_from
-        self.n_frames = n_frames  # when known, the audio is cut to exactly the video's length
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self._w = None
-        self.shape = None
-        self.count = 0
-
-    def append(self, frame) -> None:
-        a = _even(np.asarray(frame, np.uint8)[..., :3])
-        if self._w is None:
-            self.shape = a.shape
-            self._w = imageio_ffmpeg.write_frames(str(self.tmp), (a.shape[1], a.shape[0]), fps=self.fps,
-                                                  codec="libx264", pix_fmt_out="yuv420p", quality=8,
-                                                  macro_block_size=1, ffmpeg_log_level="error")
-            self._w.send(None)
-        elif a.shape != self.shape:
-            raise VideoError(f"frame {self.count} has size {a.shape[:2]}, the first had {self.shape[:2]}")
-        self._w.send(a.tobytes())
-        self.count += 1
-
-    def finish(self) -> None:
-        """Close the encoder and mux the audio in (the temporary file is then complete)."""
-        if self._w is None:
-            raise VideoError("nothing to write (no frames)")
-        w, self._w = self._w, None
-        w.close()
-        if self.audio_from is not None:
-            self._mux_audio()
-
-    def _mux_audio(self) -> None:
-        """Video stream copied, first audio stream of ``audio_from`` as AAC, cut to the video's length."""
-        fd, muxed = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
-        os.close(fd)
-        cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(self.tmp), "-i", str(self.audio_from),
-               "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", "-c:a", "aac"]
-        if self.n_frames:
-            cmd += ["-t", f"{self.n_frames / self.fps:.6f}"]
-        cmd += ["-movflags", "+faststart", muxed]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-            if r.returncode != 0:
-                raise VideoError(f"could not add the audio of {Path(self.audio_from).name}: "
-                                 f"{(r.stderr.strip().splitlines() or ['ffmpeg failed'])[-1][:160]}")
-            os.replace(muxed, self.tmp)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(muxed)
-
-    def commit(self) -> Path:
-        if self._w is not None:
-            self.finish()
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        if self._w is not None:
-            w, self._w = self._w, None
-            with contextlib.suppress(Exception):
-                w.close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-        return False
+        path = Path(path)
+        if path.suffix.lower() != ".mp4":
+            raise VideoError(f"the output must be an .mp4 file, got {path.name}")
+        if not path.parent.exists():
+            raise VideoError(f"folder {path.parent} does not exist")
+        super().__init__(path, fps, audio_from, n_frames)
 
 
 def write_video(frames, path, fps: float, audio_from=None, progress=None, cancel=None) -> Path:

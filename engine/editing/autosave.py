@@ -13,9 +13,9 @@ editor tells unsaved changes (compared with the text at the last save/open).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,15 +64,8 @@ class Orphan:
 
 
 def session_text(session) -> str:
-    """The JSON text ``session.save`` writes for ``session`` now (via a temporary file, then removed)."""
-    fd, tmp = tempfile.mkstemp(prefix=".discoface-snapshot.", suffix=".json")
-    os.close(fd)
-    try:
-        session.save(tmp)
-        return Path(tmp).read_text(encoding="utf-8")
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    """The JSON text ``session.save`` writes for ``session`` now (from ``Session.to_json_dict``; nothing written)."""
+    return json.dumps(session.to_json_dict(), indent=1)
 
 
 class Autosave:

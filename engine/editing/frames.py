@@ -83,9 +83,9 @@ class FrameRenderer:
                 if view == "generator":
                     img = self._generator_image(snap, size)
                     rot = rotation_matrix(c.pose)
-                    verts = self.model.vertices(c) @ rot.transpose(1, 2)
-                    lms = self.camera.project(self.camera.to_camera(self.model.vertices(c)[:, self.model.lm68],
-                                                                    c.pose), size)
+                    v_model = self.model.vertices(c)
+                    verts = v_model @ rot.transpose(1, 2)
+                    lms = self.camera.project(self.camera.to_camera(v_model[:, self.model.lm68], c.pose), size)
                 else:
                     img, verts, lms = self._preview(c, size, background)
                 v = verts[0].float().numpy()

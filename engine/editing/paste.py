@@ -57,7 +57,7 @@ def paste_into_photo(result: EmbedResult, edited_crop_image, photo, feather: flo
     detail and sharpness survive — best for light / expression edits and small pose changes with a low-resolution
     generator (large pose changes leave a ghost of the original face).
     """
-    img = A.load_image(photo) if not isinstance(photo, np.ndarray) else A._as_rgb(photo)
+    img = A.as_rgb(photo)
     al = result.alignment
     shape = tuple(getattr(al, "photo_shape", ()) or ())
     if shape and tuple(img.shape[:2]) != tuple(shape[:2]):
@@ -81,26 +81,14 @@ def _paste_delta(img: np.ndarray, crop: np.ndarray, result: EmbedResult, feather
     if rec.shape[0] != size:
         rec = cv2.resize(rec, (size, size), interpolation=cv2.INTER_AREA if rec.shape[0] > size else cv2.INTER_LINEAR)
     delta = crop.astype(np.float32) - rec.astype(np.float32)
-    m = np.asarray(result.alignment.matrix, np.float64)
-    if size != result.alignment.size:
-        m = np.diag([size / result.alignment.size, size / result.alignment.size, 1.0])[:2] @ A._h(m)
-    inv = A.invert_affine(m)
-    h, w = img.shape[:2]
-    corners = A.apply_affine(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
-    x0 = int(np.clip(np.floor(corners[:, 0].min()) - 1, 0, w))
-    y0 = int(np.clip(np.floor(corners[:, 1].min()) - 1, 0, h))
-    x1 = int(np.clip(np.ceil(corners[:, 0].max()) + 1, 0, w))
-    y1 = int(np.clip(np.ceil(corners[:, 1].max()) + 1, 0, h))
+    fp = A.crop_footprint(result.alignment, size, img.shape)
     out = img.copy()
-    if x1 <= x0 or y1 <= y0:
+    if fp.empty:
         return out
-    to_region = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ A._h(inv))[:2]
-    mi = A._to_index(to_region)
-    rw, rh = x1 - x0, y1 - y0
     # bicubic keeps the upsampled change smooth; the weights fade it out at the mask edge and the crop border
-    dw = cv2.warpAffine(delta, mi, (rw, rh), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    wm = cv2.warpAffine(A.feather_mask(size, feather, mask), mi, (rw, rh), flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    dw = fp.warp(delta, interpolation=cv2.INTER_CUBIC)
+    wm = fp.warp(A.feather_mask(size, feather, mask), border=cv2.BORDER_CONSTANT, value=0)
+    y0, y1, x0, x1 = fp.y0, fp.y1, fp.x0, fp.x1
     reg = out[y0:y1, x0:x1].astype(np.float32) + np.clip(wm, 0, 1)[..., None] * dw
     out[y0:y1, x0:x1] = np.clip(np.round(reg), 0, 255).astype(np.uint8)
     return out

@@ -157,11 +157,14 @@ class Session:
                 raise SessionError("light colour must be three numbers") from None
             if len(col) != 3 or min(col) < 0 or not all(map(math.isfinite, col)):
                 raise SessionError("light colour must be three non-negative values")
-            self.set_controls(vals, commit=False)
-            c = self.coeffs.clone()
+        c = self.coeffs.clone()
+        try:
+            apply_controls(c, vals, self.controls, force=True)
+        except ControlError as exc:
+            raise SessionError(str(exc)) from None
+        if color is not None:
             set_light_params(c, color=col)
-            return self._apply(self.state.edited(coeffs=c), commit)
-        return self.set_controls(vals, commit)
+        return self._apply(self.state.edited(coeffs=c), commit)
 
     def set_coefficients(self, coeffs: Coefficients, noise: torch.Tensor | None = None,
                          commit: bool = True) -> Snapshot:
@@ -320,6 +323,15 @@ class Session:
         self.commit()
         self.source = src
         return self._apply(snap)
+
+    def copy(self) -> "Session":
+        """A new session holding this one's current face exactly (noise, truncation, offsets, keyframes, photo),
+        sharing the model and generator, without this one's undo history. Snapshots are immutable: nothing is
+        copied but the references."""
+        s = type(self)(model=self.model, generator=self.generator)
+        s.history.replace_silently(self.state)
+        s.source = self.source
+        return s
 
     @classmethod
     def load(cls, path: Path | str, model: FaceModel | None = None, generator="auto") -> "Session":

@@ -211,7 +211,7 @@ class PhotoEmbedder:
     # -- the pipeline ------------------------------------------------------------------------------------- #
     def align(self, photo):
         """(photo uint8, crop at the generator's size, its Alignment, crop at the initialiser's size, its Alignment)."""
-        img = A.load_image(photo) if not isinstance(photo, np.ndarray) else A._as_rgb(photo)
+        img = A.as_rgb(photo)
         size = self.resolution
         big = max(128, size)
         crop_big, al_big = A.align_face(img, size=big)

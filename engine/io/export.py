@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, runtime_che
 import numpy as np
 
 from engine.io.files import atomic_folder, atomic_path
+from engine.io.video import Mp4Writer
 
 FORMATS = ("png", "gif", "mp4")
 MAX_FRAMES = 10000
@@ -83,14 +84,6 @@ def _frame_array(f) -> np.ndarray:
     if a.dtype != np.uint8:
         a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(a[..., :3])
-
-
-def _even(a: np.ndarray) -> np.ndarray:
-    """Pad by edge replication to even height/width (H.264 with yuv420p needs both even)."""
-    h, w = a.shape[:2]
-    if h % 2 or w % 2:
-        a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return a
 
 
 def export_sequence(frames, path: Path | str, fmt: str | None = None, fps: float = 24, n_frames: int | None = None,
@@ -181,16 +174,7 @@ def _write_gif(frames, path: Path, fps: float) -> Path:
 
 
 def _write_mp4(frames, path: Path, fps: float) -> Path:
-    import imageio.v2 as imageio
-
-    with atomic_path(path) as tmp:
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, quality=8,
-                                    ffmpeg_log_level="error")
-        try:
-            for a in frames:
-                writer.append_data(_even(a))
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-    return path
+    with Mp4Writer(path, fps) as writer:
+        for a in frames:
+            writer.append(a)
+        return writer.commit()

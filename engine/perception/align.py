@@ -114,7 +114,7 @@ def _to_rgb8(im) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
-def _as_rgb(img) -> np.ndarray:
+def as_rgb(img) -> np.ndarray:
     if isinstance(img, (str, os.PathLike, bytes, bytearray, memoryview)):
         return load_image(img)
     a = np.asarray(img)
@@ -219,14 +219,14 @@ def face_choices(img, boxes=None) -> list[tuple[int, tuple, float]]:
 
 def detect_faces(img) -> list[tuple[float, float, float, float]]:
     """Face boxes (x0, y0, x1, y1) in continuous pixel coordinates, largest first (dlib HOG)."""
-    return _detect_scaled(_as_rgb(img))[0]
+    return _detect_scaled(as_rgb(img))[0]
 
 
 def landmarks68(img, box) -> np.ndarray:
     """(68, 2) float32 landmarks (x, y), iBUG order, continuous pixel coordinates, for the face in ``box``."""
     import dlib
 
-    img = _as_rgb(img)
+    img = as_rgb(img)
     h, w = img.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box)
     bw, bh = x1 - x0, y1 - y0
@@ -359,7 +359,7 @@ def warp_to_crop(img: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 
 def align_with_landmarks(img, lm68, size: int = 128, *, n_faces: int = 1, box=None) -> tuple[np.ndarray, Alignment]:
     """Align a photo given its 68 landmarks (continuous px) to the canonical crop of ``size`` px."""
-    img = _as_rgb(img)
+    img = as_rgb(img)
     lm = np.asarray(lm68, np.float64).reshape(68, 2)
     if not np.isfinite(lm).all():
         raise AlignError("landmarks contain NaN/inf")
@@ -379,7 +379,7 @@ def align_face(img, size: int = 128) -> tuple[np.ndarray, Alignment]:
     ``img`` is an (H, W, 3) array or a path/bytes (read with ``load_image``). No face -> ``AlignError``.
     """
     name = _name(img) if isinstance(img, (str, os.PathLike, bytes, bytearray, memoryview)) else "the image"
-    img = _as_rgb(img)
+    img = as_rgb(img)
     boxes = detect_faces(img)
     if not boxes:
         raise AlignError(f"no face found in {name} (use a photo with a clearly visible, roughly frontal face)")
@@ -413,28 +413,70 @@ def feather_mask(size: int, feather: float = 0.08, mask=None) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def paste_back(photo, crop, alignment: Alignment, feather: float = 0.08, mask=None) -> np.ndarray:
-    """Composite an (edited) crop back into the photo through the inverse alignment, with a feathered mask.
+@dataclass(frozen=True)
+class Footprint:
+    """Where a square crop lands in its photo: the photo box it covers (clipped to the photo, a pixel of margin)
+    and the map from crop pixels to that box as ``cv2.warpAffine`` takes it."""
 
-    Returns a uint8 array of the photo's shape; pixels outside the crop's footprint are untouched."""
-    photo = _as_rgb(photo)
-    crop = _as_rgb(crop)
-    size = crop.shape[0]
-    if crop.shape[:2] != (size, size):
-        raise AlignError(f"the crop must be square, got {crop.shape[:2]}")
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    to_box: np.ndarray  # (2, 3) pixel-index map crop -> box (cv2.warpAffine's matrix)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the box."""
+        return self.x1 - self.x0, self.y1 - self.y0
+
+    @property
+    def empty(self) -> bool:
+        return self.x1 <= self.x0 or self.y1 <= self.y0
+
+    def warp(self, crop: np.ndarray, interpolation: int = cv2.INTER_LINEAR, border: int = cv2.BORDER_REPLICATE,
+             value: float = 0) -> np.ndarray:
+        """``crop`` (or any per-crop-pixel array) resampled onto the box."""
+        return cv2.warpAffine(crop, self.to_box, self.size, flags=interpolation, borderMode=border, borderValue=value)
+
+
+def crop_footprint(alignment: Alignment, crop_size: int, photo_shape) -> Footprint:
+    """The :class:`Footprint` of a crop of ``crop_size`` px (rendered at any resolution: the alignment is rescaled)
+    in a photo of ``photo_shape`` (H, W, …)."""
+    size = int(crop_size)
     m = np.asarray(alignment.matrix, np.float64)
     if size != alignment.size:  # crop rendered at another resolution: rescale the alignment
         m = np.diag([size / alignment.size, size / alignment.size, 1.0])[:2] @ _h(m)
     inv = invert_affine(m)
-    h, w = photo.shape[:2]
+    h, w = photo_shape[:2]
     corners = apply_affine(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
     x0 = int(np.clip(np.floor(corners[:, 0].min()) - 1, 0, w))
     y0 = int(np.clip(np.floor(corners[:, 1].min()) - 1, 0, h))
     x1 = int(np.clip(np.ceil(corners[:, 0].max()) + 1, 0, w))
     y1 = int(np.clip(np.ceil(corners[:, 1].max()) + 1, 0, h))
+    to_region = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ _h(inv))[:2]
+    return Footprint(x0, y0, x1, y1, _to_index(to_region))
+
+
+def paste_back(photo, crop, alignment: Alignment, feather: float = 0.08, mask=None) -> np.ndarray:
+    """Composite an (edited) crop back into the photo through the inverse alignment, with a feathered mask.
+
+    Returns a uint8 array of the photo's shape; pixels outside the crop's footprint are untouched."""
+    photo = as_rgb(photo)
+    crop = as_rgb(crop)
+    size = crop.shape[0]
+    if crop.shape[:2] != (size, size):
+        raise AlignError(f"the crop must be square, got {crop.shape[:2]}")
+    fp = crop_footprint(alignment, size, photo.shape)
     out = photo.copy()
-    if x1 <= x0 or y1 <= y0:
+    if fp.empty:
         return out
+    warped = fp.warp(crop)
+    wmask = fp.warp(feather_mask(size, feather, mask), border=cv2.BORDER_CONSTANT, value=0)
+    a = np.clip(wmask, 0, 1)[..., None]
+    reg = out[fp.y0:fp.y1, fp.x0:fp.x1].astype(np.float32)
+    out[fp.y0:fp.y1, fp.x0:fp.x1] = np.clip(np.round(reg * (1 - a) + warped.astype(np.float32) * a), 0,
+                                            255).astype(np.uint8)
+    return out
     to_region = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ _h(inv))[:2]
     mi = _to_index(to_region)
     rw, rh = x1 - x0, y1 - y0
