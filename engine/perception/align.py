@@ -206,7 +206,7 @@ def face_choices(img, boxes=None) -> list[tuple[int, tuple, float]]:
     """The faces a user may mean, for a chooser: ``(index into detect_faces(img), box, dlib confidence)`` of the
     boxes :func:`pick_face` weighs (the 4 largest, each ≥ 1/4 of the largest one's area) that are confidently faces,
     left to right. Fewer than two: nothing to choose."""
-    img = _as_rgb(img)
+    img = as_rgb(img)
     boxes = detect_faces(img) if boxes is None else boxes
     if len(boxes) < 2:
         return []
