@@ -7,7 +7,8 @@ with the same expression/pose/light (each row keeps one pose/light; the noise to
 an identity code, which then comes with the new identity). Also prints, per sweep, the mean
 identity-net distance to the row's first image (identity kept < 0.6) and the R-Net's re-estimated yaw for the pose
 sweep, so what the pictures show has numbers beside it. ``--random-faces N`` also writes ``random_faces.png``: N
-random faces (seed 2026, ψ as given, 8 per row, shown at 2× with nearest-neighbour so the pixels are honest).
+random faces (seed 2026, ψ as given, 8 per row; below 128 px shown at 2× with nearest-neighbour so the pixels are
+honest). The shipped upsampler (``assets/face_sr.safetensors``) is used when present: faces at its 128 px.
 """
 from __future__ import annotations
 
@@ -67,12 +68,20 @@ def main(argv=None) -> int:
     ap.add_argument("--cols", type=int, default=7)
     ap.add_argument("--psi", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--generator", default=None)
+    ap.add_argument("--generator", default=None, help="generator file (default: the shipped one, with the shipped "
+                                                         "upsampler when assets/face_sr.safetensors is present)")
+    ap.add_argument("--sr", default=None, help="upsampler file to attach ('none': the bare generator)")
     ap.add_argument("--random-faces", type=int, default=0, help="also write random_faces.png with this many faces")
     args = ap.parse_args(argv)
-    from engine.generator.networks import FaceGenerator
+    from engine.generator.networks import FaceGenerator, load_default_generator
+    from engine.generator.sr import FaceSR
 
-    gen = FaceGenerator.load(args.generator)
+    gen = FaceGenerator.load(args.generator) if args.generator else load_default_generator(upsampler=args.sr is None)
+    if gen is None:
+        print("error: no generator weights (assets/generator.safetensors)", file=sys.stderr)
+        return 1
+    if args.sr and args.sr != "none":
+        gen.attach_sr(FaceSR.load(args.sr))
     try:
         from engine.perception.identity import default_identity_net
         from engine.perception.rnet import default_rnet
@@ -93,7 +102,8 @@ def main(argv=None) -> int:
         pad = torch.ones(rows * per_row - n, 3, res, res)
         grid = torch.cat([faces, pad]).view(rows, per_row, 3, res, res).permute(2, 0, 3, 1, 4)
         grid = grid.reshape(3, rows * res, per_row * res)
-        grid = grid.repeat_interleave(2, 1).repeat_interleave(2, 2)
+        if res < 128:  # small faces shown at 2× with nearest-neighbour (honest pixels)
+            grid = grid.repeat_interleave(2, 1).repeat_interleave(2, 2)
         save_image(out / "random_faces.png", grid)
         print(f"random    -> {out / 'random_faces.png'} ({n} faces, seed 2026, psi {args.psi})")
     for factor, cols in sweeps(gen, base, noise, args.cols).items():

@@ -188,7 +188,7 @@ def test_sr_training_runs_resumes_and_exports(tmp_path, monkeypatch, face_model,
     out = tmp_path / "run"
     args = ["sr", "--out", str(out), "--generator", str(gen), "--batch", "2", "--gen-batch", "2", "--steps", "3",
             "--adv-start", "1", "--channels", "8", "--blocks", "1", "--up-channels", "4", "--val-every", "2",
-            "--cons-free-eyes", "--ckpt-minutes", "0"]
+            "--cons-free-eyes", "--ckpt-minutes", "0", "--patch", "16"]
     assert cli(args) == 0
     log = (out / "log.txt").read_text()
     assert "run 1: step 0" in log and "val at step 2" in log and "final checkpoint at step 3" in log

@@ -59,6 +59,10 @@ class FaceSR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_res or x.shape[-2] != self.in_res:
             raise ValueError(f"the upsampler takes {self.in_res} px images, got {tuple(x.shape[-2:])}")
+        return self.upsample_any(x)
+
+    def upsample_any(self, x: torch.Tensor) -> torch.Tensor:
+        """The same network on an input of any size (training on patches)."""
         base = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
         h = self.head(x)
         h = h + self.body(h)
