@@ -136,6 +136,14 @@ def test_editor_and_embedding_sizes_with_the_upsampler(face_model):
     s = Session(model=face_model, generator=fg)
     frame = s.render()
     assert frame.image.shape[:2] == (64, 64)
+    # a drag frame skips the upsampler (G's own image resized), the frame on release uses it
+    drag = s.render_snapshot(s.state, final=False)
+    assert drag.image.shape[:2] == (64, 64)
+    with torch.no_grad():
+        c, n = s.state.coeffs[0:1], s.state.noise
+        ref_up = (fg.synthesize(c, n, s.state.psi).permute(0, 2, 3, 1)[0] * 255 + 0.5).to(torch.uint8).numpy()
+    assert np.abs(frame.image.astype(int) - ref_up.astype(int)).max() <= 1
+    assert np.abs(drag.image.astype(int) - ref_up.astype(int)).max() > 8
     assert s.mode_text == "generator (64 px)"
     emb = PhotoEmbedder(fg, rnet=False, idnet=False, model=face_model)
     assert emb.resolution == 32  # the embedding optimises G's own image

@@ -81,7 +81,7 @@ class FrameRenderer:
             else:
                 size = int(size or self.native_size)
                 if view == "generator":
-                    img = self._generator_image(snap, size)
+                    img = self._generator_image(snap, size, final)
                     rot = rotation_matrix(c.pose)
                     v_model = self.model.vertices(c)
                     verts = v_model @ rot.transpose(1, 2)
@@ -95,12 +95,15 @@ class FrameRenderer:
         return frame
 
     # -- generator ------------------------------------------------------------------------------------------ #
-    def _generator_image(self, snap: Snapshot, size: int) -> torch.Tensor:
+    def _generator_image(self, snap: Snapshot, size: int, final: bool = True) -> torch.Tensor:
+        """G's image at ``size``; the upsampler (when the generator has one) runs on final frames only, a drag
+        frame is G's own image resized (a third of the time)."""
         gen, c = self.generator, snap.coeffs[0:1]
+        kw = {} if final or getattr(gen, "sr", None) is None else {"upsample": False}
         if snap.w_offsets is not None:
-            img = gen.synthesize_ws(gen.ws(c, snap.noise) + snap.w_offsets)
+            img = gen.synthesize_ws(gen.ws(c, snap.noise) + snap.w_offsets, **kw)
         else:
-            img = gen.synthesize(c, snap.noise, truncation_psi=snap.psi)
+            img = gen.synthesize(c, snap.noise, truncation_psi=snap.psi, **kw)
         img = img.clamp(0, 1)
         if img.shape[-1] != size:
             img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
