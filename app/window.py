@@ -19,7 +19,9 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, 
 
 from engine.editing.controls import N_ID_CONTROLS, light_params
 from engine.editing.session import Session, SessionCancelled, SessionError, Snapshot
+from engine.editing.meshes import export_mesh
 from engine.io.files import save_image
+from engine.io.mesh import mesh_suffix
 from engine.perception.align import face_choices
 from engine.photo.fit import as_photo
 
@@ -366,6 +368,7 @@ class MainWindow(QMainWindow):
         act(fm, "Save &frame…", self.save_frame_dialog, ["Ctrl+Shift+S"])
         fm.addSeparator()
         act(fm, "&Export animation…", self.export_dialog, ["Ctrl+E"])
+        act(fm, "Export &mesh…", self.export_mesh_dialog, ["Ctrl+Shift+E"])
         self.drive_action = act(fm, "&Drive from video…", self.drive_dialog, ["Ctrl+Shift+D"])
         fm.addSeparator()
         act(fm, "&Quit", self.close, ["Ctrl+Q"])
@@ -663,6 +666,33 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getSaveFileName(self, "Save frame", start, "Images (*.png *.jpg *.jpeg *.webp)")
         if path:
             self.save_frame(path if Path(path).suffix else path + ".png")
+
+    def export_mesh(self, path) -> Job | None:
+        """The current face as a mesh file (.glb .gltf .obj .ply; photo mode: the fitted head textured with the
+        photo, the edits baked in), written in a worker thread. Returns the job (None when the name is refused)."""
+        try:
+            mesh_suffix(path)
+        except ValueError as exc:
+            self.show_error("Export mesh", str(exc))
+            return None
+        sess, snap = self.session, self.session.state
+        job = Job(lambda progress, cancel: export_mesh(sess, path, snap))
+        job.done.connect(lambda files: self.statusBar().showMessage(
+            "wrote " + ", ".join(Path(f).name for f in files), 8000))
+        job.error.connect(lambda msg: self.show_error("Export mesh", msg))
+        job.finished.connect(lambda: self._jobs.discard(job))
+        self._jobs.add(job)
+        job.start()
+        return job
+
+    def export_mesh_dialog(self) -> None:
+        start = str(default_export_path(self.session, self.guard.path if self.guard is not None else None,
+                                        ExportDialog.last_folder).with_suffix(".glb"))
+        path, _ = QFileDialog.getSaveFileName(self, "Export mesh", start,
+                                              "glTF binary (*.glb);;glTF (*.gltf);;OBJ + texture (*.obj);;"
+                                              "PLY, vertex colours (*.ply)")
+        if path:
+            self.export_mesh(path if Path(path).suffix else path + ".glb")
 
     def export_dialog(self) -> ExportDialog:
         dlg = ExportDialog(self.session, self, self.guard.path if self.guard is not None else None)

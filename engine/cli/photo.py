@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from engine.cli.common import (UsageError, add_keyframe_args, add_keyframes, add_set_args, check_size, out_path,
                                parse_keyframes, settings)
+from engine.editing.meshes import export_mesh
 from engine.editing.paste import paste_into_photo
 from engine.editing.session import Session
 from engine.fit import fit_photo_crop, overlay_image
@@ -20,6 +21,7 @@ from engine.render import light_from_direction
 from engine.generator.networks import load_default_generator
 from engine.io.export import export_sequence, format_for
 from engine.io.files import check_writable, save_image, write_json_atomic
+from engine.io.mesh import MESH_SUFFIXES
 from engine.perception.align import detect_faces, face_choices, load_image, pick_face
 from engine.photo.fit import as_photo
 
@@ -125,7 +127,11 @@ def cmd_edit(args) -> int:
     if suffix in VIDEO_SUFFIXES:
         format_for(out)
     else:
-        out_path(args.output, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".json"))
+        out_path(args.output, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".json") + MESH_SUFFIXES)
+    mesh_out = out_path(args.mesh, MESH_SUFFIXES, what="mesh output") if args.mesh else None
+    for p in (out, mesh_out):
+        if p is not None:
+            check_writable(p)
     size = check_size(args.size)
     model = default_model()
     values = settings(args.set, model.exp_names, args.force)
@@ -143,6 +149,13 @@ def cmd_edit(args) -> int:
     if values:
         sess.set_controls(values)
     add_keyframes(sess, keyframes)
+    if mesh_out is not None:
+        files = export_mesh(sess, mesh_out)
+        print(f"wrote {', '.join(str(f) for f in files)}  (the fitted head, edits baked in, textured with the photo)")
+    if suffix in MESH_SUFFIXES:
+        files = export_mesh(sess, out)
+        print(f"wrote {', '.join(str(f) for f in files)}  ({summary})")
+        return 0
     if suffix == ".json":
         sess.save(out)
     elif suffix in VIDEO_SUFFIXES:
@@ -218,6 +231,8 @@ def register(sub) -> None:
     add_keyframe_args(p)
     p.add_argument("--size", type=int, default=None, help="longest side of the output (default: the photo's own)")
     p.add_argument("--fps", type=int, default=24)
+    p.add_argument("--mesh", metavar="HEAD.glb", help="also write the fitted head as a mesh with the edits baked in "
+                   "and the photo as texture (.glb .gltf .obj .ply; -o may name one too)")
     p.add_argument("--face", type=int, default=None, metavar="N",
                    help="which face to edit when the photo has several (numbered left to right; listed when "
                         "ambiguous)")

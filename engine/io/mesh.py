@@ -1,4 +1,5 @@
-"""Triangle meshes outside the renderer: per-frame vertex normals for display (numpy, vectorised) and mesh files.
+"""Triangle meshes outside the renderer: per-frame vertex normals for display (numpy, vectorised) and mesh files
+(:func:`write_mesh`: GLB / glTF / OBJ with a texture, PLY with vertex colours, through trimesh).
 
 :class:`VertexNormals` keeps a sparse (vertices × triangles) incidence matrix built once per topology, so a frame's
 normals are one cross product and one sparse product (~2 ms for the 24.6k-vertex head) — the editor's mesh panel
@@ -6,8 +7,13 @@ calls it in the render thread for every frame.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
+
+from engine.io.files import OutputError, atomic_path
 
 
 class VertexNormals:
@@ -47,3 +53,109 @@ class VertexNormals:
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """One-off form of :class:`VertexNormals` (builds the incidence matrix each call)."""
     return VertexNormals(triangles, len(vertices))(vertices)
+
+
+# ------------------------------------------------------------------------------------------------------------------ #
+# mesh files (trimesh): OBJ (+ .mtl + texture .png), PLY (vertex colours), glTF / GLB (texture embedded)
+# ------------------------------------------------------------------------------------------------------------------ #
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh to write: positions (metres), triangles, and either a texture with per-vertex UVs (u right,
+    v up: OBJ / glTF convention as trimesh takes it) or per-vertex colours."""
+
+    vertices: np.ndarray  # (V, 3) float
+    faces: np.ndarray  # (F, 3) int
+    uv: np.ndarray | None = None  # (V, 2) in [0, 1]
+    texture: np.ndarray | None = None  # (H, W, 3) uint8
+    colors: np.ndarray | None = None  # (V, 3) uint8
+
+    def texture_colors(self) -> np.ndarray:
+        """(V, 3) uint8: the texture sampled at each vertex's UV (nearest pixel), for formats without textures."""
+        h, w = self.texture.shape[:2]
+        x = np.clip(np.round(self.uv[:, 0] * w - 0.5), 0, w - 1).astype(np.int64)
+        y = np.clip(np.round((1.0 - self.uv[:, 1]) * h - 0.5), 0, h - 1).astype(np.int64)
+        return self.texture[y, x, :3]
+
+
+def mesh_suffix(path) -> str:
+    """The mesh format of ``path`` from its suffix, or a one-line ValueError naming the ones there are."""
+    suf = Path(path).suffix.lower()
+    if suf not in MESH_SUFFIXES:
+        raise OutputError(f"mesh files end in {', '.join(MESH_SUFFIXES)}: {Path(path).name}")
+    return suf
+
+
+def _trimesh(mesh: Mesh, textured: bool):
+    import trimesh
+    from PIL import Image
+
+    tm = trimesh.Trimesh(vertices=np.asarray(mesh.vertices, np.float64), faces=np.asarray(mesh.faces, np.int64),
+                         process=False)
+    if textured and mesh.texture is not None and mesh.uv is not None:
+        tm.visual = trimesh.visual.TextureVisuals(uv=np.asarray(mesh.uv, np.float64),
+                                                  image=Image.fromarray(np.ascontiguousarray(mesh.texture[..., :3])))
+    else:
+        cols = mesh.colors if mesh.colors is not None else (mesh.texture_colors() if mesh.texture is not None
+                                                            else None)
+        if cols is not None:
+            rgba = np.concatenate([np.asarray(cols, np.uint8), np.full((len(cols), 1), 255, np.uint8)], 1)
+            tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=rgba)
+    return tm
+
+
+def write_mesh(path, mesh: Mesh) -> list[Path]:
+    """Write ``mesh`` by the suffix of ``path`` (:data:`MESH_SUFFIXES`); returns the files written. GLB / glTF carry
+    the texture inside the one file; OBJ writes ``<stem>.mtl`` and ``<stem>.png`` beside it; PLY has the texture
+    sampled into vertex colours. Every file is written atomically, all or nothing."""
+    path = Path(path)
+    suf = mesh_suffix(path)
+    files: dict[Path, bytes] = {}
+    if suf == ".glb":
+        files[path] = _trimesh(mesh, True).export(file_type="glb")
+    elif suf == ".gltf":
+        from trimesh.exchange.gltf import export_gltf
+
+        out = export_gltf(_trimesh(mesh, True), embed_buffers=True)
+        files[path] = next(iter(out.values()))
+    elif suf == ".ply":
+        files[path] = _trimesh(mesh, False).export(file_type="ply")
+    else:
+        from trimesh.exchange.obj import export_obj
+
+        tm = _trimesh(mesh, True)
+        if mesh.texture is not None and mesh.uv is not None:
+            text, extra = export_obj(tm, include_texture=True, return_texture=True, mtl_name=f"{path.stem}.mtl")
+            png = f"{path.stem}.png"
+            for name, data in extra.items():
+                if name.endswith(".mtl"):
+                    data = data.replace(b"material_0.png", png.encode())
+                    files[path.with_name(name)] = data
+                elif name.endswith(".png"):
+                    files[path.with_name(png)] = data
+        else:
+            text = export_obj(tm, include_texture=False)
+        files[path] = text.encode() if isinstance(text, str) else text
+    written: list[Path] = []
+    try:
+        for p, data in files.items():
+            with atomic_path(p) as tmp:
+                tmp.write_bytes(data)
+            written.append(p)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def read_mesh(path):
+    """The mesh in a file written by :func:`write_mesh`, as one ``trimesh.Trimesh`` (for checks and tests)."""
+    import trimesh
+
+    loaded = trimesh.load(str(path), process=False)
+    if isinstance(loaded, trimesh.Scene):
+        loaded = loaded.to_geometry() if hasattr(loaded, "to_geometry") else loaded.dump(concatenate=True)
+    return loaded
