@@ -172,3 +172,21 @@ def test_warmup_run_with_identity_codes_head_and_discriminator(tmp_path, monkeyp
                  coeffs={k: v[:20] for k, v in pairs["coeffs"].items()})
     assert W.main(args[:-2] + ["--out", str(tmp_path / "few")]) == 2  # too few photos for 32 codes: a message
     assert "need more than 32" in capsys.readouterr().err
+
+
+def test_presets_are_typed_and_the_warmup_config_reads_them():
+    """Every preset key is declared in ``training.presets.Preset`` (and the architecture keys are in all of them);
+    the warm-up's config takes its generator architecture from the preset, its command line the rest."""
+    import typing
+
+    from training.presets import PRESETS, Preset
+
+    declared = set(typing.get_type_hints(Preset))
+    for name, p in PRESETS.items():
+        assert set(p) <= declared, (name, set(p) - declared)
+        assert Preset.__required_keys__ <= set(p), name
+    cfg = W.config_from_args(W.parse_args(["--preset", "tiny", "--batch", "4", "--id-codes", "--steps", "3"]))
+    assert (cfg.resolution, cfg.w_dim, cfg.batch, cfg.id_codes, cfg.steps) == (32, 64, 4, True, 3)
+    assert cfg.g_channels == PRESETS["tiny"]["g_channels"] and cfg.arch()["map_layers"] == 2
+    with pytest.raises(W.WarmupError, match="unknown preset"):
+        W.WarmupConfig.from_preset("nope")

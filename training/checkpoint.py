@@ -181,10 +181,14 @@ def export_warmup_run(ckpt: Path, dest: Path, preset: dict, decoders: FactorDeco
                       w_dim=preset["w_dim"], map_layers=preset["map_layers"], identity_noise="id_mean" in ema,
                       descriptor_dim=int(ema["id_mean"].numel()) if "id_mean" in ema else 128)
     G_ema.load_state_dict(ema)
-    write_generator(G_ema, decoders, dest, {"training": json.dumps({
-        "stage": "warmup (paired reconstruction + imitation)", "steps": st["step"], "pairs": st.get("pairs"),
-        "images_seen": st.get("images_seen"), "checkpoint": ckpt.name})})
+    write_generator(G_ema, decoders, dest, warmup_meta(st, checkpoint=ckpt.name))
     return st
+
+
+def warmup_meta(state: dict, **extra) -> dict:
+    """The generator file's ``training`` metadata of a warm-up run (``state``: its step, pairs, images seen)."""
+    return {"training": json.dumps({"stage": "warmup (paired reconstruction + imitation)", "steps": state["step"],
+                                    "pairs": state.get("pairs"), "images_seen": state.get("images_seen"), **extra})}
 
 
 # ----------------------------------------------------------------------------------------------- the editor's file

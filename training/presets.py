@@ -6,10 +6,48 @@ for ~15M and stage 2 to ~25M images at minibatch 16 on 4 GPUs; the CPU presets a
 from __future__ import annotations
 
 import copy
+from typing import TypedDict
 
 from engine.generator.networks import default_channels
 
-PRESETS: dict[str, dict] = {
+
+class _Arch(TypedDict):
+    resolution: int  # px
+    g_channels: dict  # {resolution: channels} of G's blocks
+    d_channels: dict  # {resolution: channels} of D's blocks
+    w_dim: int
+    map_layers: int
+
+
+class Preset(_Arch, total=False):
+    """The keys a preset holds (every preset has the architecture; the rest fall back to ``TrainConfig``'s
+    defaults in ``training/train_gan.py``, which reads a preset with ``TrainConfig.from_dict``)."""
+
+    batch: int
+    lr: float
+    d_lr: float
+    r1_gamma: float
+    r1_every: int
+    ema_kimg: float
+    l1_kimg: float
+    lm_kimg: float
+    stage2_kimg: float
+    total_kimg: float
+    ckpt_every: int
+    sample_every: int
+    l1_res: int
+    lm_weight_stage2: float
+    pair_every: int
+    d_arch: str
+    augment: str
+    adv_weight: float
+    imit_yaw: float
+    imit_expr: float
+    noise_mode: str
+    loss_weights: dict
+
+
+PRESETS: dict[str, Preset] = {
     # unit tests / plumbing: 32 px, a few channels, a couple of seconds per hundred images
     "tiny": dict(resolution=32, g_channels=default_channels(32, 32, 8), d_channels=default_channels(32, 32, 8),
                  w_dim=64, map_layers=2, batch=8, lr=0.002, r1_gamma=10.0, r1_every=4, ema_kimg=0.05,
@@ -46,7 +84,8 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def get_preset(name: str) -> dict:
+def get_preset(name: str) -> Preset:
+    """A copy of preset ``name`` (``KeyError`` naming the choices when there is none)."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])

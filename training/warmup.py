@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+import dataclasses
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ from engine.perception.identity import default_identity_net
 from engine.render import FaceRenderer
 from training.augment import diff_augment, parse_policy
 from training.checkpoint import (CheckpointError, export_warmup_run, load_init_generator, load_warmup_checkpoint,
-                                 save_warmup_checkpoint, write_generator)
+                                 save_warmup_checkpoint, warmup_meta, write_generator)
 from training.data import load_aligned_by_names
 from training.idcodes import IdentityCodes, fit_codes, photo_descriptors
 from training.loss import (DiscoLoss, Perception, d_logistic, downsample, g_nonsaturating, masked_mean, r1_penalty,
@@ -226,7 +227,398 @@ def run_decoders(dec_path: Path, model) -> FactorDecoders:
     return dec
 
 
-def main(argv: list[str] | None = None) -> int:
+# ----------------------------------------------------------------------------------------------------- config
+class WarmupError(ValueError):
+    """A user-facing problem (missing fits, a mismatched --init, a term without what it needs): one line, exit 2."""
+
+
+@dataclass
+class WarmupConfig:
+    """Everything a warm-up run depends on: the generator architecture (from a preset in ``training/presets.py``),
+    the files, the schedule and the weight of every term (0: off). ``main`` builds it from the command line."""
+
+    preset: str = "cpu64"
+    resolution: int = 64
+    g_channels: dict = field(default_factory=dict)
+    w_dim: int = 256
+    map_layers: int = 4
+    # files
+    fits: Path | None = None        # default cache/fits/train.npz
+    decoders: Path | None = None    # default assets/decoders.safetensors (the hand-made prior if absent)
+    out: Path = Path("runs/warmup")
+    init: str | None = None         # generator file G starts from (its architecture replaces the preset's)
+    export: str | None = None       # write the FaceGenerator (G_ema + decoders) here at the end
+    resume: bool = False
+    # schedule
+    minutes: float = 30.0
+    steps: int | None = None        # stop at this total step count (besides the minutes)
+    batch: int = 16
+    lr: float = 0.002
+    map_lr_mul: float = 20.0        # the mapping MLP's learning rate as a multiple of lr
+    limit: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    ckpt_every: int = 200           # steps
+    log_every: int = 25             # steps
+    # terms
+    imit_weight: float = 1.0
+    imit_every: int = 2
+    imit_yaw: float = 0.0
+    imit_expr: float = 0.0
+    imit_res: int | None = None
+    head: bool = False
+    lm_weight: float = 0.0
+    pairs_weight: float = 0.0
+    pairs_every: int = 2
+    id_codes: bool = False
+    id_weight: float = 0.0
+    id_every: int = 2
+    id_spread: float = 0.0
+    id_keep: float = 0.0
+    adv_weight: float = 0.0
+    d_lr: float = 0.002
+    r1_gamma: float = 0.1
+    augment: str = "color,translation"
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "WarmupConfig":
+        """The preset's generator architecture with ``overrides`` (any other field)."""
+        try:
+            p = get_preset(name)
+        except KeyError as exc:
+            raise WarmupError(exc.args[0]) from None
+        return cls(preset=name, resolution=p["resolution"], g_channels=p["g_channels"], w_dim=p["w_dim"],
+                   map_layers=p["map_layers"], **overrides)
+
+    @property
+    def fits_path(self) -> Path:
+        return Path(self.fits) if self.fits else config.cache_dir() / "fits" / "train.npz"
+
+    @property
+    def decoders_path(self) -> Path:
+        return Path(self.decoders) if self.decoders else config.ASSETS_DIR / "decoders.safetensors"
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.out) / "warmup.safetensors"
+
+    def arch(self) -> dict:
+        """The preset keys ``training.checkpoint.export_warmup_run`` builds G_ema from."""
+        return {"resolution": self.resolution, "g_channels": self.g_channels, "w_dim": self.w_dim,
+                "map_layers": self.map_layers}
+
+
+# ----------------------------------------------------------------------------------------------------- set-up
+@dataclass
+class WarmupRun:
+    """A run's state: data, networks, optimisers and counters (what ``warmup_loop`` advances)."""
+
+    model: object
+    renderer: FaceRenderer
+    pairs: dict
+    masks: torch.Tensor
+    decoders: FactorDecoders
+    G: Generator
+    G_ema: Generator
+    codes: torch.Tensor              # (n, noise_dim): learned (GLO) or the photos' identity codes
+    opt: torch.optim.Optimizer
+    opt_codes: torch.optim.Optimizer | None
+    idc: IdentityCodes | None = None
+    descriptors: torch.Tensor | None = None
+    D: PatchDiscriminator | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    augment: tuple = ()
+    idnet: object = None
+    disco: DiscoLoss | None = None
+    imit_res: int = 0
+    step: int = 0
+    images_seen: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.pairs["names"])
+
+
+def setup(cfg: WarmupConfig) -> WarmupRun:
+    """Load the pairs, build G (fresh, ``--init`` or resumed), the codes, D and the loss helpers."""
+    torch.manual_seed(cfg.seed)
+    res = cfg.resolution
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    model = default_model()
+    renderer = FaceRenderer(model)
+    fits_path = cfg.fits_path
+    if not fits_path.exists():
+        raise WarmupError(f"no fits at {fits_path}; run `python -m training fit` first")
+    t0 = time.time()
+    pairs = load_pairs(fits_path, res, cfg.limit)
+    K = pairs["coeffs"]["albedo"].shape[1]
+    if K != model.albedo_dim:
+        raise WarmupError(f"fits have albedo K={K} but the face model has K={model.albedo_dim}; refit after "
+                          f"`python -m training albedo`")
+    n = len(pairs["names"])
+    masks = face_masks(renderer, pairs["coeffs"], model.exp_names, res)
+    print(f"{n} fitted pairs at {res} px loaded in {time.time() - t0:.0f} s", flush=True)
+
+    decoders = run_decoders(cfg.decoders_path, model)
+    if decoders.albedo_dim != K:
+        print(f"warning: decoders at {cfg.decoders_path} have albedo K={decoders.albedo_dim}, fits K={K}: using "
+              f"the hand-made prior decoders (train the VAEs on these fits: python -m training vae)", file=sys.stderr)
+        decoders = FactorDecoders.prior(K, model.exp_names)
+    decoders.exp_names = model.exp_names
+    decoders.requires_grad_(False)
+
+    G = Generator(resolution=res, albedo_dim=K, channels=cfg.g_channels, w_dim=cfg.w_dim, map_layers=cfg.map_layers)
+    vec = torch.cat([pairs["coeffs"][k] for k in Coefficients.FACTORS], 1)
+    G.set_coeff_stats(vec.mean(0), vec.std(0))
+    if cfg.init and not (cfg.resume and cfg.checkpoint.exists()):
+        try:
+            init = load_init_generator(cfg.init).G
+        except CheckpointError as exc:
+            raise WarmupError(str(exc)) from None
+        if init.resolution != res or init.albedo_dim != K:
+            raise WarmupError(f"{cfg.init} is {init.resolution} px with albedo K={init.albedo_dim}; this run needs "
+                              f"{res} px and K={K}")
+        G = init
+    idc = descriptors = None
+    if cfg.id_codes:
+        try:
+            idc, descriptors = load_identity_codes(pairs["images"], G.noise_dim, fits_path, res)
+        except ValueError as exc:
+            raise WarmupError(str(exc)) from None
+        print(f"identity codes: {G.noise_dim} components hold {100 * idc.explained:.0f} % of the descriptor "
+              f"variance", flush=True)
+        G = with_identity_noise(G, idc)
+        codes = idc.codes.clone()
+    else:
+        codes = torch.randn(n, G.noise_dim)
+        codes = F.normalize(codes, dim=1) * math.sqrt(G.noise_dim)
+        codes.requires_grad_(True)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    # The mapping's equalised-lr layers run at lr_mul 0.01 (StyleGAN's choice for adversarial stability); for this
+    # supervised stage they get a proportionally larger step so the coefficients → w map learns as fast as synthesis.
+    map_params = list(G.mapping.parameters())
+    map_ids = {id(p) for p in map_params}
+    opt = torch.optim.Adam([{"params": [p for p in G.parameters() if id(p) not in map_ids], "lr": cfg.lr},
+                            {"params": map_params, "lr": cfg.lr * cfg.map_lr_mul}], betas=(0.5, 0.99))
+    opt_codes = torch.optim.Adam([codes], lr=0.01) if codes.requires_grad else None
+    run = WarmupRun(model=model, renderer=renderer, pairs=pairs, masks=masks, decoders=decoders, G=G, G_ema=G_ema,
+                    codes=codes, opt=opt, opt_codes=opt_codes, idc=idc, descriptors=descriptors,
+                    augment=parse_policy(cfg.augment))
+    if cfg.adv_weight > 0:
+        run.D = PatchDiscriminator(res, highpass=True)
+        run.opt_d = torch.optim.Adam(run.D.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99))
+    if cfg.resume and cfg.checkpoint.exists():
+        _resume(cfg, run)
+    if cfg.id_weight > 0 and idc is None:
+        raise WarmupError("--id-weight needs --id-codes (the codes say which descriptor each image should have)")
+    run.idnet = default_identity_net() if cfg.id_weight > 0 or cfg.id_spread > 0 or cfg.id_keep > 0 else None
+    run.imit_res = min(cfg.imit_res or res, res)
+    if cfg.pairs_weight > 0 or cfg.lm_weight > 0 or cfg.head:
+        try:
+            head = default_head(model) if cfg.head else None
+        except Exception as exc:  # noqa: BLE001 - any unreadable parts file is one message
+            raise WarmupError(f"--head needs the head parts: {exc}") from None
+        run.disco = DiscoLoss(renderer, Perception(), res, l1_res=res, head=head)
+        if cfg.lm_weight > 0 and run.disco.perception.rnet is None:
+            raise WarmupError("--lm-weight needs the R-Net (assets/rnet.safetensors)")
+    return run
+
+
+def _resume(cfg: WarmupConfig, run: WarmupRun) -> None:
+    try:
+        g_sd, ema_sd, st, saved_codes = load_warmup_checkpoint(cfg.checkpoint)
+    except CheckpointError as exc:
+        raise WarmupError(str(exc)) from None
+    run.G.load_state_dict(g_sd)
+    run.G_ema.load_state_dict(ema_sd)
+    if saved_codes.shape == run.codes.shape and run.idc is None:
+        with torch.no_grad():
+            run.codes.copy_(saved_codes)
+    d_file = Path(cfg.out) / "discriminator.safetensors"
+    if run.D is not None and d_file.exists():
+        try:
+            run.D.load_state_dict(load_safetensors(d_file, D_FORMAT, D_VERSION)[0])
+        except (WeightsError, RuntimeError) as exc:
+            print(f"warning: discriminator not resumed ({exc}); it starts afresh", file=sys.stderr)
+    run.step = int(st["step"])
+    # older checkpoints did not count images; their runs used one batch size throughout
+    run.images_seen = int(st.get("images_seen", run.step * cfg.batch))
+    print(f"resumed at step {run.step}", flush=True)
+
+
+def save_checkpoint(cfg: WarmupConfig, run: WarmupRun) -> None:
+    save_warmup_checkpoint(cfg.checkpoint, run.G, run.G_ema, run.codes, {
+        "step": run.step, "pairs": run.n, "res": cfg.resolution, "images_seen": run.images_seen})
+    if run.D is not None:
+        save_safetensors(Path(cfg.out) / "discriminator.safetensors", run.D.state_dict(), D_FORMAT, D_VERSION)
+
+
+@torch.no_grad()
+def save_samples(cfg: WarmupConfig, run: WarmupRun) -> None:
+    """photos | their reconstructions | renders of random coefficients | G_ema's images of them (8 each)."""
+    res = cfg.resolution
+    c = _coeffs_at(run.pairs["coeffs"], torch.arange(8), run.model.exp_names)
+    lat = sample_latents(8, seed=1)
+    cr = run.decoders.decode(lat)
+    grid = torch.cat([run.pairs["images"][:8], run.G_ema(c, run.codes[:8].detach()) * 0.5 + 0.5,
+                      run.renderer(cr, res).image, run.G_ema(cr, lat.noise) * 0.5 + 0.5]).clamp(0, 1)
+    grid = grid.view(4, 8, 3, res, res).permute(2, 0, 3, 1, 4).reshape(3, 4 * res, 8 * res)
+    save_image(Path(cfg.out) / f"samples_{run.step:06d}.png", grid)
+
+
+# ----------------------------------------------------------------------------------------------------- the loop
+def generator_step(cfg: WarmupConfig, run: WarmupRun, g: torch.Generator) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """One G step (reconstruction, and on their steps imitation, landmarks, identity, pairs, adversarial); returns
+    (the terms, the real photos, G's images in [-1, 1] for D)."""
+    G, step, model = run.G, run.step, run.model
+    idx = torch.randint(0, run.n, (cfg.batch,), generator=g)
+    c = _coeffs_at(run.pairs["coeffs"], idx, model.exp_names)
+    target = run.pairs["images"].index_select(0, idx)
+    m = run.masks.index_select(0, idx).float()
+    fake = G(c, run.codes[idx], noise_mode="const") * 0.5 + 0.5
+    err = (fake - target).abs()
+    rec = err.mean() + 2.0 * (err * m).sum() / (m.sum() * 3).clamp_min(1)
+    loss = rec
+    terms = {"rec": rec}
+
+    def pose_override(cc: Coefficients, gen: torch.Generator) -> None:
+        wide_poses(cc, cfg.imit_yaw, gen)
+
+    fr = None
+    if step % cfg.imit_every == cfg.imit_every - 1:
+        lat = sample_latents(cfg.batch // 2, generator=g)
+        twins = cfg.id_keep > 0 and run.idnet is not None and step % cfg.id_every == cfg.id_every - 1
+        with torch.no_grad():
+            cr = run.decoders.decode(lat)
+            pose_override(cr, g)
+            if cfg.imit_expr > 0:
+                strong_expressions(cr, cfg.imit_expr, g)
+            if twins:  # rows i and i + q: one person (identity, albedo, code), other expression/light/pose
+                q = len(lat.noise) // 2
+                cr.identity[q:2 * q] = cr.identity[:q]
+                cr.albedo[q:2 * q] = cr.albedo[:q]
+                lat.noise[q:2 * q] = lat.noise[:q]
+            if run.disco is not None and run.disco.head is not None:
+                r_img, r_mask = run.disco.imitation_target(cr)
+            else:
+                r = run.renderer(cr, cfg.resolution)
+                r_img, r_mask = r.image, r.mask
+        fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
+        terms["imit"] = imitation_l1(fr, r_img, r_mask, run.imit_res)
+        loss = loss + cfg.imit_weight * terms["imit"]
+        if cfg.lm_weight > 0:
+            terms["lm"], _ = run.disco.landmark_light_terms(fr, cr)
+            loss = loss + cfg.lm_weight * terms["lm"]
+        if run.idnet is not None and step % cfg.id_every == cfg.id_every - 1:
+            h = cfg.batch // 2
+            if cfg.id_weight > 0:
+                # what a code means: the random sample's descriptor is the one its code stands for, and the
+                # reconstruction's is its photo's (the first half of the batch, to keep the step cheap)
+                got = run.idnet.embed_crops(torch.cat([fake[:h], fr]))
+                want = torch.cat([run.descriptors.index_select(0, idx[:h]), run.idc.descriptors(lat.noise)])
+                terms["id"] = (got - want).pow(2).sum(1).add(1e-8).sqrt().mean()
+                loss = loss + cfg.id_weight * terms["id"]
+                got = got[h:]
+            else:
+                got = run.idnet.embed_crops(fr)
+            same = None
+            if twins:
+                terms["keep"] = F.relu((got[:q] - got[q:2 * q]).norm(dim=1) - ID_KEEP_MARGIN).mean()
+                loss = loss + cfg.id_keep * terms["keep"]
+                same = torch.zeros(len(got), dtype=torch.long)
+                same[:2 * q] = torch.arange(q).repeat(2)
+                same[2 * q:] = torch.arange(q, q + len(got) - 2 * q)
+            if cfg.id_spread > 0:  # random samples must be different people
+                terms["spread"] = spread_term(got, ID_SPREAD_MARGIN, same)
+                loss = loss + cfg.id_spread * terms["spread"]
+    if cfg.pairs_weight > 0 and step % cfg.pairs_every == 0:
+        terms["pairs"] = pair_loss(run.disco, G, run.decoders, cfg.batch // 4, "expression"
+                                   if (step // cfg.pairs_every) % 2 == 0 else "light", g, pose_override)
+        loss = loss + cfg.pairs_weight * terms["pairs"]
+    fakes = None
+    if run.D is not None:  # this step's reconstructions and samples, in [-1, 1] as D sees photos
+        fakes = torch.cat([fake] + ([fr] if fr is not None else [])) * 2 - 1
+        run.D.requires_grad_(False)
+        terms["adv"] = g_nonsaturating(run.D(diff_augment(fakes, run.augment)))
+        loss = loss + cfg.adv_weight * terms["adv"]
+    run.opt.zero_grad(set_to_none=True)
+    if run.opt_codes is not None:
+        run.opt_codes.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    if run.opt_codes is not None:
+        run.opt_codes.step()
+    return terms, target, fakes
+
+
+def discriminator_step(cfg: WarmupConfig, run: WarmupRun, target: torch.Tensor, fakes: torch.Tensor) -> torch.Tensor:
+    """Real photos against this step's reconstructions and samples (logistic loss, R1 every 8 steps)."""
+    D = run.D
+    D.requires_grad_(True)
+    real = target * 2 - 1
+    d_loss = d_logistic(D(diff_augment(real, run.augment)), D(diff_augment(fakes.detach(), run.augment)))
+    if cfg.r1_gamma > 0 and run.step % 8 == 0:
+        r1, _ = r1_penalty(D, real, cfg.r1_gamma)
+        d_loss = d_loss + 8 * r1
+    run.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    run.opt_d.step()
+    return d_loss
+
+
+@torch.no_grad()
+def _after_step(run: WarmupRun) -> None:
+    """Codes back onto their sphere; G_ema follows G."""
+    if run.opt_codes is not None:
+        run.codes.copy_(F.normalize(run.codes, dim=1) * math.sqrt(run.G.noise_dim))
+    ema_beta = min(0.995, (1 + run.step) / (10 + run.step))
+    for pe, p in zip(run.G_ema.parameters(), run.G.parameters()):
+        pe.lerp_(p, 1 - ema_beta)
+    for be, b in zip(run.G_ema.buffers(), run.G.buffers()):
+        be.copy_(b)
+
+
+def warmup_loop(cfg: WarmupConfig, run: WarmupRun) -> WarmupRun:
+    """Train until ``cfg.minutes`` pass or ``cfg.steps`` is reached; progress lines, checkpoints and sample grids
+    on their steps; a last checkpoint at the end."""
+    g = torch.Generator().manual_seed(cfg.seed + run.step)
+    deadline = time.time() + cfg.minutes * 60
+    t_last, log = time.time(), []
+    while time.time() < deadline and (cfg.steps is None or run.step < cfg.steps):
+        terms, target, fakes = generator_step(cfg, run, g)
+        if run.D is not None:
+            terms["d"] = discriminator_step(cfg, run, target, fakes)
+        _after_step(run)
+        run.step += 1
+        run.images_seen += cfg.batch
+        log.append({k: float(v.detach()) for k, v in terms.items()})
+        if run.step % cfg.log_every == 0:
+            dt = time.time() - t_last
+            t_last = time.time()
+            keys = dict.fromkeys(k for row in log for k in row)
+            means = "  ".join(f"{k} {np.mean([row[k] for row in log if k in row]):.4f}" for k in keys)
+            log = []
+            print(f"step {run.step}  {means}  {cfg.log_every * cfg.batch / dt:.1f} img/s", flush=True)
+        if run.step % cfg.ckpt_every == 0:
+            save_checkpoint(cfg, run)
+            save_samples(cfg, run)
+    save_checkpoint(cfg, run)
+    return run
+
+
+def finish(cfg: WarmupConfig, run: WarmupRun) -> None:
+    """Export the generator (``cfg.export``) and write the run's state file."""
+    if cfg.export:
+        write_generator(run.G_ema, run.decoders, Path(cfg.export), warmup_meta(
+            {"step": run.step, "pairs": run.n, "images_seen": run.images_seen}, batch=cfg.batch, preset=cfg.preset,
+            init=cfg.init or "none"))
+        print(f"exported {cfg.export}")
+    write_json_atomic(Path(cfg.out) / "warmup_state.json", {"step": run.step, "pairs": run.n, "res": cfg.resolution,
+                                                            "images_seen": run.images_seen})
+
+
+# ----------------------------------------------------------------------------------------------- command line
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m training warmup", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu64")
@@ -289,268 +681,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d-lr", type=float, default=0.002)
     ap.add_argument("--r1-gamma", type=float, default=0.1)
     ap.add_argument("--augment", default="color,translation", help="DiffAugment policy for D's inputs")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    preset = get_preset(args.preset)
-    res = preset["resolution"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return ap.parse_args(argv)
 
-    model = default_model()
-    dec_path = Path(args.decoders) if args.decoders else config.ASSETS_DIR / "decoders.safetensors"
-    if args.export_only:
-        if not args.export or not (out / "warmup.safetensors").exists():
-            print(f"error: --export-only needs --export DEST and a checkpoint in {out}", file=sys.stderr)
-            return 2
-        try:
-            st = export_warmup_run(out / "warmup.safetensors", Path(args.export), preset, run_decoders(dec_path, model))
-        except CheckpointError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"exported {args.export} (step {st['step']})")
-        return 0
-    renderer = FaceRenderer(model)
-    fits_path = Path(args.fits) if args.fits else config.cache_dir() / "fits" / "train.npz"
-    if not fits_path.exists():
-        print(f"error: no fits at {fits_path}; run `python -m training fit` first", file=sys.stderr)
+
+def config_from_args(args: argparse.Namespace) -> WarmupConfig:
+    fields = {f.name for f in dataclasses.fields(WarmupConfig)} - {"preset", "resolution", "g_channels", "w_dim",
+                                                                   "map_layers"}
+    return WarmupConfig.from_preset(args.preset, **{k: v for k, v in vars(args).items() if k in fields})
+
+
+def export_only(cfg: WarmupConfig) -> int:
+    """``--export-only``: the run folder's last checkpoint as the editor's generator file (no data, no training)."""
+    if not cfg.export or not cfg.checkpoint.exists():
+        raise WarmupError(f"--export-only needs --export DEST and a checkpoint in {cfg.out}")
+    try:
+        st = export_warmup_run(cfg.checkpoint, Path(cfg.export), cfg.arch(),
+                               run_decoders(cfg.decoders_path, default_model()))
+    except CheckpointError as exc:
+        raise WarmupError(str(exc)) from None
+    print(f"exported {cfg.export} (step {st['step']})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if args.export_only:
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            return export_only(cfg)
+        run = setup(cfg)
+        warmup_loop(cfg, run)
+        finish(cfg, run)
+    except WarmupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    t0 = time.time()
-    pairs = load_pairs(fits_path, res, args.limit)
-    K = pairs["coeffs"]["albedo"].shape[1]
-    if K != model.albedo_dim:
-        print(f"error: fits have albedo K={K} but the face model has K={model.albedo_dim}; refit after "
-              f"`python -m training albedo`", file=sys.stderr)
-        return 2
-    n = len(pairs["names"])
-    masks = face_masks(renderer, pairs["coeffs"], model.exp_names, res)
-    print(f"{n} fitted pairs at {res} px loaded in {time.time() - t0:.0f} s", flush=True)
-
-    decoders = run_decoders(dec_path, model)
-    if decoders.albedo_dim != K:
-        print(f"warning: decoders at {dec_path} have albedo K={decoders.albedo_dim}, fits K={K}: using the "
-              f"hand-made prior decoders (train the VAEs on these fits: python -m training vae)", file=sys.stderr)
-        decoders = FactorDecoders.prior(K, model.exp_names)
-    decoders.exp_names = model.exp_names
-    decoders.requires_grad_(False)
-
-    G = Generator(resolution=res, albedo_dim=K, channels=preset["g_channels"], w_dim=preset["w_dim"],
-                  map_layers=preset["map_layers"])
-    vec = torch.cat([pairs["coeffs"][k] for k in Coefficients.FACTORS], 1)
-    G.set_coeff_stats(vec.mean(0), vec.std(0))
-    if args.init and not (args.resume and (out / "warmup.safetensors").exists()):
-        try:
-            init = load_init_generator(args.init).G
-        except CheckpointError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if init.resolution != res or init.albedo_dim != K:
-            print(f"error: {args.init} is {init.resolution} px with albedo K={init.albedo_dim}; this run needs "
-                  f"{res} px and K={K}", file=sys.stderr)
-            return 2
-        G = init
-    idc = None
-    if args.id_codes:
-        try:
-            idc, descriptors = load_identity_codes(pairs["images"], G.noise_dim, fits_path, res)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"identity codes: {G.noise_dim} components hold {100 * idc.explained:.0f} % of the descriptor "
-              f"variance", flush=True)
-        G = with_identity_noise(G, idc)
-        codes = idc.codes.clone()
-    else:
-        codes = torch.randn(n, G.noise_dim)
-        codes = F.normalize(codes, dim=1) * math.sqrt(G.noise_dim)
-        codes.requires_grad_(True)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    # The mapping's equalised-lr layers run at lr_mul 0.01 (StyleGAN's choice for adversarial stability); for this
-    # supervised stage they get a proportionally larger step so the coefficients → w map learns as fast as synthesis.
-    map_params = list(G.mapping.parameters())
-    map_ids = {id(p) for p in map_params}
-    opt = torch.optim.Adam([{"params": [p for p in G.parameters() if id(p) not in map_ids], "lr": args.lr},
-                            {"params": map_params, "lr": args.lr * args.map_lr_mul}], betas=(0.5, 0.99))
-    opt_codes = torch.optim.Adam([codes], lr=0.01) if codes.requires_grad else None
-    D = opt_d = None
-    augment = parse_policy(args.augment)
-    if args.adv_weight > 0:
-        D = PatchDiscriminator(res, highpass=True)
-        opt_d = torch.optim.Adam(D.parameters(), lr=args.d_lr, betas=(0.0, 0.99))
-    step = images_seen = 0
-    ck = out / "warmup.safetensors"
-    if args.resume and ck.exists():
-        try:
-            g_sd, ema_sd, st, saved_codes = load_warmup_checkpoint(ck)
-        except CheckpointError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        G.load_state_dict(g_sd)
-        G_ema.load_state_dict(ema_sd)
-        if saved_codes.shape == codes.shape and idc is None:
-            with torch.no_grad():
-                codes.copy_(saved_codes)
-        if D is not None and (out / "discriminator.safetensors").exists():
-            try:
-                D.load_state_dict(load_safetensors(out / "discriminator.safetensors", D_FORMAT, D_VERSION)[0])
-            except (WeightsError, RuntimeError) as exc:
-                print(f"warning: discriminator not resumed ({exc}); it starts afresh", file=sys.stderr)
-        step = int(st["step"])
-        # older checkpoints did not count images; their runs used one batch size throughout
-        images_seen = int(st.get("images_seen", step * args.batch))
-        print(f"resumed at step {step}", flush=True)
-
-    def save_ckpt():
-        save_warmup_checkpoint(ck, G, G_ema, codes, {"step": step, "pairs": n, "res": res, "images_seen": images_seen})
-        if D is not None:
-            save_safetensors(out / "discriminator.safetensors", D.state_dict(), D_FORMAT, D_VERSION)
-
-    if args.id_weight > 0 and idc is None:
-        print("error: --id-weight needs --id-codes (the codes say which descriptor each image should have)",
-              file=sys.stderr)
-        return 2
-    idnet = default_identity_net() if args.id_weight > 0 or args.id_spread > 0 or args.id_keep > 0 else None
-    imit_res = min(args.imit_res or res, res)
-    disco = None
-    if args.pairs_weight > 0 or args.lm_weight > 0 or args.head:
-        try:
-            head = default_head(model) if args.head else None
-        except Exception as exc:  # noqa: BLE001 - any unreadable parts file is one message
-            print(f"error: --head needs the head parts: {exc}", file=sys.stderr)
-            return 2
-        disco = DiscoLoss(renderer, Perception(), res, l1_res=res, head=head)
-        if args.lm_weight > 0 and disco.perception.rnet is None:
-            print("error: --lm-weight needs the R-Net (assets/rnet.safetensors)", file=sys.stderr)
-            return 2
-
-    def pose_override(c: Coefficients, gen: torch.Generator) -> None:
-        wide_poses(c, args.imit_yaw, gen)
-
-    g = torch.Generator().manual_seed(args.seed + step)
-    deadline = time.time() + args.minutes * 60
-    t_last, log = time.time(), []
-    while time.time() < deadline and (args.steps is None or step < args.steps):
-        idx = torch.randint(0, n, (args.batch,), generator=g)
-        c = _coeffs_at(pairs["coeffs"], idx, model.exp_names)
-        target = pairs["images"].index_select(0, idx)
-        m = masks.index_select(0, idx).float()
-        fake = G(c, codes[idx], noise_mode="const") * 0.5 + 0.5
-        err = (fake - target).abs()
-        rec = err.mean() + 2.0 * (err * m).sum() / (m.sum() * 3).clamp_min(1)
-        loss = rec
-        terms = {"rec": rec}
-        fr = None
-        if step % args.imit_every == args.imit_every - 1:
-            lat = sample_latents(args.batch // 2, generator=g)
-            twins = args.id_keep > 0 and idnet is not None and step % args.id_every == args.id_every - 1
-            with torch.no_grad():
-                cr = decoders.decode(lat)
-                pose_override(cr, g)
-                if args.imit_expr > 0:
-                    strong_expressions(cr, args.imit_expr, g)
-                if twins:  # rows i and i + q: one person (identity, albedo, code), other expression/light/pose
-                    q = len(lat.noise) // 2
-                    cr.identity[q:2 * q] = cr.identity[:q]
-                    cr.albedo[q:2 * q] = cr.albedo[:q]
-                    lat.noise[q:2 * q] = lat.noise[:q]
-                if disco is not None and disco.head is not None:
-                    r_img, r_mask = disco.imitation_target(cr)
-                else:
-                    r = renderer(cr, res)
-                    r_img, r_mask = r.image, r.mask
-            fr = G(cr, lat.noise, noise_mode="const") * 0.5 + 0.5
-            terms["imit"] = imitation_l1(fr, r_img, r_mask, imit_res)
-            loss = loss + args.imit_weight * terms["imit"]
-            if args.lm_weight > 0:
-                terms["lm"], _ = disco.landmark_light_terms(fr, cr)
-                loss = loss + args.lm_weight * terms["lm"]
-            if idnet is not None and step % args.id_every == args.id_every - 1:
-                h = args.batch // 2
-                if args.id_weight > 0:
-                    # what a code means: the random sample's descriptor is the one its code stands for, and the
-                    # reconstruction's is its photo's (the first half of the batch, to keep the step cheap)
-                    got = idnet.embed_crops(torch.cat([fake[:h], fr]))
-                    want = torch.cat([descriptors.index_select(0, idx[:h]), idc.descriptors(lat.noise)])
-                    terms["id"] = (got - want).pow(2).sum(1).add(1e-8).sqrt().mean()
-                    loss = loss + args.id_weight * terms["id"]
-                    got = got[h:]
-                else:
-                    got = idnet.embed_crops(fr)
-                same = None
-                if twins:
-                    terms["keep"] = F.relu((got[:q] - got[q:2 * q]).norm(dim=1) - ID_KEEP_MARGIN).mean()
-                    loss = loss + args.id_keep * terms["keep"]
-                    same = torch.zeros(len(got), dtype=torch.long)
-                    same[:2 * q] = torch.arange(q).repeat(2)
-                    same[2 * q:] = torch.arange(q, q + len(got) - 2 * q)
-                if args.id_spread > 0:  # random samples must be different people
-                    terms["spread"] = spread_term(got, ID_SPREAD_MARGIN, same)
-                    loss = loss + args.id_spread * terms["spread"]
-        if args.pairs_weight > 0 and step % args.pairs_every == 0:
-            terms["pairs"] = pair_loss(disco, G, decoders, args.batch // 4, "expression"
-                                       if (step // args.pairs_every) % 2 == 0 else "light", g, pose_override)
-            loss = loss + args.pairs_weight * terms["pairs"]
-        if D is not None:  # this step's reconstructions and samples, in [-1, 1] as D sees photos
-            fakes = torch.cat([fake] + ([fr] if fr is not None else [])) * 2 - 1
-            D.requires_grad_(False)
-            terms["adv"] = g_nonsaturating(D(diff_augment(fakes, augment)))
-            loss = loss + args.adv_weight * terms["adv"]
-        opt.zero_grad(set_to_none=True)
-        if opt_codes is not None:
-            opt_codes.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if opt_codes is not None:
-            opt_codes.step()
-        if D is not None:  # D step: real photos against this step's reconstructions and samples
-            D.requires_grad_(True)
-            real = target * 2 - 1
-            d_loss = d_logistic(D(diff_augment(real, augment)), D(diff_augment(fakes.detach(), augment)))
-            if args.r1_gamma > 0 and step % 8 == 0:
-                r1, _ = r1_penalty(D, real, args.r1_gamma)
-                d_loss = d_loss + 8 * r1
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            terms["d"] = d_loss
-        with torch.no_grad():
-            if opt_codes is not None:
-                codes.copy_(F.normalize(codes, dim=1) * math.sqrt(G.noise_dim))
-            ema_beta = min(0.995, (1 + step) / (10 + step))
-            for pe, p in zip(G_ema.parameters(), G.parameters()):
-                pe.lerp_(p, 1 - ema_beta)
-            for be, b in zip(G_ema.buffers(), G.buffers()):
-                be.copy_(b)
-        step += 1
-        images_seen += args.batch
-        log.append({k: float(v.detach()) for k, v in terms.items()})
-        if step % args.log_every == 0:
-            dt = time.time() - t_last
-            t_last = time.time()
-            keys = dict.fromkeys(k for row in log for k in row)
-            means = "  ".join(f"{k} {np.mean([row[k] for row in log if k in row]):.4f}" for k in keys)
-            log = []
-            print(f"step {step}  {means}  {args.log_every * args.batch / dt:.1f} img/s", flush=True)
-        if step % args.ckpt_every == 0:
-            save_ckpt()
-            with torch.no_grad():
-                idx = torch.arange(8)
-                c = _coeffs_at(pairs["coeffs"], idx, model.exp_names)
-                lat = sample_latents(8, seed=1)
-                cr = decoders.decode(lat)
-                grid = torch.cat([pairs["images"][:8], G_ema(c, codes[:8].detach()) * 0.5 + 0.5,
-                                  renderer(cr, res).image, G_ema(cr, lat.noise) * 0.5 + 0.5]).clamp(0, 1)
-                grid = grid.view(4, 8, 3, res, res).permute(2, 0, 3, 1, 4).reshape(3, 4 * res, 8 * res)
-                save_image(out / f"samples_{step:06d}.png", grid)
-    save_ckpt()
-    if args.export:
-        write_generator(G_ema, decoders, Path(args.export), {"training": json.dumps({
-            "stage": "warmup (paired reconstruction + imitation)", "steps": step, "batch": args.batch, "pairs": n,
-            "images_seen": images_seen, "preset": args.preset, "init": args.init or "none"})})
-        print(f"exported {args.export}")
-    write_json_atomic(out / "warmup_state.json", {"step": step, "pairs": n, "res": res,
-                                                  "images_seen": images_seen})
     return 0
 
 
