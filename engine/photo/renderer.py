@@ -32,7 +32,7 @@ import torch
 
 from engine.face.head import SKIN_PARTS, HeadModel, default_head
 from engine.face.model import Coefficients, FaceModel, default_model
-from engine.photo import fill, flow, layers as photo_layers, relight
+from engine.photo import eyes, fill, flow, layers as photo_layers, relight
 from engine.photo.fit import as_photo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -142,6 +142,9 @@ class PhotoRenderer:
         self._lock = threading.Lock()
         self.grid = flow.work_grid(fit.alignment, work_res)
         self.proj = flow.HeadProjector(self.head, fit.alignment)
+        # blink, eyeWide and gaze are drawn by the eye layer in the photo's frame, before the flow (§6c)
+        self.eyes = eyes.EyeLayer(self.image, fit.alignment.landmarks_photo,
+                                  eyes.model_lid_projector(self.head, self.proj, self.coeffs0.pose[0]), self.coeffs0)
         with torch.no_grad():
             self.src = flow.SourceHead(self.head, self.proj, self.coeffs0, self.grid)
             self.neck = flow.neck_weights(self.head, self.src.verts)
@@ -325,6 +328,9 @@ class PhotoRenderer:
             p = self.preview_renderer()
             p.fast_path = self.fast_path
             return p._render(c, max_side)
+        if eyes.eye_expression_change(c, self.coeffs0):  # the eye layer edits the photo, the flow the head
+            base = self.eyes.apply(base, c, scale)
+            c = eyes.flow_coeffs(c, self.coeffs0)
         if self.fast_path and _same(c, self.coeffs0):
             t = self._frame_geometry(c)
             lm = t[1][self.model.lm68.numpy()] * np.array([sx, sy])

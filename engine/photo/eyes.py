@@ -1,0 +1,374 @@
+"""Photo mode: the eyes as their own layer (DESIGN.md §6c, issue 21).
+
+The lids and the eyeballs of a photo are edited in the *photo's own frame*, before the head's flow moves them:
+:meth:`EyeLayer.apply` returns a copy of the photo whose eyes blink, open wide or look elsewhere, and
+:meth:`EyeLayer.flow_coeffs` gives the coefficients the head's flow is computed for (the eye-lid and gaze
+expressions put back to the fitted ones, so the flow does not move the lids a second time). The renderer resamples
+the edited copy through the flow; a pose, mouth or light edit then carries the edited eyes like any other pixels.
+
+Per eye, in an eye frame (``u`` along the corners 0 → 1, ``v`` across, image-down, photo px):
+
+* **Lids** — the detected lid landmarks (dlib's 68, photo px) are moved as the 3D model's lids move between the
+  fitted and the target eye expressions (same pose, projected into the photo; the model's vertical lid motion is
+  rescaled by the photo's gap over the model's, so ``eyeBlink = 1`` closes the photo's eye exactly). The lid skin
+  between a line above the upper lid (``UPPER_SKIN`` eye widths) and its margin is stretched or compressed along
+  ``v`` so the margin lands on the target curve (the lash line travels with it and stays dark); the lower lid the
+  same with ``LOWER_SKIN``.
+* **Eyeball** — the person's visible eyeball is completed under the lids: the iris (a disc found as the
+  darkness-weighted centre of the darkest pixels in the opening, radius ``IRIS_RADIUS`` eye widths, clipped to the
+  opening's height) is completed by its own mirror image about its horizontal diameter where the lid hid it, or
+  by its mean colour; the rest by the sclera colour sampled from the bright visible part. The iris disc moves with
+  the gaze (eyeball radius ``EYEBALL_RADIUS`` eye widths, ``GAZE_MAX_DEG`` at weight 1, foreshortened by the cosine);
+  where it left, the sclera shows. The opening between the target lid curves shows this eyeball.
+
+Only numpy/OpenCV on the eye boxes at the photo's (or the preview's) resolution: a few ms per frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from engine.face.model import Coefficients
+
+# expressions the eye layer renders itself (the flow keeps the fitted values of these)
+EYE_SIDES = ("R", "L")  # dlib 36-41 is the subject's right eye (image left), 42-47 the left (image right)
+EYE_EXPRESSIONS = tuple(f"{k}_{s}" for s in EYE_SIDES for k in (
+    "eyeBlink", "eyeWide", "eyeLookIn", "eyeLookOut", "eyeLookUp", "eyeLookDown"))
+_EYE_IDX = {"R": (36, 37, 38, 39, 40, 41), "L": (42, 43, 44, 45, 46, 47)}
+UPPER_SKIN = 0.6  # eye widths of lid skin above the upper margin that stretch / compress
+LOWER_SKIN = 0.30
+BROW_GAP = 0.7  # share of the margin-to-brow distance that may stretch
+UNFOLD = 2.0  # exponent of the lid skin's stretch (most near the margin, none at the brow)
+OVERSHOOT = 0.25  # of the photo's gap: how far a fully closed upper margin passes the lower one
+LID_SMOOTH = 0.08  # eye widths: blur of the unfolded lid skin
+LID_LIGHT = 0.45  # share of the lit lid colour over a closed lid's stretched margin skin
+LASH = 0.08  # eye widths above the upper margin kept rigid (the lash line)
+IRIS_RADIUS = 0.21  # eye widths (an 11.7 mm iris in a ~28 mm wide eye opening)
+EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
+GAZE_MAX_DEG = {"horizontal": 32.0, "up": 22.0, "down": 25.0}  # rotation at an expression weight of 1
+GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against a wide-open photo is clipped)
+SCLERA_SHADOW = 0.3  # revealed sclera this much darker under the lid and in the corners
+BOX_MARGIN = 0.25  # eye widths beyond the corners
+
+
+def eye_expression_change(c: Coefficients, c0: Coefficients) -> bool:
+    return any(float(c.expr[n][0]) != float(c0.expr[n][0]) for n in EYE_EXPRESSIONS if n in c.exp_names)
+
+
+def flow_coeffs(c: Coefficients, c0: Coefficients) -> Coefficients:
+    """``c`` with the eye expressions of ``c0`` (the flow moves the head, the eye layer the lids and eyeballs)."""
+    out = c.clone()
+    for n in EYE_EXPRESSIONS:
+        if n in c.exp_names:
+            out.expr[n] = float(c0.expr[n][0])
+    return out
+
+
+def gaze_angles(c: Coefficients, side: str) -> tuple[float, float]:
+    """(horizontal, vertical) eyeball rotation in degrees for one eye: + = toward the image's right / up."""
+    e = lambda k: float(c.expr[f"{k}_{side}"][0]) if f"{k}_{side}" in c.exp_names else 0.0  # noqa: E731
+    # the subject's left eye looks out toward the image's right; the right eye looks in toward it
+    h = (e("eyeLookOut") - e("eyeLookIn")) if side == "L" else (e("eyeLookIn") - e("eyeLookOut"))
+    return h * GAZE_MAX_DEG["horizontal"], e("eyeLookUp") * GAZE_MAX_DEG["up"] - e("eyeLookDown") * GAZE_MAX_DEG["down"]
+
+
+def _bump_curve(u_pts, v_pts, v_c0: float, v_c1: float, terms: int = 2):
+    """Smooth curve v(u) on [0, 1] through the corners (0, v_c0), (1, v_c1) and near two inner points: the line
+    between the corners plus a·sin(πu) (+ b·sin(2πu) with ``terms=2``: through them exactly)."""
+    u_pts = np.asarray(u_pts, np.float64)
+    base = v_c0 + (v_c1 - v_c0) * u_pts
+    a = np.stack([np.sin(np.pi * u_pts), np.sin(2 * np.pi * u_pts)], 1)[:, :terms]
+    coef = np.zeros(2)
+    coef[:terms] = np.linalg.lstsq(a, np.asarray(v_pts, np.float64) - base, rcond=None)[0]
+
+    def curve(u):
+        uc = np.clip(u, 0.0, 1.0)
+        return v_c0 + (v_c1 - v_c0) * uc + coef[0] * np.sin(np.pi * uc) + coef[1] * np.sin(2 * np.pi * uc)
+    return curve
+
+
+@dataclass
+class EyeFrame:
+    """Eye-aligned coordinates: photo = origin + u·axis + v·normal (``axis`` corner to corner, ``normal`` down)."""
+
+    origin: np.ndarray
+    axis: np.ndarray
+    normal: np.ndarray
+    width: float
+
+    @classmethod
+    def of(cls, pts: np.ndarray) -> "EyeFrame":
+        a = pts[3] - pts[0]
+        w = float(np.linalg.norm(a))
+        n = np.array([-a[1], a[0]]) / max(w, 1e-6)
+        if n[1] < 0:
+            n = -n
+        return cls(pts[0].astype(np.float64), a.astype(np.float64), n, w)
+
+    def to_uv(self, p: np.ndarray) -> np.ndarray:
+        d = p - self.origin
+        return np.stack([(d @ self.axis) / (self.width ** 2), d @ self.normal], -1)
+
+    def to_photo(self, u, v):
+        return (self.origin[0] + u * self.axis[0] + v * self.normal[0],
+                self.origin[1] + u * self.axis[1] + v * self.normal[1])
+
+
+class EyeLayer:
+    """Source-side eye data of one photo (once per renderer) and the per-edit eye rendering (see module doc).
+
+    ``landmarks``: the photo's 68 detected landmarks (photo px); ``model_lids(c)`` → (12, 2) photo px of the 3D
+    model's eye landmarks (36-47) for coefficients ``c`` in the fitted pose."""
+
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray, model_lids, coeffs0: Coefficients):
+        self.image = image
+        self.lm = np.asarray(landmarks, np.float64).reshape(68, 2)
+        self.model_lids = model_lids
+        self.c0 = coeffs0
+        self._lids0 = model_lids(coeffs0)
+        self.eyes = {s: self._eye_source(s) for s in EYE_SIDES}
+        self._cache: dict[float, dict] = {}
+
+    # -------------------------------------------------------------------------------------- source side
+    def _eye_source(self, side: str) -> dict | None:
+        pts = self.lm[list(_EYE_IDX[side])]
+        fr = EyeFrame.of(pts)
+        if fr.width < 4:
+            return None
+        uv = fr.to_uv(pts)
+        up = _bump_curve(uv[[1, 2], 0], uv[[1, 2], 1], uv[0, 1], uv[3, 1])
+        lo = _bump_curve(uv[[5, 4], 0], uv[[5, 4], 1], uv[0, 1], uv[3, 1], terms=1)
+        brow = fr.to_uv(self.lm[list(range(17, 22) if side == "R" else range(22, 27))])
+        return {"frame": fr, "uv": uv, "up": up, "lo": lo, "pts": pts, "brow_v": float(np.median(brow[:, 1]))}
+
+    def _eyeball(self, img: np.ndarray, eye: dict, s: float):
+        """Eyeball texture of one eye at image scale ``s``: (box (x0, y0, x1, y1), sclera plate, iris patch with
+        alpha, iris centre and radius in image px)."""
+        fr: EyeFrame = eye["frame"]
+        w = fr.width * s
+        h_img, w_img = img.shape[:2]
+        pts = eye["pts"] * s
+        m = BOX_MARGIN * w
+        x0 = int(max(0, math.floor(pts[:, 0].min() - m)))
+        x1 = int(min(w_img, math.ceil(pts[:, 0].max() + m)))
+        y0 = int(max(0, math.floor(pts[:, 1].min() - (UPPER_SKIN + 0.1) * w)))
+        y1 = int(min(h_img, math.ceil(pts[:, 1].max() + (LOWER_SKIN + 0.1) * w)))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return None
+        patch = img[y0:y1, x0:x1].astype(np.float32)
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        pix = np.stack([(xs + 0.5) / s, (ys + 0.5) / s], -1)
+        uv = fr.to_uv(pix.reshape(-1, 2)).reshape(pix.shape)
+        u, v = uv[..., 0], uv[..., 1]
+        inside = (u > 0) & (u < 1) & (v > eye["up"](u)) & (v < eye["lo"](u))
+        # the opening less a pixel (lashes and the lid's shadow sit on its rim)
+        core = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) if w > 24 else inside
+        if core.sum() < 6:
+            core = inside
+        if inside.sum() < 6:
+            return None
+        gray = patch @ np.array([0.299, 0.587, 0.114], np.float32)
+        g = gray[core]
+        thr = np.percentile(g, 35)
+        wt = np.clip(thr - gray, 0, None) ** 2 * core
+        if wt.sum() <= 0:
+            wt = core.astype(np.float32)
+        cx = float((xs * wt).sum() / wt.sum()) + 0.5
+        cy = float((ys * wt).sum() / wt.sum()) + 0.5
+        r = IRIS_RADIUS * w
+        # the iris disc: the radius-r disc that best separates dark from bright inside the opening, searched around
+        # the centroid (the centroid of the visible part sits low when the upper lid hides the iris' top)
+        dark = (thr - gray) * core
+        best, cbest = -1e18, (cx, cy)
+        for oy in np.linspace(-0.35 * r, 0.15 * r, 6):
+            for ox in np.linspace(-0.2 * r, 0.2 * r, 3):
+                inn = core & ((xs + 0.5 - cx - ox) ** 2 + (ys + 0.5 - cy - oy) ** 2 < r * r)
+                if inn.sum() < 3:
+                    continue
+                sc = dark[inn].mean() * np.sqrt(inn.sum())
+                if sc > best:
+                    best, cbest = sc, (cx + ox, cy + oy)
+        cx, cy = cbest
+        d2 = (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2
+        disc = d2 < r * r
+        ring = d2 < (1.25 * r) ** 2
+        vis_iris = disc & core
+        scl = core & ~ring
+        if scl.sum() >= 4:
+            sg = gray[scl]
+            sclera = np.median(patch[scl][sg >= np.percentile(sg, 60)], 0)
+        else:
+            sclera = np.percentile(patch[core], 90, axis=0)
+        iris_col = patch[vis_iris].mean(0) if vis_iris.sum() >= 3 else patch[core][g <= thr].mean(0)
+        # iris completion where the lids hid it: the iris' own median colour (highlights left out), limbus darker
+        ig = gray[vis_iris] if vis_iris.sum() >= 3 else None
+        if ig is not None:
+            iris_col = np.median(patch[vis_iris][ig <= np.percentile(ig, 70)], 0)
+        rr = np.sqrt(d2) / max(r, 1e-3)
+        plain = iris_col[None, None, :] * (1.0 - 0.3 * np.clip((rr - 0.75) / 0.25, 0, 1))[..., None]
+        iris = np.where(core[..., None], patch, plain)
+        a_iris = np.clip((r - np.sqrt(d2)) + 0.5, 0, 1).astype(np.float32)
+        # sclera plate: the photo where visible and not iris, sclera colour elsewhere (soft edges)
+        vis = cv2.GaussianBlur((core & ~(d2 < (1.15 * r) ** 2)).astype(np.float32), (0, 0), max(0.6, 0.02 * w))
+        # revealed sclera darkens toward the lid above it (its shadow) and the corners
+        u, v = uv[..., 0], uv[..., 1]
+        above = np.clip((eye["up"](np.clip(u, 0, 1)) - v) / (0.2 * fr.width), 0, 1)
+        side = np.clip(np.minimum(u, 1 - u) / 0.15, 0, 1)
+        shade = (1.0 - SCLERA_SHADOW * np.maximum(above, 1 - side))[..., None]
+        plate = vis[..., None] * patch + (1 - vis[..., None]) * sclera[None, None, :].astype(np.float32) * shade
+        return {"box": (x0, y0, x1, y1), "plate": plate, "iris": iris.astype(np.float32), "a_iris": a_iris,
+                "centre": (cx, cy), "r": r, "uv": uv}
+
+    def _sources(self, img: np.ndarray, s: float) -> dict:
+        key = round(s, 6)
+        got = self._cache.get(key)
+        if got is None or got.get("_img") is not img:
+            got = {side: (self._eyeball(img, e, s) if e is not None else None) for side, e in self.eyes.items()}
+            got["_img"] = img
+            self._cache = {key: got}  # one scale kept (the sharp frame or the drag preview)
+        return got
+
+    # ---------------------------------------------------------------------------------------- per edit
+    def target_lids(self, c: Coefficients, side: str) -> tuple | None:
+        """(upper, lower) target curves v(u) of one eye (photo px, eye frame) for coefficients ``c``."""
+        eye = self.eyes[side]
+        if eye is None:
+            return None
+        c1 = self.c0.clone()
+        for n in EYE_EXPRESSIONS:
+            if n in c.exp_names:
+                c1.expr[n] = float(c.expr[n][0])
+        return self._target_curves(eye, side, self.model_lids(c1))
+
+    def _target_curves(self, eye: dict, side: str, lids1: np.ndarray):
+        fr: EyeFrame = eye["frame"]
+        k = 0 if side == "R" else 6
+        m0 = fr.to_uv(self._lids0[k:k + 6])
+        m1 = fr.to_uv(lids1[k:k + 6])
+        uv = eye["uv"]
+        new = uv.copy()
+        for a, b in ((1, 5), (2, 4)):  # (upper, lower) pairs
+            g0 = max(m0[b, 1] - m0[a, 1], 1e-3)
+            p0 = uv[b, 1] - uv[a, 1]
+            k_s = float(np.clip(p0 / g0, 0.0, GAP_RATIO_MAX)) if p0 > 0 else 1.0
+            # the model's vertical lid motion, rescaled from its gap to the photo's
+            new[a, 1] = uv[a, 1] + (m1[a, 1] - m0[a, 1]) * k_s
+            new[b, 1] = uv[b, 1] + (m1[b, 1] - m0[b, 1]) * k_s
+            # closing: the upper lid's lash line comes to rest a little over the lower lid's margin (a closed eye
+            # shows one lash line, not two)
+            closed = float(np.clip(1.0 - (new[b, 1] - new[a, 1]) / max(p0, 1e-3), 0.0, 1.0))
+            new[a, 1] = min(new[a, 1], new[b, 1]) + OVERSHOOT * max(p0, 0.0) * closed ** 2
+        up = _bump_curve(new[[1, 2], 0], new[[1, 2], 1], uv[0, 1], uv[3, 1])
+        lo = _bump_curve(new[[5, 4], 0], new[[5, 4], 1], uv[0, 1], uv[3, 1], terms=1)
+        return up, lo
+
+    def apply(self, img: np.ndarray, c: Coefficients, scale: float = 1.0, out: np.ndarray | None = None
+              ) -> np.ndarray:
+        """``img`` (the photo at ``scale``) with the eyes of ``c``; a copy (or ``out``, written in place)."""
+        out = img.copy() if out is None else out
+        src = self._sources(img, scale)
+        c1 = self.c0.clone()
+        for n in EYE_EXPRESSIONS:
+            if n in c.exp_names:
+                c1.expr[n] = float(c.expr[n][0])
+        lids1 = self.model_lids(c1)
+        for side in EYE_SIDES:
+            eye, ball = self.eyes[side], src[side]
+            if eye is None or ball is None:
+                continue
+            up1, lo1 = self._target_curves(eye, side, lids1)
+            self._render_eye(img, out, eye, ball, up1, lo1, gaze_angles(c, side), scale)
+        return out
+
+    def _render_eye(self, img, out, eye, ball, up1, lo1, gaze, s: float) -> None:
+        x0, y0, x1, y1 = ball["box"]
+        uv = ball["uv"]
+        u, v = uv[..., 0], uv[..., 1] * s  # v in image px
+        fr: EyeFrame = eye["frame"]
+        w = fr.width * s
+        uc = np.clip(u, 0.0, 1.0)
+        vu0, vl0 = eye["up"](uc) * s, eye["lo"](uc) * s
+        vu1, vl1 = up1(uc) * s, lo1(uc) * s
+        # beyond the corners the curves meet (no opening): the skin maps to itself
+        # the stretched skin ends below the brow (deep-set eyes have little lid skin under it)
+        top = vu0 - np.minimum(UPPER_SKIN * w, BROW_GAP * (vu0 - eye["brow_v"] * s))
+        bot = vl0 + LOWER_SKIN * w
+        src_v = v.copy()
+        lower = (v >= vl1) & (v <= bot)
+        src_v = np.where(lower, bot - (bot - v) * (bot - vl0) / np.maximum(bot - vl1, 1e-3), src_v)
+        # the upper lid over the lower (a closed lid overlaps it)
+        # the lash line (LASH eye widths above the margin) moves rigidly with the margin, the skin above stretches
+        lash = max(LASH * w, 1.0)
+        # above it the skin unfolds: the displacement grows as t**g from 0 at ``top`` to the margin's (monotonic)
+        hgt = np.maximum(vu1 - lash - top, 1e-3)
+        d = vu1 - vu0
+        t = np.clip((v - top) / hgt, 0.0, 1.0)
+        g = np.minimum(UNFOLD, np.maximum(1.0, 0.9 * hgt / np.maximum(np.abs(d), 1e-3)))
+        upper = (v >= top) & (v <= vu1 - lash)
+        src_v = np.where(upper, v - d * t ** g, src_v)
+        band = (v > vu1 - lash) & (v <= vu1)
+        src_v = np.where(band, v - vu1 + vu0, src_v)
+        # the photo position of each pixel's source point (u kept), image px
+        px, py = fr.to_photo(u, src_v / s)
+        mx = (px * s - 0.5).astype(np.float32)
+        my = (py * s - 0.5).astype(np.float32)
+        skin = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+        # a lid stretched down shows streaks (a few rows of texture drawn long): blurred across them (along the
+        # lid, never toward the brow), by how much each row was stretched
+        stretch = 1.0 / np.maximum(1.0 - d * g * t ** np.maximum(g - 1, 0) / hgt, 0.05)
+        beta = (upper * np.clip((stretch - 1.0) / 1.5, 0.0, 1.0)).astype(np.float32)
+        if beta.max() > 0.02:
+            sig = max(0.8, LID_SMOOTH * w)
+            k = int(2 * math.ceil(3 * sig) + 1)
+            along = cv2.GaussianBlur(skin, (k, 1), sig)
+            skin = skin * (1 - beta[..., None]) + along * beta[..., None]
+            # the lid now lies over the eyeball's bulge and faces the light like the skin under the brow: its
+            # stretched part (the photo's shadowed lid margin drawn long) takes that skin's colour, softly
+            lit = upper & (t < 0.35) & (v > top + 1)
+            if lit.sum() >= 4:
+                col = np.median(skin[lit], 0)
+                cover = (upper & (v > vu0 - lash)) * np.clip(d / (0.5 * max(float(np.median(vl0 - vu0)), 1.0)), 0, 1)
+                cover = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), max(1.0, 0.1 * w)) * LID_LIGHT
+                skin = skin * (1 - cover[..., None]) + col[None, None, :] * cover[..., None]
+        # the eyeball: the sclera plate with the iris disc moved by the gaze
+        h_deg, v_deg = gaze
+        R = EYEBALL_RADIUS * w
+        ax = fr.axis / max(np.linalg.norm(fr.axis), 1e-6)  # corner to corner: toward the image's right
+        shift = R * math.sin(math.radians(h_deg)) * ax - R * math.sin(math.radians(v_deg)) * fr.normal
+        cos_h = max(math.cos(math.radians(h_deg)), 0.3)
+        cx, cy = ball["centre"]
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        # iris pixel (x, y) shows the source iris at the centre + the offset un-foreshortened
+        sx = cx + (xs + 0.5 - cx - shift[0]) / cos_h - x0 - 0.5
+        sy = ys + 0.5 - shift[1] - y0 - 0.5
+        sx, sy = sx.astype(np.float32), sy.astype(np.float32)
+        iris = cv2.remap(ball["iris"], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        a_i = cv2.remap(ball["a_iris"], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        ball_rgb = ball["plate"] * (1 - a_i[..., None]) + iris * a_i[..., None]
+        # the opening between the target lids shows the eyeball (a pixel of antialiasing)
+        inside_u = (u > 0) & (u < 1)
+        a_open = np.clip(np.minimum(v - vu1, vl1 - v) + 0.5, 0, 1) * inside_u
+        # outside the eye box's skin bands the photo stays (the maps are the identity there anyway)
+        res = skin * (1 - a_open[..., None]) + ball_rgb * a_open[..., None]
+        out[y0:y1, x0:x1] = np.clip(res + 0.5, 0, 255).astype(np.uint8)
+
+
+def model_lid_projector(head, proj, pose: torch.Tensor):
+    """``model_lids(c)`` for :class:`EyeLayer`: the model's eye landmarks (dlib 36-47) for ``c`` in ``pose`` (the
+    fit's), projected into the photo through ``proj`` (:class:`engine.photo.flow.HeadProjector`)."""
+    m = head.model
+    idx = m.lm68[36:48]
+    cols = torch.stack([idx * 3, idx * 3 + 1, idx * 3 + 2], 1).reshape(-1)
+    mean = m.mean[idx]
+    idb = m._id_flat[:, cols]
+    exb = m._exp_flat[:, cols]
+
+    @torch.no_grad()
+    def model_lids(c: Coefficients) -> np.ndarray:
+        v = mean + (c.identity[0:1] @ idb + c.expression[0:1] @ exb).view(-1, 3)
+        return proj.to_photo(proj.camera_space(proj.posed(v, pose))).numpy().astype(np.float64)
+    return model_lids
