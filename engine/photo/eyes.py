@@ -174,7 +174,10 @@ class EyeLayer:
         gray = patch @ np.array([0.299, 0.587, 0.114], np.float32)
         g = gray[core]
         thr = np.percentile(g, 35)
-        wt = np.clip(thr - gray, 0, None) ** 2 * core
+        # the iris is looked for below the lash line (lashes are darker than most irises)
+        gap_u = eye["lo"](np.clip(u, 0, 1)) - eye["up"](np.clip(u, 0, 1))
+        mid = core & (v > eye["up"](np.clip(u, 0, 1)) + 0.25 * gap_u)
+        wt = np.clip(thr - gray, 0, None) ** 2 * (mid if mid.sum() >= 6 else core)
         if wt.sum() <= 0:
             wt = core.astype(np.float32)
         cx = float((xs * wt).sum() / wt.sum()) + 0.5
@@ -270,6 +273,8 @@ class EyeLayer:
               ) -> np.ndarray:
         """``img`` (the photo at ``scale``) with the eyes of ``c``; a copy (or ``out``, written in place)."""
         out = img.copy() if out is None else out
+        if not eye_expression_change(c, self.c0):
+            return out
         src = self._sources(img, scale)
         c1 = self.c0.clone()
         for n in EYE_EXPRESSIONS:

@@ -12,6 +12,8 @@ and multiplies the photo's stored values (the fit's own units, see ``RATIO_EXPON
 """
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import torch
@@ -112,4 +114,233 @@ def apply_ratio(region: np.ndarray, ratio: np.ndarray) -> np.ndarray:
     v = region.astype(np.float32) / 255.0
     vr = v * ratio
     out = np.where(ratio > 1.0, v + _shoulder(vr) - _shoulder(v), vr)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------------------------ #
+# Key + ambient relighting (DESIGN.md §6c, issue 21)
+#
+# Ratio relighting with the fitted SH light changes little where the fit explains the photo by a strong ambient term:
+# turning a weak band-1 light round barely changes the shading. Here the fitted light is read as an ambient term plus
+# one key light (band 0 and band 1; band 2 is left to the photo), the key given at least ``KEY_MIN`` x the ambient
+# (the share it lacks comes from the front: a flat-lit photo is explained as lit from the camera), and the slider
+# turns *that* key by the slider's change of direction. Shading = ambient + key·max(0, n·d)·visibility(d), where the
+# visibility is a soft shadow map of the head mesh from the key's direction (nose, brows, the jaw on the neck). The
+# per-vertex ratio target/fitted is grey (luminance): the photo's chroma is kept; a change of the light's colour
+# multiplies by the per-channel ambient colour ratio on top.
+KEY_MIN = 1.0  # key irradiance (peak) at least this x the ambient irradiance
+SHADOW_RES = 160  # shadow-map pixels across the head
+SHADOW_BIAS_CM = 0.6  # depth bias (cm) before a point counts as shadowed
+SHADOW_SOFT_CM = 1.2  # ... and the depth over which it fades in (soft shadows)
+SHADOW_BLUR = 2.0  # shadow-map pixels: soft edges
+SHADOW_DEPTH = 0.8  # a shadowed point keeps 1 - SHADOW_DEPTH of the key (skin scatters light into its shadows)
+SHADOW_SMOOTHING = 4  # neighbour-averaging passes over the per-vertex visibility
+KEY_RATIO_RANGE = (0.3, 2.2)
+KEY_BLEND_DEG = 20.0  # slider turn over which the key goes from the fitted direction to the slider's
+_FRONT = torch.tensor([0.0, 0.0, 1.0])
+
+
+def _sh_consts() -> tuple[float, float]:
+    b = sh_basis(torch.tensor([[0.0, 1.0, 0.0]]))[0]
+    return float(b[0]), float(b[1])
+
+
+def key_light(light: torch.Tensor) -> dict:
+    """The fitted/target SH light (27,) as ambient (3,) irradiance, key direction (3,) and key peak irradiance
+    (grey), plus its slider direction (azimuth, elevation in degrees)."""
+    c0, c1 = _sh_consts()
+    sh = full_light(light.reshape(1, 27))[0]  # (3, 9): band 1 is (y, z, x)
+    amb = sh[:, 0] * c0
+    v = sh[:, 1:4].mean(0)
+    d = torch.stack([v[2], v[0], v[1]])
+    k = float(d.norm()) * c1
+    d = d / d.norm().clamp_min(1e-8) if k > 1e-8 else _FRONT.clone()
+    return {"ambient": amb, "dir": d, "key": k}
+
+
+def _dir_angles(d: torch.Tensor) -> tuple[float, float]:
+    return math.atan2(float(d[0]), float(d[2])), math.asin(max(-1.0, min(1.0, float(d[1]))))
+
+
+def _dir_from(az: float, el: float) -> torch.Tensor:
+    return torch.tensor([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
+
+
+def effective_keys(light0: torch.Tensor, light1: torch.Tensor) -> tuple[dict, dict]:
+    """Source and target key lights as the relighting uses them (see the section comment): the fitted key topped
+    up to ``KEY_MIN`` x ambient from the front, and the target key turned from it by the slider's change."""
+    k0, k1 = key_light(light0), key_light(light1)
+    a0 = float(k0["ambient"].mean())
+    extra = max(0.0, KEY_MIN * a0 - k0["key"])
+    d0 = k0["key"] * k0["dir"] + extra * _FRONT
+    d0 = d0 / d0.norm().clamp_min(1e-8)
+    az0, el0 = _dir_angles(k0["dir"])
+    az1, el1 = _dir_angles(k1["dir"])
+    # the target key: the slider's own direction once it has moved KEY_BLEND_DEG from the fitted one (a flat-lit
+    # photo lit "from -60" is lit from -60); in between, turned smoothly from the fitted key (no jump at zero)
+    moved = float(torch.arccos((k0["dir"] @ k1["dir"]).clamp(-1, 1))) if k1["key"] >= 1e-6 else 0.0
+    w = min(1.0, moved / math.radians(KEY_BLEND_DEG))
+    d1 = _slerp(d0, k1["dir"] if k1["key"] >= 1e-6 else d0, w)
+    s0 = {"ambient": k0["ambient"], "dir": d0, "key": k0["key"] + extra}
+    s1 = {"ambient": k1["ambient"], "dir": d1, "key": k1["key"] + extra}
+    return s0, s1
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    om = float(torch.arccos((a @ b).clamp(-1, 1)))
+    if om < 1e-4:
+        return a.clone()
+    return (math.sin((1 - w) * om) * a + math.sin(w * om) * b) / math.sin(om)
+
+
+def light_frame(d: torch.Tensor) -> torch.Tensor:
+    """(3, 3) rotation taking ``d`` to +z (the light looks down -z at the head, like the camera)."""
+    z = d / d.norm().clamp_min(1e-8)
+    up = torch.tensor([0.0, 1.0, 0.0]) if abs(float(z[1])) < 0.95 else torch.tensor([1.0, 0.0, 0.0])
+    x = torch.linalg.cross(up, z)
+    x = x / x.norm()
+    y = torch.linalg.cross(z, x)
+    return torch.stack([x, y, z])
+
+
+def shadow_visibility(posed: torch.Tensor, tris: torch.Tensor, d: torch.Tensor, res: int = SHADOW_RES
+                      ) -> torch.Tensor:
+    """(V,) soft visibility 0..1 of each posed vertex from a directional light along ``d`` (a shadow map of the
+    triangles ``tris`` at ``res`` px, depth-compared with a bias, softened)."""
+    from engine.render.fast_raster import rasterize_forward
+
+    p = posed @ light_frame(d).T
+    lo, hi = p[:, :2].min(0).values, p[:, :2].max(0).values
+    span = float((hi - lo).max()) * 1.04 + 1e-6
+    xy = torch.stack([(p[:, 0] - lo[0]) / span * res + 0.02 * res, (hi[1] - p[:, 1]) / span * res + 0.02 * res], -1)
+    depth = float(p[:, 2].max()) + 1.0 - p[:, 2]  # distance from the light, > 0
+    frags = rasterize_forward(xy.unsqueeze(0), depth.unsqueeze(0), tris, res)
+    zb = frags.depth[0].numpy().astype(np.float32)
+    zb = np.where(zb > 0, zb, 1e6).astype(np.float32)
+    # soft: the nearest depth over a small neighbourhood, then a smooth comparison
+    zb = cv2.erode(zb, np.ones((3, 3), np.uint8))
+    ix = xy[:, 0].clamp(0, res - 1).long().numpy()
+    iy = xy[:, 1].clamp(0, res - 1).long().numpy()
+    occ = depth.numpy() - zb[iy, ix] - SHADOW_BIAS_CM
+    vis = np.clip(1.0 - occ / SHADOW_SOFT_CM, 0.0, 1.0).astype(np.float32)
+    return torch.from_numpy(vis)
+
+
+def key_shading(normals: torch.Tensor, key: dict, vis: torch.Tensor | None) -> torch.Tensor:
+    """(V,) grey shading ambient + key·max(0, n·d)·(1 - SHADOW_DEPTH·(1 - vis))."""
+    lam = (normals @ key["dir"]).clamp_min(0.0)
+    if vis is not None:
+        lam = lam * (1.0 - SHADOW_DEPTH * (1.0 - vis))
+    return float(key["ambient"].mean()) + key["key"] * lam
+
+
+def key_vertex_ratio(head: HeadModel, normals: torch.Tensor, posed: torch.Tensor, tris: torch.Tensor,
+                     light0: torch.Tensor, light1: torch.Tensor, albedo0: torch.Tensor | None = None,
+                     albedo1: torch.Tensor | None = None, shadows: bool = True) -> torch.Tensor:
+    """Like :func:`vertex_ratio` (ratio minus one, skin only, neck faded) for the key + ambient model: grey
+    shading ratio × the light colour's per-channel change (× the albedo ratio). ``normals`` smoothed, posed;
+    ``posed`` the target's posed vertices; ``tris`` the triangles that cast shadows."""
+    skin = head.vertex_in(SKIN_PARTS)
+    s0, s1 = effective_keys(light0, light1)
+    v0 = v1 = None
+    if shadows:
+        def vis(d):  # smoothed over the mesh: no speckle where a grazing surface meets its own depth
+            v = shadow_visibility(posed, tris, d).unsqueeze(1)
+            for _ in range(SHADOW_SMOOTHING):
+                v = torch.sparse.mm(head.adjacency(), v)
+            return v[:, 0]
+        v0 = vis(s0["dir"])
+        v1 = v0 if torch.equal(s0["dir"], s1["dir"]) else vis(s1["dir"])
+    e0 = key_shading(normals, s0, v0)
+    e1 = key_shading(normals, s1, v1)
+    if not torch.equal(s0["dir"], s1["dir"]):
+        # a turned key keeps the face's exposure (the camera's auto-exposure would): the lit side brightens, the
+        # far side darkens; intensity and ambient sliders still change it
+        face = skin & (normals[:, 2] > 0.3)
+        e1 = e1 * (key_shading(normals, {**s1, "dir": s0["dir"]}, v0)[face].mean() / e1[face].mean().clamp_min(1e-6))
+    floor = DENOM_FLOOR * e0[skin].median().clamp_min(1e-3)
+    r = (e1.clamp_min(0) / torch.maximum(e0, floor)).unsqueeze(1)
+    col0 = s0["ambient"] / s0["ambient"].mean().clamp_min(1e-6)
+    col1 = s1["ambient"] / s1["ambient"].mean().clamp_min(1e-6)
+    r = r * (col1 / col0.clamp_min(1e-3)).clamp(0.5, 2.0).unsqueeze(0)
+    if albedo0 is not None and albedo1 is not None:
+        r = r * albedo1 / albedo0.clamp_min(0.05)
+    r = r.clamp(*KEY_RATIO_RANGE)
+    return torch.where(skin.unsqueeze(1), (r - 1.0) * neck_fade(head).unsqueeze(1), torch.zeros_like(r))
+
+
+# ----------------------------------------------------------------------------------- applying on luminance
+STORED_GAMMA = 2.2  # stored values ≈ linear light ** (1 / 2.2)
+SKIN_CHROMA_K = 3.0  # Mahalanobis distance (a*, b*) from the photo's skin at which the relighting is ~halved
+SKIN_DARK_SIGMAS = 2.5  # pixels darker than the skin's median L by more than this many sigmas (hair, beard) fade out
+
+
+class SkinModel:
+    """The photo's skin colour in Lab (from the cheeks and nose bridge, once per photo): a soft skin probability
+    keeps relighting off hair, beards, eyebrows and clothes the mesh happens to cover."""
+
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray):
+        lm = np.asarray(landmarks, np.float64).reshape(68, 2)
+        w = float(np.linalg.norm(lm[16] - lm[0]))
+        if not np.isfinite(w) or w < 8:  # no usable landmarks: every pixel counts as skin
+            self.ok = False
+            return
+        r = max(2, int(0.06 * w))
+        lab = []
+        for c in (lm[[1, 3, 31, 36]].mean(0), lm[[15, 13, 35, 45]].mean(0), lm[[27, 28, 29]].mean(0)):
+            x, y = int(c[0]), int(c[1])
+            patch = image[max(0, y - r):y + r, max(0, x - r):x + r]
+            if patch.size:
+                lab.append(cv2.cvtColor(patch.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3))
+        lab = np.concatenate(lab) if lab else np.zeros((0, 3), np.float32)
+        if len(lab) < 8:
+            self.ok = False
+            return
+        self.ok = True
+        self.mean = np.median(lab, 0)
+        ab = lab[:, 1:] - self.mean[1:]
+        self.icov = np.linalg.inv(np.cov(ab.T) + np.eye(2) * 9.0)
+        self.l_sigma = max(float(np.std(lab[:, 0])), 4.0)
+
+    def probability(self, lab: np.ndarray) -> np.ndarray:
+        if not self.ok:
+            return np.ones(lab.shape[:2], np.float32)
+        d = lab[..., 1:] - self.mean[1:]
+        m2 = np.einsum("...i,ij,...j->...", d, self.icov, d)
+        p = np.exp(-np.log(2.0) * m2 / (SKIN_CHROMA_K ** 2))  # 0.5 at K
+        dark = np.clip((self.mean[0] - lab[..., 0]) / self.l_sigma - SKIN_DARK_SIGMAS, 0, 1.5) / 1.5
+        return np.clip(2.0 * p * (1 - dark), 0.0, 1.0).astype(np.float32)  # full strength from p = 0.5
+
+
+def _lum_f(t):
+    return np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16.0 / 116.0)
+
+
+def apply_ratio_luminance(region: np.ndarray, ratio: np.ndarray, skin: SkinModel | None = None) -> np.ndarray:
+    """uint8 (h, w, 3) × float (h, w, 3) ratio → uint8, on luminance only: the grey part of the ratio scales the
+    pixel's CIE luminance Y (brightening rolled off by the highlight shoulder, as :func:`apply_ratio`) with its
+    Lab a*b* kept; the colour part (ratio / grey, a change of the light's colour) multiplies the channels. ``skin``
+    weighs the change by the pixel's skin probability (hair and beards keep their colour and light)."""
+    lab = cv2.cvtColor(region.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    grey = ratio.mean(-1)
+    if skin is not None:
+        p = skin.probability(lab)
+        p = cv2.GaussianBlur(p, (0, 0), max(1.0, 0.004 * max(p.shape)))  # no speckle where skin meets shadow
+        grey = 1.0 + (grey - 1.0) * p
+    L = lab[..., 0]
+    y = np.where(L > 8.0, ((L + 16.0) / 116.0) ** 3, L / 903.3)
+    # the ratio is in the photo's stored (gamma-encoded) units, like the fit's model; Y is linear light
+    grey = np.power(np.maximum(grey, 1e-3), STORED_GAMMA)
+    yr = y * grey
+    y1 = np.where(grey > 1.0, y + _shoulder(yr) - _shoulder(y), yr)
+    L1 = np.clip(116.0 * _lum_f(np.maximum(y1, 0)) - 16.0, 0, 100)
+    # a darker pixel with the same a*b* looks more saturated: a*b* follow L a little (a quarter, in log)
+    s = np.where(L > 1.0, np.power(np.clip(L1 / np.maximum(L, 1e-3), 0.3, 3.0), 0.25), 1.0)
+    lab[..., 0] = L1
+    lab[..., 1] *= s
+    lab[..., 2] *= s
+    out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    colour = ratio / np.maximum(ratio.mean(-1, keepdims=True), 1e-6)
+    if np.abs(colour - 1).max() > 1e-3:
+        out = out * colour
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -151,6 +151,7 @@ class PhotoRenderer:
             self.albedo0 = self.head.albedo(self.coeffs0)[0]
         # the mouth interior's plain colours, their brightness taken from this photo's lips and eye whites
         self.mouth_colors = fill.photo_mouth_colors(self.image, fit.alignment.landmarks_photo)
+        self.skin = relight.SkinModel(self.image, fit.alignment.landmarks_photo)  # relighting spares hair, beards
         self._mouth_base = fill.mouth_base_colors(self.head, self.mouth_colors)
         self._centres = self.grid.centres()
         res = self.grid.res
@@ -224,9 +225,10 @@ class PhotoRenderer:
                             * fill_v.unsqueeze(1))
             if relit:
                 n_s = relight.smooth_normals(head, normals)
-                cols.append(relight.vertex_ratio(head, n_s, self.coeffs0.light[0], c.light[0],
-                                                 self.albedo0 if albedo_changed else None,
-                                                 head.albedo(c)[0] if albedo_changed else None))
+                cols.append(relight.key_vertex_ratio(head, n_s, t.posed, flow.flow_triangles(head, False),
+                                                     self.coeffs0.light[0], c.light[0],
+                                                     self.albedo0 if albedo_changed else None,
+                                                     head.albedo(c)[0] if albedo_changed else None))
                 cols.append(self._skin_attr.unsqueeze(1))
         allv = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
         base = allv[..., :4]
@@ -428,7 +430,7 @@ class PhotoRenderer:
                 r = up(np.power(np.maximum(f.ratio, 1e-6), relight.RATIO_EXPONENT * relight.RELIGHT_EXPONENT), sub,
                        1.0)
                 a0, b0, a1, b1 = sub[0] - x0, sub[1] - y0, sub[2] - x0, sub[3] - y0
-                region[b0:b1, a0:a1] = relight.apply_ratio(region[b0:b1, a0:a1], r)
+                region[b0:b1, a0:a1] = relight.apply_ratio_luminance(region[b0:b1, a0:a1], r, self.skin)
         if f.fill_rgb is not None:
             sub = self._sub_box(f.fill_alpha > 1e-3, g, box, sx, sy)
             if sub is not None:

@@ -1,0 +1,222 @@
+"""Photo mode, issue 21: the eye layer (blink, eyeWide, gaze) and the key-light relighting (both sides, soft
+shadows, luminance only, hair spared)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine.face.model import Coefficients  # noqa: F401
+from engine.photo import eyes, relight
+from engine.render.shading import light_from_direction
+
+SKIN = (200, 150, 120)
+SCLERA = (235, 230, 225)
+IRIS = (60, 40, 30)
+
+
+def _coeffs(**expr) -> Coefficients:
+    from engine.face.model import default_model
+
+    c = default_model().zeros(1)
+    for k, v in expr.items():
+        c.expr[k] = v
+    return c
+
+
+def _eye_photo():
+    """A 400 px synthetic face: skin, two almond eye openings (sclera + a dark iris disc), a lash line; the 68
+    landmarks with the eyes (36-47) on the openings' rims and brows above."""
+    img = np.full((400, 400, 3), SKIN, np.uint8)
+    lm = np.zeros((68, 2), np.float64)
+    lm[:17, 0] = np.linspace(60, 340, 17)
+    lm[:17, 1] = 200 + 80 * np.sin(np.linspace(0, np.pi, 17))
+    for side, x0, k in (("R", 110, 36), ("L", 230, 42)):
+        w, h = 60.0, 22.0
+        xs = np.array([0, 0.3, 0.7, 1, 0.7, 0.3]) * w + x0
+        ys = 180 + np.array([0, -h / 2, -h / 2, 0, h / 2, h / 2])
+        lm[k:k + 6] = np.stack([xs, ys], 1)
+        poly = np.stack([xs, ys], 1)
+        # the opening: sclera, iris in the middle, a dark lash line along the upper rim
+        mask = np.zeros((400, 400), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+        eye = np.full((400, 400, 3), SCLERA, np.uint8)
+        cv2.circle(eye, (int(x0 + w / 2), 180), 13, IRIS, -1)
+        img[mask > 0] = eye[mask > 0]
+        cv2.polylines(img, [np.round(poly[[0, 1, 2, 3]] - [0, 2]).astype(np.int32)], False, (40, 25, 20), 2)
+        b = 17 if side == "R" else 22
+        lm[b:b + 5] = np.stack([np.linspace(x0 - 5, x0 + w + 5, 5), np.full(5, 140.0)], 1)
+    lm[27:36] = [[200, 180], [200, 200], [200, 220], [200, 240], [185, 250], [192, 252], [200, 254], [208, 252],
+                 [215, 250]]
+    lm[48:68] = np.stack([np.linspace(170, 230, 20), np.full(20, 290.0)], 1)
+    return img, lm
+
+
+def _model_lids(lm):
+    """A stand-in for the 3D model's projected eye landmarks: blink brings the upper lid onto the lower, wide
+    raises it by half the gap (the layer only uses the model's *change*)."""
+    base = lm[36:48].copy()
+
+    def f(c):
+        out = base.copy()
+        for side, k in (("R", 0), ("L", 6)):
+            b, wd = float(c.expr[f"eyeBlink_{side}"][0]), float(c.expr[f"eyeWide_{side}"][0])
+            for up, lo in ((1, 5), (2, 4)):
+                gap = base[k + lo, 1] - base[k + up, 1]
+                out[k + up, 1] = base[k + up, 1] + b * gap - 0.5 * wd * gap
+        return out
+    return f
+
+
+@pytest.fixture(scope="module")
+def layer(face_model):
+    img, lm = _eye_photo()
+    return eyes.EyeLayer(img, lm, _model_lids(lm), _coeffs()), img, lm
+
+
+def _eye_stats(img, lm, k):
+    """(share of bright sclera pixels, share of iris-dark pixels, dark centroid x in eye widths from the centre)
+    inside the *original* opening of the eye whose landmarks start at k."""
+    poly = lm[k:k + 6]
+    m = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(m, [np.round(poly).astype(np.int32)], 1)
+    px = img[m > 0].astype(float)
+    g = px.mean(1)
+    ys, xs = np.nonzero(m)
+    dark = g < 100
+    cx = (xs[dark].mean() - poly[:, 0].mean()) / (poly[3, 0] - poly[0, 0]) if dark.sum() > 5 else np.nan
+    return float((g > 215).mean()), float(dark.mean()), float(cx)
+
+
+def test_no_eye_change_keeps_the_photo(layer):
+    lyr, img, _ = layer
+    assert not eyes.eye_expression_change(_coeffs(jawOpen=0.5), _coeffs())
+    assert np.array_equal(lyr.apply(img, _coeffs()), img)
+
+
+def test_blink_closes_the_lids_over_the_eye(layer):
+    lyr, img, lm = layer
+    out = lyr.apply(img, _coeffs(eyeBlink_L=1.0, eyeBlink_R=1.0))
+    for k in (36, 42):
+        white0, dark0, _ = _eye_stats(img, lm, k)
+        white1, dark1, _ = _eye_stats(out, lm, k)
+        assert white0 > 0.3 and white1 < 0.05, (white0, white1)  # no eyeball left
+        assert dark1 < 0.35 * dark0 + 0.1  # the iris is gone too (a thin lash line may stay)
+    # the lid is skin-coloured, the lash line dark, somewhere near the lower rim
+    col = out[int(lm[37, 1]) + 4, int(lm[37, 0])].astype(int)
+    assert np.abs(col - SKIN).max() < 40, col
+    x = int(lm[38, 0])
+    column = out[int(lm[38, 1]):int(lm[40, 1]) + 6, x].mean(1)
+    assert column.min() < 120  # the lash line travelled down with the margin
+    # half a blink: the opening between the lids is about half the original
+    half = lyr.apply(img, _coeffs(eyeBlink_R=0.5))
+    assert 0.1 < _eye_stats(half, lm, 36)[0] < _eye_stats(img, lm, 36)[0] * 0.85
+
+
+def test_gaze_moves_the_iris_the_right_way(layer):
+    lyr, img, lm = layer
+    for v, sign in ((0.8, 1), (-0.8, -1)):
+        c = _coeffs()
+        # look_horizontal's table entry: + = eyeLookOut_L + eyeLookIn_R (toward the image's right)
+        names = ("eyeLookOut_L", "eyeLookIn_R") if v > 0 else ("eyeLookIn_L", "eyeLookOut_R")
+        for n in names:
+            c.expr[n] = abs(v)
+        out = lyr.apply(img, c)
+        for k in (36, 42):
+            x0 = _eye_stats(img, lm, k)[2]
+            x1 = _eye_stats(out, lm, k)[2]
+            assert sign * (x1 - x0) > 0.15, (v, k, x0, x1)
+    # where the iris left, the sclera shows (the person's sclera colour, not skin, not a hole)
+    c = _coeffs(eyeLookOut_L=1.0, eyeLookIn_R=1.0)
+    out = lyr.apply(img, c)
+    centre = out[180, int(lm[36:42, 0].mean()) - 8].astype(int)
+    assert np.abs(centre - SCLERA).max() < 45, centre
+
+
+def test_wide_reveals_sclera_not_skin(layer):
+    lyr, img, lm = layer
+    out = lyr.apply(img, _coeffs(eyeWide_L=1.0, eyeWide_R=1.0))
+    # just above the old upper rim, beside the iris: skin before, eyeball (sclera-bright) now
+    y, x = int(lm[37, 1]) - 3, int(lm[37, 0]) - 2
+    assert np.abs(img[y, x].astype(int) - SKIN).max() < 40
+    assert out[y, x].astype(int).mean() > img[y, x].astype(int).mean() + 15, (img[y, x], out[y, x])
+
+
+def test_flow_coefficients_put_the_eyes_back_and_keep_the_rest(face_model):
+    c0 = _coeffs(eyeBlink_L=0.2)
+    c = _coeffs(eyeBlink_L=1.0, eyeLookUp_R=0.5, jawOpen=0.7)
+    f = eyes.flow_coeffs(c, c0)
+    assert float(f.expr["eyeBlink_L"][0]) == pytest.approx(0.2)
+    assert float(f.expr["eyeLookUp_R"][0]) == 0.0
+    assert float(f.expr["jawOpen"][0]) == pytest.approx(0.7)
+    assert eyes.eye_expression_change(c, c0)
+
+
+# ------------------------------------------------------------------------------------------------ relighting
+def _weak_front_light():
+    return light_from_direction(5, 10, 0.1, 0.8)[0]
+
+
+def test_key_light_turns_both_sides_and_same_light_is_unchanged(head):
+    with torch.no_grad():
+        c = head.model.zeros(1)
+        v = head.vertices(c)[0]
+        n = relight.smooth_normals(head, head.vertex_normals(v.unsqueeze(0))[0])
+        from engine.photo import flow
+        tris = flow.flow_triangles(head, False)
+        l0 = _weak_front_light()
+        same = relight.key_vertex_ratio(head, n, v, tris, l0, l0)
+        assert float(same.abs().max()) < 1e-5
+        cheek_l = (v[:, 0] < -3.5) & (v[:, 0] > -5.5) & (v[:, 1] > -3) & (v[:, 1] < 0) & (n[:, 2] > 0.5)
+        cheek_r = (v[:, 0] > 3.5) & (v[:, 0] < 5.5) & (v[:, 1] > -3) & (v[:, 1] < 0) & (n[:, 2] > 0.5)
+        cheek_l[head.n_face:] = False
+        cheek_r[head.n_face:] = False
+        for az, lit, dark in ((60, cheek_r, cheek_l), (-60, cheek_l, cheek_r)):
+            d = relight.key_vertex_ratio(head, n, v, tris, l0, light_from_direction(az, 10, 0.1, 0.8)[0])
+            g = d.mean(1)
+            # the weak fitted key is topped up: moving it is seen on both sides (lit side up, far side down)
+            assert float(g[lit].mean()) > 0.08, (az, float(g[lit].mean()))
+            assert float(g[dark].mean()) < -0.2, (az, float(g[dark].mean()))
+            # luminance only: the three channels change alike when the light's colour stays
+            assert float((d[:, 0] - d[:, 2]).abs().max()) < 1e-4
+
+
+def test_nose_casts_a_soft_shadow_away_from_the_light(head):
+    from engine.photo import flow
+    with torch.no_grad():
+        v = head.vertices(head.model.zeros(1))[0]
+        tris = flow.flow_triangles(head, False)
+        d = torch.tensor([0.94, 0.0, 0.34])  # low from the viewer's right
+        vis = relight.shadow_visibility(v, tris, d)
+        beside = (v[:, 0] < -1.2) & (v[:, 0] > -2.2) & (v[:, 1] > -1.5) & (v[:, 1] < 1.5) & (v[:, 2] > 9.0)
+        lit = (v[:, 0] > 1.2) & (v[:, 0] < 2.2) & (v[:, 1] > -1.5) & (v[:, 1] < 1.5) & (v[:, 2] > 9.0)
+        beside[head.n_face:] = False
+        lit[head.n_face:] = False
+        assert beside.sum() > 5 and lit.sum() > 5
+        assert float(vis[lit].mean()) > 0.9
+        assert float(vis[beside].mean()) < 0.6, float(vis[beside].mean())
+
+
+def test_luminance_ratio_keeps_chroma_and_spares_hair():
+    skin = np.full((40, 40, 3), (190, 140, 115), np.uint8)
+    hair = np.full((40, 40, 3), (60, 40, 25), np.uint8)
+    img = np.concatenate([skin, hair], 1)
+    lab0 = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(float)
+    assert np.abs(relight.apply_ratio_luminance(img, np.ones(img.shape, np.float32)).astype(int)
+                  - img).max() <= 1
+    out = relight.apply_ratio_luminance(img, np.full(img.shape, 0.7, np.float32))
+    lab1 = cv2.cvtColor(out, cv2.COLOR_RGB2LAB).astype(float)
+    assert lab1[:, :40, 0].mean() < lab0[:, :40, 0].mean() - 10  # darker
+    ab = np.linalg.norm(lab1[:, :40, 1:].mean((0, 1)) - lab0[:, :40, 1:].mean((0, 1)))
+    rgb_ab = np.linalg.norm(cv2.cvtColor((img * 0.7).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(float)[:, :40, 1:]
+                            .mean((0, 1)) - lab0[:, :40, 1:].mean((0, 1)))
+    assert ab < 3.0 and ab < 0.5 * rgb_ab, (ab, rgb_ab)  # chroma kept (a plain RGB product shifts it)
+    # a skin model from landmarks on the skin block: the hair block keeps its light
+    lm = np.zeros((68, 2))
+    lm[:, 0], lm[:, 1] = 20, 20
+    lm[0], lm[16] = (2, 20), (38, 20)
+    model = relight.SkinModel(img, lm)
+    spared = relight.apply_ratio_luminance(img, np.full(img.shape, 0.7, np.float32), model)
+    assert np.abs(spared[:, 50:].astype(int) - img[:, 50:]).max() <= 2
+    assert spared[:, :30].mean() < img[:, :30].mean() - 15
