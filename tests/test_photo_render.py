@@ -500,9 +500,19 @@ def test_relighting_a_turned_head_uses_its_posed_normals(head, face_model, pose,
     mask[int(a.landmarks[0, 8, 1]):] = False  # the neck is not relit
     ia, ib = a.image[0].permute(1, 2, 0).numpy().mean(-1), b.image[0].permute(1, 2, 0).numpy().mean(-1)
     model_ratio = np.log(np.maximum(ib, 1e-3) / np.maximum(ia, 1e-3))[mask]
-    out = r.render(c1).image.astype(float).mean(-1)
-    photo_ratio = np.log((out + 0.5) / (img.astype(float).mean(-1) + 0.5))[mask]
+    def corr_err(renderer):
+        out = renderer.render(c1).image.astype(float).mean(-1)
+        photo_ratio = np.log((out + 0.5) / (img.astype(float).mean(-1) + 0.5))[mask]
+        return (np.corrcoef(model_ratio, photo_ratio)[0, 1],
+                np.abs(photo_ratio - model_ratio).mean() / np.abs(model_ratio).mean())
+
     assert model_ratio.std() > 0.1  # the light really shades the face unevenly
-    corr = np.corrcoef(model_ratio, photo_ratio)[0, 1]
-    err = np.abs(photo_ratio - model_ratio).mean() / np.abs(model_ratio).mean()
-    assert corr > 0.75 and err < 0.55, (corr, err)
+    corr, err = corr_err(r)
+    # the key + ambient relighting (issue 21: key topped up, exposure kept, soft shadows) is not the SH render's
+    # ratio, so the posed normals are checked against the same renderer fed unposed normals
+    r2 = PhotoRenderer(PhotoFit(img, c0, _alignment(), np.array([1.0, 1.0, 1.0], np.float32)), face_model, head)
+    rot = flow.rotation_matrix(c1.pose)[0]
+    own = r2._unposed_normals
+    r2._unposed_normals = lambda verts: own(verts) @ rot  # the renderer's "@ rot.T" then leaves them unposed
+    corr_u, err_u = corr_err(r2)
+    assert corr > 0.5 and corr > corr_u + 0.05, (corr, err, corr_u, err_u)

@@ -330,7 +330,9 @@ class PhotoRenderer:
             p = self.preview_renderer()
             p.fast_path = self.fast_path
             return p._render(c, max_side)
+        self._eye_orig = None
         if eyes.eye_expression_change(c, self.coeffs0):  # the eye layer edits the photo, the flow the head
+            self._eye_orig = base  # the head layer's colour takes the edited eyes too (see _compose_layers)
             base = self.eyes.apply(base, c, scale)
             c = eyes.flow_coeffs(c, self.coeffs0)
         if self.fast_path and _same(c, self.coeffs0):
@@ -490,6 +492,12 @@ class PhotoRenderer:
         x0, y0, x1, y1 = box
         oh, ow = base.shape[:2]
         plate, fg, (lx, ly) = self._layers_at(base, sx, sy)
+        if getattr(self, "_eye_orig", None) is not None and self._eye_orig.shape == base.shape:
+            # the eye layer edited ``base``: carry its change into the head layer's colour (fg ≈ photo on the face)
+            fg = fg.copy()
+            fh, fw = fg.shape[:2]
+            d = base[ly:ly + fh, lx:lx + fw].astype(np.int16) - self._eye_orig[ly:ly + fh, lx:lx + fw]
+            fg[:d.shape[0], :d.shape[1], :3] = np.clip(fg[:d.shape[0], :d.shape[1], :3] + d, 0, 255)
         ph, pw = plate.shape[:2]
         # the plate stays (outside the layers' box: the photo)
         region = base[y0:y1, x0:x1].copy()
