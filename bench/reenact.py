@@ -111,20 +111,68 @@ def contact_sheet(clip: Path, driven: Path, path: Path, n: int, cols: int = 6, h
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
 
 
+MODEL_SERIES = ("eye opening", "mouth", "head x", "head size", "yaw", "roll")
+
+
+def _measures(L: np.ndarray) -> dict:
+    from engine.perception.iris import eye_opening
+
+    e1, e2 = L[36:42].mean(0), L[42:48].mean(0)
+    return {"eye opening": (eye_opening(L[36:42]) + eye_opening(L[42:48])) / 2,
+            "mouth": float(np.linalg.norm(L[66] - L[62]) / (np.linalg.norm(L[64] - L[60]) + 1e-6)),
+            "head x": float(L[27:36, 0].mean()), "head size": float(np.linalg.norm(e2 - e1)),
+            "roll": float(np.degrees(np.arctan2(e2[1] - e1[1], e2[0] - e1[0])))}
+
+
+def model_readback(clip: Path, target, track, kw: dict, keep_placement: bool, every: int = 5) -> dict:
+    """What the driving *coefficients* ask for, before any pixel is drawn: the target head's own 68 model landmarks
+    (photo mode's projection of the retargeted coefficients and placement) against the judges' landmarks on the
+    real frame, every ``every``-th frame: {measure: (r, slope)}. Separates retargeting (this) from rendering
+    (judge.py on the pixels)."""
+    from engine.drive import retarget, retarget_placement
+
+    jd = load_judge()
+    real = read_frames(clip, track.n_frames)
+    lm68 = target.renderer.model.lm68
+    a, b = {k: [] for k in MODEL_SERIES}, {k: [] for k in MODEL_SERIES}
+    for t in range(every, min(len(real), track.n_frames), every):
+        La = jd._landmarks(real[t])
+        if La is None:
+            continue
+        c = retarget(target.coeffs, track, t, **kw)
+        move = None if keep_placement else retarget_placement(track, t, kw.get("pose_strength", 1.0))
+        f = target.renderer.flow_field(c, target.placement_matrix(move))
+        Lm = f.target.photo_xy[lm68].double().numpy()
+        for k, v in _measures(La).items():
+            a[k].append(v)
+        for k, v in _measures(Lm).items():
+            b[k].append(v)
+        a["yaw"].append(jd._pose_of(La, real[t].shape)[0])
+        b["yaw"].append(jd._pose_of(Lm, real[t].shape)[0])
+    out = {}
+    for k in MODEL_SERIES:
+        x, y = np.array(a[k]), np.array(b[k])
+        if len(x) > 5 and x.std() > 1e-6 and y.std() > 1e-9:
+            out[k] = (float(np.corrcoef(x, y)[0, 1]), float(np.polyfit(x, y, 1)[0]))
+    return out
+
+
 def run_clip(clip: Path, out: Path, args) -> dict:
-    from engine.drive import drive
+    from engine.drive import drive, load_target, track_video
 
     folder = out / clip.stem
     driver, photo, n = prepare(clip, folder, args.seconds)
     driven = folder / "driven.mp4"
-    kw = dict(expression_strength=args.expression_strength, pose_strength=args.pose_strength, keep_audio=False)
-    if args.keep_placement:
-        kw["keep_placement"] = True
+    kw = dict(expression_strength=args.expression_strength, pose_strength=args.pose_strength,
+              relative_expression=args.relative_expression)
     t0 = time.perf_counter()
-    drive(driver, photo, driven, **kw)
+    target = load_target(photo)
+    track = track_video(driver)
+    drive(driver, target, driven, track=track, keep_audio=False, keep_placement=args.keep_placement, **kw)
     secs = time.perf_counter() - t0
     res = judge(clip, driven)
     res.update(clip=clip.stem, n=n, seconds=secs)
+    res["model"] = model_readback(clip, target, track, kw, args.keep_placement)
     contact_sheet(clip, driven, folder / "sheet.png", n)
     return res
 
@@ -193,6 +241,15 @@ def table(results: list[dict]) -> str:
             v = np.array([r[s] for r in ok if s in r], float).reshape(-1, 2)
             cells.append("—" if not len(v) else f"{np.nanmean(v[:, 0]):.2f} / {np.nanmean(v[:, 1]):.2f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Retargeted coefficients before rendering (the target's model landmarks vs the judges' landmarks on the "
+              "real frame; r / slope):", "",
+              "| clip | " + " | ".join(MODEL_SERIES) + " |", "|" + "---|" * (len(MODEL_SERIES) + 1)]
+    for r in results + ([{"clip": f"mean of {len(ok)}", "model": {
+            k: tuple(np.mean([q["model"][k] for q in ok if k in q.get("model", {})], 0))
+            for k in MODEL_SERIES if any(k in q.get("model", {}) for q in ok)}}] if ok else []):
+        m = r.get("model", {})
+        lines.append("| " + " | ".join([r["clip"]] + [f"{m[k][0]:.2f} / {m[k][1]:.2f}" if k in m else "—"
+                                                       for k in MODEL_SERIES]) + " |")
     return "\n".join(lines)
 
 
@@ -204,6 +261,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-placement", action="store_true", help="keep the photo's head placement in the frame")
     ap.add_argument("--expression-strength", type=float, default=1.0)
     ap.add_argument("--pose-strength", type=float, default=1.0)
+    ap.add_argument("--relative-expression", action="store_true")
     ap.add_argument("--iris", action="store_true", help="only check the iris tracker against the judge's iris reading "
                                                         "on the real clips")
     args = ap.parse_args(argv)

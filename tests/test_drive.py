@@ -39,19 +39,20 @@ def face_coeffs(model):
     return c
 
 
-def render_frame(model, c0, yaw=0.0, jaw=0.0, size=(320, 240)):
+def render_frame(model, c0, yaw=0.0, jaw=0.0, size=(320, 240), dx=0, dy=0, side=192):
+    """The face rendered ``side`` px large, centred in a grey frame and moved by (dx, dy) px."""
     from engine.fit import renderer_for
 
     c = c0.clone()
     c.set_pose_degrees(yaw, 0, 0)
     c.expr["jawOpen"] = jaw
     with torch.no_grad():
-        r = renderer_for(model)(c, 192, background=0.4)
+        r = renderer_for(model)(c, side, background=0.4)
     img = (r.image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     w, h = size
     f = np.full((h, w, 3), 100, np.uint8)
-    y0, x0 = (h - 192) // 2, (w - 192) // 2
-    f[y0:y0 + 192, x0:x0 + 192] = img
+    y0, x0 = (h - side) // 2 + dy, (w - side) // 2 + dx
+    f[y0:y0 + side, x0:x0 + side] = img
     return f
 
 
@@ -258,6 +259,65 @@ def test_track_follows_head_turn_and_jaw(track):
     assert track.smoothed.shape == track.raw.shape and (track.smoothed[:, :53] >= 0).all()
 
 
+def test_track_carries_the_heads_move_and_size_in_the_frame(model, face_coeffs, tmp_path):
+    """The head's placement (its pivot in the frame, its size) is tracked: a face sliding 48 px sideways and 16 px
+    down while growing from 160 to 192 px reads as that move (in the first frame's crop widths) and size ratio."""
+    n = 7
+    dxs = np.linspace(-24, 24, n).round().astype(int)
+    dys = np.linspace(0, 16, n).round().astype(int)
+    sides = np.linspace(160, 192, n).round().astype(int)
+    vid = tmp_path / "move.mp4"
+    write_video([render_frame(model, face_coeffs, size=(400, 320), dx=int(dxs[i]), dy=int(dys[i]), side=int(sides[i]))
+                 for i in range(n)], vid, FPS)
+    tr = track_video(vid, smoothing=False)
+    assert tr.found.all() and tr.placement_raw is not None
+    unit = math.exp(tr.placement_raw[0, 2]) * tr.crop_size  # frame px per crop width in the first frame
+    got = np.array([tr.placement_change(i, smoothed=False) for i in range(n)])
+    # the render scales about its centre; the pivot sits a little off it: allow a few px
+    assert np.allclose(got[:, 0] * unit, dxs - dxs[0], atol=4), got[:, 0] * unit
+    assert np.allclose(got[:, 1] * unit, dys - dys[0], atol=6), got[:, 1] * unit
+    assert np.allclose(np.exp(got[:, 2]), sides / sides[0], atol=0.04), np.exp(got[:, 2])
+    # retargeting hands the move on (scaled with the pose strength); no move without a placement
+    from engine.drive import retarget_placement
+
+    assert np.allclose(retarget_placement(tr, n - 1, 0.5, smoothed=False), 0.5 * got[-1])
+    assert np.array_equal(_gaze_track(model, [[0, 0]]).placement_change(0), np.zeros(3))
+
+
+def test_photo_head_moves_with_the_placement(track, tmp_path):
+    """A photo target moves and scales its head by a placement (photo mode's flow); the photo's corner stays."""
+    from pathlib import Path
+
+    from engine.drive import PhotoTarget
+
+    torch.set_num_threads(1)
+    target = PhotoTarget(Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg")
+    assert target.placement_matrix((0.0, 0.0, 0.0)) is None
+    r = target.renderer
+    f0 = r.render(target.coeffs)
+    al = target.fit.alignment
+    width = al.size / al.scale
+    m = target.placement_matrix((0.06, -0.03, math.log(1.1)))
+    f1 = r.render(target.coeffs, placement=m)
+    eyes0 = f0.landmarks[36:48].mean(0)
+    eyes1 = f1.landmarks[36:48].mean(0)
+    assert np.allclose(eyes1, m[:, :2] @ eyes0 + m[:, 2], atol=0.5)
+    size0 = np.linalg.norm(f0.landmarks[45] - f0.landmarks[36])
+    size1 = np.linalg.norm(f1.landmarks[45] - f1.landmarks[36])
+    assert size1 / size0 == pytest.approx(1.1, abs=0.01)
+    # the head grows about its pivot (the point turns are about), which moves by 0.06 / -0.03 crop widths
+    proj = r.proj
+    c = proj.to_photo(proj.camera_space(torch.tensor(proj.camera.pivot, dtype=torch.float32)[None]))[0].numpy()
+    assert np.allclose(m[:, :2] @ c + m[:, 2], c + np.array([0.06, -0.03]) * width, atol=1e-3)
+    # the pixels follow: the face region changed, the photo's corner did not
+    x0, y0 = np.floor(f0.landmarks.min(0)).astype(int)
+    x1, y1 = np.ceil(f0.landmarks.max(0)).astype(int)
+    assert np.abs(f1.image[y0:y1, x0:x1].astype(int) - f0.image[y0:y1, x0:x1].astype(int)).mean() > 5
+    assert np.array_equal(f1.image[:30, :30], f0.image[:30, :30])
+    img = target.render(target.coeffs, (0.06, -0.03, math.log(1.1)))
+    assert np.array_equal(img, f1.image)
+
+
 def test_solver_recovers_known_expression_and_pose(model, face_coeffs):
     from engine.fit import ExpressionPoseSolver, renderer_for
 
@@ -310,10 +370,53 @@ def test_retarget_keeps_target_identity_and_takes_source_expression(track, model
     assert torch.allclose(retarget(tgt, track, i, expression_strength=0.0).expression, tgt.expression)
     half = retarget(tgt, track, i, expression_strength=0.5).expression
     assert torch.allclose(half, 0.5 * (tgt.expression + out.expression), atol=1e-6)
-    # relative: the target's own expression plus the source's change since its first frame
+    # relative: the target's own expression plus the source's change since its first frame (gaze: see below)
     rel = retarget(tgt, track, i, relative_expression=True).expression[0].numpy()
     delta = track.smoothed[i, :53] - track.smoothed[track.first_found, :53]
-    assert np.allclose(rel, np.clip(tgt.expression[0].numpy() + delta, 0, 1), atol=1e-6)
+    keep = np.array([not n.startswith("eyeLook") for n in model.exp_names])
+    assert np.allclose(rel[keep], np.clip(tgt.expression[0].numpy() + delta, 0, 1)[keep], atol=1e-6)
+
+
+def _gaze_track(model, gaze):
+    """A Track whose only content is an iris reading per frame (eyeLook weights from it), for the gaze tests."""
+    from engine.drive.track import gaze_to_look
+
+    n = len(gaze)
+    raw = np.zeros((n, 56))
+    for j, col in gaze_to_look(np.asarray(gaze, float), model.exp_names).items():
+        raw[:, j] = col
+    return Track(info=None, raw=raw, smoothed=raw.copy(), found=np.ones(n, bool), base=model.zeros(1),
+                 exp_names=model.exp_names, gaze=np.asarray(gaze, float))
+
+
+def test_gaze_becomes_eyelook_weights_with_the_right_sides(model):
+    from engine.drive.track import _gaze_geometry, gaze_to_look
+
+    names = model.exp_names
+    look = gaze_to_look(np.array([[0.12, 0.0], [-0.12, 0.0], [0.0, 0.08], [0.0, -0.08], [np.nan, np.nan]]), names)
+    w = {names[j]: v for j, v in look.items()}
+    # toward the image's right = the subject's left eye looking out, the right eye looking in; both eyes alike
+    assert w["eyeLookOut_L"][0] > 0.2 and w["eyeLookIn_R"][0] == w["eyeLookOut_L"][0] and w["eyeLookIn_L"][0] == 0
+    assert w["eyeLookIn_L"][1] == w["eyeLookOut_L"][0] and w["eyeLookOut_L"][1] == 0
+    assert w["eyeLookDown_L"][2] > 0 and w["eyeLookUp_L"][2] == 0 and w["eyeLookUp_R"][3] > 0
+    assert all(v[4] == 0 for v in w.values())  # no reading: no gaze
+    # full size: the eye layer's iris shift for these weights is the tracked shift
+    radius, deg = _gaze_geometry()
+    assert radius * math.sin(math.radians(w["eyeLookOut_L"][0] * deg["horizontal"])) == pytest.approx(0.12)
+
+
+def test_relative_gaze_crosses_the_centre(model):
+    """A glance from the source's first-frame gaze to the other side arrives as one signed change on top of the
+    target's own gaze, not cut at zero on each one-sided weight."""
+    tr = _gaze_track(model, [[0.1, 0.0], [0.0, 0.0], [-0.1, 0.0]])
+    tgt = model.zeros(1)
+    tgt.expr["eyeLookIn_L"] = tgt.expr["eyeLookOut_R"] = 0.1  # the target looks a little to the image's left
+    e = {k: [retarget(tgt, tr, i, relative_expression=True).expr[k].item() for i in range(3)]
+         for k in ("eyeLookIn_L", "eyeLookOut_L")}
+    step = tr.raw[0, model.exp_names.index("eyeLookOut_L")]
+    assert e["eyeLookIn_L"][0] == pytest.approx(0.1, abs=1e-6) and e["eyeLookOut_L"][0] == 0
+    assert e["eyeLookIn_L"][1] == pytest.approx(0.1 + step, abs=1e-5)
+    assert e["eyeLookIn_L"][2] == pytest.approx(0.1 + 2 * step, abs=1e-5) and e["eyeLookOut_L"][2] == 0
 
 
 # ---------------------------------------------------------------------------------------------- drive

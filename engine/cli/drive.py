@@ -40,6 +40,9 @@ def add_drive_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--track-every", type=int, default=1, metavar="N", help="one keyframe every N frames (default 1)")
     p.add_argument("--expression-strength", type=float, default=1.0, help="0 = the target's own, 1 = the video's")
     p.add_argument("--pose-strength", type=float, default=1.0, help="scale of the head motion")
+    p.add_argument("--keep-placement", action="store_true",
+                   help="photo targets: keep the head where the photo has it (turns and expression only; by default "
+                        "it also moves and scales in the frame as the video's head does since its first frame)")
     p.add_argument("--relative-expression", action="store_true",
                    help="add the video's expression changes since its first frame to the target's expression")
     p.add_argument("--size", type=int, default=None, help="session targets: render size in px (default: native); "
@@ -66,7 +69,8 @@ def cmd_drive(args) -> int:
     try:
         res = drive(args.video, args.target, args.output, expression_only=args.expression_only,
                     expression_strength=args.expression_strength, pose_strength=args.pose_strength,
-                    relative_expression=args.relative_expression, side_by_side=args.side_by_side,
+                    relative_expression=args.relative_expression, keep_placement=args.keep_placement,
+                    side_by_side=args.side_by_side,
                     track_path=args.track, track_every=args.track_every, size=args.size,
                     keep_audio=not args.no_audio, smoothing=False if args.no_smoothing else None,
                     progress=progress)

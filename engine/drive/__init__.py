@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from engine.drive.errors import DriveCancelled, DriveError, NoFaceError
 from engine.drive.pipeline import DriveResult, drive, save_track_session, side_by_side_frame
-from engine.drive.retargeting import retarget
+from engine.drive.retargeting import retarget, retarget_placement
 from engine.drive.targets import PHOTO_SUFFIXES, PhotoTarget, SessionTarget, Target, load_target
 from engine.drive.track import IDENTITY_FRAMES, IDENTITY_SPAN, RNET_EVERY, SMOOTHING, Track, track_video
 from engine.drive.video import VideoError, VideoInfo, probe_video
 
-__all__ = ["DriveError", "NoFaceError", "DriveCancelled", "Track", "track_video", "retarget", "Target",
+__all__ = ["DriveError", "NoFaceError", "DriveCancelled", "Track", "track_video", "retarget", "retarget_placement", "Target",
            "PhotoTarget", "SessionTarget", "load_target", "drive", "DriveResult", "VideoError", "VideoInfo",
            "probe_video", "SMOOTHING", "IDENTITY_FRAMES", "IDENTITY_SPAN", "RNET_EVERY", "PHOTO_SUFFIXES",
            "save_track_session", "side_by_side_frame"]

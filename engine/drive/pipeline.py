@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from engine.drive.errors import DriveCancelled, DriveError
-from engine.drive.retargeting import retarget
+from engine.drive.retargeting import retarget, retarget_placement
 from engine.drive.targets import Target, load_target
 from engine.drive.track import Track, track_video
 from engine.drive.video import VideoWriter, iter_frames, probe_video
@@ -80,13 +80,14 @@ def save_track_session(track: Track, target: Target, path, every: int = 1, **ret
 
 
 def drive(video, target, output, *, expression_only: bool = False, expression_strength: float = 1.0,
-          pose_strength: float = 1.0, relative_expression: bool = False, side_by_side=None, track_path=None,
-          track_every: int = 1, size: int | None = None, keep_audio: bool = True, smoothing=None,
+          pose_strength: float = 1.0, relative_expression: bool = False, keep_placement: bool = False,
+          side_by_side=None, track_path=None, track_every: int = 1, size: int | None = None, keep_audio: bool = True, smoothing=None,
           progress: Callable[[str, int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
           track: Track | None = None) -> DriveResult:
     """Drive ``target`` (a :class:`Target`, a photo path or a session .json) from ``video``; write ``output``
     (.mp4). ``side_by_side``: a path, or True for ``<output stem>_side_by_side.mp4``. ``progress(stage, done,
-    total)`` with stage "target", "tracking" or "rendering"."""
+    total)`` with stage "target", "tracking" or "rendering". The head moves and scales in the frame as the source's
+    does since its first frame (photo targets), unless ``keep_placement`` or ``expression_only``."""
     times = {}
     output = Path(output)
     if output.suffix.lower() != ".mp4":
@@ -135,7 +136,8 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
         for i in range(n):
             if cancel_fn is not None and cancel_fn():
                 raise DriveCancelled("cancelled")
-            img = target.render(retarget(target.coeffs, track, i, **kw))
+            move = None if expression_only or keep_placement else retarget_placement(track, i, pose_strength)
+            img = target.render(retarget(target.coeffs, track, i, **kw), move)
             writers[0].append(img)
             if sources is not None:
                 src = next(sources, None)

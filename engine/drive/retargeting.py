@@ -1,18 +1,48 @@
 """Retarget: a track frame onto a target's coefficients (the third step of a drive).
 
-Expression: absolute or relative to the source's first tracked frame; pose: relative to the source's first tracked
-frame; a strength per group. Identity, albedo and light stay the target's.
+Expression: absolute (the source's weights) or relative to the source's first tracked frame (the target's own
+plus the source's change; gaze as one signed change per axis, so a glance from left to right is not cut at 0);
+pose: the target's pose turned by the source's rotation since its first tracked frame, 1:1; placement: the head's
+move and size change in the frame since the first tracked frame, in head sizes (:func:`retarget_placement`). A
+strength per group. Identity, albedo and light stay the target's.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from engine.drive.track import Track
+from engine.drive.track import Track, pose_from_rotation, rotation_np
 from engine.face.model import N_EXP, Coefficients
-from engine.fit import pose_from_rotation, rotation_np
 
-__all__ = ["retarget"]
+__all__ = ["retarget", "retarget_placement"]
+
+# signed gaze per axis from the eight eyeLook weights: horizontal = toward the image's right, vertical = down
+_LOOK_H = {"eyeLookOut_L": 1, "eyeLookIn_R": 1, "eyeLookIn_L": -1, "eyeLookOut_R": -1}
+_LOOK_V = {"eyeLookDown_L": 1, "eyeLookDown_R": 1, "eyeLookUp_L": -1, "eyeLookUp_R": -1}
+
+
+def _look_axes(names) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+    """Per eye: (positive-horizontal, negative-horizontal, down, up) expression indices."""
+    out = []
+    for side in ("L", "R"):
+        idx = {n: names.index(n) for n in (f"eyeLook{k}_{side}" for k in ("In", "Out", "Up", "Down")) if n in names}
+        if len(idx) < 4:
+            continue
+        pos = [idx[n] for n in idx if _LOOK_H.get(n) == 1]
+        neg = [idx[n] for n in idx if _LOOK_H.get(n) == -1]
+        down = [idx[n] for n in idx if _LOOK_V.get(n) == 1]
+        up = [idx[n] for n in idx if _LOOK_V.get(n) == -1]
+        out.append((pos, neg, down, up))
+    return out
+
+
+def _relative_gaze(e_t: np.ndarray, cur: np.ndarray, ref: np.ndarray, out: np.ndarray, names) -> None:
+    """Gaze weights of ``out`` (in place): per eye and axis, the target's signed gaze plus the source's signed
+    change, split back into its two one-sided weights."""
+    for pos, neg, down, up in _look_axes(names):
+        for a, b in ((pos, neg), (down, up)):
+            s = e_t[a[0]] - e_t[b[0]] + (cur[a[0]] - cur[b[0]]) - (ref[a[0]] - ref[b[0]])
+            out[a[0]], out[b[0]] = max(s, 0.0), max(-s, 0.0)
 
 
 def retarget(target: Coefficients, track: Track, i: int, expression_strength: float = 1.0,
@@ -30,7 +60,9 @@ def retarget(target: Coefficients, track: Track, i: int, expression_strength: fl
     out = target[0:1].detach().clone()
     e_t = out.expression[0].double().numpy()
     if relative_expression:
-        e_src = np.clip(e_t + (cur[:N_EXP] - ref[:N_EXP]), 0.0, 1.0)
+        e_src = e_t + (cur[:N_EXP] - ref[:N_EXP])
+        _relative_gaze(e_t, cur, ref, e_src, list(track.exp_names))
+        e_src = np.clip(e_src, 0.0, 1.0)
     else:
         e_src = cur[:N_EXP]
     s = float(expression_strength)
@@ -41,3 +73,10 @@ def retarget(target: Coefficients, track: Track, i: int, expression_strength: fl
         pose = pose_from_rotation(rotation_np(rel_angles) @ rotation_np(out.pose[0].double().numpy()))
         out.pose = torch.as_tensor(pose, dtype=torch.float32)[None]
     return out
+
+
+def retarget_placement(track: Track, i: int, pose_strength: float = 1.0, smoothed: bool = True) -> np.ndarray:
+    """(3,) the head's move in the frame since the source's first tracked frame: dx, dy in crop widths (the
+    aligned face crop: the same share of the target's head) and the log of the size ratio, scaled by
+    ``pose_strength``."""
+    return track.placement_change(i, smoothed) * float(pose_strength)

@@ -32,7 +32,9 @@ class Target:
     def size(self) -> tuple[int, int]:  # (width, height) of the rendered frames
         raise NotImplementedError
 
-    def render(self, coeffs: Coefficients) -> np.ndarray:
+    def render(self, coeffs: Coefficients, placement: np.ndarray | None = None) -> np.ndarray:
+        """The frame for ``coeffs``; ``placement`` (dx, dy in crop widths, log size ratio: the head's move in the
+        frame, :func:`~engine.drive.retargeting.retarget_placement`) where the target can place the head."""
         raise NotImplementedError
 
     def reference_image(self) -> np.ndarray:
@@ -68,7 +70,7 @@ class SessionTarget(Target):
     def size(self):
         return (self._size, self._size)
 
-    def render(self, coeffs):
+    def render(self, coeffs, placement=None):  # a generated face stays centred
         return self.sess.render_state(coeffs, self.noise, self._size, w_offsets=self._w_offsets).image
 
     def session(self):
@@ -102,8 +104,25 @@ class PhotoTarget(Target):
     def size(self):
         return self._size
 
-    def render(self, coeffs):
-        img = self.renderer.render(coeffs, max_side=self.max_side).image
+    def placement_matrix(self, placement) -> np.ndarray | None:
+        """(2, 3) photo-px affine for a head move (dx, dy in crop widths, log size ratio): the head scaled about its
+        pivot (the point the pose turns about) and moved by the same share of this photo's head; None for no move."""
+        if placement is None:
+            return None
+        dx, dy, ls = (float(v) for v in placement)
+        if abs(dx) < 1e-6 and abs(dy) < 1e-6 and abs(ls) < 1e-6:
+            return None
+        al = self.fit.alignment
+        proj = self.renderer.proj
+        pivot = torch.tensor(np.asarray(proj.camera.pivot, np.float32))[None]
+        c = proj.to_photo(proj.camera_space(pivot))[0].double().numpy()
+        width = al.size / al.scale  # photo px per crop width
+        k = float(np.exp(ls))
+        return np.array([[k, 0.0, (1 - k) * c[0] + dx * width], [0.0, k, (1 - k) * c[1] + dy * width]])
+
+    def render(self, coeffs, placement=None):
+        img = self.renderer.render(coeffs, max_side=self.max_side,
+                                   placement=self.placement_matrix(placement)).image
         if (img.shape[1], img.shape[0]) != self._size:
             img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
         return img

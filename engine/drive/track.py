@@ -18,6 +18,14 @@ The whole video (:func:`track_video` → :class:`Track`): stream the frames (:mo
 each, fix identity/albedo/light from the first good frames, solve expression + pose per frame, hold the last fit
 over frames without a face (counted) and smooth every coefficient with a One-Euro filter
 (:mod:`engine.drive.smoothing`).
+
+Besides expression and pose, a track carries what the 68 landmarks cannot give the expression fit:
+
+* **placement** — where the head is in the frame and how large: the fitted head's pivot (the point the pose turns
+  about) projected into the frame (px) and the frame px per model-crop px (log), from the alignment and the fit's
+  2D similarity; retargeting moves and scales the target's head by its change since the first frame;
+* **gaze** — the iris position inside the lids (:mod:`engine.perception.iris`, eye widths), written into the
+  ``eyeLook*`` expression weights (:func:`gaze_to_look`); frames where the eyes are closed hold the last reading.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from engine.drive.smoothing import OneEuroFilter
 from engine.drive.video import VideoError, VideoInfo, iter_frames, probe_video
 from engine.face.model import N_EXP, Coefficients, default_model
 from engine.fit import ExpressionPoseSolver, estimate_identity, pose_from_rotation, renderer_for, rotation_np
-from engine.perception import align, dlib_files
+from engine.perception import align, dlib_files, iris
 from engine.perception.rnet import default_rnet
 
 NCC_SIZE = 32
@@ -45,6 +53,8 @@ IDENTITY_SPAN = 90  # ... taken among the first this many good frames
 RNET_EVERY = IDENTITY_SPAN // IDENTITY_FRAMES  # R-Net reads every this many of those (and every re-detection)
 # One-Euro settings: (min_cutoff Hz, beta) for pose (radians) and expression weights
 SMOOTHING = {"pose": (0.8, 6.0), "expression": (1.5, 3.0), "d_cutoff": 1.0}
+# placement (x, y in head sizes, log scale) is smoothed like the pose; gaze (eye widths) like the expression
+PLACEMENT_SMOOTHING = (0.8, 6.0)
 
 
 @dataclass
@@ -58,6 +68,8 @@ class Observation:
     roll_offset: float  # radians: in-plane rotation of the face in the frame (the alignment removed it)
     detected: bool  # dlib detection ran for this frame
     crop: np.ndarray | None = None  # only when kept for the identity fit
+    matrix: np.ndarray | None = None  # (2, 3) frame px -> crop px (the alignment)
+    gaze: np.ndarray | None = None  # (2,) iris offset in eye widths (engine.perception.iris.gaze), None: eyes closed
 
 
 def box_from_landmarks(lm: np.ndarray) -> tuple[float, float, float, float]:
@@ -223,7 +235,8 @@ class FaceTracker:
         roll = math.atan2(float(m[1, 0]), float(m[0, 0]))
         return Observation(index=index, landmarks=np.asarray(al.landmarks_crop, np.float32),
                            landmarks_frame=np.asarray(lm, np.float32), rnet=c, roll_offset=roll,
-                           detected=detected, crop=crop if keep_crop else None)
+                           detected=detected, crop=crop if keep_crop else None, matrix=np.asarray(m, np.float64),
+                           gaze=iris.gaze(frame, lm))
 
 
 # ------------------------------------------------------------------------------------------------ the video
@@ -241,6 +254,11 @@ class Track:
     ms_track: list = field(default_factory=list)  # per found frame: landmarks + align + R-Net (+ detection)
     ms_fit: list = field(default_factory=list)  # per found frame: the expression + pose solve
     notes: list = field(default_factory=list)
+    # (T, 3): the head's pivot in the frame (x, y px) and log(frame px per model-crop px); raw and smoothed
+    placement_raw: np.ndarray | None = None
+    placement: np.ndarray | None = None
+    gaze: np.ndarray | None = None  # (T, 2) iris offset in eye widths (held over closed eyes; NaN before any)
+    crop_size: int = 0
 
     @property
     def n_frames(self) -> int:
@@ -276,6 +294,17 @@ class Track:
             return np.degrees(v[:, N_EXP + ("yaw", "pitch", "roll").index(name)])
         return v[:, self.exp_names.index(name)]
 
+    def placement_change(self, i: int, smoothed: bool = True) -> np.ndarray:
+        """(3,) the head's move since the first tracked frame: dx, dy in crop widths of the first frame (the head's
+        own size: a target moves by the same share of its head), and the log of the size ratio. Zeros without a
+        placement."""
+        p = self.placement if smoothed else self.placement_raw
+        if p is None:
+            return np.zeros(3)
+        ref, cur = p[self.first_found], p[i]
+        unit = math.exp(ref[2]) * max(self.crop_size, 1)
+        return np.array([(cur[0] - ref[0]) / unit, (cur[1] - ref[1]) / unit, cur[2] - ref[2]])
+
     def summary(self) -> str:
         s = f"{self.n_frames} frames at {self.fps:.3g} fps, face tracked in {self.n_frames - self.n_lost}"
         if self.n_lost:
@@ -291,6 +320,74 @@ def _smooth(raw: np.ndarray, fps: float, params: dict | None = None) -> np.ndarr
     out = f.filter_sequence(raw)
     out[:, :N_EXP] = np.clip(out[:, :N_EXP], 0.0, 1.0)
     return out
+
+
+def _smooth_placement(place: np.ndarray, fps: float, params: dict | None = None) -> np.ndarray:
+    """One-Euro on the placement with x, y in head sizes (so the pose's settings fit), back to px."""
+    mc, beta = (params or {}).get("placement", PLACEMENT_SMOOTHING)
+    d_cutoff = (params or {}).get("d_cutoff", SMOOTHING["d_cutoff"])
+    unit = float(np.exp(np.median(place[:, 2])))
+    v = place / np.array([unit, unit, 1.0])
+    out = OneEuroFilter(fps, np.full(3, mc), np.full(3, beta), d_cutoff).filter_sequence(v)
+    return out * np.array([unit, unit, 1.0])
+
+
+def _hold(a: np.ndarray) -> np.ndarray:
+    """Rows with NaN take the last finite row (the first finite one before it); all-NaN stays NaN."""
+    a = a.copy()
+    ok = np.isfinite(a).all(1)
+    if not ok.any():
+        return a
+    last = a[int(np.argmax(ok))].copy()
+    for i in range(len(a)):
+        if ok[i]:
+            last = a[i]
+        else:
+            a[i] = last
+    return a
+
+
+def head_placement(solver, x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(3,): the fitted head's pivot in frame px and log(frame px per model-crop px), for the solution ``x``
+    (expression, pose, 2D similarity) of a crop aligned by ``matrix`` (frame -> crop)."""
+    n = solver.n_exp
+    sim = x[n + 3:n + 3 + solver.N_SIM]
+    crop = solver._similarity(solver._project(solver.pivot[None], np.eye(3))[0], sim)[0]
+    inv = align.invert_affine(np.asarray(matrix, np.float64))
+    p = inv[:, :2] @ crop + inv[:, 2]
+    s = float(np.sqrt(abs(np.linalg.det(inv[:, :2])))) * math.exp(float(sim[0]))
+    return np.array([p[0], p[1], math.log(s)])
+
+
+# iris shift (eye widths) <-> eyeLook weights: photo mode's eye layer turns the eyeball by GAZE_MAX_DEG at weight 1
+# (engine.photo.eyes); these are its values until it lands
+_EYEBALL_RADIUS = 0.45
+_GAZE_MAX_DEG = {"horizontal": 32.0, "up": 22.0, "down": 25.0}
+
+
+def _gaze_geometry():
+    try:
+        from engine.photo import eyes
+    except ImportError:
+        return _EYEBALL_RADIUS, _GAZE_MAX_DEG
+    return getattr(eyes, "EYEBALL_RADIUS", _EYEBALL_RADIUS), getattr(eyes, "GAZE_MAX_DEG", _GAZE_MAX_DEG)
+
+
+def gaze_to_look(gaze: np.ndarray, exp_names) -> dict[int, np.ndarray]:
+    """(T, 2) iris offsets (eye widths; x toward the image's right, y down) -> {expression index: (T,) weight} for
+    the eight ``eyeLook*`` weights: the eyeball angle whose iris shows that shift (radius × sin(angle)), over the
+    eye layer's angle at weight 1. Looking toward the image's right is the subject's left eye looking out and the
+    right eye looking in. NaN rows (never an open eye) give 0."""
+    radius, deg = _gaze_geometry()
+    g = np.nan_to_num(np.asarray(gaze, np.float64), nan=0.0)
+    ang = np.degrees(np.arcsin(np.clip(g / radius, -1.0, 1.0)))
+    h = ang[:, 0] / deg["horizontal"]
+    up = np.clip(-ang[:, 1] / deg["up"], 0.0, 1.0)
+    down = np.clip(ang[:, 1] / deg["down"], 0.0, 1.0)
+    right, left = np.clip(h, 0.0, 1.0), np.clip(-h, 0.0, 1.0)
+    want = {"eyeLookOut_L": right, "eyeLookIn_R": right, "eyeLookIn_L": left, "eyeLookOut_R": left,
+            "eyeLookUp_L": up, "eyeLookUp_R": up, "eyeLookDown_L": down, "eyeLookDown_R": down}
+    return {list(exp_names).index(k): v for k, v in want.items() if k in exp_names}
 
 
 def _unwrap_roll(vals: list[np.ndarray]) -> None:
@@ -347,6 +444,7 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     raw = []
     found = np.zeros(n, bool)
     ms_fit = []
+    place = np.full((n, 3), np.nan)
     prev = None  # the previous frame's solution in its crop (expression, pose, 2D similarity)
     for i, o in enumerate(obs):
         if i % 16 == 0:
@@ -370,6 +468,8 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
         # the crop's pose -> the frame's: compose the in-plane rotation the alignment removed
         x_frame[N_EXP:] = pose_from_rotation(rotation_np([0.0, 0.0, o.roll_offset]) @ rotation_np(prev[N_EXP:N_EXP + 3]))
         raw.append(x_frame)
+        if o.matrix is not None:
+            place[i] = head_placement(solver, prev, o.matrix)
     # hold the last fit over frames without a face (and the first fit before the first face)
     first = next(v for v in raw if v is not None)
     last = first
@@ -380,7 +480,16 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
             last = raw[i]
     _unwrap_roll(raw)
     raw = np.stack(raw)
-    smoothed = raw.copy() if smoothing is False else _smooth(raw, info.fps, smoothing or None)
+    gaze = _hold(np.array([np.full(2, np.nan) if o is None or o.gaze is None else o.gaze for o in obs], np.float64))
+    look = gaze_to_look(gaze, model.exp_names)
+    for j, col in look.items():  # the landmark fit cannot see gaze: the iris tracker's reading replaces it
+        raw[:, j] = col
+    place = _hold(place)
+    if smoothing is False:
+        smoothed, place_s = raw.copy(), place.copy()
+    else:
+        smoothed = _smooth(raw, info.fps, smoothing or None)
+        place_s = _smooth_placement(place, info.fps, smoothing or None)
     if progress is not None:
         progress(2 * n, 2 * n)
     notes = list(info.notes)
@@ -388,4 +497,5 @@ def track_video(video, progress: Callable[[int, int], None] | None = None, cance
     if lost:
         notes.append(f"no face in {lost} of {n} frames: the last fit was held there")
     return Track(info=info, raw=raw, smoothed=smoothed, found=found, base=base, exp_names=model.exp_names,
-                 n_detections=tracker.n_detections, ms_track=ms_track, ms_fit=ms_fit, notes=notes)
+                 n_detections=tracker.n_detections, ms_track=ms_track, ms_fit=ms_fit, notes=notes,
+                 placement_raw=place, placement=place_s, gaze=gaze, crop_size=size)
