@@ -326,8 +326,10 @@ class GridLayers:
         self._inv = np.asarray(proj.inv.numpy(), np.float64)
         self._centres = grid.centres()
 
-    def forward(self, pose) -> tuple[np.ndarray, np.ndarray]:
-        """Target grid positions (N, 2) and camera depths (N,) of the head-layer pixels ``self.sel`` at ``pose``."""
+    def forward(self, pose, placement: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Target grid positions (N, 2) and camera depths (N,) of the head-layer pixels ``self.sel`` at ``pose``;
+        ``placement``: an optional (2, 3) photo-px affine moving the head in the frame (the stay-weight keeps the
+        lower neck, as for a turn)."""
         from engine.render.camera import rotation_matrix
 
         r1 = rotation_matrix(pose.reshape(1, 3))[0].numpy().astype(np.float32)
@@ -344,16 +346,20 @@ class GridLayers:
         cx = (xn + 1) * (self._size / 2)
         cy = (1 - yn) * (self._size / 2)
         photo = np.stack([cx, cy], -1) @ self._inv[:, :2].T + self._inv[:, 2]
+        if placement is not None:
+            a = np.asarray(placement, np.float64)
+            photo = photo + (1.0 - st) * (photo @ a[:, :2].T + a[:, 2] - photo)
         gxy = (photo - np.asarray(self.grid.origin)) / self.grid.step
         return gxy.astype(np.float32), zc.astype(np.float32)
 
-    def splat(self, pose) -> tuple[np.ndarray, np.ndarray]:
-        """Backward displacement (R, R, 2) photo px of the head layer at ``pose`` (z-buffered forward splat of its
-        pixels, holes continued by pull-push) and its coverage (R, R) float 0..1."""
+    def splat(self, pose, placement: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Backward displacement (R, R, 2) photo px of the head layer at ``pose`` (and ``placement``, see
+        :meth:`forward`; z-buffered forward splat of its pixels, holes continued by pull-push) and its coverage
+        (R, R) float 0..1."""
         from engine.photo.flow import pull_push_near
 
         res = self.grid.res
-        gxy, zc = self.forward(pose)
+        gxy, zc = self.forward(pose, placement)
         src_photo = self._centres.reshape(-1, 2)[self.sel]
         tgt_photo = gxy * self.grid.step + np.asarray(self.grid.origin, np.float32)
         d = (src_photo - tgt_photo).astype(np.float32)

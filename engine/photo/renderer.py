@@ -256,8 +256,8 @@ class PhotoRenderer:
         gl = self.grid_layers
         if gl is not None:
             layer_cover = np.ones((res, res), np.float32)
-            if not torch.equal(c.pose, self.coeffs0.pose):
-                sd, hit = gl.splat(c.pose[0])
+            if placement is not None or not torch.equal(c.pose, self.coeffs0.pose):
+                sd, hit = gl.splat(c.pose[0], placement)
                 disp = np.where(cov[..., None], disp, sd).astype(np.float32)
                 layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
             layer_solid = (hidden * cov).astype(np.float32)
@@ -358,8 +358,8 @@ class PhotoRenderer:
             active |= _any_channel(np.abs(f.ratio - 1) > 1e-3)
         for lf in f.extra:
             active |= lf.alpha > 1e-3
-        if f.layer_cover is not None and not torch.equal(c.pose, self.coeffs0.pose):
-            # a turn moves the whole head layer and reveals the plate where it was
+        if f.layer_cover is not None and (placement is not None or not torch.equal(c.pose, self.coeffs0.pose)):
+            # a turn or a move takes the whole head layer along and reveals the plate where it was
             active |= (self.grid_layers.matte > photo_layers.MIN_ALPHA) | ((f.layer_cover > 0) & ~f.covered)
         ys, xs = np.nonzero(active)
         if len(xs):
