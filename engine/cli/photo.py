@@ -11,9 +11,10 @@ from tqdm import tqdm
 
 from engine.cli.common import (UsageError, add_keyframe_args, add_keyframes, add_set_args, check_size, out_path,
                                parse_keyframes, settings)
+from engine.editing.controls import relative_pose
 from engine.editing.meshes import export_mesh
 from engine.editing.paste import paste_into_photo
-from engine.editing.session import Session
+from engine.editing.session import Session, SessionError
 from engine.fit import fit_photo_crop, overlay_image
 from engine.face.model import default_model
 from engine.generator.embed import EmbedConfig, EmbedResult, PhotoEmbedder
@@ -24,6 +25,7 @@ from engine.io.files import check_writable, save_image, write_json_atomic
 from engine.io.mesh import MESH_SUFFIXES
 from engine.perception.align import detect_faces, face_choices, load_image, pick_face
 from engine.photo.fit import as_photo
+from engine.photo.renderer import own_pose_degrees
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -119,9 +121,11 @@ def cmd_embed(args) -> int:
 def cmd_edit(args) -> int:
     """``discoface edit photo.jpg --set yaw=15 smile=0.7 -o out.png``: photo mode from the command line.
 
-    ``--set`` values are the sliders' absolute values; unset controls keep the fitted ones; no ``--set`` gives the
-    photo back unchanged at its own size. ``-o`` ending in .json saves the session (photo + fit + keyframes);
-    .mp4/.gif exports the keyframes (``--keyframe`` / ``--animate``) at the photo's resolution."""
+    ``--set`` values are the sliders' values; yaw / pitch / roll are *turns from the photo's own pose*
+    (``yaw=+10``; the control table's :func:`~engine.editing.controls.relative_pose`), checked against this photo's
+    believable turn (a warning beyond it; ``--animate turn`` stays inside it); unset controls keep the fitted ones;
+    no ``--set`` gives the photo back unchanged at its own size. ``-o`` ending in .json saves the session (photo +
+    fit + keyframes); .mp4/.gif exports the keyframes (``--keyframe`` / ``--animate``) at the photo's resolution."""
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
@@ -146,9 +150,30 @@ def cmd_edit(args) -> int:
         summary = sess.open_photo(args.photo, progress=prog, how="photo", face=face)
     finally:
         bar.close()
-    if values:
-        sess.set_controls(values)
-    add_keyframes(sess, keyframes)
+    src = sess.state.photo
+    own = own_pose_degrees(src.fit)
+    lim = sess.frames.photo_renderer(src).turn_range()
+    print(f"photo's own pose: yaw {own['yaw']:+.1f}°, pitch {own['pitch']:+.1f}°, roll {own['roll']:+.1f}°; "
+          f"believable turn: yaw {lim['yaw'][0]:+.0f}..{lim['yaw'][1]:+.0f}°, pitch {lim['pitch'][0]:+.0f}.."
+          f"{lim['pitch'][1]:+.0f}°", file=sys.stderr)
+    if args.animate == "turn":  # the built-in turn (±25°), kept inside this photo's believable yaw
+        lo, hi = lim["yaw"]
+        keyframes = [(t, {"yaw": max(float(v["yaw"]), lo) if v["yaw"] < 0 else min(float(v["yaw"]), hi)})
+                     for t, v in keyframes]
+    for vals in [values] + [v for _, v in keyframes]:
+        for axis in ("yaw", "pitch"):
+            if axis in vals and not lim[axis][0] - 0.5 <= vals[axis] <= lim[axis][1] + 0.5:
+                print(f"warning: {axis} {vals[axis]:+g}° from the photo's own {own[axis]:+.0f}° is beyond this photo's "
+                      f"believable turn ({lim[axis][0]:+.0f}..{lim[axis][1]:+.0f}°): expect invented skin and hair",
+                      file=sys.stderr)
+    try:
+        values = relative_pose(values, own)
+        keyframes = [(t, relative_pose(v, own)) for t, v in keyframes]
+        if values:
+            sess.set_controls(values)
+        add_keyframes(sess, keyframes)
+    except SessionError as exc:
+        raise UsageError(f"{exc} (the photo's own pose plus the turn)") from None
     if mesh_out is not None:
         files = export_mesh(sess, mesh_out)
         print(f"wrote {', '.join(str(f) for f in files)}  (the fitted head, edits baked in, textured with the photo)")
@@ -227,7 +252,8 @@ def register(sub) -> None:
     p = sub.add_parser("edit", help="edit a photo in photo mode: out.png, a session .json, or a .mp4/.gif animation")
     p.add_argument("photo")
     p.add_argument("-o", "--output", required=True)
-    add_set_args(p)
+    add_set_args(p, what="slider values; yaw/pitch/roll are turns from the photo's own pose (yaw=+10: 10° to the "
+                        "subject's left, yaw=0: as in the photo; a warning beyond this photo's believable turn)")
     add_keyframe_args(p)
     p.add_argument("--size", type=int, default=None, help="longest side of the output (default: the photo's own)")
     p.add_argument("--fps", type=int, default=24)

@@ -19,6 +19,12 @@ its file does not record them, so they are constants here:
   deviations of the trait over the ~N(0, 1) identity modes the generator was trained on. The raw modes stay
   reachable as ``id<k>`` (the window's Identity tab shows the first :data:`N_ID_CONTROLS` under "More").
 
+**Pose in photo mode is relative.** A photo has its own (fitted) pose; a photo edit's ``yaw`` / ``pitch`` /
+``roll`` are *turns from that pose* (``discoface edit photo.jpg --set yaw=+10``: ten degrees to the subject's left
+from however the head sits in the photo; ``yaw=0`` is the photo's own pose; ``--animate turn`` turns within the
+photo's believable range). :func:`relative_pose` turns such values into the coefficients' absolute angles; the
+ranges below then apply to the turn. The generator and the 3DMM preview keep absolute angles.
+
 The named identity controls read back through the *dual* basis of their directions: with V the (100 × T) matrix
 of unit directions and W = V⁺ (T × 100, W V = I), control i reads ``(W_i · identity) / std_i`` and a write moves
 ``identity`` along V_i only. The directions are not orthogonal (face width and jaw width share a lot), so a
@@ -304,6 +310,15 @@ def apply_controls(c: Coefficients, values: dict[str, float], table: dict[str, C
         if w:
             warnings.append(w)
     return warnings
+
+
+POSE_KEYS = ("yaw", "pitch", "roll")
+
+
+def relative_pose(values: dict, own: dict) -> dict:
+    """Photo mode: ``values`` with their pose entries (turns from the photo's own pose, degrees) made absolute by
+    adding the photo's own ``own[axis]`` (degrees); other entries unchanged."""
+    return {k: (float(own[k]) + float(v) if k in POSE_KEYS else v) for k, v in values.items()}
 
 
 def parse_assignments(items) -> dict[str, float]:

@@ -315,9 +315,19 @@ class GridLayers:
         wv[idx] = wn
         with torch.no_grad():
             st = interpolate(wv.unsqueeze(0), frags, flow_triangles(head))[0, 0].numpy()
-        self.stay = np.clip(pull_push(st[..., None], covered.astype(np.float32))[..., 0], 0, 1) \
-            if covered.any() else np.zeros((res, res), np.float32)
-        self.stay = np.where(covered, st, self.stay).astype(np.float32)
+        # off the mesh: by height in the photo, from the fitted neck's free level (turns with the head) down to its
+        # fixed level (stays with the torso): hair on the shoulders, collar and shirt stay where they are
+        from engine.photo.flow import NECK_FIXED_Y, NECK_FREE_Y
+
+        gy = grid.to_grid(src.photo_xy.numpy())[:, 1]
+        vy = src.verts[:, 1].numpy()
+        y_free = float(np.median(gy[np.abs(vy - NECK_FREE_Y) < 1.0])) if (np.abs(vy - NECK_FREE_Y) < 1.0).any() \
+            else res * 0.6
+        y_fixed = float(np.median(gy[np.abs(vy - NECK_FIXED_Y) < 1.0])) if (np.abs(vy - NECK_FIXED_Y) < 1.0).any() \
+            else y_free + 0.1 * res
+        t = np.clip((np.arange(res, dtype=np.float32) + 0.5 - y_free) / max(1.0, y_fixed - y_free), 0, 1)
+        ramp = np.broadcast_to((t * t * (3 - 2 * t))[:, None], (res, res))
+        self.stay = np.where(covered, st, ramp).astype(np.float32)
         self.src_covered = covered
         sel = self.matte > MIN_ALPHA
         self.sel = np.nonzero(sel.reshape(-1))[0]

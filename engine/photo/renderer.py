@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.photo.fit import PhotoFit
 PHOTO_YAW_LIMIT_DEG = 20.0  # |change from the fitted yaw| beyond which results stop being believable
 PHOTO_PITCH_LIMIT_DEG = 15.0
+REVEAL_LIMIT = 0.08  # share of the turned head the photo never showed (well), beyond which a turn is not believable
+UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
 FLOW_SIGMA = 1.0  # grid px
 PREVIEW_RES = 128  # work grid of drag previews (render with max_side): CPU p50 39 -> 21 ms at 512 px
 _SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
@@ -104,18 +107,53 @@ def _same(a: Coefficients, b: Coefficients) -> bool:
     return all(torch.equal(getattr(a, n), getattr(b, n)) for n in Coefficients.FACTORS)
 
 
+# per-photo believable turn ranges, filled by PhotoRenderer.turn_range() (keyed by the fit, weakly)
+_RANGES: dict[int, tuple] = {}  # id(fit) -> (weakref to the fit, ranges)
+
+
+def _range_of(fit) -> dict | None:
+    got = _RANGES.get(id(fit))
+    return got[1] if got is not None and got[0]() is fit else None
+
+
+def _store_range(fit, r: dict) -> None:
+    for k in [k for k, (ref, _) in _RANGES.items() if ref() is None]:
+        del _RANGES[k]
+    _RANGES[id(fit)] = (weakref.ref(fit), r)
+
+
+def turn_limits(fit: "PhotoFit") -> dict[str, tuple[float, float]]:
+    """{"yaw": (lo, hi), "pitch": (lo, hi)}: the believable turn (degrees, relative to the photo's own pose) — this
+    photo's own range once a renderer has measured it (:meth:`PhotoRenderer.turn_range`), else the general one."""
+    r = _range_of(fit)
+    if r is not None:
+        return r
+    return {"yaw": (-PHOTO_YAW_LIMIT_DEG, PHOTO_YAW_LIMIT_DEG), "pitch": (-PHOTO_PITCH_LIMIT_DEG, PHOTO_PITCH_LIMIT_DEG)}
+
+
+def own_pose_degrees(fit: "PhotoFit") -> dict[str, float]:
+    """The photo's own fitted yaw / pitch / roll in degrees."""
+    p = fit.coeffs.pose[0]
+    return {k: math.degrees(float(p[i])) for i, k in enumerate(("yaw", "pitch", "roll"))}
+
+
 def limits_note(fit: "PhotoFit", coeffs: Coefficients) -> str | None:
-    """A one-line warning for the status bar when the edit leaves the range where photo edits stay believable."""
-    d = (coeffs.pose[0] - fit.coeffs.pose[0]).abs()
-    yaw, pitch = math.degrees(float(d[0])), math.degrees(float(d[1]))
+    """A one-line warning for the status bar when the edit turns the head beyond what this photo shows believably
+    (its own range, :func:`turn_limits`); speaks of the turn relative to the photo's own pose."""
+    d = coeffs.pose[0] - fit.coeffs.pose[0]
+    own = own_pose_degrees(fit)
+    lim = turn_limits(fit)
     parts = []
-    if yaw > PHOTO_YAW_LIMIT_DEG:
-        parts.append(f"yaw {yaw:.0f}° from the photo (believable up to ±{PHOTO_YAW_LIMIT_DEG:.0f}°)")
-    if pitch > PHOTO_PITCH_LIMIT_DEG:
-        parts.append(f"pitch {pitch:.0f}° from the photo (believable up to ±{PHOTO_PITCH_LIMIT_DEG:.0f}°)")
+    for i, axis in ((0, "yaw"), (1, "pitch")):
+        v = math.degrees(float(d[i]))
+        lo, hi = lim[axis]
+        if not lo - 0.5 <= v <= hi + 0.5:
+            parts.append(f"{axis} turned {v:+.0f}° from the photo's own {own[axis]:+.0f}° (believable "
+                         f"{lo:+.0f}..{hi:+.0f}° for this photo)")
     if not parts:
         return None
-    return "Photo mode: " + " and ".join(parts) + "; the photo never showed the far side, expect stretching."
+    return ("Photo mode: " + " and ".join(parts) + "; the photo never showed what this turn reveals, expect "
+            "invented skin and hair.")
 
 
 class PhotoRenderer:
@@ -384,7 +422,49 @@ class PhotoRenderer:
             self._preview = PhotoRenderer(self.fit, self.model, self.head, work_res=self.preview_res,
                                           preview_res=None, layers=self.layers or False)
             self._preview.layer_hooks = self.layer_hooks  # the same list: hooks added later reach previews too
+            self.turn_range()  # this photo's believable turn, for the status bar (measured on the preview grid)
         return self._preview
+
+    @torch.no_grad()
+    def turn_range(self, threshold: float = REVEAL_LIMIT, step: float = 5.0, max_deg: float = 40.0
+                   ) -> dict[str, tuple[float, float]]:
+        """This photo's believable turn, per axis and direction: the turn (degrees from the photo's own pose, up to
+        ``max_deg``) at which the surface the photo never showed well — hidden, or seen at a grazing angle (camera
+        facing below ``UNSEEN_FACING``, fading in) — covers ``threshold`` of the turned head (above the neck;
+        measured on the drag-preview grid every ``step``, interpolated). Cached; :func:`limits_note` and
+        :func:`turn_limits` use it from then on."""
+        got = _range_of(self.fit)
+        if got is not None:
+            return got
+        r = self.preview_renderer() if self.preview_res is not None else self
+        rot = flow.rotation_matrix(self.coeffs0.pose.reshape(1, 3))[0]
+        n0 = r.head.vertex_normals(r.src.verts.unsqueeze(0))[0] @ rot.T
+        head_v = (r.src.verts[:, 1] > flow.NECK_FREE_Y + 2.0).float()
+        unseen = ((UNSEEN_FACING - n0[:, 2]) / UNSEEN_FACING).clamp(0, 1)
+        unseen = torch.maximum(unseen, (~r.src.visible).float()) * r.head.vertex_in(SKIN_PARTS).float() * head_v
+        attr = torch.stack([unseen, head_v], 1)
+        out = {}
+        for i, axis in ((0, "yaw"), (1, "pitch")):
+            lims = []
+            for sign in (-1.0, 1.0):
+                prev_deg, prev_share, lim = 0.0, 0.0, max_deg
+                k = 1
+                while k * step <= max_deg + 1e-6:
+                    c = self.coeffs0.clone()
+                    c.pose[0, i] += math.radians(sign * k * step)
+                    t = flow.rasterize_target(r.head, r.proj, r.src, c, r.grid, r.neck)
+                    v = flow.interpolate_attrs(attr, t, r.head)
+                    share = float(v[..., 0].sum()) / max(1.0, float(v[..., 1].sum()))
+                    if share > threshold:
+                        lim = prev_deg + (k * step - prev_deg) * (threshold - prev_share) / max(share - prev_share,
+                                                                                                1e-6)
+                        break
+                    prev_deg, prev_share = k * step, share
+                    k += 1
+                lims.append(sign * max(lim, step))
+            out[axis] = (round(lims[0], 1), round(lims[1], 1))
+        _store_range(self.fit, out)
+        return out
 
     def _frame_geometry(self, c: Coefficients):
         src = self.src
