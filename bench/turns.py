@@ -9,7 +9,8 @@ fitted once (``--fits`` caches the fits in a pickle: repeat runs skip the fittin
 
 Prints per photo and as medians:
 - **layers**: seconds of the per-photo layer build (matte + plate + 3D points; part of the renderer's constructor);
-- **identity**: dlib descriptor distance original ↔ turned (../shared/tools/judge.py's ``descriptor``) at ±20°, ±30°;
+- **identity**: dlib descriptor distance original ↔ turned (../shared/tools/judge.py's ``descriptor``), ±20° and
+  ±30°;
 - **pose**: judge.py's yaw read-back of the ±20° turns minus the original's, / 20 (its sign is opposite to ours);
 - **background PSNR**: the turned photo vs the photo beyond 1.5× the head box (the fitted head's projected box,
   ears and scalp, no neck) and outside the person (the head layer's matte, grown by 2 %: long hair and shoulders

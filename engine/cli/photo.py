@@ -163,7 +163,8 @@ def cmd_edit(args) -> int:
     for vals in [values] + [v for _, v in keyframes]:
         for axis in ("yaw", "pitch"):
             if axis in vals and not lim[axis][0] - 0.5 <= vals[axis] <= lim[axis][1] + 0.5:
-                print(f"warning: {axis} {vals[axis]:+g}° from the photo's own {own[axis]:+.0f}° is beyond this photo's "
+                print(f"warning: {axis} {vals[axis]:+g}° from the photo's own {own[axis]:+.0f}° is beyond this "
+                      f"photo's "
                       f"believable turn ({lim[axis][0]:+.0f}..{lim[axis][1]:+.0f}°): expect invented skin and hair",
                       file=sys.stderr)
     try:

@@ -128,7 +128,8 @@ def turn_limits(fit: "PhotoFit") -> dict[str, tuple[float, float]]:
     r = _range_of(fit)
     if r is not None:
         return r
-    return {"yaw": (-PHOTO_YAW_LIMIT_DEG, PHOTO_YAW_LIMIT_DEG), "pitch": (-PHOTO_PITCH_LIMIT_DEG, PHOTO_PITCH_LIMIT_DEG)}
+    return {"yaw": (-PHOTO_YAW_LIMIT_DEG, PHOTO_YAW_LIMIT_DEG),
+            "pitch": (-PHOTO_PITCH_LIMIT_DEG, PHOTO_PITCH_LIMIT_DEG)}
 
 
 def own_pose_degrees(fit: "PhotoFit") -> dict[str, float]:
