@@ -392,7 +392,7 @@ class SessionGuard(QObject):
                 self.autosave.clear()
         except ValueError as exc:  # a full disk must not stop the editing; say it in the status bar
             self.last_error = str(exc)
-            self.window.statusBar().showMessage(f"autosave failed: {exc}", 10000)
+            self.window.status(f"autosave failed: {exc}", 10000)
 
     def saved(self, path) -> None:
         self.path = Path(path)

@@ -51,7 +51,7 @@ def build(argv: list[str], autosave: Autosave | None = None, ask_restore=None) -
             win.show_error("Restore", f"the autosaved session could not be restored: {exc}")
         else:
             win.after_state_change()
-            win.statusBar().showMessage(f"restored the session autosaved at {orphan.when}", 10000)
+            win.status(f"restored the session autosaved at {orphan.when}", 10000)
     if args.file:
         if args.file.lower().endswith(".json"):
             win.load_session(args.file)

@@ -27,6 +27,8 @@ class FloatSlider(QWidget):
         self.label = QLabel(label or name)
         self.label.setFixedWidth(max(140, self.label.sizeHint().width()))  # sliders line up in a column
         self.slider = QSlider(Qt.Horizontal)
+        self.slider.setObjectName(f"slider:{name}")  # accessibility and automation: the control table's key
+        self.setObjectName(f"control:{name}")
         self.slider.setRange(0, steps)
         self.slider.setSingleStep(max(1, steps // 100))
         self.slider.setPageStep(max(1, steps // 10))

@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
         self._serial = 0
         self._job: Job | None = None
         self._before_photo = None
+        self.last_status = ""
         self.face_choice: FaceChoice | None = None  # several faces found: the photo waits for a click
         self._jobs: set[Job] = set()  # other running jobs (save frame), kept alive until they finish
         self._messages: list[QMessageBox] = []
@@ -410,7 +411,7 @@ class MainWindow(QMainWindow):
             self._sync_group(snap, spec.group, skip=key)
         warning = spec.warning(value)
         if warning:
-            self.statusBar().showMessage(warning, 5000)
+            self.status(warning, 5000)
         self._update_actions()
         self.request_render(final=final, snap=snap)
 
@@ -582,7 +583,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------ #
     def _on_time(self, t: float, final: bool) -> None:
         try:
-            snap = self.session.go_to_time(t, commit=final)
+            snap = self.session.seek(t)  # no undo entry: playing or scrubbing is not an edit
         except SessionError as exc:
             self.show_error("Timeline", str(exc))
             return
@@ -592,10 +593,21 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------ #
     # files
     # ------------------------------------------------------------------------------------------ #
+    def status(self, text: str, ms: int = 5000) -> None:
+        """A status-bar message. One too long for the bar is cut with "…" and its whole text becomes the bar's
+        tooltip (and stays in ``last_status``), so a long warning can still be read."""
+        self.last_status = text
+        bar = self.statusBar()
+        used = sum(w.width() for w in (self.status_zoom, self.status_mode) if w.isVisible())
+        avail = max(120, bar.width() - used - 48)
+        shown = bar.fontMetrics().elidedText(text, Qt.ElideRight, avail)
+        bar.setToolTip(text if shown != text else "")
+        bar.showMessage(shown, ms)
+
     def show_error(self, title: str, text: str) -> QMessageBox:
         """A non-blocking message box (the editor keeps running) and the status bar text."""
         self.last_error = text
-        self.statusBar().showMessage(f"{title}: {text}", 10000)
+        self.status(f"{title}: {text}", 10000)
         for b in self._messages:  # a failing render during a drag: one box, not one per frame
             if b.isVisible() and b.text() == text:
                 return b
@@ -615,7 +627,7 @@ class MainWindow(QMainWindow):
         self.after_state_change(snap)
         if self.guard is not None:
             self.guard.saved(path)
-        self.statusBar().showMessage(f"opened {Path(path).name}", 5000)
+        self.status(f"opened {Path(path).name}", 5000)
         return True
 
     def save_session(self, path) -> bool:
@@ -626,7 +638,7 @@ class MainWindow(QMainWindow):
             return False
         if self.guard is not None:
             self.guard.saved(path)
-        self.statusBar().showMessage(f"saved {Path(path).name}", 5000)
+        self.status(f"saved {Path(path).name}", 5000)
         return True
 
     def load_session_dialog(self) -> None:
@@ -653,7 +665,7 @@ class MainWindow(QMainWindow):
             save_image(path, sess.render_snapshot(snap).image)
             return path
         job = Job(run)
-        job.done.connect(lambda p: self.statusBar().showMessage(f"saved {Path(p).name}", 5000))
+        job.done.connect(lambda p: self.status(f"saved {Path(p).name}", 5000))
         job.error.connect(lambda msg: self.show_error("Save frame", msg))
         job.finished.connect(lambda: self._jobs.discard(job))
         self._jobs.add(job)
@@ -677,7 +689,7 @@ class MainWindow(QMainWindow):
             return None
         sess, snap = self.session, self.session.state
         job = Job(lambda progress, cancel: export_mesh(sess, path, snap))
-        job.done.connect(lambda files: self.statusBar().showMessage(
+        job.done.connect(lambda files: self.status(
             "wrote " + ", ".join(Path(f).name for f in files), 8000))
         job.error.connect(lambda msg: self.show_error("Export mesh", msg))
         job.finished.connect(lambda: self._jobs.discard(job))
@@ -709,7 +721,7 @@ class MainWindow(QMainWindow):
 
     def _on_track_loaded(self, path: str) -> None:
         self.after_state_change()
-        self.statusBar().showMessage(f"the driven track {Path(path).name} is on the timeline", 10000)
+        self.status(f"the driven track {Path(path).name} is on the timeline", 10000)
 
     def open_photo_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open photo", "", "Images (*.jpg *.jpeg *.png *.bmp *.webp)")
@@ -756,7 +768,7 @@ class MainWindow(QMainWindow):
         job.done.connect(lambda res: self._ask_face(res) if isinstance(res, FaceChoice)
                          else self._photo_opened(str(res), was_dirty))
         job.error.connect(lambda msg: self.show_error("Open photo", msg))
-        job.cancelled.connect(lambda: self.statusBar().showMessage("opening the photo was cancelled", 5000))
+        job.cancelled.connect(lambda: self.status("opening the photo was cancelled", 5000))
         job.finished.connect(dlg.reset)
         self._job = job
         job.start()
@@ -768,8 +780,8 @@ class MainWindow(QMainWindow):
         h, w = choice.image.shape[:2]
         self.view.set_image(choice.image, (w, h))
         self.view.set_choices([box for _, box, _ in choice.choices])
-        self.statusBar().showMessage(f"{len(choice.choices)} faces in {Path(choice.path).name}: click the one to "
-                                     f"edit (Esc: cancel)")
+        self.status(f"{len(choice.choices)} faces in {Path(choice.path).name}: click the one to edit (Esc: cancel)",
+                    0)
 
     def choose_face(self, k: int) -> Job | None:
         """The k-th box (0-based, left to right) of the face choice: open the photo on that face."""
@@ -791,7 +803,7 @@ class MainWindow(QMainWindow):
     def _photo_opened(self, summary: str, was_dirty: bool) -> None:
         """A photo is open: it is the new starting point, so quitting right away asks nothing — unless there were
         unsaved edits before it (they are still one undo step back, so the prompt stays)."""
-        self.statusBar().showMessage(summary, 10000)
+        self.status(summary, 10000)
         self.after_state_change()
         if self.guard is not None and not was_dirty:
             self.guard.mark_clean()

@@ -525,7 +525,7 @@ def photo_source(face_model):
 def photo_session(face_model, photo_source, monkeypatch):
     from engine.editing import photo_import
 
-    monkeypatch.setattr(photo_import, "open_photo_mode", lambda path, progress=None, cancel=None: photo_source)
+    monkeypatch.setattr(photo_import, "open_photo_mode", lambda path, progress=None, cancel=None, **kw: photo_source)
     s = Session(model=face_model, generator=None)
     s.open_photo(ASTRONAUT)
     return s
@@ -602,7 +602,7 @@ def test_photo_fit_cancel_is_caught_by_type(face_model, monkeypatch):
     from engine.editing.session import SessionCancelled
     from engine.photo import fit as photo_fit
 
-    def fit_photo(path, progress=None, cancel=None):
+    def fit_photo(path, progress=None, cancel=None, **kw):
         progress(0.3)
         if cancel():
             raise photo_fit.PhotoFitCancelled("photo fit cancelled")

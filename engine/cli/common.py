@@ -57,10 +57,10 @@ def add_keyframe_args(p) -> None:
 def settings(items, exp_names, force: bool):
     """Parse and check ``--set`` items against the control table; prints the trained-range warnings."""
     try:
-        values = parse_assignments(items)
         table = controls_for(exp_names)
+        values = {lookup(table, k).key: v for k, v in parse_assignments(items).items()}  # any case → the table's
         for k, v in values.items():
-            lookup(table, k).check(v, force)
+            table[k].check(v, force)
     except ControlError as exc:
         raise UsageError(str(exc)) from None
     for k, v in values.items():

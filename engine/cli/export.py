@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.cli.common import add_keyframe_args, add_keyframes, check_size, parse_keyframes
+from engine.cli.common import ANIMATIONS, UsageError, add_keyframe_args, add_keyframes, check_size, parse_keyframes
 from engine.editing.session import Session
 from engine.io.export import export_sequence, format_for
 
@@ -15,6 +16,9 @@ def cmd_export(args) -> int:
     size = check_size(args.size, hi=2048)
     sess = Session.load(args.session)
     add_keyframes(sess, parse_keyframes(args.keyframe, args.animate, sess.model.exp_names, args.force))
+    if not sess.keyframes:
+        raise UsageError(f"{Path(args.session).name} has no keyframes: give them with --keyframe \"yaw=-20@0\" "
+                         f"\"yaw=20@2\" or --animate {'|'.join(ANIMATIONS)}")
     n = args.frames if args.frames is not None else max(1, int(round(sess.duration * float(args.fps))) + 1)
     bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
     try:

@@ -34,6 +34,7 @@ distance from the mean face in its standard deviations.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -288,13 +289,20 @@ def controls_for(exp_names, model=None) -> dict[str, ControlSpec]:
 
 
 def lookup(table: dict[str, ControlSpec], key: str) -> ControlSpec:
-    try:
-        return table[key]
-    except KeyError:
-        raise ControlError(f"unknown setting {key!r}: use yaw, pitch, roll, smile, blink, look_horizontal, "
-                           f"face_width, jaw_width, nose_length (named identity), id<k>, "
-                           f"light_azimuth, light_elevation, light_intensity, light_ambient or an expression name "
-                           f"(e.g. jawOpen, mouthSmile_L, eyeBlink_R)") from None
+    """The control named ``key``, in any letter case (``Yaw``, ``jawopen``); an unknown name → :class:`ControlError`
+    with the closest names ("did you mean …?")."""
+    spec = table.get(key)
+    if spec is not None:
+        return spec
+    folded = {k.casefold(): k for k in table}
+    name = folded.get(str(key).casefold())
+    if name is not None:
+        return table[name]
+    close = difflib.get_close_matches(str(key).casefold(), list(folded), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(folded[c] for c in close)}?" if close else ""
+    raise ControlError(f"unknown setting {key!r}{hint} (use yaw, pitch, roll, smile, blink, look_horizontal, "
+                       f"face_width, jaw_width, nose_length (named identity), id<k>, light_azimuth, light_elevation, "
+                       f"light_intensity, light_ambient or an expression name, e.g. jawOpen, mouthSmile_L, eyeBlink_R)")
 
 
 def apply_controls(c: Coefficients, values: dict[str, float], table: dict[str, ControlSpec],

@@ -180,10 +180,11 @@ class Session:
         return self._apply(new.edited(coeffs=self.conform.coeffs(new.coeffs)), commit)
 
     def new_random_face(self, seed: int | None = None) -> Snapshot:
-        """A fresh random face (identity, expression, light, noise; frontal), outside photo mode; one undo step."""
+        """A fresh random face (identity, expression, light, noise; frontal), outside photo mode, without the old
+        face's keyframes (they would bring it back on the timeline); one undo step."""
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
-        snap = factors.reset(self.state.edited(photo=None, w_offsets=None, psi=DEFAULT_PSI), factors.FACTORS,
-                             self.noise_dim)
+        snap = factors.reset(self.state.edited(photo=None, w_offsets=None, psi=DEFAULT_PSI, keyframes=()),
+                             factors.FACTORS, self.noise_dim)
         for f in ("identity", "expression", "light", "noise"):
             snap = factors.randomized(snap, f, seed, self.model, self.generator, self.noise_dim)
         self.commit()
@@ -271,6 +272,15 @@ class Session:
         if not self.state.keyframes:
             raise SessionError("there are no keyframes: add at least one")
         return interpolate(self.state.keyframes, t)
+
+    def seek(self, t: float) -> Snapshot:
+        """Show the timeline's face at ``t`` (playing, scrubbing): the current face, but no undo entry — a seek is
+        not an edit, so Ctrl+Z after playback undoes the last edit, not the seek."""
+        c, n = self.interpolate_keyframes(t)
+        self.commit()  # an open edit stays undoable
+        new = self.state.edited(coeffs=self.conform.coeffs(c), noise=self.conform.noise(n))
+        self.history.replace_silently(new)
+        return new
 
     def go_to_time(self, t: float, commit: bool = False) -> Snapshot:
         """The timeline's face at ``t`` (scrubbing: no undo entry unless committed)."""
