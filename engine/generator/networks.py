@@ -29,6 +29,7 @@ from torch import nn
 from engine import config
 from engine.face.model import N_EXP, N_ID, N_LIGHT, N_POSE, Coefficients
 from engine.io.files import WeightsError, check_state_shapes, load_safetensors, save_safetensors
+from engine.shapes import assert_shape
 
 LATENT_DIMS = {"identity": 128, "expression": 32, "light": 16, "pose": 3, "noise": 32}
 GENERATOR_FORMAT = "discoface.generator"
@@ -407,6 +408,7 @@ class Generator(nn.Module):
     def ws(self, coeffs, noise, truncation_psi: float = 1.0, w_avg_id: torch.Tensor | None = None) -> torch.Tensor:
         """(B, num_ws, w_dim) per-layer latents with attribute-preserving truncation on the first layers."""
         v = self._coeff_vector(coeffs)
+        assert_shape(noise, [v.shape[0], self.noise_dim], "noise")
         if truncation_psi == 1.0:
             w = self.map(v, noise)
         else:  # w and w_id in one batched mapping pass (half the per-call overhead at batch 1)
@@ -424,6 +426,8 @@ class Generator(nn.Module):
 
     # -- synthesis ---------------------------------------------------------------------------------
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """(B, num_ws, w_dim) per-layer latents → (B, 3, H, W) image."""
+        assert_shape(ws, [None, self.num_ws, self.w_dim], "ws")
         x = img = None
         i = 0
         for blk in self.blocks:

@@ -31,6 +31,7 @@ from engine.photo.relight import irradiance
 from engine.render.camera import Camera, rotation_matrix
 from engine.render.fast_raster import rasterize_forward as rasterize  # no gradients here: the compiled z-buffer
 from engine.render.rasterizer import Fragments, interpolate
+from engine.shapes import assert_shape
 
 BOX_SCALE = 2.6  # work box side / crop side
 WORK_RES = 256  # work grid pixels across the box
@@ -310,6 +311,7 @@ def rasterize_target(head: HeadModel, proj: HeadProjector, src: SourceHead, coef
 
 def interpolate_attrs(attr: torch.Tensor, t: TargetRaster, head: HeadModel) -> np.ndarray:
     """(V, C) per-vertex values → (R, R, C) float32 grid (0 where the head does not cover)."""
+    assert_shape(attr, [t.verts.shape[0], None], "attr")
     img = interpolate(attr.unsqueeze(0), t.frags, t.tris)[0]
     return img.permute(1, 2, 0).contiguous().numpy()
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.shapes import assert_shape
+
 _KEY_EMPTY = torch.iinfo(torch.int64).max
 _DEPTH_BITS = 30
 
@@ -120,6 +122,9 @@ def rasterize(xy: torch.Tensor, z: torch.Tensor, tris: torch.Tensor, size: int |
     xy: (B, V, 2) pixel coordinates (x right, y down); z: (B, V) positive camera depth;
     tris: (F, 3) int64; size: H or (H, W). Gradients flow from ``bary``/``depth`` to ``xy`` and ``z``.
     """
+    assert_shape(xy, [None, None, 2], "xy")
+    assert_shape(z, xy.shape[:2], "z")
+    assert_shape(tris, [None, 3], "tris")
     h, w = (size, size) if isinstance(size, int) else size
     with torch.no_grad():
         keys = _visible_keys(xy.detach().float(), z.detach().float(), tris, h, w, cull_backfaces)
@@ -132,6 +137,7 @@ def interpolate(attr: torch.Tensor, frags: Fragments, tris: torch.Tensor, backgr
                 ) -> torch.Tensor:
     """Interpolate per-vertex ``attr`` (B, V, C) → (B, C, H, W) image (``background`` where uncovered)."""
     b, h, w = frags.face_id.shape
+    assert_shape(attr, [b, None, None], "attr")
     nv, c = attr.shape[1], attr.shape[2]
     pb = frags.pix_index // (h * w)
     flat_vid = (tris[frags.pix_face] + (pb * nv)[:, None]).reshape(-1)
