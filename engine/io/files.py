@@ -258,6 +258,22 @@ def check_writable(path: Path | str) -> Path:
     return path
 
 
+def temporary_beside(path: Path | str, suffix: str) -> Path:
+    """A new empty hidden file ``.<stem>.<random>.part<suffix>`` beside ``path`` (mode as ``open()`` would give),
+    registered for removal on a signal (``unregister_temporary`` it once renamed or removed)."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + suffix, dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    register_temporary(tmp)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
@@ -271,17 +287,7 @@ def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
     make_parent(path)
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder")
-    suffix = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + suffix, dir=path.parent)
-    except OSError as exc:
-        raise output_error(path, exc) from None
-    register_temporary(tmp)
-    try:
-        os.fchmod(fd, file_mode())
-    finally:
-        os.close(fd)
-    tmp = Path(tmp)
+    tmp = temporary_beside(path, suffix if suffix is not None else "".join(path.suffixes) or ".tmp")
     try:
         yield tmp
         os.replace(tmp, path)

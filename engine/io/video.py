@@ -9,14 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 
-from engine.io.files import (OutputError, file_mode, make_parent, output_error, register_temporary,
-                             unregister_temporary)
+from engine.io.files import OutputError, make_parent, output_error, temporary_beside, unregister_temporary
 
 __all__ = ["Mp4Writer", "even_frame", "ffmpeg_exe"]
 
@@ -32,19 +30,6 @@ def even_frame(a: np.ndarray) -> np.ndarray:
     if h % 2 or w % 2:
         a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     return np.ascontiguousarray(a)
-
-
-def _temporary_beside(path: Path) -> Path:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part.mp4", dir=path.parent)
-    except OSError as exc:
-        raise output_error(path, exc) from None
-    register_temporary(tmp)
-    try:
-        os.fchmod(fd, file_mode())
-    finally:
-        os.close(fd)
-    return Path(tmp)
 
 
 class Mp4Writer:
@@ -65,7 +50,7 @@ class Mp4Writer:
         self.fps = float(fps)
         self.audio_from = audio_from
         self.n_frames = n_frames  # when known, the audio is cut to exactly the video's length
-        self.tmp = _temporary_beside(self.path)
+        self.tmp = temporary_beside(self.path, ".mp4")
         self._w = None
         self.shape = None
         self.count = 0
@@ -94,7 +79,7 @@ class Mp4Writer:
 
     def _mux_audio(self) -> None:
         """Video stream copied, first audio stream of ``audio_from`` as AAC, cut to the video's length."""
-        muxed = _temporary_beside(self.path)
+        muxed = temporary_beside(self.path, ".mp4")
         cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(self.tmp), "-i", str(self.audio_from),
                "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", "-c:a", "aac"]
         if self.n_frames:
