@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, 
 from engine.editing.controls import N_ID_CONTROLS, light_params
 from engine.editing.session import Session, SessionCancelled, SessionError, Snapshot
 from engine.editing.meshes import export_mesh
-from engine.io.files import save_image
+from engine.io.files import read_alpha, save_image
 from engine.io.mesh import mesh_suffix
 from engine.perception.align import face_choices
 from engine.photo.fit import as_photo
@@ -662,7 +662,8 @@ class MainWindow(QMainWindow):
         sess, snap = self.session, self.session.state
 
         def run(progress, cancel):
-            save_image(path, sess.render_snapshot(snap).image)
+            alpha = read_alpha(snap.photo.path) if snap.photo is not None else None  # RGBA photo → RGBA frame
+            save_image(path, sess.render_snapshot(snap).image, alpha=alpha)
             return path
         job = Job(run)
         job.done.connect(lambda p: self.status(f"saved {Path(p).name}", 5000))

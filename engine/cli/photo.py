@@ -21,7 +21,7 @@ from engine.generator.embed import EmbedConfig, EmbedResult, PhotoEmbedder
 from engine.render import light_from_direction
 from engine.generator.networks import load_default_generator
 from engine.io.export import export_sequence, format_for
-from engine.io.files import check_writable, save_image, write_json_atomic
+from engine.io.files import ALPHA_SUFFIXES, check_writable, read_alpha, save_image, write_json_atomic
 from engine.io.mesh import MESH_SUFFIXES
 from engine.perception.align import detect_faces, face_choices, load_image, pick_face
 from engine.photo.fit import as_photo
@@ -196,7 +196,11 @@ def cmd_edit(args) -> int:
         frame = sess.render_snapshot(sess.state, size)
         if frame.note:
             print(f"warning: {frame.note}", file=sys.stderr)
-        save_image(out, frame.image)
+        alpha = read_alpha(args.photo)  # a transparent PNG stays transparent (RGBA in, RGBA out)
+        if alpha is not None and suffix not in ALPHA_SUFFIXES:
+            print(f"note: {Path(args.photo).name} has transparency, which {suffix} cannot keep: write .png or .webp "
+                  f"to keep it", file=sys.stderr)
+        save_image(out, frame.image, alpha=alpha)
     print(f"wrote {out}  ({summary})")
     return 0
 

@@ -258,12 +258,70 @@ def check_writable(path: Path | str) -> Path:
     return path
 
 
-def temporary_beside(path: Path | str, suffix: str) -> Path:
-    """A new empty hidden file ``.<stem>.<random>.part<suffix>`` beside ``path`` (mode as ``open()`` would give),
-    registered for removal on a signal (``unregister_temporary`` it once renamed or removed)."""
-    path = Path(path)
+# ------------------------------------------------------------------------------------------------ #
+# partial outputs beside the target: ``.<name>.<pid>-<random>.part<suffix>``; a run killed by SIGKILL (no handler
+# runs) leaves one, which the next write of the same output removes once its process is gone
+# ------------------------------------------------------------------------------------------------ #
+STALE_LEGACY_PART_S = 3600.0  # partial outputs named without a pid (older versions): stale after an hour
+
+
+def part_prefix(name: str) -> str:
+    """The hidden prefix of this process's partial outputs for the output named ``name`` (its stem or name)."""
+    return f".{name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + suffix, dir=path.parent)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return pid <= 0x7FFFFFFF  # someone else's live process (PermissionError) counts as alive
+    return True
+
+
+def clean_stale_parts(path: Path | str, name: str | None = None) -> list[Path]:
+    """Remove the partial outputs a killed run left beside ``path`` (``.<name>.<pid>-*.part*`` of a process that is
+    gone; without a pid: older than :data:`STALE_LEGACY_PART_S`). ``name`` defaults to the path's stem. Never touches
+    this process's own partial outputs or a live process's. Returns what was removed."""
+    import glob
+    import re
+    import time
+
+    path = Path(path)
+    name = path.stem if name is None else name
+    folder = path.parent if str(path.parent) else Path(".")
+    removed = []
+    ours = set(inflight_temporaries())
+    pattern = re.compile(r"\." + re.escape(name) + r"\.(?:(\d+)-)?[^/]*\.part(?:\.[^/]*)?$")
+    for cand in glob.glob(os.path.join(glob.escape(str(folder)), "." + glob.escape(name) + ".*.part*")):
+        m = pattern.fullmatch(os.path.basename(cand))
+        if m is None or cand in ours:
+            continue
+        try:
+            if m.group(1) is not None:
+                if int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+                    continue
+            elif time.time() - os.lstat(cand).st_mtime < STALE_LEGACY_PART_S:
+                continue
+            if os.path.isdir(cand) and not os.path.islink(cand):
+                shutil.rmtree(cand)
+            else:
+                os.unlink(cand)
+            removed.append(Path(cand))
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
+    return removed
+
+
+def temporary_beside(path: Path | str, suffix: str) -> Path:
+    """A new empty hidden file ``.<stem>.<pid>-<random>.part<suffix>`` beside ``path`` (mode as ``open()`` would
+    give), registered for removal on a signal (``unregister_temporary`` it once renamed or removed). Partial files of
+    earlier runs that were killed (SIGKILL: no handler ran) are removed first (:func:`clean_stale_parts`)."""
+    path = Path(path)
+    clean_stale_parts(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=part_prefix(path.stem), suffix=".part" + suffix, dir=path.parent)
     except OSError as exc:
         raise output_error(path, exc) from None
     register_temporary(tmp)
@@ -307,8 +365,9 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
     place only when the block succeeds (a previous folder at ``path`` is replaced then)."""
     path = Path(path)
     make_parent(path)
+    clean_stale_parts(path, path.name)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=part_prefix(path.name), suffix=".part", dir=path.parent))
     except OSError as exc:
         raise output_error(path, exc) from None
     register_temporary(tmp)
@@ -355,13 +414,41 @@ def to_uint8_image(img: torch.Tensor):
     return (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy().astype(np.uint8)
 
 
-def save_image(path: Path | str, img) -> None:
-    """Save an image (tensor in [0,1] or uint8 array) atomically; format from the suffix."""
+ALPHA_SUFFIXES = (".png", ".webp")  # image formats that keep an alpha channel
+
+
+def read_alpha(path: Path | str):
+    """The alpha channel of an image file ((H, W) uint8, EXIF orientation applied as ``load_image`` does), or None
+    when it has none or is fully opaque (unreadable files: None too; reading the pixels reports those)."""
+    from PIL import Image, ImageOps
+    import numpy as np
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGBA", "LA", "PA") and not (im.mode == "P" and "transparency" in im.info):
+                return None
+            a = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))[..., 3]
+    except (OSError, ValueError):
+        return None
+    return None if a.min() == 255 else np.ascontiguousarray(a)
+
+
+def save_image(path: Path | str, img, alpha=None) -> None:
+    """Save an image (tensor in [0,1] or uint8 array) atomically; format from the suffix. ``alpha`` ((H, W) uint8,
+    resized to the image when it differs): written as the alpha channel by formats that keep one
+    (:data:`ALPHA_SUFFIXES`), ignored by the others."""
     from PIL import Image
     import numpy as np
 
     arr = to_uint8_image(img) if isinstance(img, torch.Tensor) else np.asarray(img)
     path = Path(path)
+    if alpha is not None and path.suffix.lower() in ALPHA_SUFFIXES and arr.ndim == 3:
+        a = np.asarray(alpha, np.uint8)
+        if a.shape != arr.shape[:2]:
+            import cv2
+
+            a = cv2.resize(a, (arr.shape[1], arr.shape[0]), interpolation=cv2.INTER_LINEAR)
+        arr = np.concatenate([arr[..., :3], a[..., None]], 2)
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format=_pil_format(path))
 

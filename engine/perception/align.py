@@ -372,6 +372,18 @@ def align_with_landmarks(img, lm68, size: int = 128, *, n_faces: int = 1, box=No
     return crop, al
 
 
+SMALL_PHOTO_SIDE = 100  # px: below this, a photo without a detected face is called too small (dlib finds ~40 px faces)
+
+
+def no_face_error(name: str, img: np.ndarray) -> AlignError:
+    """The error for an image without a detected face; a small image is said to be too small (the likely reason)."""
+    h, w = img.shape[:2]
+    if max(h, w) < SMALL_PHOTO_SIDE:
+        return AlignError(f"{name} is too small ({w}x{h} px) to find a face in: use a photo of at least "
+                          f"{SMALL_PHOTO_SIDE} px with the face clearly visible")
+    return AlignError(f"no face found in {name} (use a photo with a clearly visible, roughly frontal face)")
+
+
 def align_face(img, size: int = 128) -> tuple[np.ndarray, Alignment]:
     """Detect the face (the most confident of the large boxes: ``pick_face``), predict its 68 landmarks and align
     it to the canonical crop.
@@ -382,7 +394,7 @@ def align_face(img, size: int = 128) -> tuple[np.ndarray, Alignment]:
     img = as_rgb(img)
     boxes = detect_faces(img)
     if not boxes:
-        raise AlignError(f"no face found in {name} (use a photo with a clearly visible, roughly frontal face)")
+        raise no_face_error(name, img)
     box = pick_face(img, boxes)
     lm = landmarks68(img, box)
     return align_with_landmarks(img, lm, size, n_faces=len(boxes), box=box)

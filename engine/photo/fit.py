@@ -199,7 +199,8 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
     ``progress(fraction)`` is called with increasing values in [0, 1] (1.0 last); ``cancel()`` returning True
     stops the fit with :class:`PhotoFitCancelled`. No face / unreadable → ``AlignError``."""
     from engine.face.model import default_model
-    from engine.perception.align import align_with_landmarks, detect_faces, landmarks68, warp_to_crop
+    from engine.perception.align import (align_with_landmarks, detect_faces, landmarks68, no_face_error,
+                                         warp_to_crop)
 
     t0 = time.perf_counter()
 
@@ -218,7 +219,7 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
     report(0.02)
     boxes = detect_faces(img)
     if not boxes:
-        raise AlignError(f"no face found in {name} (use a photo with a clearly visible, roughly frontal face)")
+        raise no_face_error(name, img)
     check()
     report(0.15)
     if face is None:
