@@ -20,7 +20,7 @@ from .worker import Job
 
 VIDEO_FILTER = "Videos (*.mp4 *.mov *.webm *.mkv *.avi *.m4v *.gif);;All files (*)"
 TARGET_FILTER = "Photos and sessions (*.jpg *.jpeg *.png *.webp *.bmp *.json);;All files (*)"
-STAGES = {"target": 0, "tracking": 1, "rendering": 2}
+STAGES = {"target": 0, "tracking": 1, "fitting": 2, "rendering": 3}
 
 
 def _path_row(edit: QLineEdit, on_browse) -> QWidget:
@@ -69,7 +69,7 @@ class DriveDialog(JobDialog):
         form.addRow(self.head_motion)
         form.addRow(self.side)
         form.addRow(self.open_track)
-        self._build_job_ui(form, "Drive", "Choose a video with a clearly visible face.", maximum=3000)
+        self._build_job_ui(form, "Drive", "Choose a video with a clearly visible face.", maximum=1000 * len(STAGES))
         self.drive_btn = self.start_btn
         self.target_kind.currentIndexChanged.connect(self._kind_changed)
         self.head_motion.toggled.connect(self.pose_strength.setEnabled)
@@ -118,7 +118,7 @@ class DriveDialog(JobDialog):
         def run(progress, cancel):
             def prog(stage, done, total):
                 k = STAGES.get(stage, 0)
-                progress(int(1000 * k + 1000 * done / max(total, 1)), 3000)
+                progress(int(1000 * k + 1000 * done / max(total, 1)), 1000 * len(STAGES))
             return drive(str(video), tgt, out, expression_only=not head_motion, side_by_side=side_by_side,
                          expression_strength=expression_strength, pose_strength=pose_strength,
                          track_path=track_path, progress=prog, cancel=cancel)
@@ -127,7 +127,7 @@ class DriveDialog(JobDialog):
 
     def _done(self, res) -> None:
         self.result = res
-        self.progress.setValue(3000)
+        self.progress.setValue(1000 * len(STAGES))
         text = res.summary()
         if res.track.notes:
             text += "\n" + "\n".join(res.track.notes)

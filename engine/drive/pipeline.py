@@ -24,6 +24,7 @@ from engine.drive.targets import Target, load_target
 from engine.drive.track import Track, track_video
 from engine.drive.video import VideoWriter, iter_frames, probe_video
 from engine.editing.session import SessionError
+from engine.io.files import check_writable
 
 __all__ = ["DriveResult", "drive", "save_track_session", "side_by_side_frame"]
 
@@ -39,9 +40,13 @@ class DriveResult:
     side_by_side: Path | None = None
     track_file: Path | None = None
     seconds: dict = field(default_factory=dict)
+    video_size: tuple | None = None  # (width, height) in the file: H.264 pads an odd size to even
 
     def summary(self) -> str:
-        s = (f"wrote {self.output} ({self.n_frames} frames, {self.fps:.3g} fps, {self.size[0]}x{self.size[1]}, "
+        w, h = self.video_size or self.size
+        pad = (f" (the {self.size[0]}x{self.size[1]} frames padded to even: H.264 needs it)"
+               if (w, h) != tuple(self.size) else "")
+        s = (f"wrote {self.output} ({self.n_frames} frames, {self.fps:.3g} fps, {w}x{h}{pad}, "
              f"{'with' if self.audio else 'no'} audio); {self.track.summary()}")
         return s
 
@@ -107,6 +112,9 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
             raise DriveError(f"the track file must end in .json: {tp.name}")
         if not tp.parent.exists():
             raise DriveError(f"folder {tp.parent} does not exist")
+    for p in (output, sbs, track_path):  # an output that cannot be written fails now, not after the tracking
+        if p is not None:
+            check_writable(p)
     for name, v in (("expression strength", expression_strength), ("pose strength", pose_strength)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 2.0):
             raise DriveError(f"{name} must be between 0 and 2, got {v}")
@@ -120,7 +128,7 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
     times["target"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if track is None:
-        track = track_video(video, progress=(lambda d, t: progress("tracking", d, t)) if progress else None,
+        track = track_video(video, progress=_track_progress(progress) if progress else None,
                             cancel=cancel_fn, smoothing=smoothing, info=info)
     times["tracking"] = time.perf_counter() - t0
     kw = dict(expression_strength=expression_strength, pose_strength=pose_strength,
@@ -160,5 +168,19 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
         if sources is not None:
             sources.close()
     times["rendering"] = time.perf_counter() - t0
+    shape = writers[0].shape
     return DriveResult(output=output, track=track, n_frames=n, fps=track.fps, size=target.size,
-                       audio=audio_src is not None, side_by_side=sbs, track_file=tf, seconds=times)
+                       audio=audio_src is not None, side_by_side=sbs, track_file=tf, seconds=times,
+                       video_size=(shape[1], shape[0]) if shape is not None else None)
+
+
+def _track_progress(progress):
+    """``track_video`` counts its two halves (locating the face, fitting it) as one 0..2n: report them as the
+    stages "tracking" and "fitting", each in frames."""
+    def report(done: int, total: int) -> None:
+        half = max(1, total // 2)
+        if done <= half:
+            progress("tracking", done, half)
+        else:
+            progress("fitting", done - half, half)
+    return report

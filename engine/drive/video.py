@@ -68,7 +68,21 @@ def _check_file(path: Path) -> None:
     if size == 0:
         raise VideoError(f"{path.name}: the file is empty")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        raise VideoError(f"{path.name} is a still image, not a video (use it as the target photo instead)")
+        if _is_image(path):
+            raise VideoError(f"{path.name} is a still image, not a video (use it as the target photo instead)")
+        raise VideoError(f"{path.name} is not a video (nor the image its name suggests: no picture in it)")
+
+
+def _is_image(path: Path) -> bool:
+    """The file holds a picture PIL can read (the name alone says nothing: a text file can be called x.jpg)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception:  # PIL raises many kinds for a non-image
+        return False
+    return True
 
 
 def _starts_like_mp4(path: Path) -> bool:
