@@ -81,12 +81,13 @@ GRABCUT_ITERS = 4
 BORDER_BAND = 0.03  # sure-background band along the photo's border (fraction of the analysis side)
 HEAD_ELLIPSE = (0.95, 1.05)  # semi-axes of the probable-head ellipse around the brows: face widths, face heights
 NECK_BOX_WIDTH = 0.75  # face widths
-TEXTURE_FACTOR = 3.0  # busier than this × the border band's texture (75th percentile): hair
+TEXTURE_FACTOR = 1e9  # busier than this × the border band's texture (75th percentile): hair
 GUIDED_EPS = 1e-3
 MIN_ALPHA = 0.02
+REFLECT_DEPTH = 0.25  # face widths over which the plate's mirrored background fades into the smooth fill
 DEPTH_SMOOTH = 0.02  # of the grid side: low-pass of the depth continued off the mesh
 SHELL_CM = 0.5  # hair sits this much in front of the rim's depth
-PRIOR_DILATE = 0.10  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
+PRIOR_DILATE = 0.04  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
 
 
 def _grid_affine(origin, step: float) -> np.ndarray:
@@ -112,6 +113,36 @@ def _fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     from engine.photo.flow import pull_push
 
     return pull_push(values.astype(np.float32), known.astype(np.float32))
+
+
+def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth: float) -> np.ndarray:
+    """Inside ``hole`` (photo px): the background mirrored across the hole's nearest edge (keeps its texture: a
+    smooth fill next to a textured background reads as a ghost of the old outline), fading over ``depth`` px into
+    ``smooth`` (the pull-push fill) deeper inside, where the mirror lands in the hole or off the photo."""
+    h, w = hole.shape
+    if not hole.any() or hole.all():
+        return smooth
+    dist, lab = cv2.distanceTransformWithLabels(hole.astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    known = ~hole
+    ky, kx = np.nonzero(known)
+    # label -> coordinates of that known pixel (labels number the zero pixels in scan order)
+    lut_x = np.zeros(len(kx) + 1, np.float32)
+    lut_y = np.zeros(len(ky) + 1, np.float32)
+    order = lab[known]
+    lut_x[order] = kx
+    lut_y[order] = ky
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    nx, ny = lut_x[lab], lut_y[lab]
+    rx, ry = 2 * nx - xx, 2 * ny - yy
+    ok = (rx >= 0) & (rx <= w - 1) & (ry >= 0) & (ry <= h - 1)
+    rxi = np.clip(np.round(rx), 0, w - 1).astype(np.int32)
+    ryi = np.clip(np.round(ry), 0, h - 1).astype(np.int32)
+    ok &= known[ryi, rxi]
+    mir = cv2.remap(photo, rx, ry, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+    # the mirror keeps the texture, the smooth fill the local mean: take the mirror's detail over the smooth level
+    wgt = (np.exp(-dist / max(depth, 1.0)) * ok)[..., None].astype(np.float32)
+    return smooth * (1 - wgt) + mir * wgt
 
 
 def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
@@ -186,6 +217,7 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     t1 = time.perf_counter()
     try:
+        cv2.setRNGSeed(0)  # grabCut's k-means start: the same photo gives the same matte
         cv2.grabCut(np.ascontiguousarray(img_a[..., ::-1]), lab, None, bgd, fgd, GRABCUT_ITERS,
                     cv2.GC_INIT_WITH_MASK)
         fg = ((lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)).astype(np.uint8)
@@ -244,7 +276,8 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
     photo = image[y0:y1, x0:x1]
     pf = photo.astype(np.float32)
     hs = up_(hole_soft)[..., None]
-    plate_f = pf * (1 - hs) + up_(fill_a).reshape(bh, bw, -1) * hs
+    fill_p = _reflect_fill(photo, hs[..., 0] > 0.5, up_(fill_a).reshape(bh, bw, -1), REFLECT_DEPTH * fw * a_step)
+    plate_f = pf * (1 - hs) + fill_p * hs
     alpha = up_(cv2.GaussianBlur(matte_a, (0, 0), 0.7))
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     rg = max(2, int(round(0.6 * a_step)) + 1)
