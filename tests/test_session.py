@@ -137,8 +137,6 @@ def test_keyframe_edits_are_undoable_and_leave_the_face_alone(session):
 
 
 def test_set_keyframes_is_one_fast_undo_step(session):
-    import time
-
     session.add_keyframe(0.0)  # replaced by the bulk call, restored by its undo
     noise = session.noise.clone()
     faces = []
@@ -148,11 +146,13 @@ def test_set_keyframes_is_one_fast_undo_step(session):
         faces.append((i / 30.0, c if i % 3 else (c, noise + i)))
     faces.append((0.5, session.state.edited(coeffs=faces[16][1])))  # a Snapshot; replaces the time 0.5 pair
     before = session.state
-    t0 = time.perf_counter()
+    pushes = []
+    real_push = session.history._push
+    session.history._push = lambda b: (pushes.append(b), real_push(b))[1]
     session.set_keyframes(faces)
-    took = time.perf_counter() - t0
+    del session.history._push
     ks = session.keyframes
-    assert took < 0.5, took  # well under a second (one add_keyframe per frame: one history push each)
+    assert len(pushes) == 1  # linear time: one history push for the whole track, not one per frame (speed: bench/)
     assert len(ks) == 300 and [k.time for k in ks] == sorted(k.time for k in ks)
     assert ks[299].coeffs.expr["jawOpen"].item() == pytest.approx(1.0)
     assert torch.equal(ks[3].noise, noise + 3) and torch.equal(ks[4].noise, noise)
