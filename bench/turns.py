@@ -13,8 +13,9 @@ Prints per photo and as medians:
   ±30°;
 - **pose**: judge.py's yaw read-back of the ±20° turns minus the original's, / 20 (its sign is opposite to ours);
 - **background PSNR**: the turned photo vs the photo beyond 1.5× the head box (the fitted head's projected box,
-  ears and scalp, no neck) and outside the person (the head layer's matte, grown by 2 %: long hair and shoulders
-  that turn with the head are not background); ``beyond_psnr`` the same without leaving out the person;
+  ears and scalp, no neck) and outside the person (the head layer's matte before and after the turn, grown by 2 %:
+  long hair and shoulders that turn with the head are not background); ``beyond_psnr`` the same without leaving
+  out the person;
 - **latency**: a yaw drag rendered at ``max_side=512`` (the editor's drag preview) on the first photo ≥ 1000 px,
   p50/p95 ms, wall and CPU time of the (one-thread) process — on a shared machine the CPU time is the number to
   compare; the load average is printed with it.
@@ -125,6 +126,21 @@ def bg_psnr(a: np.ndarray, b: np.ndarray, box, person: np.ndarray | None = None)
     return float(10 * np.log10(255.0 ** 2 / max(d.mean(), 1e-10)))
 
 
+def target_person(pr, c, k: int) -> np.ndarray:
+    """(H, W) bool: where the turned head layer lands (its matte carried by the edit's flow), grown by ``k`` px."""
+    if pr.grid_layers is None:
+        return np.zeros(pr.image.shape[:2], bool)
+    f = pr.flow_field(c)
+    g = pr.grid
+    res = g.res
+    idx = np.stack(np.meshgrid(np.arange(res, dtype=np.float32), np.arange(res, dtype=np.float32)), -1)
+    m = idx + f.displacement / g.step
+    warped = cv2.remap(pr.grid_layers.matte.astype(np.float32), m[..., 0], m[..., 1], cv2.INTER_LINEAR)
+    warped = np.maximum(warped * f.layer_cover, f.covered.astype(np.float32))
+    tp = f.in_photo(warped, pr.image.shape[:2]) > 0.02
+    return cv2.dilate(tp.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+
+
 def _judge():
     p = config.data_dir().parent / "tools" / "judge.py"
     spec = importlib.util.spec_from_file_location("judge", p)
@@ -181,10 +197,10 @@ def main(argv=None) -> int:
         photo = pr.image
         # the person: the head layer's matte (hair, neck, whatever of the body it took), grown by 2 %
         person = np.zeros(photo.shape[:2], bool)
+        k = max(3, int(0.02 * max(photo.shape[:2])))
         if pr.layers is not None:
             lx0, ly0, lx1, ly1 = pr.layers.box
             person[ly0:ly1, lx0:lx1] = pr.layers.fg[..., 3] > 5
-            k = max(3, int(0.02 * max(photo.shape[:2])))
             person = cv2.dilate(person.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
         tiles = [tile(photo, box)]
         r = {"layers_s": t_layers, "ctor_s": time.perf_counter() - t0}
@@ -193,7 +209,7 @@ def main(argv=None) -> int:
             img = pr.render(turned(fit.coeffs, d)).image
             outs[d] = img
             r[f"beyond_psnr{d:+g}"] = bg_psnr(photo, img, box)
-            r[f"bg_psnr{d:+g}"] = bg_psnr(photo, img, box, person)
+            r[f"bg_psnr{d:+g}"] = bg_psnr(photo, img, box, person | target_person(pr, turned(fit.coeffs, d), k))
         tiles += [tile(outs[d], box) for d in turns]
         rows.append(np.concatenate(tiles, 1))
         if judge is not None:

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.face.head import SKIN_PARTS, HeadModel, default_head
+from engine.face.head import NARROW_FACE_VERTICES, SKIN_PARTS, HeadModel, default_head
 from engine.face.model import Coefficients, FaceModel, default_model
 from engine.photo import eyes, fill, flow, layers as photo_layers, relight
 from engine.photo.fit import as_photo
@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 PHOTO_YAW_LIMIT_DEG = 20.0  # |change from the fitted yaw| beyond which results stop being believable
 PHOTO_PITCH_LIMIT_DEG = 15.0
 REVEAL_LIMIT = 0.08  # share of the turned head the photo never showed (well), beyond which a turn is not believable
+SKIN_DIST_FULL, SKIN_DIST_ZERO = 0.25, 0.45  # colour distance from the face's median (relative): skin .. not skin
+GRAZING_FULL = 0.1  # … at or below which it is replaced by the model's skin when a turn shows it frontally
+STRETCH_FULL = 0.3  # camera-facing gained by a turn at which that replacement is complete
 UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
 FLOW_SIGMA = 1.0  # grid px
 PREVIEW_RES = 128  # work grid of drag previews (render with max_side): CPU p50 39 -> 21 ms at 512 px
@@ -321,11 +324,87 @@ class PhotoRenderer:
         mirror = self._mirror(mirror_v, cov, hidden)
         f = FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t, *mirror, layer_cover=layer_cover,
                       layer_solid=layer_solid, extra=[])
+        skin = self._model_skin(c, t, f)
+        if skin is not None:
+            f.extra.append(skin)
         for hook in self.layer_hooks:
             lf = hook(self, c, f)
             if lf is not None:
                 f.extra.append(lf)
         return f
+
+    def _skin_setup(self):
+        """Once per photo: the ramped weight of skin the photo never showed (fading in a few vertices inside it, as
+        the mirror fill does) and the colour calibration of the model's skin (learned albedo × the fitted light ×
+        gain) against this photo's visible face."""
+        head, src = self.head, self.src
+        skin = head.vertex_in(SKIN_PARTS)
+        hid = (skin & ~src.visible).float().unsqueeze(1)
+        a = head.adjacency()
+        hs = hid
+        for _ in range(flow.MIRROR_RAMP + 1):
+            hs = torch.sparse.mm(a, hs)
+        rot = flow.rotation_matrix(self.coeffs0.pose.reshape(1, 3))[0]
+        n0 = self._unposed_normals(src.verts) @ rot.T
+        for _ in range(4):  # smoothed normals (the fit's are noisy at the nose and the rim)
+            n0 = torch.sparse.mm(a, n0)
+        n0 = torch.nn.functional.normalize(n0, dim=-1, eps=1e-8)
+        self._n0z = n0[:, 2].clone()
+        # hidden skin (ramped in), and skin the photo saw only at a grazing angle: a turn stretches it into streaks
+        grazing = ((UNSEEN_FACING - self._n0z) / (UNSEEN_FACING - GRAZING_FULL)).clamp(0, 1) * skin.float()
+        self._model_w = torch.maximum(((hs[:, 0] - 0.5) * 2.0).clamp(0, 1) * hid[:, 0], grazing)
+        col0 = self.albedo0 * relight.irradiance(n0, self.coeffs0.light[0]).clamp_min(0)
+        face = torch.zeros_like(skin)
+        face[:NARROW_FACE_VERTICES] = True
+        sel = (src.visible & face & (n0[:, 2] > 0.6)).numpy()
+        cal = np.ones(3, np.float32)
+        if sel.sum() > 50:
+            xy = np.round(src.photo_xy.numpy()[sel]).astype(int)
+            h, w = self.image.shape[:2]
+            ok = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+            if ok.sum() > 50:
+                pix = self.image[xy[ok, 1], xy[ok, 0]].astype(np.float32) / 255.0
+                mod = col0.numpy()[sel][ok]
+                cal = (np.median(pix, 0) / np.maximum(np.median(mod, 0), 1e-3)).astype(np.float32)
+        self._model_cal = torch.from_numpy(np.clip(cal, 0.05, 20.0))
+        # only where the photo shows skin there (hair over the temples, a beard, the collar keep their own pixels)
+        if sel.sum() > 50:
+            h, w = self.image.shape[:2]
+            face_col = np.median(self.image[np.clip(xy[ok, 1], 0, h - 1), np.clip(xy[ok, 0], 0, w - 1)]
+                                 .astype(np.float32), 0)
+            sxy = np.round(src.src_xy.numpy()).astype(int)
+            px = self.image[np.clip(sxy[:, 1], 0, h - 1), np.clip(sxy[:, 0], 0, w - 1)].astype(np.float32)
+            d = np.sqrt(((px - face_col) ** 2).sum(1)) / max(float(np.linalg.norm(face_col)), 30.0)
+            like = np.clip((SKIN_DIST_ZERO - d) / (SKIN_DIST_ZERO - SKIN_DIST_FULL), 0, 1).astype(np.float32)
+            self._model_w = self._model_w * torch.from_numpy(like)
+        self._has_model_skin = bool(self._model_w.max() > 1e-3)
+
+    def _model_skin(self, c: Coefficients, t, f: "FlowField"):
+        """Revealed skin neither the photo nor its mirror point shows: the model's skin under the photo's light
+        (colour matched to the visible face) instead of the rim stretched into a streak; a LayerFill, or None."""
+        if torch.equal(c.pose, self.coeffs0.pose):
+            return None
+        if not hasattr(self, "_model_w"):
+            self._skin_setup()
+        if not self._has_model_skin:
+            return None
+        rot = flow.rotation_matrix(c.pose)[0]
+        n = self._unposed_normals(t.verts) @ rot.T
+        # only where the turn shows the surface more frontally than the photo did (there it would be stretched)
+        gain = ((n[:, 2] - self._n0z.clamp_min(0)) / STRETCH_FULL).clamp(0, 1)
+        wv = self._model_w * torch.maximum(gain, (~self.src.visible).float())
+        col = (self.albedo0 * relight.irradiance(n, self.coeffs0.light[0]).clamp_min(0) * self._model_cal).clamp(0, 1)
+        if self.gray:
+            col = col.mean(1, keepdim=True).expand(-1, 3)
+        v = flow.interpolate_attrs(torch.cat([col * wv.unsqueeze(1), wv.unsqueeze(1)], 1), t, self.head)
+        a = v[..., 3] * f.covered
+        if f.mirror_alpha is not None:
+            a = a * (1.0 - np.clip(f.mirror_alpha, 0, 1))
+        if float(a.max(initial=0)) < 1e-3:
+            return None
+        a = cv2.GaussianBlur(a.astype(np.float32), (0, 0), 0.8)
+        rgb = v[..., :3] / np.maximum(v[..., 3:4], 1e-4) * a[..., None]
+        return photo_layers.LayerFill(alpha=a, rgb=rgb.astype(np.float32))
 
     def _unposed_normals(self, verts: torch.Tensor) -> torch.Tensor:
         """Vertex normals of the unposed mesh, kept while the expression stays (a pose or light drag)."""
