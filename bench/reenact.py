@@ -13,7 +13,8 @@ driven on real: eye opening, iris x, head x, head size, yaw, roll; 1 = same size
 ``<out>/<clip>/sheet.png``.
 
     python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
-                            [--keep-placement] [--expression-strength 1] [--pose-strength 1] [--jobs 1]
+                            [--keep-placement] [--absolute-expression] [--expression-strength 1]
+                            [--pose-strength 1] [--iris]
 
 Nothing from the shared data is written into the repository (everything goes to ``--out``, git-ignored by default).
 """
@@ -164,7 +165,7 @@ def run_clip(clip: Path, out: Path, args) -> dict:
     driver, photo, n = prepare(clip, folder, args.seconds)
     driven = folder / "driven.mp4"
     kw = dict(expression_strength=args.expression_strength, pose_strength=args.pose_strength,
-              relative_expression=args.relative_expression)
+              relative_expression=not args.absolute_expression)
     t0 = time.perf_counter()
     target = load_target(photo)
     track = track_video(driver)
@@ -261,7 +262,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-placement", action="store_true", help="keep the photo's head placement in the frame")
     ap.add_argument("--expression-strength", type=float, default=1.0)
     ap.add_argument("--pose-strength", type=float, default=1.0)
-    ap.add_argument("--relative-expression", action="store_true")
+    ap.add_argument("--absolute-expression", action="store_true")
     ap.add_argument("--iris", action="store_true", help="only check the iris tracker against the judge's iris reading "
                                                         "on the real clips")
     args = ap.parse_args(argv)

@@ -43,8 +43,10 @@ def add_drive_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--keep-placement", action="store_true",
                    help="photo targets: keep the head where the photo has it (turns and expression only; by default "
                         "it also moves and scales in the frame as the video's head does since its first frame)")
-    p.add_argument("--relative-expression", action="store_true",
-                   help="add the video's expression changes since its first frame to the target's expression")
+    p.add_argument("--absolute-expression", action="store_true",
+                   help="give the target the video's expression weights as they are (default: the target's own "
+                        "expression plus the video's changes since its first frame)")
+    p.add_argument("--relative-expression", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--size", type=int, default=None, help="session targets: render size in px (default: native); "
                                                           "photos: longest side (default: the photo's own)")
     p.add_argument("--no-audio", action="store_true", help="do not copy the video's audio")
@@ -69,7 +71,7 @@ def cmd_drive(args) -> int:
     try:
         res = drive(args.video, args.target, args.output, expression_only=args.expression_only,
                     expression_strength=args.expression_strength, pose_strength=args.pose_strength,
-                    relative_expression=args.relative_expression, keep_placement=args.keep_placement,
+                    relative_expression=not args.absolute_expression, keep_placement=args.keep_placement,
                     side_by_side=args.side_by_side,
                     track_path=args.track, track_every=args.track_every, size=args.size,
                     keep_audio=not args.no_audio, smoothing=False if args.no_smoothing else None,

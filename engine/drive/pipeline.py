@@ -85,7 +85,7 @@ def save_track_session(track: Track, target: Target, path, every: int = 1, **ret
 
 
 def drive(video, target, output, *, expression_only: bool = False, expression_strength: float = 1.0,
-          pose_strength: float = 1.0, relative_expression: bool = False, keep_placement: bool = False,
+          pose_strength: float = 1.0, relative_expression: bool = True, keep_placement: bool = False,
           side_by_side=None, track_path=None, track_every: int = 1, size: int | None = None, keep_audio: bool = True, smoothing=None,
           progress: Callable[[str, int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
           track: Track | None = None) -> DriveResult:
