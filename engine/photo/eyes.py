@@ -45,7 +45,12 @@ BROW_GAP = 0.7  # share of the margin-to-brow distance that may stretch
 UNFOLD = 2.0  # exponent of the lid skin's stretch (most near the margin, none at the brow)
 OVERSHOOT = 0.25  # of the photo's gap: how far a fully closed upper margin passes the lower one
 LID_SMOOTH = 0.08  # eye widths: blur of the unfolded lid skin
-LID_LIGHT = 0.45  # share of the lit lid colour over a closed lid's stretched margin skin
+LID_LIGHT = 0.85  # share of the lit lid colour over a closed lid's stretched margin skin
+CLOSE_AT = 0.0  # share of the gap the lower lid rises on a full blink (the lids meet there)
+LASH_DARKEN = 0.6  # how far a closed lash line is drawn toward its darkest colour
+LASH_THIN = 0.55  # share of the lash band's thickness lost on a full blink
+LID_TONE_UP = 0.2  # eye widths above the lash band whose (shadowed) skin is toned like the lid
+LID_BULGE = 0.8  # share of the lit skin colour in the middle of a closed lid
 LASH = 0.08  # eye widths above the upper margin kept rigid (the lash line)
 IRIS_RADIUS = 0.21  # eye widths (an 11.7 mm iris in a ~28 mm wide eye opening)
 EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
@@ -264,6 +269,7 @@ class EyeLayer:
             # closing: the upper lid's lash line comes to rest a little over the lower lid's margin (a closed eye
             # shows one lash line, not two)
             closed = float(np.clip(1.0 - (new[b, 1] - new[a, 1]) / max(p0, 1e-3), 0.0, 1.0))
+            new[b, 1] -= CLOSE_AT * max(p0, 0.0) * closed ** 2  # the lower lid rises to meet it
             new[a, 1] = min(new[a, 1], new[b, 1]) + OVERSHOOT * max(p0, 0.0) * closed ** 2
         up = _bump_curve(new[[1, 2], 0], new[[1, 2], 1], uv[0, 1], uv[3, 1])
         lo = _bump_curve(new[[5, 4], 0], new[[5, 4], 1], uv[0, 1], uv[3, 1], terms=1)
@@ -307,7 +313,9 @@ class EyeLayer:
         src_v = np.where(lower, bot - (bot - v) * (bot - vl0) / np.maximum(bot - vl1, 1e-3), src_v)
         # the upper lid over the lower (a closed lid overlaps it)
         # the lash line (LASH eye widths above the margin) moves rigidly with the margin, the skin above stretches
-        lash = max(LASH * w, 1.0)
+        # (thinner as the lid closes: a closed eye shows a thin lash line, not the open eye's lashes and shadow)
+        shut = float(np.clip(np.median(vu1 - vu0) / max(float(np.median(vl0 - vu0)), 1.0), 0.0, 1.0))
+        lash = max(LASH * w * (1.0 - LASH_THIN * shut), 1.0)
         # above it the skin unfolds: the displacement grows as t**g from 0 at ``top`` to the margin's (monotonic)
         hgt = np.maximum(vu1 - lash - top, 1e-3)
         d = vu1 - vu0
@@ -331,14 +339,33 @@ class EyeLayer:
             k = int(2 * math.ceil(3 * sig) + 1)
             along = cv2.GaussianBlur(skin, (k, 1), sig)
             skin = skin * (1 - beta[..., None]) + along * beta[..., None]
-            # the lid now lies over the eyeball's bulge and faces the light like the skin under the brow: its
-            # stretched part (the photo's shadowed lid margin drawn long) takes that skin's colour, softly
-            lit = upper & (t < 0.35) & (v > top + 1)
+            # the lid now lies over the eyeball's bulge and faces the light like the skin around the eye: the
+            # stretched part (the photo's shadowed lid margin drawn long) takes that skin's tone, its texture kept
+            inside_u = (u > 0.05) & (u < 0.95)
+            lit = (upper & (t < 0.35) & (v > top + 1)) | (inside_u & (v > vl0 + 0.12 * w) & (v < vl0 + 0.3 * w))
             if lit.sum() >= 4:
-                col = np.median(skin[lit], 0)
-                cover = (upper & (v > vu0 - lash)) * np.clip(d / (0.5 * max(float(np.median(vl0 - vu0)), 1.0)), 0, 1)
-                cover = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), max(1.0, 0.1 * w)) * LID_LIGHT
-                skin = skin * (1 - cover[..., None]) + col[None, None, :] * cover[..., None]
+                # each column's colour: the lid skin just above the toned band (no edge where the toning starts),
+                # brightened toward the lit skin around the eye in the middle (the lid over the eyeball's bulge)
+                ref_v = (vu0 - lash - (LID_TONE_UP + 0.1) * w) / s
+                rx, ry = fr.to_photo(u, ref_v)
+                sm = cv2.GaussianBlur(img, (0, 0), max(1.0, 0.06 * w))
+                col_u = cv2.remap(sm, (rx * s - 0.5).astype(np.float32), (ry * s - 0.5).astype(np.float32),
+                                  cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+                bulge = (np.sin(np.pi * np.clip(u, 0, 1)) * LID_BULGE)[..., None]
+                col = col_u * (1 - bulge) + np.median(skin[lit], 0)[None, None, :] * bulge
+                # over the old opening, up to the lash line (feathered upward only: the lash line stays dark)
+                closing = np.clip(d / (0.5 * max(float(np.median(vl0 - vu0)), 1.0)), 0, 1)
+                # (by the row each pixel came from: the photo's dark lid margin and eyeliner above the lashes too)
+                feather = max(1.0, 0.08 * w)
+                cover = upper * np.clip((src_v - (vu0 - lash - LID_TONE_UP * w)) / feather, 0, 1) * closing * LID_LIGHT
+                low = cv2.GaussianBlur(skin, (0, 0), max(1.0, 0.1 * w))
+                skin = skin + cover[..., None].astype(np.float32) * (col - low)
+                # the lash line: the photo's own lashes, drawn toward their darkest colour as the lid closes
+                lash_px = skin[band]
+                if len(lash_px) >= 3:
+                    dark = np.percentile(lash_px, 15, axis=0)
+                    k = (band * closing * LASH_DARKEN)[..., None].astype(np.float32)
+                    skin = skin * (1 - k) + dark[None, None, :] * k
         # the eyeball: the sclera plate with the iris disc moved by the gaze
         h_deg, v_deg = gaze
         R = EYEBALL_RADIUS * w
