@@ -220,3 +220,62 @@ def test_luminance_ratio_keeps_chroma_and_spares_hair():
     spared = relight.apply_ratio_luminance(img, np.full(img.shape, 0.7, np.float32), model)
     assert np.abs(spared[:, 50:].astype(int) - img[:, 50:]).max() <= 2
     assert spared[:, :30].mean() < img[:, :30].mean() - 15
+
+
+# ---------------------------------------------------------------------------------------------------- teeth
+def _mouth_photo(teeth=None, sclera=(200, 190, 185), gap=12):
+    """A painted face: eye whites, lips, and an inner mouth (dark) that shows a band of ``teeth`` when given."""
+    img = np.full((200, 200, 3), (150, 100, 80), np.uint8)
+    lm = np.zeros((68, 2), np.float32)
+    t = np.linspace(0, 2 * np.pi, 7)[:-1]
+    for i0, cx in ((36, 70), (42, 130)):
+        lm[i0:i0 + 6] = np.stack([cx + 16 * np.cos(t), 80 + 7 * np.sin(t)], 1)
+        cv2.fillPoly(img, [np.round(lm[i0:i0 + 6]).astype(np.int32)], sclera)
+    t12, t8 = np.linspace(0, 2 * np.pi, 13)[:-1], np.linspace(0, 2 * np.pi, 9)[:-1]
+    lm[48:60] = np.stack([100 + 30 * np.cos(t12), 150 + (gap + 8) * np.sin(t12)], 1)
+    lm[60:68] = np.stack([100 + 20 * np.cos(t8), 150 + gap * np.sin(t8)], 1)
+    cv2.fillPoly(img, [np.round(lm[48:60]).astype(np.int32)], (170, 80, 75))
+    cv2.fillPoly(img, [np.round(lm[60:68]).astype(np.int32)], (40, 15, 15))
+    if teeth is not None:
+        cv2.rectangle(img, (84, 139), (116, 151), teeth, -1)
+    return img, lm
+
+
+def test_own_teeth_are_used_where_the_photo_shows_them():
+    from engine.photo import fill
+
+    own = (200, 187, 165)  # (below TEETH_MAX: brighter teeth are capped)
+    img, lm = _mouth_photo(teeth=own)
+    c = fill.photo_mouth_colors(img, lm)
+    assert np.abs(c["teeth"] * 255 - np.array(own)).max() < 6, c["teeth"] * 255
+    # no teeth showing (a dark open mouth, or a closed one): teeth from the eye whites instead
+    for img2, lm2 in (_mouth_photo(), _mouth_photo(teeth=own, gap=1)):
+        c2 = fill.photo_mouth_colors(img2, lm2)
+        assert fill.luminance(c2["teeth"]) == pytest.approx(
+            fill.TEETH_OF_SCLERA * fill.luminance(np.array([200, 190, 185]) / 255), abs=0.03)
+
+
+def test_teeth_follow_the_white_balance_but_never_turn_green_or_blue():
+    from engine.photo import fill
+
+    warm = fill.photo_mouth_colors(*_mouth_photo(sclera=(230, 200, 160)))["teeth"]
+    cyan = fill.photo_mouth_colors(*_mouth_photo(sclera=(170, 205, 210)))["teeth"]
+    neutral = fill.photo_mouth_colors(*_mouth_photo(sclera=(200, 200, 200)))["teeth"]
+    assert warm[0] / warm[2] > neutral[0] / neutral[2] + 0.1  # a warm photo: warmer teeth
+    r, g, b = cyan
+    assert r >= g >= b, cyan  # a cyan cast gives neutral, not green-blue, teeth
+
+
+def test_teeth_are_lit_more_than_the_back_of_the_mouth(head):
+    from engine.photo import fill
+
+    with torch.no_grad():
+        c = head.model.zeros(1)
+        c.expr["jawOpen"] = 0.6
+        v = head.vertices(c)[0]
+        ao = fill.mouth_occlusion(head, v)
+        teeth = head.vertex_in(["teeth"])
+        front = teeth & (v[:, 2] > 9.0)
+        assert front.sum() > 10
+        assert float(ao[teeth].min()) >= fill.TEETH_AO_MIN - 1e-6
+        assert float(ao[front].median()) > 0.85

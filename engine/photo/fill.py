@@ -6,7 +6,10 @@ fixed hues: ivory teeth, red gums/tongue, a dark socket), shaded by the change o
 the target light, darkened with depth inside the mouth (a cheap ambient occlusion: the back of the mouth gets little
 light past the lips), and blended into the warped photo with a soft premultiplied mask. The fit's colour gain is not
 used here: its hue is the *skin's* (teeth came out grey-green on dark skin, a flat dark oval on a grayscale photo).
-Hidden skin needs no colours: its stand-in photo positions (the nearest visible skin, stretched) are part of the flow
+Where the photo itself shows the person's teeth (an open mouth with bright, low-saturation pixels between the inner
+lips), their colour is used (:func:`own_teeth_color`); otherwise the eye whites' white balance, kept from turning
+green or blue (:func:`_warm`). Teeth get less depth darkening than the socket (``TEETH_AO_MIN``). Hidden skin needs
+no colours: its stand-in photo positions (the nearest visible skin, stretched) are part of the flow
 (:class:`engine.photo.flow.SourceHead`).
 """
 from __future__ import annotations
@@ -33,7 +36,11 @@ TEETH_MIN = 0.30
 GUMS_OF_LIPS = 0.9
 SOCKET_OF_LIPS = 0.30
 IRRADIANCE_RATIO_MAX = 1.6
-TEETH_CAST_RANGE = (0.9, 1.1)  # per-channel bounds of the photo's colour cast taken into the teeth
+TEETH_CAST_RANGE = (0.8, 1.25)  # per-channel bounds of the photo's colour cast taken into the teeth
+OWN_TEETH_MIN_GAP = 0.12  # inner-lip gap / mouth width from which the photo's own teeth can show
+OWN_TEETH_MAX_SAT = 0.45  # teeth pixels: (max - min) / max of the channels below this
+OWN_TEETH_MIN_SHARE = 0.15  # … and at least this share of the open mouth
+TEETH_AO_MIN = 0.75  # teeth sit right behind the lips and catch the light: less depth darkening than the socket
 _Y = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -79,10 +86,43 @@ def photo_mouth_colors(image: np.ndarray, landmarks: np.ndarray) -> dict[str, np
         cast = np.clip(np.sqrt(white / max(float(luminance(white)), 1e-3)), *TEETH_CAST_RANGE)
         teeth_hue = teeth_hue * cast
     teeth_y = float(np.clip(teeth_y, TEETH_MIN, TEETH_MAX))
+    teeth = _with_luminance(_warm(teeth_hue), teeth_y)
+    own = own_teeth_color(image, lm, lip_y)
+    if own is not None:  # the photo shows the person's own teeth: theirs, as the photo lit them
+        teeth = own
     lip_y = float(np.clip(lip_y, 0.05, 0.9))
-    return {"teeth": _with_luminance(teeth_hue, teeth_y),
+    return {"teeth": teeth,
             "gums_tongue": _with_luminance(GUMS_HUE, GUMS_OF_LIPS * lip_y),
             "mouth_socket": _with_luminance(SOCKET_HUE, SOCKET_OF_LIPS * lip_y)}
+
+
+def _warm(hue) -> np.ndarray:
+    """Teeth are never greener or bluer than neutral: a cast is taken into the teeth only as far as it keeps
+    red ≥ green ≥ blue (a cyan-tinted photo gave grey-green teeth)."""
+    r, g, b = (float(v) for v in np.asarray(hue, np.float32))
+    g = min(g, r)
+    b = min(b, g)
+    return np.array([r, g, b], np.float32)
+
+
+def own_teeth_color(image: np.ndarray, landmarks: np.ndarray, lip_y: float) -> np.ndarray | None:
+    """The colour of the person's own teeth where the photo shows them (the mouth open between the inner lips,
+    bright, low-saturation pixels clearly brighter than the lips), else None."""
+    lm = np.asarray(landmarks, np.float32).reshape(68, 2)
+    width = float(np.linalg.norm(lm[64] - lm[60]))
+    gap = float(np.mean([np.linalg.norm(lm[a] - lm[b]) for a, b in ((61, 67), (62, 66), (63, 65))]))
+    if width < 8 or gap < OWN_TEETH_MIN_GAP * width:
+        return None
+    px = _polygon_pixels(image, lm[60:68])
+    if len(px) < 20:
+        return None
+    y = luminance(px)
+    sat = (px.max(1) - px.min(1)) / np.maximum(px.max(1), 1e-3)
+    cand = px[(y >= np.percentile(y, 50)) & (sat < OWN_TEETH_MAX_SAT) & (y > TEETH_OVER_LIPS * lip_y)]
+    if len(cand) < max(8, OWN_TEETH_MIN_SHARE * len(px)):
+        return None
+    col = np.median(cand, 0)
+    return np.clip(_warm(col / max(float(luminance(col)), 1e-3)) * min(float(luminance(col)), TEETH_MAX), 0, 1)
 
 
 def mouth_base_colors(head: HeadModel, colors: dict[str, np.ndarray]) -> torch.Tensor:
@@ -99,6 +139,8 @@ def mouth_occlusion(head: HeadModel, verts: torch.Tensor) -> torch.Tensor:
     lo, hi = MOUTH_AO_Z
     t = ((verts[:, 2] - lo) / (hi - lo)).clamp(0, 1)
     ao = MOUTH_AO_MIN + (MOUTH_LIGHT - MOUTH_AO_MIN) * t * t
+    teeth = head.vertex_in(["teeth"])
+    ao = torch.where(teeth, TEETH_AO_MIN + (MOUTH_LIGHT - TEETH_AO_MIN) * t, ao)
     mouth = head.vertex_in(MOUTH_PARTS)
     return torch.where(mouth, ao, torch.ones_like(ao))
 
