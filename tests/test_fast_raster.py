@@ -145,3 +145,23 @@ def test_face_renderer_uses_the_compiled_path_only_without_gradients(renderer, f
     ref.image.sum().backward()
     assert c.identity.grad.abs().sum() > 0
     assert ((fast.image - ref.image.detach()).abs().amax(1) < 1e-3).float().mean() > 0.99
+
+
+def test_deferred_and_background_warm_up_draw_with_torch_until_ready(monkeypatch):
+    import engine.render.fast_raster as FR
+
+    xy, z, tris = _pair()
+    used = []
+    monkeypatch.setattr(FR, "_torch_rasterize", lambda *a: used.append("torch") or rasterize(*a))
+    monkeypatch.setattr(FR, "_deferred", False)
+    monkeypatch.setattr(FR, "_loader", None)
+    FR.warm_up()
+    ref = rasterize_forward(xy, z, tris, 16)
+    assert used == [] and FR.ready()
+    FR.defer()
+    a = rasterize_forward(xy, z, tris, 16)
+    assert used == ["torch"] and torch.equal(a.face_id, ref.face_id)
+    FR.warm_up(background=True)  # already loaded in this process: the thread finishes at once
+    FR._loader is None or FR._loader.join()
+    b = rasterize_forward(xy, z, tris, 16)
+    assert used == ["torch"] and torch.equal(b.face_id, ref.face_id)

@@ -5,7 +5,6 @@ import math
 import sys
 from pathlib import Path
 
-from engine.editing.controls import ControlError, apply_controls, controls_for, lookup, parse_assignments
 
 EXIT_USER_ERROR = 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -56,6 +55,8 @@ def add_keyframe_args(p) -> None:
 
 def settings(items, exp_names, force: bool):
     """Parse and check ``--set`` items against the control table; prints the trained-range warnings."""
+    from engine.editing.controls import ControlError, controls_for, lookup, parse_assignments
+
     try:
         table = controls_for(exp_names)
         values = {lookup(table, k).key: v for k, v in parse_assignments(items).items()}  # any case → the table's
@@ -72,6 +73,8 @@ def settings(items, exp_names, force: bool):
 
 def apply_settings(coeffs, values: dict, force: bool = True):
     """Apply checked settings in place (the control table's setters)."""
+    from engine.editing.controls import ControlError, apply_controls, controls_for
+
     try:
         apply_controls(coeffs, values, controls_for(coeffs.exp_names), force=force)
     except ControlError as exc:

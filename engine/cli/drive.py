@@ -9,10 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
-
-from engine.drive import drive
-
 __all__ = ["register", "add_drive_parser", "cmd_drive"]
 
 
@@ -56,6 +52,12 @@ def add_drive_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_drive(args) -> int:
+    from tqdm import tqdm
+
+    from engine.drive import drive
+    from engine.render import fast_raster
+
+    fast_raster.warm_up(background=True)  # many frames: the compiled rasterizer loads while the video is tracked
     bars: dict = {}
 
     def progress(stage: str, done: int, total: int) -> None:

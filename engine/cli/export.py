@@ -4,14 +4,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from engine.cli.common import ANIMATIONS, UsageError, add_keyframe_args, add_keyframes, check_size, parse_keyframes
-from engine.editing.session import Session
-from engine.io.export import export_sequence, format_for
 
 
 def cmd_export(args) -> int:
+    from engine.editing.session import Session
+    from engine.io.export import export_sequence, format_for
+    from tqdm import tqdm
+
+    from engine.render import fast_raster
+
+    fast_raster.warm_up(background=True)  # many frames: the compiled rasterizer pays for its load
     format_for(args.to)  # a bad target is refused before any work
     size = check_size(args.size, hi=2048)
     sess = Session.load(args.session)

@@ -4,34 +4,22 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from engine.cli.common import (UsageError, add_keyframe_args, add_keyframes, add_set_args, check_size, out_path,
                                parse_keyframes, settings)
-from engine.editing.controls import relative_pose
-from engine.editing.meshes import export_mesh
-from engine.editing.paste import paste_into_photo
-from engine.editing.session import Session, SessionError
-from engine.fit import fit_photo_crop, overlay_image
-from engine.face.model import default_model
-from engine.generator.embed import EmbedConfig, EmbedResult, PhotoEmbedder
-from engine.render import light_from_direction
-from engine.generator.networks import load_default_generator
-from engine.io.export import export_sequence, format_for
-from engine.io.files import ALPHA_SUFFIXES, check_writable, read_alpha, save_image, write_json_atomic
-from engine.io.mesh import MESH_SUFFIXES
-from engine.perception.align import detect_faces, face_choices, load_image, pick_face
-from engine.photo.fit import as_photo
-from engine.photo.renderer import own_pose_degrees
+
+if TYPE_CHECKING:
+    from engine.generator.embed import EmbedResult, PhotoEmbedder
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
 def cmd_fit(args) -> int:
     """Fit the 3DMM to a photo: coefficients JSON (+ overlay PNG)."""
+    from engine.fit import fit_photo_crop, overlay_image
+    from engine.io.files import save_image, write_json_atomic
+
     out = out_path(args.output, (".json",))
     if args.overlay:
         out_path(args.overlay, what="overlay")
@@ -45,6 +33,8 @@ def cmd_fit(args) -> int:
 
 
 def _progress_bar(desc: str, total: int):
+    from tqdm import tqdm
+
     bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
     return bar, (lambda d, t: bar.update(max(0, int(d * total / max(t, 1)) - bar.n)))
 
@@ -54,6 +44,17 @@ def cmd_embed(args) -> int:
 
     Checks every output path and the photo first, embeds with a progress bar, then writes the outputs (each
     atomically; all or nothing)."""
+    import torch.nn.functional as F
+
+    from engine.editing.paste import paste_into_photo
+    from engine.editing.session import Session
+    from engine.face.model import default_model
+    from engine.generator.embed import EmbedConfig, PhotoEmbedder
+    from engine.generator.networks import load_default_generator
+    from engine.io.files import check_writable, save_image
+    from engine.perception.align import load_image
+    from tqdm import tqdm
+
     out = out_path(args.output, (".json",))
     overlay = out_path(args.overlay, what="overlay") if args.overlay else None
     paste = out_path(args.paste_back, what="paste-back output") if args.paste_back else None
@@ -126,6 +127,16 @@ def cmd_edit(args) -> int:
     believable turn (a warning beyond it; ``--animate turn`` stays inside it); unset controls keep the fitted ones;
     no ``--set`` gives the photo back unchanged at its own size. ``-o`` ending in .json saves the session (photo +
     fit + keyframes); .mp4/.gif exports the keyframes (``--keyframe`` / ``--animate``) at the photo's resolution."""
+    from engine.editing.controls import relative_pose
+    from engine.editing.meshes import export_mesh
+    from engine.editing.session import Session, SessionError
+    from engine.face.model import default_model
+    from engine.io.export import export_sequence, format_for
+    from engine.io.files import ALPHA_SUFFIXES, check_writable, read_alpha, save_image
+    from engine.io.mesh import MESH_SUFFIXES
+    from engine.photo.renderer import own_pose_degrees
+    from tqdm import tqdm
+
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
@@ -143,6 +154,10 @@ def cmd_edit(args) -> int:
     if suffix in VIDEO_SUFFIXES and not keyframes:
         raise UsageError(f"{out.name}: a video needs keyframes (--keyframe \"yaw=-20@0\" \"yaw=20@2\" or --animate "
                          f"turn)")
+    if suffix in VIDEO_SUFFIXES:
+        from engine.render import fast_raster
+
+        fast_raster.warm_up(background=True)  # many frames: the compiled rasterizer loads while the photo is fitted
     face = choose_face(args.photo, args.face)
     sess = Session(model=model)
     bar, prog = _progress_bar("fitting", 100)
@@ -213,6 +228,9 @@ def _describe_faces(choices, picked: int | None) -> str:
 def choose_face(photo, number: int | None) -> int | None:
     """``--face N`` (1-based, the faces numbered left to right) → the index ``fit_photo(face=…)`` takes; None: the
     fit's own pick. Several faces and no ``--face``: says which are there and which one is edited (stderr)."""
+    from engine.perception.align import detect_faces, face_choices, pick_face
+    from engine.photo.fit import as_photo
+
     if number is None and not Path(photo).is_file():
         return None  # the fit reports a missing / unreadable photo
     img = as_photo(str(photo))
@@ -270,6 +288,8 @@ def register(sub) -> None:
     p.set_defaults(fn=cmd_edit)
 def embedding_grid(result: EmbedResult, embedder: PhotoEmbedder, edits: dict | None = None) -> torch.Tensor:
     """(3, S, S * n) row: photo crop | reconstruction | each edit (name → function(Coefficients) -> Coefficients)."""
+    import torch
+
     tiles = [torch.from_numpy(result.crop).permute(2, 0, 1).float() / 255, result.reconstruction[0]]
     for fn in (edits or {}).values():
         c = fn(result.coeffs.clone())
@@ -279,6 +299,8 @@ def embedding_grid(result: EmbedResult, embedder: PhotoEmbedder, edits: dict | N
 
 def standard_edits() -> dict:
     """The edits of the before/after grid: yaw −20°, yaw +20°, smile, relit from the side."""
+    from engine.render import light_from_direction
+
     def yaw(deg):
         def f(c):
             y = math.degrees(float(c.pose[0, 0]))

@@ -1,19 +1,24 @@
 """``render`` (the 3DMM), ``grid`` (the README figure) and ``generate`` (the trained generator)."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from engine.cli.common import UsageError, add_set_args, apply_settings, check_size, out_path, settings
-from engine.face.model import Coefficients, default_model
-from engine.generator.networks import load_default_generator
-from engine.io.files import save_image
-from engine.render import FaceRenderer, light_from_direction
+
+if TYPE_CHECKING:
+    import torch
 
 LIGHT_OPTIONS = ("light_azimuth", "light_elevation", "light_intensity", "light_ambient")
 
 
 def cmd_render(args) -> int:
     """Render the 3DMM (the analytic image R(λ)) with named settings."""
+    import torch
+
+    from engine.face.model import default_model
+    from engine.io.files import save_image
+    from engine.render import FaceRenderer
+
     out = out_path(args.output)
     size = check_size(args.size)
     model = default_model()
@@ -42,6 +47,11 @@ def cmd_render(args) -> int:
 def render_grid(size: int = 128, seed: int = 0) -> torch.Tensor:
     """A 4 x 6 grid of 3DMM renders: rows vary identity; columns: neutral, yaw ±35°, jawOpen, smile+blink, side
     light."""
+    import torch
+
+    from engine.face.model import Coefficients, default_model
+    from engine.render import FaceRenderer, light_from_direction
+
     model = default_model()
     rend = FaceRenderer(model)
     g = torch.Generator().manual_seed(seed)
@@ -76,6 +86,8 @@ def render_grid(size: int = 128, seed: int = 0) -> torch.Tensor:
 
 
 def cmd_grid(args) -> int:
+    from engine.io.files import save_image
+
     out = out_path(args.output)
     save_image(out, render_grid(check_size(args.size), args.seed))
     print(f"wrote {out}")
@@ -84,6 +96,11 @@ def cmd_grid(args) -> int:
 
 def cmd_generate(args) -> int:
     """Generate a face with the shipped generator (seeded), with named settings applied, at ``--size``."""
+    import torch
+
+    from engine.generator.networks import load_default_generator
+    from engine.io.files import save_image
+
     out = out_path(args.output)
     size = check_size(args.size)
     gen = load_default_generator()

@@ -8,9 +8,16 @@ bounding box with incremental edge functions, then one pass over the pixels for 
 barycentrics of the winners. Nothing carries a gradient; fitting and training keep the differentiable rasterizer.
 
 The kernels are compiled once per machine (``cache=True``: numba keeps the machine code next to this file, or in
-``NUMBA_CACHE_DIR``) and release the GIL (``nogil=True``), so frames can be drawn from worker threads.
-:func:`warm_up` compiles / loads them off the interactive path. Tensors on a GPU, or a machine without numba, go to
-the torch rasterizer instead.
+``NUMBA_CACHE_DIR``) and release the GIL (``nogil=True``), so frames can be drawn from worker threads. Even cached,
+a process pays ~0.5-1 s of CPU to import numba and load them; the policy:
+
+- by default the first call loads them (benches, tests, library use);
+- :func:`defer` (one-shot CLI commands: a handful of frames) draws with the torch rasterizer until someone asks for
+  the kernels — the results agree (tests/test_fast_raster.py), only the speed differs;
+- :func:`warm_up` loads them now, ``warm_up(background=True)`` in a daemon thread (the editor at start, drive and
+  video export before their frames); frames drawn meanwhile use the torch rasterizer.
+
+Tensors on a GPU, or a machine without numba, go to the torch rasterizer.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ from engine.render.rasterizer import rasterize as _torch_rasterize
 
 _kernels = None
 _lock = threading.Lock()
+_loader: threading.Thread | None = None
+_deferred = False
 Z_NEAR = 1e-3  # the torch rasterizer's near limit (camera depth)
 
 
@@ -143,13 +152,19 @@ def _compile():
     return zbuffer, barycentrics
 
 
+_available: bool | None = None
+
+
 def available() -> bool:
     """Whether numba imports (the compiled path can run)."""
-    try:
-        import numba  # noqa: F401
-    except Exception:
-        return False
-    return True
+    global _available
+    if _available is None:
+        try:
+            import numba  # noqa: F401
+            _available = True
+        except Exception:
+            _available = False
+    return _available
 
 
 def _get_kernels():
@@ -161,14 +176,52 @@ def _get_kernels():
     return _kernels
 
 
-def warm_up() -> float:
-    """Compile (first run on a machine) or load the cached kernels by drawing one triangle; returns seconds."""
+def _load() -> None:
+    """Compile (first run on a machine) or load the cached kernels, and run both once (float32 and float64)."""
+    zbuffer, barycentrics = _get_kernels()
+    tri = np.array([[0, 1, 2]], np.int64)
+    for dt in (np.float32, np.float64):
+        xy = np.array([[[1.0, 1.0], [1.0, 6.0], [6.0, 1.0]]], dt)
+        z = np.full((1, 3), 2.0, dt)
+        fid = np.full((1, 8, 8), -1, np.int64)
+        zbuffer(xy, z, tri, 8, 8, False, fid, np.full((1, 8, 8), np.inf))
+        n = int((fid >= 0).sum())
+        barycentrics(xy, z, tri, fid, np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, 3), dt),
+                     np.zeros((1, 8, 8, 3), dt), np.zeros((1, 8, 8), dt))
+
+
+def ready() -> bool:
+    """Whether the compiled kernels are loaded (rasterize_forward draws with them)."""
+    return _kernels is not None and (_loader is None or not _loader.is_alive())
+
+
+def defer() -> None:
+    """Draw with the torch rasterizer until :func:`warm_up` is called (one-shot commands: the kernels' load would
+    cost more than the few frames gain)."""
+    global _deferred
+    _deferred = True
+
+
+def warm_up(background: bool = False) -> float:
+    """Load the kernels now (returns the seconds it took), or in a daemon thread (returns 0 at once)."""
+    global _loader, _deferred
     import time
 
+    _deferred = False
+    if ready():
+        return 0.0
+    if background:
+        with _lock:
+            if _loader is None:
+                _loader = threading.Thread(target=lambda: available() and _load(), name="fast-raster-warm-up",
+                                           daemon=True)
+                _loader.start()
+        return 0.0
     t0 = time.perf_counter()
-    if available():
-        xy = torch.tensor([[[1.0, 1.0], [1.0, 6.0], [6.0, 1.0]]])
-        rasterize_forward(xy, torch.full((1, 3), 2.0), torch.tensor([[0, 1, 2]]), 8, cull_backfaces=False)
+    if _loader is not None:
+        _loader.join()
+    elif available():
+        _load()
     return time.perf_counter() - t0
 
 
@@ -177,7 +230,7 @@ def rasterize_forward(xy: torch.Tensor, z: torch.Tensor, tris: torch.Tensor, siz
     """:func:`engine.render.rasterizer.rasterize` without gradients, compiled: xy (B, V, 2) pixels, z (B, V) camera
     depth, tris (F, 3), size H or (H, W). The result's tensors carry no gradient (use the torch rasterizer to fit)."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if xy.device.type != "cpu" or not available():
+    if xy.device.type != "cpu" or _deferred or (_loader is not None and _loader.is_alive()) or not available():
         with torch.no_grad():
             return _torch_rasterize(xy.detach(), z.detach(), tris, (h, w), cull_backfaces)
     zbuffer, barycentrics = _get_kernels()
