@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import engine  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import engine  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 
 import torch  # noqa: E402
 

@@ -9,7 +9,10 @@ slower than with one thread (``bench/load.py`` measures it). The rules:
   1 thread on up to 2 cores, otherwise half the cores (at most 4) so a drag and a fit do not fight;
 - ``batch`` (one CLI command): every core that is not already busy — the cores minus the 1-minute load average
   (rounded), at least 1;
-- ``DISCOFACE_THREADS=N`` overrides every rule (a user who knows their machine).
+- ``DISCOFACE_THREADS=N`` overrides every rule (a user who knows their machine);
+- OpenMP waiters sleep (``OMP_WAIT_POLICY=PASSIVE``, set by ``engine/__init__.py`` before torch loads): spinning
+  waiters made 2 threads on 2 busy cores 15x the CPU and 10-30x the wall time of 1 thread; passive, 2 threads cost
+  what 1 does (``bench/photo_latency.py --threads 1 2``).
 
 Entry points call ``setup_entry_point("cli" | "app")`` once: it sets the threads and installs the handlers that
 remove partial outputs on SIGTERM/SIGINT (``engine.io.files.install_cleanup_handlers``).
@@ -78,7 +81,82 @@ def machine_note(threads: int | None = None) -> str:
     except (AttributeError, OSError):
         la = "n/a"
     n = torch.get_num_threads() if threads is None else int(threads)
-    return f"load {la} on {cpu_count()} cores, {n} thread{'s' if n != 1 else ''}"
+    return f"load {la} on {cpu_count()} cores, {n} thread{'s' if n != 1 else ''}, {omp_wait_note()}"
+
+
+def omp_wait_note() -> str:
+    """How torch's OpenMP threads wait (``engine/__init__.py`` asks for PASSIVE before torch loads)."""
+    import engine
+
+    policy = os.environ.get("OMP_WAIT_POLICY", "default").lower()
+    return f"OpenMP wait {policy}" + (" (torch loaded before engine: spinning)" if engine.TORCH_LOADED_FIRST else "")
+
+
+DEVICE_ENV = "DISCOFACE_DEVICE"
+DEVICES = ("cpu", "cuda", "mps")
+
+
+class DeviceSettingError(ValueError):
+    """A bad DISCOFACE_DEVICE value, or a device that is not present."""
+
+
+def cuda_available() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def select_device(requested: str | None = None) -> torch.device:
+    """The compute device: ``requested`` or ``$DISCOFACE_DEVICE`` (cpu | cuda | cuda:N | mps) when given — an absent
+    one is a :class:`DeviceSettingError` with a one-line message —, else the best present: CUDA, Apple MPS, CPU."""
+    from_env = requested is None
+    name = (os.environ.get(DEVICE_ENV, "") if from_env else requested).strip().lower()
+    where = f"{DEVICE_ENV}={name}" if from_env else f"device {name!r}"
+    if not name:
+        return torch.device("cuda" if cuda_available() else "mps" if mps_available() else "cpu")
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise DeviceSettingError(f"{where}: use one of {', '.join(DEVICES)} (or cuda:N)")
+    if kind == "cuda":
+        if not cuda_available():
+            raise DeviceSettingError(f"{where}: torch {torch.__version__} sees no CUDA device here; use "
+                                     f"{DEVICE_ENV}=cpu" + (" or mps" if mps_available() else ""))
+        if index and int(index) >= torch.cuda.device_count():
+            raise DeviceSettingError(f"{where}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if kind == "mps" and not mps_available():
+        raise DeviceSettingError(f"{where}: no Apple MPS device here; use {DEVICE_ENV}=cpu"
+                                 + (" or cuda" if cuda_available() else ""))
+    return torch.device(name)
+
+
+_device: torch.device | None = None
+
+
+def device() -> torch.device:
+    """The process's compute device (:func:`select_device` once; the generator, embedding, fitting and training
+    put their networks there)."""
+    global _device
+    if _device is None:
+        _device = select_device()
+    return _device
+
+
+def device_description(dev: torch.device | None = None) -> str:
+    """One line for the status bar and ``--help``: which device computes, and why."""
+    dev = device() if dev is None else torch.device(dev)
+    if dev.type == "cuda":
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        what = f"GPU {torch.cuda.get_device_name(idx)} (CUDA)"
+    elif dev.type == "mps":
+        what = "Apple GPU (MPS)"
+    else:
+        n = torch.get_num_threads()
+        what = f"CPU ({cpu_count()} cores, {n} thread{'s' if n != 1 else ''})"
+    env = os.environ.get(DEVICE_ENV, "").strip()
+    return what + (f", set by {DEVICE_ENV}={env}" if env else f"; {DEVICE_ENV}=cpu|cuda|mps overrides")
 
 
 def apply_threads(n: int) -> int:
@@ -105,12 +183,10 @@ def setup_entry_point(kind: str) -> int:
     if kind not in ("cli", "app"):
         raise ValueError(f"unknown entry point {kind!r}: 'cli' or 'app'")
     n = configure("batch" if kind == "cli" else "interactive")
-    from engine.render import fast_raster
+    if kind == "cli":  # (the editor loads the compiled rasterizer in its start-up job: app/worker.warm_up_engine)
+        from engine.render import fast_raster
 
-    if kind == "cli":
         fast_raster.defer()  # a few frames: not worth loading the compiled kernels (commands with many ask for them)
-    else:
-        fast_raster.warm_up(background=True)  # the editor: loaded while the window opens, before the first drag
     # the editor ends on Ctrl+C / SIGTERM after cleaning up (its autosave stays, to be offered back at the next
     # start); the CLI keeps Ctrl+C as KeyboardInterrupt ("cancelled", exit 130)
     install_cleanup_handlers(interrupt_raises=(kind == "cli"))

@@ -27,6 +27,17 @@ class _Parser(argparse.ArgumentParser):
             message = "training is not part of the discoface command: run `python -m training --help`"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
+    def format_help(self) -> str:  # the device line imports torch: only when help is shown
+        text = super().format_help()
+        if self.prog != "discoface":
+            return text
+        from engine.runtime import DeviceSettingError, device_description
+
+        try:
+            return f"{text}\ncompute device: {device_description()}\n"
+        except DeviceSettingError as exc:
+            return f"{text}\ncompute device: {exc}\n"
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="discoface", description="DiscoFace studio command line (training: python -m training)")
@@ -42,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_entry_point("cli")
     try:
+        from engine.runtime import device
+
+        device()  # a bad or absent DISCOFACE_DEVICE is one 'error:' line before any work
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)

@@ -14,8 +14,8 @@ a process pays ~0.5-1 s of CPU to import numba and load them; the policy:
 - by default the first call loads them (benches, tests, library use);
 - :func:`defer` (one-shot CLI commands: a handful of frames) draws with the torch rasterizer until someone asks for
   the kernels — the results agree (tests/test_fast_raster.py), only the speed differs;
-- :func:`warm_up` loads them now, ``warm_up(background=True)`` in a daemon thread (the editor at start, drive and
-  video export before their frames); frames drawn meanwhile use the torch rasterizer.
+- :func:`warm_up` loads them now (the editor's start-up job), ``warm_up(background=True)`` in a daemon thread (drive
+  and video export, before their frames); frames drawn meanwhile use the torch rasterizer.
 
 Tensors on a GPU, or a machine without numba, go to the torch rasterizer.
 """
