@@ -13,6 +13,12 @@ Also: the cost of looking for a lost face (around its last box vs the full frame
 keyframes into a session (one ``Session.set_keyframes`` call vs one ``add_keyframe`` per frame).
 
     python bench/drive.py [--photos 00002 00005] [--target 00007] [--frames 150] [--keep DIR] [--quick]
+    python bench/drive.py --speed [--frames 60] [--workers 1 2]
+
+``--speed`` (issue 24): per-frame cost of ``discoface drive`` with start-up taken out — a 1 MP portrait
+(front_man_darkskin_01, 910x1137) driven by a talking-heads clip scaled to 512 px: tracking per frame, rendering +
+writing per frame with 1 and with N render workers (engine/drive/render_pool.py), and end to end (tracking +
+rendering + writing) per frame; printed with the machine's load.
 
 Nothing from the shared data is written into the repository (videos go to a temporary folder, or --keep DIR).
 """
@@ -29,6 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import engine  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -184,8 +191,62 @@ def judge_identity(reference: Path, images: list[Path]) -> list[float]:
     return vals, r.stdout
 
 
+def speed(frames: int, workers_list, keep: Path | None) -> int:
+    """Per-frame cost of a drive, start-up taken out (see the module doc)."""
+    from engine import runtime
+    from engine.drive import drive, track_video
+    from engine.drive.targets import load_target
+    from engine.render import fast_raster
+
+    runtime.apply_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="drive_speed_")) if keep is None else keep
+    work.mkdir(parents=True, exist_ok=True)
+    src = config.data_dir() / "talking-heads" / "talk_man_older_05.mp4"
+    clip = work / "clip512.mp4"
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    out = None
+    for _ in range(frames):
+        ok, fr = cap.read()
+        if not ok:
+            break
+        h, w = fr.shape[:2]
+        s = 512 / max(h, w)
+        fr = cv2.resize(fr, (int(round(w * s)) // 2 * 2, int(round(h * s)) // 2 * 2), interpolation=cv2.INTER_AREA)
+        if out is None:
+            out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), fps, (fr.shape[1], fr.shape[0]))
+        out.write(fr)
+    cap.release()
+    out.release()
+    photo = config.data_dir() / "portraits" / "front_man_darkskin_01.jpg"
+    fast_raster.warm_up()
+    t0 = time.perf_counter()
+    target = load_target(photo)
+    t_target = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    track = track_video(clip)
+    t_track = time.perf_counter() - t0
+    n = track.n_frames
+    print(f"drive speed: {photo.name} ({target.size[0]}x{target.size[1]}) driven by {src.name} at 512 px, {n} frames; "
+          f"target (fit + renderer, start-up) {t_target:.1f} s; {runtime.machine_note()}")
+    print(f"  tracking: {1e3 * t_track / n:.1f} ms/frame (1 thread)", flush=True)
+    for workers in workers_list:
+        os.environ["DISCOFACE_RENDER_WORKERS"] = str(workers)
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = drive(clip, target, work / f"out_w{workers}.mp4", track=track, keep_audio=False)
+        wall = time.perf_counter() - t0
+        print(f"  {workers} render worker{'s' if workers > 1 else ''}: rendering + writing "
+              f"{1e3 * res.seconds['rendering'] / n:.1f} ms/frame (this process's CPU "
+              f"{1e3 * (time.process_time() - c0) / n:.1f} ms/frame); end to end (tracking + rendering + writing) "
+              f"{1e3 * (t_track + wall) / n:.1f} ms/frame = {n / (t_track + wall):.1f} frames/s; "
+              f"{runtime.machine_note()}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--speed", action="store_true", help="per-frame cost of a drive with 1 and N render workers")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="--speed: render worker counts")
     ap.add_argument("--photos", nargs="*", default=["00002", "00004", "00008"],
                     help="ffhq-samples with an unoccluded mouth (00005 holds a microphone over it)")
     ap.add_argument("--target", default="00007")
@@ -197,6 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the videos in")
     ap.add_argument("--quick", action="store_true", help="one photo (00002), 96 frames")
     args = ap.parse_args(argv)
+    if args.speed:
+        return speed(args.frames if args.frames != 160 else 60, args.workers, args.keep)
     if args.quick:
         args.photos, args.frames = args.photos[:1], min(args.frames, 96)
     torch.set_num_threads(1)

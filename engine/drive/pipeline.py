@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from engine.drive.errors import DriveCancelled, DriveError
+from engine.drive.render_pool import render_frames
 from engine.drive.retargeting import retarget, retarget_placement
 from engine.drive.targets import Target, load_target
 from engine.drive.track import Track, track_video
@@ -135,6 +136,12 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
               head_motion=not expression_only, relative_expression=relative_expression)
     n = track.n_frames
     audio_src = info.path if keep_audio and info.has_audio else None
+
+    def render(i: int):
+        move = None if expression_only or keep_placement else retarget_placement(track, i, pose_strength)
+        return target.render(retarget(target.coeffs, track, i, **kw), move)
+
+    frames = render_frames(render, n)  # in parallel when worth it; forks: before the writers open their pipes
     writers = [VideoWriter(output, track.fps, audio_src, n)]
     if sbs is not None:
         writers.append(VideoWriter(sbs, track.fps, audio_src, n))
@@ -144,8 +151,7 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
         for i in range(n):
             if cancel_fn is not None and cancel_fn():
                 raise DriveCancelled("cancelled")
-            move = None if expression_only or keep_placement else retarget_placement(track, i, pose_strength)
-            img = target.render(retarget(target.coeffs, track, i, **kw), move)
+            img = next(frames)
             writers[0].append(img)
             if sources is not None:
                 src = next(sources, None)
@@ -165,6 +171,7 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
             w.abort()
         raise
     finally:
+        frames.close()
         if sources is not None:
             sources.close()
     times["rendering"] = time.perf_counter() - t0

@@ -1,0 +1,44 @@
+"""Parallel rendering of a drive's frames: same frames, in order, bounded, workers stopped on close."""
+import os
+
+import numpy as np
+import pytest
+
+from engine.drive import render_pool
+
+BIG = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
+
+
+def _frame(i):
+    return np.roll(BIG, i, axis=1) ^ np.uint8(i), os.getpid()
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_workers_render_every_frame_in_order():
+    n = 23
+    seq = [f for f, _ in render_pool.render_frames(_frame, n, workers=1)]
+    out = list(render_pool.render_frames(_frame, n, workers=2))
+    assert len(out) == n
+    for i, (img, pid) in enumerate(out):
+        assert np.array_equal(img, seq[i]), i
+    assert os.getpid() not in {pid for _, pid in out}  # drawn by the workers, not here
+
+
+def test_short_clips_and_one_worker_stay_in_process(monkeypatch):
+    out = list(render_pool.render_frames(_frame, render_pool.MIN_FRAMES - 1, workers=4))
+    assert {pid for _, pid in out} == {os.getpid()}
+    monkeypatch.setenv(render_pool.ENV, "1")
+    assert render_pool.default_workers() == 1
+    monkeypatch.setenv(render_pool.ENV, "two")
+    with pytest.raises(ValueError, match="DISCOFACE_RENDER_WORKERS"):
+        render_pool.default_workers()
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_closing_early_stops_the_workers():
+    it = render_pool.render_frames(_frame, 1000, workers=2)
+    first = [next(it) for _ in range(3)]
+    assert [np.array_equal(f, _frame(i)[0]) for i, (f, _) in enumerate(first)] == [True] * 3
+    pool = it.gi_frame.f_locals["pool"]
+    it.close()
+    assert all(not p.is_alive() for p in pool._pool)
