@@ -42,3 +42,33 @@ def test_closing_early_stops_the_workers():
     pool = it.gi_frame.f_locals["pool"]
     it.close()
     assert all(not p.is_alive() for p in pool._pool)
+
+
+def _cv_frame(i):
+    import cv2
+
+    img = cv2.GaussianBlur(np.roll(BIG, i, axis=0), (0, 0), 2.0)
+    return cv2.resize(img, (256, 256), interpolation=cv2.INTER_CUBIC), os.getpid()
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_workers_survive_opencv_used_with_threads_before_the_fork():
+    import cv2
+
+    cv2.setNumThreads(2)
+    for i in range(20):  # the parent's OpenCV pool has been busy
+        _cv_frame(i)
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("the render workers hung after the fork")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        out = list(render_pool.render_frames(_cv_frame, 12, workers=2))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert all(np.array_equal(img, _cv_frame(i)[0]) for i, (img, _) in enumerate(out))
+    assert cv2.getNumThreads() == 2  # restored in the parent

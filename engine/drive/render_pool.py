@@ -42,11 +42,9 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
-    import cv2
     import torch
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    torch.set_num_threads(1)  # (OpenCV's pool is already at one thread: set in the parent before the fork)
 
 
 def _render_one(i: int) -> tuple[int, np.ndarray]:
@@ -65,9 +63,18 @@ def render_frames(render: Callable[[int], np.ndarray], n: int, workers: int | No
     from engine.render import fast_raster
 
     fast_raster.warm_up()  # loaded (or its loader thread joined) before the fork: no thread holds a lock then
+    import cv2
+
     _job = render
-    pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
-    _job = None  # the workers have their copy
+    # OpenCV's thread pool does not survive a fork (a worker calling cv2.setNumThreads hung on the parent's pool
+    # lock): shrink it to the calling thread before forking, restore it after
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
+    finally:
+        cv2.setNumThreads(cv_threads)
+        _job = None  # the workers have their copy
     return _ordered(pool, n, workers)
 
 

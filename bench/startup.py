@@ -1,0 +1,64 @@
+"""Start-up of the command line (issue 24): fresh processes, wall and CPU time (user + sys of the child).
+
+    python bench/startup.py [--photo PATH] [--repeat 3]
+
+Rows: ``import engine.cli`` (building the parser imports no torch), ``discoface --help`` (prints the compute device,
+so it imports torch), ``import torch`` alone (the floor of any command that computes), and a cold ``discoface edit``
+of a 1 MP photo (front_man_darkskin_01, 910x1137: fit + one edited frame written as PNG). Median of ``--repeat``.
+On a machine shared with other jobs wall time includes waiting for a core (the load is printed); CPU time does not.
+For where an edit's time goes: ``python -X importtime -c "import engine.cli"`` and cProfile with
+``time.process_time`` around ``engine.cli.main``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main(argv=None) -> int:
+    from engine import config
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photo", type=Path, default=config.data_dir() / "portraits" / "front_man_darkskin_01.jpg")
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args(argv)
+    py = sys.executable
+    cli = "import sys; from engine.cli import main; sys.exit(main())"
+    out = Path(tempfile.mkdtemp(prefix="startup_")) / "edit.png"
+    rows = [("import engine.cli", [py, "-c", "import engine.cli"]),
+            ("discoface --help", [py, "-c", cli, "--help"]),
+            ("import torch", [py, "-c", "import torch"]),
+            (f"discoface edit ({a.photo.name}) cold", [py, "-c", cli, "edit", str(a.photo), "--set", "yaw=10",
+                                                       "smile=0.5", "-o", str(out)])]
+    print(f"start-up, fresh processes, median of {a.repeat}; load {'/'.join(f'{v:.1f}' for v in os.getloadavg())} "
+          f"on {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"{'case':42s} {'wall s':>7s} {'CPU s':>7s}")
+    for name, cmd in rows:
+        res = [run(cmd) for _ in range(a.repeat)]
+        print(f"{name:42s} {statistics.median(r[0] for r in res):7.2f} {statistics.median(r[1] for r in res):7.2f}"
+              f"   (load now {os.getloadavg()[0]:.1f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
