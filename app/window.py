@@ -6,12 +6,13 @@ session back to render); see the hop list in ``engine/editing/session.py``.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QMainWindow, QMessageBox, QProgressDialog, QPushButton, QScrollArea, QSpinBox,
@@ -32,6 +33,7 @@ from .worker import Job, RenderRequest, RenderThread, warm_up_engine
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BUNDLED_PHOTO = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain
+MESH_MIN_INTERVAL_S = 0.12  # drag / playback frames update the mesh panel at most this often (final frames always)
 PLAY_MAX_SIDE = 384  # photo mode playback frames (drag previews: 512, engine.editing.frames.DRAG_MAX_SIDE)
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
 
@@ -95,6 +97,11 @@ class MainWindow(QMainWindow):
         self.view.choiceClicked.connect(self.choose_face)
         self.mesh = MeshPanel(self.session.model.triangles.numpy())
         self.worker.prepare = self._prepare_mesh  # the panel's buffers are made in the render thread
+        self._mesh_pending = None
+        self._mesh_shown_at = 0.0
+        self._mesh_timer = QTimer(self)
+        self._mesh_timer.setSingleShot(True)
+        self._mesh_timer.timeout.connect(self._show_pending_mesh)
         left = QSplitter(Qt.Vertical)
         image_box = QWidget()
         ib = QVBoxLayout(image_box)
@@ -532,6 +539,17 @@ class MainWindow(QMainWindow):
             f = self.last_frame
             self.mesh.show_geometry(self.mesh.prepare(f.vertices, f.landmarks3d, f.triangles))
 
+    def _show_pending_mesh(self) -> None:
+        """Draw the newest mesh (GL paints are the GUI thread's dearest step on a software renderer)."""
+        self._mesh_timer.stop()
+        pending, self._mesh_pending = self._mesh_pending, None
+        if pending is None or not self.mesh_visible:
+            return
+        geometry, coeffs = pending
+        self.mesh.show_geometry(geometry)
+        self.mesh.set_light(**light_params(coeffs))  # the mesh panel lit like the image
+        self._mesh_shown_at = time.monotonic()
+
     def _prepare_mesh(self, frame):
         """Render thread: the mesh panel's positions and normals for this frame (None while the panel is hidden)."""
         if not self.mesh_visible:
@@ -558,8 +576,12 @@ class MainWindow(QMainWindow):
             self.view.set_before(None if photo is None else photo.fit.image)
             self.before_btn.setEnabled(photo is not None)
         if geometry is not None and self.mesh_visible:
-            self.mesh.show_geometry(geometry)
-            self.mesh.set_light(**light_params(req.snapshot.coeffs))  # the mesh panel lit like the image
+            self._mesh_pending = (geometry, req.snapshot.coeffs)
+            wait = MESH_MIN_INTERVAL_S - (time.monotonic() - self._mesh_shown_at)
+            if req.final or wait <= 0:
+                self._show_pending_mesh()
+            elif not self._mesh_timer.isActive():  # drags and playback: the panel follows at most ~8 times a second
+                self._mesh_timer.start(int(wait * 1000) + 1)
         kind = "full" if req.final else "drag preview"
         h, w = frame.image.shape[:2]
         self.status_frame.setText(f"frame {frame.ms:.0f} ms ({w}×{h} px, {kind})"

@@ -271,6 +271,21 @@ def child(args) -> int:
         return (job is None or not job.running) and win.settled and win.session.photo is not None
 
     step("open", lambda: win.open_photo(str(photo)), job_done)
+    if args.fake_render:  # diagnosis: frames cost a sleep (no GIL held) instead of the photo renderer
+        real = win.session.render_snapshot
+        canned = {}
+
+        def fake(snap, size=None, final=True, view="auto"):
+            key = (size, final, view)
+            if key not in canned:
+                canned[key] = real(snap, size, final=final, view=view)
+            time.sleep(args.fake_render / 1000)
+            f = canned[key]
+            return type(f)(**{**f.__dict__, "vertices": f.vertices + 0.0})
+        win.session.render_snapshot = fake
+    if args.mesh_frozen:  # diagnosis: the panel stays on screen but is never updated
+        win.mesh.show_geometry = lambda g: None
+
     res["photo"] = f"{photo.name} {win.session.photo.size[0]}x{win.session.photo.size[1]}"
 
     # 40-step yaw drag, each step waits for its frame
@@ -384,6 +399,10 @@ def main(argv=None) -> int:
     ap.add_argument("--export-frames", type=int, default=12)
     ap.add_argument("--no-mesh", action="store_true", help="hide the mesh panel (View menu)")
     ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval in ms (experiment)")
+    ap.add_argument("--fake-render", type=float, metavar="MS",
+                    help="diagnosis: each frame sleeps MS instead of rendering (no GIL held)")
+    ap.add_argument("--mesh-frozen", action="store_true",
+                    help="diagnosis: the mesh panel stays visible but is not updated (what its GL paints cost)")
     ap.add_argument("--trace", action="store_true", help="sample where the GUI thread is during late heartbeats")
     ap.add_argument("--display", help="an X display to use instead of starting Xvfb")
     ap.add_argument("--out", default=str(REPO / "out" / "gui_heartbeat"))

@@ -1,6 +1,7 @@
 """The editor stays live (issue 22): the mesh panel's per-frame work happens off the GUI thread and costs only
 buffers; topology changes (full head ↔ face model) keep the right triangles; heavy steps run in jobs."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +128,25 @@ def test_photo_playback_asks_for_smaller_frames(qtbot, window):
     window.timeline.play_btn.setChecked(False)
     settle(qtbot, window)
     assert window.last_shown_request.final and window.last_shown_request.size is None
+
+
+def test_drag_frames_update_the_mesh_panel_at_most_every_interval(qtbot, window, monkeypatch):
+    import app.window as appwin
+
+    monkeypatch.setattr(appwin, "MESH_MIN_INTERVAL_S", 10.0)  # a long interval: the throttle is plain to see
+    window._mesh_shown_at = time.monotonic()
+    n = window.mesh.updates
+    slider = window.sliders["yaw"]
+    slider.slider.setSliderDown(True)
+    for v in (5, 10, 15, 20):
+        slider.set_user_value(v)
+        settle(qtbot, window)
+    assert window.mesh.updates == n  # drag frames wait for the interval (the image is shown at once)
+    assert window._mesh_timer.isActive()
+    slider.slider.setSliderDown(False)  # the final frame: the panel at once, with the final mesh
+    settle(qtbot, window)
+    assert window.mesh.updates == n + 1 and not window._mesh_timer.isActive()
+    last = window.last_frame
+    from app.widgets import to_panel
+
+    assert np.allclose(window.mesh._last.positions, to_panel(last.vertices))
