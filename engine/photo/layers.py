@@ -84,6 +84,7 @@ NECK_BOX_WIDTH = 0.75  # face widths
 TEXTURE_FACTOR = 1e9  # busier than this × the border band's texture (75th percentile): hair
 GUIDED_EPS = 1e-3
 MIN_ALPHA = 0.02
+REFLECT_MARGIN = 0.04  # face widths: the mirror takes the background from beyond this margin around the head
 REFLECT_DEPTH = 0.25  # face widths over which the plate's mirrored background fades into the smooth fill
 DEPTH_SMOOTH = 0.02  # of the grid side: low-pass of the depth continued off the mesh
 SHELL_CM = 0.5  # hair sits this much in front of the rim's depth
@@ -115,11 +116,15 @@ def _fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     return pull_push(values.astype(np.float32), known.astype(np.float32))
 
 
-def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth: float) -> np.ndarray:
+def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth: float, margin: int = 0
+                  ) -> np.ndarray:
     """Inside ``hole`` (photo px): the background mirrored across the hole's nearest edge (keeps its texture: a
     smooth fill next to a textured background reads as a ghost of the old outline), fading over ``depth`` px into
     ``smooth`` (the pull-push fill) deeper inside, where the mirror lands in the hole or off the photo."""
     h, w = hole.shape
+    if margin > 0:  # mirror from beyond a margin around the hole: stray hair wisps live right at its edge
+        hole = cv2.dilate(hole.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1,) * 2)
+                          ) > 0
     if not hole.any() or hole.all():
         return smooth
     dist, lab = cv2.distanceTransformWithLabels(hole.astype(np.uint8), cv2.DIST_L2, 5,
@@ -276,7 +281,8 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
     photo = image[y0:y1, x0:x1]
     pf = photo.astype(np.float32)
     hs = up_(hole_soft)[..., None]
-    fill_p = _reflect_fill(photo, hs[..., 0] > 0.5, up_(fill_a).reshape(bh, bw, -1), REFLECT_DEPTH * fw * a_step)
+    fill_p = _reflect_fill(photo, hs[..., 0] > 0.5, up_(fill_a).reshape(bh, bw, -1), REFLECT_DEPTH * fw * a_step,
+                           int(REFLECT_MARGIN * fw * a_step))
     plate_f = pf * (1 - hs) + fill_p * hs
     alpha = up_(cv2.GaussianBlur(matte_a, (0, 0), 0.7))
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
