@@ -45,7 +45,7 @@ import torch  # noqa: E402
 from engine import config  # noqa: E402
 
 TURNS = (-20, -10, 10, 20)
-SHEET_TILE = 208
+SHEET_TILE = 168
 SHEET_ROWS = 12
 
 

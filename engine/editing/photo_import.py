@@ -12,6 +12,7 @@ exceptions (``PhotoFitCancelled``, ``EmbedCancelled``, ``FitCancelled``) into :c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -111,7 +112,9 @@ class PhotoSource:
 
     def describe(self) -> str:
         w, h = self.size
-        return f"{Path(self.path).name} ({w}×{h} px)"
+        yaw, pitch = (math.degrees(float(v)) for v in self.fit.coeffs.pose[0, :2])
+        # the photo's own pose: photo edits turn relative to it (engine/editing/controls.py)
+        return f"{Path(self.path).name} ({w}×{h} px, own pose yaw {yaw:+.0f}° pitch {pitch:+.0f}°)"
 
     def summary(self) -> str:
         nme = self.fit.landmark_nme

@@ -5,11 +5,15 @@ into the edited photo:
 
 1. the target head (face region + neck, back of head, mouth, eyes) is rasterised on a work grid around the face;
    every covered pixel gets the photo position its surface point had in the fit (:mod:`engine.photo.flow`);
-2. the displacement is continued smoothly outside the head and faded out (hair and neck follow, background stays);
-3. the original photo is resampled (``cv2.remap``) through the upsampled flow, only inside the affected box;
+2. off the mesh, the layered photo (:mod:`engine.photo.layers`, built once per photo): for a turn, the head layer's
+   3D points (hair, ears, outline, neck top) are splatted to the target pose and the head layer is composed over the
+   background plate (what the head uncovers is background, never a stretched outline); for other edits (or with
+   ``layers=False``) the displacement is continued smoothly outside the head and faded out;
+3. the photo (with layers: the head layer's colour and matte) is resampled once (``cv2.remap``) through the
+   upsampled flow, only inside the affected box;
 4. what the photo never showed is filled: the mouth interior from the model (:mod:`engine.photo.fill`; its edge
    drawn at photo resolution on large photos), skin a turn reveals from its mirror point on the face (a second
-   remap, shading corrected; elsewhere the rim is stretched);
+   remap, shading corrected), skin the photo saw only edge-on from the model under the photo's light;
 5. light and albedo edits multiply the skin by a low-passed shading ratio (:mod:`engine.photo.relight`).
 
 The sharp frame (``max_side=None``) is resampled bicubically on a ``WORK_RES`` grid; drag previews (``max_side``
@@ -353,6 +357,8 @@ class PhotoRenderer:
         # hidden skin (ramped in), and skin the photo saw only at a grazing angle: a turn stretches it into streaks
         grazing = ((UNSEEN_FACING - self._n0z) / (UNSEEN_FACING - GRAZING_FULL)).clamp(0, 1) * skin.float()
         self._model_w = torch.maximum(((hs[:, 0] - 0.5) * 2.0).clamp(0, 1) * hid[:, 0], grazing)
+        # the face proper only: on the scalp a short crop of hair passes for skin (a pale patch on the temple)
+        self._model_w[NARROW_FACE_VERTICES:] = 0.0
         col0 = self.albedo0 * relight.irradiance(n0, self.coeffs0.light[0]).clamp_min(0)
         face = torch.zeros_like(skin)
         face[:NARROW_FACE_VERTICES] = True
