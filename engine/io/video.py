@@ -18,6 +18,10 @@ from engine.io.files import OutputError, make_parent, output_error, temporary_be
 
 __all__ = ["Mp4Writer", "even_frame", "ffmpeg_exe"]
 
+# x264's "veryfast" instead of its default "medium": a 910x1136 drive frame costs 17 instead of 52 ms of CPU to
+# encode, at 43.9 instead of 45.2 dB PSNR to the frames sent and a slightly smaller file (40 frames; issue 24)
+X264_PRESET = "veryfast"
+
 
 def ffmpeg_exe() -> str:
     """The ffmpeg executable that ``imageio_ffmpeg`` ships."""
@@ -61,7 +65,8 @@ class Mp4Writer:
             self.shape = a.shape
             self._w = imageio_ffmpeg.write_frames(str(self.tmp), (a.shape[1], a.shape[0]), fps=self.fps,
                                                   codec="libx264", pix_fmt_out="yuv420p", quality=8,
-                                                  macro_block_size=1, ffmpeg_log_level="error")
+                                                  macro_block_size=1, ffmpeg_log_level="error",
+                                                  output_params=["-preset", X264_PRESET])
             self._w.send(None)
         elif a.shape != self.shape:
             raise self.error(f"frame {self.count} has size {a.shape[:2]}, the first had {self.shape[:2]}")
