@@ -14,6 +14,7 @@ from engine.runtime import setup_entry_point
 
 from .dialogs import SessionGuard, offer_restore
 from .window import MainWindow
+from .worker import load_before_showing
 
 
 class StartError(ValueError):
@@ -41,6 +42,7 @@ def build(argv: list[str], autosave: Autosave | None = None, ask_restore=None) -
         session = Session()
     except ValueError as exc:  # face model missing / unreadable
         raise StartError(f"cannot start the editor: {str(exc).strip().splitlines()[0]}") from None
+    load_before_showing()  # GIL-bound loads while no window is visible yet (the start-up job does the rest)
     win = MainWindow(session, display_size=args.size)
     win.guard = SessionGuard(win, autosave)
     orphan = offer_restore(win, win.guard.autosave.orphans(), ask_restore)

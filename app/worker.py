@@ -172,6 +172,18 @@ class Job(QObject):
         return self._started and not self._finished
 
 
+def load_before_showing() -> None:
+    """What must load before the window is shown: dlib's detector and landmark predictor hold Python's lock for the
+    whole of their ~1-2.5 s load, so loaded in a background job they would freeze the visible window instead."""
+    from engine.perception import dlib_files
+
+    for step in (dlib_files.detector, dlib_files.landmark_predictor):
+        try:
+            step()
+        except (OSError, ValueError, RuntimeError):  # missing files: the open-photo job reports them properly
+            pass
+
+
 def warm_up_engine(model, progress=None, cancel=None) -> None:
     """Load now, in a start-up job, what opening the first photo would otherwise load (dlib's detector and landmark
     predictor, R-Net, the head model, the compiled rasterizer): those loads hold Python's lock for seconds, which would

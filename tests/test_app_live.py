@@ -150,3 +150,22 @@ def test_drag_frames_update_the_mesh_panel_at_most_every_interval(qtbot, window,
     from app.widgets import to_panel
 
     assert np.allclose(window.mesh._last.positions, to_panel(last.vertices))
+
+
+def test_dlib_loads_before_the_window_is_shown(qtbot, face_model, monkeypatch):
+    """dlib's loads hold the GIL for seconds: the editor's entry point does them before showing the window, not in
+    the start-up job (where they froze the visible window)."""
+    import app.main
+    from engine.perception import dlib_files
+
+    calls = []
+    real = dlib_files.detector
+    monkeypatch.setattr(dlib_files, "detector", lambda: calls.append(threading.current_thread()
+                                                                     is threading.main_thread()) or real())
+    monkeypatch.setattr(app.main, "Session", lambda: Session(model=face_model, generator=None))
+    win = app.main.build(["--size", "64"], ask_restore=lambda o: False)
+    qtbot.addWidget(win)
+    assert calls and calls[0] is True and not win.isVisible()
+    qtbot.waitUntil(lambda: win.ready, timeout=60000)
+    win.guard.ask = lambda: "discard"
+    win.close()
