@@ -296,6 +296,12 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
     fga = np.empty((bh, bw, 4), np.uint8)
     fga[..., :3] = np.clip(fg_rgb + 0.5, 0, 255)
     fga[..., 3] = np.clip(alpha * 255 + 0.5, 0, 255)
+    # where the head colour had to be clipped (a plate far from the photo under a soft edge), the plate takes the
+    # rest: a head layer that does not move gives the photo back
+    aq = fga[..., 3:4].astype(np.float32) / 255.0
+    soft = (aq > 0) & (aq < 1)
+    fix = (pf - fga[..., :3].astype(np.float32) * aq) / np.maximum(1 - aq, 1e-3)
+    plate_f = np.where(soft, np.clip(fix, 0, 255), plate_f)
     plate = np.clip(plate_f + 0.5, 0, 255).astype(np.uint8)
     tm["photo_res"] = time.perf_counter() - t2
     out = PhotoLayers((x0, y0, x1, y1), plate, fga, time.perf_counter() - t0, tm)
