@@ -17,7 +17,7 @@ keyframes into a session (one ``Session.set_keyframes`` call vs one ``add_keyfra
 
 ``--speed`` (issue 24): per-frame cost of ``discoface drive`` with start-up taken out — a 1 MP portrait
 (front_man_darkskin_01, 910x1137) driven by a talking-heads clip scaled to 512 px: tracking per frame, rendering +
-writing per frame with 1 and with N render workers (engine/drive/render_pool.py), and end to end (tracking +
+writing per frame with 1 and with N render workers (engine/render/frame_pool.py), and end to end (tracking +
 rendering + writing) per frame; printed with the machine's load.
 
 Nothing from the shared data is written into the repository (videos go to a temporary folder, or --keep DIR).

@@ -1,6 +1,7 @@
 """Photo mode latency: slider → frame for ``PhotoRenderer.render`` (issue 13), wall and CPU time, p50/p95.
 
     python bench/photo_latency.py [--reps 40] [--threads 1 2]
+    python bench/photo_latency.py --animate [1 2]   (the animated turn's frames, 1 and 2 render worker processes)
 
 Cases (targets on 2 cores): a 512 px photo dragged (``max_side=512``, as the editor's drag preview asks: p95 ≤ 25 ms)
 and its sharp frame (``max_side=None``, no target), a 1024 px photo dragged (``max_side=512``, ≤ 50 ms), a 2048 px
@@ -65,11 +66,42 @@ def measure(renderer: PhotoRenderer, coeffs, max_side):
     return pct(wall, 50), pct(wall, 95), pct(cpu, 50), pct(cpu, 95)
 
 
+def animate(workers_list, n: int = 49, size: int = 512) -> int:
+    """``discoface edit astronaut.jpg --animate turn --size 512 -o turn.mp4``'s frames without the encoder: the
+    session's keyframe frames (Session.iter_frames) with 1 and N render worker processes, per frame."""
+    import resource
+
+    from engine.cli.common import add_keyframes, parse_keyframes
+    from engine.editing.session import Session
+
+    runtime.apply_threads(1)
+    sess = Session()
+    sess.open_photo(str(config.ASSETS_DIR / "astronaut.jpg"), how="photo")
+    add_keyframes(sess, parse_keyframes([], "turn", sess.model.exp_names, False))
+    list(sess.iter_frames(2, size))  # warm
+    print(f"animated turn of the astronaut photo, {n} frames at {size} px (no encoding); {runtime.machine_note()}")
+    for w in workers_list:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0, c0 = time.perf_counter(), time.process_time()
+        frames = list(sess.iter_frames(n, size, workers=w))
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        kids = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        print(f"  {w} worker{'s' if w > 1 else ''}: {1e3 * wall / n:.1f} ms/frame wall, CPU per frame: this process "
+              f"{1e3 * (time.process_time() - c0) / n:.1f} ms, workers {1e3 * kids / n:.1f} ms ({len(frames)} frames "
+              f"of {frames[0].shape[1]}x{frames[0].shape[0]}); {runtime.machine_note()}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--animate", type=int, nargs="*", metavar="WORKERS",
+                    help="instead: the animated turn's frames at 512 px with these render worker counts (default 1 2)")
     a = ap.parse_args(argv)
+    if a.animate is not None:
+        return animate(a.animate or [1, 2])
     torch.set_num_threads(1)
     renderers = []
     fits: dict[int, tuple] = {}

@@ -183,10 +183,6 @@ def setup_entry_point(kind: str) -> int:
     if kind not in ("cli", "app"):
         raise ValueError(f"unknown entry point {kind!r}: 'cli' or 'app'")
     n = configure("batch" if kind == "cli" else "interactive")
-    if kind == "cli":  # (the editor loads the compiled rasterizer in its start-up job: app/worker.warm_up_engine)
-        from engine.render import fast_raster
-
-        fast_raster.defer()  # a few frames: not worth loading the compiled kernels (commands with many ask for them)
     # the editor ends on Ctrl+C / SIGTERM after cleaning up (its autosave stays, to be offered back at the next
     # start); the CLI keeps Ctrl+C as KeyboardInterrupt ("cancelled", exit 130)
     install_cleanup_handlers(interrupt_raises=(kind == "cli"))

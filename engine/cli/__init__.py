@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from engine.render import fast_raster
     from engine.runtime import setup_entry_point
 
     setup_entry_point("cli")
+    fast_raster.defer()  # a few frames: not worth loading the compiled kernels (commands with many ask for them)
     try:
         from engine.runtime import device
 

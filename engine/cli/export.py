@@ -9,7 +9,7 @@ from engine.cli.common import ANIMATIONS, UsageError, add_keyframe_args, add_key
 
 def cmd_export(args) -> int:
     from engine.editing.session import Session
-    from engine.io.export import export_sequence, format_for
+    from engine.io.export import MAX_FRAMES, export_sequence, format_for
     from tqdm import tqdm
 
     from engine.render import fast_raster
@@ -23,11 +23,15 @@ def cmd_export(args) -> int:
         raise UsageError(f"{Path(args.session).name} has no keyframes: give them with --keyframe \"yaw=-20@0\" "
                          f"\"yaw=20@2\" or --animate {'|'.join(ANIMATIONS)}")
     n = args.frames if args.frames is not None else max(1, int(round(sess.duration * float(args.fps))) + 1)
+    if not 1 <= n <= MAX_FRAMES:  # checked before the render workers start
+        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, got {n}")
+    frames = sess.iter_frames(n, size, workers=None)  # in parallel (engine.render.frame_pool): forks here
     bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
     try:
-        out = export_sequence(sess, args.to, fps=args.fps, n_frames=n, size=size,
+        out = export_sequence(frames, args.to, fps=args.fps, n_frames=n, size=size,
                               progress=lambda d, t: bar.update(d - bar.n))
     finally:
+        frames.close()
         bar.close()
     print(f"wrote {out} ({n} frames, {sess.mode_text})")
     return 0

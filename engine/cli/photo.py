@@ -201,11 +201,13 @@ def cmd_edit(args) -> int:
         sess.save(out)
     elif suffix in VIDEO_SUFFIXES:
         n = max(1, int(round(sess.duration * float(args.fps))) + 1)
+        frames = sess.iter_frames(n, size, workers=None)  # in parallel (engine.render.frame_pool): forks here
         bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
         try:
-            export_sequence(sess, out, fps=args.fps, n_frames=n, size=size,
+            export_sequence(frames, out, fps=args.fps, n_frames=n, size=size,
                             progress=lambda d, t: bar.update(d - bar.n))
         finally:
+            frames.close()
             bar.close()
     else:
         frame = sess.render_snapshot(sess.state, size)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from engine.drive.errors import DriveCancelled, DriveError
-from engine.drive.render_pool import render_frames
+from engine.render.frame_pool import render_frames
 from engine.drive.retargeting import retarget, retarget_placement
 from engine.drive.targets import Target, load_target
 from engine.drive.track import Track, track_video

@@ -294,12 +294,20 @@ class Session:
             raise SessionError("the number of frames must be at least 1")
         return frame_times(self.state.keyframes, n_frames)
 
-    def iter_frames(self, n_frames: int, size: int | None = None) -> Iterator[np.ndarray]:
-        """uint8 images along the keyframes (for export; photo mode: at the photo's resolution)."""
+    def frame_at(self, t: float, size: int | None = None, snap: Snapshot | None = None) -> np.ndarray:
+        """The uint8 image of the keyframes at ``t`` (of ``snap``'s keyframes; default the current state's)."""
+        snap = self.state if snap is None else snap
+        c, n = interpolate(snap.keyframes, t)
+        return self.render_snapshot(snap.edited(coeffs=c, noise=n), size).image
+
+    def iter_frames(self, n_frames: int, size: int | None = None, workers: int | None = 1) -> Iterator[np.ndarray]:
+        """uint8 images along the keyframes (for export; photo mode: at the photo's resolution). ``workers``: render
+        processes (:mod:`engine.render.frame_pool`; None: one per core); they fork at this call."""
+        from engine.render.frame_pool import render_frames
+
         snap = self.state
-        for t in self.keyframe_times(n_frames):
-            c, n = interpolate(snap.keyframes, t)
-            yield self.render_snapshot(snap.edited(coeffs=c, noise=n), size).image
+        times = self.keyframe_times(n_frames)
+        return render_frames(lambda i: self.frame_at(times[i], size, snap), len(times), workers)
 
     # -- rendering ---------------------------------------------------------------------------------------------- #
     def render_snapshot(self, snap: Snapshot, size: int | None = None, final: bool = True,

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from engine.drive import render_pool
+from engine.render import frame_pool as render_pool
 
 BIG = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
 
@@ -72,3 +72,17 @@ def test_workers_survive_opencv_used_with_threads_before_the_fork():
         signal.signal(signal.SIGALRM, old)
     assert all(np.array_equal(img, _cv_frame(i)[0]) for i, (img, _) in enumerate(out))
     assert cv2.getNumThreads() == 2  # restored in the parent
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_session_export_frames_from_workers_match(face_model):
+    from engine.editing.session import Session
+
+    sess = Session(model=face_model, generator=None)
+    for t, yaw in ((0.0, -20.0), (1.0, 20.0)):
+        sess.set_controls({"yaw": yaw, "smile": 0.5 * t})
+        sess.add_keyframe(t)
+    one = list(sess.iter_frames(10, 64, workers=1))
+    two = sess.iter_frames(10, 64, workers=2)
+    assert all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
+    assert not np.array_equal(one[0], one[-1])

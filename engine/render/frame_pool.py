@@ -1,4 +1,4 @@
-"""Render a drive's frames in parallel once tracking is done: they are independent.
+"""Render independent frames in parallel: a drive's once tracking is done, an exported animation's keyframes.
 
 Worker *processes* (forked after the target and the track exist, so they inherit both without pickling; each runs
 torch and OpenCV on one thread) render frame indices handed out in order; the parent yields the images in frame
