@@ -85,6 +85,7 @@ TEXTURE_FACTOR = 1e9  # busier than this × the border band's texture (75th perc
 GUIDED_EPS = 1e-3
 MIN_ALPHA = 0.02
 REFLECT_MARGIN = 0.04  # face widths: the mirror takes the background from beyond this margin around the head
+REFLECT_MAX_SIDE = 768  # px: the mirrored plate is made on a copy at most this large
 REFLECT_DEPTH = 0.25  # face widths over which the plate's mirrored background fades into the smooth fill
 DEPTH_SMOOTH = 0.02  # of the grid side: low-pass of the depth continued off the mesh
 SHELL_CM = 0.5  # hair sits this much in front of the rim's depth
@@ -281,8 +282,18 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
     photo = image[y0:y1, x0:x1]
     pf = photo.astype(np.float32)
     hs = up_(hole_soft)[..., None]
-    fill_p = _reflect_fill(photo, hs[..., 0] > 0.5, up_(fill_a).reshape(bh, bw, -1), REFLECT_DEPTH * fw * a_step,
-                           int(REFLECT_MARGIN * fw * a_step))
+    smooth = up_(fill_a).reshape(bh, bw, -1)
+    k = min(1.0, REFLECT_MAX_SIDE / max(bh, bw))  # large photos: mirrored on a copy (what it fills is out of focus)
+    if k < 1.0:
+        size = (max(1, round(bw * k)), max(1, round(bh * k)))
+        small = _reflect_fill(cv2.resize(photo, size, interpolation=cv2.INTER_AREA),
+                              cv2.resize(hs[..., 0], size, interpolation=cv2.INTER_AREA) > 0.5,
+                              cv2.resize(smooth, size, interpolation=cv2.INTER_AREA), REFLECT_DEPTH * fw * a_step * k,
+                              int(REFLECT_MARGIN * fw * a_step * k))
+        fill_p = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_LINEAR)
+    else:
+        fill_p = _reflect_fill(photo, hs[..., 0] > 0.5, smooth, REFLECT_DEPTH * fw * a_step,
+                               int(REFLECT_MARGIN * fw * a_step))
     plate_f = pf * (1 - hs) + fill_p * hs
     alpha = up_(cv2.GaussianBlur(matte_a, (0, 0), 0.7))
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
@@ -296,12 +307,6 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
     fga = np.empty((bh, bw, 4), np.uint8)
     fga[..., :3] = np.clip(fg_rgb + 0.5, 0, 255)
     fga[..., 3] = np.clip(alpha * 255 + 0.5, 0, 255)
-    # where the head colour had to be clipped (a plate far from the photo under a soft edge), the plate takes the
-    # rest: a head layer that does not move gives the photo back
-    aq = fga[..., 3:4].astype(np.float32) / 255.0
-    soft = (aq > 0) & (aq < 1)
-    fix = (pf - fga[..., :3].astype(np.float32) * aq) / np.maximum(1 - aq, 1e-3)
-    plate_f = np.where(soft, np.clip(fix, 0, 255), plate_f)
     plate = np.clip(plate_f + 0.5, 0, 255).astype(np.uint8)
     tm["photo_res"] = time.perf_counter() - t2
     out = PhotoLayers((x0, y0, x1, y1), plate, fga, time.perf_counter() - t0, tm)

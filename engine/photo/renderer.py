@@ -300,12 +300,12 @@ class PhotoRenderer:
         disp = np.where(cov[..., None], disp, ext * fall[..., None]).astype(np.float32)
         layer_cover = layer_solid = None
         gl = self.grid_layers
-        if gl is not None:
-            layer_cover = np.ones((res, res), np.float32)
-            if placement is not None or not torch.equal(c.pose, self.coeffs0.pose):
-                sd, hit = gl.splat(c.pose[0], placement)
-                disp = np.where(cov[..., None], disp, sd).astype(np.float32)
-                layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
+        # the layered photo when the head moves (a turn, a driven placement); other edits warp the photo itself (a
+        # static head layer over the plate would only add rounding at the matte's soft edge)
+        if gl is not None and (placement is not None or not torch.equal(c.pose, self.coeffs0.pose)):
+            sd, hit = gl.splat(c.pose[0], placement)
+            disp = np.where(cov[..., None], disp, sd).astype(np.float32)
+            layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
             layer_solid = (hidden * cov).astype(np.float32)
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
