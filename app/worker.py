@@ -190,14 +190,11 @@ def warm_up_engine(model, progress=None, cancel=None) -> None:
     freeze the window in the middle of the user's first open."""
     from engine.face.head import default_head
     from engine.perception import dlib_files
+    from engine.perception.rnet import default_rnet
     from engine.render import fast_raster
 
-    steps = [dlib_files.detector, dlib_files.landmark_predictor, lambda: default_head(model), fast_raster.warm_up]
-    try:
-        from engine.perception.rnet import default_rnet
-        steps.insert(2, default_rnet)
-    except ImportError:
-        pass
+    steps = [dlib_files.detector, dlib_files.landmark_predictor, default_rnet, lambda: default_head(model),
+             fast_raster.warm_up]
     for i, step in enumerate(steps):
         if cancel is not None and cancel():
             return
