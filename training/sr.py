@@ -60,13 +60,14 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return xp.view_as(x)
 
 
-def degrade(hr: torch.Tensor, lr_res: int, blur_max: float, noise_max: float, g: torch.Generator | None = None
-            ) -> torch.Tensor:
-    """The 64 px input the upsampler learns from: blur (σ ~ U(0, blur_max) at the high resolution, half the
-    images), area-downsample, colour noise (σ ~ U(0, noise_max) per pixel and channel, a third of the images)."""
+def degrade(hr: torch.Tensor, lr_res: int, blur_max: float, noise_max: float, g: torch.Generator | None = None,
+            blur_p: float = 0.5, blur_min: float = 0.0) -> torch.Tensor:
+    """The 64 px input the upsampler learns from: blur (σ ~ U(blur_min, blur_max) at the high resolution, a share
+    ``blur_p`` of the images), area-downsample, colour noise (σ ~ U(0, noise_max) per pixel and channel, a third of
+    the images)."""
     b = hr.shape[0]
     u = torch.rand(b, 3, generator=g)
-    sigma = torch.where(u[:, 0] < 0.5, u[:, 1] * blur_max, torch.zeros(b))
+    sigma = torch.where(u[:, 0] < blur_p, blur_min + u[:, 1] * (blur_max - blur_min), torch.zeros(b))
     x = gaussian_blur(hr, sigma) if blur_max > 0 else hr
     x = F.interpolate(x, size=(lr_res, lr_res), mode="area")
     if noise_max > 0:
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--id-every", type=int, default=4)
     ap.add_argument("--r1-gamma", type=float, default=0.1)
     ap.add_argument("--blur-max", type=float, default=1.2, help="largest blur σ (128 px) of the degradation")
+    ap.add_argument("--blur-p", type=float, default=0.5, help="share of the pairs that are blurred")
+    ap.add_argument("--blur-min", type=float, default=0.0, help="smallest blur σ of a blurred pair")
     ap.add_argument("--noise-max", type=float, default=0.04, help="largest colour-noise σ ([-1, 1] units)")
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             hr = to_pm1(train[idx])
             flip = torch.rand(args.batch, generator=g) < 0.5
             hr = torch.where(flip.view(-1, 1, 1, 1), hr.flip(-1), hr)
-            lr = degrade(hr, 64, args.blur_max, args.noise_max, g)
+            lr = degrade(hr, 64, args.blur_max, args.noise_max, g, args.blur_p, args.blur_min)
             gen = None
             if fg is not None:
                 with torch.no_grad():
