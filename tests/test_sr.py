@@ -196,7 +196,7 @@ def test_sr_training_runs_resumes_and_exports(tmp_path, monkeypatch, face_model,
     out = tmp_path / "run"
     args = ["sr", "--out", str(out), "--generator", str(gen), "--batch", "2", "--gen-batch", "2", "--steps", "3",
             "--adv-start", "1", "--channels", "8", "--blocks", "1", "--up-channels", "4", "--val-every", "2",
-            "--cons-free-eyes", "--ckpt-minutes", "0", "--patch", "16"]
+            "--cons-free-eyes", "--ckpt-minutes", "0", "--patch", "16", "--eye-colour-weight", "0.01"]
     assert cli(args) == 0
     log = (out / "log.txt").read_text()
     assert "run 1: step 0" in log and "val at step 2" in log and "final checkpoint at step 3" in log
@@ -210,3 +210,22 @@ def test_sr_training_runs_resumes_and_exports(tmp_path, monkeypatch, face_model,
     assert sr.cfg["channels"] == 8 and json.loads(sr.meta["training"])["step"] == 5
     assert cli(["sr", "--out", str(tmp_path / "empty"), "--resume"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_eye_colour_excess_flags_magenta_and_teal_not_skin():
+    from training.sr import eye_colour_excess, rgb_to_lab
+
+    skin_rgb = torch.tensor([0.80, 0.60, 0.50])
+    def img(rgb):
+        return (rgb.view(1, 3, 1, 1).expand(1, 3, 8, 8) * 2 - 1).clone()
+    skin_ab = rgb_to_lab(img(skin_rgb) * 0.5 + 0.5)[:, 1:, 0, 0]
+    eye = torch.zeros(1, 1, 8, 8)
+    eye[..., 2:5, 2:6] = 1
+    assert eye_colour_excess(img(skin_rgb), eye, skin_ab, 15, 12) == 0
+    assert eye_colour_excess(img(skin_rgb * 0.5), eye, skin_ab, 15, 12) == 0  # darker lids: fine
+    magenta = eye_colour_excess(img(torch.tensor([0.75, 0.35, 0.65])), eye, skin_ab, 15, 12)
+    teal = eye_colour_excess(img(torch.tensor([0.35, 0.65, 0.65])), eye, skin_ab, 15, 12)
+    assert magenta > 5 and teal > 5
+    x = img(torch.tensor([0.75, 0.35, 0.65])).requires_grad_(True)
+    eye_colour_excess(x, eye, skin_ab, 15, 12).backward()
+    assert x.grad[..., 0, 0].abs().sum() == 0 and x.grad[..., 3, 3].abs().sum() > 0  # only inside the eye region
