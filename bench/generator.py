@@ -1,4 +1,4 @@
-"""Generator goals (issue 15) for old and new weights side by side, and generator speed.
+"""Generator goals (issues 15, 25) for old and new weights side by side, and generator speed.
 
     python bench/generator.py [--old FILE] [--new FILE] [--n 48] [--threads 1] [--save-dir DIR]   # goal numbers
     python bench/generator.py --speed [--threads 2] [--repeat 60] [--train-kimg 0.16] [--no-train]
@@ -12,7 +12,14 @@ Goal numbers, per generator file (48 random faces at ψ=0.7 and the generator's 
   at the same size; the judge's ``sharpness`` measure);
 * **mouth interior**: mean RGB inside the inner-lip polygon (the 3DMM's own landmarks 60–67) with ``jawOpen`` = 0.8,
   beside the same measure on UTKFace test crops whose prepared landmarks show an open mouth; "purple" = B − G;
-* **FID-id**, **yaw error**, **identity kept**: ``training.evaluate`` (FID-id against 512 held-out crops, 128 px).
+* **FID-id**, **yaw error**, **identity kept**: ``training.evaluate`` (FID-id against 512 held-out crops, 128 px);
+* **colour outliers** (issue 25): per face, the eye regions' shift from the face's own skin colour towards magenta /
+  teal and the border ring's mean a*b* and band-pass chroma (:func:`colour_stats`), outside the real photos' 1–99 %
+  (and 5–95 %) range, the range taken from every other one of 800 held-out crops and the real rate measured on the rest.
+
+Each generator is measured at its native size (with ``--old-sr`` / ``--new-sr`` an upsampler file is attached;
+by default the shipped generator comes with the shipped upsampler, ``assets/face_sr.safetensors``); ``--seed`` picks
+new random faces, ``--fast`` skips the R-Net / identity / FID-id columns.
 
 
 Latency uses the shipped generator (assets/generator.safetensors) when its resolution matches, otherwise randomly

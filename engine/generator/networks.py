@@ -10,6 +10,9 @@ conditioned on the coefficients plus a noise latent, with attribute-preserving t
   4x4 constant with modulated/demodulated 3x3 convs, per-layer noise, skip RGB outputs. Channel widths fall with
   resolution (the editor's latency budget: ~30 ms at 128 px on two CPU cores, batch 1).
 * :class:`FaceGenerator` — decoders + G_ema + the identity-mean latent w̄_id for truncation; what the app uses.
+  With the 2× face upsampler (``engine/generator/sr.py``, ``assets/face_sr.safetensors``, attached by
+  :func:`load_default_generator`) its native output is twice G's size; ``upsample=False`` (or no upsampler file)
+  gives G's own image.
 
 Truncation (DESIGN §1): w_id = mapping(identity coefficients only; expression/light/pose and noise zero),
 w' = w + (1 − ψ)(w̄_id − w_id) on the first ``trunc_layers`` (8: everything up to 32 px) of the per-layer ws.
