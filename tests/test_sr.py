@@ -210,6 +210,11 @@ def test_sr_training_runs_resumes_and_exports(tmp_path, monkeypatch, face_model,
     assert sr.cfg["channels"] == 8 and json.loads(sr.meta["training"])["step"] == 5
     assert cli(["sr", "--out", str(tmp_path / "empty"), "--resume"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
+    for bad in (["--batch", "0"], ["--patch", "3"], ["--gen-batch", "-1"]):
+        assert cli(["sr", "--out", str(tmp_path / "bad")] + bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "Traceback" not in err
+    assert not (tmp_path / "bad" / "sr_ckpt.safetensors").exists()
 
 
 def test_eye_colour_excess_flags_magenta_and_teal_not_skin():

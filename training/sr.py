@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--export", default=None, help="write the EMA upsampler here (face_sr.safetensors) and exit")
     args = ap.parse_args(argv)
+    if args.batch < 1 or args.gen_batch < 0 or not (args.patch == 0 or 8 <= args.patch <= 64) or args.steps < 0:
+        print("error: --batch must be >= 1, --gen-batch >= 0, --patch 0 or 8..64, --steps >= 0", file=sys.stderr)
+        return 2
     if args.patch and args.id_weight > 0:
         print("error: --id-weight needs whole faces (--patch 0)", file=sys.stderr)
         return 2
