@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gen_batch > 0:
         from engine.generator.networks import FaceGenerator, load_default_generator
 
-        fg = FaceGenerator.load(args.generator) if args.generator else load_default_generator()
+        fg = FaceGenerator.load(args.generator) if args.generator else load_default_generator(upsampler=False)
         if fg is None or fg.resolution != 64:
             print("error: the generator faces need a 64 px generator (--generator)", file=sys.stderr)
             return 1
