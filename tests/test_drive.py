@@ -548,3 +548,32 @@ def test_drive_dialog_runs_opens_the_track_and_cancels(qtbot, clip, model, tmp_p
     job = dlg.start_drive(bad, tmp_path / "dlg3.mp4")
     qtbot.waitUntil(lambda: not job.running, timeout=60000)
     assert dlg.last_error == "bad.mp4: the file is empty"
+
+
+def test_cli_placement_and_expression_flags_reach_the_drive(monkeypatch, tmp_path):
+    """``--keep-placement`` keeps the photo's head placement, ``--absolute-expression`` turns the (default) relative
+    expression off; without them the head moves and the expression is relative."""
+    import argparse
+    from types import SimpleNamespace
+
+    import engine.drive
+    from engine.cli.drive import add_drive_parser
+    from engine.render import fast_raster
+
+    seen = []
+
+    def fake_drive(video, target, output, **kw):
+        seen.append(kw)
+        return SimpleNamespace(summary=lambda: "ok", side_by_side=None, track_file=None,
+                               track=SimpleNamespace(notes=[]))
+
+    monkeypatch.setattr(engine.drive, "drive", fake_drive)
+    monkeypatch.setattr(fast_raster, "warm_up", lambda **k: None)
+    ap = argparse.ArgumentParser()
+    add_drive_parser(ap.add_subparsers())
+    base = ["drive", "--video", "v.mp4", "--target", "t.jpg", "-o", str(tmp_path / "o.mp4")]
+    for extra in ([], ["--keep-placement", "--absolute-expression"]):
+        args = ap.parse_args(base + extra)
+        assert args.fn(args) == 0
+    assert seen[0]["keep_placement"] is False and seen[0]["relative_expression"] is True
+    assert seen[1]["keep_placement"] is True and seen[1]["relative_expression"] is False
