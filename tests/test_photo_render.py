@@ -340,7 +340,10 @@ def test_side_light_changes_the_photo_as_much_as_the_model_render(synth_renderer
         photo = synth_fit.image.astype(float)
         photo_change = np.abs((out + 0.5) / (photo + 0.5) - 1)[mask].mean()
         assert model_change > 0.1
-        assert 0.7 * model_change < photo_change < 1.3 * model_change, (az, photo_change, model_change)
+        # (the key + ambient relighting of issue 21 is not the SH render's ratio, and brightening stops where a
+        # saturated colour of this synthetic texture would leave the gamut: 0.5x is still well above the 0.44x of the
+        # gamma-weakened application this test guards against)
+        assert 0.5 * model_change < photo_change < 1.3 * model_change, (az, photo_change, model_change)
         below = np.zeros_like(mask)
         below[int(a.landmarks[0, 8, 1]) + 20:] = True  # well below the chin: the neck keeps the photo's shading
         below &= a.mask[0, 0].numpy() > 0.5

@@ -54,9 +54,10 @@ LID_BULGE = 0.8  # share of the lit skin colour in the middle of a closed lid
 LASH = 0.08  # eye widths above the upper margin kept rigid (the lash line)
 IRIS_RADIUS = 0.21  # eye widths (an 11.7 mm iris in a ~28 mm wide eye opening)
 EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
-GAZE_MAX_DEG = {"horizontal": 32.0, "up": 22.0, "down": 25.0}  # rotation at an expression weight of 1
+GAZE_MAX_DEG = {"horizontal": 45.0, "up": 25.0, "down": 28.0}  # rotation at an expression weight of 1
 GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against a wide-open photo is clipped)
 SCLERA_SHADOW = 0.3  # revealed sclera this much darker under the lid and in the corners
+IRIS_U_MARGIN = 0.28  # the moved iris centre stays this far (eye widths) from the corners
 BOX_MARGIN = 0.25  # eye widths beyond the corners
 
 
@@ -221,7 +222,7 @@ class EyeLayer:
         iris = np.where(core[..., None], patch, plain)
         a_iris = np.clip((r - np.sqrt(d2)) + 0.5, 0, 1).astype(np.float32)
         # sclera plate: the photo where visible and not iris, sclera colour elsewhere (soft edges)
-        vis = cv2.GaussianBlur((core & ~(d2 < (1.15 * r) ** 2)).astype(np.float32), (0, 0), max(0.6, 0.02 * w))
+        vis = cv2.GaussianBlur((core & ~(d2 < (1.3 * r) ** 2)).astype(np.float32), (0, 0), max(0.6, 0.02 * w))
         # revealed sclera darkens toward the lid above it (its shadow) and the corners
         u, v = uv[..., 0], uv[..., 1]
         above = np.clip((eye["up"](np.clip(u, 0, 1)) - v) / (0.2 * fr.width), 0, 1)
@@ -373,6 +374,13 @@ class EyeLayer:
         shift = R * math.sin(math.radians(h_deg)) * ax - R * math.sin(math.radians(v_deg)) * fr.normal
         cos_h = max(math.cos(math.radians(h_deg)), 0.3)
         cx, cy = ball["centre"]
+        # the iris stays inside the opening (turned further, an eyeball shows the iris at the corner, not under it)
+        tu = fr.to_uv(np.array([[(cx + shift[0]) / s, (cy + shift[1]) / s]]))[0, 0]
+        cu = fr.to_uv(np.array([[cx / s, cy / s]]))[0, 0]
+        lim = IRIS_U_MARGIN
+        if (tu < lim and tu < cu) or (tu > 1 - lim and tu > cu):
+            keep = (np.clip(tu, lim, 1 - lim) - cu) / (tu - cu) if abs(tu - cu) > 1e-6 else 0.0
+            shift = shift * float(np.clip(keep, 0.0, 1.0))
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         # iris pixel (x, y) shows the source iris at the centre + the offset un-foreshortened
         sx = cx + (xs + 0.5 - cx - shift[0]) / cos_h - x0 - 0.5

@@ -128,14 +128,15 @@ def apply_ratio(region: np.ndarray, ratio: np.ndarray) -> np.ndarray:
 # visibility is a soft shadow map of the head mesh from the key's direction (nose, brows, the jaw on the neck). The
 # per-vertex ratio target/fitted is grey (luminance): the photo's chroma is kept; a change of the light's colour
 # multiplies by the per-channel ambient colour ratio on top.
-KEY_MIN = 1.0  # key irradiance (peak) at least this x the ambient irradiance
+KEY_MIN = 1.1  # key irradiance (peak) at least this x the ambient irradiance
 SHADOW_RES = 160  # shadow-map pixels across the head
 SHADOW_BIAS_CM = 0.6  # depth bias (cm) before a point counts as shadowed
 SHADOW_SOFT_CM = 1.2  # ... and the depth over which it fades in (soft shadows)
 SHADOW_BLUR = 2.0  # shadow-map pixels: soft edges
-SHADOW_DEPTH = 0.8  # a shadowed point keeps 1 - SHADOW_DEPTH of the key (skin scatters light into its shadows)
+SHADOW_DEPTH = 0.6  # a shadowed point keeps 1 - SHADOW_DEPTH of the key (skin scatters light into its shadows)
 SHADOW_SMOOTHING = 4  # neighbour-averaging passes over the per-vertex visibility
 KEY_RATIO_RANGE = (0.3, 2.2)
+KEY_EXPOSURE = 1.05  # the turned key's face exposure over the fitted one's
 KEY_BLEND_DEG = 20.0  # slider turn over which the key goes from the fitted direction to the slider's
 _FRONT = torch.tensor([0.0, 0.0, 1.0])
 
@@ -257,7 +258,8 @@ def key_vertex_ratio(head: HeadModel, normals: torch.Tensor, posed: torch.Tensor
         # a turned key keeps the face's exposure (the camera's auto-exposure would): the lit side brightens, the
         # far side darkens; intensity and ambient sliders still change it
         face = skin & (normals[:, 2] > 0.3)
-        e1 = e1 * (key_shading(normals, {**s1, "dir": s0["dir"]}, v0)[face].mean() / e1[face].mean().clamp_min(1e-6))
+        e1 = e1 * (KEY_EXPOSURE * key_shading(normals, {**s1, "dir": s0["dir"]}, v0)[face].mean()
+                   / e1[face].mean().clamp_min(1e-6))
     floor = DENOM_FLOOR * e0[skin].median().clamp_min(1e-3)
     r = (e1.clamp_min(0) / torch.maximum(e0, floor)).unsqueeze(1)
     col0 = s0["ambient"] / s0["ambient"].mean().clamp_min(1e-6)
@@ -270,7 +272,11 @@ def key_vertex_ratio(head: HeadModel, normals: torch.Tensor, posed: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------- applying on luminance
+GAMUT_TOL = 2.5  # Lab a*b* change a brightened pixel may take from clipping
+GAMUT_STEPS = 4  # halvings of a brightening that would leave the gamut
+AB_FOLLOW = 0.1  # a*b* scale with (L1 / L) ** AB_FOLLOW (0: chroma kept exactly)
 STORED_GAMMA = 2.2  # stored values ≈ linear light ** (1 / 2.2)
+SKIN_BLUR = 0.012  # blur of the skin probability (share of the relit box): no mottling on textured skin
 SKIN_CHROMA_K = 3.0  # Mahalanobis distance (a*, b*) from the photo's skin at which the relighting is ~halved
 SKIN_DARK_SIGMAS = 2.5  # pixels darker than the skin's median L by more than this many sigmas (hair, beard) fade out
 
@@ -325,21 +331,38 @@ def apply_ratio_luminance(region: np.ndarray, ratio: np.ndarray, skin: SkinModel
     grey = ratio.mean(-1)
     if skin is not None:
         p = skin.probability(lab)
-        p = cv2.GaussianBlur(p, (0, 0), max(1.0, 0.004 * max(p.shape)))  # no speckle where skin meets shadow
+        p = cv2.GaussianBlur(p, (0, 0), max(2.0, SKIN_BLUR * max(p.shape)))  # no speckle where skin meets shadow
         grey = 1.0 + (grey - 1.0) * p
-    L = lab[..., 0]
+    L = lab[..., 0].copy()
     y = np.where(L > 8.0, ((L + 16.0) / 116.0) ** 3, L / 903.3)
     # the ratio is in the photo's stored (gamma-encoded) units, like the fit's model; Y is linear light
     grey = np.power(np.maximum(grey, 1e-3), STORED_GAMMA)
     yr = y * grey
     y1 = np.where(grey > 1.0, y + _shoulder(yr) - _shoulder(y), yr)
     L1 = np.clip(116.0 * _lum_f(np.maximum(y1, 0)) - 16.0, 0, 100)
-    # a darker pixel with the same a*b* looks more saturated: a*b* follow L a little (a quarter, in log)
-    s = np.where(L > 1.0, np.power(np.clip(L1 / np.maximum(L, 1e-3), 0.3, 3.0), 0.25), 1.0)
-    lab[..., 0] = L1
+    # a darker pixel with the same a*b* looks more saturated: a*b* follow L a little (AB_FOLLOW, in log)
+    s = np.where(L > 1.0, np.power(np.clip(L1 / np.maximum(L, 1e-3), 0.3, 3.0), AB_FOLLOW), 1.0)
     lab[..., 1] *= s
     lab[..., 2] *= s
+    lab[..., 0] = L1
     out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    # a brightened saturated pixel (orange skin) leaves the gamut: OpenCV clips a channel and the colour shifts.
+    # Such pixels are brightened less: the share t of the change of L that survives the round trip (halvings), made
+    # smooth over the image (a per-pixel share mottled textured skin), then applied once
+    t = np.ones(L.shape, np.float32)
+    for _ in range(GAMUT_STEPS):
+        back = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)
+        bad = (np.abs(back[..., 1:] - lab[..., 1:]).max(-1) > GAMUT_TOL) & (L1 > L)
+        if not bad.any():
+            break
+        t = np.where(bad, 0.5 * t, t)
+        lab[..., 0] = L + t * (L1 - L)
+        out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    if t.min() < 1.0:
+        k = max(1, int(round(0.01 * max(t.shape))))
+        t = cv2.GaussianBlur(cv2.erode(t, np.ones((2 * k + 1, 2 * k + 1), np.uint8)), (0, 0), 2.0 * k)
+        lab[..., 0] = L + t * (L1 - L)
+        out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     colour = ratio / np.maximum(ratio.mean(-1, keepdims=True), 1e-6)
     if np.abs(colour - 1).max() > 1e-3:
         out = out * colour
