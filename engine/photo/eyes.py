@@ -57,7 +57,7 @@ EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
 GAZE_MAX_DEG = {"horizontal": 45.0, "up": 25.0, "down": 28.0}  # rotation at an expression weight of 1
 GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against a wide-open photo is clipped)
 SCLERA_SHADOW = 0.3  # revealed sclera this much darker under the lid and in the corners
-IRIS_U_MARGIN = 0.28  # the moved iris centre stays this far (eye widths) from the corners
+IRIS_U_MARGIN = 0.2  # the moved iris centre stays this far (eye widths) from the corners
 BOX_MARGIN = 0.25  # eye widths beyond the corners
 
 
