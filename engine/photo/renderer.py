@@ -682,9 +682,9 @@ class PhotoRenderer:
         mm[..., 1] -= ly
         head = cv2.remap(fg, mm, None, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
         a = head[..., 3].astype(np.float32) * (1.0 / 255.0) * up(f.layer_cover, box)
-        a = np.maximum(a, np.clip(up(f.layer_solid, box) * 1.5, 0, 1))[..., None]
-        return np.clip(region.astype(np.float32) * (1 - a) + head[..., :3].astype(np.float32) * a + 0.5, 0, 255
-                       ).astype(np.uint8)
+        a = np.ascontiguousarray(np.maximum(a, np.clip(up(f.layer_solid, box) * 1.5, 0, 1)), np.float32)
+        # region·(1 − a) + head·a, rounded, in one C pass (the numpy float blend was ~40 % of a 2048 px frame)
+        return cv2.blendLinear(np.ascontiguousarray(head[..., :3]), region, a, 1.0 - a)
 
     def _compose_fill(self, base, lf, g, box, sx, sy, interp, up, region) -> np.ndarray:
         """One hook's :class:`~engine.photo.layers.LayerFill` over ``region``."""
