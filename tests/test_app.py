@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
+from tests.qtwindow import open_window, settle  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
@@ -13,18 +14,9 @@ SIZE = 96
 
 @pytest.fixture
 def window(qtbot, face_model):
-    from app.window import MainWindow
-
-    w = MainWindow(Session(model=face_model, generator=None), display_size=SIZE, drag_size=48)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.settled and w.last_frame is not None, timeout=20000)
+    w = open_window(qtbot, face_model, SIZE, 48)
     yield w
     w.close()
-
-
-def settle(qtbot, w):
-    qtbot.waitUntil(lambda: w.settled, timeout=20000)
 
 
 def direct(face_model, **edits):

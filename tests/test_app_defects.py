@@ -6,6 +6,7 @@ import json
 import pytest
 
 pytest.importorskip("pytestqt")
+from tests.qtwindow import open_window, settle  # noqa: E402
 from PySide6.QtWidgets import QSlider  # noqa: E402
 
 from engine.editing.controls import ControlError, lookup  # noqa: E402
@@ -16,18 +17,9 @@ SIZE = 64
 
 @pytest.fixture
 def window(qtbot, face_model):
-    from app.window import MainWindow
-
-    w = MainWindow(Session(model=face_model, generator=None), display_size=SIZE, drag_size=32)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.settled and w.last_frame is not None, timeout=20000)
+    w = open_window(qtbot, face_model, SIZE, 32)
     yield w
     w.close()
-
-
-def settle(qtbot, w):
-    qtbot.waitUntil(lambda: w.settled, timeout=20000)
 
 
 def test_new_random_face_drops_the_old_keyframes(face_model):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
+from tests.qtwindow import open_window, settle  # noqa: E402
 
 from engine.editing.session import Session  # noqa: E402
 from engine.io.mesh import VertexNormals, vertex_normals  # noqa: E402
@@ -16,18 +17,9 @@ SIZE = 96
 
 @pytest.fixture
 def window(qtbot, face_model):
-    from app.window import MainWindow
-
-    w = MainWindow(Session(model=face_model, generator=None), display_size=SIZE, drag_size=48)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.settled and w.last_frame is not None, timeout=20000)
+    w = open_window(qtbot, face_model, SIZE, 48)
     yield w
     w.close()
-
-
-def settle(qtbot, w):
-    qtbot.waitUntil(lambda: w.settled, timeout=20000)
 
 
 def test_vertex_normals_match_the_engines_torch_normals(face_model, head):
