@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tile", type=int, default=150)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default=None, help="comma-separated name prefixes (docs/ sheets: --only astronaut)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from engine import runtime
@@ -148,6 +149,8 @@ def main(argv=None) -> int:
 
     J = load_judge()
     photos = photo_set(args.quick)
+    if args.only:
+        photos = [(n, im) for n, im in photos if n.startswith(tuple(args.only.split(",")))]
     rows, tiles = [], []
     t_all = time.perf_counter()
     for name, img in photos:
