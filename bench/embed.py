@@ -2,7 +2,7 @@
 grid.
 
     python bench/embed.py [--generator assets/generator.safetensors] [--utk 10] [--steps 100] [--threads 1]
-                          [--grid docs/embed_grid.png] [--json cache/bench_embed.json]
+                          [--grid out/embed_grid.png] [--json cache/bench_embed.json]
 
 Photos: the 10 ffhq-samples and ``--utk`` held-out UTKFace photos (the "test" list of ``utkface/splits.json``, evenly
 spaced). For each photo it prints
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--grid", default=str(config.REPO_ROOT / "docs" / "embed_grid.png"))
+    # local only (out/ is git-ignored): the grid shows ffhq and UTKFace photos, which are never committed
+    ap.add_argument("--grid", default=str(config.REPO_ROOT / "out" / "embed_grid.png"))
     ap.add_argument("--grid-rows", type=int, default=6)
     ap.add_argument("--paste", default=str(config.cache_dir() / "embed_paste.png"),
                     help="for the first photo: photo | reconstruction pasted | yaw +20 pasted | relit and smile "

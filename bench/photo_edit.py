@@ -185,8 +185,9 @@ def latency(fit, max_side, reps: int) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------------- figure
-def figure(path: Path, judge: Judge | None = None) -> None:
-    """photo | GAN-embed edit | photo-mode edit, for yaw +20, smile, jawOpen 0.5, relight; 4 photos."""
+def figure(path: Path, judge: Judge | None = None, test_photos: bool = False) -> None:
+    """photo | GAN-embed edit | photo-mode edit, for yaw +20, smile, jawOpen 0.5, relight: the bundled astronaut, plus
+    3 ffhq samples with ``test_photos`` (those may not be redistributed: for a local figure under out/ only)."""
     from engine.editing.paste import paste_into_photo
     from engine.generator.embed import PhotoEmbedder
     from engine.generator.networks import load_default_generator
@@ -200,7 +201,7 @@ def figure(path: Path, judge: Judge | None = None) -> None:
     emb = PhotoEmbedder(gen) if gen is not None else None
     ff = config.ffhq_samples_dir() / "images"
     rows_src = [("astronaut", load_image(config.ASSETS_DIR / "astronaut.jpg"))] + [
-        (f"ffhq{i:05d}", load_image(ff / f"{i:05d}.png")) for i in (0, 3, 7)]
+        (f"ffhq{i:05d}", load_image(ff / f"{i:05d}.png")) for i in ((0, 3, 7) if test_photos else ())]
 
     def edit_fns():
         def yaw(c):
@@ -284,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(config.cache_dir() / "bench_photo_edit.json"))
     ap.add_argument("--figure", default=None, help="also write the side-by-side figure (e.g. docs/photo_edit.png)")
     ap.add_argument("--figure-only", action="store_true")
+    ap.add_argument("--figure-test-photos", action="store_true",
+                    help="add 3 ffhq rows to the figure (local only: test data is never committed)")
     ap.add_argument("--save-edits", default=None, help="folder to save every edited photo (PNG) for a look")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -294,7 +297,7 @@ def main(argv=None) -> int:
     from engine.photo.renderer import PhotoRenderer
 
     if args.figure_only:
-        figure(Path(args.figure))
+        figure(Path(args.figure), test_photos=args.figure_test_photos)
         return 0
     judge = Judge()
     photos = photo_set(args.quick, args.utk)
@@ -416,7 +419,7 @@ def main(argv=None) -> int:
         write_json_atomic(args.json, {"summary": summary, "rows": rows})
         print(f"wrote {args.json}")
     if args.figure:
-        figure(Path(args.figure), judge)
+        figure(Path(args.figure), judge, test_photos=args.figure_test_photos)
     return 0
 
 
