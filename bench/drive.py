@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import config  # noqa: E402
+from judgetool import judge_path  # noqa: E402  (bench/ is the script folder)
 
 FRAME_W, FRAME_H = 640, 480
 FPS = 30.0
@@ -177,7 +178,7 @@ def keyframe_write_cost(n_values=(300, 1800)) -> list[tuple]:
 
 
 def judge_identity(reference: Path, images: list[Path]) -> list[float]:
-    judge = config.REPO_ROOT.parent / "shared" / "tools" / "judge.py"
+    judge = judge_path()
     r = subprocess.run([sys.executable, str(judge), "identity", str(reference)] + [str(p) for p in images],
                        capture_output=True, text=True)
     vals = []

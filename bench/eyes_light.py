@@ -18,7 +18,6 @@ of every edit; < 2 MB).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import statistics
@@ -28,11 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import engine  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import config  # noqa: E402
+from judgetool import load_judge  # noqa: E402  (bench/ is the script folder)
 
 EDITS = {
     "blink": {"blink": 1.0},
@@ -44,14 +45,6 @@ EDITS = {
     "jaw": {"jawOpen": 0.5},
 }
 TEETH_DA, TEETH_DB = (-4.0, 8.0), (-4.0, 22.0)
-
-
-def load_judge():
-    path = config.data_dir().parent / "tools" / "judge.py"
-    spec = importlib.util.spec_from_file_location("judge", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def photo_set(quick: bool) -> list[tuple[str, np.ndarray]]:

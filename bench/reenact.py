@@ -35,16 +35,13 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine import config  # noqa: E402
+from judgetool import judge_path, load_judge  # noqa: E402  (bench/ is the script folder)
 
 SERIES = ("eye opening", "iris x", "head x", "head size", "yaw", "roll")
 
 
 def clips_dir() -> Path:
     return config.data_dir() / "talking-heads"
-
-
-def judge_path() -> Path:
-    return config.REPO_ROOT.parent / "shared" / "tools" / "judge.py"
 
 
 def read_frames(path: Path, n: int | None = None) -> list[np.ndarray]:
@@ -176,15 +173,6 @@ def run_clip(clip: Path, out: Path, args) -> dict:
     res["model"] = model_readback(clip, target, track, kw, args.keep_placement)
     contact_sheet(clip, driven, folder / "sheet.png", n)
     return res
-
-
-def load_judge():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("judge", judge_path())
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def iris_check(clips: list[Path], seconds: float | None, every: int = 5) -> str:

@@ -24,7 +24,6 @@ The sheet (``--sheet``): per row the photo and the four turns, each a square aro
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -43,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import config  # noqa: E402
+from judgetool import load_judge  # noqa: E402  (bench/ is the script folder)
 
 TURNS = (-20, -10, 10, 20)
 SHEET_TILE = 168
@@ -141,14 +141,6 @@ def target_person(pr, c, k: int) -> np.ndarray:
     return cv2.dilate(tp.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
 
 
-def _judge():
-    p = config.data_dir().parent / "tools" / "judge.py"
-    spec = importlib.util.spec_from_file_location("judge", p)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def latency(fit, n: int = 30):
     from engine.photo.renderer import PhotoRenderer
 
@@ -185,7 +177,7 @@ def main(argv=None) -> int:
         pre = tuple(args.only.split(","))
         paths = [p for p in paths if p[0].startswith(pre)]
     fits = load_fits(paths, Path(args.fits) if args.fits else None)
-    judge = None if args.no_judge else _judge()
+    judge = None if args.no_judge else load_judge()
     turns = tuple(float(v) for v in args.turns.split(",")) if args.turns else TURNS
     rows, res = [], {}
     tmp = Path(tempfile.mkdtemp(prefix="turns_"))
