@@ -55,23 +55,40 @@ def _opt_load(opt: torch.optim.Optimizer, tensors: dict, prefix: str, groups: di
     opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
 
 
+def pack_training(modules: dict, optimisers: dict) -> tuple[dict, dict]:
+    """Tensors of a resumable run: every module's weights under ``<name>.``, every optimiser's state under
+    ``<name>.<param>.<key>`` and the torch RNG (``rng.torch``); plus the JSON metadata of the optimisers' groups."""
+    tensors: dict = {}
+    for name, m in modules.items():
+        tensors.update({f"{name}.{k}": v for k, v in m.state_dict().items()})
+    meta = {}
+    for name, opt in optimisers.items():
+        t, groups = _opt_tensors(opt, name)
+        tensors.update(t)
+        meta[name] = json.dumps(groups)
+    tensors["rng.torch"] = torch.get_rng_state()
+    return tensors, meta
+
+
+def unpack_training(path: Path, tensors: dict, meta: dict, modules: dict, optimisers: dict, device) -> None:
+    """The inverse of :func:`pack_training` (shapes checked: :class:`WeightsError`), RNG included."""
+    for name, m in modules.items():
+        m.load_state_dict(check_state_shapes(path, m, tensors, f"{name}."))
+    for name, opt in optimisers.items():
+        _opt_load(opt, tensors, name, json.loads(meta[name]), device)
+    torch.set_rng_state(tensors["rng.torch"])
+
+
 # ----------------------------------------------------------------------------------------------- GAN runs
 
 
 def save_gan_checkpoint(out: Path, G, G_ema, D, optG, optD, state: dict, keep: int = 2) -> Path:
     """Write ``ckpt-<images>.safetensors`` + ``state.json`` atomically; prune all but the last ``keep``."""
-    tensors = {f"G.{k}": v for k, v in G.state_dict().items()}
-    tensors.update({f"G_ema.{k}": v for k, v in G_ema.state_dict().items()})
-    tensors.update({f"D.{k}": v for k, v in D.state_dict().items()})
-    tg, gg = _opt_tensors(optG, "optG")
-    td, gd = _opt_tensors(optD, "optD")
-    tensors.update(tg)
-    tensors.update(td)
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors, meta = pack_training({"G": G, "G_ema": G_ema, "D": D}, {"optG": optG, "optD": optD})
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     name = f"ckpt-{state['images_seen']:010d}.safetensors"
-    save_safetensors(out / name, tensors, GAN_FORMAT, GAN_VERSION, {"optG": json.dumps(gg), "optD": json.dumps(gd)})
+    save_safetensors(out / name, tensors, GAN_FORMAT, GAN_VERSION, meta)
     st = dict(state, checkpoint=name, saved_at=time.time())
     write_json_atomic(out / STATE_FILE, st)
     old = sorted(p for p in out.glob("ckpt-*.safetensors") if p.name != name)
@@ -100,14 +117,9 @@ def load_gan_checkpoint(out: Path, st: dict, G, G_ema, D, optG, optD, device) ->
     path = out / st["checkpoint"]
     try:
         tensors, meta = load_safetensors(path, GAN_FORMAT, GAN_VERSION)
-        G.load_state_dict(check_state_shapes(path, G, tensors, "G."))
-        G_ema.load_state_dict(check_state_shapes(path, G_ema, tensors, "G_ema."))
-        D.load_state_dict(check_state_shapes(path, D, tensors, "D."))
-        _opt_load(optG, tensors, "optG", json.loads(meta["optG"]), device)
-        _opt_load(optD, tensors, "optD", json.loads(meta["optD"]), device)
+        unpack_training(path, tensors, meta, {"G": G, "G_ema": G_ema, "D": D}, {"optG": optG, "optD": optD}, device)
     except WeightsError as exc:
         raise CheckpointError(f"cannot resume: {exc}") from None
-    torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from engine.generator.sr import FaceSR, param_count
 from engine.io.files import WeightsError, load_safetensors, save_safetensors
 from training.augment import diff_augment
-from training.checkpoint import CheckpointError, _opt_load, _opt_tensors
+from training.checkpoint import CheckpointError, pack_training, unpack_training
 from training.loss import d_logistic, g_nonsaturating, r1_penalty
 from training.networks_d import PatchDiscriminator, blur5
 
@@ -137,34 +137,19 @@ def to_pm1(u8: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 def save_ckpt(path: Path, sr, ema, D, opt, optD, state: dict) -> None:
-    t = {f"SR.{k}": v for k, v in sr.state_dict().items()}
-    t.update({f"EMA.{k}": v for k, v in ema.state_dict().items()})
-    t.update({f"D.{k}": v for k, v in D.state_dict().items()})
-    to, go = _opt_tensors(opt, "opt")
-    td, gd = _opt_tensors(optD, "optD")
-    t.update(to)
-    t.update(td)
-    t["rng.torch"] = torch.get_rng_state()
-    save_safetensors(path, t, CKPT_FORMAT, CKPT_VERSION,
-                     {"state": json.dumps(state), "opt": json.dumps(go), "optD": json.dumps(gd)})
+    t, meta = pack_training({"SR": sr, "EMA": ema, "D": D}, {"opt": opt, "optD": optD})
+    save_safetensors(path, t, CKPT_FORMAT, CKPT_VERSION, dict(meta, state=json.dumps(state)))
 
 
 def load_ckpt(path: Path, sr, ema, D, opt, optD) -> dict:
-    from engine.io.files import check_state_shapes
-
     try:
         t, meta = load_safetensors(path, CKPT_FORMAT, CKPT_VERSION)
-        sr.load_state_dict(check_state_shapes(path, sr, t, "SR."))
-        ema.load_state_dict(check_state_shapes(path, ema, t, "EMA."))
-        D.load_state_dict(check_state_shapes(path, D, t, "D."))
-        _opt_load(opt, t, "opt", json.loads(meta["opt"]), "cpu")
-        _opt_load(optD, t, "optD", json.loads(meta["optD"]), "cpu")
         state = json.loads(meta["state"])
+        unpack_training(path, t, meta, {"SR": sr, "EMA": ema, "D": D}, {"opt": opt, "optD": optD}, "cpu")
     except WeightsError as exc:
         raise CheckpointError(f"cannot resume: {exc}") from None
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint state is missing or malformed ({exc})") from None
-    torch.set_rng_state(t["rng.torch"])
     return state
 
 
