@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,30 +36,13 @@ DEFAULT_PHOTO = REPO.parent / "shared" / "data" / "portraits" / "front_man_older
 
 
 # ---------------------------------------------------------------------------------------------------- parent side
-def start_xvfb() -> tuple[subprocess.Popen, str]:
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        sys.exit("error: Xvfb not found (tools/test_setup.sh installs it)")
-    r, w = os.pipe()
-    proc = subprocess.Popen([exe, "-displayfd", str(w), "-screen", "0", "1400x1000x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    num = b""
-    deadline = time.time() + 20
-    while time.time() < deadline and not num.endswith(b"\n"):
-        chunk = os.read(r, 16)
-        if not chunk:
-            break
-        num += chunk
-    os.close(r)
-    if not num.strip():
-        proc.kill()
-        sys.exit("error: Xvfb did not start")
-    return proc, f":{num.decode().strip()}"
-
-
 def parent(args, argv) -> int:
-    xvfb, display = (None, args.display) if args.display else start_xvfb()
+    from tests.xvfb import XvfbError, start_xvfb, stop_xvfb
+
+    try:
+        xvfb, display = (None, args.display) if args.display else start_xvfb()
+    except XvfbError as exc:
+        sys.exit(f"error: {exc}")
     try:
         with tempfile.TemporaryDirectory() as state:
             env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb", XDG_STATE_HOME=state,
@@ -68,8 +50,7 @@ def parent(args, argv) -> int:
             return subprocess.call([sys.executable, __file__, "--child", *argv], env=env, cwd=REPO)
     finally:
         if xvfb is not None:
-            xvfb.terminate()
-            xvfb.wait(10)
+            stop_xvfb(xvfb)
 
 
 # ----------------------------------------------------------------------------------------------------- child side

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,42 +15,20 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.xvfb import XvfbError, start_xvfb, stop_xvfb  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def xvfb_display():
-    exe = shutil.which("Xvfb")
-    if exe is None:
+    if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb binary not found on PATH (tools/test_setup.sh installs xvfb and the xcb libraries)")
-    r, w = os.pipe()
-    proc = subprocess.Popen([exe, "-displayfd", str(w), "-screen", "0", "1400x1000x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    os.close(w)
-    num = b""
-    deadline = time.time() + 20
-    os.set_blocking(r, False)
-    while time.time() < deadline and not num.endswith(b"\n"):
-        try:
-            chunk = os.read(r, 16)
-        except BlockingIOError:
-            chunk = None
-        if chunk:
-            num += chunk
-        elif proc.poll() is not None:
-            break
-        else:
-            time.sleep(0.05)
-    os.close(r)
-    if not num.strip():
-        proc.kill()
-        err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
-        pytest.fail(f"Xvfb did not start: {err}")
-    yield f":{num.decode().strip()}"
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        proc, display = start_xvfb()
+    except XvfbError as exc:
+        pytest.fail(str(exc))
+    yield display
+    stop_xvfb(proc)
 
 
 def test_window_screenshot_shows_the_mesh(xvfb_display, tmp_path, ict_path):
