@@ -2,6 +2,8 @@
 shadows, luminance only, hair spared)."""
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -279,3 +281,27 @@ def test_teeth_are_lit_more_than_the_back_of_the_mouth(head):
         assert front.sum() > 10
         assert float(ao[teeth].min()) >= fill.TEETH_AO_MIN - 1e-6
         assert float(ao[front].median()) > 0.85
+
+
+def test_blink_survives_a_turn_of_the_layered_head():
+    """A turn composes the head layer over the plate; the eye layer's change must ride along (the layered head took
+    the unedited photo's eyes when the eye edit was not handed to the composition)."""
+    from pathlib import Path
+
+    from engine.perception.align import load_image
+    from engine.photo.fit import fit_photo
+    from engine.photo.renderer import PhotoRenderer
+
+    fit = fit_photo(load_image(Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"))
+    r = PhotoRenderer(fit)
+    turned = fit.coeffs.clone()
+    turned.pose[0, 0] += math.radians(10)
+    closed = turned.clone()
+    closed.expr["eyeBlink_L"] = 1.0
+    closed.expr["eyeBlink_R"] = 1.0
+    a, b = r.render(turned), r.render(closed)
+    eyes_xy = a.landmarks[36:48]
+    x0, y0 = np.floor(eyes_xy.min(0)).astype(int) - 3
+    x1, y1 = np.ceil(eyes_xy.max(0)).astype(int) + 3
+    diff = np.abs(a.image[y0:y1, x0:x1].astype(int) - b.image[y0:y1, x0:x1].astype(int)).mean()
+    assert diff > 8, diff  # the lids closed in the turned frame

@@ -460,9 +460,9 @@ class PhotoRenderer:
             p = self.preview_renderer()
             p.fast_path = self.fast_path
             return p._render(c, max_side, placement)
-        self._eye_orig = None
+        eye_orig = None
         if eyes.eye_expression_change(c, self.coeffs0):  # the eye layer edits the photo, the flow the head
-            self._eye_orig = base  # the head layer's colour takes the edited eyes too (see _compose_layers)
+            eye_orig = base  # the head layer's colour takes the edited eyes too (see _compose_layers)
             base = self.eyes.apply(base, c, scale)
             c = eyes.flow_coeffs(c, self.coeffs0)
         if self.fast_path and placement is None and _same(c, self.coeffs0):
@@ -495,7 +495,7 @@ class PhotoRenderer:
             if x1 > x0 and y1 > y0:
                 # a drag preview (max_side given) resamples bilinearly, the sharp frame bicubically
                 interp = cv2.INTER_LINEAR if max_side is not None else REMAP_INTERP
-                out[y0:y1, x0:x1] = self._compose(base, f, (x0, y0, x1, y1), sx, sy, interp)
+                out[y0:y1, x0:x1] = self._compose(base, f, (x0, y0, x1, y1), sx, sy, interp, eye_orig)
         lm = f.target.photo_xy[self.model.lm68].numpy() * np.array([sx, sy])
         return PhotoFrame(out, lm.astype(np.float32), f.target.posed.numpy().astype(np.float32), scale)
 
@@ -557,7 +557,7 @@ class PhotoRenderer:
         return src.posed.numpy().astype(np.float32), src.photo_xy.numpy()
 
     def _compose(self, base: np.ndarray, f: FlowField, box, sx: float, sy: float,
-                 interp: int = REMAP_INTERP) -> np.ndarray:
+                 interp: int = REMAP_INTERP, eye_orig: np.ndarray | None = None) -> np.ndarray:
         x0, y0, x1, y1 = box
         g = f.grid
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -579,7 +579,7 @@ class PhotoRenderer:
         m[..., 0] += np.arange(x0, x1, dtype=np.float32)[None, :]
         m[..., 1] += np.arange(y0, y1, dtype=np.float32)[:, None]
         if self.layers is not None and f.layer_cover is not None:
-            region = self._compose_layers(base, f, box, sx, sy, m, interp, up)
+            region = self._compose_layers(base, f, box, sx, sy, m, interp, up, eye_orig)
         else:
             region = cv2.remap(base, m, None, interp, borderMode=cv2.BORDER_REFLECT101)
         if f.mirror_alpha is not None:
@@ -658,17 +658,17 @@ class PhotoRenderer:
         self._layer_scaled = {key: out}
         return out
 
-    def _compose_layers(self, base, f: FlowField, box, sx, sy, m, interp, up) -> np.ndarray:
+    def _compose_layers(self, base, f: FlowField, box, sx, sy, m, interp, up, eye_orig=None) -> np.ndarray:
         """Plate, then the head layer resampled once through the map ``m`` (output px), composed by its warped
         matte × the grid's cover, the revealed surface opaque."""
         x0, y0, x1, y1 = box
         oh, ow = base.shape[:2]
         plate, fg, (lx, ly) = self._layers_at(base, sx, sy)
-        if getattr(self, "_eye_orig", None) is not None and self._eye_orig.shape == base.shape:
+        if eye_orig is not None and eye_orig.shape == base.shape:
             # the eye layer edited ``base``: carry its change into the head layer's colour (fg ≈ photo on the face)
             fg = fg.copy()
             fh, fw = fg.shape[:2]
-            d = base[ly:ly + fh, lx:lx + fw].astype(np.int16) - self._eye_orig[ly:ly + fh, lx:lx + fw]
+            d = base[ly:ly + fh, lx:lx + fw].astype(np.int16) - eye_orig[ly:ly + fh, lx:lx + fw]
             fg[:d.shape[0], :d.shape[1], :3] = np.clip(fg[:d.shape[0], :d.shape[1], :3] + d, 0, 255)
         ph, pw = plate.shape[:2]
         # the plate stays (outside the layers' box: the photo)
