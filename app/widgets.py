@@ -8,7 +8,51 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPen
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QStyle, QStyleOptionSlider, QVBoxLayout, QWidget
+
+
+class MarkedSlider(QSlider):
+    """A QSlider that can grey the parts of its groove outside a band (``band``: (lo, hi) in the slider's integer
+    units; photo mode's believable turn) and mark one value with a tick (``origin``: the photo's own pose)."""
+
+    def __init__(self, orientation, parent=None):
+        super().__init__(orientation, parent)
+        self.band: tuple[int, int] | None = None
+        self.origin: int | None = None
+
+    def value_x(self, v: int) -> float:
+        """The x (widget px) of the handle's centre at integer value ``v``."""
+        opt = QStyleOptionSlider()
+        self.initStyleOption(opt)
+        groove = self.style().subControlRect(QStyle.CC_Slider, opt, QStyle.SC_SliderGroove, self)
+        handle = self.style().subControlRect(QStyle.CC_Slider, opt, QStyle.SC_SliderHandle, self)
+        span = max(1, groove.width() - handle.width())
+        pos = QStyle.sliderPositionFromValue(self.minimum(), self.maximum(), int(v), span, opt.upsideDown)
+        return groove.x() + handle.width() / 2 + pos
+
+    def paintEvent(self, ev) -> None:
+        super().paintEvent(ev)
+        if self.band is None and self.origin is None:
+            return
+        p = QPainter(self)
+        h = self.height()
+        if self.band is not None:
+            lo, hi = self.band
+            x0, x1 = self.value_x(self.minimum()), self.value_x(self.maximum())
+            grey = QColor(120, 120, 120, 150)
+            if lo > self.minimum():
+                xa = self.value_x(lo)
+                p.fillRect(QRectF(x0 - 2, h / 2 - 3, xa - x0 + 2, 6), grey)
+            if hi < self.maximum():
+                xb = self.value_x(hi)
+                p.fillRect(QRectF(xb, h / 2 - 3, x1 - xb + 2, 6), grey)
+        if self.origin is not None and self.minimum() <= self.origin <= self.maximum():
+            x = self.value_x(self.origin)
+            pen = QPen(self.palette().color(QPalette.WindowText))
+            pen.setWidth(2)
+            p.setPen(pen)
+            p.drawLine(int(round(x)), h - 5, int(round(x)), h - 1)
+        p.end()
 
 
 class FloatSlider(QWidget):
@@ -18,15 +62,21 @@ class FloatSlider(QWidget):
     changed = Signal(float, bool)
 
     def __init__(self, name: str, lo: float, hi: float, value: float = 0.0, unit: str = "", decimals: int = 2,
-                 steps: int = 1000, label: str | None = None, parent=None):
+                 steps: int = 1000, label: str | None = None, per_unit: float | None = None, parent=None):
         super().__init__(parent)
+        self.per_unit = per_unit  # steps per unit (degrees: 20, so whole and half degrees lie on the grid)
+        if per_unit:
+            steps = max(1, int(round((hi - lo) * per_unit)))
         self.name, self.lo, self.hi, self.unit, self.decimals, self.steps = name, lo, hi, unit, decimals, steps
         self._syncing = False
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.label = QLabel(label or name)
         self.label.setFixedWidth(max(140, self.label.sizeHint().width()))  # sliders line up in a column
-        self.slider = QSlider(Qt.Horizontal)
+        self.slider = MarkedSlider(Qt.Horizontal)
+        self._true: float | None = None  # a value shown beyond the slider's range (a loaded session, a keyframe)
+        self.band: tuple[float, float] | None = None
+        self.relative = False  # the value is a change from a marked 0 (photo mode's pose): shown signed
         self.slider.setObjectName(f"slider:{name}")  # accessibility and automation: the control table's key
         self.setObjectName(f"control:{name}")
         self.slider.setRange(0, steps)
@@ -47,11 +97,33 @@ class FloatSlider(QWidget):
         self.set_value(value)
 
     def set_range(self, lo: float, hi: float) -> None:
-        """New limits (the full-range toggle); the shown value is kept where it still fits."""
-        v = self.value()
+        """New limits (the full-range toggle, a photo's own turn range); the shown value is kept."""
+        if (float(lo), float(hi)) == (self.lo, self.hi):
+            return
+        v = self._true if self._true is not None else self.value()
         self.lo, self.hi = float(lo), float(hi)
+        if self.per_unit:
+            self.steps = max(1, int(round((self.hi - self.lo) * self.per_unit)))
+            self._syncing = True
+            try:
+                self.slider.setRange(0, self.steps)
+                self.slider.setSingleStep(max(1, self.steps // 100))
+                self.slider.setPageStep(max(1, self.steps // 10))
+            finally:
+                self._syncing = False
         self.slider.setToolTip(f"{self.label.text()}: {lo:g} … {hi:g} {self.unit}".strip())
         self.set_value(v)
+        self.set_marks(self.band, self.relative)
+
+    def set_marks(self, band: tuple[float, float] | None = None, origin: bool = False) -> None:
+        """Grey the groove outside ``band`` (lo, hi in the slider's units; None: no band) and, with ``origin``, tick
+        the value 0 (photo mode: the photo's own pose)."""
+        self.band = None if band is None else (float(band[0]), float(band[1]))
+        self.relative = bool(origin)
+        self.slider.band = None if band is None else (self._to_int(band[0]), self._to_int(band[1]))
+        self.slider.origin = self._to_int(0.0) if origin and self.lo <= 0 <= self.hi else None
+        self.slider.update()
+        self._update_readout()
 
     def _to_int(self, v: float) -> int:
         u = (float(v) - self.lo) / (self.hi - self.lo)
@@ -61,22 +133,35 @@ class FloatSlider(QWidget):
         return self.lo + (self.hi - self.lo) * self.slider.value() / self.steps
 
     def set_value(self, v: float) -> None:
-        """Show a value without emitting ``changed`` (sync from the session)."""
+        """Show a value without emitting ``changed`` (sync from the session); one beyond the range puts the handle at
+        the end and the readout says the true value."""
         self._syncing = True
         try:
             self.slider.setValue(self._to_int(v))
         finally:
             self._syncing = False
+        step = (self.hi - self.lo) / self.steps
+        self._true = float(v) if abs(float(v) - self.value()) > step else None
         self._update_readout()
 
     def set_user_value(self, v: float) -> None:
         """As if the user moved the slider to ``v`` (used by tests and the keyboard)."""
         self.slider.setValue(self._to_int(v))
 
+    def shown_value(self) -> float:
+        """The value the readout shows (the session's, even beyond the slider's range)."""
+        return self._true if self._true is not None else self.value()
+
     def _update_readout(self) -> None:
-        self.readout.setText(f"{self.value():.{self.decimals}f}{self.unit}")
+        v = self.shown_value()
+        text = f"{v:.{self.decimals}f}{self.unit}"
+        if self.relative and float(text.rstrip(self.unit)) > 0:  # a turn: +10.0°
+            text = "+" + text
+        self.readout.setText(text)
 
     def _on_value(self, _):
+        if not self._syncing:
+            self._true = None
         self._update_readout()
         if not self._syncing:
             self.changed.emit(self.value(), not self.slider.isSliderDown())

@@ -226,10 +226,11 @@ class MainWindow(QMainWindow):
 
     def _control_slider(self, key: str) -> FloatSlider:
         spec = self.session.controls[key]
-        lo, hi = spec.range(self.full_range)
+        lo, hi = self.session.control_range(key, self.full_range)
         span = spec.hi - spec.lo
         steps = int(round(span * 20)) if spec.unit == "°" else int(round(span * 100))
-        s = FloatSlider(key, lo, hi, unit=spec.unit, decimals=spec.decimals, steps=max(100, steps), label=spec.label)
+        s = FloatSlider(key, lo, hi, unit=spec.unit, decimals=spec.decimals, steps=max(100, steps), label=spec.label,
+                        per_unit=20 if spec.unit == "°" else None)
         if spec.help:
             s.setToolTip(spec.help)
         s.changed.connect(lambda v, final, k=key: self.on_control(k, v, final))
@@ -239,6 +240,12 @@ class MainWindow(QMainWindow):
     def _group_panel(self, group: str, keys=None) -> QWidget:
         w = QWidget()
         lay = QVBoxLayout(w)
+        if group == "pose":  # photo mode: what the sliders' 0 is and how far this photo turns believably
+            self.pose_note = QLabel("")
+            self.pose_note.setObjectName("pose_note")
+            self.pose_note.setWordWrap(True)
+            self.pose_note.setVisible(False)
+            lay.addWidget(self.pose_note)
         for key, spec in self.session.controls.items():
             if spec.group == group and (keys is None or key in keys):
                 lay.addWidget(self._control_slider(key))
@@ -408,7 +415,8 @@ class MainWindow(QMainWindow):
     def on_control(self, key: str, value: float, final: bool) -> None:
         """A slider moved: the session returns the new snapshot, which goes to the render worker."""
         try:
-            snap = self.session.set_control(key, value, commit=final)
+            # the value as the slider shows it: in photo mode a pose slider's is a turn from the photo's own pose
+            snap = self.session.set_control(key, value, commit=final, relative=True)
         except SessionError as exc:
             self.show_error("Edit", str(exc))
             self.sync_controls()
@@ -416,7 +424,7 @@ class MainWindow(QMainWindow):
         spec = self.session.controls[key]
         if spec.group in ("expression", "identity"):  # composites and their parts / named and raw move together
             self._sync_group(snap, spec.group, skip=key)
-        warning = spec.warning(value)
+        warning = self.session.control_warning(key, snap)
         if warning:
             self.status(warning, 5000)
         self._update_actions()
@@ -479,13 +487,14 @@ class MainWindow(QMainWindow):
     def _sync_group(self, snap: Snapshot, group: str, skip: str | None = None) -> None:
         for key, spec in self.session.controls.items():
             if spec.group == group and key in self.sliders and key != skip:
-                self.sliders[key].set_value(spec.get(snap.coeffs))
+                self.sliders[key].set_value(self.session.shown_value(key, snap))
 
     def sync_controls(self, snap: Snapshot | None = None) -> None:
         """Show a snapshot's values (default: the session's) on every control (no edits are emitted)."""
         snap = snap if snap is not None else self.session.state
+        self._pose_ranges(snap)
         for key, slider in self.sliders.items():
-            slider.set_value(self.session.controls[key].get(snap.coeffs))
+            slider.set_value(self.session.shown_value(key, snap))
         self.seed_box.blockSignals(True)
         self.seed_box.setValue(min(snap.seed, 2**31 - 1))
         self.seed_box.blockSignals(False)
@@ -495,8 +504,35 @@ class MainWindow(QMainWindow):
         """Sliders over the full range (beyond the trained one; the status bar warns there) or the trained one."""
         self.full_range = bool(on)
         for key, slider in self.sliders.items():
-            slider.set_range(*self.session.controls[key].range(self.full_range))
+            slider.set_range(*self.session.control_range(key, self.full_range))
         self.sync_controls()
+
+    def _pose_ranges(self, snap: Snapshot) -> None:
+        """The pose sliders for this snapshot: in photo mode they read 0 at the photo's own pose (a tick marks it),
+        span this photo's believable turn (the full range: further, greyed beyond it); else absolute angles."""
+        photo = snap.photo
+        key = (id(photo), self.full_range,
+               None if photo is None else tuple(self.session.believable_range(k, snap) for k in ("yaw", "pitch")))
+        if key == getattr(self, "_pose_key", None):
+            return
+        self._pose_key = key
+        for k in ("yaw", "pitch", "roll"):
+            if k in self.sliders:
+                s = self.sliders[k]
+                s.set_range(*self.session.control_range(k, self.full_range, snap))
+                s.set_marks(self.session.believable_range(k, snap), origin=photo is not None)
+        if photo is None:
+            self.pose_note.setVisible(False)
+            return
+        own = {k: self.session.control_origin(k, snap) for k in ("yaw", "pitch", "roll")}
+        good = {k: self.session.believable_range(k, snap) for k in ("yaw", "pitch")}
+        self.pose_note.setText(
+            f"Photo mode: the sliders turn the head from the photo's own pose (0 = yaw {own['yaw']:+.0f}°, pitch "
+            f"{own['pitch']:+.0f}°, roll {own['roll']:+.0f}°). This photo turns believably yaw "
+            f"{good['yaw'][0]:+.0f}..{good['yaw'][1]:+.0f}°, pitch {good['pitch'][0]:+.0f}..{good['pitch'][1]:+.0f}°"
+            + ("; beyond that (grey) the status bar warns." if self.full_range else
+               "; View → Full slider range goes further (greyed)."))
+        self.pose_note.setVisible(True)
 
     def filter_expressions(self, text: str) -> None:
         t = text.strip().lower()
@@ -573,6 +609,7 @@ class MainWindow(QMainWindow):
         self.view.set_image(frame.image, full)
         if photo is not self._before_photo:  # before/after: the photo as it was opened
             self._before_photo = photo
+            self._pose_ranges(req.snapshot)  # a loaded session's photo: its turn range is measured by now
             self.view.set_before(None if photo is None else photo.fit.image)
             self.before_btn.setEnabled(photo is not None)
         if geometry is not None and self.mesh_visible:

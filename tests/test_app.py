@@ -226,19 +226,20 @@ def test_photo_mode_in_the_editor(qtbot, window, monkeypatch):
     assert window.last_frame.mode == "photo" and np.array_equal(window.last_frame.image, photo)
     assert "photo mode" in window.status_mode.text() and window.session.source == str(BUNDLED_PHOTO)
     assert window.mesh.triangles.shape[0] > window.session.model.triangles.shape[0]  # the full head
-    yaw0 = window.session.control_value("yaw")
-    slider = window.sliders["yaw"]
+    slider = window.sliders["yaw"]  # photo mode: a turn from the photo's own pose (tests/test_app_pose.py)
     slider.slider.setSliderDown(True)
-    slider.set_user_value(yaw0 + 10)
+    slider.set_user_value(10)
     settle(qtbot, window)
     assert not window.last_shown_request.final and window.last_shown_request.snapshot.photo is not None
     slider.slider.setSliderDown(False)
     settle(qtbot, window)
     assert window.last_shown_request.final and window.last_frame.image.shape == photo.shape
     assert not np.array_equal(window.last_frame.image, photo)
-    window.sliders["yaw"].set_user_value(yaw0 + 35)
+    window.full_range_action.setChecked(True)  # past this photo's believable turn
+    window.sliders["yaw"].set_user_value(35)
     settle(qtbot, window)
     assert "believable" in window.status_frame.text()
+    window.full_range_action.setChecked(False)
     window.generator_view_action.setEnabled(True)
     window.generator_view_action.setChecked(True)  # no generator here: the 3DMM preview of the same face
     settle(qtbot, window)

@@ -29,7 +29,8 @@ import torch
 
 from engine.editing import factors, photo_import
 from engine.editing import sessionfile as files
-from engine.editing.controls import ControlError, apply_controls, controls_for, light_params, set_light_params
+from engine.editing.controls import (POSE_KEYS, ControlError, apply_controls, controls_for, light_params, lookup,
+                                     relative_pose, set_light_params)
 from engine.editing.frames import Frame, FrameRenderer
 from engine.editing.photo_import import ImportCancelled as SessionCancelled
 from engine.editing.sessionfile import SessionError
@@ -37,6 +38,7 @@ from engine.editing.state import DEFAULT_PSI, History, Keyframe, Snapshot, frame
 from engine.face.model import Coefficients, FaceModel, default_model
 from engine.generator.networks import load_default_generator
 from engine.io.files import WeightsError
+from engine.photo.renderer import limits_note, own_pose_degrees, turn_limits
 
 NOISE_DIM = 32
 __all__ = ["Session", "SessionError", "SessionCancelled", "Snapshot", "Frame", "Keyframe", "smoothstep"]
@@ -118,18 +120,76 @@ class Session:
     def _apply(self, new: Snapshot, commit: bool = True) -> Snapshot:
         return self.history.apply(new, commit)
 
-    def set_controls(self, values: dict, commit: bool = True, force: bool = True) -> Snapshot:
+    def set_controls(self, values: dict, commit: bool = True, force: bool = True, relative: bool = False
+                     ) -> Snapshot:
         """Set named controls (the control table's keys, user units); all checked before any is applied.
-        ``force=False`` also refuses values outside the trained range."""
+        ``force=False`` also refuses values outside the trained range. ``relative``: the values are as the editor
+        shows them (:meth:`shown_value`): in photo mode yaw / pitch / roll are turns from the photo's own pose."""
         c = self.coeffs.clone()
         try:
+            if relative and self.photo is not None:
+                values = relative_pose({lookup(self.controls, k).key: v for k, v in values.items()},
+                                       own_pose_degrees(self.photo.fit))
             apply_controls(c, values, self.controls, force=force)
         except ControlError as exc:
             raise SessionError(str(exc)) from None
         return self._apply(self.state.edited(coeffs=c), commit)
 
-    def set_control(self, key: str, value, commit: bool = True, force: bool = True) -> Snapshot:
-        return self.set_controls({key: value}, commit, force)
+    def set_control(self, key: str, value, commit: bool = True, force: bool = True, relative: bool = False
+                    ) -> Snapshot:
+        return self.set_controls({key: value}, commit, force, relative)
+
+    # -- how the editor shows a control: photo mode's pose is a turn from the photo's own pose ------------------- #
+    # The coefficients (and so session files, keyframes, undo) always hold absolute angles; only what a slider shows
+    # and takes is measured from the photo's own fitted pose, as the CLI's ``--set yaw=+10`` is.
+    def control_origin(self, key: str, snap: Snapshot | None = None) -> float:
+        """What a control's shown value counts from: in photo mode the photo's own yaw / pitch / roll (degrees),
+        else 0 (generator and 3DMM preview keep absolute angles)."""
+        snap = self.state if snap is None else snap
+        if snap.photo is None or key not in POSE_KEYS:
+            return 0.0
+        return own_pose_degrees(snap.photo.fit)[key]
+
+    def shown_value(self, key: str, snap: Snapshot | None = None) -> float:
+        """The control's value as the editor shows it (photo mode's pose: the turn from the photo's own pose)."""
+        snap = self.state if snap is None else snap
+        return self.controls[key].get(snap.coeffs) - self.control_origin(key, snap)
+
+    def believable_range(self, key: str, snap: Snapshot | None = None) -> tuple[float, float] | None:
+        """Photo mode's pose: the turn this photo shows believably (degrees from its own pose; yaw and pitch
+        measured per photo by ``PhotoRenderer.turn_range``, roll the trained range); None for other controls."""
+        snap = self.state if snap is None else snap
+        if snap.photo is None or key not in POSE_KEYS:
+            return None
+        lim = turn_limits(snap.photo.fit)
+        return tuple(float(x) for x in lim[key]) if key in lim else self.controls[key].trained
+
+    def control_range(self, key: str, full: bool = False, snap: Snapshot | None = None) -> tuple[float, float]:
+        """A slider's range in shown units: the trained range (``full``: the whole range); photo mode's pose: this
+        photo's believable turn (``full``: every turn that keeps the angle inside the control's whole range)."""
+        snap = self.state if snap is None else snap
+        spec = self.controls[key]
+        good = self.believable_range(key, snap)
+        if good is None:
+            return spec.range(full)
+        o = self.control_origin(key, snap)  # whole tenths, inward: a slider's grid then holds 0 and +10 exactly
+        lo, hi = math.ceil(10 * max(spec.lo, spec.lo - o)) / 10, math.floor(10 * min(spec.hi, spec.hi - o)) / 10
+        if full:
+            return lo, hi
+        return (max(lo, math.floor(10 * min(good[0], 0.0)) / 10),
+                min(hi, math.ceil(10 * max(good[1], 0.0)) / 10))
+
+    def control_warning(self, key: str, snap: Snapshot | None = None) -> str | None:
+        """A one-line note when the control's value is beyond what is believable: photo mode's pose against this
+        photo's turn range (``engine.photo.renderer.limits_note``), else outside the trained range."""
+        snap = self.state if snap is None else snap
+        spec = self.controls[key]
+        if snap.photo is not None and key in POSE_KEYS:
+            note = limits_note(snap.photo.fit, snap.coeffs)
+            if note is None and key == "roll":
+                return spec.warning(self.shown_value(key, snap))
+            return note
+        return spec.warning(spec.get(snap.coeffs))
 
     def set_pose_degrees(self, yaw=None, pitch=None, roll=None, commit: bool = True) -> Snapshot:
         vals = {k: v for k, v in (("yaw", yaw), ("pitch", pitch), ("roll", roll)) if v is not None}
@@ -177,6 +237,14 @@ class Session:
     def randomize(self, factor: str, seed: int | None = None, commit: bool = True) -> Snapshot:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
         new = factors.randomized(self.state, factor, seed, self.model, self.generator, self.noise_dim)
+        if factor == "pose" and self.photo is not None:  # photo mode: a random turn this photo shows believably
+            turns = {}
+            for k in POSE_KEYS:
+                lo, hi = self.believable_range(k)
+                turns[k] = min(hi, max(lo, self.controls[k].get(new.coeffs)))
+            c = new.coeffs.clone()
+            apply_controls(c, relative_pose(turns, own_pose_degrees(self.photo.fit)), self.controls, force=True)
+            new = new.edited(coeffs=c)
         return self._apply(new.edited(coeffs=self.conform.coeffs(new.coeffs)), commit)
 
     def new_random_face(self, seed: int | None = None) -> Snapshot:
