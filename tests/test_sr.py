@@ -234,3 +234,42 @@ def test_eye_colour_excess_flags_magenta_and_teal_not_skin():
     x = img(torch.tensor([0.75, 0.35, 0.65])).requires_grad_(True)
     eye_colour_excess(x, eye, skin_ab, 15, 12).backward()
     assert x.grad[..., 0, 0].abs().sum() == 0 and x.grad[..., 3, 3].abs().sum() > 0  # only inside the eye region
+
+
+def test_hf_energy_loss_wants_the_photo_detail_in_any_phase():
+    from training.sr import gaussian_blur, hf_energy, hf_energy_loss
+
+    g = torch.Generator().manual_seed(3)
+    truth = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    assert hf_energy(truth).shape == (2, 2, 8, 8)
+    assert hf_energy_loss(truth, truth) == 0
+    soft = gaussian_blur(truth, torch.full((2,), 1.2))
+    shifted = truth.roll(1, -1)  # the same detail one pixel over: L1 calls it far, the energy match does not
+    assert hf_energy_loss(shifted, truth) < 0.2 * hf_energy_loss(soft, truth)
+    assert (shifted - truth).abs().mean() > (soft - truth).abs().mean()
+    x = soft.clone().requires_grad_(True)
+    hf_energy_loss(x, truth).backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_sr_training_starts_from_an_exported_upsampler(tmp_path, monkeypatch, face_model, capsys):
+    import training.sr as T
+    from training.__main__ import main as cli
+
+    crops = (torch.rand(8, 128, 128, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    monkeypatch.setattr(T, "load_crops", lambda split, limit: crops)
+    init = small_sr(64, seed=4)
+    init.save(tmp_path / "init.safetensors")
+    out = tmp_path / "run"
+    base = ["sr", "--out", str(out), "--gen-batch", "0", "--batch", "2", "--patch", "16", "--ckpt-minutes", "0"]
+    assert cli(base + ["--init", str(tmp_path / "init.safetensors"), "--steps", "0"]) == 0
+    assert cli(["sr", "--out", str(out), "--export", str(tmp_path / "back.safetensors")]) == 0
+    back = FaceSR.load(tmp_path / "back.safetensors")
+    assert back.cfg == init.cfg  # the architecture comes from the file, not the defaults
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert torch.allclose(back(x), init(x), atol=1e-6)
+    assert cli(base + ["--resume", "--steps", "2", "--hf-weight", "1"]) == 0
+    assert "run 2: step 0" in (out / "log.txt").read_text()
+    assert cli(["sr", "--out", str(tmp_path / "r2"), "--gen-batch", "0", "--init", str(tmp_path / "none.st")]) == 1
+    err = capsys.readouterr().err
+    assert "error: --init" in err and "Traceback" not in err

@@ -16,6 +16,7 @@ COMMANDS = {
     "warmup": ("training.warmup", "CPU stage 0: paired reconstruction (GLO noise codes) + imitation warm start of G"),
     "gan": ("training.train_gan", "train the imitative-contrastive generator (stage 1, 2)"),
     "sr": ("training.sr", "train the face upsampler 64 -> 128 px -> assets/face_sr.safetensors"),
+    "idprior": ("training.idprior", "fit the generator's identity prior to the photos' descriptors (folded into it)"),
     "eval": ("training.evaluate", "disentanglement, control accuracy, identity preservation, FID-on-id-features"),
     "pack": ("training.pack", "pack a compact training set (<= 64 MiB) for the GPU machine"),
 }

@@ -1,0 +1,116 @@
+"""How the way random identities are sampled moves the diversity goals (issue 25): same-person pairs and FID-id.
+
+    python bench/identity_sampling.py [--settings "id=1,code=1,L=8" "id=1.2,code=1,L=8" ...] [--n 48]
+                                      [--tune-seeds 101 102] [--report-seeds 7 2026] [--fid-n 256] [--no-sr]
+
+Each setting changes only how a random face is drawn, not the weights: ``id`` scales the identity latent z_id
+(what the identity decoder sees; 1 = N(0, I)), ``code`` scales the identity code (the noise latent, the whitened
+descriptor PCA of ``--id-codes`` generators), ``L`` is the number of per-layer ws truncation acts on (the file's
+``trunc_layers``), ``psi`` the truncation (default 0.7, the editor's and bench/generator.py's). Per setting and
+seed set: the share of random pairs dlib's descriptor puts under 0.6 (``n`` faces per seed, as
+``../shared/tools/judge.py diversity``, faces upsampled to ≥ 160 px), their median distance, and FID-id (the
+dlib-port descriptors of ``--fid-n`` faces against 512 held-out UTKFace test crops; ``training.evaluate.fid_id``'s
+measure on this script's seeds). Two disjoint seed sets: choose on ``--tune-seeds``, report ``--report-seeds``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from engine.generator.networks import load_default_generator, sample_latents  # noqa: E402
+
+
+def parse_setting(text: str) -> dict:
+    out = {"id": 1.0, "code": 1.0, "L": None, "psi": 0.7}
+    for part in filter(None, text.split(",")):
+        k, _, v = part.partition("=")
+        if k not in out:
+            raise SystemExit(f"error: unknown setting {k!r} in {text!r} (id, code, L, psi)")
+        out[k] = int(v) if k == "L" else float(v)
+    return out
+
+
+def draw(fg, n: int, seed: int, s: dict):
+    lat = sample_latents(n, seed=seed)
+    lat.identity = lat.identity * s["id"]
+    lat.noise = lat.noise * s["code"]
+    return fg.decoders.decode(lat), lat.noise
+
+
+def images(fg, c, noise, s: dict, bs: int = 32) -> torch.Tensor:
+    L0 = fg.G.trunc_layers
+    if s["L"] is not None:
+        fg.G.trunc_layers = min(s["L"], fg.G.num_ws)
+    try:
+        with torch.no_grad():
+            return torch.cat([fg.synthesize(c[i:i + bs], noise[i:i + bs], s["psi"])
+                              for i in range(0, noise.shape[0], bs)])
+    finally:
+        fg.G.trunc_layers = L0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", nargs="+", default=["id=1,code=1"])
+    ap.add_argument("--n", type=int, default=48, help="faces per seed for the same-person share")
+    ap.add_argument("--fid-n", type=int, default=256, help="faces per seed set for FID-id (0: skip)")
+    ap.add_argument("--tune-seeds", type=int, nargs="*", default=[101, 102])
+    ap.add_argument("--report-seeds", type=int, nargs="*", default=[])
+    ap.add_argument("--no-sr", action="store_true", help="the bare 64 px generator (faster; same people)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from generator import Dlib, same_person_share, to_u8  # noqa: E402
+
+    from engine.perception.identity import default_identity_net
+    from training import evaluate as E
+    from training.data import load_aligned
+
+    fg = load_default_generator(upsampler=not args.no_sr)
+    dl = Dlib()
+    idnet = default_identity_net()
+    real = None
+    if args.fid_n:
+        d = load_aligned("test", 128, None)
+        crops = d["images"][:512].permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            real = torch.cat([idnet.embed_crops(crops[i:i + 32]) for i in range(0, len(crops), 32)]).numpy()
+    print(f"{fg.resolution} px faces; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print("| setting | seed set | same-person pairs | median dlib dist | faces found | FID-id |")
+    print("|---|---|---|---|---|---|")
+    for text in args.settings:
+        s = parse_setting(text)
+        for name, seeds in (("tune", args.tune_seeds), ("report", args.report_seeds)):
+            if not seeds:
+                continue
+            shares, meds, found = [], [], 0
+            for sd in seeds:
+                c, z = draw(fg, args.n, sd, s)
+                sh, med, fnd = same_person_share(dl, to_u8(images(fg, c, z, s)))
+                shares.append(sh)
+                meds.append(med)
+                found += fnd
+            fid = float("nan")
+            if args.fid_n:
+                c, z = draw(fg, args.fid_n, 10_000 + seeds[0], s)
+                with torch.no_grad():
+                    x = images(fg, c, z, s)
+                    fake = torch.cat([idnet.embed_crops(x[i:i + 32]) for i in range(0, len(x), 32)]).numpy()
+                fid = E.frechet_distance(real.astype(np.float64), fake.astype(np.float64))
+            print(f"| {text} | {name} {' '.join(map(str, seeds))} | {100 * np.mean(shares):.1f} % "
+                  f"({' / '.join(f'{100 * v:.0f}' for v in shares)}) | {np.mean(meds):.3f} | "
+                  f"{found}/{args.n * len(seeds)} | {fid:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
