@@ -1,5 +1,5 @@
-"""Screenshot of the editor: ``python -m app.screenshot out.png [--random]`` (needs a real display with OpenGL,
-e.g. Xvfb: the GL mesh panel is composited from the screen, which ``QWidget.grab`` would miss).
+"""Screenshot of the editor: ``python -m app.screenshot out.png [--random]`` (needs a real display, e.g. Xvfb: the
+window is grabbed from the screen, as a user sees it).
 
 By default the editor is in photo mode on the bundled astronaut portrait with a smile and a small turn (what
 ``make run`` opens on); ``--random`` shows a random face of the generator (or the 3DMM preview) instead.

@@ -1,8 +1,8 @@
 """Editor widgets: a labelled float slider, the image view and the 3D mesh panel."""
 from __future__ import annotations
 
-import math
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -382,115 +382,10 @@ class ImageView(QWidget):
         p.end()
 
 
-def light_uniform(azimuth: float = 25.0, elevation: float = 20.0, intensity: float = 0.45, ambient: float = 0.75,
-                  color=(1.0, 1.0, 1.0)) -> list[float]:
-    """The mesh panel's light as shader data: direction toward the light in the panel's coordinates (x, y, z),
-    intensity, ambient, colour (r, g, b) — from the session's light (``Session.light_params()``; azimuth 0 = from
-    the front, positive = from the viewer's right; elevation positive = from above), as the image is lit.
-
-    The panel shows model space (x subject-left, y up, z toward the viewer) as (x, -z, y), so a light at
-    direction (dx, dy, dz) in the image's camera space is (dx, -dz, dy) here."""
-    az, el = math.radians(float(azimuth)), math.radians(float(elevation))
-    dx, dy, dz = math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)
-    col = [float(c) for c in (list(color) + [1.0, 1.0, 1.0])[:3]]
-    return [dx, -dz, dy, max(0.0, float(intensity)), max(0.0, float(ambient))] + col
-
-
-def _lit_shader():
-    """The image's Lambert shading (SH bands 0-1 of the session's light), the light fixed to the face (world) as in
-    the image, so rotating the view shows which side is lit; a faint rim from the camera keeps the silhouette readable. Two-sided (the back
-    of the mesh is shaded as seen)."""
-    from pyqtgraph.opengl import shaders
-
-    return shaders.ShaderProgram(None, [
-        shaders.VertexShader("""
-            uniform mat4 u_mvp;
-            uniform mat3 u_normal;
-            attribute vec4 a_position;
-            attribute vec3 a_normal;
-            attribute vec4 a_color;
-            varying vec4 v_color;
-            varying vec3 v_normal;
-            varying vec3 v_world_normal;
-            void main() {
-                v_normal = normalize(u_normal * a_normal);
-                v_world_normal = a_normal;
-                v_color = a_color;
-                gl_Position = u_mvp * a_position;
-            }
-        """),
-        shaders.FragmentShader("""
-            #ifdef GL_ES
-            precision mediump float;
-            #endif
-            uniform float u_light[8];
-            varying vec4 v_color;
-            varying vec3 v_normal;
-            varying vec3 v_world_normal;
-            void main() {
-                vec3 n = normalize(v_world_normal);
-                if (!gl_FrontFacing) n = -n;
-                vec3 l = normalize(vec3(u_light[0], u_light[1], u_light[2]) + vec3(1e-6));
-                vec3 col = vec3(u_light[5], u_light[6], u_light[7]);
-                // the image's shading (engine.render.shading, SH bands 0-1): sqrt(pi)/2 ambient + sqrt(pi) (n.l)
-                float shade = max(0.886227 * u_light[4] + 1.772454 * u_light[3] * dot(n, l), 0.0);
-                float rim = pow(1.0 - abs(normalize(v_normal).z), 3.0);
-                vec3 rgb = v_color.rgb * col * shade + 0.06 * rim;
-                gl_FragColor = vec4(min(rgb, vec3(1.0)), v_color.a);
-            }
-        """),
-    ], uniforms={"u_light": light_uniform()})
-
-
-def gl_unavailable_reason() -> str | None:
-    """Why the OpenGL mesh view cannot be shown here (None when it can)."""
-    from PySide6.QtGui import QGuiApplication
-
-    plat = QGuiApplication.platformName()
-    if plat in ("offscreen", "minimal", "vnc"):
-        return f"the '{plat}' Qt platform has no OpenGL"
-    try:
-        import OpenGL.GL  # noqa: F401
-        import pyqtgraph.opengl  # noqa: F401
-    except Exception as exc:  # missing libGL, PyOpenGL, …
-        return f"OpenGL is not available ({type(exc).__name__}: {exc})"
-    return None
-
-
-def _mesh_item_class():
-    """A GLMeshItem fed ready-made buffers: positions and normals per frame, the index buffer only when the topology
-    changes (pyqtgraph's own path re-parses a MeshData and recomputes normals in Python on every paint: ~0.4 s on
-    the full head)."""
-    from pyqtgraph.opengl import GLMeshItem
-    from pyqtgraph.opengl.items.GLMeshItem import DirtyFlag
-
-    class BufferMeshItem(GLMeshItem):
-        def __init__(self, **kw):
-            super().__init__(**kw)
-            self._dirty = DirtyFlag(0)
-
-        def set_buffers(self, positions: np.ndarray, normals: np.ndarray, faces: np.ndarray | None = None) -> None:
-            self.vertexes, self.normals = positions, normals
-            self._dirty |= DirtyFlag.POSITION | DirtyFlag.NORMAL
-            if faces is not None:
-                self.faces = np.ascontiguousarray(faces, dtype=np.uint32)
-                self._dirty |= DirtyFlag.FACES
-            self.update()
-
-        def meshDataChanged(self):  # no MeshData here: keep the buffers
-            self.update()
-
-        def parseMeshData(self):
-            dirty, self._dirty = self._dirty, DirtyFlag(0)
-            return dirty
-
-    return BufferMeshItem
-
-
 @dataclass
 class MeshGeometry:
-    """What the mesh panel draws for one frame, in its own axes (made off the GUI thread by
-    :meth:`MeshPanel.prepare`)."""
+    """What the mesh panel draws for one frame (made off the GUI thread by :meth:`MeshPanel.prepare`), in model
+    axes (x the subject's left, y up, z toward the viewer)."""
 
     positions: np.ndarray  # (V, 3) float32
     normals: np.ndarray  # (V, 3) float32, unit
@@ -498,72 +393,70 @@ class MeshGeometry:
     landmarks: np.ndarray | None  # (68, 3) float32
 
 
-def to_panel(points: np.ndarray) -> np.ndarray:
-    """Model space (x subject-left, y up, z toward the viewer) → the panel's (x, -z, y): pyqtgraph's z is up, the
-    default camera looks along +y, so the face looks at it. A rotation: normals map the same way."""
-    p = np.asarray(points, np.float32)
-    return np.ascontiguousarray(np.stack([p[:, 0], -p[:, 2], p[:, 1]], 1))
-
-
 class MeshPanel(QWidget):
-    """The posed 3DMM mesh (shaded, mouse-rotatable) with optional landmarks; a label when OpenGL is missing.
+    """The posed mesh (shaded like the image, mouse-rotatable: drag to turn, wheel to zoom, double-click to reset)
+    with optional landmarks.
 
-    Per frame only vertex positions and normals change: :meth:`prepare` computes them (vectorised,
-    ``engine.io.mesh.VertexNormals``; thread-safe, the editor calls it in the render thread) and :meth:`show_geometry`
-    hands the buffers to GL (the GUI thread's whole share, well under a millisecond)."""
+    Nothing heavy happens in the GUI thread: :meth:`prepare` computes positions and normals (the editor calls it in
+    the render thread), :meth:`show_geometry` only hands them to the panel's drawing thread, which draws the picture
+    on the CPU (``engine.render.meshview.draw_mesh``: the compiled rasterizer, no GIL held) and sends it back; the
+    paint is one image blit. (An OpenGL view used to stall the GUI thread for tens of milliseconds per paint on a
+    software GL such as llvmpipe under Xvfb.) Topology changes (the full head ↔ the face model) re-frame the view."""
+
+    drawn = Signal(object)  # (QImage, landmark pixels or None, the draw's serial): from the drawing thread
 
     def __init__(self, triangles: np.ndarray, parent=None):
         super().__init__(parent)
+        from engine.render.meshview import OrbitCamera
+
         self.base_triangles = np.ascontiguousarray(triangles, dtype=np.int32)  # the face model's: a frame without
         self.triangles = self.base_triangles  # its own triangles (preview / generator view) uses these
         self.show_landmarks = False
-        self.view = None
-        self.mesh = None
-        self.scatter = None
-        self.updates = 0
+        self.updates = 0  # geometries handed to the panel
+        self.draws = 0  # pictures drawn (drawing thread) and shown
+        self.draw_ms: list[float] = []  # the drawing thread's time per picture (the last 200)
+        self.camera = OrbitCamera()
+        self.light = {"azimuth": 25.0, "elevation": 20.0, "intensity": 0.45, "ambient": 0.75,
+                      "color": (1.0, 1.0, 1.0)}
+        self.reason = None  # kept for callers that explain a missing panel: this one always draws
+        self.image: QImage | None = None
+        self.array: np.ndarray | None = None  # the last picture drawn (uint8 RGB)
+        self._lm_xy: np.ndarray | None = None
         self._last: MeshGeometry | None = None
         self._shown_triangles = None
         self._normals = None  # engine.io.mesh.VertexNormals of the current topology
         self._normals_lock = threading.Lock()
-        self._shader = None
-        self.light = light_uniform()  # shader data: direction, intensity, ambient, colour
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        self.reason = gl_unavailable_reason()
-        if self.reason is None:
-            try:
-                self._build_gl(lay)
-            except Exception as exc:
-                self.reason = f"OpenGL view failed to start ({type(exc).__name__}: {exc})"
-                self.view = None
-        if self.view is None:
-            self.fallback = QLabel(f"3D mesh view unavailable:\n{self.reason}")
-            self.fallback.setAlignment(Qt.AlignCenter)
-            self.fallback.setWordWrap(True)
-            lay.addWidget(self.fallback)
+        self._wake = threading.Condition()
+        self._want = 0  # serial of the newest draw asked for
+        self._done = 0  # serial of the newest draw shown
+        self._closed = False
+        self._size = (1, 1)  # the panel's size when the draw was asked for (read in the GUI thread)
+        self._thread: threading.Thread | None = None
+        self._drag = None
+        self.drawn.connect(self._on_drawn)
         self.setMinimumSize(160, 160)
+        self.setAutoFillBackground(True)
+        pal = self.palette()
+        pal.setColor(QPalette.Window, QColor(38, 40, 46))
+        self.setPalette(pal)
+        self.setAccessibleName("3D mesh view")
+        self.setToolTip("the fitted 3D mesh: drag to turn, wheel to zoom, double-click to reset the view")
+        self.setCursor(Qt.OpenHandCursor)
 
     @property
     def available(self) -> bool:
-        return self.view is not None
+        return True
 
-    def _build_gl(self, lay):
-        import pyqtgraph.opengl as gl
+    @property
+    def busy(self) -> bool:
+        """A picture is asked for and not shown yet."""
+        return self._done < self._want
 
-        self._shader = _lit_shader()
-        self._shader.setUniformData("u_light", self.light)
-        self._item_class = _mesh_item_class()
-        view = gl.GLViewWidget()
-        view.setBackgroundColor((38, 40, 46))
-        view.setCameraPosition(distance=42, elevation=8, azimuth=-90)
-        view.setMinimumSize(220, 220)
-        self.view = view
-        lay.addWidget(view)
-
+    # -- geometry ------------------------------------------------------------------------------------------- #
     def prepare(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None,
                 triangles: np.ndarray | None = None) -> MeshGeometry:
-        """Positions, normals and landmarks in the panel's axes for a posed mesh (model space); ``triangles`` None:
-        the face model's. Safe to call from a worker thread."""
+        """Positions, normals and landmarks for a posed mesh (model space); ``triangles`` None: the face model's.
+        Safe to call from a worker thread."""
         tri = self.base_triangles if triangles is None else triangles
         from engine.io.mesh import VertexNormals
 
@@ -574,11 +467,8 @@ class MeshPanel(QWidget):
                 self._normals = vn
         if tri.max(initial=-1) >= len(vertices):
             raise ValueError(f"triangles index vertex {tri.max()} of a {len(vertices)}-vertex mesh")
-        pos = to_panel(vertices)
-        lm = None
-        if landmarks3d is not None:
-            lm = to_panel(landmarks3d)
-            lm[:, 1] -= 0.15  # just in front of the skin
+        pos = np.ascontiguousarray(vertices, dtype=np.float32)
+        lm = None if landmarks3d is None else np.asarray(landmarks3d, np.float32)
         return MeshGeometry(pos, vn(pos), vn.triangles if triangles is None else tri, lm)
 
     def set_mesh(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None,
@@ -587,66 +477,155 @@ class MeshPanel(QWidget):
         self.show_geometry(self.prepare(vertices, landmarks3d, triangles))
 
     def show_geometry(self, g: MeshGeometry) -> None:
-        """Hand a prepared frame to GL: new vertex buffers; the index buffer only when the topology changed."""
-        self._last = g
+        """Take a prepared frame (GUI thread: no drawing here); a new topology re-frames the view."""
         new_topology = self._shown_triangles is None or (
             g.triangles is not self._shown_triangles and not np.array_equal(g.triangles, self._shown_triangles))
         if new_topology:
             self.triangles = np.ascontiguousarray(g.triangles, dtype=np.int32)
-        self.updates += 1
-        if self.view is None or not self.isVisible():
-            return  # hidden: showEvent draws the last one
-        self._draw(g, new_topology)
-
-    def _draw(self, g: MeshGeometry, new_topology: bool) -> None:
-        import pyqtgraph.opengl as gl
-
-        reframe = new_topology or self.mesh is None
-        if self.mesh is None:
-            self.mesh = self._item_class(shader=self._shader, color=(0.86, 0.74, 0.66, 1.0), glOptions="opaque",
-                                         smooth=True, drawEdges=False)
-            self.view.addItem(self.mesh)
-        self.mesh.set_buffers(g.positions, g.normals, g.triangles.astype(np.uint32) if reframe else None)
+            self.camera.frame(g.positions)
         self._shown_triangles = g.triangles
-        if reframe:  # centre on the mesh, far enough to show all of it (the face: ~42 cm, the full head: more)
-            from PySide6.QtGui import QVector3D
+        self._last = g
+        self.updates += 1
+        if self.isVisible():
+            self.request_draw()  # hidden: showEvent draws the last one
 
-            v = g.positions
-            c = (v.min(0) + v.max(0)) / 2
-            self.view.opts["center"] = QVector3D(float(c[0]), float(c[1]), float(c[2]))
-            self.view.opts["distance"] = max(42.0, 1.9 * float(np.ptp(v[:, [0, 2]], axis=0).max()))
-        if g.landmarks is not None:
-            if self.scatter is None:
-                self.scatter = gl.GLScatterPlotItem(pos=g.landmarks, color=(0.2, 1.0, 0.3, 1.0), size=6.0,
-                                                    pxMode=True)
-                self.scatter.setGLOptions("translucent")
-                self.view.addItem(self.scatter)
-            elif self.show_landmarks:
-                self.scatter.setData(pos=g.landmarks)
-            self.scatter.setVisible(self.show_landmarks)
+    # -- drawing (the panel's own thread) ------------------------------------------------------------------- #
+    def request_draw(self) -> None:
+        """Ask the drawing thread for a new picture (the newest request wins; never blocks)."""
+        if self._last is None or self._closed:
+            return
+        with self._wake:
+            self._want += 1
+            self._size = (max(1, self.width()), max(1, self.height()))
+            self._wake.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._draw_loop, name="discoface-mesh", daemon=True)
+            self._thread.start()
+
+    def _draw_loop(self) -> None:
+        import dataclasses
+
+        from engine.render.meshview import draw_mesh
+
+        drawn = 0
+        while True:
+            with self._wake:
+                while self._want == drawn and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                serial = self._want
+                g, cam = self._last, dataclasses.replace(self.camera)
+                light, (w, h) = dict(self.light), self._size
+            drawn = serial
+            t0 = time.perf_counter()
+            try:
+                img = draw_mesh(g.positions, g.normals, g.triangles, cam, w, h, light)
+                lm = None if g.landmarks is None else cam.project(g.landmarks, w, h)[0]
+            except Exception:  # the image view still works; say why once per failure
+                import traceback
+
+                traceback.print_exc()
+                continue
+            self.draw_ms.append(1000 * (time.perf_counter() - t0))
+            del self.draw_ms[:-200]
+            self.drawn.emit((ImageView._to_qimage(img), img, lm, serial))
+
+    def _on_drawn(self, item) -> None:
+        qimg, arr, lm, serial = item
+        if serial < self._done:
+            return
+        self.image, self.array, self._lm_xy, self._done = qimg, arr, lm, serial
+        self.draws += 1
+        self.update()
+
+    def stop(self) -> None:
+        """End the drawing thread (the window's close)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    def paintEvent(self, ev) -> None:
+        if self.image is None:
+            return
+        p = QPainter(self)
+        p.setRenderHint(QPainter.SmoothPixmapTransform, True)
+        same = self.image.width() == self.width() and self.image.height() == self.height()
+        if same:
+            p.drawImage(0, 0, self.image)
+        else:  # resized: the last picture stretched until the new one arrives
+            p.drawImage(QRectF(0, 0, self.width(), self.height()), self.image)
+        if self.show_landmarks and self._lm_xy is not None and same:
+            p.setPen(Qt.NoPen)
+            p.setBrush(QColor(50, 255, 80))
+            for x, y in self._lm_xy:
+                p.drawEllipse(QRectF(float(x) - 2.5, float(y) - 2.5, 5.0, 5.0))
+        p.end()
 
     def showEvent(self, ev) -> None:
         super().showEvent(ev)
-        g = self._last
-        if g is not None and self.view is not None:  # frames that came while hidden: draw the last one
-            self._draw(g, self._shown_triangles is None or (g.triangles is not self._shown_triangles
-                                                            and not np.array_equal(g.triangles, self._shown_triangles)))
+        self.request_draw()  # frames that came while hidden: draw the last one
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        if self.isVisible():
+            self.request_draw()
+
+    # -- the view: drag to turn, wheel to zoom, double-click to reset -------------------------------------- #
+    def mousePressEvent(self, ev) -> None:
+        if ev.button() == Qt.LeftButton:
+            self._drag = (ev.position().x(), ev.position().y(), self.camera.azimuth, self.camera.elevation)
+            self.setCursor(Qt.ClosedHandCursor)
+        super().mousePressEvent(ev)
+
+    def mouseMoveEvent(self, ev) -> None:
+        if self._drag is not None:
+            x0, y0, az, el = self._drag
+            self.turn_view(az - 0.5 * (ev.position().x() - x0), el + 0.5 * (ev.position().y() - y0))
+        super().mouseMoveEvent(ev)
+
+    def mouseReleaseEvent(self, ev) -> None:
+        self._drag = None
+        self.setCursor(Qt.OpenHandCursor)
+        super().mouseReleaseEvent(ev)
+
+    def wheelEvent(self, ev) -> None:
+        steps = ev.angleDelta().y() / 120.0
+        if steps:
+            self.camera.distance = float(min(400.0, max(8.0, self.camera.distance * 0.87 ** steps)))
+            self.request_draw()
+        ev.accept()
+
+    def mouseDoubleClickEvent(self, ev) -> None:
+        self.reset_view()
+
+    def turn_view(self, azimuth: float, elevation: float) -> None:
+        """Look from ``azimuth`` degrees around the vertical axis and ``elevation`` above the horizon."""
+        self.camera.azimuth = float((azimuth + 180.0) % 360.0 - 180.0)
+        self.camera.elevation = float(min(89.0, max(-89.0, elevation)))
+        self.request_draw()
+
+    def reset_view(self) -> None:
+        from engine.render.meshview import OrbitCamera
+
+        self.camera = OrbitCamera()
+        if self._last is not None:
+            self.camera.frame(self._last.positions)
+        self.request_draw()
 
     def set_light(self, azimuth: float, elevation: float, intensity: float, ambient: float, color=(1.0, 1.0, 1.0),
                   **_ignored) -> None:
         """Light the mesh like the image (call with ``**session.light_params()``)."""
-        light = light_uniform(azimuth, elevation, intensity, ambient, color)
+        light = {"azimuth": float(azimuth), "elevation": float(elevation), "intensity": float(intensity),
+                 "ambient": float(ambient), "color": tuple(float(c) for c in (list(color) + [1.0, 1.0, 1.0])[:3])}
         if light == self.light:
             return
         self.light = light
-        if self._shader is not None:
-            self._shader.setUniformData("u_light", light)
-        if self.view is not None:
-            self.view.update()
+        if self.isVisible():
+            self.request_draw()
 
     def set_landmarks_visible(self, on: bool) -> None:
         self.show_landmarks = bool(on)
-        if self.scatter is not None:
-            if on and self._last is not None and self._last.landmarks is not None:
-                self.scatter.setData(pos=self._last.landmarks)
-            self.scatter.setVisible(self.show_landmarks)
+        self.update()

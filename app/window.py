@@ -911,4 +911,5 @@ class MainWindow(QMainWindow):
         self.warmup_job.cancel()
         self.warmup_job.wait(30000)
         self.render_thread.stop()
+        self.mesh.stop()
         super().closeEvent(ev)

@@ -139,9 +139,7 @@ def test_drag_frames_update_the_mesh_panel_at_most_every_interval(qtbot, window,
     settle(qtbot, window)
     assert window.mesh.updates == n + 1 and not window._mesh_timer.isActive()
     last = window.last_frame
-    from app.widgets import to_panel
-
-    assert np.allclose(window.mesh._last.positions, to_panel(last.vertices))
+    assert np.allclose(window.mesh._last.positions, last.vertices)
 
 
 def test_dlib_loads_before_the_window_is_shown(qtbot, face_model, monkeypatch):
@@ -161,3 +159,34 @@ def test_dlib_loads_before_the_window_is_shown(qtbot, face_model, monkeypatch):
     qtbot.waitUntil(lambda: win.ready, timeout=60000)
     win.guard.ask = lambda: "discard"
     win.close()
+
+
+def test_mesh_panel_draws_in_its_own_thread_and_turns(qtbot, window, monkeypatch):
+    """The panel's picture is drawn by its drawing thread (never the GUI thread, which only blits it); dragging in the
+    panel turns the view; a mesh with new triangles re-frames it."""
+    from engine.render import fast_raster
+
+    seen = []
+    orig = fast_raster.rasterize_forward
+
+    def spy(*a, **k):
+        seen.append(threading.current_thread().name)
+        return orig(*a, **k)
+    monkeypatch.setattr(fast_raster, "rasterize_forward", spy)
+    panel = window.mesh
+    qtbot.waitUntil(lambda: panel.draws > 0 and not panel.busy, timeout=20000)
+    front = panel.array.copy()
+    n = panel.draws
+    from PySide6.QtCore import QPoint, Qt
+
+    c = panel.rect().center()
+    qtbot.mousePress(panel, Qt.LeftButton, pos=c)
+    qtbot.mouseMove(panel, QPoint(c.x() + 120, c.y()))
+    qtbot.mouseRelease(panel, Qt.LeftButton, pos=QPoint(c.x() + 120, c.y()))
+    qtbot.waitUntil(lambda: panel.draws > n and not panel.busy, timeout=20000)
+    assert abs(panel.camera.azimuth) > 30
+    assert np.abs(panel.array.astype(int) - front.astype(int)).mean() > 3  # another side of the face
+    assert "discoface-mesh" in seen and "MainThread" not in seen, seen
+    panel.reset_view()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20000)
+    assert panel.camera.azimuth == 0

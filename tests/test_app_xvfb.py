@@ -1,4 +1,4 @@
-"""The editor on a real X server (Xvfb) with the OpenGL mesh panel: a whole-window screenshot shows the mesh.
+"""The editor on a real X server (Xvfb) with the mesh panel: a whole-window screenshot shows the mesh.
 
 Runs the window in a subprocess (DISPLAY from Xvfb, QT_QPA_PLATFORM=xcb), because the rest of the suite uses the
 offscreen platform. Set DISCOFACE_UPDATE_SCREENSHOT=1 to also copy the PNG to docs/screenshot.png.
