@@ -46,3 +46,34 @@ def test_banded_composition_equals_the_full_one(astronaut, max_side):
         photo = fit.image if max_side is None else r._photo_at(fast.shape[0] / fit.image.shape[0])
         assert np.abs(full.astype(int) - photo).max() > 60
         assert np.abs(fast.astype(int) - full).max() <= 1
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.37, 3.3])
+def test_sub_bands_cover_every_pixel_a_sparse_layer_reaches_once(scale):
+    """A layer's bands (:meth:`PhotoRenderer._sub_bands`) must hold every output pixel its upsampled alpha reaches and
+    none twice: scattered specks on the work grid, upsampled like the renderer does."""
+    import cv2
+
+    from engine.photo.flow import WorkGrid
+    from engine.photo.renderer import PhotoRenderer
+
+    rng = np.random.default_rng(3)
+    g = WorkGrid((-40.3, 25.7), 2.9, 64)
+    active = np.zeros((64, 64), bool)
+    active[rng.integers(5, 60, 25), rng.integers(5, 60, 25)] = True
+    sx = sy = scale
+    h = w = int(round(260 * scale))
+    box = (0, 0, w, h)
+    m = np.array([[1.0 / (sx * g.step), 0, (0.5 / sx - g.origin[0]) / g.step - 0.5],
+                  [0, 1.0 / (sy * g.step), (0.5 / sy - g.origin[1]) / g.step - 0.5]])
+    reach = cv2.warpAffine(active.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) > 0
+    assert reach.any()
+    count = np.zeros((h, w), int)
+    bands = PhotoRenderer._sub_bands(active, g, box, sx, sy, band=7)
+    for x0, y0, x1, y1 in bands:
+        count[y0:y1, x0:x1] += 1
+    assert count.max() == 1
+    assert count[reach].min() == 1
+    if scale > 1:  # and on a large output they are tighter than the whole box
+        whole = PhotoRenderer._sub_box(active, g, box, sx, sy)
+        assert count.sum() < 0.6 * (whole[2] - whole[0]) * (whole[3] - whole[1])
