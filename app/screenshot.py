@@ -2,7 +2,9 @@
 window is grabbed from the screen, as a user sees it).
 
 By default the editor is in photo mode on the bundled astronaut portrait with a smile and a small turn (what
-``make run`` opens on); ``--random`` shows a random face of the generator (or the 3DMM preview) instead.
+``make run`` opens on); ``--random`` shows a random face of the generator (or the 3DMM preview) instead. To look at
+other states: ``--photo P`` (another photo), ``--tab pose|expression|light|identity|noise``, ``--zoom Z`` (image
+zoom, 1 = 100 %), ``--before`` (hold Before), ``--full-range``, ``--turn DEG`` (the photo's yaw turn, default 12).
 
 Prints one JSON line: the window size and the image / mesh panel rectangles in window pixels.
 """
@@ -20,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = argv[0]
     random_face = "--random" in argv[1:]
+
+    def opt(name, default=None):
+        return argv[argv.index(name) + 1] if name in argv[1:-1] else default
+    photo = opt("--photo")
+    tab = opt("--tab", "expression")
+    zoom = opt("--zoom")
+    turn = float(opt("--turn", 12))
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["discoface-screenshot"])
@@ -35,14 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         s.set_controls({"yaw": 22, "pitch": 6, "smile": 0.7, "brows_up": 0.3})
         s.set_light(azimuth=25, elevation=10, intensity=0.3)
     else:
-        s.open_photo(BUNDLED_PHOTO)
+        s.open_photo(photo or BUNDLED_PHOTO)
         s.add_keyframe(0.0)
-        s.set_controls({"yaw": s.control_value("yaw") + 12, "smile": 0.6, "light_azimuth": 35})
+        s.set_controls({"yaw": turn, "smile": 0.6, "light_azimuth": 35}, relative=True)
     s.add_keyframe(2.0)
     w = MainWindow(s, display_size=256)
     w.resize(1180, 800)
-    w.tabs.setCurrentIndex(1)
+    names = [w.tabs.tabText(i).lower() for i in range(w.tabs.count())]
+    w.tabs.setCurrentIndex(names.index(tab) if tab in names else 1)
     w.search.setText("smile")
+    if "--full-range" in argv[1:]:
+        w.full_range_action.setChecked(True)
     w.lm_check.setChecked(True)
     w.timeline.refresh()
     w.show()
@@ -50,7 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     while (w.last_frame is None or not w.settled) and time.time() - t0 < 60:
         app.processEvents()
         time.sleep(0.02)
-    for _ in range(40):  # let the GL view paint
+    if zoom is not None:
+        w.view.set_zoom(float(zoom))
+    if "--before" in argv[1:]:
+        w.view.show_before(True)
+    t0 = time.time()
+    while w.mesh.busy and time.time() - t0 < 30:  # the mesh panel's picture
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
     geo = w.frameGeometry()

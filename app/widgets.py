@@ -299,6 +299,19 @@ class ImageView(QWidget):
             self.zoomChanged.emit(z)
         self.update()
 
+    def zoom_to_box(self, box) -> None:
+        """Show the region ``box`` (x0, y0, x1, y1 in full-size image px) as large as the widget allows, centred."""
+        if self.full_size is None:
+            return
+        x0, y0, x1, y1 = (float(v) for v in box)
+        bw, bh = max(1.0, x1 - x0), max(1.0, y1 - y0)
+        z = float(min(self.ZOOM_MAX, max(self.ZOOM_MIN, min(self.width() / bw, self.height() / bh))))
+        self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
+        old, self.zoom = self.scale(), z
+        if abs(z - old) > 1e-9:
+            self.zoomChanged.emit(z)
+        self.update()
+
     def zoom_by(self, factor: float, anchor=None) -> None:
         self.set_zoom(self.scale() * factor, anchor)
 

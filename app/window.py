@@ -38,6 +38,23 @@ PLAY_MAX_SIDE = 384  # photo mode playback frames (drag previews: 512, engine.ed
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
 
 
+AUTO_FACE_ZOOM = 1.6  # opening a photo zooms to the face when that shows it this much larger than fitting the photo
+
+
+def face_box(photo) -> tuple[float, float, float, float]:
+    """The head of a photo-mode photo (x0, y0, x1, y1 in photo px): its fitted landmarks' box (brows to chin)
+    widened to the hair and the neck, clipped to the photo."""
+    lm = np.asarray(photo.fit.alignment.landmarks_photo, np.float64)
+    x0, y0 = lm.min(0)
+    x1, y1 = lm.max(0)
+    fh = max(y1 - y0, 1.0)
+    top, bottom = y0 - 0.75 * fh, y1 + 0.45 * fh
+    half = max(0.8 * (x1 - x0), 0.5 * (bottom - top) * 0.8)
+    cx = (x0 + x1) / 2
+    w, h = photo.size
+    return (max(0.0, cx - half), max(0.0, top), min(float(w), cx + half), min(float(h), bottom))
+
+
 @dataclass
 class FaceChoice:
     """A photo with several faces, waiting for the user's click."""
@@ -125,9 +142,14 @@ class MainWindow(QMainWindow):
         self.before_btn.setEnabled(False)
         self.before_btn.pressed.connect(lambda: self.view.show_before(True))
         self.before_btn.released.connect(lambda: self.view.show_before(False))
+        self.face_btn = QPushButton("Face")
+        self.face_btn.setToolTip("zoom the image to the face (Ctrl+2); Ctrl+0 or a double click shows the whole photo")
+        self.face_btn.setEnabled(False)
+        self.face_btn.clicked.connect(self.zoom_to_face)
         opts.addWidget(self.lm_check)
         opts.addWidget(self.smooth_check)
         opts.addWidget(self.before_btn)
+        opts.addWidget(self.face_btn)
         opts.addStretch(1)
         mb.addLayout(opts)
         left.addWidget(mesh_box)
@@ -397,6 +419,7 @@ class MainWindow(QMainWindow):
                                          checkable=True)
         act(vm, "Zoom to &fit", self.view.fit, ["Ctrl+0"])
         act(vm, "&Actual size (100 %)", self.view.actual_size, ["Ctrl+1"])
+        act(vm, "Zoom to the fa&ce", self.zoom_to_face, ["Ctrl+2"])
         act(vm, "Zoom &in", lambda: self.view.zoom_by(1.25), ["Ctrl++", "Ctrl+="])
         act(vm, "Zoom &out", lambda: self.view.zoom_by(0.8), ["Ctrl+-"])
         vm.addSeparator()
@@ -526,10 +549,13 @@ class MainWindow(QMainWindow):
             return
         own = {k: self.session.control_origin(k, snap) for k in ("yaw", "pitch", "roll")}
         good = {k: self.session.believable_range(k, snap) for k in ("yaw", "pitch")}
+        def deg(v: float) -> str:  # "+3°", never "-0°"
+            return f"{round(v):+d}°"
         self.pose_note.setText(
-            f"Photo mode: the sliders turn the head from the photo's own pose (0 = yaw {own['yaw']:+.0f}°, pitch "
-            f"{own['pitch']:+.0f}°, roll {own['roll']:+.0f}°). This photo turns believably yaw "
-            f"{good['yaw'][0]:+.0f}..{good['yaw'][1]:+.0f}°, pitch {good['pitch'][0]:+.0f}..{good['pitch'][1]:+.0f}°"
+            f"Photo mode: the sliders turn the head from the photo's own pose (0 = yaw {deg(own['yaw'])}, pitch "
+            f"{deg(own['pitch'])}, roll {deg(own['roll'])}). This photo turns believably yaw "
+            f"{deg(good['yaw'][0])[:-1]}..{deg(good['yaw'][1])}, pitch {deg(good['pitch'][0])[:-1]}.."
+            f"{deg(good['pitch'][1])}"
             + ("; beyond that (grey) the status bar warns." if self.full_range else
                "; View → Full slider range goes further (greyed)."))
         self.pose_note.setVisible(True)
@@ -564,6 +590,12 @@ class MainWindow(QMainWindow):
         req = RenderRequest(snap, size, final, self.view_mode, self._serial)
         self.last_request = req
         self.worker.submit(req)
+
+    def zoom_to_face(self) -> None:
+        """View → Zoom to the face (Ctrl+2): the photo's head, as large as the image view allows."""
+        photo = self.session.photo
+        if photo is not None and self.face_choice is None:
+            self.view.zoom_to_box(face_box(photo))
 
     def set_mesh_visible(self, on: bool) -> None:
         """View → Mesh panel: hidden, frames skip the panel's work entirely."""
@@ -612,6 +644,13 @@ class MainWindow(QMainWindow):
             self._pose_ranges(req.snapshot)  # a loaded session's photo: its turn range is measured by now
             self.view.set_before(None if photo is None else photo.fit.image)
             self.before_btn.setEnabled(photo is not None)
+            self.face_btn.setEnabled(photo is not None)
+            if photo is not None:  # a small face in a big photo: open on the face, not on the whole photo
+                box = face_box(photo)
+                if min(self.view.width() / (box[2] - box[0]), self.view.height() / (box[3] - box[1])) > \
+                        AUTO_FACE_ZOOM * self.view.fit_scale():
+                    self.view.zoom_to_box(box)
+                    self.status("zoomed to the face: Ctrl+0 (or a double click) shows the whole photo", 8000)
         if geometry is not None and self.mesh_visible:
             self._mesh_pending = (geometry, req.snapshot.coeffs)
             wait = MESH_MIN_INTERVAL_S - (time.monotonic() - self._mesh_shown_at)

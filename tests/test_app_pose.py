@@ -45,7 +45,7 @@ def test_pose_sliders_turn_from_the_photos_own_pose(qtbot, window, tmp_path):
     yaw = window.sliders["yaw"]
     assert (yaw.lo, yaw.hi) == pytest.approx(good, abs=1e-6)  # the slider spans this photo's believable turn
     assert window.pose_note.isVisible() or not window.isVisible()
-    assert f"{own['yaw']:+.0f}°" in window.pose_note.text()
+    assert f"yaw {round(own['yaw']):+d}°" in window.pose_note.text()
 
     # drag yaw to +10: the rendered pose is the photo's own + 10
     yaw.slider.setSliderDown(True)
@@ -124,3 +124,24 @@ def test_session_pose_helpers_outside_photo_mode(face_model):
     assert s.control_warning("yaw") is None
     s.set_controls({"yaw": 50})
     assert "trained range" in s.control_warning("yaw")
+
+
+def test_a_photo_opens_on_its_face_and_ctrl_2_zooms_back_to_it(qtbot, window, monkeypatch):
+    """A small face in a big photo: the view opens on the head (the photo's landmarks' box, widened to hair and neck);
+    Ctrl+0 shows the whole photo, View → Zoom to the face (the Face button) goes back."""
+    import app.window as appwin
+
+    monkeypatch.setattr(appwin, "AUTO_FACE_ZOOM", 0.5)  # any face counts as small here
+    assert not window.face_btn.isEnabled()
+    _open_astronaut(qtbot, window)
+    box = appwin.face_box(window.session.photo)
+    lm = window.session.photo.fit.alignment.landmarks_photo
+    assert box[0] <= lm[:, 0].min() and lm[:, 0].max() <= box[2] and box[1] < lm[:, 1].min() and lm[:, 1].max() < box[3]
+    v = window.view
+    assert v.zoom is not None and v.center == pytest.approx(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+    assert "zoomed to the face" in window.last_status
+    v.fit()
+    assert v.zoom is None
+    window.face_btn.click()
+    assert window.face_btn.isEnabled() and v.zoom == pytest.approx(min(v.width() / (box[2] - box[0]),
+                                                                       v.height() / (box[3] - box[1])))
