@@ -77,3 +77,27 @@ def test_sub_bands_cover_every_pixel_a_sparse_layer_reaches_once(scale):
     if scale > 1:  # and on a large output they are tighter than the whole box
         whole = PhotoRenderer._sub_box(active, g, box, sx, sy)
         assert count.sum() < 0.6 * (whole[2] - whole[0]) * (whole[3] - whole[1])
+
+
+def test_cached_geometry_equals_the_direct_computation(astronaut):
+    """The per-frame shortcuts of a drag: an expression change multiplies only the blendshapes that differ from the
+    reference expression, and the fill / model-skin normals come from the faces around those vertices only."""
+    import torch
+
+    fit, r = astronaut
+    head, proj = r.head, r.proj
+    c = fit.coeffs.clone()
+    c.expr["mouthSmile_L"] = c.expr["mouthSmile_R"] = 0.7
+    c.expr["jawOpen"] = 0.4
+    proj.model_vertices(fit.coeffs)  # the reference
+    got = proj.model_vertices(c)
+    want = head.identity_shape(c)[0] + head.expression_offsets(c)[0] + proj._teeth_offset
+    assert float((got - want).abs().max()) < 1e-4
+    assert float((got - proj.model_vertices(fit.coeffs)).abs().max()) > 0.1  # the smile moved vertices
+    full = head.vertex_normals(got.unsqueeze(0))[0]
+    r._skin_setup()
+    for which in ("fill", "skin"):
+        idx = r._subsets[which][0]
+        assert len(idx) > 100
+        sub = r._normals_of(got.clone(), which)  # a new tensor: computed, not taken from the full normals
+        assert float((sub - full[idx]).abs().max()) < 1e-4

@@ -134,24 +134,28 @@ def mouth_base_colors(head: HeadModel, colors: dict[str, np.ndarray]) -> torch.T
     return out
 
 
-def mouth_occlusion(head: HeadModel, verts: torch.Tensor) -> torch.Tensor:
-    """(V,) light factor: 1 outside the mouth, ``MOUTH_AO_MIN`` … ``MOUTH_LIGHT`` inside, by depth."""
+def mouth_occlusion(head: HeadModel, verts: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """(V,) light factor: 1 outside the mouth, ``MOUTH_AO_MIN`` … ``MOUTH_LIGHT`` inside, by depth (``idx``: the
+    vertices ``verts`` holds, else all)."""
     lo, hi = MOUTH_AO_Z
     t = ((verts[:, 2] - lo) / (hi - lo)).clamp(0, 1)
     ao = MOUTH_AO_MIN + (MOUTH_LIGHT - MOUTH_AO_MIN) * t * t
     teeth = head.vertex_in(["teeth"])
-    ao = torch.where(teeth, TEETH_AO_MIN + (MOUTH_LIGHT - TEETH_AO_MIN) * t, ao)
     mouth = head.vertex_in(MOUTH_PARTS)
+    if idx is not None:
+        teeth, mouth = teeth[idx], mouth[idx]
+    ao = torch.where(teeth, TEETH_AO_MIN + (MOUTH_LIGHT - TEETH_AO_MIN) * t, ao)
     return torch.where(mouth, ao, torch.ones_like(ao))
 
 
 def part_colors(head: HeadModel, base: torch.Tensor, verts: torch.Tensor, normals: torch.Tensor,
-                light0: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+                light0: torch.Tensor, light: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
     """(V, 3) rendered colours in [0, 1] (photo units): ``base`` (:func:`mouth_base_colors`, the colour of a lit
     front surface in the photo's own light) × the fitted light's grey shading relative to a camera-facing normal ×
     its per-channel change to the target ``light`` × occlusion / ``MOUTH_LIGHT``.
 
-    ``verts`` unposed (for the occlusion), ``normals`` posed (camera orientation)."""
+    ``verts`` unposed (for the occlusion), ``normals`` posed (camera orientation); with ``idx`` all three hold only
+    those vertices (the result too)."""
     e0 = irradiance(normals, light0).clamp_min(1e-3)
     front = irradiance(torch.tensor([[0.0, 0.0, 1.0]]), light0).mean().clamp_min(1e-3)
     # the fitted light's shading without its colour (grey on a camera-facing normal), times the light's change
@@ -159,5 +163,5 @@ def part_colors(head: HeadModel, base: torch.Tensor, verts: torch.Tensor, normal
     if not torch.equal(light, light0):
         ratio = ratio * (irradiance(normals, light).clamp_min(0) / e0)
     ratio = ratio.clamp(0.0, IRRADIANCE_RATIO_MAX)
-    col = base * ratio * (mouth_occlusion(head, verts) / MOUTH_LIGHT).unsqueeze(1)
+    col = base * ratio * (mouth_occlusion(head, verts, idx) / MOUTH_LIGHT).unsqueeze(1)
     return col.clamp(0.0, TEETH_MAX)

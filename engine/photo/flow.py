@@ -39,6 +39,7 @@ VIS_TOL_CM = 0.45  # depth tolerance of the source visibility test
 VIS_TOL_INNER_CM = 0.12  # mouth interior and eyes
 VIS_SLOPE = 1.5  # extra tolerance per cm of depth change per grid pixel
 UPPER_TEETH_SHIFT_CM = (0.0, -0.3, 0.25)
+EXPR_DELTA_MAX = 8  # blendshapes changed from the reference expression up to which only the change is multiplied
 MIRROR_RAMP = 3  # neighbour-averaging passes: the mirror fill fades in over ~3 vertices inside the hidden skin
 MIRROR_GAIN_RANGE = (0.5, 2.0)
 MIRROR_MIN_FACING = -0.2  # z of the mirror point's (camera-space) normal above which it is used (fades in over 0.2)
@@ -98,6 +99,8 @@ class HeadProjector:
         self._id_key: bytes | None = None
         self._id_shape: torch.Tensor | None = None
         self._verts_key: bytes | None = None
+        self._ref_expr: torch.Tensor | None = None  # (1, E) expression of self._ref_verts
+        self._ref_verts: torch.Tensor | None = None
         self._verts: torch.Tensor | None = None
         # the kit's upper teeth sit behind the upper lip: bring them down and forward a little so an open mouth
         # shows teeth, as most people's do (upper teeth = the teeth that jawOpen does not move)
@@ -115,10 +118,21 @@ class HeadProjector:
             self._id_shape = self.head.identity_shape(c)[0]
             self._id_key = key
             self._verts_key = None
-        # a drag moves one slider: pose or light drags reuse the last expression's vertices
+            self._ref_expr = None
+        # a drag moves one slider: pose or light drags reuse the last expression's vertices; an expression drag
+        # adds only the blendshapes that differ from a reference expression (the first one seen: the fit's)
         vkey = c.expression.numpy().tobytes()
         if vkey != self._verts_key:
-            self._verts = self._id_shape + self.head.expression_offsets(c)[0] + self._teeth_offset
+            e = c.expression[0:1]
+            d = e - self._ref_expr if self._ref_expr is not None else None
+            if d is None or int((d != 0).sum()) > EXPR_DELTA_MAX:
+                self._ref_verts = self._id_shape + self.head.expression_offsets(c)[0] + self._teeth_offset
+                self._ref_expr = e.clone()
+                self._verts = self._ref_verts
+            else:
+                dc = c[0:1].clone()
+                dc.expression = d
+                self._verts = self._ref_verts + self.head.expression_offsets(dc)[0]
             self._verts_key = vkey
         return self._verts
 

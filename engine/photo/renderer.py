@@ -210,6 +210,9 @@ class PhotoRenderer:
         self._normals: torch.Tensor | None = None
         self._has_mirror = bool(self.src.mirror_w.max() > 1e-3)
         self._any_render_fill = bool(self.src.render_fill.max() > 0)
+        self._fill_idx = (self.src.render_fill > 0).nonzero(as_tuple=True)[0]
+        self._subsets = {"fill": self._subset(self._fill_idx)}
+        self._sub_normals: dict = {}
         self._base_attr = torch.cat([self.src.src_xy, self.src.render_fill.unsqueeze(1),
                                      (~self.src.visible).float().unsqueeze(1)], 1)
         self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
@@ -266,11 +269,15 @@ class PhotoRenderer:
             cols.append(self._mirror_attr)
         if may_fill or relit:
             rot = flow.rotation_matrix(c.pose)[0]
-            normals = self._unposed_normals(t.verts) @ rot.T
-            if may_fill:
-                cols.append(fill.part_colors(head, self._mouth_base, t.verts, normals, self.coeffs0.light[0],
-                                             c.light[0])
-                            * fill_v.unsqueeze(1))
+            if relit:
+                normals = self._unposed_normals(t.verts) @ rot.T
+            if may_fill:  # the fill's colours on its own vertices only (with their normals: the faces around them)
+                fidx = self._fill_idx
+                col = torch.zeros(head.n_vertices, 3)
+                col[fidx] = fill.part_colors(head, self._mouth_base[fidx], t.verts[fidx],
+                                             self._normals_of(t.verts, "fill") @ rot.T, self.coeffs0.light[0],
+                                             c.light[0], fidx) * fill_v[fidx].unsqueeze(1)
+                cols.append(col)
             if relit:
                 n_s = relight.smooth_normals(head, normals)
                 cols.append(relight.key_vertex_ratio(head, n_s, t.posed, flow.flow_triangles(head, False),
@@ -278,6 +285,9 @@ class PhotoRenderer:
                                                      self.albedo0 if albedo_changed else None,
                                                      head.albedo(c)[0] if albedo_changed else None))
                 cols.append(self._skin_attr.unsqueeze(1))
+        skin_v = self._model_skin_attrs(c, t)
+        if skin_v is not None:
+            cols.append(skin_v)
         allv = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
         base = allv[..., :4]
         k = 4
@@ -330,7 +340,7 @@ class PhotoRenderer:
         mirror = self._mirror(mirror_v, cov, hidden)
         f = FlowField(self.grid, disp, cov, hidden, fill_a, fill_rgb, ratio, t, *mirror, layer_cover=layer_cover,
                       layer_solid=layer_solid, extra=[])
-        skin = self._model_skin(c, t, f)
+        skin = self._model_skin(allv[..., -4:], f) if skin_v is not None else None
         if skin is not None:
             f.extra.append(skin)
         for hook in self.layer_hooks:
@@ -386,25 +396,37 @@ class PhotoRenderer:
             like = np.clip((SKIN_DIST_ZERO - d) / (SKIN_DIST_ZERO - SKIN_DIST_FULL), 0, 1).astype(np.float32)
             self._model_w = self._model_w * torch.from_numpy(like)
         self._has_model_skin = bool(self._model_w.max() > 1e-3)
+        self._skin_idx = (self._model_w > 0).nonzero(as_tuple=True)[0]
+        self._subsets["skin"] = self._subset(self._skin_idx)
 
-    def _model_skin(self, c: Coefficients, t, f: "FlowField"):
-        """Revealed skin neither the photo nor its mirror point shows: the model's skin under the photo's light
-        (colour matched to the visible face) instead of the rim stretched into a streak; a LayerFill, or None."""
+    def _model_skin_attrs(self, c: Coefficients, t) -> torch.Tensor | None:
+        """Per-vertex (V, 4) premultiplied colour and weight of :meth:`_model_skin`, or None (no such skin):
+        computed on the vertices that can take it only."""
         if torch.equal(c.pose, self.coeffs0.pose):
             return None
         if not hasattr(self, "_model_w"):
             self._skin_setup()
         if not self._has_model_skin:
             return None
+        idx = self._skin_idx
         rot = flow.rotation_matrix(c.pose)[0]
-        n = self._unposed_normals(t.verts) @ rot.T
+        n = self._normals_of(t.verts, "skin") @ rot.T
         # only where the turn shows the surface more frontally than the photo did (there it would be stretched)
-        gain = ((n[:, 2] - self._n0z.clamp_min(0)) / STRETCH_FULL).clamp(0, 1)
-        wv = self._model_w * torch.maximum(gain, (~self.src.visible).float())
-        col = (self.albedo0 * relight.irradiance(n, self.coeffs0.light[0]).clamp_min(0) * self._model_cal).clamp(0, 1)
+        gain = ((n[:, 2] - self._n0z[idx].clamp_min(0)) / STRETCH_FULL).clamp(0, 1)
+        wv = self._model_w[idx] * torch.maximum(gain, (~self.src.visible[idx]).float())
+        col = (self.albedo0[idx] * relight.irradiance(n, self.coeffs0.light[0]).clamp_min(0) * self._model_cal
+               ).clamp(0, 1)
         if self.gray:
             col = col.mean(1, keepdim=True).expand(-1, 3)
-        v = flow.interpolate_attrs(torch.cat([col * wv.unsqueeze(1), wv.unsqueeze(1)], 1), t, self.head)
+        out = torch.zeros(self.head.n_vertices, 4)
+        out[idx, :3] = col * wv.unsqueeze(1)
+        out[idx, 3] = wv
+        return out
+
+    def _model_skin(self, v: np.ndarray, f: "FlowField"):
+        """Revealed skin neither the photo nor its mirror point shows: the model's skin under the photo's light
+        (colour matched to the visible face) instead of the rim stretched into a streak; a LayerFill, or None.
+        ``v``: (R, R, 4) :meth:`_model_skin_attrs` interpolated on the grid."""
         a = v[..., 3] * f.covered
         if f.mirror_alpha is not None:
             a = a * (1.0 - np.clip(f.mirror_alpha, 0, 1))
@@ -413,6 +435,29 @@ class PhotoRenderer:
         a = cv2.GaussianBlur(a.astype(np.float32), (0, 0), 0.8)
         rgb = v[..., :3] / np.maximum(v[..., 3:4], 1e-4) * a[..., None]
         return photo_layers.LayerFill(alpha=a, rgb=rgb.astype(np.float32))
+
+    def _normals_of(self, verts: torch.Tensor, which: str) -> torch.Tensor:
+        """Unposed vertex normals of a subset of the vertices (``"fill"``: the mouth fill's, ``"skin"``: the model
+        skin's), from the faces around them only; the whole mesh's when those are at hand."""
+        idx, faces = self._subsets[which]
+        if verts is self._normals_for:
+            return self._normals[idx]
+        hit = self._sub_normals.get(which)
+        if hit is not None and hit[0] is verts:
+            return hit[1]
+        tv = verts[faces]
+        fn = torch.linalg.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
+        acc = torch.zeros_like(verts).index_add_(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
+        n = torch.nn.functional.normalize(acc[idx], dim=-1, eps=1e-8)
+        self._sub_normals[which] = (verts, n)
+        return n
+
+    def _subset(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vertex ids, the head's triangles touching them) for :meth:`_normals_of`."""
+        mask = torch.zeros(self.head.n_vertices, dtype=torch.bool)
+        mask[idx] = True
+        tri = self.head.triangles
+        return idx, tri[mask[tri].any(1)].contiguous()
 
     def _unposed_normals(self, verts: torch.Tensor) -> torch.Tensor:
         """Vertex normals of the unposed mesh, kept while the expression stays (a pose or light drag)."""
