@@ -533,8 +533,11 @@ class MeshPanel(QWidget):
             drawn = serial
             t0 = time.perf_counter()
             try:
-                img = draw_mesh(g.positions, g.normals, g.triangles, cam, w, h, light)
-                lm = None if g.landmarks is None else cam.project(g.landmarks, w, h)[0]
+                if g.landmarks is None:
+                    img, lm = draw_mesh(g.positions, g.normals, g.triangles, cam, w, h, light), None
+                else:  # the landmarks the head hides are not drawn
+                    img, xy, seen = draw_mesh(g.positions, g.normals, g.triangles, cam, w, h, light, g.landmarks)
+                    lm = xy[seen]
             except Exception:  # the image view still works; say why once per failure
                 import traceback
 

@@ -126,6 +126,8 @@ class MainWindow(QMainWindow):
         self.start_bar = self._start_bar()
         ib.addWidget(self.start_bar)
         ib.addWidget(self.view, 1)
+        image_opts = QHBoxLayout()  # under the image: they act on it, and stay when the mesh panel is hidden
+        ib.addLayout(image_opts)
         left.addWidget(image_box)
         mesh_box = QWidget()
         mb = QVBoxLayout(mesh_box)
@@ -146,10 +148,13 @@ class MainWindow(QMainWindow):
         self.face_btn.setToolTip("zoom the image to the face (Ctrl+2); Ctrl+0 or a double click shows the whole photo")
         self.face_btn.setEnabled(False)
         self.face_btn.clicked.connect(self.zoom_to_face)
+        for w in (self.before_btn, self.face_btn, self.smooth_check):
+            image_opts.addWidget(w)
+        image_opts.addStretch(1)
+        hint = QLabel("wheel: zoom · drag: pan · double-click: fit · Ctrl+1: 100 %")
+        hint.setEnabled(False)  # greyed: a hint, not a control
+        image_opts.addWidget(hint)
         opts.addWidget(self.lm_check)
-        opts.addWidget(self.smooth_check)
-        opts.addWidget(self.before_btn)
-        opts.addWidget(self.face_btn)
         opts.addStretch(1)
         mb.addLayout(opts)
         left.addWidget(mesh_box)

@@ -67,6 +67,8 @@ def test_mesh_work_runs_in_the_render_thread_and_the_panel_can_be_hidden(qtbot, 
     n = window.mesh.updates
     window.mesh_action.trigger()  # View → Mesh panel off
     assert not window.mesh_box.isVisible() and not window.mesh_visible
+    # the image's own controls sit under the image: hiding the mesh panel keeps them
+    assert window.before_btn.isVisible() and window.face_btn.isVisible() and window.smooth_check.isVisible()
     threads.clear()
     window.sliders["yaw"].set_user_value(-20)
     settle(qtbot, window)

@@ -63,3 +63,19 @@ def test_panel_is_lit_from_the_light_side(qtbot, face_model):
     cam.azimuth = 70
     side = draw_mesh(v, n, tri, cam, 160, 160)
     assert np.abs(front.astype(int) - side.astype(int)).mean() > 5
+
+
+def test_landmarks_behind_the_head_are_not_drawn(face_model, head):
+    from engine.io.mesh import vertex_normals
+
+    v = head.vertices(face_model.zeros(1))[0].numpy()  # the full head (its first vertices are the face model's)
+    tri = head.triangles.numpy()
+    lm = v[face_model.lm68.numpy()]
+    n = vertex_normals(v, tri)
+    cam = OrbitCamera()
+    cam.frame(v)
+    _, xy, seen = draw_mesh(v, n, tri, cam, 200, 200, points=lm)
+    assert xy.shape == (68, 2) and seen.mean() > 0.9  # from the front: the landmarks are on the visible surface
+    cam.azimuth = 180
+    _, _, seen = draw_mesh(v, n, tri, cam, 200, 200, points=lm)
+    assert seen.mean() < 0.2  # from behind the head hides them

@@ -67,23 +67,38 @@ def light_direction(azimuth: float, elevation: float) -> np.ndarray:
 
 
 def draw_mesh(positions: np.ndarray, normals: np.ndarray, triangles: np.ndarray, camera: OrbitCamera,
-              width: int, height: int, light: dict | None = None) -> np.ndarray:
+              width: int, height: int, light: dict | None = None, points: np.ndarray | None = None):
     """(height, width, 3) uint8: the mesh (model axes, unit vertex ``normals``) shaded by ``light`` (azimuth,
-    elevation, intensity, ambient, color; default a frontal key light) seen from ``camera``."""
+    elevation, intensity, ambient, color; default a frontal key light) seen from ``camera``.
+
+    With ``points`` (N, 3) (landmarks) also returns ``(image, xy, seen)``: their pixel positions and whether each is
+    in front of the drawn surface (not hidden behind the head)."""
     lt = {"azimuth": 25.0, "elevation": 20.0, "intensity": 0.45, "ambient": 0.75, "color": (1.0, 1.0, 1.0)}
     lt.update({k: v for k, v in (light or {}).items() if v is not None})
     w, h = max(1, int(width)), max(1, int(height))
     img = np.empty((h, w, 3), np.uint8)
     img[:] = BACKGROUND
     tri = np.ascontiguousarray(triangles, dtype=np.int64)
+
+    def result(depth=None):
+        if points is None:
+            return img
+        pxy, pz = camera.project(points, w, h)
+        seen = np.ones(len(pxy), bool)
+        if depth is not None:
+            ix = np.clip(pxy[:, 0].astype(np.int64), 0, w - 1)
+            iy = np.clip(pxy[:, 1].astype(np.int64), 0, h - 1)
+            d = depth[iy, ix]
+            seen = (d <= 0) | (pz <= d + 0.02 * camera.distance)  # empty pixel, or not behind the surface
+        return img, pxy, seen
     if tri.size == 0 or len(positions) == 0:
-        return img
+        return result()
     xy, z = camera.project(positions, w, h)
     frags = fast_raster.rasterize_forward(torch.from_numpy(xy[None]), torch.from_numpy(z[None]), torch.from_numpy(tri),
                                           (h, w), cull_backfaces=False)
     pix = frags.pix_index.numpy()
     if pix.size == 0:
-        return img
+        return result()
     face = frags.pix_face.numpy()
     bary = frags.pix_bary.numpy().astype(np.float32)
     n = np.asarray(normals, np.float32)
@@ -103,4 +118,4 @@ def draw_mesh(positions: np.ndarray, normals: np.ndarray, triangles: np.ndarray,
     col = np.asarray(SKIN, np.float32) * np.asarray(lt["color"], np.float32)[:3]
     rgb = np.minimum(shade[:, None] * col + 0.06 * rim[:, None], 1.0)
     img.reshape(-1, 3)[pix] = (rgb * 255 + 0.5).astype(np.uint8)
-    return img
+    return result(frags.depth[0].numpy())
