@@ -4,6 +4,9 @@ A first-order low-pass whose cutoff rises with the signal's speed: ``fc = min_cu
 itself low-passed at ``d_cutoff``). At rest the cutoff is ``min_cutoff`` (strong smoothing: low jitter); when the
 value moves fast the cutoff opens up (little lag). Each coefficient has its own state; ``min_cutoff`` and ``beta``
 may be scalars or per-coefficient arrays (pose in radians and expression weights live on different scales).
+
+A whole recorded sequence can be smoothed without the filter's lag (:meth:`OneEuroFilter.filter_sequence_centred`):
+the mean of the forward pass and the pass over the reversed sequence (the one lags, the other leads by as much).
 """
 from __future__ import annotations
 
@@ -50,3 +53,18 @@ class OneEuroFilter:
         self.reset()
         xs = np.asarray(xs, np.float64)
         return np.stack([self(x) for x in xs]) if len(xs) else xs.copy()
+
+    def filter_sequence_centred(self, xs) -> np.ndarray:
+        """Filter a whole (T, D) sequence without lag: the mean of the forward pass and the backward pass (each from
+        a fresh state). For offline use (a recorded video), where the causal filter's lag would shift and flatten
+        every motion. The first sample stays the forward pass's (the input's own: a drive's motion is measured from
+        it), the backward pass fading in over the filter's time constant at ``min_cutoff``."""
+        xs = np.asarray(xs, np.float64)
+        if not len(xs):
+            return xs.copy()
+        fwd = self.filter_sequence(xs)
+        bwd = self.filter_sequence(xs[::-1])[::-1]
+        tau = 1.0 / (2.0 * math.pi * float(np.min(self.min_cutoff)) * self.dt)  # frames
+        w = 0.5 + 0.5 * np.exp(-np.arange(len(xs)) / max(tau, 1e-6))
+        w = w.reshape((-1,) + (1,) * (xs.ndim - 1))
+        return w * fwd + (1.0 - w) * bwd
