@@ -1,6 +1,6 @@
 """How the way random identities are sampled moves the diversity goals (issue 25): same-person pairs and FID-id.
 
-    python bench/identity_sampling.py [--settings "id=1,code=1,L=8" "id=1.2,code=1,L=8" ...] [--n 48]
+    python bench/identity_sampling.py [--generator FILE] [--settings "id=1,code=1,L=8" "id=1.2,code=1,L=8" ...] [--n 48]
                                       [--tune-seeds 101 102] [--report-seeds 7 2026] [--fid-n 256] [--no-sr]
 
 Each setting changes only how a random face is drawn, not the weights: ``id`` scales the identity latent z_id
@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-seeds", type=int, nargs="*", default=[101, 102])
     ap.add_argument("--report-seeds", type=int, nargs="*", default=[])
     ap.add_argument("--no-sr", action="store_true", help="the bare 64 px generator (faster; same people)")
+    ap.add_argument("--generator", default=None,
+                    help="generator file (default: the shipped one; the shipped upsampler is attached unless --no-sr)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -76,6 +78,10 @@ def main(argv=None) -> int:
     from training.data import load_aligned
 
     fg = load_default_generator(upsampler=not args.no_sr)
+    if args.generator:
+        from engine.generator.networks import FaceGenerator
+
+        fg = FaceGenerator.load(args.generator).attach_sr(None if args.no_sr else fg.sr)
     dl = Dlib()
     idnet = default_identity_net()
     real = None

@@ -79,3 +79,17 @@ def test_idprior_runs_resumes_and_exports(tmp_path, monkeypatch, face_model, cap
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     assert cli(["idprior", "--out", str(tmp_path / "bad"), "--batch", "1"]) == 2
+
+
+def test_spread_hinge_counts_only_close_pairs_of_different_faces():
+    from training.idprior import spread_hinge
+
+    far = torch.eye(4, 8, dtype=torch.float64)  # pairwise distance sqrt(2) > margin
+    assert float(spread_hinge(far, torch.zeros(0, 8, dtype=torch.float64), 0.65)) == 0  # self-pairs not counted
+    close = far.clone()
+    close[1] = close[0] + 0.1
+    assert float(spread_hinge(close, torch.zeros(0, 8, dtype=torch.float64), 0.65)) > 0
+    assert float(spread_hinge(far, far[:1] + 0.05, 0.65)) > 0  # close to a recent face
+    x = close.clone().requires_grad_(True)
+    spread_hinge(x, far[:2], 0.65).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

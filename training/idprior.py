@@ -58,6 +58,16 @@ def moments_loss(fake: torch.Tensor, mean_r: torch.Tensor, cov_r: torch.Tensor) 
     return (m - mean_r).square().sum() + (c - cov_r).square().sum().sqrt()
 
 
+def spread_hinge(desc: torch.Tensor, others: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean of relu(margin − distance) over the pairs of ``desc`` (with gradient) among themselves and with
+    ``others`` (detached recent descriptors): different random faces closer than the margin are pushed apart."""
+    d = torch.cdist(desc, torch.cat([desc, others.to(desc)]) if len(others) else desc)
+    n = desc.shape[0]
+    off = torch.ones_like(d, dtype=torch.bool)
+    off[:, :n] = ~torch.eye(n, dtype=torch.bool)
+    return torch.relu(margin - d[off]).mean()
+
+
 def real_descriptors(idnet, limit: int, cache: Path) -> np.ndarray:
     if cache.exists():
         return np.load(cache)
@@ -87,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue", type=int, default=240, help="recent descriptors (detached) the moments are taken over")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--kl-weight", type=float, default=0.05)
+    ap.add_argument("--spread-weight", type=float, default=0.0,
+                    help="hinge on descriptor distances under --spread-min between this step's faces and the recent "
+                         "ones (dlib: < 0.6 is the same person)")
+    ap.add_argument("--spread-min", type=float, default=0.65)
     ap.add_argument("--psi", type=float, default=0.7)
     ap.add_argument("--real", type=int, default=2000, help="train crops the target descriptors come from")
     ap.add_argument("--threads", type=int, default=1)
@@ -200,12 +214,16 @@ def main(argv: list[str] | None = None) -> int:
             mom = moments_loss(allf, mean_r, cov_r)
             kl = kl_to_standard(mu, A)
             loss = mom + args.kl_weight * kl
+            terms = {"moments": mom, "kl": kl}
+            if args.spread_weight > 0:
+                terms["spread"] = spread_hinge(desc, queue, args.spread_min)
+                loss = loss + args.spread_weight * terms["spread"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             queue = torch.cat([queue, desc.detach()])[-args.queue:] if args.queue else queue
             state["step"] += 1
-            for k, v in (("moments", mom), ("kl", kl)):
+            for k, v in terms.items():
                 acc[k] = acc.get(k, 0.0) + float(v.detach())
             acc["n"] = acc.get("n", 0) + 1
             if state["step"] % 10 == 0:
