@@ -443,7 +443,7 @@ class MeshPanel(QWidget):
         self._want = 0  # serial of the newest draw asked for
         self._done = 0  # serial of the newest draw shown
         self._closed = False
-        self._size = (1, 1)  # the panel's size when the draw was asked for (read in the GUI thread)
+        self._size = (1, 1, 1.0)  # device px (w, h) and ratio when the draw was asked for (read in the GUI thread)
         self._thread: threading.Thread | None = None
         self._drag = None
         self.drawn.connect(self._on_drawn)
@@ -509,7 +509,8 @@ class MeshPanel(QWidget):
             return
         with self._wake:
             self._want += 1
-            self._size = (max(1, self.width()), max(1, self.height()))
+            dpr = max(1.0, float(self.devicePixelRatioF()))  # a HiDPI screen: the picture at device pixels
+            self._size = (max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr)), dpr)
             self._wake.notify()
         if self._thread is None:
             self._thread = threading.Thread(target=self._draw_loop, name="discoface-mesh", daemon=True)
@@ -529,7 +530,7 @@ class MeshPanel(QWidget):
                     return
                 serial = self._want
                 g, cam = self._last, dataclasses.replace(self.camera)
-                light, (w, h) = dict(self.light), self._size
+                light, (w, h, dpr) = dict(self.light), self._size
             drawn = serial
             t0 = time.perf_counter()
             try:
@@ -545,7 +546,9 @@ class MeshPanel(QWidget):
                 continue
             self.draw_ms.append(1000 * (time.perf_counter() - t0))
             del self.draw_ms[:-200]
-            self.drawn.emit((ImageView._to_qimage(img), img, lm, serial))
+            qimg = ImageView._to_qimage(img)
+            qimg.setDevicePixelRatio(dpr)
+            self.drawn.emit((qimg, img, None if lm is None else lm / dpr, serial))
 
     def _on_drawn(self, item) -> None:
         qimg, arr, lm, serial = item
@@ -568,7 +571,8 @@ class MeshPanel(QWidget):
             return
         p = QPainter(self)
         p.setRenderHint(QPainter.SmoothPixmapTransform, True)
-        same = self.image.width() == self.width() and self.image.height() == self.height()
+        dpr = self.image.devicePixelRatio()
+        same = round(self.image.width() / dpr) == self.width() and round(self.image.height() / dpr) == self.height()
         if same:
             p.drawImage(0, 0, self.image)
         else:  # resized: the last picture stretched until the new one arrives

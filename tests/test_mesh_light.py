@@ -79,3 +79,39 @@ def test_landmarks_behind_the_head_are_not_drawn(face_model, head):
     cam.azimuth = 180
     _, _, seen = draw_mesh(v, n, tri, cam, 200, 200, points=lm)
     assert seen.mean() < 0.2  # from behind the head hides them
+
+
+HIDPI = """
+import json, time
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.widgets import MeshPanel
+from engine.face.model import default_model
+m = default_model()
+v = m.vertices(m.zeros(1))[0].numpy()
+p = MeshPanel(m.triangles.numpy()); p.resize(200, 160); p.show()
+p.set_mesh(v, v[m.lm68.numpy()])
+t0 = time.time()
+while (p.busy or p.draws == 0) and time.time() - t0 < 60:
+    app.processEvents(); time.sleep(0.01)
+print(json.dumps({"shape": list(p.array.shape), "logical": [p.width(), p.height()], "lm_max": p._lm_xy.max(0).tolist()}))
+p.stop()
+"""
+
+
+def test_panel_draws_at_device_pixels_on_a_hidpi_screen(ict_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QT_SCALE_FACTOR="2", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", HIDPI], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    w, h = got["logical"]
+    assert got["shape"][:2] == [2 * h, 2 * w]  # sharp: device pixels, not a stretched logical-size picture
+    assert got["lm_max"][0] < w and got["lm_max"][1] < h  # landmarks in logical px, where they are drawn
