@@ -626,17 +626,14 @@ class PhotoRenderer:
         # 0 outside the grid (constant border), so pixels beyond the grid's last centre sample themselves (an
         # upsampled *absolute* map would fade to the border value 0 there: a line of pixels from the photo's corner).
         # One plane at a time: cv2's two-channel float warpAffine is ~8x slower than two single-channel ones.
-        def sample_map(ox=0, oy=0):
+        if self.layers is not None and f.layer_cover is not None:
+            region = self._compose_layers(base, f, box, sx, sy, interp, up, eye_orig)
+        else:
             mx = up(f.displacement[..., 0] * np.float32(sx), box)
             my = up(f.displacement[..., 1] * np.float32(sy), box)
-            mx += np.arange(x0 - ox, x1 - ox, dtype=np.float32)[None, :]
-            my += np.arange(y0 - oy, y1 - oy, dtype=np.float32)[:, None]
-            return mx, my
-
-        if self.layers is not None and f.layer_cover is not None:
-            region = self._compose_layers(base, f, box, sx, sy, sample_map, interp, up, eye_orig)
-        else:
-            region = cv2.remap(base, *sample_map(), interp, borderMode=cv2.BORDER_REFLECT101)
+            mx += np.arange(x0, x1, dtype=np.float32)[None, :]
+            my += np.arange(y0, y1, dtype=np.float32)[:, None]
+            region = cv2.remap(base, mx, my, interp, borderMode=cv2.BORDER_REFLECT101)
         if f.mirror_alpha is not None:
             mgain = np.power(np.maximum(f.mirror_gain, 1e-6), relight.RATIO_EXPONENT)
             for sub in self._boxes(f.mirror_alpha > 1e-3, g, box, sx, sy):
@@ -713,13 +710,12 @@ class PhotoRenderer:
         self._layer_scaled = {key: out}
         return out
 
-    def _compose_layers(self, base, f: FlowField, box, sx, sy, sample_map, interp, up, eye_orig=None
-                        ) -> np.ndarray:
+    def _compose_layers(self, base, f: FlowField, box, sx, sy, interp, up, eye_orig=None) -> np.ndarray:
         """Plate, then the head layer resampled once through the sampling map (output px) and composed by its
         warped matte × the grid's cover, the revealed surface opaque. Only where the head layer can show (the
         upsampled cover or revealed surface is > 0) is it resampled and blended; elsewhere the result is the plate
-        (what the full composition gives there, exactly: its blend weight is 0), found per band of rows, each over
-        the columns the layer can reach."""
+        (what the full composition gives there, exactly: its blend weight is 0): bands of rows, each over the
+        columns the layer can reach (:meth:`_sub_bands`), the sampling map and the cover upsampled there only."""
         x0, y0, x1, y1 = box
         plate, fg, (lx, ly) = self._layers_at(base, sx, sy)
         if eye_orig is not None and eye_orig.shape == base.shape:
@@ -731,38 +727,31 @@ class PhotoRenderer:
         ax1, ay1 = min(x1, lx + pw), min(y1, ly + ph)
         if ax1 > ax0 and ay1 > ay0:
             region[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0] = plate[ay0 - ly:ay1 - ly, ax0 - lx:ax1 - lx]
-        mx, my = sample_map(lx, ly)
-        cover = up(f.layer_cover, box)
-        nz = cover > 0
         # the revealed surface (opaque) is small: its rows and columns only
         solid = None
         sb = self._sub_box(f.layer_solid > 0, f.grid, box, sx, sy)
         if sb is not None:
-            sx0, sy0, sx1, sy1 = sb[0] - x0, sb[1] - y0, sb[2] - x0, sb[3] - y0
+            sx0, sy0, sx1, sy1 = sb
             solid = np.clip(up(f.layer_solid, sb) * np.float32(1.5), 0, 1)  # rows sy0:sy1, columns sx0:sx1
-            nz[sy0:sy1, sx0:sx1] |= solid > 0
-        h = y1 - y0
-        band = COMPOSE_BAND if self.compose_bands else h
-        for b0 in range(0, h, band):
-            b1 = min(h, b0 + band)
-            if self.compose_bands:
-                cols = np.flatnonzero(nz[b0:b1].any(0))
-                if not len(cols):
-                    continue
-                c0, c1 = int(cols[0]), int(cols[-1]) + 1
-            else:
-                c0, c1 = 0, x1 - x0
-            head = cv2.remap(fg, mx[b0:b1, c0:c1], my[b0:b1, c0:c1], interp, borderMode=cv2.BORDER_CONSTANT,
-                             borderValue=(0, 0, 0, 0))
-            a = cv2.multiply(cv2.extractChannel(head, 3), cover[b0:b1, c0:c1], scale=1.0 / 255.0, dtype=cv2.CV_32F)
+        dx, dy = f.displacement[..., 0] * np.float32(sx), f.displacement[..., 1] * np.float32(sy)
+        for sub in self._boxes((f.layer_cover > 0) | (f.layer_solid > 0), f.grid, box, sx, sy):
+            bx0, by0, bx1, by1 = sub
+            # the sampling map (see _compose), in the layer's pixels, and the cover: in this band only
+            mx = up(dx, sub)
+            mx += np.arange(bx0 - lx, bx1 - lx, dtype=np.float32)[None, :]
+            my = up(dy, sub)
+            my += np.arange(by0 - ly, by1 - ly, dtype=np.float32)[:, None]
+            head = cv2.remap(fg, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+            a = cv2.multiply(cv2.extractChannel(head, 3), up(f.layer_cover, sub), scale=1.0 / 255.0,
+                             dtype=cv2.CV_32F)
             if solid is not None:  # where the band meets the opaque part's box
-                r0, r1, q0, q1 = max(b0, sy0), min(b1, sy1), max(c0, sx0), min(c1, sx1)
+                r0, r1, q0, q1 = max(by0, sy0), min(by1, sy1), max(bx0, sx0), min(bx1, sx1)
                 if r1 > r0 and q1 > q0:
-                    part = a[r0 - b0:r1 - b0, q0 - c0:q1 - c0]
+                    part = a[r0 - by0:r1 - by0, q0 - bx0:q1 - bx0]
                     np.maximum(part, solid[r0 - sy0:r1 - sy0, q0 - sx0:q1 - sx0], out=part)
             # region·(1 − a) + head·a, rounded, in one C pass (the numpy float blend was ~40 % of a 2048 px frame)
-            region[b0:b1, c0:c1] = cv2.blendLinear(cv2.cvtColor(head, cv2.COLOR_RGBA2RGB), region[b0:b1, c0:c1],
-                                                   a, 1.0 - a)
+            view = region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
+            view[...] = cv2.blendLinear(cv2.cvtColor(head, cv2.COLOR_RGBA2RGB), view, a, 1.0 - a)
         return region
 
     @staticmethod
