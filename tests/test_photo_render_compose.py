@@ -101,3 +101,24 @@ def test_cached_geometry_equals_the_direct_computation(astronaut):
         assert len(idx) > 100
         sub = r._normals_of(got.clone(), which)  # a new tensor: computed, not taken from the full normals
         assert float((sub - full[idx]).abs().max()) < 1e-4
+
+
+def test_no_grad_interpolation_equals_the_rasterizer_s(astronaut):
+    """flow.interpolate_attrs writes the covered pixels' sums straight into the grid: the same numbers as
+    engine.render.rasterizer.interpolate (and 0 off the head)."""
+    import torch
+
+    from engine.photo import flow
+    from engine.render.rasterizer import interpolate
+
+    fit, r = astronaut
+    c = fit.coeffs.clone()
+    c.pose[0, 0] += math.radians(12)
+    c.expr["jawOpen"] = 0.5
+    t = flow.rasterize_target(r.head, r.proj, r.src, c, r.grid, r.neck)
+    attr = torch.randn(r.head.n_vertices, 7, generator=torch.Generator().manual_seed(0))
+    want = interpolate(attr.unsqueeze(0), t.frags, t.tris)[0].permute(1, 2, 0).numpy()
+    got = flow.interpolate_attrs(attr, t, r.head)
+    assert got.shape == want.shape and t.covered.mean() > 0.05
+    assert np.abs(got - want).max() < 1e-6
+    assert (got[~t.covered] == 0).all()

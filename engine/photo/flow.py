@@ -324,10 +324,20 @@ def rasterize_target(head: HeadModel, proj: HeadProjector, src: SourceHead, coef
 
 
 def interpolate_attrs(attr: torch.Tensor, t: TargetRaster, head: HeadModel) -> np.ndarray:
-    """(V, C) per-vertex values → (R, R, C) float32 grid (0 where the head does not cover)."""
+    """(V, C) per-vertex values → (R, R, C) float32 grid (0 where the head does not cover). No gradient: the
+    covered pixels' values (the same sums as :func:`~engine.render.rasterizer.interpolate`) are written straight
+    into a zero grid, channels last."""
     assert_shape(attr, [t.verts.shape[0], None], "attr")
-    img = interpolate(attr.unsqueeze(0), t.frags, t.tris)[0]
-    return img.permute(1, 2, 0).contiguous().numpy()
+    f = t.frags
+    _, h, w = f.face_id.shape
+    c = attr.shape[1]
+    if attr.requires_grad or f.face_id.shape[0] != 1:
+        img = interpolate(attr.unsqueeze(0), f, t.tris)[0]
+        return img.permute(1, 2, 0).contiguous().numpy()
+    vals = (attr.index_select(0, t.tris[f.pix_face].reshape(-1)).view(-1, 3, c) * f.pix_bary.unsqueeze(-1)).sum(1)
+    out = np.zeros((h * w, c), np.float32)
+    out[f.pix_index.numpy()] = vals.numpy()
+    return out.reshape(h, w, c)
 
 
 def pull_push(values: np.ndarray, weight: np.ndarray, min_size: int = 2) -> np.ndarray:
