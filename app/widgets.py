@@ -80,8 +80,7 @@ class FloatSlider(QWidget):
         self.slider.setObjectName(f"slider:{name}")  # accessibility and automation: the control table's key
         self.setObjectName(f"control:{name}")
         self.slider.setRange(0, steps)
-        self.slider.setSingleStep(max(1, steps // 100))
-        self.slider.setPageStep(max(1, steps // 10))
+        self._set_key_steps()
         self.slider.setFocusPolicy(Qt.StrongFocus)
         self.slider.setAccessibleName(label or name)
         self.slider.setToolTip(f"{label or name}: {lo:g} … {hi:g} {unit}".strip())
@@ -107,13 +106,21 @@ class FloatSlider(QWidget):
             self._syncing = True
             try:
                 self.slider.setRange(0, self.steps)
-                self.slider.setSingleStep(max(1, self.steps // 100))
-                self.slider.setPageStep(max(1, self.steps // 10))
+                self._set_key_steps()
             finally:
                 self._syncing = False
         self.slider.setToolTip(f"{self.label.text()}: {lo:g} … {hi:g} {self.unit}".strip())
         self.set_value(v)
         self.set_marks(self.band, self.relative)
+
+    def _set_key_steps(self) -> None:
+        """Arrow keys / Page keys: a whole unit / five (degrees) where the slider has ``per_unit``, else 1 % / 10 %."""
+        if self.per_unit:
+            self.slider.setSingleStep(max(1, int(round(self.per_unit))))
+            self.slider.setPageStep(max(1, int(round(5 * self.per_unit))))
+        else:
+            self.slider.setSingleStep(max(1, self.steps // 100))
+            self.slider.setPageStep(max(1, self.steps // 10))
 
     def set_marks(self, band: tuple[float, float] | None = None, origin: bool = False) -> None:
         """Grey the groove outside ``band`` (lo, hi in the slider's units; None: no band) and, with ``origin``, tick

@@ -257,7 +257,8 @@ def child(args) -> int:
         t1 = time.perf_counter()
         gaps = hb.gaps_between(t0, t1)
         res[name] = {"s": t1 - t0, "max_gap_ms": max(gaps), "gaps_over_50": sum(g > 50 for g in gaps),
-                     "frames": win.frames_shown - n0, "late_cpu": hb.late_cpu(t0, t1)}
+                     "frames": win.frames_shown - n0, "late_cpu": hb.late_cpu(t0, t1),
+                     "max_gap_after_1s_ms": max(hb.gaps_between(t0 + 1.0, t1)) if t1 > t0 + 1.0 else 0.0}
         return extra
 
     # open the photo
@@ -371,7 +372,8 @@ def print_table(r: dict) -> None:
     print(f"| largest heartbeat gap during a 40-step yaw drag / gaps > 50 ms | {d['max_gap_ms']:.0f} ms / "
           f"{d['gaps_over_50']} (drag {d['s']:.1f} s) | ≤ 50 ms / 0 |")
     print(f"| largest gap while opening a photo / during export / save frame | {g('open')} / {g('export')} / "
-          f"{g('save_frame')} | ≤ 50 ms each |")
+          f"{g('save_frame')} (opening after its first second, the issue's measure: "
+          f"{r['open']['max_gap_after_1s_ms']:.0f} ms) | ≤ 50 ms each |")
     print(f"| mesh panel update per frame | {mesh} | ≤ 8 ms |")
     if r.get("mesh_draw_ms") is not None:
         print(f"mesh picture drawn in the panel's own thread: median {r['mesh_draw_ms']:.1f} ms (off the GUI thread)")

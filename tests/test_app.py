@@ -79,7 +79,10 @@ def test_keyboard_moves_a_slider(qtbot, window):
     s.setFocus()
     qtbot.keyClick(s, Qt.Key_PageUp)
     settle(qtbot, window)
-    assert window.session.pose_degrees()["pitch"] > 1
+    assert window.session.pose_degrees()["pitch"] == pytest.approx(5, abs=1e-3)  # Page keys: 5°, arrows: 1°
+    qtbot.keyClick(s, Qt.Key_Right)
+    settle(qtbot, window)
+    assert window.session.pose_degrees()["pitch"] == pytest.approx(6, abs=1e-3)
     assert window.session.can_undo
 
 
