@@ -194,6 +194,8 @@ class ImageView(QWidget):
         self.array: np.ndarray | None = None
         self._qimage: QImage | None = None
         self._before: QImage | None = None
+        self._before_arr: np.ndarray | None = None
+        self._shrunk: tuple | None = None  # (key, QImage): the shown picture area-averaged to its size on screen
         self.showing_before = False
         self.full_size: tuple[int, int] | None = None  # (w, h) of the picture at full resolution
         self.zoom: float | None = None  # None: fit the widget
@@ -235,6 +237,7 @@ class ImageView(QWidget):
     def set_before(self, arr: np.ndarray | None) -> None:
         """The unedited picture (same full size as the frames), or None when there is none."""
         self._before = None if arr is None else self._to_qimage(arr)
+        self._before_arr = None if arr is None else np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
         if self._before is None:
             self.showing_before = False
         self.update()
@@ -375,13 +378,35 @@ class ImageView(QWidget):
     def mouseDoubleClickEvent(self, ev) -> None:
         self.fit()
 
+    SHRINK_BELOW = 0.75  # smooth scaling shrinks by area averaging below this scale (bilinear alone would alias)
+
+    def _shrunk_image(self, img: QImage, r: QRectF) -> QImage | None:
+        """The picture shrunk to its on-screen size by area averaging (cached per picture and size), when it is shown
+        smaller than :data:`SHRINK_BELOW`; None otherwise. QPainter's smooth transform is bilinear: a 2048 px photo
+        fitted into 600 px would shimmer on hair and fabric."""
+        w, h = int(round(r.width())), int(round(r.height()))
+        if w < 1 or h < 1 or w >= self.SHRINK_BELOW * img.width() or w > 4 * max(1, self.width()):
+            return None
+        key = (img.cacheKey(), w, h)
+        if self._shrunk is None or self._shrunk[0] != key:
+            import cv2
+
+            arr = self._before_arr if img is self._before else self.array
+            self._shrunk = (key, self._to_qimage(cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)))
+        return self._shrunk[1]
+
     def paintEvent(self, ev):
         img = self._before if self.showing_before and self._before is not None else self._qimage
         if img is None:
             return
         p = QPainter(self)
         p.setRenderHint(QPainter.SmoothPixmapTransform, self.smooth)
-        p.drawImage(self.target_rect(), img)
+        r = self.target_rect()
+        small = self._shrunk_image(img, r) if self.smooth else None
+        if small is not None:
+            p.drawImage(r.topLeft(), small)
+        else:
+            p.drawImage(r, img)
         if self.showing_before:
             p.setPen(Qt.white)
             p.drawText(self.rect().adjusted(8, 6, -8, -6), Qt.AlignTop | Qt.AlignLeft, "Before")
