@@ -122,3 +122,21 @@ def test_no_grad_interpolation_equals_the_rasterizer_s(astronaut):
     assert got.shape == want.shape and t.covered.mean() > 0.05
     assert np.abs(got - want).max() < 1e-6
     assert (got[~t.covered] == 0).all()
+
+
+def test_pull_push_keeps_the_known_values_and_stays_within_their_range():
+    """flow.pull_push (the in-place push step): known pixels (weight 1) keep their values, the continuation stays
+    inside the known values' range and is smooth (a constant known region continues as that constant)."""
+    from engine.photo import flow
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(0, 5, (90, 110, 2)).astype(np.float32)
+    w = np.zeros((90, 110), np.float32)
+    w[20:50, 30:60] = 1.0
+    w[70:80, 5:15] = 1.0
+    est = flow.pull_push(v, w)
+    known = w > 0
+    assert np.abs(est[known] - v[known]).max() < 1e-5
+    assert est.min() >= v[known].min() - 1e-4 and est.max() <= v[known].max() + 1e-4
+    const = flow.pull_push(np.full((64, 64, 1), 3.25, np.float32), (rng.random((64, 64)) > 0.7).astype(np.float32))
+    assert np.abs(const - 3.25).max() < 1e-5

@@ -363,10 +363,13 @@ def pull_push(values: np.ndarray, weight: np.ndarray, min_size: int = 2) -> np.n
         up = cv2.resize(est, (ww, h), interpolation=cv2.INTER_LINEAR)
         if up.ndim == 2:
             up = up[..., None]
-        a = np.clip(w, 0, 1)[..., None]
-        own = v / np.maximum(w, 1e-8)[..., None]
-        est = a * own + (1 - a) * up
-    return est.astype(np.float32)
+        # est = a·own + (1 − a)·up with a = min(w, 1) (w ≥ 0), as up + a·(own − up), in place
+        own = v / np.maximum(w, np.float32(1e-8))[..., None]
+        own -= up
+        own *= np.minimum(w, np.float32(1))[..., None]
+        own += up
+        est = own
+    return est.astype(np.float32, copy=False)
 
 
 def pull_push_near(values: np.ndarray, weight: np.ndarray, margin: int, outside: float = 0.0) -> np.ndarray:
