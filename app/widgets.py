@@ -580,7 +580,10 @@ class MeshPanel(QWidget):
             del self.draw_ms[:-200]
             qimg = ImageView._to_qimage(img)
             qimg.setDevicePixelRatio(dpr)
-            self.drawn.emit((qimg, img, None if lm is None else lm / dpr, serial))
+            try:
+                self.drawn.emit((qimg, img, None if lm is None else lm / dpr, serial))
+            except RuntimeError:  # the panel was deleted without stop(): nothing left to draw for
+                return
 
     def _on_drawn(self, item) -> None:
         qimg, arr, lm, serial = item
