@@ -104,7 +104,13 @@ def test_blink_closes_the_lids_over_the_eye(layer):
         white0, dark0, _ = _eye_stats(img, lm, k)
         white1, dark1, _ = _eye_stats(out, lm, k)
         assert white0 > 0.3 and white1 < 0.05, (white0, white1)  # no eyeball left
-        assert dark1 < 0.35 * dark0 + 0.1  # the iris is gone too (a thin lash line may stay)
+        # the iris is gone too: through the iris' old place no column is dark for more than a lash line's height
+        # (the iris spanned 26 px = 0.43 eye widths; the seam runs through the opening's middle, so the dark share of
+        # the old opening is not the test)
+        cx = int(lm[k:k + 6, 0].mean())
+        for x in range(cx - 8, cx + 9, 4):
+            col = out[int(lm[k + 1, 1]) - 2:int(lm[k + 5, 1]) + 3, x].astype(float).mean(1)
+            assert (col < 100).sum() <= 0.15 * (lm[k + 3, 0] - lm[k, 0]), (k, x, (col < 100).sum())
     # the lid is skin-coloured, the lash line dark, somewhere near the lower rim
     col = out[int(lm[37, 1]) + 4, int(lm[37, 0])].astype(int)
     assert np.abs(col - SKIN).max() < 40, col
@@ -305,3 +311,22 @@ def test_blink_survives_a_turn_of_the_layered_head():
     x1, y1 = np.ceil(eyes_xy.max(0)).astype(int) + 3
     diff = np.abs(a.image[y0:y1, x0:x1].astype(int) - b.image[y0:y1, x0:x1].astype(int)).mean()
     assert diff > 8, diff  # the lids closed in the turned frame
+
+
+def test_closed_eye_shows_one_dark_seam_between_the_corners(layer):
+    """A closed eye reads closed to a landmark detector: one dark lash line from corner to corner, near the corners'
+    line (the lower lid rises to meet the upper one), no slit of eyeball anywhere along it."""
+    lyr, img, lm = layer
+    out = lyr.apply(img, _coeffs(eyeBlink_L=1.0, eyeBlink_R=1.0))
+    for k in (36, 42):
+        x0, x1 = lm[k, 0], lm[k + 3, 0]
+        y_corner, y_low = lm[k, 1], lm[k + 4, 1]
+        rows = []
+        for x in np.linspace(x0 + 0.2 * (x1 - x0), x1 - 0.2 * (x1 - x0), 7).astype(int):
+            col = out[int(y_corner) - 14:int(y_low) + 4, x].astype(float).mean(1)
+            assert col.min() < 90, (k, x, col.min())  # the lash line runs along the whole seam
+            assert col.max() < 215, (k, x, col.max())  # no sclera between the lids
+            rows.append(int(y_corner) - 14 + int(np.argmin(col)))
+        # the seam sits between the corners' line and the lower lid, well above the lower lid's margin
+        mid = rows[len(rows) // 2]
+        assert y_corner - 1 <= mid <= y_low - 0.25 * (y_low - y_corner), (k, rows, y_corner, y_low)

@@ -13,7 +13,8 @@ Per eye, in an eye frame (``u`` along the corners 0 → 1, ``v`` across, image-d
   rescaled by the photo's gap over the model's, so ``eyeBlink = 1`` closes the photo's eye exactly). The lid skin
   between a line above the upper lid (``UPPER_SKIN`` eye widths) and its margin is stretched or compressed along
   ``v`` so the margin lands on the target curve (the lash line travels with it and stays dark); the lower lid the
-  same with ``LOWER_SKIN``.
+  same with ``LOWER_SKIN``. Closing, the lids meet on a nearly straight seam (the lower lid rises to ``SEAM_POS`` of
+  its sag below the corners' line), drawn as a soft dark lash line with the lid's rounded edge shaded above it.
 * **Eyeball** — the person's visible eyeball is completed under the lids: the iris (a disc found as the
   darkness-weighted centre of the darkest pixels in the opening, radius ``IRIS_RADIUS`` eye widths, clipped to the
   opening's height) is completed by its own mirror image about its horizontal diameter where the lid hid it, or
@@ -43,10 +44,10 @@ UPPER_SKIN = 0.6  # eye widths of lid skin above the upper margin that stretch /
 LOWER_SKIN = 0.30
 BROW_GAP = 0.7  # share of the margin-to-brow distance that may stretch
 UNFOLD = 2.0  # exponent of the lid skin's stretch (most near the margin, none at the brow)
-OVERSHOOT = 0.25  # of the photo's gap: how far a fully closed upper margin passes the lower one
+OVERSHOOT = 0.0  # of the photo's gap: how far a fully closed upper margin passes the lower one
 LID_SMOOTH = 0.08  # eye widths: blur of the unfolded lid skin
 LID_LIGHT = 0.85  # share of the lit lid colour over a closed lid's stretched margin skin
-CLOSE_AT = 0.0  # share of the gap the lower lid rises on a full blink (the lids meet there)
+SEAM_POS = 0.6  # a closed eye's seam: this share of the lower lid's sag below the corners' line (0 = straight)
 LASH_DARKEN = 0.6  # how far a closed lash line is drawn toward its darkest colour
 LASH_THIN = 0.55  # share of the lash band's thickness lost on a full blink
 LID_TONE_UP = 0.2  # eye widths above the lash band whose (shadowed) skin is toned like the lid
@@ -59,6 +60,11 @@ GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against
 SCLERA_SHADOW = 0.3  # revealed sclera this much darker under the lid and in the corners
 IRIS_U_MARGIN = 0.2  # the moved iris centre stays this far (eye widths) from the corners
 BOX_MARGIN = 0.25  # eye widths beyond the corners
+SEAM_WIDTH = 0.06  # eye widths: the closed lid's lash line
+SEAM_DARK = 0.9  # how far it is drawn toward the photo's darkest lash colour
+SEAM_TAPER = 0.15  # eye widths from each corner over which it thins out
+SEAM_SHADE = 0.3  # the lid's rounded edge just above the seam this much darker
+SEAM_SHADE_H = 0.12  # eye widths of that shading
 
 
 def eye_expression_change(c: Coefficients, c0: Coefficients) -> bool:
@@ -270,7 +276,8 @@ class EyeLayer:
             # closing: the upper lid's lash line comes to rest a little over the lower lid's margin (a closed eye
             # shows one lash line, not two)
             closed = float(np.clip(1.0 - (new[b, 1] - new[a, 1]) / max(p0, 1e-3), 0.0, 1.0))
-            new[b, 1] -= CLOSE_AT * max(p0, 0.0) * closed ** 2  # the lower lid rises to meet it
+            # the lower lid rises to meet it: a closed eye's seam runs nearly straight from corner to corner
+            new[b, 1] -= (1.0 - SEAM_POS) * max(uv[b, 1], 0.0) * closed ** 2
             new[a, 1] = min(new[a, 1], new[b, 1]) + OVERSHOOT * max(p0, 0.0) * closed ** 2
         up = _bump_curve(new[[1, 2], 0], new[[1, 2], 1], uv[0, 1], uv[3, 1])
         lo = _bump_curve(new[[5, 4], 0], new[[5, 4], 1], uv[0, 1], uv[3, 1], terms=1)
@@ -296,6 +303,28 @@ class EyeLayer:
             self._render_eye(img, out, eye, ball, up1, lo1, gaze_angles(c, side), scale)
         return out
 
+    @staticmethod
+    def _closed_seam(img, res, u, v, vu0, vu1, w, box, shut):
+        """A closing lid's seam as a landmark detector (and a person) reads a closed eye: a dark, soft lash line
+        along the closed margin (the photo's darkest lash colour), thickest in the middle, with the lid's rounded
+        edge shaded just above it."""
+        x0, y0, x1, y1 = box
+        k = float(np.clip((shut - 0.3) / 0.5, 0.0, 1.0)) ** 2
+        patch = img[y0:y1, x0:x1].astype(np.float32)
+        rim = (np.abs(v - vu0) < max(1.0, 0.06 * w)) & (u > 0.15) & (u < 0.85)
+        if rim.sum() < 3:
+            return res
+        g = patch[rim] @ np.array([0.299, 0.587, 0.114], np.float32)
+        dark = patch[rim][g <= np.percentile(g, 15)].mean(0)
+        taper = np.clip(np.minimum(u, 1 - u) / SEAM_TAPER, 0, 1) * (u > 0) * (u < 1)
+        th = max(SEAM_WIDTH * w, 1.2)
+        dv = v - vu1
+        core = np.clip((0.5 * th - np.abs(dv - 0.25 * th)) + 0.5, 0, 1) * taper
+        above = np.clip(1 + dv / max(SEAM_SHADE_H * w, 1.0), 0, 1) * (dv < 0) * taper
+        res = res * (1 - SEAM_SHADE * k * above)[..., None]
+        a = (core * k * SEAM_DARK)[..., None]
+        return res * (1 - a) + dark[None, None, :] * a
+
     def _render_eye(self, img, out, eye, ball, up1, lo1, gaze, s: float) -> None:
         x0, y0, x1, y1 = ball["box"]
         uv = ball["uv"]
@@ -305,6 +334,10 @@ class EyeLayer:
         uc = np.clip(u, 0.0, 1.0)
         vu0, vl0 = eye["up"](uc) * s, eye["lo"](uc) * s
         vu1, vl1 = up1(uc) * s, lo1(uc) * s
+        # closing, the upper margin comes to rest on the lower one along its whole length (the two curves' shapes
+        # differ; without this a closed eye keeps slits where the upper curve runs above the lower)
+        closed = float(np.clip(1.0 - np.median(vl1 - vu1) / max(float(np.median(vl0 - vu0)), 1.0), 0.0, 1.0))
+        vu1 = vu1 + closed ** 4 * np.maximum(vl1 - vu1, 0.0)
         # beyond the corners the curves meet (no opening): the skin maps to itself
         # the stretched skin ends below the brow (deep-set eyes have little lid skin under it)
         top = vu0 - np.minimum(UPPER_SKIN * w, BROW_GAP * (vu0 - eye["brow_v"] * s))
@@ -394,6 +427,8 @@ class EyeLayer:
         a_open = np.clip(np.minimum(v - vu1, vl1 - v) + 0.5, 0, 1) * inside_u
         # outside the eye box's skin bands the photo stays (the maps are the identity there anyway)
         res = skin * (1 - a_open[..., None]) + ball_rgb * a_open[..., None]
+        if shut > 0.3:
+            res = self._closed_seam(img, res, u, v, vu0, vu1, w, (x0, y0, x1, y1), shut)
         out[y0:y1, x0:x1] = np.clip(res + 0.5, 0, 255).astype(np.uint8)
 
 
