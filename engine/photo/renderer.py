@@ -542,7 +542,10 @@ class PhotoRenderer:
             if x1 > x0 and y1 > y0:
                 # a drag preview (max_side given) resamples bilinearly, the sharp frame bicubically
                 interp = cv2.INTER_LINEAR if max_side is not None else REMAP_INTERP
-                out[y0:y1, x0:x1] = self._compose(base, f, (x0, y0, x1, y1), sx, sy, interp, eye_orig)
+                view = out[y0:y1, x0:x1]  # a copy of base: the layered head is composed in place there
+                region = self._compose(base, f, (x0, y0, x1, y1), sx, sy, interp, eye_orig, view)
+                if region is not view:
+                    view[...] = region
         lm = f.target.photo_xy[self.model.lm68].numpy() * np.array([sx, sy])
         return PhotoFrame(out, lm.astype(np.float32), f.target.posed.numpy().astype(np.float32), scale)
 
@@ -604,7 +607,10 @@ class PhotoRenderer:
         return src.posed.numpy().astype(np.float32), src.photo_xy.numpy()
 
     def _compose(self, base: np.ndarray, f: FlowField, box, sx: float, sy: float,
-                 interp: int = REMAP_INTERP, eye_orig: np.ndarray | None = None) -> np.ndarray:
+                 interp: int = REMAP_INTERP, eye_orig: np.ndarray | None = None, dst: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """The edited ``box`` of the output; ``dst`` (optional): a writable copy of ``base[box]`` the layered head
+        is composed into (then returned)."""
         x0, y0, x1, y1 = box
         g = f.grid
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -627,7 +633,7 @@ class PhotoRenderer:
         # upsampled *absolute* map would fade to the border value 0 there: a line of pixels from the photo's corner).
         # One plane at a time: cv2's two-channel float warpAffine is ~8x slower than two single-channel ones.
         if self.layers is not None and f.layer_cover is not None:
-            region = self._compose_layers(base, f, box, sx, sy, interp, up, eye_orig)
+            region = self._compose_layers(base, f, box, sx, sy, interp, up, eye_orig, dst)
         else:
             mx = up(f.displacement[..., 0] * np.float32(sx), box)
             my = up(f.displacement[..., 1] * np.float32(sy), box)
@@ -710,7 +716,7 @@ class PhotoRenderer:
         self._layer_scaled = {key: out}
         return out
 
-    def _compose_layers(self, base, f: FlowField, box, sx, sy, interp, up, eye_orig=None) -> np.ndarray:
+    def _compose_layers(self, base, f: FlowField, box, sx, sy, interp, up, eye_orig=None, dst=None) -> np.ndarray:
         """Plate, then the head layer resampled once through the sampling map (output px) and composed by its
         warped matte × the grid's cover, the revealed surface opaque. Only where the head layer can show (the
         upsampled cover or revealed surface is > 0) is it resampled and blended; elsewhere the result is the plate
@@ -722,7 +728,7 @@ class PhotoRenderer:
             fg = self._eye_edited_fg(fg, lx, ly, base, eye_orig)
         ph, pw = plate.shape[:2]
         # the plate stays (outside the layers' box: the photo)
-        region = base[y0:y1, x0:x1].copy()
+        region = base[y0:y1, x0:x1].copy() if dst is None else dst  # dst: a copy of base's box to compose into
         ax0, ay0 = max(x0, lx), max(y0, ly)
         ax1, ay1 = min(x1, lx + pw), min(y1, ly + ph)
         if ax1 > ax0 and ay1 > ay0:
