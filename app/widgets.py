@@ -378,21 +378,22 @@ class ImageView(QWidget):
     def mouseDoubleClickEvent(self, ev) -> None:
         self.fit()
 
-    SHRINK_BELOW = 0.75  # smooth scaling shrinks by area averaging below this scale (bilinear alone would alias)
-
     def _shrunk_image(self, img: QImage, r: QRectF) -> QImage | None:
-        """The picture shrunk to its on-screen size by area averaging (cached per picture and size), when it is shown
-        smaller than :data:`SHRINK_BELOW`; None otherwise. QPainter's smooth transform is bilinear: a 2048 px photo
-        fitted into 600 px would shimmer on hair and fabric."""
-        w, h = int(round(r.width())), int(round(r.height()))
-        if w < 1 or h < 1 or w >= self.SHRINK_BELOW * img.width() or w > 4 * max(1, self.width()):
+        """The picture halved by area averaging (cv2.INTER_AREA by 2, fast: ~1 ms for 1 MP) until it is less than
+        twice its on-screen size, cached per picture and size; the painter's smooth (bilinear) draw does the rest.
+        None when it is shown at half size or more. A bilinear draw alone aliases a fitted 2 MP photo (hair and
+        fabric shimmer)."""
+        w = int(round(r.width()))
+        if w < 1 or 2 * w > img.width():
             return None
-        key = (img.cacheKey(), w, h)
+        key = (img.cacheKey(), w)
         if self._shrunk is None or self._shrunk[0] != key:
             import cv2
 
-            arr = self._before_arr if img is self._before else self.array
-            self._shrunk = (key, self._to_qimage(cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)))
+            a = self._before_arr if img is self._before else self.array
+            while a.shape[1] >= 2 * w and min(a.shape[:2]) >= 2:
+                a = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            self._shrunk = (key, self._to_qimage(a))
         return self._shrunk[1]
 
     def paintEvent(self, ev):
@@ -403,10 +404,7 @@ class ImageView(QWidget):
         p.setRenderHint(QPainter.SmoothPixmapTransform, self.smooth)
         r = self.target_rect()
         small = self._shrunk_image(img, r) if self.smooth else None
-        if small is not None:
-            p.drawImage(r.topLeft(), small)
-        else:
-            p.drawImage(r, img)
+        p.drawImage(r, img if small is None else small)
         if self.showing_before:
             p.setPen(Qt.white)
             p.drawText(self.rect().adjusted(8, 6, -8, -6), Qt.AlignTop | Qt.AlignLeft, "Before")

@@ -100,5 +100,5 @@ def test_a_big_picture_shrunk_to_fit_is_area_averaged_not_aliased(qtbot, view):
     r = view.target_rect()
     inner = a[int(r.y()) + 4:int(r.y() + r.height()) - 4, 4:-4]
     assert abs(inner.mean() - 255 * 2 / 6) < 12  # the average: half the columns of two rows in three
-    # near that grey (the 5:1 shrink leaves a faint 2-or-3-of-5 rhythm: std ~21); a bilinear draw alone: ~120
+    # near that grey (halved twice by area, then drawn bilinear: std ~11); a bilinear draw alone: ~120
     assert inner.std() < 40, inner.std()
