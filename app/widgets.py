@@ -669,14 +669,15 @@ class MeshPanel(QWidget):
         self.request_draw()
 
     def set_light(self, azimuth: float, elevation: float, intensity: float, ambient: float, color=(1.0, 1.0, 1.0),
-                  **_ignored) -> None:
-        """Light the mesh like the image (call with ``**session.light_params()``)."""
+                  redraw: bool = True, **_ignored) -> None:
+        """Light the mesh like the image (call with ``**session.light_params()``); ``redraw=False``: a new geometry
+        follows at once and draws with it."""
         light = {"azimuth": float(azimuth), "elevation": float(elevation), "intensity": float(intensity),
                  "ambient": float(ambient), "color": tuple(float(c) for c in (list(color) + [1.0, 1.0, 1.0])[:3])}
         if light == self.light:
             return
         self.light = light
-        if self.isVisible():
+        if redraw and self.isVisible():
             self.request_draw()
 
     def set_landmarks_visible(self, on: bool) -> None:

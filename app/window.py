@@ -613,14 +613,15 @@ class MainWindow(QMainWindow):
             self.mesh.show_geometry(self.mesh.prepare(f.vertices, f.landmarks3d, f.triangles))
 
     def _show_pending_mesh(self) -> None:
-        """Draw the newest mesh (GL paints are the GUI thread's dearest step on a software renderer)."""
+        """Hand the newest mesh to the panel (its picture costs the panel's drawing thread ~25 ms of CPU, which a fast
+        drag's frames would otherwise take from the photo's renderer on a busy machine)."""
         self._mesh_timer.stop()
         pending, self._mesh_pending = self._mesh_pending, None
         if pending is None or not self.mesh_visible:
             return
         geometry, coeffs = pending
+        self.mesh.set_light(**light_params(coeffs), redraw=False)  # lit like the image; one draw for both below
         self.mesh.show_geometry(geometry)
-        self.mesh.set_light(**light_params(coeffs))  # the mesh panel lit like the image
         self._mesh_shown_at = time.monotonic()
 
     def _prepare_mesh(self, frame):

@@ -192,3 +192,21 @@ def test_mesh_panel_draws_in_its_own_thread_and_turns(qtbot, window, monkeypatch
     panel.reset_view()
     qtbot.waitUntil(lambda: not panel.busy, timeout=20000)
     assert panel.camera.azimuth == 0
+
+
+def test_a_light_edit_relights_the_mesh_panel(qtbot, window):
+    """The window hands the session's light to the panel with each frame's mesh: the lit side follows the slider."""
+    panel = window.mesh
+    halves = {}
+    for az in (-70, 70):
+        window.sliders["light_azimuth"].set_user_value(az)
+        settle(qtbot, window)
+        qtbot.waitUntil(lambda: not panel.busy and panel.light["azimuth"] == pytest.approx(az, abs=0.5),
+                        timeout=20000)
+        a = panel.array.astype(float).mean(-1)
+        face = a > a[1, 1] + 20
+        cols = np.nonzero(face.any(0))[0]
+        mid = (cols.min() + cols.max()) // 2
+        halves[az] = (a[:, :mid][face[:, :mid]].mean(), a[:, mid:][face[:, mid:]].mean())
+    (l1, r1), (l2, r2) = halves[-70], halves[70]
+    assert l1 > r1 + 5 and r2 > l2 + 5, halves
