@@ -238,10 +238,11 @@ class Session:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
         new = factors.randomized(self.state, factor, seed, self.model, self.generator, self.noise_dim)
         if factor == "pose" and self.photo is not None:  # photo mode: a random turn this photo shows believably
-            turns = {}
+            turns = {}  # the random angle's share of the trained range, as a share of this photo's range (≤ 80 %)
             for k in POSE_KEYS:
                 lo, hi = self.believable_range(k)
-                turns[k] = min(hi, max(lo, self.controls[k].get(new.coeffs)))
+                t = self.controls[k].get(new.coeffs) / self.controls[k].trained[1]
+                turns[k] = 0.8 * max(-1.0, min(1.0, t)) * (hi if t > 0 else -lo)
             c = new.coeffs.clone()
             apply_controls(c, relative_pose(turns, own_pose_degrees(self.photo.fit)), self.controls, force=True)
             new = new.edited(coeffs=c)
