@@ -101,6 +101,8 @@ def test_cached_geometry_equals_the_direct_computation(astronaut):
         assert len(idx) > 100
         sub = r._normals_of(got.clone(), which)  # a new tensor: computed, not taken from the full normals
         assert float((sub - full[idx]).abs().max()) < 1e-4
+        some = idx[::7]  # a few of them (the fill's vertices a frame shows)
+        assert float((r._normals_at(got.clone(), some, which) - full[some]).abs().max()) < 1e-4
 
 
 def test_no_grad_interpolation_equals_the_rasterizer_s(astronaut):

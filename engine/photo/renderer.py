@@ -271,12 +271,18 @@ class PhotoRenderer:
             rot = flow.rotation_matrix(c.pose)[0]
             if relit:
                 normals = self._unposed_normals(t.verts) @ rot.T
-            if may_fill:  # the fill's colours on its own vertices only (with their normals: the faces around them)
-                fidx = self._fill_idx
+            if may_fill:
+                # the fill's colours on its vertices the grid shows only (corners of the drawn triangles; with
+                # their normals from the faces around them): the mouth interior is ~40 % of the mesh, a sliver of it
+                # shows
+                shown = torch.zeros(head.n_vertices, dtype=torch.bool)
+                shown[t.tris[t.frags.pix_face].reshape(-1)] = True
+                fidx = self._fill_idx[shown[self._fill_idx]]
                 col = torch.zeros(head.n_vertices, 3)
-                col[fidx] = fill.part_colors(head, self._mouth_base[fidx], t.verts[fidx],
-                                             self._normals_of(t.verts, "fill") @ rot.T, self.coeffs0.light[0],
-                                             c.light[0], fidx) * fill_v[fidx].unsqueeze(1)
+                if len(fidx):
+                    n_f = (normals[fidx] if relit else self._normals_at(t.verts, fidx, "fill")) @ rot.T
+                    col[fidx] = fill.part_colors(head, self._mouth_base[fidx], t.verts[fidx], n_f,
+                                                 self.coeffs0.light[0], c.light[0], fidx) * fill_v[fidx].unsqueeze(1)
                 cols.append(col)
             if relit:
                 n_s = relight.smooth_normals(head, normals)
@@ -451,6 +457,20 @@ class PhotoRenderer:
         n = torch.nn.functional.normalize(acc[idx], dim=-1, eps=1e-8)
         self._sub_normals[which] = (verts, n)
         return n
+
+    def _normals_at(self, verts: torch.Tensor, idx: torch.Tensor, which: str) -> torch.Tensor:
+        """Unposed vertex normals of the vertices ``idx`` (some of the ``which`` subset's, see :meth:`_normals_of`)
+        from the faces around them only."""
+        if verts is self._normals_for:
+            return self._normals[idx]
+        faces = self._subsets[which][1]
+        need = torch.zeros(self.head.n_vertices, dtype=torch.bool)
+        need[idx] = True
+        faces = faces[need[faces].any(1)]
+        tv = verts[faces]
+        fn = torch.linalg.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
+        acc = torch.zeros_like(verts).index_add_(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
+        return torch.nn.functional.normalize(acc[idx], dim=-1, eps=1e-8)
 
     def _subset(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vertex ids, the head's triangles touching them) for :meth:`_normals_of`."""
