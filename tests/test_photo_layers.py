@@ -200,3 +200,40 @@ def test_grazing_skin_a_turn_shows_frontally_comes_from_the_model_not_a_stretche
     got = out[px[:, 1], px[:, 0]]
     want = lf.rgb[ys, xs] / np.maximum(lf.alpha[ys, xs, None], 1e-3) * 255.0
     assert np.abs(got - want).mean() < 12, np.abs(got - want).mean()
+
+
+def test_the_outlines_fringe_belongs_to_the_head_layer(hair_fit, face_model, head):
+    """A hair edge's fringe (the few px of halo beside the outline: compression ringing, a soft edge) belongs to the
+    head layer where the background beyond is plain (here a smooth gradient), so a turn takes it along instead of
+    leaving the old outline drawn in the plate: the matte reaches beyond the hair's own edge."""
+    fit, cap = hair_fit
+    r = PhotoRenderer(fit, face_model, head)
+    L = r.layers
+    x0, y0, x1, y1 = L.box
+    full = np.zeros((N, N), np.float32)
+    full[y0:y1, x0:x1] = L.fg[..., 3] / 255.0
+    disk = np.ones((3, 3), np.uint8)
+    ring = cv2.dilate(cap.astype(np.uint8), disk).astype(bool) & ~cap  # the px just outside the cap
+    ring[int(np.nonzero(cap)[0].max()) - 5:] = False  # the cap's top and sides only (its bottom is the face)
+    assert (full[ring] > 0.5).mean() > 0.9, (full[ring] > 0.5).mean()
+
+
+def test_the_plates_mirror_follows_a_smoothed_outline():
+    """The plate mirrors the background across the hole's edge; along a ragged (hair) edge each pixel's own nearest
+    edge point jumps, which mirrors the background into radial streaks: the mirror's offsets are low-passed."""
+    from engine.photo import layers
+
+    n = 160
+    yy, xx = np.mgrid[0:n, 0:n]
+    photo = np.repeat((128 + 100 * np.sin(xx / 3.0))[..., None], 3, -1).astype(np.uint8)  # vertical stripes
+    edge = 80 + 6 * (yy % 8 >= 4)  # a ragged vertical edge: teeth 6 px deep every 8 rows
+    hole = xx >= edge
+    smooth = np.full((n, n, 3), 128, np.float32)
+    fw = 100.0  # face width (px) the constants are scaled by
+    out = layers._reflect_fill(photo, hole, smooth, 0.25 * fw, 0, layers.REFLECT_SMOOTH * fw)
+    band = hole & (xx < 100) & (yy > 10) & (yy < n - 10)  # the mirrored band beside the edge
+    # rows of a smoothly mirrored band agree with their neighbours (the stripes stay straight)
+    jag = np.abs(np.diff(out.astype(np.float32), axis=0)).mean(-1)[band[1:] & band[:-1]].mean()
+    raw = layers._reflect_fill(photo, hole, smooth, 0.25 * fw, 0, 0.0)
+    jag_raw = np.abs(np.diff(raw.astype(np.float32), axis=0)).mean(-1)[band[1:] & band[:-1]].mean()
+    assert jag < 0.5 * jag_raw and jag < 15, (jag, jag_raw)

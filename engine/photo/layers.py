@@ -87,8 +87,11 @@ MIN_ALPHA = 0.02
 REFLECT_MARGIN = 0.04  # face widths: the mirror takes the background from beyond this margin around the head
 REFLECT_MAX_SIDE = 768  # px: the mirrored plate is made on a copy at most this large
 REFLECT_DEPTH = 0.25  # face widths over which the plate's mirrored background fades into the smooth fill
+REFLECT_SMOOTH = 0.05  # face widths: low-pass of the mirror's offsets (a ragged hair outline mirrors as a smooth one)
 DEPTH_SMOOTH = 0.02  # of the grid side: low-pass of the depth continued off the mesh
 SHELL_CM = 0.5  # hair sits this much in front of the rim's depth
+EDGE_GROW = 0.02  # face widths: the head matte grown by this (the outline's fringe moves with the head) ...
+EDGE_GROW_MAX_TEX = 12.0  # ... where the background beyond is plainer than this (blurred |Laplacian|, grey levels)
 PRIOR_DILATE = 0.04  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
 
 
@@ -117,11 +120,13 @@ def _fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     return pull_push(values.astype(np.float32), known.astype(np.float32))
 
 
-def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth: float, margin: int = 0
-                  ) -> np.ndarray:
+def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth: float, margin: int = 0,
+                  sigma: float = 0.0) -> np.ndarray:
     """Inside ``hole`` (photo px): the background mirrored across the hole's nearest edge (keeps its texture: a
     smooth fill next to a textured background reads as a ghost of the old outline), fading over ``depth`` px into
-    ``smooth`` (the pull-push fill) deeper inside, where the mirror lands in the hole or off the photo."""
+    ``smooth`` (the pull-push fill) deeper inside, where the mirror lands in the hole or off the photo. ``sigma``
+    (px): the offsets to the nearest edge are low-passed inside the hole, so a ragged outline (hair) mirrors as a
+    smooth one (each pixel's own nearest edge point jumps along a ragged edge: radial streaks)."""
     h, w = hole.shape
     if margin > 0:  # mirror from beyond a margin around the hole: stray hair wisps live right at its edge
         hole = cv2.dilate(hole.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1,) * 2)
@@ -140,6 +145,12 @@ def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth
     lut_y[order] = ky
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     nx, ny = lut_x[lab], lut_y[lab]
+    if sigma > 0:
+        hf = hole.astype(np.float32)
+        norm = np.maximum(cv2.GaussianBlur(hf, (0, 0), sigma), 1e-6)
+        vx = cv2.GaussianBlur((nx - xx) * hf, (0, 0), sigma) / norm
+        vy = cv2.GaussianBlur((ny - yy) * hf, (0, 0), sigma) / norm
+        nx, ny = np.where(hole, xx + vx, nx), np.where(hole, yy + vy, ny)
     rx, ry = 2 * nx - xx, 2 * ny - yy
     ok = (rx >= 0) & (rx <= w - 1) & (ry >= 0) & (ry <= h - 1)
     rxi = np.clip(np.round(rx), 0, w - 1).astype(np.int32)
@@ -258,6 +269,19 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
         fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     # the body is not cut off: it stays in the head layer with stay-weight 1 (lower neck, collar, shirt, hair on the
     # shoulders do not move; see GridLayers.stay), so no seam and no plate shows below the head
+    # the outline's own fringe (the dark or light halo a hair edge leaves, compression ringing) goes with the head: left
+    # in the plate it draws the old outline where the head moved away. Only before a plain background: a busy one
+    # moved with the head shows as a halo of moved background (talk_woman_older_glasses_07: head box -0.26 dB)
+    ke = max(1, int(round(EDGE_GROW * fw)))
+
+    def disk(r):
+        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+    ring = (cv2.dilate(fg, disk(ke)) > 0) & (fg == 0)
+    outer = ((cv2.dilate(fg, disk(4 * ke + 2)) > 0) & (cv2.dilate(fg, disk(2 * ke + 1)) == 0) & inside).astype(np.float32)
+    sb = 3.0 * ke + 2.0
+    tex_bg = cv2.GaussianBlur(tex * outer, (0, 0), sb) / np.maximum(cv2.GaussianBlur(outer, (0, 0), sb), 1e-3)
+    fg = np.maximum(fg, (ring & (tex_bg < EDGE_GROW_MAX_TEX)).astype(np.uint8))
     matte_a = fg.astype(np.float32) * inside
     # the plate on the analysis grid: the hole (matte, dilated) filled from the background around it
     hole = cv2.dilate((matte_a > MIN_ALPHA).astype(np.uint8), np.ones((5, 5), np.uint8))
@@ -289,11 +313,11 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
         small = _reflect_fill(cv2.resize(photo, size, interpolation=cv2.INTER_AREA),
                               cv2.resize(hs[..., 0], size, interpolation=cv2.INTER_AREA) > 0.5,
                               cv2.resize(smooth, size, interpolation=cv2.INTER_AREA), REFLECT_DEPTH * fw * a_step * k,
-                              int(REFLECT_MARGIN * fw * a_step * k))
+                              int(REFLECT_MARGIN * fw * a_step * k), REFLECT_SMOOTH * fw * a_step * k)
         fill_p = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_LINEAR)
     else:
         fill_p = _reflect_fill(photo, hs[..., 0] > 0.5, smooth, REFLECT_DEPTH * fw * a_step,
-                               int(REFLECT_MARGIN * fw * a_step))
+                               int(REFLECT_MARGIN * fw * a_step), REFLECT_SMOOTH * fw * a_step)
     plate_f = pf * (1 - hs) + fill_p * hs
     alpha = up_(cv2.GaussianBlur(matte_a, (0, 0), 0.7))
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
