@@ -330,3 +330,20 @@ def test_closed_eye_shows_one_dark_seam_between_the_corners(layer):
         # the seam sits between the corners' line and the lower lid, well above the lower lid's margin
         mid = rows[len(rows) // 2]
         assert y_corner - 1 <= mid <= y_low - 0.25 * (y_low - y_corner), (k, rows, y_corner, y_low)
+
+
+def test_revealed_sclera_takes_the_bright_sclera_not_the_lid_shadow(face_model):
+    """Most of a photo's visible sclera lies in the upper lid's shadow; the eyeball filled in where the iris left
+    (or where a lid rose) takes the lit sclera's colour, not the shadowed one's (a grey fill reads as lid)."""
+    img, lm = _eye_photo()
+    shadow = (150, 147, 144)
+    sclera_px = np.all(img == SCLERA, axis=2)
+    rows = np.arange(img.shape[0])[:, None] < 183
+    img[sclera_px & rows] = shadow
+    assert (sclera_px & rows).sum() / sclera_px.sum() > 0.6  # the shadow covers most of the sclera
+    lyr = eyes.EyeLayer(img, lm, _model_lids(lm), _coeffs())
+    out = lyr.apply(img, _coeffs(eyeLookOut_L=1.0, eyeLookIn_R=1.0))  # the irises move toward the image's right
+    for k in (36, 42):
+        cx = int(lm[k:k + 6, 0].mean())
+        left = out[183, cx - 8].astype(int)  # where the iris was, in the shadowed rows
+        assert np.abs(left - SCLERA).max() < 30, (k, left)

@@ -57,6 +57,7 @@ IRIS_RADIUS = 0.21  # eye widths (an 11.7 mm iris in a ~28 mm wide eye opening)
 EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
 GAZE_MAX_DEG = {"horizontal": 45.0, "up": 25.0, "down": 28.0}  # rotation at an expression weight of 1
 GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against a wide-open photo is clipped)
+SCLERA_PCT = 85  # the sclera colour: the median of the visible eyeball pixels brighter than this percentile
 SCLERA_SHADOW = 0.3  # revealed sclera this much darker under the lid and in the corners
 IRIS_U_MARGIN = 0.2  # the moved iris centre stays this far (eye widths) from the corners
 BOX_MARGIN = 0.25  # eye widths beyond the corners
@@ -215,7 +216,7 @@ class EyeLayer:
         scl = core & ~ring
         if scl.sum() >= 4:
             sg = gray[scl]
-            sclera = np.median(patch[scl][sg >= np.percentile(sg, 60)], 0)
+            sclera = np.median(patch[scl][sg >= np.percentile(sg, SCLERA_PCT)], 0)
         else:
             sclera = np.percentile(patch[core], 90, axis=0)
         iris_col = patch[vis_iris].mean(0) if vis_iris.sum() >= 3 else patch[core][g <= thr].mean(0)
