@@ -33,7 +33,9 @@ from .worker import Job, RenderRequest, RenderThread, warm_up_engine
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BUNDLED_PHOTO = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain
-MESH_MIN_INTERVAL_S = 0.12  # drag / playback frames update the mesh panel at most this often (final frames always)
+MESH_MIN_INTERVAL_S = 0.12  # drag frames update the mesh panel at most this often (final frames always)
+MESH_PLAY_INTERVAL_S = 0.5  # playback frames: at most this often
+SYNC_PLAY_INTERVAL_S = 0.2  # playback moves the sliders at most this often (all of them: ~4 ms of the GUI thread)
 PLAY_MAX_SIDE = 384  # photo mode playback frames (drag previews: 512, engine.editing.frames.DRAG_MAX_SIDE)
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
 
@@ -115,6 +117,7 @@ class MainWindow(QMainWindow):
         self.mesh = MeshPanel(self.session.model.triangles.numpy())
         self.worker.prepare = self._prepare_mesh  # the panel's buffers are made in the render thread
         self._mesh_pending = None
+        self._synced_at = 0.0
         self._mesh_shown_at = 0.0
         self._mesh_timer = QTimer(self)
         self._mesh_timer.setSingleShot(True)
@@ -659,10 +662,13 @@ class MainWindow(QMainWindow):
                     self.status("zoomed to the face: Ctrl+0 (or a double click) shows the whole photo", 8000)
         if geometry is not None and self.mesh_visible:
             self._mesh_pending = (geometry, req.snapshot.coeffs)
-            wait = MESH_MIN_INTERVAL_S - (time.monotonic() - self._mesh_shown_at)
+            # drags: the panel follows at most ~8 times a second; playback (a frame every tick) ~2: its pictures'
+            # CPU goes to the photo's frames instead
+            interval = MESH_PLAY_INTERVAL_S if self.timeline.timer.isActive() else MESH_MIN_INTERVAL_S
+            wait = interval - (time.monotonic() - self._mesh_shown_at)
             if req.final or wait <= 0:
                 self._show_pending_mesh()
-            elif not self._mesh_timer.isActive():  # drags and playback: the panel follows at most ~8 times a second
+            elif not self._mesh_timer.isActive():
                 self._mesh_timer.start(int(wait * 1000) + 1)
         kind = "full" if req.final else "drag preview"
         h, w = frame.image.shape[:2]
@@ -691,7 +697,10 @@ class MainWindow(QMainWindow):
         except SessionError as exc:
             self.show_error("Timeline", str(exc))
             return
-        self.sync_controls(snap)
+        now = time.monotonic()
+        if final or now - self._synced_at >= SYNC_PLAY_INTERVAL_S:  # playing: the sliders follow ~5 times a second
+            self._synced_at = now
+            self.sync_controls(snap)
         self.request_render(final=final, snap=snap)
 
     # ------------------------------------------------------------------------------------------ #

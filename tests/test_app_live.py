@@ -210,3 +210,25 @@ def test_a_light_edit_relights_the_mesh_panel(qtbot, window):
         halves[az] = (a[:, :mid][face[:, :mid]].mean(), a[:, mid:][face[:, mid:]].mean())
     (l1, r1), (l2, r2) = halves[-70], halves[70]
     assert l1 > r1 + 5 and r2 > l2 + 5, halves
+
+
+def test_playback_moves_the_sliders_at_a_few_hertz_and_exactly_at_stop(qtbot, window, monkeypatch):
+    """Syncing every slider costs the GUI thread ~4 ms: playing ticks move them at most every SYNC_PLAY_INTERVAL_S;
+    a final time (stop, scrub release) always shows the face's values."""
+    import app.window as appwin
+
+    s = window.session
+    s.add_keyframe(0.0)
+    s.set_controls({"yaw": 30})
+    s.add_keyframe(2.0)
+    window.after_state_change()
+    settle(qtbot, window)
+    monkeypatch.setattr(appwin, "SYNC_PLAY_INTERVAL_S", 100.0)
+    window._synced_at = 0.0
+    window._on_time(0.0, False)  # first tick: synced
+    assert window.sliders["yaw"].value() == pytest.approx(0, abs=0.1)
+    window._on_time(1.0, False)  # a tick inside the interval: the frame is asked for, the sliders wait
+    assert window.last_request.snapshot.coeffs.pose[0, 0] != 0 and window.sliders["yaw"].value() == pytest.approx(0, abs=0.1)
+    window._on_time(2.0, True)  # stop: exact
+    assert window.sliders["yaw"].value() == pytest.approx(30, abs=0.1)
+    settle(qtbot, window)
