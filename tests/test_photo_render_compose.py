@@ -1,10 +1,13 @@
-"""The sharp frame's composition of the layered head (issue 24): resampled and blended only where the head layer can
-show (bands of rows, each over the columns it can reach), it must give the same picture as composing the whole box."""
+"""The photo renderer's fast paths (issue 24) give what the plain computation gives: the layered head composed only where
+it can show (bands of rows, each over the columns it can reach) equals composing the whole box; cached / subset geometry
+(expression deltas, subset normals), the no-gradient interpolation, pull-push and the cached part masks equal their
+direct computation."""
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ASTRONAUT = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"
 
@@ -142,3 +145,14 @@ def test_pull_push_keeps_the_known_values_and_stays_within_their_range():
     assert est.min() >= v[known].min() - 1e-4 and est.max() <= v[known].max() + 1e-4
     const = flow.pull_push(np.full((64, 64, 1), 3.25, np.float32), (rng.random((64, 64)) > 0.7).astype(np.float32))
     assert np.abs(const - 3.25).max() < 1e-5
+
+
+def test_vertex_in_is_cached_but_callers_get_their_own_copy(head):
+    from engine.face.head import SKIN_PARTS
+
+    want = head.vertex_in(SKIN_PARTS).clone()
+    assert want.any() and not want.all()
+    got = head.vertex_in(SKIN_PARTS)
+    got[:] = False  # a caller editing its mask in place must not change the next caller's
+    assert torch.equal(head.vertex_in(list(SKIN_PARTS)), want)
+    assert torch.equal(head.vertex_in(["teeth"]), head.vertex_part == head.part_names.index("teeth"))

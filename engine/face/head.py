@@ -140,9 +140,14 @@ class HeadModel:
             raise KeyError(f"unknown head part {name!r}; known: {', '.join(self.part_names)}") from None
 
     def vertex_in(self, names) -> torch.Tensor:
-        """(V,) bool: vertices whose part is one of ``names``."""
-        ids = torch.tensor([self.part_index(n) for n in names])
-        return torch.isin(self.vertex_part, ids)
+        """(V,) bool: vertices whose part is one of ``names`` (a copy of a cached mask: photo mode asks per frame)."""
+        cache = self.__dict__.setdefault("_vertex_in_cache", {})
+        key = tuple(names)
+        hit = cache.get(key)
+        if hit is None:
+            ids = torch.tensor([self.part_index(n) for n in names])
+            hit = cache[key] = torch.isin(self.vertex_part, ids)
+        return hit.clone()
 
     def triangle_in(self, names) -> torch.Tensor:
         ids = torch.tensor([self.part_index(n) for n in names])
