@@ -62,7 +62,8 @@ class FloatSlider(QWidget):
     changed = Signal(float, bool)
 
     def __init__(self, name: str, lo: float, hi: float, value: float = 0.0, unit: str = "", decimals: int = 2,
-                 steps: int = 1000, label: str | None = None, per_unit: float | None = None, parent=None):
+                 steps: int = 1000, label: str | None = None, per_unit: float | None = None, marks: bool = False,
+                 parent=None):
         super().__init__(parent)
         self.per_unit = per_unit  # steps per unit (degrees: 20, so whole and half degrees lie on the grid)
         if per_unit:
@@ -73,7 +74,8 @@ class FloatSlider(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         self.label = QLabel(label or name)
         self.label.setFixedWidth(max(140, self.label.sizeHint().width()))  # sliders line up in a column
-        self.slider = MarkedSlider(Qt.Horizontal)
+        # a slider that can show a band and a tick paints in Python: only those that need it (photo mode's pose)
+        self.slider = MarkedSlider(Qt.Horizontal) if marks else QSlider(Qt.Horizontal)
         self._true: float | None = None  # a value shown beyond the slider's range (a loaded session, a keyframe)
         self.band: tuple[float, float] | None = None
         self.relative = False  # the value is a change from a marked 0 (photo mode's pose): shown signed
@@ -127,9 +129,10 @@ class FloatSlider(QWidget):
         the value 0 (photo mode: the photo's own pose)."""
         self.band = None if band is None else (float(band[0]), float(band[1]))
         self.relative = bool(origin)
-        self.slider.band = None if band is None else (self._to_int(band[0]), self._to_int(band[1]))
-        self.slider.origin = self._to_int(0.0) if origin and self.lo <= 0 <= self.hi else None
-        self.slider.update()
+        if isinstance(self.slider, MarkedSlider):
+            self.slider.band = None if band is None else (self._to_int(band[0]), self._to_int(band[1]))
+            self.slider.origin = self._to_int(0.0) if origin and self.lo <= 0 <= self.hi else None
+            self.slider.update()
         self._update_readout()
 
     def _to_int(self, v: float) -> int:
@@ -162,8 +165,9 @@ class FloatSlider(QWidget):
     def _update_readout(self) -> None:
         v = self.shown_value()
         text = f"{v:.{self.decimals}f}{self.unit}"
-        if self.relative and float(text.rstrip(self.unit)) > 0:  # a turn: +10.0°
-            text = "+" + text
+        if self.relative:  # a turn: +10.0°, 0.0°, -5.0°
+            x = float(text[:len(text) - len(self.unit)])
+            text = ("+" if x > 0 else "") + (text.lstrip("-") if x == 0 else text)
         self.readout.setText(text)
 
     def _on_value(self, _):

@@ -38,8 +38,6 @@ MESH_PLAY_INTERVAL_S = 0.5  # playback frames: at most this often
 SYNC_PLAY_INTERVAL_S = 0.2  # playback moves the sliders at most this often (all of them: ~4 ms of the GUI thread)
 PLAY_MAX_SIDE = 384  # photo mode playback frames (drag previews: 512, engine.editing.frames.DRAG_MAX_SIDE)
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
-
-
 AUTO_FACE_ZOOM = 1.6  # opening a photo zooms to the face when that shows it this much larger than fitting the photo
 
 
@@ -260,7 +258,7 @@ class MainWindow(QMainWindow):
         span = spec.hi - spec.lo
         steps = int(round(span * 20)) if spec.unit == "°" else int(round(span * 100))
         s = FloatSlider(key, lo, hi, unit=spec.unit, decimals=spec.decimals, steps=max(100, steps), label=spec.label,
-                        per_unit=20 if spec.unit == "°" else None)
+                        per_unit=20 if spec.unit == "°" else None, marks=spec.group == "pose")
         if spec.help:
             s.setToolTip(spec.help)
         s.changed.connect(lambda v, final, k=key: self.on_control(k, v, final))
