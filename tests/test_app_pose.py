@@ -150,3 +150,23 @@ def test_a_photo_opens_on_its_face_and_ctrl_2_zooms_back_to_it(qtbot, window, mo
     window.face_btn.click()
     assert window.face_btn.isEnabled() and v.zoom == pytest.approx(min(v.width() / (box[2] - box[0]),
                                                                        v.height() / (box[3] - box[1])))
+
+
+def test_randomise_pose_keeps_a_strongly_turned_photo_inside_the_whole_range(face_model):
+    """A photo whose own yaw is far out (here -50°, as a profile can be): a random turn may not push the angle past
+    the control's whole range (±60°) — it used to raise instead of turning."""
+    s = Session(model=face_model, generator=None)
+    c = face_model.zeros(1)
+    c.set_pose_degrees(yaw=-50)
+
+    class Fit:  # what the pose helpers read of a fit
+        coeffs = c
+
+    class Photo:
+        fit = Fit()
+    s.history.replace_silently(s.state.edited(coeffs=c.clone(), photo=Photo()))
+    assert s.control_origin("yaw") == pytest.approx(-50, abs=1e-4)
+    assert s.control_range("yaw", full=True)[0] == pytest.approx(-10, abs=0.1)
+    for seed in range(30):
+        s.randomize("pose", seed=seed)
+        assert -60 - 1e-3 <= s.control_value("yaw") <= 60 + 1e-3

@@ -242,7 +242,8 @@ class Session:
             for k in POSE_KEYS:
                 lo, hi = self.believable_range(k)
                 t = self.controls[k].get(new.coeffs) / self.controls[k].trained[1]
-                turns[k] = 0.8 * max(-1.0, min(1.0, t)) * (hi if t > 0 else -lo)
+                f_lo, f_hi = self.control_range(k, full=True)  # and the angle inside the control's whole range
+                turns[k] = min(f_hi, max(f_lo, 0.8 * max(-1.0, min(1.0, t)) * (hi if t > 0 else -lo)))
             c = new.coeffs.clone()
             apply_controls(c, relative_pose(turns, own_pose_degrees(self.photo.fit)), self.controls, force=True)
             new = new.edited(coeffs=c)
