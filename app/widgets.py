@@ -313,13 +313,20 @@ class ImageView(QWidget):
             self.zoomChanged.emit(z)
         self.update()
 
-    def zoom_to_box(self, box) -> None:
-        """Show the region ``box`` (x0, y0, x1, y1 in full-size image px) as large as the widget allows, centred."""
+    def box_zoom(self, box) -> float:
+        """The zoom that shows the region ``box`` (x0, y0, x1, y1 in full-size image px) as large as the widget
+        allows."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        return min(self.width() / max(1.0, x1 - x0), self.height() / max(1.0, y1 - y0))
+
+    def zoom_to_box(self, box, max_zoom: float | None = None) -> None:
+        """Show the region ``box`` (x0, y0, x1, y1 in full-size image px) centred, as large as the widget allows (at
+        most ``max_zoom``)."""
         if self.full_size is None:
             return
         x0, y0, x1, y1 = (float(v) for v in box)
-        bw, bh = max(1.0, x1 - x0), max(1.0, y1 - y0)
-        z = float(min(self.ZOOM_MAX, max(self.ZOOM_MIN, min(self.width() / bw, self.height() / bh))))
+        z = self.box_zoom(box) if max_zoom is None else min(self.box_zoom(box), float(max_zoom))
+        z = float(min(self.ZOOM_MAX, max(self.ZOOM_MIN, z)))
         self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
         old, self.zoom = self.scale(), z
         if abs(z - old) > 1e-9:

@@ -38,7 +38,7 @@ MESH_PLAY_INTERVAL_S = 0.5  # playback frames: at most this often
 SYNC_PLAY_INTERVAL_S = 0.2  # playback moves the sliders at most this often (all of them: ~4 ms of the GUI thread)
 PLAY_MAX_SIDE = 384  # photo mode playback frames (drag previews: 512, engine.editing.frames.DRAG_MAX_SIDE)
 SUBGROUP_ORDER = ("common", "brows", "eyes", "cheeks", "nose", "mouth", "jaw", "other")
-AUTO_FACE_ZOOM = 1.6  # opening a photo zooms to the face when that shows it this much larger than fitting the photo
+AUTO_FACE_ZOOM = 1.6  # opening a photo zooms to the face (up to 100 %) when that shows it this much larger than fit
 
 
 def face_box(photo) -> tuple[float, float, float, float]:
@@ -652,11 +652,10 @@ class MainWindow(QMainWindow):
             self.view.set_before(None if photo is None else photo.fit.image)
             self.before_btn.setEnabled(photo is not None)
             self.face_btn.setEnabled(photo is not None)
-            if photo is not None:  # a small face in a big photo: open on the face, not on the whole photo
+            if photo is not None:  # a small face in a big photo: open on the face (never past 100 %: no blur)
                 box = face_box(photo)
-                if min(self.view.width() / (box[2] - box[0]), self.view.height() / (box[3] - box[1])) > \
-                        AUTO_FACE_ZOOM * self.view.fit_scale():
-                    self.view.zoom_to_box(box)
+                if min(self.view.box_zoom(box), 1.0) > AUTO_FACE_ZOOM * self.view.fit_scale():
+                    self.view.zoom_to_box(box, max_zoom=1.0)
                     self.status("zoomed to the face: Ctrl+0 (or a double click) shows the whole photo", 8000)
         if geometry is not None and self.mesh_visible:
             self._mesh_pending = (geometry, req.snapshot.coeffs)

@@ -144,6 +144,7 @@ def test_a_photo_opens_on_its_face_and_ctrl_2_zooms_back_to_it(qtbot, window, mo
     assert box[0] <= lm[:, 0].min() and lm[:, 0].max() <= box[2] and box[1] < lm[:, 1].min() and lm[:, 1].max() < box[3]
     v = window.view
     assert v.zoom is not None and v.center == pytest.approx(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+    assert v.zoom == pytest.approx(min(1.0, v.box_zoom(box)))  # on its own, never past 100 % (a blurred photo)
     assert "zoomed to the face" in window.last_status
     v.fit()
     assert v.zoom is None

@@ -47,7 +47,7 @@ class OrbitCamera:
         p = np.asarray(positions, np.float32)
         c = (p.min(0) + p.max(0)) / 2
         self.center = (float(c[0]), float(c[1]), float(c[2]))
-        self.distance = max(30.0, 1.3 * float(np.ptp(p, axis=0).max()) / (2 * math.tan(math.radians(FOV_DEG) / 2)))
+        self.distance = max(30.0, 1.1 * float(np.ptp(p, axis=0).max()) / (2 * math.tan(math.radians(FOV_DEG) / 2)))
 
     def project(self, points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """(N, 2) pixel positions (x right, y down) and (N,) depths in front of the camera."""
