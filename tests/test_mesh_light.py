@@ -115,3 +115,16 @@ def test_panel_draws_at_device_pixels_on_a_hidpi_screen(ict_path):
     w, h = got["logical"]
     assert got["shape"][:2] == [2 * h, 2 * w]  # sharp: device pixels, not a stretched logical-size picture
     assert got["lm_max"][0] < w and got["lm_max"][1] < h  # landmarks in logical px, where they are drawn
+
+
+def test_jaw_line_landmarks_on_the_silhouette_stay_drawn(face_model, head):
+    """Seen from the front the jaw line's landmarks lie on the head's outline: none is hidden by the cheek."""
+    from engine.io.mesh import vertex_normals
+
+    v = head.vertices(face_model.zeros(1))[0].numpy()
+    tri = head.triangles.numpy()
+    lm = v[face_model.lm68.numpy()]
+    cam = OrbitCamera()
+    cam.frame(v)
+    _, _, seen = draw_mesh(v, vertex_normals(v, tri), tri, cam, 300, 240, points=lm)
+    assert seen.all(), np.nonzero(~seen)[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -86,10 +87,12 @@ def draw_mesh(positions: np.ndarray, normals: np.ndarray, triangles: np.ndarray,
         pxy, pz = camera.project(points, w, h)
         seen = np.ones(len(pxy), bool)
         if depth is not None:
+            # the farthest surface within 2 px (empty counts as infinitely far): a point on the silhouette, such as
+            # the jaw line's landmarks seen from the front, is not hidden by the cheek right in front of it
+            far = cv2.dilate(np.where(depth > 0, depth, np.float32(1e9)).astype(np.float32), np.ones((5, 5), np.uint8))
             ix = np.clip(pxy[:, 0].astype(np.int64), 0, w - 1)
             iy = np.clip(pxy[:, 1].astype(np.int64), 0, h - 1)
-            d = depth[iy, ix]
-            seen = (d <= 0) | (pz <= d + 0.02 * camera.distance)  # empty pixel, or not behind the surface
+            seen = pz <= far[iy, ix] + 0.02 * camera.distance
         return img, pxy, seen
     if tri.size == 0 or len(positions) == 0:
         return result()
