@@ -156,3 +156,31 @@ def test_vertex_in_is_cached_but_callers_get_their_own_copy(head):
     got[:] = False  # a caller editing its mask in place must not change the next caller's
     assert torch.equal(head.vertex_in(list(SKIN_PARTS)), want)
     assert torch.equal(head.vertex_in(["teeth"]), head.vertex_part == head.part_names.index("teeth"))
+
+
+@pytest.mark.parametrize("relit", [False, True])
+def test_mouth_fill_colours_equal_the_whole_mesh_computation(astronaut, relit):
+    """The open mouth's fill colours, computed on the vertices the frame shows only (with subset normals, or the
+    relit frame's posed normals), equal the whole-mesh computation, turned and relit alike."""
+    import cv2
+
+    from engine.photo import fill, flow
+    from engine.render.camera import rotation_matrix
+
+    fit, r = astronaut
+    c = fit.coeffs.clone()
+    c.pose[0, 0] += math.radians(15)
+    c.expr["jawOpen"] = 0.7
+    if relit:
+        c.light[0, 1] += 0.3
+    f = r.flow_field(c)
+    assert f.fill_rgb is not None
+    t = f.target
+    rot = rotation_matrix(c.pose)[0]
+    n = r.head.vertex_normals(t.verts.unsqueeze(0))[0] @ rot.T
+    col = fill.part_colors(r.head, r._mouth_base, t.verts, n, r.coeffs0.light[0], c.light[0]) \
+        * r.src.render_fill.unsqueeze(1)
+    want = cv2.GaussianBlur(flow.interpolate_attrs(col, t, r.head)[..., :3], (0, 0), 0.6)
+    if r.gray:
+        want = np.repeat(want.mean(-1, keepdims=True), 3, -1)
+    assert np.abs(f.fill_rgb - want).max() < 1e-4

@@ -280,7 +280,7 @@ class PhotoRenderer:
                 fidx = self._fill_idx[shown[self._fill_idx]]
                 col = torch.zeros(head.n_vertices, 3)
                 if len(fidx):
-                    n_f = (normals[fidx] if relit else self._normals_at(t.verts, fidx, "fill")) @ rot.T
+                    n_f = normals[fidx] if relit else self._normals_at(t.verts, fidx, "fill") @ rot.T
                     col[fidx] = fill.part_colors(head, self._mouth_base[fidx], t.verts[fidx], n_f,
                                                  self.coeffs0.light[0], c.light[0], fidx) * fill_v[fidx].unsqueeze(1)
                 cols.append(col)
