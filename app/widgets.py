@@ -442,18 +442,25 @@ class MeshGeometry:
     axes (x the subject's left, y up, z toward the viewer)."""
 
     positions: np.ndarray  # (V, 3) float32
-    normals: np.ndarray  # (V, 3) float32, unit
+    normals: np.ndarray | None  # (V, 3) float32, unit; None until the drawing thread needs them (normals_of)
     triangles: np.ndarray  # (F, 3) int32 (the same object while the topology stays)
     landmarks: np.ndarray | None  # (68, 3) float32
+    normal_fn: object = None  # engine.io.mesh.VertexNormals of the topology
+
+    def normals_of(self) -> np.ndarray:
+        """The unit vertex normals, computed once (by whichever thread draws first)."""
+        if self.normals is None:
+            self.normals = self.normal_fn(self.positions)
+        return self.normals
 
 
 class MeshPanel(QWidget):
     """The posed mesh (shaded like the image, mouse-rotatable: drag to turn, wheel to zoom, double-click to reset)
     with optional landmarks.
 
-    Nothing heavy happens in the GUI thread: :meth:`prepare` computes positions and normals (the editor calls it in
-    the render thread), :meth:`show_geometry` only hands them to the panel's drawing thread, which draws the picture
-    on the CPU (``engine.render.meshview.draw_mesh``: the compiled rasterizer, no GIL held) and sends it back; the
+    Nothing heavy happens in the GUI thread: :meth:`prepare` checks the topology and takes the positions (the editor
+    calls it in the render thread), :meth:`show_geometry` only hands them to the panel's drawing thread, which
+    computes the normals (``engine.io.mesh.VertexNormals``) and draws the picture on the CPU (``engine.render.meshview.draw_mesh``: the compiled rasterizer, no GIL held) and sends it back; the
     paint is one image blit. (An OpenGL view used to stall the GUI thread for tens of milliseconds per paint on a
     software GL such as llvmpipe under Xvfb.) Topology changes (the full head ↔ the face model) re-frame the view."""
 
@@ -509,7 +516,8 @@ class MeshPanel(QWidget):
     # -- geometry ------------------------------------------------------------------------------------------- #
     def prepare(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None,
                 triangles: np.ndarray | None = None) -> MeshGeometry:
-        """Positions, normals and landmarks for a posed mesh (model space); ``triangles`` None: the face model's.
+        """Positions and landmarks for a posed mesh (model space; normals follow when drawn); ``triangles`` None: the
+        face model's.
         Safe to call from a worker thread."""
         tri = self.base_triangles if triangles is None else triangles
         from engine.io.mesh import VertexNormals
@@ -523,7 +531,8 @@ class MeshPanel(QWidget):
             raise ValueError(f"triangles index vertex {tri.max()} of a {len(vertices)}-vertex mesh")
         pos = np.ascontiguousarray(vertices, dtype=np.float32)
         lm = None if landmarks3d is None else np.asarray(landmarks3d, np.float32)
-        return MeshGeometry(pos, vn(pos), vn.triangles if triangles is None else tri, lm)
+        # normals wait for the drawing thread: most drag frames are never drawn (≤ 8 a second are)
+        return MeshGeometry(pos, None, vn.triangles if triangles is None else tri, lm, vn)
 
     def set_mesh(self, vertices: np.ndarray, landmarks3d: np.ndarray | None = None,
                  triangles: np.ndarray | None = None) -> None:
@@ -576,9 +585,10 @@ class MeshPanel(QWidget):
             t0 = time.perf_counter()
             try:
                 if g.landmarks is None:
-                    img, lm = draw_mesh(g.positions, g.normals, g.triangles, cam, w, h, light), None
+                    img, lm = draw_mesh(g.positions, g.normals_of(), g.triangles, cam, w, h, light), None
                 else:  # the landmarks the head hides are not drawn
-                    img, xy, seen = draw_mesh(g.positions, g.normals, g.triangles, cam, w, h, light, g.landmarks)
+                    img, xy, seen = draw_mesh(g.positions, g.normals_of(), g.triangles, cam, w, h, light,
+                                              g.landmarks)
                     lm = xy[seen]
             except Exception:  # the image view still works; say why once per failure
                 import traceback
