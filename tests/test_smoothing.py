@@ -77,3 +77,22 @@ def test_track_pose_and_placement_follow_the_motion_closer_than_the_jitter():
         p = _smooth_placement(place, fps)
         assert _lag(true, p[:, 2]) == 0 and np.std(p[:, 2] - np.log(2.0) - true) < 0.01
         assert _lag(true, p[:, 0]) == 0
+
+
+def test_track_expression_but_the_eyes_without_lag():
+    """The mouth, jaw and brows are smoothed without lag (a mouth that opens late costs the aligned-face match); the
+    eye weights (blinks, glances) keep the causal filter."""
+    from engine.drive.track import N_EXP, _smooth, centred_channels
+
+    names = ["eyeBlink_L", "jawOpen"] + [f"other{i}" for i in range(N_EXP - 2)]
+    mask = centred_channels(names)
+    assert mask.shape == (N_EXP + 3,) and not mask[0] and mask[1] and mask[N_EXP:].all()
+    true = 0.3 + _turns(30, amp=0.2)
+    raw = np.zeros((len(true), N_EXP + 3))
+    raw[:, 0] = raw[:, 1] = true
+    out = _smooth(raw, 30.0, centred=mask)
+    from engine.drive.track import SMOOTHING
+
+    causal = OneEuroFilter(30.0, *SMOOTHING["expression"], SMOOTHING["d_cutoff"]).filter_sequence(true[:, None])[:, 0]
+    assert np.allclose(out[:, 0], causal)  # the blink weight: the causal filter
+    assert _lag(true, out[:, 1]) == 0 and np.abs(out[:, 1] - true).mean() < 0.5 * np.abs(causal - true).mean()
