@@ -347,3 +347,51 @@ def test_revealed_sclera_takes_the_bright_sclera_not_the_lid_shadow(face_model):
         cx = int(lm[k:k + 6, 0].mean())
         left = out[183, cx - 8].astype(int)  # where the iris was, in the shadowed rows
         assert np.abs(left - SCLERA).max() < 30, (k, left)
+
+
+def _half_closed_photo():
+    """A synthetic face whose eyes are nearly shut (a 6 px slit of lashes, no sclera showing), and a model stand-in
+    fitted a little more open (a 8.8 px gap at its blink of 0.6) that opens to 22 px at blink 0."""
+    img = np.full((400, 400, 3), SKIN, np.uint8)
+    img[220:, :] = (205, 155, 125)  # the cheeks a little lighter than the lids
+    lm = np.zeros((68, 2), np.float64)
+    lm[:17, 0] = np.linspace(60, 340, 17)
+    lm[:17, 1] = 200 + 80 * np.sin(np.linspace(0, np.pi, 17))
+    for x0, k, b in ((110, 36, 17), (230, 42, 22)):
+        w = 60.0
+        xs = np.array([0, 0.3, 0.7, 1, 0.7, 0.3]) * w + x0
+        ys = 180 + np.array([0, -3, -3, 0, 3, 3])
+        lm[k:k + 6] = np.stack([xs, ys], 1)
+        cv2.fillPoly(img, [np.round(lm[k:k + 6]).astype(np.int32)], (60, 40, 35))
+        lm[b:b + 5] = np.stack([np.linspace(x0 - 5, x0 + w + 5, 5), np.full(5, 140.0)], 1)
+    lm[27:36] = [[200, 180], [200, 200], [200, 220], [200, 240], [185, 250], [192, 252], [200, 254], [208, 252],
+                 [215, 250]]
+    lm[48:68] = np.stack([np.linspace(170, 230, 20), np.full(20, 290.0)], 1)
+    base = lm[36:48].copy()
+
+    def model_lids(c):
+        out = base.copy()
+        for side, k in (("R", 0), ("L", 6)):
+            bl = float(c.expr[f"eyeBlink_{side}"][0])
+            for up, lo in ((1, 5), (2, 4)):
+                out[k + up, 1] = base[k + lo, 1] - 22.0 * (1.0 - bl)  # 22 px open, 8.8 px at blink 0.6
+        return out
+    return img, lm, model_lids
+
+
+def test_a_half_closed_photo_opens_to_the_models_open_eye_with_a_light_sclera(face_model):
+    img, lm, model_lids = _half_closed_photo()
+    c0 = _coeffs(eyeBlink_L=0.6, eyeBlink_R=0.6)
+    lyr = eyes.EyeLayer(img, lm, model_lids, c0)
+    c = _coeffs()  # blink 0: eyes open
+    for side, k in (("R", 36), ("L", 42)):
+        up, lo = lyr.target_lids(c, side)
+        gap = float(lo(0.5) - up(0.5))
+        # the model opens 8.8 -> 22 px; the photo's 6 px slit opens to the model's open eye, not to 6 * 22 / 8.8
+        assert gap > 0.9 * 22.0, (side, gap)
+    out = lyr.apply(img, c)
+    skin = img[235, 140].astype(float).mean()
+    for k in (36, 42):
+        x = int(lm[k, 0] + 0.2 * (lm[k + 3, 0] - lm[k, 0]))
+        col = out[168:184, x].astype(float).mean(1)  # beside the iris, inside the opened eye
+        assert col.max() > skin + 5, (k, col.max(), skin)  # a sclera lighter than the skin, not the slit's lashes

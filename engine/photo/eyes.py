@@ -58,6 +58,9 @@ EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
 GAZE_MAX_DEG = {"horizontal": 45.0, "up": 25.0, "down": 28.0}  # rotation at an expression weight of 1
 GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against a wide-open photo is clipped)
 SCLERA_PCT = 85  # the sclera colour: the median of the visible eyeball pixels brighter than this percentile
+SCLERA_NEUTRAL = 0.35  # a sclera guessed from the skin: this share of the way to neutral grey
+SCLERA_OVER_SKIN = 1.1  # ... and this much brighter than the skin below the eye
+SCLERA_MIN_OVER_SKIN = 0.65  # a sampled sclera darker than this share of the skin is replaced by the guess
 SCLERA_SHADOW = 0.3  # revealed sclera this much darker under the lid and in the corners
 IRIS_U_MARGIN = 0.2  # the moved iris centre stays this far (eye widths) from the corners
 BOX_MARGIN = 0.25  # eye widths beyond the corners
@@ -143,6 +146,11 @@ class EyeLayer:
         self.model_lids = model_lids
         self.c0 = coeffs0
         self._lids0 = model_lids(coeffs0)
+        c_open = coeffs0.clone()
+        for n in EYE_EXPRESSIONS:
+            if n.startswith("eyeBlink") and n in c_open.exp_names:
+                c_open.expr[n] = 0.0
+        self._lids_open = model_lids(c_open)  # the fitted model's eyes open (no blink): how far opening may go
         self.eyes = {s: self._eye_source(s) for s in EYE_SIDES}
         self._cache: dict[float, dict] = {}
 
@@ -219,6 +227,20 @@ class EyeLayer:
             sclera = np.median(patch[scl][sg >= np.percentile(sg, SCLERA_PCT)], 0)
         else:
             sclera = np.percentile(patch[core], 90, axis=0)
+        # an eye nearly closed in the photo shows little or no sclera (lashes and lid shadow are what is "brightest"):
+        # then the sclera is the skin below the eye, desaturated toward neutral, a little brighter than it
+        below = (u > 0.2) & (u < 0.8) & (v > eye["lo"](np.clip(u, 0, 1)) + 0.12 * fr.width) \
+            & (v < eye["lo"](np.clip(u, 0, 1)) + 0.3 * fr.width)
+        if below.sum() >= 6:
+            skin = np.median(patch[below], 0)
+            lum = lambda c: float(c @ np.array([0.299, 0.587, 0.114], np.float32))  # noqa: E731
+            guess = (skin * (1 - SCLERA_NEUTRAL) + skin.mean() * SCLERA_NEUTRAL)
+            guess = guess * (SCLERA_OVER_SKIN * lum(skin) / max(lum(guess), 1.0))
+            wt = float(np.clip((SCLERA_MIN_OVER_SKIN * lum(skin) - lum(sclera)) / max(0.1 * lum(skin), 1.0), 0, 1))
+            sclera = sclera * (1 - wt) + np.clip(guess, 0, 255) * wt
+            guessed = wt
+        else:
+            guessed = 0.0
         iris_col = patch[vis_iris].mean(0) if vis_iris.sum() >= 3 else patch[core][g <= thr].mean(0)
         # iris completion where the lids hid it: the iris' own median colour (highlights left out), limbus darker
         ig = gray[vis_iris] if vis_iris.sum() >= 3 else None
@@ -230,6 +252,9 @@ class EyeLayer:
         a_iris = np.clip((r - np.sqrt(d2)) + 0.5, 0, 1).astype(np.float32)
         # sclera plate: the photo where visible and not iris, sclera colour elsewhere (soft edges)
         vis = cv2.GaussianBlur((core & ~(d2 < (1.3 * r) ** 2)).astype(np.float32), (0, 0), max(0.6, 0.02 * w))
+        if guessed > 0:  # a guessed sclera: the photo's "visible eyeball" darker than it is lashes and lid shadow
+            dim = (gray < 0.6 * float(sclera @ np.array([0.299, 0.587, 0.114], np.float32))).astype(np.float32)
+            vis = vis * (1.0 - guessed * dim)
         # revealed sclera darkens toward the lid above it (its shadow) and the corners
         u, v = uv[..., 0], uv[..., 1]
         above = np.clip((eye["up"](np.clip(u, 0, 1)) - v) / (0.2 * fr.width), 0, 1)
@@ -265,6 +290,7 @@ class EyeLayer:
         k = 0 if side == "R" else 6
         m0 = fr.to_uv(self._lids0[k:k + 6])
         m1 = fr.to_uv(lids1[k:k + 6])
+        mo = fr.to_uv(self._lids_open[k:k + 6])
         uv = eye["uv"]
         new = uv.copy()
         for a, b in ((1, 5), (2, 4)):  # (upper, lower) pairs
@@ -272,8 +298,16 @@ class EyeLayer:
             p0 = uv[b, 1] - uv[a, 1]
             k_s = float(np.clip(p0 / g0, 0.0, GAP_RATIO_MAX)) if p0 > 0 else 1.0
             # the model's vertical lid motion, rescaled from its gap to the photo's
-            new[a, 1] = uv[a, 1] + (m1[a, 1] - m0[a, 1]) * k_s
-            new[b, 1] = uv[b, 1] + (m1[b, 1] - m0[b, 1]) * k_s
+            # opening, the photo's gap reaches the model's open gap where the model's eye opens fully (a photo caught
+            # mid-blink, its gap small next to the fitted model's, would otherwise open only by its own small share)
+            g_open = mo[b, 1] - mo[a, 1]
+            k_o = k_s
+            if g_open > g0 + 1e-3 and g_open > p0:
+                k_o = float(np.clip((g_open - p0) / (g_open - g0), k_s, GAP_RATIO_MAX))
+            k_a = k_o if m1[a, 1] < m0[a, 1] else k_s
+            k_b = k_o if m1[b, 1] > m0[b, 1] else k_s
+            new[a, 1] = uv[a, 1] + (m1[a, 1] - m0[a, 1]) * k_a
+            new[b, 1] = uv[b, 1] + (m1[b, 1] - m0[b, 1]) * k_b
             # closing: the upper lid's lash line comes to rest a little over the lower lid's margin (a closed eye
             # shows one lash line, not two)
             closed = float(np.clip(1.0 - (new[b, 1] - new[a, 1]) / max(p0, 1e-3), 0.0, 1.0))
