@@ -174,10 +174,12 @@ class Job(QObject):
 
 def load_before_showing() -> None:
     """What must load before the window is shown: dlib's detector and landmark predictor hold Python's lock for the
-    whole of their ~1-2.5 s load, so loaded in a background job they would freeze the visible window instead."""
+    whole of their ~1-2.5 s load, and numba's import (the compiled rasterizer: photo frames and the mesh panel) for
+    stretches of ~0.2-0.3 s; loaded in a background job they would freeze the visible window instead."""
     from engine.perception import dlib_files
+    from engine.render import fast_raster
 
-    for step in (dlib_files.detector, dlib_files.landmark_predictor):
+    for step in (dlib_files.detector, dlib_files.landmark_predictor, fast_raster.warm_up):
         try:
             step()
         except (OSError, ValueError, RuntimeError):  # missing files: the open-photo job reports them properly

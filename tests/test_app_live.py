@@ -152,14 +152,20 @@ def test_dlib_loads_before_the_window_is_shown(qtbot, face_model, monkeypatch):
     import app.main
     from engine.perception import dlib_files
 
-    calls = []
+    from engine.render import fast_raster
+
+    calls, raster = [], []
     real = dlib_files.detector
     monkeypatch.setattr(dlib_files, "detector", lambda: calls.append(threading.current_thread()
                                                                      is threading.main_thread()) or real())
+    real_warm = fast_raster.warm_up  # numba's import holds the GIL for ~0.3 s stretches: before showing too
+    monkeypatch.setattr(fast_raster, "warm_up", lambda *a, **k: raster.append(
+        threading.current_thread() is threading.main_thread()) or real_warm(*a, **k))
     monkeypatch.setattr(app.main, "Session", lambda: Session(model=face_model, generator=None))
     win = app.main.build(["--size", "64"], ask_restore=lambda o: False)
     qtbot.addWidget(win)
     assert calls and calls[0] is True and not win.isVisible()
+    assert raster and raster[0] is True
     qtbot.waitUntil(lambda: win.ready, timeout=60000)
     win.guard.ask = lambda: "discard"
     win.close()
