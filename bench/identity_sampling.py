@@ -10,7 +10,8 @@ descriptor PCA of ``--id-codes`` generators), ``L`` is the number of per-layer w
 seed set: the share of random pairs dlib's descriptor puts under 0.6 (``n`` faces per seed, as
 ``../shared/tools/judge.py diversity``, faces upsampled to ≥ 160 px), their median distance, and FID-id (the
 dlib-port descriptors of ``--fid-n`` faces against 512 held-out UTKFace test crops; ``training.evaluate.fid_id``'s
-measure on this script's seeds). Two disjoint seed sets: choose on ``--tune-seeds``, report ``--report-seeds``.
+measure on this script's seeds; its mean part |μ_real − μ_fake|² beside it, the rest is the covariance part).
+Two disjoint seed sets: choose on ``--tune-seeds``, report ``--report-seeds``.
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ def main(argv=None) -> int:
         with torch.no_grad():
             real = torch.cat([idnet.embed_crops(crops[i:i + 32]) for i in range(0, len(crops), 32)]).numpy()
     print(f"{fg.resolution} px faces; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| setting | seed set | same-person pairs | median dlib dist | faces found | FID-id |")
-    print("|---|---|---|---|---|---|")
+    print("| setting | seed set | same-person pairs | median dlib dist | faces found | FID-id | its mean part |")
+    print("|---|---|---|---|---|---|---|")
     for text in args.settings:
         s = parse_setting(text)
         for name, seeds in (("tune", args.tune_seeds), ("report", args.report_seeds)):
@@ -105,16 +106,17 @@ def main(argv=None) -> int:
                 shares.append(sh)
                 meds.append(med)
                 found += fnd
-            fid = float("nan")
+            fid = fid_mean = float("nan")
             if args.fid_n:
                 c, z = draw(fg, args.fid_n, 10_000 + seeds[0], s)
                 with torch.no_grad():
                     x = images(fg, c, z, s)
                     fake = torch.cat([idnet.embed_crops(x[i:i + 32]) for i in range(0, len(x), 32)]).numpy()
                 fid = E.frechet_distance(real.astype(np.float64), fake.astype(np.float64))
+                fid_mean = float(((real.astype(np.float64).mean(0) - fake.astype(np.float64).mean(0)) ** 2).sum())
             print(f"| {text} | {name} {' '.join(map(str, seeds))} | {100 * np.mean(shares):.1f} % "
                   f"({' / '.join(f'{100 * v:.0f}' for v in shares)}) | {np.mean(meds):.3f} | "
-                  f"{found}/{args.n * len(seeds)} | {fid:.3f} |", flush=True)
+                  f"{found}/{args.n * len(seeds)} | {fid:.3f} | {fid_mean:.3f} |", flush=True)
     return 0
 
 

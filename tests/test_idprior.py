@@ -69,6 +69,10 @@ def test_idprior_runs_resumes_and_exports(tmp_path, monkeypatch, face_model, cap
     assert cli(["idprior", "--out", str(out), "--generator", str(gen), "--export", str(dest)]) == 0
     back = FaceGenerator.load(dest)
     assert json.loads(back.meta["training"])["step"] == 12
+    assert back.G.trunc_layers == fg.G.trunc_layers
+    assert cli(["idprior", "--out", str(out), "--generator", str(gen), "--export", str(tmp_path / "t2.st"),
+                "--trunc-layers", "2"]) == 0
+    assert FaceGenerator.load(tmp_path / "t2.st").G.trunc_layers == 2 != fg.G.trunc_layers
     lat = sample_latents(3, seed=5)
     # only the identity decoder changed: the same latents give other identities, the same expression
     a, b = fg.decoders.decode(lat), back.decoders.decode(lat)
