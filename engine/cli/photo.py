@@ -134,7 +134,7 @@ def cmd_edit(args) -> int:
     from engine.io.export import export_sequence, format_for
     from engine.io.files import ALPHA_SUFFIXES, check_writable, read_alpha, save_image
     from engine.io.mesh import MESH_SUFFIXES
-    from engine.photo.renderer import own_pose_degrees
+    from engine.photo.renderer import own_pose_degrees, turn_note
     from tqdm import tqdm
 
     out = Path(args.output)
@@ -176,12 +176,9 @@ def cmd_edit(args) -> int:
         keyframes = [(t, {"yaw": max(float(v["yaw"]), lo) if v["yaw"] < 0 else min(float(v["yaw"]), hi)})
                      for t, v in keyframes]
     for vals in [values] + [v for _, v in keyframes]:
-        for axis in ("yaw", "pitch"):
-            if axis in vals and not lim[axis][0] - 0.5 <= vals[axis] <= lim[axis][1] + 0.5:
-                print(f"warning: {axis} {vals[axis]:+g}° from the photo's own {own[axis]:+.0f}° is beyond this "
-                      f"photo's "
-                      f"believable turn ({lim[axis][0]:+.0f}..{lim[axis][1]:+.0f}°): expect invented skin and hair",
-                      file=sys.stderr)
+        note = turn_note(src.fit, vals)
+        if note is not None:
+            print(f"warning: {note}", file=sys.stderr)
     try:
         values = relative_pose(values, own)
         keyframes = [(t, relative_pose(v, own)) for t, v in keyframes]

@@ -146,23 +146,32 @@ def own_pose_degrees(fit: "PhotoFit") -> dict[str, float]:
     return {k: math.degrees(float(p[i])) for i, k in enumerate(("yaw", "pitch", "roll"))}
 
 
-def limits_note(fit: "PhotoFit", coeffs: Coefficients) -> str | None:
-    """A one-line warning for the status bar when the edit turns the head beyond what this photo shows believably
-    (its own range, :func:`turn_limits`); speaks of the turn relative to the photo's own pose."""
-    d = coeffs.pose[0] - fit.coeffs.pose[0]
+def turn_note(fit: "PhotoFit", turn: dict) -> str | None:
+    """The one wording of "this turn is beyond what the photo shows believably": ``turn`` holds yaw / pitch in
+    degrees from the photo's own pose (missing axes are not turned); None inside this photo's range
+    (:func:`turn_limits`). The editor's status bar (:func:`limits_note`) and the CLI's ``--set`` warning say it."""
     own = own_pose_degrees(fit)
     lim = turn_limits(fit)
     parts = []
-    for i, axis in ((0, "yaw"), (1, "pitch")):
-        v = math.degrees(float(d[i]))
+    for axis in ("yaw", "pitch"):
+        if axis not in turn:
+            continue
+        v = float(turn[axis])
         lo, hi = lim[axis]
         if not lo - 0.5 <= v <= hi + 0.5:
-            parts.append(f"{axis} turned {v:+.0f}° from the photo's own {own[axis]:+.0f}° (believable "
-                         f"{lo:+.0f}..{hi:+.0f}° for this photo)")
+            parts.append(f"{axis} {v:+.0f}° from the photo's own {own[axis]:+.0f}° is beyond this photo's "
+                         f"believable turn ({lo:+.0f}..{hi:+.0f}°)")
     if not parts:
         return None
-    return ("Photo mode: " + " and ".join(parts) + "; the photo never showed what this turn reveals, expect "
-            "invented skin and hair.")
+    return " and ".join(parts) + ": the photo never showed what this turn reveals, expect invented skin and hair"
+
+
+def limits_note(fit: "PhotoFit", coeffs: Coefficients) -> str | None:
+    """A one-line warning for the status bar when the edit turns the head beyond what this photo shows believably
+    (its own range, :func:`turn_limits`); speaks of the turn relative to the photo's own pose (:func:`turn_note`)."""
+    d = coeffs.pose[0] - fit.coeffs.pose[0]
+    note = turn_note(fit, {"yaw": math.degrees(float(d[0])), "pitch": math.degrees(float(d[1]))})
+    return None if note is None else f"Photo mode: {note}."
 
 
 class PhotoRenderer:
