@@ -159,7 +159,7 @@ def laplacian_energy(images_u8: np.ndarray) -> float:
     return float(np.mean(out))
 
 
-COLOUR_STATS = ("eye purple", "eye teal", "border a*", "border b*", "border chroma noise")
+COLOUR_STATS = ("eye purple", "eye teal", "border a*", "border b*", "border chroma noise", "skin a*", "skin b*")
 _UPPER_ONLY = (0, 1, 4)
 
 
@@ -170,7 +170,9 @@ def colour_stats(images_u8: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
       face's own skin colour (median a*b* inside the jaw/brow hull) towards magenta (Δa* − Δb*) / teal (−Δa*);
     * border a*, b*: mean over the outer ring (1/8 of the size: background, hair);
     * border chroma noise: mean chroma of the ring's band-pass (Gaussian σ 1 − σ 3 px at 64 px, scaled with the
-      size): the colourful blotches of the background."""
+      size): the colourful blotches of the background;
+    * skin a*, b*: the face's own skin colour (median inside the jaw/brow hull, eyes excluded): blue-grey or
+      saturated orange faces no photo has (a separate column, not part of the issue-25 "either" goal)."""
     import cv2
 
     out = []
@@ -188,7 +190,7 @@ def colour_stats(images_u8: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         bp = np.stack([cv2.GaussianBlur(ab[..., i], (0, 0), k) - cv2.GaussianBlur(ab[..., i], (0, 0), 3 * k)
                        for i in range(2)], -1)
         out.append([np.percentile(e[:, 0] - e[:, 1], 95), np.percentile(-e[:, 0], 95), *ab[ring].mean(0),
-                    np.hypot(bp[..., 0], bp[..., 1])[ring].mean()])
+                    np.hypot(bp[..., 0], bp[..., 1])[ring].mean(), *skin])
     return np.array(out)
 
 
@@ -202,9 +204,10 @@ def colour_ranges(real_stats: np.ndarray, q: float = 1.0) -> tuple[np.ndarray, n
 def colour_outliers(stats: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict:
     """Share of faces whose eye-region / border statistics leave the real range."""
     out = (stats < lo) | (stats > hi)
-    return {"eye": float(out[:, :2].any(1).mean()), "border": float(out[:, 2:].any(1).mean()),
-            "any": float(out.any(1).mean()), "eye_faces": np.flatnonzero(out[:, :2].any(1)).tolist(),
-            "border_faces": np.flatnonzero(out[:, 2:].any(1)).tolist()}
+    return {"eye": float(out[:, :2].any(1).mean()), "border": float(out[:, 2:5].any(1).mean()),
+            "any": float(out[:, :5].any(1).mean()), "eye_faces": np.flatnonzero(out[:, :2].any(1)).tolist(),
+            "border_faces": np.flatnonzero(out[:, 2:5].any(1)).tolist(),
+            "skin": float(out[:, 5:7].any(1).mean()), "skin_faces": np.flatnonzero(out[:, 5:7].any(1)).tolist()}
 
 
 def polygon_mask(pts: np.ndarray, size: int) -> np.ndarray:
@@ -355,14 +358,15 @@ def goals(args) -> int:
     print("| weights | native px | same-person pairs (goal ≤ 10 %) | median dlib dist | faces found | sharpness ratio "
           "(goal ≥ 0.8) | mouth RGB, jawOpen 0.8 | purple B−G | FID-id (≤ 0.15) | yaw err ° (≤ 3) | yaw slope | "
           "identity kept (≥ 95 %) | same person, noise alone varied | R-Net jawOpen for 0 / 0.4 / 0.8 | "
-          "eye-region colour outliers | border colour outliers | either (≤ 5 %) | either, real 5–95 % range |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "eye-region colour outliers | border colour outliers | either (≤ 5 %) | either, real 5–95 % range | "
+          "skin colour outliers (real 1–99 %) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for res, r in sorted(refs.items()):
         m, co = r["mouth"], r["colour"][2]
         print(f"| UTKFace photos | {res} | {100 * r['same']:.0f} % | {r['med']:.3f} | {r['found']}/{args.n} | 1.00 "
               f"({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | {m[2] - m[1]:+.0f} | – | – | – | – | – | – | "
               f"{100 * co['eye']:.0f} % | {100 * co['border']:.0f} % | {100 * co['any']:.0f} % | "
-              f"{100 * r['colour'][5]['any']:.0f} % |")
+              f"{100 * r['colour'][5]['any']:.0f} % | {100 * co['skin']:.0f} % |")
     for (tag, _, fg), r in zip(gens, rows):
         m, ref = r["mouth"], refs[r["res"]]
         co = r["colour"]
@@ -372,12 +376,12 @@ def goals(args) -> int:
               f"{m[2] - m[1]:+.0f} | {r['fid_id']:.3f} | {r['yaw_err']:.1f} | {r['yaw_slope']:.2f} | "
               f"{100 * r['kept']:.0f} % | {100 * r['same_noise']:.0f} % | "
               f"{' / '.join(f'{v:.2f}' for v in r['jaw'])} | {100 * co['eye']:.0f} % | {100 * co['border']:.0f} % | "
-              f"{100 * co['any']:.0f} % | {100 * co['strict']['any']:.0f} % |")
+              f"{100 * co['any']:.0f} % | {100 * co['strict']['any']:.0f} % | {100 * co['skin']:.0f} % |")
     for (tag, _, _), r in zip(gens, rows):
         co = r["colour"]
         print(f"{tag}: colour outlier faces (index in the seed-{args.seed} set): eyes {co['eye_faces']}, border "
               f"{co['border_faces']}; against the real 5-95 % range: eyes {co['strict']['eye_faces']}, border "
-              f"{co['strict']['border_faces']}")
+              f"{co['strict']['border_faces']}; skin {co['skin_faces']}")
     for res, r in sorted(refs.items()):
         per = r["per"]
         if len(per):
@@ -388,7 +392,8 @@ def goals(args) -> int:
         clo, chi = r["colour"][0], r["colour"][1]
         print(f"real colour ranges at {res} px (1-99 %): eye purple ≤ {chi[0]:.1f}, teal ≤ {chi[1]:.1f}; border a* "
               f"{clo[2]:.1f}..{chi[2]:.1f}, b* {clo[3]:.1f}..{chi[3]:.1f}, chroma noise ≤ {chi[4]:.2f} (5-95 %: "
-              f"purple ≤ {r['colour'][4][0]:.1f}, teal ≤ {r['colour'][4][1]:.1f}, noise ≤ {r['colour'][4][4]:.2f})")
+              f"purple ≤ {r['colour'][4][0]:.1f}, teal ≤ {r['colour'][4][1]:.1f}, noise ≤ {r['colour'][4][4]:.2f}); "
+              f"skin a* {clo[5]:.1f}..{chi[5]:.1f}, b* {clo[6]:.1f}..{chi[6]:.1f}")
     return 0
 
 
