@@ -395,3 +395,25 @@ def test_a_half_closed_photo_opens_to_the_models_open_eye_with_a_light_sclera(fa
         x = int(lm[k, 0] + 0.2 * (lm[k + 3, 0] - lm[k, 0]))
         col = out[168:184, x].astype(float).mean(1)  # beside the iris, inside the opened eye
         assert col.max() > skin + 5, (k, col.max(), skin)  # a sclera lighter than the skin, not the slit's lashes
+
+
+def test_mouth_parts_are_as_colourful_as_the_photos_lips():
+    """A faded or black-and-white photo gets a grey-ish tongue and socket, not the red of a colour photo."""
+    from engine.photo import fill
+
+    def sat(c):
+        c = np.asarray(c, float)
+        return (c.max() - c.min()) / max(c.max(), 1e-6)
+
+    img, lm = _mouth_photo()
+    red = fill.photo_mouth_colors(img, lm)
+    grey_img = img.copy()
+    lips = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(lips, [np.round(lm[48:60]).astype(np.int32)], 1)
+    grey_img[lips > 0] = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)[lips > 0]
+    grey = fill.photo_mouth_colors(grey_img, lm)
+    assert sat(red["gums_tongue"]) > 0.4  # coloured lips: a red tongue
+    for part in ("gums_tongue", "mouth_socket"):
+        assert sat(grey[part]) < 0.25 * sat(red[part]), (part, grey[part], red[part])
+        # the brightness still follows the lips
+        assert fill.luminance(grey[part]) == pytest.approx(fill.luminance(red[part]), rel=0.25)

@@ -35,6 +35,8 @@ TEETH_OVER_LIPS = 1.35  # teeth at least this much brighter than the lips (eyes 
 TEETH_MIN = 0.30
 GUMS_OF_LIPS = 0.9
 SOCKET_OF_LIPS = 0.30
+LIPS_SAT_FULL = 0.35  # lips this saturated ((max - min) / max) or more: the mouth parts' full colour
+MOUTH_CHROMA_MIN = 0.1
 IRRADIANCE_RATIO_MAX = 1.6
 TEETH_CAST_RANGE = (0.8, 1.25)  # per-channel bounds of the photo's colour cast taken into the teeth
 OWN_TEETH_MIN_GAP = 0.12  # inner-lip gap / mouth width from which the photo's own teeth can show
@@ -91,9 +93,23 @@ def photo_mouth_colors(image: np.ndarray, landmarks: np.ndarray) -> dict[str, np
     if own is not None:  # the photo shows the person's own teeth: theirs, as the photo lit them
         teeth = own
     lip_y = float(np.clip(lip_y, 0.05, 0.9))
+    # gums, tongue and socket are as colourful as the photo's lips (a black-and-white or faded photo: a red
+    # tongue in a grey face)
+    chroma = 1.0
+    if len(lips) >= 4:
+        lc = np.median(lips, 0)
+        sat = float((lc.max() - lc.min()) / max(float(lc.max()), 1e-3))
+        chroma = float(np.clip(sat / LIPS_SAT_FULL, MOUTH_CHROMA_MIN, 1.0))
     return {"teeth": teeth,
-            "gums_tongue": _with_luminance(GUMS_HUE, GUMS_OF_LIPS * lip_y),
-            "mouth_socket": _with_luminance(SOCKET_HUE, SOCKET_OF_LIPS * lip_y)}
+            "gums_tongue": _with_luminance(_chroma(GUMS_HUE, chroma), GUMS_OF_LIPS * lip_y),
+            "mouth_socket": _with_luminance(_chroma(SOCKET_HUE, chroma), SOCKET_OF_LIPS * lip_y)}
+
+
+def _chroma(hue, k: float) -> np.ndarray:
+    """``hue`` with its colourfulness scaled by ``k`` (toward its own grey)."""
+    h = np.asarray(hue, np.float32)
+    y = float(luminance(h))
+    return y + (h - y) * k
 
 
 def _warm(hue) -> np.ndarray:
