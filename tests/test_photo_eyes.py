@@ -417,3 +417,20 @@ def test_mouth_parts_are_as_colourful_as_the_photos_lips():
         assert sat(grey[part]) < 0.25 * sat(red[part]), (part, grey[part], red[part])
         # the brightness still follows the lips
         assert fill.luminance(grey[part]) == pytest.approx(fill.luminance(red[part]), rel=0.25)
+
+
+def test_wide_and_blink_keep_the_photos_own_eyeball_where_it_showed(face_model):
+    """Without a gaze change the eyeball is the photo's own where the photo showed it: the lid's shadow on the
+    sclera just under the iris stays (the eyeball plate's sclera ring is only for where a turned iris left)."""
+    img, lm = _eye_photo()
+    shade = (120, 112, 106)
+    for k in (36, 42):
+        cx = int(lm[k:k + 6, 0].mean())
+        img[186:190, cx - 16:cx + 17] = np.where(np.all(img[186:190, cx - 16:cx + 17] == IRIS, axis=-1)[..., None],
+                                                 IRIS, shade)
+    lyr = eyes.EyeLayer(img, lm, _model_lids(lm), _coeffs())
+    out = lyr.apply(img, _coeffs(eyeWide_L=1.0, eyeWide_R=1.0))
+    for k in (36, 42):
+        cx = int(lm[k:k + 6, 0].mean())
+        for x in (cx - 15, cx + 15):  # beside the iris, in the shadow band
+            assert np.abs(out[187, x].astype(int) - shade).max() < 12, (k, x, out[187, x])

@@ -58,10 +58,12 @@ EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
 GAZE_MAX_DEG = {"horizontal": 45.0, "up": 25.0, "down": 28.0}  # rotation at an expression weight of 1
 GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against a wide-open photo is clipped)
 SCLERA_PCT = 85  # the sclera colour: the median of the visible eyeball pixels brighter than this percentile
+OWN_EYE_KEEP = 0.15  # iris radii of gaze shift over which the photo's own visible eyeball gives way to the plate
 SCLERA_NEUTRAL = 0.35  # a sclera guessed from the skin: this share of the way to neutral grey
 SCLERA_OVER_SKIN = 1.1  # ... and this much brighter than the skin below the eye
 SCLERA_MIN_OVER_SKIN = 0.65  # a sampled sclera darker than this share of the skin is replaced by the guess
-SCLERA_SHADOW = 0.3  # revealed sclera this much darker under the lid and in the corners
+SCLERA_SHADOW = 0.3  # revealed sclera this much darker in the corners
+SCLERA_LID_SHADOW = 0.1  # ... and under a raised lid
 IRIS_U_MARGIN = 0.2  # the moved iris centre stays this far (eye widths) from the corners
 BOX_MARGIN = 0.25  # eye widths beyond the corners
 SEAM_WIDTH = 0.06  # eye widths: the closed lid's lash line
@@ -259,10 +261,11 @@ class EyeLayer:
         u, v = uv[..., 0], uv[..., 1]
         above = np.clip((eye["up"](np.clip(u, 0, 1)) - v) / (0.2 * fr.width), 0, 1)
         side = np.clip(np.minimum(u, 1 - u) / 0.15, 0, 1)
-        shade = (1.0 - SCLERA_SHADOW * np.maximum(above, 1 - side))[..., None]
+        shade = (1.0 - np.maximum(SCLERA_LID_SHADOW * above, SCLERA_SHADOW * (1 - side)))[..., None]
         plate = vis[..., None] * patch + (1 - vis[..., None]) * sclera[None, None, :].astype(np.float32) * shade
         return {"box": (x0, y0, x1, y1), "plate": plate, "iris": iris.astype(np.float32), "a_iris": a_iris,
-                "centre": (cx, cy), "r": r, "uv": uv}
+                "centre": (cx, cy), "r": r, "uv": uv, "patch": patch,
+                "own": cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 0.6) * (1.0 - guessed)}
 
     def _sources(self, img: np.ndarray, s: float) -> dict:
         key = round(s, 6)
@@ -457,6 +460,12 @@ class EyeLayer:
         iris = cv2.remap(ball["iris"], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         a_i = cv2.remap(ball["a_iris"], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         ball_rgb = ball["plate"] * (1 - a_i[..., None]) + iris * a_i[..., None]
+        # an eyeball that has not turned keeps the photo's own pixels where the photo showed it (blink, wide: the
+        # lids move over it; the plate's sclera ring around the iris is only for where a turned iris left)
+        keep = float(np.clip(1.0 - math.hypot(shift[0], shift[1]) / max(OWN_EYE_KEEP * ball["r"], 1e-3), 0.0, 1.0))
+        if keep > 0:
+            k_own = (ball["own"] * keep)[..., None]
+            ball_rgb = ball_rgb * (1 - k_own) + ball["patch"] * k_own
         # the opening between the target lids shows the eyeball (a pixel of antialiasing)
         inside_u = (u > 0) & (u < 1)
         a_open = np.clip(np.minimum(v - vu1, vl1 - v) + 0.5, 0, 1) * inside_u
