@@ -519,3 +519,28 @@ def test_relighting_a_turned_head_uses_its_posed_normals(head, face_model, pose,
     r2._unposed_normals = lambda verts: own(verts) @ rot  # the renderer's "@ rot.T" then leaves them unposed
     corr_u, err_u = corr_err(r2)
     assert corr > 0.5 and corr > corr_u + 0.05, (corr, err, corr_u, err_u)
+
+
+def test_small_frames_render_on_one_thread_and_restore_the_count(synth_renderer, synth_fit, monkeypatch):
+    """A drag preview's arrays are too small to split: torch and OpenCV run it on one thread (2 threads were 22 %
+    slower at p95, bench/photo_latency.py), and the caller's counts come back after it; big frames keep them."""
+    import cv2
+
+    import engine.photo.renderer as renderer_mod
+
+    seen = []
+    monkeypatch.setattr(synth_renderer, "_render",
+                        lambda *a, **k: seen.append((torch.get_num_threads(), cv2.getNumThreads())))
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        torch.set_num_threads(2)
+        cv2.setNumThreads(2)
+        synth_renderer.render(_edit(synth_fit.coeffs, yaw=10), max_side=256)
+        assert seen[-1] == (1, 1)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
+        monkeypatch.setattr(renderer_mod, "SMALL_FRAME_PX", 0)  # as if the frame were big
+        synth_renderer.render(_edit(synth_fit.coeffs, yaw=10))
+        assert seen[-1] == (2, 2)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
