@@ -273,3 +273,17 @@ def test_sr_training_starts_from_an_exported_upsampler(tmp_path, monkeypatch, fa
     assert cli(["sr", "--out", str(tmp_path / "r2"), "--gen-batch", "0", "--init", str(tmp_path / "none.st")]) == 1
     err = capsys.readouterr().err
     assert "error: --init" in err and "Traceback" not in err
+
+
+def test_run_log_appends_every_line_across_resumed_runs(tmp_path, capsys):
+    """training.checkpoint.run_log (the SR and identity-prior runs' log): each line printed with the time and
+    appended to log.txt at once, so a resumed run adds to the first run's lines and nothing waits in a buffer."""
+    from training.checkpoint import run_log
+
+    log = run_log(tmp_path)
+    log("run 0: step 0")
+    assert (tmp_path / "log.txt").read_text(encoding="utf-8").endswith("run 0: step 0\n")
+    run_log(tmp_path)("run 1: step 40")
+    lines = (tmp_path / "log.txt").read_text(encoding="utf-8").splitlines()
+    assert [ln.split(" ", 1)[1] for ln in lines] == ["run 0: step 0", "run 1: step 40"]
+    assert "run 1: step 40" in capsys.readouterr().out

@@ -224,3 +224,17 @@ def load_init_generator(path: Path | str) -> FaceGenerator:
     fg.G.requires_grad_(True).train()
     fg.decoders.requires_grad_(False)
     return fg
+
+
+def run_log(out: Path | str):
+    """``log(msg)`` for a training run in folder ``out``: prints the line with the time and appends it to
+    ``out/log.txt`` (opened per line, so an interrupted or resumed run leaves every line written and no file open)."""
+    path = Path(out) / "log.txt"
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    return log

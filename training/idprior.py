@@ -28,6 +28,7 @@ import torch
 from engine.generator.networks import LATENT_DIMS, FaceGenerator, FactorDecoders, load_default_generator, \
     sample_latents
 from engine.io.files import WeightsError, load_safetensors, save_safetensors
+from training.checkpoint import run_log
 
 CKPT_FORMAT = "discoface.idprior-checkpoint"
 CKPT_VERSION = 1
@@ -167,13 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     out.mkdir(parents=True, exist_ok=True)
-    logf = open(out / "log.txt", "a", encoding="utf-8")
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = run_log(out)
 
     from engine.perception.identity import default_identity_net
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from engine.generator.sr import FaceSR, param_count
 from engine.io.files import WeightsError, load_safetensors, save_safetensors
 from training.augment import diff_augment
-from training.checkpoint import CheckpointError, pack_training, unpack_training
+from training.checkpoint import CheckpointError, pack_training, run_log, unpack_training
 from training.loss import d_logistic, g_nonsaturating, r1_penalty
 from training.networks_d import PatchDiscriminator, blur5
 
@@ -249,13 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ck = out / CKPT_NAME
-    logf = open(out / "log.txt", "a", encoding="utf-8")
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = run_log(out)
 
     arch = {"in_res": 64, "channels": args.channels, "blocks": args.blocks, "up_channels": args.up_channels}
     if (args.resume or args.export) and ck.exists():
