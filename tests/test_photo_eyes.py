@@ -379,7 +379,7 @@ def _half_closed_photo():
     return img, lm, model_lids
 
 
-def test_a_half_closed_photo_opens_to_the_models_open_eye_with_a_light_sclera(face_model):
+def test_a_half_closed_photo_opens_by_its_own_share_with_a_light_sclera(face_model):
     img, lm, model_lids = _half_closed_photo()
     c0 = _coeffs(eyeBlink_L=0.6, eyeBlink_R=0.6)
     lyr = eyes.EyeLayer(img, lm, model_lids, c0)
@@ -387,8 +387,9 @@ def test_a_half_closed_photo_opens_to_the_models_open_eye_with_a_light_sclera(fa
     for side, k in (("R", 36), ("L", 42)):
         up, lo = lyr.target_lids(c, side)
         gap = float(lo(0.5) - up(0.5))
-        # the model opens 8.8 -> 22 px; the photo's 6 px slit opens to the model's open eye, not to 6 * 22 / 8.8
-        assert gap > 0.9 * 22.0, (side, gap)
+        # the model opens 8.8 -> 22 px; the photo's slit opens by the model's motion rescaled to the photo's gap
+        # (18.5 px here), not to the model's own open eye (22 px: the driven eyes then open wider than the clip's)
+        assert 9.0 < gap < 0.9 * 22.0, (side, gap)
     out = lyr.apply(img, c)
     skin = img[235, 140].astype(float).mean()
     for k in (36, 42):

@@ -148,11 +148,6 @@ class EyeLayer:
         self.model_lids = model_lids
         self.c0 = coeffs0
         self._lids0 = model_lids(coeffs0)
-        c_open = coeffs0.clone()
-        for n in EYE_EXPRESSIONS:
-            if n.startswith("eyeBlink") and n in c_open.exp_names:
-                c_open.expr[n] = 0.0
-        self._lids_open = model_lids(c_open)  # the fitted model's eyes open (no blink): how far opening may go
         self.eyes = {s: self._eye_source(s) for s in EYE_SIDES}
         self._cache: dict[float, dict] = {}
 
@@ -293,24 +288,18 @@ class EyeLayer:
         k = 0 if side == "R" else 6
         m0 = fr.to_uv(self._lids0[k:k + 6])
         m1 = fr.to_uv(lids1[k:k + 6])
-        mo = fr.to_uv(self._lids_open[k:k + 6])
         uv = eye["uv"]
         new = uv.copy()
         for a, b in ((1, 5), (2, 4)):  # (upper, lower) pairs
             g0 = max(m0[b, 1] - m0[a, 1], 1e-3)
             p0 = uv[b, 1] - uv[a, 1]
             k_s = float(np.clip(p0 / g0, 0.0, GAP_RATIO_MAX)) if p0 > 0 else 1.0
-            # the model's vertical lid motion, rescaled from its gap to the photo's
-            # opening, the photo's gap reaches the model's open gap where the model's eye opens fully (a photo caught
-            # mid-blink, its gap small next to the fitted model's, would otherwise open only by its own small share)
-            g_open = mo[b, 1] - mo[a, 1]
-            k_o = k_s
-            if g_open > g0 + 1e-3 and g_open > p0:
-                k_o = float(np.clip((g_open - p0) / (g_open - g0), k_s, GAP_RATIO_MAX))
-            k_a = k_o if m1[a, 1] < m0[a, 1] else k_s
-            k_b = k_o if m1[b, 1] > m0[b, 1] else k_s
-            new[a, 1] = uv[a, 1] + (m1[a, 1] - m0[a, 1]) * k_a
-            new[b, 1] = uv[b, 1] + (m1[b, 1] - m0[b, 1]) * k_b
+            # the model's vertical lid motion, rescaled from its gap to the photo's. (Opening a photo caught mid-blink
+            # further, to the model's open gap, was tried: the driven eyes opened wider than the clip's own and the
+            # judge's head size read-back fell 0.49 -> 0.19 on talk_man_older_05, aligned gain -1.0 dB on
+            # blink_mouth_man_06; bench/reenact.py)
+            new[a, 1] = uv[a, 1] + (m1[a, 1] - m0[a, 1]) * k_s
+            new[b, 1] = uv[b, 1] + (m1[b, 1] - m0[b, 1]) * k_s
             # closing: the upper lid's lash line comes to rest a little over the lower lid's margin (a closed eye
             # shows one lash line, not two)
             closed = float(np.clip(1.0 - (new[b, 1] - new[a, 1]) / max(p0, 1e-3), 0.0, 1.0))
