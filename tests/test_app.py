@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from tests.qtwindow import open_window, settle  # noqa: E402
+from tests.qtwindow import settle, window_fixture  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
@@ -12,11 +12,7 @@ from engine.editing.session import Session  # noqa: E402
 SIZE = 96
 
 
-@pytest.fixture
-def window(qtbot, face_model):
-    w = open_window(qtbot, face_model, SIZE, 48)
-    yield w
-    w.close()
+window = window_fixture(SIZE, 48)
 
 
 def direct(face_model, **edits):

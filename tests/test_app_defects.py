@@ -6,7 +6,7 @@ import json
 import pytest
 
 pytest.importorskip("pytestqt")
-from tests.qtwindow import open_window, settle  # noqa: E402
+from tests.qtwindow import settle, window_fixture  # noqa: E402
 from PySide6.QtWidgets import QSlider  # noqa: E402
 
 from engine.editing.controls import ControlError, lookup  # noqa: E402
@@ -15,11 +15,7 @@ from engine.editing.session import Session  # noqa: E402
 SIZE = 64
 
 
-@pytest.fixture
-def window(qtbot, face_model):
-    w = open_window(qtbot, face_model, SIZE, 32)
-    yield w
-    w.close()
+window = window_fixture(SIZE, 32)
 
 
 def test_new_random_face_drops_the_old_keyframes(face_model):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from tests.qtwindow import open_window, settle  # noqa: E402
+from tests.qtwindow import settle, window_fixture  # noqa: E402
 
 from engine.editing.session import Session  # noqa: E402
 from engine.io.mesh import VertexNormals, vertex_normals  # noqa: E402
@@ -15,11 +15,7 @@ from engine.io.mesh import VertexNormals, vertex_normals  # noqa: E402
 SIZE = 96
 
 
-@pytest.fixture
-def window(qtbot, face_model):
-    w = open_window(qtbot, face_model, SIZE, 48)
-    yield w
-    w.close()
+window = window_fixture(SIZE, 48)
 
 
 def test_vertex_normals_match_the_engines_torch_normals(face_model, head):

@@ -5,18 +5,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from tests.qtwindow import open_window, settle  # noqa: E402
+from tests.qtwindow import settle, window_fixture  # noqa: E402
 
 from engine.editing.session import Session  # noqa: E402
 
 SIZE = 64
 
 
-@pytest.fixture
-def window(qtbot, face_model):
-    w = open_window(qtbot, face_model, SIZE, 32)
-    yield w
-    w.close()
+window = window_fixture(SIZE, 32)
 
 
 def _open_astronaut(qtbot, window):
