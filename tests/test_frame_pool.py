@@ -39,9 +39,100 @@ def test_closing_early_stops_the_workers():
     it = render_pool.render_frames(_frame, 1000, workers=2)
     first = [next(it) for _ in range(3)]
     assert [np.array_equal(f, _frame(i)[0]) for i, (f, _) in enumerate(first)] == [True] * 3
-    pool = it.gi_frame.f_locals["pool"]
+    procs = it.gi_frame.f_locals["procs"]
+    assert len(procs) == 2 and all(p.is_alive() for p in procs)
     it.close()
-    assert all(not p.is_alive() for p in pool._pool)
+    assert all(not p.is_alive() for p in procs)
+
+
+class _Hung(Exception):
+    pass
+
+
+def _guarded(seconds, fn):
+    """Run ``fn()``; a hang fails the test after ``seconds`` instead of stalling the whole suite."""
+    import signal
+
+    def hung(*_):
+        raise _Hung(f"hung for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        return fn()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def cli_signal_handlers():
+    """The CLI's cleanup handlers installed in this process, as the in-process CLI tests leave them."""
+    import signal
+
+    from engine.io import files
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    files.install_cleanup_handlers()
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+def _plain(i):
+    return np.roll(BIG, i, axis=1)
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_closing_early_never_hangs_under_the_cli_signal_handlers(cli_signal_handlers):
+    # multiprocessing.Pool hung here within a few dozen rounds (CI stalled at this file): the workers had inherited
+    # the CLI's SIGTERM handler, Pool.terminate's SIGTERM ran it while they waited on the queue lock the parent held
+    def rounds():
+        for _ in range(60):
+            it = render_pool.render_frames(_plain, 1000, workers=2)
+            [next(it) for _ in range(3)]
+            it.close()
+            assert len(list(render_pool.render_frames(_plain, 12, workers=2))) == 12
+
+    _guarded(60, rounds)
+
+
+def _signals(i):
+    import signal
+
+    return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_workers_use_the_default_sigterm_and_leave_ctrl_c_to_the_parent(cli_signal_handlers):
+    import signal
+
+    out = list(render_pool.render_frames(_signals, 8, workers=2))
+    assert out == [(signal.SIG_DFL, signal.SIG_IGN)] * 8
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the parent keeps its own handler
+
+
+def _fails_at_5(i):
+    if i == 5:
+        raise ValueError("bad frame five")
+    return _plain(i)
+
+
+def _dies_at_5(i):
+    if i == 5:
+        os._exit(3)
+    return _plain(i)
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_a_failing_or_dying_worker_is_reported_not_waited_for():
+    got = []
+    with pytest.raises(render_pool.RenderWorkerError, match="frame 5 failed.*ValueError: bad frame five"):
+        for img in render_pool.render_frames(_fails_at_5, 20, workers=2):
+            got.append(img)
+    assert len(got) == 5
+    with pytest.raises(render_pool.RenderWorkerError, match=r"stopped \(exit code 3\) before frame 5"):
+        _guarded(60, lambda: list(render_pool.render_frames(_dies_at_5, 20, workers=2)))
 
 
 def _cv_frame(i):

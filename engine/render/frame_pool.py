@@ -1,10 +1,16 @@
 """Render independent frames in parallel: a drive's once tracking is done, an exported animation's keyframes.
 
 Worker *processes* (forked after the target and the track exist, so they inherit both without pickling; each runs
-torch and OpenCV on one thread) render frame indices handed out in order; the parent yields the images in frame
+torch and OpenCV on one thread) render frame indices handed out in turn; the parent yields the images in frame
 order to the writers. At most ``2 x workers`` frames are in flight, so memory stays bounded on long clips.
 A photo target's renderer serialises its frames behind a lock and keeps per-frame caches, so threads would not
 help; processes do, and a frame costs the same in a worker as in the parent.
+
+Each worker has its own pipe and nothing else in common with the parent or the other workers: no shared queue lock,
+no handler threads (``multiprocessing.Pool`` has both, and its ``terminate`` hung when a worker had inherited the
+CLI's SIGTERM handler — the handler ran while the worker waited on the queue lock the parent held). A worker
+resets SIGTERM to its default and ignores SIGINT (Ctrl+C is the parent's to handle); the parent ends the workers
+with SIGKILL, so closing never waits on a worker. A worker that dies or raises is reported, not waited for.
 
 ``workers``: ``$DISCOFACE_RENDER_WORKERS`` or one per core (at most 4; 1 inside the editor, which never forks its Qt
 process); 1 — or a platform without ``fork``, or a clip shorter than :data:`MIN_FRAMES` — renders in the calling
@@ -14,8 +20,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
-from collections import deque
+import traceback
 from typing import Callable, Iterator
 
 import numpy as np
@@ -23,8 +30,11 @@ import numpy as np
 ENV = "DISCOFACE_RENDER_WORKERS"
 MAX_WORKERS = 4
 MIN_FRAMES = 8
+AHEAD = 2  # frames queued per worker
 
-_job: Callable[[int], np.ndarray] | None = None  # set in the parent just before the fork, inherited by workers
+
+class RenderWorkerError(RuntimeError):
+    """A render worker raised (the message carries its traceback) or stopped without an answer."""
 
 
 def default_workers() -> int:
@@ -41,54 +51,100 @@ def default_workers() -> int:
     return min(MAX_WORKERS, cpu_count())
 
 
-def _init_worker() -> None:
+def _worker(conn, render: Callable[[int], np.ndarray]) -> None:
+    """The loop in a forked worker: an index in, ``(index, image, None)`` or ``(index, None, error text)`` out."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # never an inherited Python handler (the CLI's cleanup)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(1)  # (OpenCV's pool is already at one thread: set in the parent before the fork)
-
-
-def _render_one(i: int) -> tuple[int, np.ndarray]:
-    return i, _job(i)
+    while True:
+        try:
+            i = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if i is None:
+            return
+        try:
+            out = (i, render(i), None)
+        except BaseException as e:  # reported to the parent, which raises it there
+            out = (i, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        conn.send(out)
 
 
 def render_frames(render: Callable[[int], np.ndarray], n: int, workers: int | None = None) -> Iterator[np.ndarray]:
     """``render(i)`` for i in 0..n-1, yielded in order; computed by ``workers`` forked processes when worth it.
 
     The workers are forked here, at the call (call it before opening the writers: a forked worker would otherwise
-    hold the encoder's pipe open); close the returned generator (or let it finish) to stop them."""
-    global _job
+    hold the encoder's pipe open); close the returned generator (or let it finish) to stop them. A worker's error
+    is raised here as :class:`RenderWorkerError`."""
     workers = default_workers() if workers is None else max(1, int(workers))
     if workers <= 1 or n < MIN_FRAMES or "fork" not in mp.get_all_start_methods():
         return (render(i) for i in range(n))
+    workers = min(workers, n)
     from engine.render import fast_raster
 
     fast_raster.warm_up()  # loaded (or its loader thread joined) before the fork: no thread holds a lock then
     import cv2
 
-    _job = render
+    ctx = mp.get_context("fork")
     # OpenCV's thread pool does not survive a fork (a worker calling cv2.setNumThreads hung on the parent's pool
     # lock): shrink it to the calling thread before forking, restore it after
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    procs, conns = [], []
     try:
-        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
+        for _ in range(workers):
+            parent_end, child_end = ctx.Pipe(duplex=True)
+            p = ctx.Process(target=_worker, args=(child_end, render), daemon=True)
+            p.start()
+            child_end.close()
+            procs.append(p)
+            conns.append(parent_end)
+    except BaseException:
+        _stop(procs, conns)
+        raise
     finally:
         cv2.setNumThreads(cv_threads)
-        _job = None  # the workers have their copy
-    return _ordered(pool, n, workers)
+    return _ordered(procs, conns, n)
 
 
-def _ordered(pool, n: int, workers: int) -> Iterator[np.ndarray]:
+def _receive(p, conn, i: int):
+    while not conn.poll(1.0):
+        if not p.is_alive():
+            raise RenderWorkerError(f"render worker {p.pid} stopped (exit code {p.exitcode}) before frame {i}")
     try:
-        pending: deque = deque()
-        nxt = 0
+        j, img, err = conn.recv()
+    except (EOFError, OSError):
+        raise RenderWorkerError(f"render worker {p.pid} stopped (exit code {p.exitcode}) before frame {i}") from None
+    if err is not None:
+        raise RenderWorkerError(f"frame {i} failed in a render worker: {err}")
+    assert j == i, (j, i)
+    return img
+
+
+def _ordered(procs, conns, n: int) -> Iterator[np.ndarray]:
+    w = len(procs)
+    try:
+        sent = 0
         for i in range(n):
-            while nxt < n and len(pending) < 2 * workers:
-                pending.append(pool.apply_async(_render_one, (nxt,)))
-                nxt += 1
-            j, img = pending.popleft().get()
-            assert j == i
-            yield img
+            while sent < n and sent < i + AHEAD * w:  # frame k always goes to worker k % w: answers come in order
+                conns[sent % w].send(sent)
+                sent += 1
+            yield _receive(procs[i % w], conns[i % w], i)
+        for c in conns:
+            c.send(None)
+        for p in procs:
+            p.join(5.0)
     finally:
-        pool.terminate()
-        pool.join()
+        _stop(procs, conns)
+
+
+def _stop(procs, conns) -> None:
+    for p in procs:
+        if p.exitcode is None:
+            p.kill()  # SIGKILL: cannot be caught or blocked by anything the worker inherited
+    for p in procs:
+        p.join()
+    for c in conns:
+        c.close()
