@@ -16,6 +16,13 @@ def _require(path, what):
     return path
 
 
+@pytest.fixture(autouse=True)
+def _own_photo_cache(tmp_path_factory, monkeypatch):
+    """Each test its own photo cache (``discoface edit``'s, engine/cli/photo_cache.py): never the user's folder, and
+    no test reads what another left there."""
+    monkeypatch.setenv("DISCOFACE_PHOTO_CACHE", str(tmp_path_factory.mktemp("photo-cache")))
+
+
 @pytest.fixture(scope="session")
 def ict_path():
     return _require(config.ict_face_path(), "ICT face model")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.cli.photo_cache import PhotoCache, prime_head_mirror
 from engine.cli.common import (UsageError, add_keyframe_args, add_keyframes, add_set_args, check_size, out_path,
                                parse_keyframes, settings)
 
@@ -128,18 +129,17 @@ def cmd_edit(args) -> int:
     no ``--set`` gives the photo back unchanged at its own size. ``-o`` ending in .json saves the session (photo +
     fit + keyframes); .mp4/.gif exports the keyframes (``--keyframe`` / ``--animate``) at the photo's resolution."""
     from engine.editing.controls import relative_pose
-    from engine.editing.meshes import export_mesh
     from engine.editing.session import Session, SessionError
     from engine.face.model import default_model
-    from engine.io.export import export_sequence, format_for
     from engine.io.files import ALPHA_SUFFIXES, check_writable, read_alpha, save_image
     from engine.io.mesh import MESH_SUFFIXES
     from engine.photo.renderer import own_pose_degrees, turn_note
-    from tqdm import tqdm
 
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
+        from engine.io.export import format_for
+
         format_for(out)
     else:
         out_path(args.output, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".json") + MESH_SUFFIXES)
@@ -158,14 +158,11 @@ def cmd_edit(args) -> int:
         from engine.render import fast_raster
 
         fast_raster.warm_up(background=True)  # many frames: the compiled rasterizer loads while the photo is fitted
-    face = choose_face(args.photo, args.face)
+    cache = PhotoCache.for_photo(args.photo, enabled=not args.no_cache)
+    face = choose_face(args.photo, args.face, cache) if args.face is not None else None
     sess = Session(model=model)
-    bar, prog = _progress_bar("fitting", 100)
-    try:
-        summary = sess.open_photo(args.photo, progress=prog, how="photo", face=face)
-    finally:
-        bar.close()
-    src = sess.state.photo
+    src, renderer, cached = open_photo_cached(args.photo, face, cache, model)
+    summary = sess.open_photo_source(src, renderer) + ("; fit and layers from the photo cache" if cached else "")
     own = own_pose_degrees(src.fit)
     lim = sess.frames.photo_renderer(src).turn_range()
     print(f"photo's own pose: yaw {own['yaw']:+.1f}°, pitch {own['pitch']:+.1f}°, roll {own['roll']:+.1f}°; "
@@ -187,6 +184,8 @@ def cmd_edit(args) -> int:
         add_keyframes(sess, keyframes)
     except SessionError as exc:
         raise UsageError(f"{exc} (the photo's own pose plus the turn)") from None
+    if mesh_out is not None or suffix in MESH_SUFFIXES:
+        from engine.editing.meshes import export_mesh
     if mesh_out is not None:
         files = export_mesh(sess, mesh_out)
         print(f"wrote {', '.join(str(f) for f in files)}  (the fitted head, edits baked in, textured with the photo)")
@@ -197,6 +196,9 @@ def cmd_edit(args) -> int:
     if suffix == ".json":
         sess.save(out)
     elif suffix in VIDEO_SUFFIXES:
+        from engine.io.export import export_sequence
+        from tqdm import tqdm
+
         n = max(1, int(round(sess.duration * float(args.fps))) + 1)
         frames = sess.iter_frames(n, size, workers=None)  # in parallel (engine.render.frame_pool): forks here
         bar = tqdm(total=n, desc="exporting", unit="frame", file=sys.stderr)
@@ -224,20 +226,90 @@ def _describe_faces(choices, picked: int | None) -> str:
                      + (" (edited)" if i == picked else "") for n, (i, b, _) in enumerate(choices, 1))
 
 
-def choose_face(photo, number: int | None) -> int | None:
+def open_photo_cached(photo, face: int | None, cache: PhotoCache, model):
+    """Photo mode's source and renderer for ``photo`` (``face``: ``fit_photo``'s index, None: its pick), from the
+    photo cache (:mod:`engine.cli.photo_cache`) when it holds them, else computed (with a progress bar) and stored.
+    Returns ``(PhotoSource, PhotoRenderer, cached)``. Either way the fit is the one read back from its JSON, so a
+    first and a later edit give the same pixels."""
+    from engine.editing.photo_import import PhotoSource, check_photo_path
+    from engine.face.head import default_head
+    from engine.photo.fit import PhotoFit, PhotoFitError, fit_photo
+    from engine.photo.renderer import PhotoRenderer, _store_range
+
+    path = check_photo_path(photo)
+    entry = cache.load(face)
+    fit = None
+    if entry.fit is not None:
+        try:
+            fit = PhotoFit.from_json_dict(entry.fit, str(path))
+        except PhotoFitError:
+            fit = None
+    hit = fit is not None and entry.layers is not None and entry.turn_range is not None
+    if fit is None:
+        bar, prog = _progress_bar("fitting", 100)
+        try:
+            fitted = fit_photo(str(path), progress=lambda f: prog(int(round(f * 1000)), 1000), face=face)
+        finally:
+            bar.close()
+        fit = PhotoFit.from_json_dict(fitted.to_json_dict(), fitted.image)
+        fit.seconds = fitted.seconds
+        entry.layers = entry.turn_range = entry.faces = None
+    if entry.turn_range is not None:
+        _store_range(fit, entry.turn_range)  # the renderer's turn_range() answers from it
+    prime_head_mirror(default_head(model), cache.root)
+    renderer = PhotoRenderer(fit, model=model, layers=entry.layers)
+    if face is None and entry.faces is None:
+        entry.faces = _face_note(path, fit)
+    elif face is None and entry.faces.get("note"):
+        print(entry.faces["note"], file=sys.stderr)
+    if not hit:
+        cache.store(face, fit=fit.to_json_dict(), turn_range=renderer.turn_range(), faces=entry.faces,
+                    layers=renderer.layers)
+    return PhotoSource(str(path), fit), renderer, hit
+
+
+def _face_note(path: Path, fit) -> dict:
+    """The several-faces note (printed; stored in the cache entry); the photo is searched again only when its fit
+    found more than one face."""
+    from engine.perception.align import detect_faces, face_choices, pick_face
+
+    note = None
+    if fit.alignment.n_faces > 1:
+        img = fit.image
+        boxes = detect_faces(img)
+        choices = face_choices(img, boxes)
+        if len(choices) > 1:
+            picked = boxes.index(pick_face(img, boxes))
+            note = (f"note: {len(choices)} faces in {path.name} — {_describe_faces(choices, picked)}; "
+                    f"choose another with --face N")
+            print(note, file=sys.stderr)
+    return {"note": note}
+
+
+def choose_face(photo, number: int | None, cache: PhotoCache | None = None) -> int | None:
     """``--face N`` (1-based, the faces numbered left to right) → the index ``fit_photo(face=…)`` takes; None: the
-    fit's own pick. Several faces and no ``--face``: says which are there and which one is edited (stderr)."""
+    fit's own pick. Several faces and no ``--face``: says which are there and which one is edited (stderr).
+    ``cache``: the faces found are kept there (the photo is not searched again on a later run)."""
     from engine.perception.align import detect_faces, face_choices, pick_face
     from engine.photo.fit import as_photo
 
     if number is None and not Path(photo).is_file():
         return None  # the fit reports a missing / unreadable photo
-    img = as_photo(str(photo))
-    boxes = detect_faces(img)
-    choices = face_choices(img, boxes)
+    faces = cache.load("faces").faces if cache is not None else None
+    try:
+        boxes = [tuple(float(v) for v in b) for b in faces["boxes"]]
+        choices = [(int(i), tuple(float(v) for v in b), None) for i, b in faces["choices"]]
+        picked = faces["picked"]
+    except (TypeError, KeyError, ValueError):
+        img = as_photo(str(photo))
+        boxes = detect_faces(img)
+        choices = face_choices(img, boxes)
+        picked = boxes.index(pick_face(img, boxes)) if len(choices) > 1 else None
+        if cache is not None:
+            cache.store("faces", faces={"boxes": [list(b) for b in boxes], "picked": picked,
+                                        "choices": [[i, list(b)] for i, b, _ in choices]})
     if number is None:
         if len(choices) > 1:
-            picked = boxes.index(pick_face(img, boxes))
             print(f"note: {len(choices)} faces in {Path(photo).name} — {_describe_faces(choices, picked)}; "
                   f"choose another with --face N", file=sys.stderr)
         return None
@@ -284,6 +356,10 @@ def register(sub) -> None:
     p.add_argument("--face", type=int, default=None, metavar="N",
                    help="which face to edit when the photo has several (numbered left to right; listed when "
                         "ambiguous)")
+    p.add_argument("--no-cache", dest="no_cache", action="store_true",
+                   help="fit the photo afresh: neither read nor write the photo cache (what an edit keeps of a "
+                        "photo between runs: its fit and layers; $DISCOFACE_PHOTO_CACHE names the folder, 'off' "
+                        "turns it off)")
     p.set_defaults(fn=cmd_edit)
 def embedding_grid(result: EmbedResult, embedder: PhotoEmbedder, edits: dict | None = None) -> torch.Tensor:
     """(3, S, S * n) row: photo crop | reconstruction | each edit (name → function(Coefficients) -> Coefficients)."""

@@ -130,11 +130,16 @@ class FrameRenderer:
         return image, verts @ rot.transpose(1, 2), screen[:, self.model.lm68]
 
     # -- photo mode ----------------------------------------------------------------------------------------- #
-    def photo_renderer(self, source) -> PhotoRenderer:
+    def photo_renderer(self, source, renderer: PhotoRenderer | None = None) -> PhotoRenderer:
         """The photo renderer of ``source`` (its source-side work is done once per photo, then cached). Its drag
-        preview renderer is built here too (~0.5 s), so the session's open-photo job pays it, not the first drag."""
+        preview renderer is built here too (~0.5 s), so the session's open-photo job pays it, not the first drag.
+        ``renderer``: one made already for ``source.fit`` (the command line's, from its photo cache), used as is
+        (its preview renderer made on first use)."""
         cached = self._photo
-        if cached is None or cached[0] is not source:
+        if renderer is not None:
+            cached = (source, renderer)
+            self._photo = cached
+        elif cached is None or cached[0] is not source:
             pr = PhotoRenderer(source.fit, model=self.model)
             pr.preview_renderer()
             cached = (source, pr)

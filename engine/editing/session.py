@@ -437,6 +437,21 @@ class Session:
         s.source = source
         return s
 
+    def open_photo_source(self, src: "photo_import.PhotoSource", renderer=None) -> str:
+        """Photo mode from a photo fitted already (a :class:`~engine.editing.photo_import.PhotoSource`; one undo
+        step), ``renderer``: its :class:`~engine.photo.renderer.PhotoRenderer` when made already (the command
+        line's photo cache); returns the one-line summary."""
+        new, summary = self._photo_snapshot(src, renderer)
+        self.commit()
+        self._apply(new)
+        self.source = str(src.path)
+        return summary
+
+    def _photo_snapshot(self, src, renderer=None) -> tuple[Snapshot, str]:
+        self.frames.photo_renderer(src, renderer)  # its source-side set-up here (the open job), not in the first frame
+        new = self.state.edited(coeffs=self.conform.coeffs(src.fit.coeffs), photo=src, w_offsets=None, keyframes=())
+        return new, src.summary()
+
     def _embedding_snapshot(self, res) -> Snapshot:
         wo = None if res.w_offsets is None else res.w_offsets.detach().clone()
         return self.state.edited(coeffs=self.conform.coeffs(res.coeffs), noise=self.conform.noise(res.noise.detach()),
@@ -451,10 +466,7 @@ class Session:
         ValueErrors with one line."""
         if how == "photo":
             src = photo_import.open_photo_mode(path, progress, cancel, face=face)
-            self.frames.photo_renderer(src)  # its source-side set-up here (the open job), not in the first frame
-            new = self.state.edited(coeffs=self.conform.coeffs(src.fit.coeffs), photo=src, w_offsets=None,
-                                    keyframes=())
-            summary = src.summary()
+            new, summary = self._photo_snapshot(src)
         elif how == "embed":
             if self.generator is None:
                 raise SessionError("embedding a photo needs generator weights (assets/generator.safetensors)")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from engine.io.files import OutputError, atomic_path
 
@@ -31,6 +30,8 @@ class VertexNormals:
         f = tri.shape[0]
         rows = tri.reshape(-1)
         cols = np.repeat(np.arange(f), 3)
+        import scipy.sparse as sp  # here, not at import: the suffixes are read by commands that write no mesh
+
         self._incidence = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n, f))
 
     def matches(self, triangles: np.ndarray, n_vertices: int) -> bool:

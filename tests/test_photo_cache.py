@@ -1,0 +1,147 @@
+"""``discoface edit``'s photo cache (engine/cli/photo_cache.py): a later edit of the same photo reads the fit, layers,
+turn range and faces back instead of computing them, writes the same pixels, and never reads a stale entry."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+ASTRONAUT = REPO / "assets" / "astronaut.jpg"
+
+
+def edit(capsys, *args):
+    from engine import cli
+
+    rc = cli.main(["edit", *[str(a) for a in args]])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    return cap.out, cap.err
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How often the fit and the layers were computed."""
+    import engine.photo.fit as photo_fit
+    import engine.photo.layers as photo_layers
+
+    n = {"fit": 0, "layers": 0}
+    fit, build = photo_fit.fit_photo, photo_layers.build_layers
+
+    def fit_photo(*a, **k):
+        n["fit"] += 1
+        return fit(*a, **k)
+
+    def build_layers(*a, **k):
+        n["layers"] += 1
+        return build(*a, **k)
+
+    monkeypatch.setattr(photo_fit, "fit_photo", fit_photo)
+    monkeypatch.setattr(photo_layers, "build_layers", build_layers)
+    return n
+
+
+def entries():
+    return sorted(Path(os.environ["DISCOFACE_PHOTO_CACHE"]).glob("*/*.json"))
+
+
+def test_a_second_edit_reads_the_cache_and_writes_the_same_pixels(tmp_path, ict_path, capsys, counted):
+    a, b, c = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    out, err = edit(capsys, ASTRONAUT, "--set", "smile=0.6", "yaw=8", "-o", a)
+    assert counted == {"fit": 1, "layers": 1} and "photo cache" not in out
+    assert len(entries()) == 1 and entries()[0].with_suffix(".npz").is_file()
+    out2, err2 = edit(capsys, ASTRONAUT, "--set", "smile=0.6", "yaw=8", "-o", b)
+    assert counted == {"fit": 1, "layers": 1}  # nothing computed again
+    assert "fit and layers from the photo cache" in out2
+    assert a.read_bytes() == b.read_bytes()
+    # the same lines on stderr (own pose, believable turn: the turn range is kept too)
+    assert [ln for ln in err2.splitlines() if ln.startswith("photo's own pose")] == \
+        [ln for ln in err.splitlines() if ln.startswith("photo's own pose")]
+    # --no-cache: fitted afresh, nothing read or written, the same pixels
+    before = [p.stat().st_mtime_ns for p in entries()]
+    out3, _ = edit(capsys, ASTRONAUT, "--no-cache", "--set", "smile=0.6", "yaw=8", "-o", c)
+    assert counted == {"fit": 2, "layers": 2} and "photo cache" not in out3
+    assert [p.stat().st_mtime_ns for p in entries()] == before
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(c)))
+
+
+def test_another_photo_or_a_corrupt_entry_is_a_miss(tmp_path, ict_path, capsys, counted):
+    photo = tmp_path / "me.png"
+    img = np.asarray(Image.open(ASTRONAUT).convert("RGB")).copy()
+    Image.fromarray(img).save(photo)
+    edit(capsys, photo, "-o", tmp_path / "a.png")
+    assert counted["fit"] == 1
+    img[0, 0] = 255 - img[0, 0]  # one pixel changed: another photo (the file's bytes are the key, not its name)
+    Image.fromarray(img).save(photo)
+    out, _ = edit(capsys, photo, "-o", tmp_path / "b.png")
+    assert counted["fit"] == 2 and "photo cache" not in out and len(entries()) == 2
+    edit(capsys, photo, "-o", tmp_path / "c.png")
+    assert counted["fit"] == 2
+    newest = max(entries(), key=lambda p: p.stat().st_mtime_ns)
+    newest.write_text("{ not json")
+    out, _ = edit(capsys, photo, "-o", tmp_path / "d.png")
+    assert counted["fit"] == 3 and "photo cache" not in out
+    out, _ = edit(capsys, photo, "-o", tmp_path / "e.png")  # written again: a hit
+    assert counted["fit"] == 3 and "photo cache" in out
+    newest.with_suffix(".npz").write_bytes(b"broken")  # broken layers: computed again, the fit still read back
+    out, _ = edit(capsys, photo, "-o", tmp_path / "f.png")
+    assert counted == {"fit": 3, "layers": 4} and "photo cache" not in out
+    assert (tmp_path / "f.png").read_bytes() == (tmp_path / "e.png").read_bytes()
+
+
+def test_the_key_changes_with_the_engine_source_and_the_weights(tmp_path, monkeypatch):
+    from engine.cli import photo_cache
+
+    root = tmp_path / "repo"
+    (root / "engine" / "photo").mkdir(parents=True)
+    (root / "assets").mkdir()
+    src, weights = root / "engine" / "photo" / "layers.py", root / "assets" / "rnet.safetensors"
+    src.write_text("MATTE_RES = 320\n")
+    weights.write_bytes(b"x" * 10)
+    monkeypatch.setattr(photo_cache, "_ROOT", root)
+
+    def fp():
+        photo_cache.fingerprint.cache_clear()
+        return photo_cache.fingerprint()
+
+    try:
+        first = fp()
+        assert fp() == first
+        src.write_text("MATTE_RES = 256\n")
+        second = fp()
+        assert second != first
+        weights.write_bytes(b"y" * 11)
+        assert fp() != second
+    finally:
+        photo_cache.fingerprint.cache_clear()
+
+
+def test_off_writes_nothing(tmp_path, ict_path, capsys, monkeypatch, counted):
+    monkeypatch.setenv("DISCOFACE_PHOTO_CACHE", "off")
+    edit(capsys, ASTRONAUT, "-o", tmp_path / "a.png")
+    edit(capsys, ASTRONAUT, "-o", tmp_path / "b.png")
+    assert counted["fit"] == 2  # (and cache_root() is None: no folder is made anywhere)
+    from engine.cli.photo_cache import cache_root
+
+    assert cache_root() is None
+
+
+def test_the_head_mirror_map_read_back_is_the_computed_one(tmp_path, ict_path):
+    import torch
+
+    from engine.cli.photo_cache import prime_head_mirror
+    from engine.face.head import HeadModel
+    from engine.face.model import default_model
+
+    model = default_model()
+    computed = HeadModel.load(model).mirror()
+    first = HeadModel.load(model)
+    assert prime_head_mirror(first, tmp_path) is False  # computed and stored
+    assert torch.equal(first.mirror(), computed) and len(list(tmp_path.glob("head-mirror-*.npy"))) == 1
+    again = HeadModel.load(model)
+    assert prime_head_mirror(again, tmp_path) is True  # read back
+    assert torch.equal(again.mirror(), computed)
+    broken = HeadModel.load(model)
+    next(tmp_path.glob("head-mirror-*.npy")).write_bytes(b"broken")
+    assert prime_head_mirror(broken, tmp_path) is False and torch.equal(broken.mirror(), computed)
