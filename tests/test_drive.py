@@ -375,8 +375,39 @@ def test_retarget_keeps_target_identity_and_takes_source_expression(track, model
     # relative: the target's own expression plus the source's change since its first frame (gaze: see below)
     rel = retarget(tgt, track, i, relative_expression=True).expression[0].numpy()
     delta = track.smoothed[i, :53] - track.smoothed[track.first_found, :53]
-    keep = np.array([not n.startswith("eyeLook") for n in model.exp_names])
+    keep = np.array([not n.startswith(("eyeLook", "eyeBlink", "eyeWide")) for n in model.exp_names])
     assert np.allclose(rel[keep], np.clip(tgt.expression[0].numpy() + delta, 0, 1)[keep], atol=1e-6)
+
+
+def test_relative_blink_closes_fully_and_opens_past_the_targets_own_lid(model):
+    """The lids, relative: the source's closing arrives times BLINK_GAIN (a fit of dlib's landmarks reads a closed eye
+    as a half blink), and an opening beyond the target's own open lid (the source's first frame caught mid-blink, the
+    target's fit reading less blink) goes on as eyeWide that raises the model's upper lid as far, not cut at 0."""
+    from engine.drive.retargeting import BLINK_GAIN
+
+    names = model.exp_names
+    raw = np.zeros((3, 56))
+    for side in "LR":
+        raw[:, names.index(f"eyeBlink_{side}")] = [0.4, 0.0, 0.7]  # mid-blink first frame, open, closing
+    tr = Track(info=None, raw=raw, smoothed=raw.copy(), found=np.ones(3, bool), base=model.zeros(1), exp_names=names)
+    tgt = model.zeros(1)
+    tgt.expr["eyeBlink_L"] = tgt.expr["eyeBlink_R"] = 0.2
+    out = [retarget(tgt, tr, i, relative_expression=True) for i in range(3)]
+    assert out[0].expr["eyeBlink_L"].item() == pytest.approx(0.2) and out[0].expr["eyeWide_L"].item() == 0
+    assert BLINK_GAIN > 1.2
+    assert out[2].expr["eyeBlink_L"].item() == pytest.approx(0.2 + BLINK_GAIN * 0.3, abs=1e-6)
+    assert out[1].expr["eyeBlink_L"].item() == 0 and out[1].expr["eyeWide_L"].item() > 0.2
+    # the upper lid where a blink of 0.2 - 0.4 (linear in the weights) would put it
+    up = model.lm68[[37, 38, 43, 44]]
+
+    def lid_y(c):
+        return float(model.vertices(c)[0, up, 1].mean())
+
+    want = model.zeros(1)
+    y_open = lid_y(want)
+    want.expr["eyeBlink_L"] = want.expr["eyeBlink_R"] = 0.2
+    y_02 = lid_y(want)
+    assert lid_y(out[1]) == pytest.approx(y_open + (y_open - y_02), abs=1e-4)
 
 
 def _gaze_track(model, gaze):
@@ -402,8 +433,8 @@ def test_gaze_becomes_eyelook_weights_with_the_right_sides(model):
     assert w["eyeLookIn_L"][1] == w["eyeLookOut_L"][0] and w["eyeLookOut_L"][1] == 0
     assert w["eyeLookDown_L"][2] > 0 and w["eyeLookUp_L"][2] == 0 and w["eyeLookUp_R"][3] > 0
     assert all(v[4] == 0 for v in w.values())  # no reading: no gaze
-    # full size: the eye layer's iris shift for these weights is the tracked shift
     radius, deg = _gaze_geometry()
+    # full size: the eye layer's iris shift for these weights is the tracked shift
     assert radius * math.sin(math.radians(w["eyeLookOut_L"][0] * deg["horizontal"])) == pytest.approx(0.12)
 
 

@@ -1,7 +1,8 @@
 """Retarget: a track frame onto a target's coefficients (the third step of a drive).
 
 Expression: absolute (the source's weights) or relative to the source's first tracked frame (the target's own
-plus the source's change; gaze as one signed change per axis, so a glance from left to right is not cut at 0);
+plus the source's change; gaze as one signed change per axis, so a glance from left to right is not cut at 0; a
+blink's closing times ``BLINK_GAIN``, an opening past the target's open lid as eyeWide);
 pose: the target's pose turned by the source's rotation since its first tracked frame, 1:1; placement: the head's
 move and size change in the frame since the first tracked frame, in head sizes (:func:`retarget_placement`). A
 strength per group. Identity, albedo and light stay the target's.
@@ -12,9 +13,15 @@ import numpy as np
 import torch
 
 from engine.drive.track import Track, pose_from_rotation, rotation_np
-from engine.face.model import N_EXP, Coefficients
+from engine.face.model import N_EXP, Coefficients, default_model
 
 __all__ = ["retarget", "retarget_placement"]
+
+# the source's closing change of eyeBlink is carried times this: the landmark fit reads a fully closed eye as a blink
+# of about 0.4-0.7 (dlib's lid points of a closed eye keep an eye aspect ratio of ~0.35-0.45 of the open eye's), so a
+# clip's blink closed the photo's eyes half way (seen on talk_man_older_05, talk_woman_older_glasses_07, turn_woman_02;
+# bench/reenact.py: aligned-face gain of the 6 clips with turns +1.63 -> +1.84 dB)
+BLINK_GAIN = 1.7
 
 # signed gaze per axis from the eight eyeLook weights: horizontal = toward the image's right, vertical = down
 _LOOK_H = {"eyeLookOut_L": 1, "eyeLookIn_R": 1, "eyeLookIn_L": -1, "eyeLookOut_R": -1}
@@ -45,6 +52,39 @@ def _relative_gaze(e_t: np.ndarray, cur: np.ndarray, ref: np.ndarray, out: np.nd
             out[a[0]], out[b[0]] = max(s, 0.0), max(-s, 0.0)
 
 
+def _wide_per_blink() -> float:
+    """eyeWide weight that raises the model's upper lid as far as one unit of eyeBlink lowers it (mean of the four
+    upper-lid landmarks of both eyes)."""
+    global _WIDE_PER_BLINK
+    if _WIDE_PER_BLINK is None:
+        m = default_model()
+        names = list(m.exp_names)
+        basis = m._exp_flat.view(len(names), -1, 3)
+        up = m.lm68[[37, 38, 43, 44]]
+        blink = sum(float(basis[names.index(f"eyeBlink_{s}")][up, 1].abs().sum()) for s in "LR")
+        wide = sum(float(basis[names.index(f"eyeWide_{s}")][up, 1].abs().sum()) for s in "LR")
+        _WIDE_PER_BLINK = blink / max(wide, 1e-9)
+    return _WIDE_PER_BLINK
+
+
+_WIDE_PER_BLINK: float | None = None
+
+
+def _relative_lids(e_t: np.ndarray, cur: np.ndarray, ref: np.ndarray, out: np.ndarray, names) -> None:
+    """Blink weights of ``out`` (in place): the target's own plus the source's change (closing scaled by
+    ``BLINK_GAIN``); an opening past the target's own open lid (the source's first frame was caught mid-blink, the
+    target's fit reads less blink than the track's first frame) goes on as eyeWide instead of being cut at 0."""
+    for side in ("L", "R"):
+        if f"eyeBlink_{side}" not in names or f"eyeWide_{side}" not in names:
+            continue
+        b, w = names.index(f"eyeBlink_{side}"), names.index(f"eyeWide_{side}")
+        d = cur[b] - ref[b]
+        v = e_t[b] + (BLINK_GAIN * d if d > 0 else d)
+        out[b] = v
+        if v < 0:
+            out[w] = out[w] - v * _wide_per_blink()
+
+
 def retarget(target: Coefficients, track: Track, i: int, expression_strength: float = 1.0,
              pose_strength: float = 1.0, head_motion: bool = True, relative_expression: bool = False,
              smoothed: bool = True) -> Coefficients:
@@ -62,6 +102,7 @@ def retarget(target: Coefficients, track: Track, i: int, expression_strength: fl
     if relative_expression:
         e_src = e_t + (cur[:N_EXP] - ref[:N_EXP])
         _relative_gaze(e_t, cur, ref, e_src, list(track.exp_names))
+        _relative_lids(e_t, cur, ref, e_src, list(track.exp_names))
         e_src = np.clip(e_src, 0.0, 1.0)
     else:
         e_src = cur[:N_EXP]
