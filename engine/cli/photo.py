@@ -160,7 +160,8 @@ def cmd_edit(args) -> int:
         fast_raster.warm_up(background=True)  # many frames: the compiled rasterizer loads while the photo is fitted
     cache = PhotoCache.for_photo(args.photo, enabled=not args.no_cache)
     face = choose_face(args.photo, args.face, cache) if args.face is not None else None
-    sess = Session(model=model)
+    # photo mode draws with the photo renderer: the generator (0.12 s to load) only for a session file or mesh
+    sess = Session(model=model, generator="auto" if suffix == ".json" or suffix in MESH_SUFFIXES else None)
     src, renderer, cached = open_photo_cached(args.photo, face, cache, model)
     summary = sess.open_photo_source(src, renderer) + ("; fit and layers from the photo cache" if cached else "")
     own = own_pose_degrees(src.fit)
