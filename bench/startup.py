@@ -69,8 +69,8 @@ def main(argv=None) -> int:
         cache = work / f"cache{i}"
         first.append(run(edit, cache))
         again.append(run(edit, cache))
-    show(f"discoface edit ({a.photo.name}), first time", first)
-    show(f"discoface edit ({a.photo.name}), photo cached", again)
+    show("discoface edit, 1 MP photo, first time", first)
+    show("discoface edit, the same photo again (cached)", again)
     return 0
 
 
