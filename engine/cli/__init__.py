@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prefetch = getattr(args, "prefetch", None)  # work a command starts before torch loads (a forked process)
+    args.prefetched = prefetch(args) if prefetch is not None else None
+    try:
+        return _run(args)
+    finally:
+        if args.prefetched is not None:
+            args.prefetched.close()
+
+
+def _run(args) -> int:
     from engine.render import fast_raster
     from engine.runtime import setup_entry_point
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +17,7 @@ if TYPE_CHECKING:
     from engine.generator.embed import EmbedResult, PhotoEmbedder
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+PREFETCH_ENV = "DISCOFACE_PREFETCH"  # "off": no face search in a second process (prefetch_faces)
 
 
 def cmd_fit(args) -> int:
@@ -162,7 +166,12 @@ def cmd_edit(args) -> int:
     face = choose_face(args.photo, args.face, cache) if args.face is not None else None
     # photo mode draws with the photo renderer: the generator (0.12 s to load) only for a session file or mesh
     sess = Session(model=model, generator="auto" if suffix == ".json" or suffix in MESH_SUFFIXES else None)
-    src, renderer, cached = open_photo_cached(args.photo, face, cache, model)
+    finder = getattr(args, "prefetched", None)
+    try:
+        src, renderer, cached = open_photo_cached(args.photo, face, cache, model, finder)
+    finally:
+        if finder is not None:
+            finder.close()
     summary = sess.open_photo_source(src, renderer) + ("; fit and layers from the photo cache" if cached else "")
     own = own_pose_degrees(src.fit)
     lim = sess.frames.photo_renderer(src).turn_range()
@@ -227,10 +236,103 @@ def _describe_faces(choices, picked: int | None) -> str:
                      + (" (edited)" if i == picked else "") for n, (i, b, _) in enumerate(choices, 1))
 
 
-def open_photo_cached(photo, face: int | None, cache: PhotoCache, model):
+class FaceFinder:
+    """The photo's faces and 68 landmarks found in a forked process while this one imports torch and loads the
+    face models: what ``fit_photo`` would find itself (the same functions on the same pixels), for its ``found``.
+    dlib's detector and landmark model take ~1.5 s of CPU to load, ``import torch`` as long: on two cores they
+    overlap. :meth:`result` is None when the child failed (the fit then finds the face itself)."""
+
+    def __init__(self, pid: int, fd: int):
+        self.pid, self.fd = pid, fd
+
+    @classmethod
+    def start(cls, photo) -> "FaceFinder | None":
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: dlib and OpenCV only (no torch, no threads of the parent's), then _exit
+            code = 1
+            try:
+                os.close(r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                out = pickle.dumps(find_face(photo))
+                with os.fdopen(w, "wb") as f:
+                    f.write(out)
+                code = 0
+            except BaseException:
+                pass
+            finally:
+                os._exit(code)
+        os.close(w)
+        return cls(pid, r)
+
+    def result(self):
+        """``(boxes, box, landmarks)``, or None (no answer); waits for the child."""
+        if self.fd is None:
+            return None
+        try:
+            with os.fdopen(self.fd, "rb") as f:
+                data = f.read()
+            self.fd = None
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = None
+            if status != 0 or not data:
+                return None
+            found = pickle.loads(data)
+            return found if found is not None and len(found[0]) and found[2] is not None else None
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError, TypeError, IndexError):
+            return None
+
+    def close(self) -> None:
+        """Stop the child if its answer is not wanted (a cache hit, an error): never waited on."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except OSError:
+                pass
+            self.pid = None
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+def find_face(photo):
+    """``(boxes, box, landmarks)`` of ``fit_photo``'s own face search on ``photo`` (path): all boxes, the picked
+    one and its 68 landmarks (``box`` / ``landmarks`` None when there is no face)."""
+    from engine.perception.align import detect_faces, landmarks68, load_image, pick_face
+
+    img = load_image(str(photo))
+    boxes = detect_faces(img)
+    if not boxes:
+        return boxes, None, None
+    box = pick_face(img, boxes)
+    return boxes, box, landmarks68(img, box)
+
+
+def prefetch_faces(args) -> FaceFinder | None:
+    """Called by ``engine.cli.main`` before torch is imported: a :class:`FaceFinder` for ``discoface edit``'s photo
+    when the photo cache has no entry for it (a fit will be needed), else None. Only in a process that has not
+    imported torch yet (forking one that runs torch's threads is not safe) and where ``fork`` exists."""
+    if args.face is not None or "torch" in sys.modules or not hasattr(os, "fork") or not Path(args.photo).is_file():
+        return None
+    if os.environ.get(PREFETCH_ENV, "").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    try:
+        if PhotoCache.for_photo(args.photo, enabled=not args.no_cache).has_entry(None):
+            return None
+        return FaceFinder.start(args.photo)
+    except OSError:
+        return None
+
+
+def open_photo_cached(photo, face: int | None, cache: PhotoCache, model, finder: FaceFinder | None = None):
     """Photo mode's source and renderer for ``photo`` (``face``: ``fit_photo``'s index, None: its pick), from the
     photo cache (:mod:`engine.cli.photo_cache`) when it holds them, else computed (with a progress bar) and stored.
-    Returns ``(PhotoSource, PhotoRenderer, cached)``. Either way the fit is the one read back from its JSON, so a
+    ``finder``: the photo's faces being found in a second process (:func:`prefetch_faces`). Returns
+    ``(PhotoSource, PhotoRenderer, cached)``. Either way the fit is the one read back from its JSON, so a
     first and a later edit give the same pixels."""
     from engine.editing.photo_import import PhotoSource, check_photo_path
     from engine.face.head import default_head
@@ -249,7 +351,9 @@ def open_photo_cached(photo, face: int | None, cache: PhotoCache, model):
     if fit is None:
         bar, prog = _progress_bar("fitting", 100)
         try:
-            fitted = fit_photo(str(path), progress=lambda f: prog(int(round(f * 1000)), 1000), face=face)
+            found = finder.result() if finder is not None and face is None else None
+            fitted = fit_photo(str(path), progress=lambda f: prog(int(round(f * 1000)), 1000), face=face,
+                               found=found)
         finally:
             bar.close()
         fit = PhotoFit.from_json_dict(fitted.to_json_dict(), fitted.image)
@@ -361,7 +465,7 @@ def register(sub) -> None:
                    help="fit the photo afresh: neither read nor write the photo cache (what an edit keeps of a "
                         "photo between runs: its fit and layers; $DISCOFACE_PHOTO_CACHE names the folder, 'off' "
                         "turns it off)")
-    p.set_defaults(fn=cmd_edit)
+    p.set_defaults(fn=cmd_edit, prefetch=prefetch_faces)
 def embedding_grid(result: EmbedResult, embedder: PhotoEmbedder, edits: dict | None = None) -> torch.Tensor:
     """(3, S, S * n) row: photo crop | reconstruction | each edit (name → function(Coefficients) -> Coefficients)."""
     import torch

@@ -7,7 +7,7 @@ computes them and stores them here; a later edit of the same photo (any ``--set`
 
 An entry is keyed by the SHA-256 of the photo file's bytes, the face index and a fingerprint of everything else the
 result depends on: the source of every ``engine`` module, the weight files in ``assets/`` (name, size, mtime) and
-the versions of torch, OpenCV and dlib. Any change to one of them is another key: a stale entry is never read (old
+the installed torch, OpenCV, dlib and numpy (their files' size and mtime). Any change to one of them is another key: a stale entry is never read (old
 entries age out: the folder keeps the :data:`MAX_ENTRIES` most recently used). A corrupt or unreadable entry is a
 miss and is written again. The first run uses the fit *read back* from the JSON it stores (the landmarks rounded to
 1e-4 px, as a session file does), so a first and a later edit write the same pixels.
@@ -57,20 +57,24 @@ def fingerprint() -> str:
         for p in sorted(assets.glob("*.safetensors")):
             st = p.stat()
             h.update(f"{p.name} {st.st_size} {st.st_mtime_ns}".encode())
-    import cv2
-    import torch
-
-    h.update(f"torch {torch.__version__} cv2 {cv2.__version__} dlib {_dist_version('dlib')}".encode())
+    for name in ("torch", "cv2", "_dlib_pybind11", "numpy"):  # the libraries' installed files, not imported
+        h.update(f"{name} {_module_stamp(name)}".encode())
     return h.hexdigest()
 
 
-def _dist_version(name: str) -> str:
-    from importlib import metadata
+def _module_stamp(name: str) -> str:
+    """Where a top-level module is installed, its size and mtime, found without importing it (``import torch``
+    is most of a cached edit's time; the key is computed before it, see :func:`engine.cli.photo.prefetch_faces`)."""
+    import importlib.util
 
     try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not os.path.exists(spec.origin):
         return "-"
+    st = os.stat(spec.origin)
+    return f"{spec.origin} {st.st_size} {st.st_mtime_ns}"
 
 
 def photo_digest(path) -> str:
@@ -121,6 +125,13 @@ class PhotoCache:
         return d / f"{k}.json", d / f"{k}.npz"
 
     # ------------------------------------------------------------------------------------------------ reading
+    def has_entry(self, face=None) -> bool:
+        """Whether an entry with layers is stored for ``face`` (not read: it may still turn out unusable)."""
+        if not self.enabled:
+            return False
+        js, npz = self._paths(face)
+        return js.is_file() and npz.is_file()
+
     def load(self, face=None) -> Entry:
         """The entry for ``face`` (None: the fit's own pick; "faces": the face list); an empty Entry on a miss."""
         if not self.enabled:

@@ -192,9 +192,12 @@ def _rnet_or_none():
 
 
 def fit_photo(photo, progress: Callable[[float], None] | None = None,
-              cancel: Callable[[], bool] | None = None, *, face: int | None = None) -> PhotoFit:
+              cancel: Callable[[], bool] | None = None, *, face: int | None = None, found: tuple | None = None
+              ) -> PhotoFit:
     """Detect, align and fit the largest face of ``photo`` (path | bytes | (H,W,3)/(H,W)/(H,W,4) array); ``face``:
     the index of the face to fit in ``detect_faces``' list instead (``engine.perception.align.face_choices``).
+    ``found``: ``(boxes, box, landmarks)`` as ``detect_faces``, ``pick_face`` and ``landmarks68`` give them for this
+    photo, found already (the command line finds them in a second process while torch loads).
 
     ``progress(fraction)`` is called with increasing values in [0, 1] (1.0 last); ``cancel()`` returning True
     stops the fit with :class:`PhotoFitCancelled`. No face / unreadable → ``AlignError``."""
@@ -217,18 +220,20 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
     img = as_photo(photo)
     check()
     report(0.02)
-    boxes = detect_faces(img)
+    boxes = detect_faces(img) if found is None else list(found[0])
     if not boxes:
         raise no_face_error(name, img)
     check()
     report(0.15)
-    if face is None:
+    if found is not None:
+        box = tuple(found[1])
+    elif face is None:
         box = pick_face(img, boxes)
     elif 0 <= int(face) < len(boxes):
         box = boxes[int(face)]
     else:
         raise AlignError(f"{name} has no face number {int(face) + 1} ({len(boxes)} found)")
-    lm = landmarks68(img, box)
+    lm = landmarks68(img, box) if found is None else np.asarray(found[2], np.float32)
     crop, al = align_with_landmarks(img, lm, FIT_CROP, n_faces=len(boxes), box=box)
     check()
     report(0.2)
