@@ -2,9 +2,9 @@
 
     OMP_NUM_THREADS=1 python bench/turns.py [--quick] [--sheet docs/turns.png] [--fits out/fits.pkl] [--no-judge]
 
-Photos (≈ 20, none used to tune anything but the sheet is looked at): ../shared/data/portraits (black-and-white,
-a painting, 3/4 views, 590–2048 px), the astronaut, ffhq-samples 0 3 7 8 and 4 UTKFace test photos. Each photo is
-fitted once (``--fits`` caches the fits in a pickle: repeat runs skip the fitting), then turned by −20 −10 +10 +20°
+Photos (22, none used to tune anything but the sheet is looked at): ../shared/data/portraits (black-and-white,
+a painting, 3/4 views, 590–2048 px), the astronaut, ffhq-samples 0 2 3 7 8 and 5 UTKFace test photos (one a baby).
+Each photo is fitted once (``--fits`` caches the fits in a pickle: repeat runs skip the fitting), then turned by −20 −10 +10 +20°
 (and ±30° for identity) *from its own fitted yaw*.
 
 Prints per photo and as medians:
@@ -57,11 +57,13 @@ def photo_paths(quick: bool) -> list[tuple[str, Path]]:
             out.append((p.stem, p))
     out.append(("astronaut", config.ASSETS_DIR / "astronaut.jpg"))
     ff = config.ffhq_samples_dir() / "images"
-    out += [(f"ffhq{i:05d}", ff / f"{i:05d}.png") for i in (0, 3, 7, 8)]
+    out += [(f"ffhq{i:05d}", ff / f"{i:05d}.png") for i in (0, 2, 3, 7, 8)]
     sp = config.utkface_dir() / "splits.json"
     if sp.exists():
         test = json.loads(sp.read_text())["test"]
-        for n in test[::max(1, len(test) // 4)][:4]:
+        picks = test[::max(1, len(test) // 4)][:4]
+        picks += [n for n in test if n.split("_")[0] == "1"][:1]  # a baby: a short neck under a big head
+        for n in picks:
             out.append(("utk:" + n.split(".")[0][:14], config.utkface_dir() / "images" / n))
     if quick:
         keep = ("bw_threequarter", "painting", "threequarter_man_06", "astronaut", "front_woman_07", "ffhq00003")
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated name prefixes")
     ap.add_argument("--turns", default=None, help="comma-separated yaw turns for the sheet (default -20,-10,10,20)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tile", type=int, default=SHEET_TILE, help="sheet tile side, px (look at larger ones)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from engine.photo.renderer import PhotoRenderer
@@ -194,7 +197,7 @@ def main(argv=None) -> int:
             lx0, ly0, lx1, ly1 = pr.layers.box
             person[ly0:ly1, lx0:lx1] = pr.layers.fg[..., 3] > 5
             person = cv2.dilate(person.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
-        tiles = [tile(photo, box)]
+        tiles = [tile(photo, box, args.tile)]
         r = {"layers_s": t_layers, "ctor_s": time.perf_counter() - t0}
         outs = {}
         for d in sorted(set(turns) | ({-30, 30, -20, 20} if judge else set())):
@@ -202,7 +205,7 @@ def main(argv=None) -> int:
             outs[d] = img
             r[f"beyond_psnr{d:+g}"] = bg_psnr(photo, img, box)
             r[f"bg_psnr{d:+g}"] = bg_psnr(photo, img, box, person | target_person(pr, turned(fit.coeffs, d), k))
-        tiles += [tile(outs[d], box) for d in turns]
+        tiles += [tile(outs[d], box, args.tile) for d in turns]
         rows.append(np.concatenate(tiles, 1))
         if judge is not None:
             po = tmp / f"{len(res)}_orig.png"

@@ -92,6 +92,13 @@ DEPTH_SMOOTH = 0.02  # of the grid side: low-pass of the depth continued off the
 SHELL_CM = 0.5  # hair sits this much in front of the rim's depth
 EDGE_GROW = 0.02  # face widths: the head matte grown by this (the outline's fringe moves with the head) ...
 EDGE_GROW_MAX_TEX = 12.0  # ... where the background beyond is plainer than this (blurred |Laplacian|, grey levels)
+STRAY_REACH = 0.12  # face widths: stray hair is looked for inside the head ellipse grown by this; ...
+STRAY_MARGIN = 0.3  # ... the smooth background is predicted from beyond the ellipse grown by this
+STRAY_SMOOTH = 0.05  # face widths: low-pass of that prediction
+STRAY_FACTOR = 3.0  # a pixel stands out when its residual exceeds this × the background's own residual ...
+STRAY_MIN_DIFF = 14.0  # ... plus this (RGB distance, grey levels)
+STRAY_MAX_NOISE = 10.0  # only where the background's own residual is below this (a plain background)
+STRAY_INSIDE = 0.6  # share of an added piece that must lie inside the head ellipse
 PRIOR_DILATE = 0.04  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
 
 
@@ -160,6 +167,48 @@ def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth
     # the mirror keeps the texture, the smooth fill the local mean: take the mirror's detail over the smooth level
     wgt = (np.exp(-dist / max(depth, 1.0)) * ok)[..., None].astype(np.float32)
     return smooth * (1 - wgt) + mir * wgt
+
+
+def _stray_hair(img: np.ndarray, fg: np.ndarray, ell: np.ndarray, inside: np.ndarray, fw: float) -> np.ndarray:
+    """``fg`` (analysis grid, uint8 0/1) grown by what near the head ellipse ``ell`` stands out from the smooth
+    background predicted from beyond it (pull-push of the far background, low-passed), where that background is
+    plain (its own residual against the prediction is small), and touches ``fg``."""
+    def grown(r):
+        r = max(1, int(r * fw))
+        return cv2.dilate(ell, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
+
+    zone = grown(STRAY_REACH)
+    far = ~grown(STRAY_MARGIN) & inside
+    far &= cv2.dilate(fg, np.ones((5, 5), np.uint8)) == 0
+    if far.sum() < 50:
+        return fg
+    f = img.astype(np.float32)
+    est = _fill(f, far.astype(np.float32))
+    est = cv2.GaussianBlur(est, (0, 0), max(1.0, STRAY_SMOOTH * fw))
+    resid = np.sqrt(((f - est) ** 2).sum(-1))
+    resid = cv2.GaussianBlur(resid, (0, 0), 1.0)
+    # the background's own roughness near the head: the residual of the far pixels, spread inwards
+    s = max(2.0, 0.5 * fw)
+    farf = far.astype(np.float32)
+    noise = cv2.GaussianBlur(resid * farf, (0, 0), s) / np.maximum(cv2.GaussianBlur(farf, (0, 0), s), 1e-3)
+    plain = noise < STRAY_MAX_NOISE
+    cand = (resid > STRAY_FACTOR * noise + STRAY_MIN_DIFF) & plain & zone & inside & (fg == 0)
+    if not cand.any():
+        return fg
+    joined = cv2.morphologyEx(np.maximum(cand.astype(np.uint8), fg), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    n, comp = cv2.connectedComponents(joined)
+    keep = np.unique(comp[fg > 0])
+    add = np.isin(comp, keep[keep > 0]) & (fg == 0)
+    # each added piece lies mostly inside the head ellipse (a band of background that merely differs from the
+    # prediction, a highlight across the top of a seat, reaches far beyond it)
+    n, comp = cv2.connectedComponents(add.astype(np.uint8))
+    if n > 1:
+        tot = np.bincount(comp.ravel(), minlength=n)
+        inn = np.bincount(comp.ravel(), weights=(ell > 0).ravel().astype(np.float64), minlength=n)
+        ok = inn >= STRAY_INSIDE * tot
+        ok[0] = False
+        add = ok[comp]
+    return np.maximum(add.astype(np.uint8), fg)
 
 
 def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
@@ -267,6 +316,11 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
         keep = np.unique(comp[fg > 0])
         fg = np.isin(comp, keep[keep > 0]).astype(np.uint8)
         fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    # hair of the background's own colour (grey hair on grey, a dark curl on a dark wall) that grabCut left out still
+    # differs from the *smooth* background the far surroundings predict: inside the head ellipse, where that
+    # background is plain, what clearly stands out from it and touches the head layer joins it (left in the plate it
+    # stays behind as a detached tuft or ghost strands when the head turns away)
+    fg = _stray_hair(img_a, fg, ell, inside, fw)
     # the body is not cut off: it stays in the head layer with stay-weight 1 (lower neck, collar, shirt, hair on the
     # shoulders do not move; see GridLayers.stay), so no seam and no plate shows below the head
     # the outline's own fringe (the dark or light halo a hair edge leaves, compression ringing) goes with the head: left

@@ -51,6 +51,12 @@ GRAZING_FULL = 0.1  # … at or below which it is replaced by the model's skin w
 STRETCH_FULL = 0.3  # camera-facing gained by a turn at which that replacement is complete
 UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
 FLOW_SIGMA = 1.0  # grid px
+# the model's skin is matched to the photo's skin around it (renderer._skin_match): on a ring of SKIN_MATCH_RING grid px
+# outside where the fill takes over SKIN_MATCH_CORE, where it takes less than SKIN_MATCH_OUTSIDE
+SKIN_MATCH_CORE, SKIN_MATCH_OUTSIDE, SKIN_MATCH_RING = 0.3, 0.15, 4
+SKIN_MATCH_MIN_PX = 8
+SKIN_MATCH_RANGE = (0.5, 1.6)
+SKIN_MATCH_SIGMA = 2.0  # grid px
 PREVIEW_RES = 128  # work grid of drag previews (render with max_side): CPU p50 39 -> 21 ms at 512 px
 _SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
 FILL_SHARPEN_FROM = 1.5  # output px per work-grid px above which the mouth fill's edge is sharpened
@@ -425,11 +431,13 @@ class PhotoRenderer:
                 mod = col0.numpy()[sel][ok]
                 cal = (np.median(pix, 0) / np.maximum(np.median(mod, 0), 1e-3)).astype(np.float32)
         self._model_cal = torch.from_numpy(np.clip(cal, 0.05, 20.0))
+        self._face_col = None
         # only where the photo shows skin there (hair over the temples, a beard, the collar keep their own pixels)
         if sel.sum() > 50:
             h, w = self.image.shape[:2]
             face_col = np.median(self.image[np.clip(xy[ok, 1], 0, h - 1), np.clip(xy[ok, 0], 0, w - 1)]
                                  .astype(np.float32), 0)
+            self._face_col = face_col / 255.0
             sxy = np.round(src.src_xy.numpy()).astype(int)
             px = self.image[np.clip(sxy[:, 1], 0, h - 1), np.clip(sxy[:, 0], 0, w - 1)].astype(np.float32)
             d = np.sqrt(((px - face_col) ** 2).sum(1)) / max(float(np.linalg.norm(face_col)), 30.0)
@@ -473,8 +481,54 @@ class PhotoRenderer:
         if float(a.max(initial=0)) < 1e-3:
             return None
         a = cv2.GaussianBlur(a.astype(np.float32), (0, 0), 0.8)
-        rgb = v[..., :3] / np.maximum(v[..., 3:4], 1e-4) * a[..., None]
+        col = v[..., :3] / np.maximum(v[..., 3:4], 1e-4)
+        rgb = col * self._skin_match(col, v[..., 3], a, f) * a[..., None]
         return photo_layers.LayerFill(alpha=a, rgb=rgb.astype(np.float32))
+
+    def _grid_photo(self) -> np.ndarray:
+        """The photo on the work grid (float32 RGB in [0, 1], one value per grid pixel, area-averaged)."""
+        gp = getattr(self, "_grid_photo_cache", None)
+        if gp is None:
+            g = self.grid
+            m = np.array([[g.step, 0.0, g.origin[0] + 0.5 * g.step - 0.5],
+                          [0.0, g.step, g.origin[1] + 0.5 * g.step - 0.5]])
+            flags = (cv2.INTER_AREA if g.step > 1.5 else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+            gp = cv2.warpAffine(self.image, m, (g.res, g.res), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            gp = self._grid_photo_cache = gp.astype(np.float32) / 255.0
+        return gp
+
+    def _skin_match(self, col: np.ndarray, w: np.ndarray, a: np.ndarray, f: "FlowField") -> np.ndarray:
+        """(R, R, 3) gain that matches the model's skin to the photo's own skin around it: the ratio of the warped
+        photo to the model's colour on a ring of skin just outside the fill, continued smoothly inside it (the far
+        cheek of a 3/4 view lies in shadow; the model's light alone filled it pale). 1 where there is no ring."""
+        res = self.grid.res
+        ones = np.ones((res, res, 3), np.float32)
+        core = (a > SKIN_MATCH_CORE).astype(np.uint8)
+        if not core.any() or self._face_col is None:
+            return ones
+        k = SKIN_MATCH_RING
+        near = cv2.dilate(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))) > 0
+        ring = near & (a < SKIN_MATCH_OUTSIDE) & f.covered
+        if f.mirror_alpha is not None:
+            ring &= f.mirror_alpha < SKIN_MATCH_OUTSIDE
+        if ring.sum() < SKIN_MATCH_MIN_PX:
+            return ones
+        idx = np.stack(np.meshgrid(np.arange(res, dtype=np.float32), np.arange(res, dtype=np.float32)), -1)
+        m = idx + f.displacement / self.grid.step
+        warped = cv2.remap(self._grid_photo(), m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        fc = self._face_col
+        d = np.sqrt(((warped - fc) ** 2).sum(-1)) / max(float(np.linalg.norm(fc)), 30.0 / 255.0)
+        ring &= d < SKIN_DIST_ZERO  # skin only (hair, a beard, the background beside the cheek say nothing)
+        if ring.sum() < SKIN_MATCH_MIN_PX:
+            return ones
+        known = w > 1e-3
+        col_ext = flow.pull_push_near(np.where(known[..., None], col, 0).astype(np.float32),
+                                      known.astype(np.float32), 2 * k)
+        g = np.clip(warped / np.maximum(col_ext, 1e-3), *SKIN_MATCH_RANGE).astype(np.float32)
+        g = flow.pull_push_near(np.where(ring[..., None], g, 0).astype(np.float32), ring.astype(np.float32), 4 * k,
+                                outside=1.0)
+        g = cv2.GaussianBlur(g, (0, 0), SKIN_MATCH_SIGMA)
+        return np.clip(g, *SKIN_MATCH_RANGE).astype(np.float32)
 
     def _normals_of(self, verts: torch.Tensor, which: str) -> torch.Tensor:
         """Unposed vertex normals of a subset of the vertices (``"fill"``: the mouth fill's, ``"skin"``: the model
