@@ -94,7 +94,7 @@ def test_closing_early_never_hangs_under_the_cli_signal_handlers(cli_signal_hand
             it.close()
             assert len(list(render_pool.render_frames(_plain, 12, workers=2))) == 12
 
-    _guarded(60, rounds)
+    _guarded(150, rounds)
 
 
 def _signals(i):

@@ -109,14 +109,19 @@ def render_frames(render: Callable[[int], np.ndarray], n: int, workers: int | No
     return _ordered(procs, conns, n)
 
 
+def _stopped(p, i: int) -> RenderWorkerError:
+    p.join(5.0)  # its pipe closes as it exits, a moment before it can be reaped: wait for the exit code
+    return RenderWorkerError(f"render worker {p.pid} stopped (exit code {p.exitcode}) before frame {i}")
+
+
 def _receive(p, conn, i: int):
     while not conn.poll(1.0):
         if not p.is_alive():
-            raise RenderWorkerError(f"render worker {p.pid} stopped (exit code {p.exitcode}) before frame {i}")
+            raise _stopped(p, i)
     try:
         j, img, err = conn.recv()
     except (EOFError, OSError):
-        raise RenderWorkerError(f"render worker {p.pid} stopped (exit code {p.exitcode}) before frame {i}") from None
+        raise _stopped(p, i) from None
     if err is not None:
         raise RenderWorkerError(f"frame {i} failed in a render worker: {err}")
     assert j == i, (j, i)
