@@ -59,3 +59,11 @@ def test_no_face_and_unreadable_photos_are_one_line_with_the_search_forked(tmp_p
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert lines[-1].startswith("error:") and says in lines[-1], r.stderr
         assert not out.exists()
+
+
+def test_building_the_parser_imports_neither_torch_nor_numpy():
+    """The face search is forked before torch loads; ``import engine.cli`` (main.py's routing, ``--help``) stays
+    light: the photo cache imports numpy where it uses it."""
+    code = "import sys, engine.cli; print(sorted(m for m in ('torch', 'numpy', 'cv2') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)

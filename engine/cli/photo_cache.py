@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
-ENV = "DISCOFACE_PHOTO_CACHE"
+ENV = "DISCOFACE_PHOTO_CACHE"  # (numpy is imported where used: ``import engine.cli`` builds the parser only)
 FORMAT = "discoface.photocache"
 VERSION = 1
 MAX_ENTRIES = 64
@@ -173,6 +171,8 @@ class PhotoCache:
         try:
             js.parent.mkdir(parents=True, exist_ok=True)
             if layers is not None:
+                import numpy as np
+
                 arrays, meta = _layer_parts(layers)
                 d["layers"] = meta
                 _atomic_write(npz, lambda f: np.savez(f, **arrays))
@@ -189,6 +189,8 @@ def prime_head_mirror(head, root: Path | None) -> bool:
     it was read from the cache."""
     if root is None or head._mirror is not None:
         return False
+    import numpy as np
+
     h = hashlib.sha256(fingerprint().encode())
     for t in (head.model.mean, head.parts_mean, head.vertex_part):
         h.update(np.ascontiguousarray(t.numpy()).tobytes())
@@ -226,6 +228,8 @@ def _atomic_write(path: Path, write) -> None:
 def _layer_parts(layers) -> tuple[dict, dict]:
     """A PhotoLayers' arrays (for the .npz) and its other JSON-able attributes (``box``, the analysis grid …; the
     build timings are left out)."""
+    import numpy as np
+
     arrays, meta = {}, {}
     for k, v in vars(layers).items():
         if isinstance(v, np.ndarray):
@@ -241,6 +245,8 @@ def _tuples(v):
 
 
 def _read_layers(npz: Path, meta: dict):
+    import numpy as np
+
     from engine.photo.layers import PhotoLayers
 
     try:
