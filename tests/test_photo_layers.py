@@ -300,3 +300,28 @@ def test_the_model_skin_a_turn_reveals_matches_the_photos_skin_around_it(face_mo
                   @ np.array([0.299, 0.587, 0.114])) / 255.0
     # the unmatched model skin is the middle's colour; the sides are at 0.65-0.8 of it
     assert fill_y < 0.88 * mid_y, (fill_y, mid_y)
+
+
+def test_a_smooth_patch_of_background_beside_the_head_stays_in_the_plate(hair_fit, face_model, head):
+    """A painted background has smooth patches that differ from what the far background predicts beside the head;
+    they are no hair (hair is strands, busier than the wall): they stay in the plate, or a turn drags them along."""
+    fit, cap = hair_fit
+    ys, xs = np.nonzero(cap)
+    bottom, right = int(ys.max()), int(xs.max())
+    yy, xx = np.mgrid[0:N, 0:N]
+    patch = ((xx - right) / 26.0) ** 2 + ((yy - bottom + 10) / 30.0) ** 2 < 1.0
+    patch &= ~cap & (xx > right - 14)
+    wall = np.zeros((N, N), bool)
+    wall[16:70, 16:70] = wall[16:70, N - 70:N - 16] = wall[N - 70:N - 16, 16:70] = True
+    shade = np.zeros((N, N), np.float32)
+    shade[patch | wall] = -45.0
+    shade = cv2.GaussianBlur(shade, (0, 0), 2.0)[..., None]  # soft-edged, smooth inside
+    img = np.clip(fit.image.astype(np.float32) + np.where(cap[..., None], 0.0, shade), 0, 255).astype(np.uint8)
+    r = PhotoRenderer(PhotoFit(img, fit.coeffs.clone(), fit.alignment, fit.gain), face_model, head)
+    L = r.layers
+    x0, y0, x1, y1 = L.box
+    full = np.zeros((N, N), np.float32)
+    full[y0:y1, x0:x1] = L.fg[..., 3] / 255.0
+    inner = patch & ~cv2.dilate(cap.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    assert inner.sum() > 200
+    assert (full[inner] > 0.5).mean() < 0.2, (full[inner] > 0.5).mean()

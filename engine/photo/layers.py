@@ -98,6 +98,8 @@ STRAY_SMOOTH = 0.05  # face widths: low-pass of that prediction
 STRAY_FACTOR = 3.0  # a pixel stands out when its residual exceeds this × the background's own residual ...
 STRAY_MIN_DIFF = 14.0  # ... plus this (RGB distance, grey levels)
 STRAY_MAX_NOISE = 10.0  # only where the background's own residual is below this (a plain background)
+STRAY_TEX = 2.0  # ... and busier (blurred |Laplacian|) than this × the far background's (75th percentile)
+STRAY_TEX_MIN = 10.0  # ... plus this (grey levels): a soft edge is no strand
 STRAY_INSIDE = 0.6  # share of an added piece that must lie inside the head ellipse
 PRIOR_DILATE = 0.04  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
 
@@ -192,7 +194,13 @@ def _stray_hair(img: np.ndarray, fg: np.ndarray, ell: np.ndarray, inside: np.nda
     farf = far.astype(np.float32)
     noise = cv2.GaussianBlur(resid * farf, (0, 0), s) / np.maximum(cv2.GaussianBlur(farf, (0, 0), s), 1e-3)
     plain = noise < STRAY_MAX_NOISE
-    cand = (resid > STRAY_FACTOR * noise + STRAY_MIN_DIFF) & plain & zone & inside & (fg == 0)
+    # ... and hair is strands: busier than the wall (a smooth patch of a painted background that merely differs from
+    # the far prediction is background)
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    tex = cv2.GaussianBlur(np.abs(cv2.Laplacian(gray, cv2.CV_32F, ksize=3)), (0, 0), 1.5)
+    busy = tex > STRAY_TEX * float(np.percentile(tex[far], 75)) + STRAY_TEX_MIN
+    busy = cv2.morphologyEx(busy.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
+    cand = (resid > STRAY_FACTOR * noise + STRAY_MIN_DIFF) & plain & busy & zone & inside & (fg == 0)
     if not cand.any():
         return fg
     joined = cv2.morphologyEx(np.maximum(cand.astype(np.uint8), fg), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
