@@ -145,3 +145,23 @@ def test_the_head_mirror_map_read_back_is_the_computed_one(tmp_path, ict_path):
     broken = HeadModel.load(model)
     next(tmp_path.glob("head-mirror-*.npy")).write_bytes(b"broken")
     assert prime_head_mirror(broken, tmp_path) is False and torch.equal(broken.mirror(), computed)
+
+
+def test_a_first_edit_measures_the_turn_range_once(tmp_path, ict_path, capsys, monkeypatch):
+    """(Asking the renderer for its range before its preview renderer existed measured it twice: once while the
+    preview renderer was made, then again.)"""
+    from engine.photo import renderer as R
+
+    measured = []
+    turn_range = R.PhotoRenderer.turn_range
+
+    def counted(self, *a, **k):
+        if R._range_of(self.fit) is None:
+            measured.append(1)
+        return turn_range(self, *a, **k)
+
+    monkeypatch.setattr(R.PhotoRenderer, "turn_range", counted)
+    edit(capsys, ASTRONAUT, "--set", "yaw=5", "-o", tmp_path / "a.png")
+    assert len(measured) == 1
+    edit(capsys, ASTRONAUT, "--set", "yaw=5", "-o", tmp_path / "b.png")  # cached: not measured at all
+    assert len(measured) == 1

@@ -368,6 +368,10 @@ def open_photo_cached(photo, face: int | None, cache: PhotoCache, model, finder:
     elif face is None and entry.faces.get("note"):
         print(entry.faces["note"], file=sys.stderr)
     if not hit:
+        if entry.turn_range is None:
+            # measured on the preview grid: made first (it measures the range as it is made; turn_range() first
+            # would make it from inside and then measure again)
+            renderer.preview_renderer()
         cache.store(face, fit=fit.to_json_dict(), turn_range=renderer.turn_range(), faces=entry.faces,
                     layers=renderer.layers)
     return PhotoSource(str(path), fit), renderer, hit
