@@ -325,3 +325,21 @@ def test_a_smooth_patch_of_background_beside_the_head_stays_in_the_plate(hair_fi
     inner = patch & ~cv2.dilate(cap.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
     assert inner.sum() > 200
     assert (full[inner] > 0.5).mean() < 0.2, (full[inner] > 0.5).mean()
+
+
+def test_the_plate_mirrors_the_background_sideways():
+    """What a turn reveals is a band beside the head: the plate mirrors the background across the hole's edge along
+    the row, so level lines beside the head stay level (mirrored across the nearest edge in 2D they fan out
+    radially around a round head: the old outline drawn as a fan of streaks)."""
+    from engine.photo import layers
+
+    n = 200
+    yy, xx = np.mgrid[0:n, 0:n]
+    stripes = 128 + 90 * np.sin(yy / 2.5)  # level lines (a window frame, shelves)
+    photo = np.repeat(stripes[..., None], 3, -1).astype(np.uint8)
+    hole = (xx - 100) ** 2 + (yy - 100) ** 2 < 60 ** 2  # a round head
+    smooth = np.full((n, n, 3), 128, np.float32)
+    out = layers._reflect_fill(photo, hole, smooth, 20.0, 0, 0.0)
+    ring = hole & ((xx - 100) ** 2 + (yy - 100) ** 2 > 50 ** 2)  # within ~10 px of the outline: mostly mirror
+    err = np.abs(out[..., 0] - stripes)[ring].mean()
+    assert err < 30, err  # the 2D nearest edge: 63 (the fade into the smooth fill alone costs ~10)

@@ -131,29 +131,31 @@ def _fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth: float, margin: int = 0,
                   sigma: float = 0.0) -> np.ndarray:
-    """Inside ``hole`` (photo px): the background mirrored across the hole's nearest edge (keeps its texture: a
-    smooth fill next to a textured background reads as a ghost of the old outline), fading over ``depth`` px into
-    ``smooth`` (the pull-push fill) deeper inside, where the mirror lands in the hole or off the photo. ``sigma``
-    (px): the offsets to the nearest edge are low-passed inside the hole, so a ragged outline (hair) mirrors as a
-    smooth one (each pixel's own nearest edge point jumps along a ragged edge: radial streaks)."""
+    """Inside ``hole`` (photo px): the background mirrored across the hole's nearest edge along the row (keeps its
+    texture: a smooth fill next to a textured background reads as a ghost of the old outline), fading over ``depth``
+    px into ``smooth`` (the pull-push fill) deeper inside, where the mirror lands in the hole or off the photo.
+    ``sigma`` (px): the offsets to the edge are low-passed inside the hole, so a ragged outline (hair) mirrors as a
+    smooth one (each pixel's own edge point jumps along a ragged edge: streaks)."""
     h, w = hole.shape
     if margin > 0:  # mirror from beyond a margin around the hole: stray hair wisps live right at its edge
         hole = cv2.dilate(hole.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1,) * 2)
                           ) > 0
     if not hole.any() or hole.all():
         return smooth
-    dist, lab = cv2.distanceTransformWithLabels(hole.astype(np.uint8), cv2.DIST_L2, 5,
-                                                labelType=cv2.DIST_LABEL_PIXEL)
     known = ~hole
-    ky, kx = np.nonzero(known)
-    # label -> coordinates of that known pixel (labels number the zero pixels in scan order)
-    lut_x = np.zeros(len(kx) + 1, np.float32)
-    lut_y = np.zeros(len(ky) + 1, np.float32)
-    order = lab[known]
-    lut_x[order] = kx
-    lut_y[order] = ky
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    nx, ny = lut_x[lab], lut_y[lab]
+    # the nearest edge *along the row* (a turn reveals a band beside the head: the background beside it mirrored
+    # sideways keeps its verticals vertical and its horizontals level; the nearest edge in 2D fans out radially)
+    col = np.arange(w, dtype=np.float32)[None, :]
+    left = np.maximum.accumulate(np.where(known, col, -1e6), axis=1)
+    right = np.minimum.accumulate(np.where(known, col, 1e6)[:, ::-1], axis=1)[:, ::-1]
+    dl, dr = xx - left, right - xx
+    use_l = (dl <= dr) & (left >= 0) | (right >= w)
+    nx = np.where(use_l, left, right).astype(np.float32)
+    ny = yy.copy()
+    dist = np.where(hole, np.minimum(dl, dr), 0.0).astype(np.float32)
+    none = hole & (left < 0) & (right >= w)  # a row the hole crosses from edge to edge: the smooth fill
+    nx[none] = xx[none]
     if sigma > 0:
         hf = hole.astype(np.float32)
         norm = np.maximum(cv2.GaussianBlur(hf, (0, 0), sigma), 1e-6)
