@@ -1,5 +1,7 @@
 """Parallel rendering of a drive's frames: same frames, in order, bounded, workers stopped on close."""
 import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -177,3 +179,58 @@ def test_session_export_frames_from_workers_match(face_model):
     two = sess.iter_frames(10, 64, workers=2)
     assert all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
     assert not np.array_equal(one[0], one[-1])
+
+
+_KILLED_PARENT = """
+import sys, time
+import numpy as np
+from engine.render import frame_pool
+
+def slow(i):
+    time.sleep(0.05)
+    return np.zeros((4, 4, 3), np.uint8)
+
+it = frame_pool.render_frames(slow, 10000, workers=2)
+next(it)
+print(" ".join(str(p.pid) for p in it.gi_frame.f_locals["procs"]), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self") or "fork" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="needs fork and /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_workers_end_when_the_parent_is_killed(sig):
+    """A parent killed while its workers render (``kill`` of a drive or an export: nothing of the parent runs) leaves
+    no worker behind: each worker closes the parent's pipe ends it inherited, so the parent's death ends its pipe.
+    (Before, each worker held its own pipe's other end open and waited on it for ever: ~300 MB each.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    p = subprocess.Popen([sys.executable, "-c", _KILLED_PARENT], cwd=repo, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+    try:
+        pids = [int(v) for v in p.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(q) for q in pids)
+        p.send_signal(sig)
+        p.wait(30)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(_alive(q) for q in pids):
+            time.sleep(0.1)
+        left = [q for q in pids if _alive(q)]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    for q in left:
+        os.kill(q, signal.SIGKILL)  # (the old code's orphans: not left running)
+    assert left == []

@@ -51,8 +51,13 @@ def default_workers() -> int:
     return min(MAX_WORKERS, cpu_count())
 
 
-def _worker(conn, render: Callable[[int], np.ndarray]) -> None:
-    """The loop in a forked worker: an index in, ``(index, image, None)`` or ``(index, None, error text)`` out."""
+def _worker(conn, render: Callable[[int], np.ndarray], parent_ends=()) -> None:
+    """The loop in a forked worker: an index in, ``(index, image, None)`` or ``(index, None, error text)`` out.
+    ``parent_ends``: the parent's ends of the pipes (this worker's and the earlier workers'), inherited by the fork:
+    closed here, so that the parent's death closes this worker's pipe and the worker ends (held open, a parent
+    killed by SIGTERM or SIGKILL left its workers waiting for ever)."""
+    for c in parent_ends:
+        c.close()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # never an inherited Python handler (the CLI's cleanup)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
@@ -69,7 +74,10 @@ def _worker(conn, render: Callable[[int], np.ndarray]) -> None:
             out = (i, render(i), None)
         except BaseException as e:  # reported to the parent, which raises it there
             out = (i, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
-        conn.send(out)
+        try:
+            conn.send(out)
+        except OSError:  # the parent is gone
+            return
 
 
 def render_frames(render: Callable[[int], np.ndarray], n: int, workers: int | None = None) -> Iterator[np.ndarray]:
@@ -96,7 +104,7 @@ def render_frames(render: Callable[[int], np.ndarray], n: int, workers: int | No
     try:
         for _ in range(workers):
             parent_end, child_end = ctx.Pipe(duplex=True)
-            p = ctx.Process(target=_worker, args=(child_end, render), daemon=True)
+            p = ctx.Process(target=_worker, args=(child_end, render, conns + [parent_end]), daemon=True)
             p.start()
             child_end.close()
             procs.append(p)
