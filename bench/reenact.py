@@ -16,7 +16,7 @@ machine is shared). A contact sheet per clip (real above, driven below, a few fr
 
     python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
                             [--keep-placement] [--absolute-expression] [--expression-strength 1]
-                            [--pose-strength 1] [--iris]
+                            [--pose-strength 1] [--iris] [--iris-gain]
 
 Nothing from the shared data is written into the repository (everything goes to ``--out``, git-ignored by default).
 """
@@ -241,6 +241,51 @@ def iris_check(clips: list[Path], seconds: float | None, every: int = 5) -> str:
     return "\n".join(lines)
 
 
+def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2, 0.4)) -> str:
+    """How much of a known sideways iris shift the iris reader sees: frame 0 of
+    each clip as a photo, photo mode's eye layer turns both eyes sideways by eyeLook ``weights`` (the iris disc moves
+    by the eyeball radius × sin(angle) eye widths), and :func:`engine.perception.iris.gaze` reads the rendered frame
+    (dlib landmarks on it): slope of the reading on the true shift, per clip and pooled."""
+    import math
+
+    from engine.drive import load_target
+    from engine.perception import align, iris
+    from engine.photo import eyes
+
+    radius, deg = eyes.EYEBALL_RADIUS, eyes.GAZE_MAX_DEG["horizontal"]
+    lines = ["| clip | reader's slope on the true shift |", "|---|---|"]
+    pooled_x, pooled_y = [], []
+    for clip in clips:
+        folder = out / clip.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        photo = folder / "frame0.png"
+        cv2.imwrite(str(photo), cv2.cvtColor(read_frames(clip, 1)[0], cv2.COLOR_RGB2BGR))
+        target = load_target(photo)
+        xs, ys = [], []
+        for w in weights:
+            c = target.coeffs.clone()
+            for k in ("eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L", "eyeLookOut_R"):
+                c.expr[k] = 0.0
+            for k in (("eyeLookOut_L", "eyeLookIn_R") if w > 0 else ("eyeLookIn_L", "eyeLookOut_R")):
+                c.expr[k] = abs(w)
+            img = target.render(c)
+            boxes = align.detect_faces(img)
+            g = iris.gaze(img, align.landmarks68(img, boxes[0])) if boxes else None
+            if g is not None:
+                xs.append(math.copysign(radius * math.sin(math.radians(abs(w) * deg)), w))
+                ys.append(float(g[0]))
+        if len(xs) >= 3:
+            xs, ys = np.array(xs), np.array(ys)
+            lines.append(f"| {clip.stem} | {np.polyfit(xs, ys, 1)[0]:.2f} |")
+            pooled_x += list(xs - xs.mean())
+            pooled_y += list(ys - ys.mean())
+        else:
+            lines.append(f"| {clip.stem} | — |")
+    if len(pooled_x) >= 3:
+        lines.append(f"| pooled | {np.polyfit(pooled_x, pooled_y, 1)[0]:.2f} |")
+    return "\n".join(lines)
+
+
 def fmt(v, spec="+.2f") -> str:
     return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
@@ -293,6 +338,8 @@ def main(argv=None) -> int:
     ap.add_argument("--absolute-expression", action="store_true")
     ap.add_argument("--iris", action="store_true", help="only check the iris tracker against the judge's iris reading "
                                                         "on the real clips")
+    ap.add_argument("--iris-gain", action="store_true", help="only measure how much of a known (rendered) sideways "
+                                                             "iris shift the iris reader sees")
     args = ap.parse_args(argv)
     folder = clips_dir()
     if not folder.is_dir():
@@ -306,6 +353,10 @@ def main(argv=None) -> int:
         if missing:
             print(f"error: no such clip(s): {', '.join(sorted(missing))}", file=sys.stderr)
             return 2
+    if args.iris_gain:
+        print(iris_gain_check(clips, Path(args.out)))
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+        return 0
     if args.iris:
         print(iris_check(clips, args.seconds))
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
