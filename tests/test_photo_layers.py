@@ -169,8 +169,9 @@ def test_cli_pose_is_a_turn_from_the_photos_own_pose(tmp_path, ict_path, capsys)
     assert len(yaws) == 3 and min(yaws) >= lim[0] - 0.1 and max(yaws) <= lim[1] + 0.1 and max(yaws) - min(yaws) > 30
 
 
-def test_grazing_skin_a_turn_shows_frontally_comes_from_the_model_not_a_stretched_rim(face_model, head):
-    # a skin-coloured head with mild stripes (the fill is only for what looks like the face's skin)
+def _skin_head(face_model, head):
+    """A skin-coloured frontal head with mild stripes drawn on the canvas: (coefficients, alignment, face rgb in
+    0..1, coverage)."""
     c0 = face_model.zeros(1)
     al = _canvas_alignment()
     proj = flow.HeadProjector(head, al)
@@ -181,7 +182,12 @@ def test_grazing_skin_a_turn_shows_frontally_comes_from_the_model_not_a_stretche
         frags = flow.rasterize(xy[None], cam[None, :, 2], tris, N)
         tex = torch.tensor([0.78, 0.58, 0.48]) * (0.92 + 0.08 * _texture(head)[:, :1])
         face = flow.interpolate(tex[None], frags, tris)[0].permute(1, 2, 0).numpy()
-    cov = frags.face_id[0].numpy() >= 0
+    return c0, al, face, frags.face_id[0].numpy() >= 0
+
+
+def test_grazing_skin_a_turn_shows_frontally_comes_from_the_model_not_a_stretched_rim(face_model, head):
+    # a skin-coloured head with mild stripes (the fill is only for what looks like the face's skin)
+    c0, al, face, cov = _skin_head(face_model, head)
     img = np.where(cov[..., None], (face * 255 + 0.5).astype(np.uint8), _bg())
     fit = PhotoFit(img, c0, al, np.array([1.0, 1.0, 1.0], np.float32))
     r = PhotoRenderer(fit, face_model, head)
@@ -273,17 +279,7 @@ def test_the_model_skin_a_turn_reveals_matches_the_photos_skin_around_it(face_mo
     """The far cheek lies in shadow in most photos: the model's skin drawn where a turn shows grazing skin frontally
     takes the brightness of the photo's own skin around it (here the sides of the face are 35 % darker than its
     middle, which the model's colour is calibrated on), not the face's median colour (a pale patch)."""
-    c0 = face_model.zeros(1)
-    al = _canvas_alignment()
-    proj = flow.HeadProjector(head, al)
-    with torch.no_grad():
-        cam = proj.camera_space(proj.posed(proj.model_vertices(c0), c0.pose[0]))
-        xy = proj.to_photo(cam)
-        tris = flow.flow_triangles(head)
-        frags = flow.rasterize(xy[None], cam[None, :, 2], tris, N)
-        tex = torch.tensor([0.78, 0.58, 0.48]) * (0.92 + 0.08 * _texture(head)[:, :1])
-        face = flow.interpolate(tex[None], frags, tris)[0].permute(1, 2, 0).numpy()
-    cov = frags.face_id[0].numpy() >= 0
+    c0, al, face, cov = _skin_head(face_model, head)
     ys, xs = np.nonzero(cov)
     cx, half = 0.5 * (xs.min() + xs.max()), 0.5 * (xs.max() - xs.min())
     shade = 1.0 - 0.35 * np.clip(np.abs(np.arange(N) - cx) / (0.8 * half), 0, 1) ** 2
