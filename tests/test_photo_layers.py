@@ -245,18 +245,23 @@ def test_the_plates_mirror_follows_a_smoothed_outline():
     assert jag < 0.5 * jag_raw and jag < 15, (jag, jag_raw)
 
 
+def _beside_cap(cap: np.ndarray) -> np.ndarray:
+    """An ellipse hanging from the hair cap's lower right side, the part outside the cap."""
+    ys, xs = np.nonzero(cap)
+    bottom, right = int(ys.max()), int(xs.max())
+    yy, xx = np.mgrid[0:N, 0:N]
+    out = ((xx - right) / 26.0) ** 2 + ((yy - bottom + 10) / 30.0) ** 2 < 1.0
+    return out & ~cap & (xx > right - 14)
+
+
 def test_hair_of_the_backgrounds_colour_joins_the_head_layer(hair_fit, face_model, head):
     """A tuft of hair whose colours grabCut cannot tell from the background (thin strands with the wall showing
     between them, the same strands on the wall elsewhere: grey hair on a grey wall) still stands out from the smooth
     background the far surroundings predict: it joins the head layer (left in the plate it stays behind when the head
     turns away)."""
     fit, cap = hair_fit
-    ys, xs = np.nonzero(cap)
-    bottom, right = int(ys.max()), int(xs.max())
     yy, xx = np.mgrid[0:N, 0:N]
-    # a tuft hanging from the cap's right side: an ellipse half outside the cap, strands across it
-    tuft = ((xx - right) / 26.0) ** 2 + ((yy - bottom + 10) / 30.0) ** 2 < 1.0
-    tuft &= ~cap & (xx > right - 14)
+    tuft = _beside_cap(cap)  # a tuft hanging from the cap's right side, strands across it
     bg = _bg().astype(np.float32)
     strands = np.where(((xx + yy // 3) % 4) == 0, -45.0, 0.0)[..., None]  # thin dark strands, the wall between
     img = fit.image.copy()
@@ -302,11 +307,7 @@ def test_a_smooth_patch_of_background_beside_the_head_stays_in_the_plate(hair_fi
     """A painted background has smooth patches that differ from what the far background predicts beside the head;
     they are no hair (hair is strands, busier than the wall): they stay in the plate, or a turn drags them along."""
     fit, cap = hair_fit
-    ys, xs = np.nonzero(cap)
-    bottom, right = int(ys.max()), int(xs.max())
-    yy, xx = np.mgrid[0:N, 0:N]
-    patch = ((xx - right) / 26.0) ** 2 + ((yy - bottom + 10) / 30.0) ** 2 < 1.0
-    patch &= ~cap & (xx > right - 14)
+    patch = _beside_cap(cap)
     wall = np.zeros((N, N), bool)
     wall[16:70, 16:70] = wall[16:70, N - 70:N - 16] = wall[N - 70:N - 16, 16:70] = True
     shade = np.zeros((N, N), np.float32)

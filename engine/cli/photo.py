@@ -300,16 +300,10 @@ class FaceFinder:
 
 
 def find_face(photo):
-    """``(boxes, box, landmarks)`` of ``fit_photo``'s own face search on ``photo`` (path): all boxes, the picked
-    one and its 68 landmarks (``box`` / ``landmarks`` None when there is no face)."""
-    from engine.perception.align import detect_faces, landmarks68, load_image, pick_face
+    """``fit_photo``'s own face search on ``photo`` (path): :func:`engine.perception.align.find_face` on its pixels."""
+    from engine.perception.align import find_face as search, load_image
 
-    img = load_image(str(photo))
-    boxes = detect_faces(img)
-    if not boxes:
-        return boxes, None, None
-    box = pick_face(img, boxes)
-    return boxes, box, landmarks68(img, box)
+    return search(load_image(str(photo)))
 
 
 def prefetch_faces(args) -> FaceFinder | None:

@@ -222,6 +222,18 @@ def detect_faces(img) -> list[tuple[float, float, float, float]]:
     return _detect_scaled(as_rgb(img))[0]
 
 
+def find_face(img) -> tuple[list, tuple | None, np.ndarray | None]:
+    """The default face search of a photo fit: ``(boxes, box, landmarks)`` — every detected box, the one
+    :func:`pick_face` picks and its 68 landmarks (``box`` and ``landmarks`` None when there is no face). No torch:
+    the command line runs it in a process forked before torch loads."""
+    img = as_rgb(img)
+    boxes = detect_faces(img)
+    if not boxes:
+        return boxes, None, None
+    box = pick_face(img, boxes)
+    return boxes, box, landmarks68(img, box)
+
+
 def landmarks68(img, box) -> np.ndarray:
     """(68, 2) float32 landmarks (x, y), iBUG order, continuous pixel coordinates, for the face in ``box``."""
     import dlib

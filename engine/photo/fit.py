@@ -196,13 +196,14 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
               ) -> PhotoFit:
     """Detect, align and fit the largest face of ``photo`` (path | bytes | (H,W,3)/(H,W)/(H,W,4) array); ``face``:
     the index of the face to fit in ``detect_faces``' list instead (``engine.perception.align.face_choices``).
-    ``found``: ``(boxes, box, landmarks)`` as ``detect_faces``, ``pick_face`` and ``landmarks68`` give them for this
-    photo, found already (the command line finds them in a second process while torch loads).
+    ``found``: ``(boxes, box, landmarks)`` of this photo as ``align.find_face`` gives them, found already (the
+    command line finds them in a second process while torch loads); without it and without ``face`` the fit runs
+    that same search itself.
 
     ``progress(fraction)`` is called with increasing values in [0, 1] (1.0 last); ``cancel()`` returning True
     stops the fit with :class:`PhotoFitCancelled`. No face / unreadable → ``AlignError``."""
     from engine.face.model import default_model
-    from engine.perception.align import (align_with_landmarks, detect_faces, landmarks68, no_face_error,
+    from engine.perception.align import (align_with_landmarks, detect_faces, find_face, landmarks68, no_face_error,
                                          warp_to_crop)
 
     t0 = time.perf_counter()
@@ -220,6 +221,8 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
     img = as_photo(photo)
     check()
     report(0.02)
+    if found is None and face is None:
+        found = find_face(img)
     boxes = detect_faces(img) if found is None else list(found[0])
     if not boxes:
         raise no_face_error(name, img)
@@ -227,8 +230,6 @@ def fit_photo(photo, progress: Callable[[float], None] | None = None,
     report(0.15)
     if found is not None:
         box = tuple(found[1])
-    elif face is None:
-        box = pick_face(img, boxes)
     elif 0 <= int(face) < len(boxes):
         box = boxes[int(face)]
     else:
