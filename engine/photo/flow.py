@@ -385,3 +385,76 @@ def pull_push_near(values: np.ndarray, weight: np.ndarray, margin: int, outside:
     out[y0:y1, x0:x1] = pull_push(np.ascontiguousarray(values[y0:y1, x0:x1]),
                                   np.ascontiguousarray(weight[y0:y1, x0:x1])).reshape(y1 - y0, x1 - x0, -1)
     return out
+
+
+UNSTRETCH_MIN = 0.4  # source px per target px along a row below which a turn's flow draws a streak
+UNSTRETCH_ROW_SIGMA = 2.0  # grid rows: the band and the fold's source are low-passed across rows
+UNSTRETCH_MAX_RUN = 0.2  # of the grid side: longer stretched runs are left as they are (no fold that wide)
+
+
+def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndarray,
+                   min_slope: float = UNSTRETCH_MIN) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the streaks out of a turn's backward flow, along the grid's rows (a yaw turn stretches sideways).
+
+    ``disp`` (R, R, 2) photo px (output pixel p shows the photo at p + disp); ``step`` photo px per grid px. Where,
+    inside ``mask`` (R, R) bool, the source x advances by less than ``min_slope`` grid px per grid px (the surface the
+    photo saw edge-on — the side of the head, the far ear, hair over a temple — spread over the band a turn shows
+    frontally: a streak, the old outline drawn as a line, background dragged into the face), the band between the
+    two unstretched pixels ``L`` and ``R`` around it is redrawn at scale 1 from the side facing ``centre_x`` (the
+    face): at pixel ``x`` the source is the nearer of (a) the band's outer end continued at slope 1 and (b) the
+    face side mirrored about the band's inner end — a fold: the outline stays at the band's outer edge, the skin or
+    hair just inside it is shown again, mirrored, where the streak was. The source never leaves the head's own
+    visible pixels; the result is continuous at both ends of the band. Returns the new ``disp`` and the (R, R) bool
+    of the pixels it changed. Runs wider than ``UNSTRETCH_MAX_RUN`` of the grid are left alone."""
+    res_y, res_x = mask.shape
+    col = np.arange(res_x, dtype=np.float32)
+    sx = col[None, :] + disp[..., 0] / step  # source x, grid px
+    slope = np.empty_like(sx)
+    slope[:, 1:-1] = 0.5 * (sx[:, 2:] - sx[:, :-2])
+    slope[:, 0] = slope[:, -1] = 1.0
+    # neighbouring rows agree on where the band is (a run that jumps by a pixel from row to row mirrors a different
+    # stretch of skin or hair: a wavy pattern)
+    slope = cv2.GaussianBlur(slope, (1, 0), sigmaX=0.1, sigmaY=UNSTRETCH_ROW_SIGMA)
+    bad = (slope < min_slope) & mask
+    bad[:, 0] = bad[:, -1] = False
+    changed = np.zeros_like(bad)
+    if not bad.any():
+        return disp, changed
+    # runs of stretched pixels: (row, first, last)
+    pad = np.zeros((res_y, res_x + 2), bool)
+    pad[:, 1:-1] = bad
+    dd = np.diff(pad.astype(np.int8), axis=1)
+    rs, xs = np.nonzero(dd == 1)
+    re_, xe = np.nonzero(dd == -1)  # same order (row-major): run k starts at xs[k], ends at xe[k] - 1
+    lo, hi = xs - 1, xe  # the unstretched pixels around the run
+    keep = (hi - lo) <= max(2, int(UNSTRETCH_MAX_RUN * res_x))
+    rs, lo, hi = rs[keep], lo[keep], hi[keep]
+    if not len(rs):
+        return disp, changed
+    n = hi - lo - 1
+    rid = np.repeat(np.arange(len(rs)), n)
+    x = (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n) + 1).astype(np.int64)
+    r = rs[rid]
+    L, R = lo[rid], hi[rid]
+    # the face side: the end nearer the face's centre column
+    inner_right = np.abs(R + 0.5 - centre_x) <= np.abs(L + 0.5 - centre_x)
+    g = np.where(inner_right, R, L)  # the inner end (mirror about it)
+    o = np.where(inner_right, L, R)  # the outer end (continued at slope 1)
+    mx = np.clip(2 * g - x, 0, res_x - 1)
+    src_m_x = sx[r, mx]
+    src_o_x = sx[r, o] + (x - o)
+    # inner on the right: the source increases to the right, the fold takes the smaller; on the left the larger
+    use_m = np.where(inner_right, src_m_x < src_o_x, src_m_x > src_o_x)
+    out = disp.copy()
+    cx = x.astype(np.float32)
+    new_x = np.where(use_m, src_m_x, src_o_x)
+    new_y_disp = np.where(use_m, disp[r, mx, 1], disp[r, o, 1])
+    out[r, x, 0] = (new_x - cx) * step
+    out[r, x, 1] = new_y_disp
+    changed[r, x] = True
+    # the fold's source, low-passed across the rows (inside the folded bands only)
+    cf = changed.astype(np.float32)
+    k = cv2.GaussianBlur(cf, (1, 0), sigmaX=0.1, sigmaY=UNSTRETCH_ROW_SIGMA)
+    sm = cv2.GaussianBlur(out * cf[..., None], (1, 0), sigmaX=0.1, sigmaY=UNSTRETCH_ROW_SIGMA)
+    out = np.where(changed[..., None], sm / np.maximum(k, 1e-6)[..., None], out).astype(np.float32)
+    return out, changed

@@ -51,6 +51,8 @@ GRAZING_FULL = 0.1  # … at or below which it is replaced by the model's skin w
 STRETCH_FULL = 0.3  # camera-facing gained by a turn at which that replacement is complete
 UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
 FLOW_SIGMA = 1.0  # grid px
+OUTER_SIGMA = 3.0  # px of the 256 px work grid: low-pass of a turn's flow on the ears, scalp and neck
+OUTER_RAMP = 3  # vertex rings over which that low-pass fades out into the face
 # the model's skin is matched to the photo's skin around it (renderer._skin_match): on a ring of SKIN_MATCH_RING grid px
 # outside where the fill takes over SKIN_MATCH_CORE, where it takes less than SKIN_MATCH_OUTSIDE
 SKIN_MATCH_CORE, SKIN_MATCH_OUTSIDE, SKIN_MATCH_RING = 0.3, 0.15, 4
@@ -255,6 +257,16 @@ class PhotoRenderer:
         self._sub_normals: dict = {}
         self._base_attr = torch.cat([self.src.src_xy, self.src.render_fill.unsqueeze(1),
                                      (~self.src.visible).float().unsqueeze(1)], 1)
+        # beyond the face proper (ears, scalp, neck; ramped over a few vertices): a turn moves these as a smooth shell
+        # (their fine geometry — the ear's folds — drags the hair lying over them into waves)
+        outer = torch.zeros(self.head.n_vertices, 1)
+        outer[NARROW_FACE_VERTICES:] = 1.0
+        adj = self.head.adjacency()
+        for _ in range(OUTER_RAMP):
+            outer = torch.maximum(outer, torch.sparse.mm(adj, outer))  # grown into the face's rim ...
+        for _ in range(OUTER_RAMP):
+            outer = torch.sparse.mm(adj, outer)  # ... then softened
+        self._turn_attr = torch.cat([self._base_attr, outer * self.head.vertex_in(SKIN_PARTS).float().unsqueeze(1)], 1)
         self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
         # photo mode v2: the layered photo (built once; a preview renderer gets its parent's), ``layers=False``: none
         if layers is None or layers is True:
@@ -266,6 +278,7 @@ class PhotoRenderer:
         # extra layers composed after the fills (see engine.photo.layers, step 4): hook(renderer, coeffs, field)
         self.layer_hooks: list = []
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
+        self.unstretch = True  # False: a turn's flow keeps its streaks (flow.unstretch_rows; for tests and benches)
 
     # ------------------------------------------------------------------------------------------ helpers
     def _photo_at(self, scale: float) -> np.ndarray:
@@ -304,7 +317,8 @@ class PhotoRenderer:
         relit = light_changed or albedo_changed
         # every per-vertex attribute goes through one interpolation (its gathers cost more than the channels)
         may_fill = self._any_render_fill and t.tris is flow.flow_triangles(head, True)
-        cols = [self._base_attr]
+        turning = not torch.equal(c.pose, self.coeffs0.pose)
+        cols = [self._turn_attr if turning else self._base_attr]
         if self._has_mirror:
             cols.append(self._mirror_attr)
         if may_fill or relit:
@@ -336,7 +350,8 @@ class PhotoRenderer:
             cols.append(skin_v)
         allv = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
         base = allv[..., :4]
-        k = 4
+        k = 5 if turning else 4
+        outer_w = allv[..., 4] if turning else None
         mirror_v = None
         if self._has_mirror:
             mirror_v, k = allv[..., k:k + 6], k + 6
@@ -365,6 +380,14 @@ class PhotoRenderer:
             disp = np.where(cov[..., None], disp, sd).astype(np.float32)
             layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
             layer_solid = (hidden * cov).astype(np.float32)
+        if turning and self.unstretch:
+            # the ears and scalp turn as a smooth shell: their flow low-passed (the face keeps its own)
+            w = outer_w[..., None]
+            disp = (disp * (1 - w) + cv2.GaussianBlur(disp, (0, 0), OUTER_SIGMA * res / flow.WORK_RES) * w
+                    ).astype(np.float32)
+            # what the photo saw edge-on, shown frontally by the turn, is folded in from the face side, not streaked
+            head_px = cov if layer_cover is None else layer_cover > 0
+            disp, _ = flow.unstretch_rows(disp, self.grid.step, float(t.grid_xy[self.head.lm68[30], 0]), head_px)
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
