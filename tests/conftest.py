@@ -18,7 +18,7 @@ def _require(path, what):
 
 @pytest.fixture(autouse=True)
 def _own_photo_cache(tmp_path_factory, monkeypatch):
-    """Each test its own photo cache (``discoface edit``'s, engine/cli/photo_cache.py): never the user's folder, and
+    """Each test its own photo cache (``discoface edit``'s, engine/editing/photo_cache.py): never the user's folder, and
     no test reads what another left there."""
     monkeypatch.setenv("DISCOFACE_PHOTO_CACHE", str(tmp_path_factory.mktemp("photo-cache")))
 

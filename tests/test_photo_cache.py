@@ -1,4 +1,4 @@
-"""``discoface edit``'s photo cache (engine/cli/photo_cache.py): a later edit of the same photo reads the fit, layers,
+"""``discoface edit``'s photo cache (engine/editing/photo_cache.py): a later edit of the same photo reads the fit, layers,
 turn range and faces back instead of computing them, writes the same pixels, and never reads a stale entry."""
 import os
 from pathlib import Path
@@ -91,7 +91,7 @@ def test_another_photo_or_a_corrupt_entry_is_a_miss(tmp_path, ict_path, capsys, 
 
 
 def test_the_key_changes_with_the_engine_source_and_the_weights(tmp_path, monkeypatch):
-    from engine.cli import photo_cache
+    from engine.editing import photo_cache
 
     root = tmp_path / "repo"
     (root / "engine" / "photo").mkdir(parents=True)
@@ -122,7 +122,7 @@ def test_off_writes_nothing(tmp_path, ict_path, capsys, monkeypatch, counted):
     edit(capsys, ASTRONAUT, "-o", tmp_path / "a.png")
     edit(capsys, ASTRONAUT, "-o", tmp_path / "b.png")
     assert counted["fit"] == 2  # (and cache_root() is None: no folder is made anywhere)
-    from engine.cli.photo_cache import cache_root
+    from engine.editing.photo_cache import cache_root
 
     assert cache_root() is None
 
@@ -130,7 +130,7 @@ def test_off_writes_nothing(tmp_path, ict_path, capsys, monkeypatch, counted):
 def test_the_head_mirror_map_read_back_is_the_computed_one(tmp_path, ict_path):
     import torch
 
-    from engine.cli.photo_cache import prime_head_mirror
+    from engine.editing.photo_cache import prime_head_mirror
     from engine.face.head import HeadModel
     from engine.face.model import default_model
 
@@ -165,3 +165,26 @@ def test_a_first_edit_measures_the_turn_range_once(tmp_path, ict_path, capsys, m
     assert len(measured) == 1
     edit(capsys, ASTRONAUT, "--set", "yaw=5", "-o", tmp_path / "b.png")  # cached: not measured at all
     assert len(measured) == 1
+
+
+def test_the_editor_opens_a_photo_through_the_same_cache(tmp_path, ict_path, capsys, counted):
+    """The editor's open-photo uses the photo cache too: a second open of the same photo (a new session, or after
+    ``discoface edit``) skips the fit and the layers, and edits give the same pixels; the drag preview renderer is
+    still built in the open job."""
+    import torch
+
+    from engine.editing.session import Session
+    from engine.face.model import default_model
+
+    torch.set_num_threads(1)
+    model = default_model()
+    frames = []
+    for k in range(2):
+        s = Session(model=model, generator=None)
+        s.open_photo(ASTRONAUT)
+        assert counted == {"fit": 1, "layers": 1}, k  # computed on the first open only
+        assert s.mode == "photo" and s.frames._photo[1]._preview is not None
+        frames.append(s.render_snapshot(s.set_control("yaw", s.control_value("yaw") + 8)).image)
+    assert np.array_equal(frames[0], frames[1]) and len(entries()) == 1
+    edit(capsys, ASTRONAUT, "--set", "yaw=8", "-o", tmp_path / "a.png")  # the command line reads the editor's entry
+    assert counted == {"fit": 1, "layers": 1}

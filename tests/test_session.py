@@ -525,7 +525,8 @@ def photo_source(face_model):
 def photo_session(face_model, photo_source, monkeypatch):
     from engine.editing import photo_import
 
-    monkeypatch.setattr(photo_import, "open_photo_mode", lambda path, progress=None, cancel=None, **kw: photo_source)
+    monkeypatch.setattr(photo_import, "open_photo_cached",
+                        lambda path, progress=None, cancel=None, **kw: (photo_source, None))
     s = Session(model=face_model, generator=None)
     s.open_photo(ASTRONAUT)
     return s

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.cli.photo_cache import PhotoCache, prime_head_mirror
+from engine.editing.photo_cache import PhotoCache, open_cached
 from engine.cli.common import (UsageError, add_keyframe_args, add_keyframes, add_set_args, check_size, out_path,
                                parse_keyframes, settings)
 
@@ -324,50 +324,32 @@ def prefetch_faces(args) -> FaceFinder | None:
 
 def open_photo_cached(photo, face: int | None, cache: PhotoCache, model, finder: FaceFinder | None = None):
     """Photo mode's source and renderer for ``photo`` (``face``: ``fit_photo``'s index, None: its pick), from the
-    photo cache (:mod:`engine.cli.photo_cache`) when it holds them, else computed (with a progress bar) and stored.
-    ``finder``: the photo's faces being found in a second process (:func:`prefetch_faces`). Returns
-    ``(PhotoSource, PhotoRenderer, cached)``. Either way the fit is the one read back from its JSON, so a
-    first and a later edit give the same pixels."""
+    photo cache (:func:`engine.editing.photo_cache.open_cached`) when it holds them, else computed (with a progress
+    bar) and stored. ``finder``: the photo's faces being found in a second process (:func:`prefetch_faces`). Returns
+    ``(PhotoSource, PhotoRenderer, cached)``."""
     from engine.editing.photo_import import PhotoSource, check_photo_path
-    from engine.face.head import default_head
-    from engine.photo.fit import PhotoFit, PhotoFitError, fit_photo
-    from engine.photo.renderer import PhotoRenderer, _store_range
 
     path = check_photo_path(photo)
-    entry = cache.load(face)
-    fit = None
-    if entry.fit is not None:
-        try:
-            fit = PhotoFit.from_json_dict(entry.fit, str(path))
-        except PhotoFitError:
-            fit = None
-    hit = fit is not None and entry.layers is not None and entry.turn_range is not None
-    if fit is None:
-        bar, prog = _progress_bar("fitting", 100)
-        try:
-            found = finder.result() if finder is not None and face is None else None
-            fitted = fit_photo(str(path), progress=lambda f: prog(int(round(f * 1000)), 1000), face=face,
-                               found=found)
-        finally:
-            bar.close()
-        fit = PhotoFit.from_json_dict(fitted.to_json_dict(), fitted.image)
-        fit.seconds = fitted.seconds
-        entry.layers = entry.turn_range = entry.faces = None
-    if entry.turn_range is not None:
-        _store_range(fit, entry.turn_range)  # the renderer's turn_range() answers from it
-    prime_head_mirror(default_head(model), cache.root)
-    renderer = PhotoRenderer(fit, model=model, layers=entry.layers)
-    if face is None and entry.faces is None:
-        entry.faces = _face_note(path, fit)
-    elif face is None and entry.faces.get("note"):
-        print(entry.faces["note"], file=sys.stderr)
-    if not hit:
-        if entry.turn_range is None:
-            # measured on the preview grid: made first (it measures the range as it is made; turn_range() first
-            # would make it from inside and then measure again)
-            renderer.preview_renderer()
-        cache.store(face, fit=fit.to_json_dict(), turn_range=renderer.turn_range(), faces=entry.faces,
-                    layers=renderer.layers)
+    bar = []
+
+    def progress(f: float) -> None:
+        if not bar:
+            bar.extend(_progress_bar("fitting", 100))
+        bar[1](int(round(f * 1000)), 1000)
+
+    def faces(fit, stored):
+        if face is None and stored is None:
+            return _face_note(path, fit)
+        if face is None and stored.get("note"):
+            print(stored["note"], file=sys.stderr)
+        return stored
+
+    try:
+        fit, renderer, hit = open_cached(path, face, cache, model, progress=progress,
+                                         found=finder.result if finder is not None else None, faces=faces)
+    finally:
+        if bar:
+            bar[0].close()
     return PhotoSource(str(path), fit), renderer, hit
 
 

@@ -1,7 +1,8 @@
 """Photo import: turn a photo into a face for the session.
 
 * :func:`open_photo_mode` — photo mode (the default): fit the 3D head once (``engine.photo.fit.fit_photo``, ~1 s);
-  the session then edits the photo itself (``engine.photo.renderer``);
+  the session then edits the photo itself (``engine.photo.renderer``); :func:`open_photo_cached` (the session's
+  open-photo) goes through the photo cache (:mod:`engine.editing.photo_cache`): fit and layers once per photo;
 * :func:`embed_photo` — the GAN embedding (``engine.generator.embed.PhotoEmbedder``): coefficients + noise + style
   offsets of the generator;
 * :func:`fit_3dmm` — the 3DMM fit only (``engine.fit.fit_photo_crop``): coefficients.
@@ -65,6 +66,23 @@ def open_photo_mode(path, progress: Progress | None = None, cancel: Cancel | Non
     except PhotoFitCancelled:
         raise ImportCancelled("cancelled") from None
     return PhotoSource(str(path), fit)
+
+
+def open_photo_cached(path, progress: Progress | None = None, cancel: Cancel | None = None, *,
+                      face: int | None = None, model=None):
+    """:func:`open_photo_mode` through the photo cache (:mod:`engine.editing.photo_cache`, the one ``discoface edit``
+    uses): a photo opened before (by the editor or the command line) skips its fit and layers. Returns the
+    :class:`PhotoSource` and its :class:`~engine.photo.renderer.PhotoRenderer` (with its drag preview renderer)."""
+    from engine.editing.photo_cache import PhotoCache, open_cached
+
+    path = check_photo_path(path)
+    try:
+        fit, renderer, _hit = open_cached(path, face, PhotoCache.for_photo(path), model,
+                                          progress=_fraction_progress(progress), cancel=cancel)
+    except PhotoFitCancelled:
+        raise ImportCancelled("cancelled") from None
+    renderer.preview_renderer()  # in the open job, not in the first drag
+    return PhotoSource(str(path), fit), renderer
 
 
 def embed_photo(path, generator, progress: Progress | None = None, cancel: Cancel | None = None) -> Imported:

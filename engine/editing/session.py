@@ -464,9 +464,9 @@ class Session:
         fit once, then every edit warps / relights the photo itself), ``"embed"`` (the generator's latents, no
         photo) or ``"fit"`` (3DMM coefficients only); ``face``: photo mode's face (``fit_photo``). Cancel → :class:`SessionCancelled`; user-facing failures are
         ValueErrors with one line."""
-        if how == "photo":
-            src = photo_import.open_photo_mode(path, progress, cancel, face=face)
-            new, summary = self._photo_snapshot(src)
+        if how == "photo":  # through the photo cache: a photo opened before skips its fit and layers
+            src, renderer = photo_import.open_photo_cached(path, progress, cancel, face=face, model=self.model)
+            new, summary = self._photo_snapshot(src, renderer)
         elif how == "embed":
             if self.generator is None:
                 raise SessionError("embedding a photo needs generator weights (assets/generator.safetensors)")

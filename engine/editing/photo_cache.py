@@ -1,9 +1,10 @@
-"""What ``discoface edit`` computes from the photo alone, kept between runs (issue 24: a cold edit in ~2 s).
+"""The photo cache: what photo mode computes from the photo alone, kept between runs (issue 24: a cold edit in ~2 s).
 
 A photo's fit (dlib's detector and 68-point predictor take ~1.7 s to load, the fit ~0.3 s), its layers (grabCut
 matte and plate, ~1.5 s), its believable turn range (a second, coarser renderer) and the faces found in it depend
-only on the photo's bytes, the face asked for and the code and weights that made them. The first edit of a photo
-computes them and stores them here; a later edit of the same photo (any ``--set``, any output) reads them back.
+only on the photo's bytes, the face asked for and the code and weights that made them. The first open of a photo
+computes them and stores them here; a later one (``discoface edit`` with any ``--set`` and output, or the editor's
+open-photo: :func:`open_cached` serves both) reads them back.
 
 An entry is keyed by the SHA-256 of the photo file's bytes, the face index and a fingerprint of everything else the
 result depends on: the source of every ``engine`` module, the weight files in ``assets/`` (name, size, mtime) and
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-ENV = "DISCOFACE_PHOTO_CACHE"  # (numpy is imported where used: ``import engine.cli`` builds the parser only)
+ENV = "DISCOFACE_PHOTO_CACHE"  # (numpy is imported where used: ``import engine.cli`` builds the parser only and
+# reads this module before torch is imported)
 FORMAT = "discoface.photocache"
 VERSION = 1
 MAX_ENTRIES = 64
@@ -180,6 +182,53 @@ class PhotoCache:
             _prune(self.root)
         except (OSError, TypeError, ValueError):
             pass
+
+
+def open_cached(path, face: int | None, cache: PhotoCache, model=None, *, progress=None, cancel=None,
+                found=None, faces=None):
+    """Photo mode's fit and renderer of the photo at ``path`` (``face``: ``fit_photo``'s index, None: its pick) from
+    ``cache`` when it holds them (fit, layers and turn range), else computed and stored. Returns ``(fit, renderer,
+    hit)``. Either way the fit is the one read back from its JSON, so a first and a later open give the same pixels.
+
+    ``progress(fraction)`` / ``cancel()``: the fit's (only called when it runs); ``found()``: the photo's face search
+    done elsewhere (``fit_photo``'s ``found``; asked only when a fit runs without ``face``); ``faces(fit, stored)``:
+    the face list kept in the entry (the command line's several-faces note), given what was stored (None)."""
+    from engine.face.head import default_head
+    from engine.photo.fit import PhotoFit, PhotoFitError, fit_photo
+    from engine.photo.renderer import PhotoRenderer, _store_range
+
+    entry = cache.load(face)
+    fit = None
+    if entry.fit is not None:
+        try:
+            fit = PhotoFit.from_json_dict(entry.fit, str(path))
+        except PhotoFitError:
+            fit = None
+    hit = fit is not None and entry.layers is not None and entry.turn_range is not None
+    if fit is None:
+        fitted = fit_photo(str(path), progress=progress, cancel=cancel, face=face,
+                           found=found() if found is not None and face is None else None)
+        fit = PhotoFit.from_json_dict(fitted.to_json_dict(), fitted.image)
+        fit.seconds = fitted.seconds
+        entry.layers = entry.turn_range = entry.faces = None
+    if entry.turn_range is not None:
+        _store_range(fit, entry.turn_range)  # the renderer's turn_range() answers from it
+    if model is None:
+        from engine.face.model import default_model
+
+        model = default_model()
+    prime_head_mirror(default_head(model), cache.root)
+    renderer = PhotoRenderer(fit, model=model, layers=entry.layers)
+    if faces is not None:
+        entry.faces = faces(fit, entry.faces)
+    if not hit:
+        if entry.turn_range is None:
+            # measured on the preview grid: made first (it measures the range as it is made; turn_range() first
+            # would make it from inside and then measure again)
+            renderer.preview_renderer()
+        cache.store(face, fit=fit.to_json_dict(), turn_range=renderer.turn_range(), faces=entry.faces,
+                    layers=renderer.layers)
+    return fit, renderer, hit
 
 
 def prime_head_mirror(head, root: Path | None) -> bool:
