@@ -97,3 +97,149 @@ def test_spread_hinge_counts_only_close_pairs_of_different_faces():
     x = close.clone().requires_grad_(True)
     spread_hinge(x, far[:2], 0.65).backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def _face_image(size=64, seed=0):
+    """A skin-coloured disc on a grey background with soft noise, and the 68 landmarks of the mean face."""
+    from engine.face.model import default_model
+    from engine.render import FaceRenderer
+
+    lm = FaceRenderer(default_model()).landmarks(default_model().zeros(1), size).numpy()
+    rng = np.random.default_rng(seed)
+    img = np.full((1, size, size, 3), 120, np.float64) + rng.normal(0, 6, (1, size, size, 3))
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    img[0][np.hypot(xx, yy) < 0.45 * size] = (200, 150, 125)
+    return img.clip(0, 255).astype(np.uint8), lm
+
+
+def test_colour_stats_match_the_bench_and_see_magenta_eyes_and_tinted_borders(face_model):
+    import sys
+    from pathlib import Path
+
+    from training.colour import colour_stats, face_masks
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from generator import colour_stats as bench_stats
+
+    img, lm = _face_image()
+    as01 = lambda u8: torch.from_numpy(u8).permute(0, 3, 1, 2).double() / 255  # noqa: E731
+    masks = face_masks(lm, 64)
+    ours = colour_stats(as01(img), *masks).numpy()
+    theirs = bench_stats(img, lm)
+    # borders to OpenCV's integer a*b* rounding; skin and eyes within a unit or two (mean vs median skin colour)
+    assert np.abs(ours[:, 2:5] - theirs[:, 2:5]).max() < 0.3
+    assert np.abs(ours - theirs).max() < 1.5
+    magenta = img.copy()
+    magenta[0][masks[0][0].numpy()] = (190, 60, 200)
+    tinted = img.copy()
+    tinted[0, :8] = tinted[0, :8] // 2 + np.array([0, 0, 127], np.uint8)  # a blue top band
+    m, t = colour_stats(as01(magenta), *masks)[0], colour_stats(as01(tinted), *masks)[0]
+    assert m[0] > ours[0, 0] + 30 and abs(float(m[2] - ours[0, 2])) < 1e-6
+    assert t[3] < ours[0, 3] - 3 and abs(float(t[0] - ours[0, 0])) < 1e-6
+
+
+def test_range_penalty_is_zero_inside_the_real_range_and_pulls_outliers_back():
+    from training.colour import range_penalty, stat_ranges
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(500, 7, generator=g, dtype=torch.float64) * 4
+    lo, hi = stat_ranges(real, 5.0)
+    assert torch.isinf(lo[[0, 1, 4]]).all() and torch.isfinite(lo[[2, 3, 5, 6]]).all()
+    width = torch.full((7,), 10.0, dtype=torch.float64)
+    assert float(range_penalty(torch.zeros(3, 7, dtype=torch.float64), lo, hi, width)) == 0
+    out = torch.zeros(2, 7, dtype=torch.float64)
+    out[0, 0] = 100.0  # very magenta eyes: only an upper bound
+    out[1, 0] = -100.0  # very un-magenta eyes: no penalty
+    out[1, 3] = -50.0  # a very blue border
+    x = out.clone().requires_grad_(True)
+    p = range_penalty(x, lo, hi, width)
+    p.backward()
+    assert float(p.detach()) > 5
+    assert x.grad[0, 0] > 0 and x.grad[1, 0] == 0 and x.grad[1, 3] < 0
+
+
+def test_idprior_decoder_and_colour_terms_run_resume_and_export(tmp_path, monkeypatch, face_model):
+    """--decoder-lr fine-tunes the identity decoder (kept in the checkpoint with the decoder it started from) and
+    the export carries it; --colour-weight adds the colour hinge."""
+    import training.idprior as T
+    from training.__main__ import main as cli
+
+    gen = tmp_path / "g.safetensors"
+    fg = small_gen(face_model)
+    fg.save(gen)
+    real = np.random.default_rng(0).normal(0, 0.05, (64, 128)).astype(np.float32)
+    monkeypatch.setattr(T, "real_descriptors", lambda idnet, limit, cache: real)
+    stats = np.random.default_rng(1).normal(0, 1, (64, 7)).astype(np.float32)  # faces far outside: a pull
+    monkeypatch.setattr(T, "real_colour_stats", lambda limit, size, cache: stats)
+    out = tmp_path / "run"
+    base = ["idprior", "--out", str(out), "--generator", str(gen), "--batch", "4", "--lr", "0.05"]
+    assert cli(base + ["--steps", "10"]) == 0  # affine only, as before
+    assert cli(base + ["--resume", "--steps", "20", "--decoder-lr", "0.01", "--colour-weight", "1"]) == 0
+    log = (out / "log.txt").read_text()
+    assert "colour" in log.split("run 2:")[1] and "anchor" in log.split("run 2:")[1]
+    t, _ = T.load_safetensors(out / T.CKPT_NAME, T.CKPT_FORMAT, T.CKPT_VERSION)
+    dec = {k[4:]: v for k, v in t.items() if k.startswith("dec.")}
+    anchor = {k[7:]: v for k, v in t.items() if k.startswith("anchor.")}
+    orig = fg.decoders.nets["identity"].state_dict()
+    assert dec and all(torch.equal(anchor[k], orig[k]) for k in orig)  # the anchor: the decoder as loaded
+    assert any(not torch.equal(dec[k], orig[k]) for k in orig)  # the decoder itself moved
+    # a later affine-only run keeps the tuned decoder in the checkpoint
+    assert cli(base + ["--resume", "--steps", "22"]) == 0
+    t2, _ = T.load_safetensors(out / T.CKPT_NAME, T.CKPT_FORMAT, T.CKPT_VERSION)
+    assert all(torch.equal(t2[f"dec.{k}"], dec[k]) for k in dec)
+    dest = tmp_path / "folded.safetensors"
+    assert cli(["idprior", "--out", str(out), "--generator", str(gen), "--export", str(dest)]) == 0
+    back = FaceGenerator.load(dest)
+    # the export = the tuned decoder behind the affine map
+    from training.idprior import fold_identity_map
+
+    ref = small_gen(face_model)
+    ref.decoders.nets["identity"].load_state_dict(dec)
+    fold_identity_map(ref.decoders, t2["mu"], t2["A"])
+    lat = sample_latents(3, seed=5)
+    assert torch.allclose(back.decoders.decode(lat).identity, ref.decoders.decode(lat).identity, atol=1e-5)
+    assert cli(base + ["--resume", "--colour-q", "60"]) == 2
+
+
+def test_frechet_loss_is_the_benchmarks_frechet_distance_with_a_gradient():
+    from training.evaluate import frechet_distance
+    from training.idprior import frechet_loss, sqrtm_psd
+
+    g = np.random.default_rng(0)
+    real = g.normal(0, 1, (400, 16))
+    fake = g.normal(0.2, 1.0, (300, 16)) @ g.normal(0, 0.5, (16, 16))
+    r = torch.from_numpy(real)
+    f = torch.from_numpy(fake).requires_grad_(True)
+    loss = frechet_loss(f, r.mean(0), sqrtm_psd(torch.cov(r.t())))
+    loss.backward()
+    assert abs(float(loss.detach()) - frechet_distance(real, fake)) < 1e-6 * frechet_distance(real, fake)
+    assert float(frechet_loss(r, r.mean(0), sqrtm_psd(torch.cov(r.t())))) < 1e-6
+    assert torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+
+
+def test_idprior_frechet_loss_with_the_upsampler_shift(tmp_path, monkeypatch, face_model, capsys):
+    import training.idprior as T
+    from engine.generator.sr import FaceSR
+    from training.__main__ import main as cli
+
+    gen = tmp_path / "g.safetensors"
+    small_gen(face_model).save(gen)
+    real = np.random.default_rng(0).normal(0, 0.05, (64, 128)).astype(np.float32)
+    monkeypatch.setattr(T, "real_descriptors", lambda idnet, limit, cache: real)
+    sr = tmp_path / "sr.safetensors"
+    torch.manual_seed(0)
+    net = FaceSR(32, channels=8, blocks=1, up_channels=4)
+    with torch.no_grad():
+        net.to_rgb.weight.normal_(0, 0.5)  # an upsampler that changes the faces
+    net.save(sr)
+    out = tmp_path / "run"
+    args = ["idprior", "--out", str(out), "--generator", str(gen), "--batch", "4", "--steps", "10", "--loss", "frechet"]
+    assert cli(args + ["--sr-shift", str(sr)]) == 0
+    log = (out / "log.txt").read_text()
+    assert "upsampler shift" in log and '"loss": "frechet"' in log and "frechet " in log.split("run 1:")[1]
+    assert float(log.split("|δ|² = ")[1].split()[0]) > 0
+    FaceSR(64).save(tmp_path / "sr64.safetensors")
+    assert cli(args + ["--resume", "--sr-shift", str(tmp_path / "sr64.safetensors")]) == 1
+    assert cli(args + ["--resume", "--sr-shift", str(tmp_path / "missing.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "upsamples 64 px" in err and "Traceback" not in err

@@ -60,6 +60,22 @@ def moments_loss(fake: torch.Tensor, mean_r: torch.Tensor, cov_r: torch.Tensor) 
     return (m - mean_r).square().sum() + (c - cov_r).square().sum().sqrt()
 
 
+def sqrtm_psd(c: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a symmetric positive semi-definite matrix."""
+    ev, V = torch.linalg.eigh(c)
+    return (V * ev.clamp_min(0).sqrt()) @ V.t()
+
+
+def frechet_loss(fake: torch.Tensor, mean_r: torch.Tensor, cov_r_sqrt: torch.Tensor) -> torch.Tensor:
+    """The Fréchet distance of ``fake`` (N, D) to N(mean_r, cov_r) — FID-id's own measure, differentiable:
+    |Δμ|² + tr C + tr C_r − 2 tr (C_r^½ C C_r^½)^½ (the last trace from the eigenvalues)."""
+    m = fake.mean(0)
+    c = torch.cov(fake.t())
+    ev = torch.linalg.eigvalsh(cov_r_sqrt @ c @ cov_r_sqrt)
+    tr_r = cov_r_sqrt.square().sum()
+    return (m - mean_r).square().sum() + torch.trace(c) + tr_r - 2 * ev.clamp_min(1e-12).sqrt().sum()
+
+
 def spread_hinge(desc: torch.Tensor, others: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean of relu(margin − distance) over the pairs of ``desc`` (with gradient) among themselves and with
     ``others`` (detached recent descriptors): different random faces closer than the margin are pushed apart."""
@@ -70,14 +86,38 @@ def spread_hinge(desc: torch.Tensor, others: torch.Tensor, margin: float) -> tor
     return torch.relu(margin - d[off]).mean()
 
 
-def real_descriptors(idnet, limit: int, cache: Path) -> np.ndarray:
-    if cache.exists():
-        return np.load(cache)
+def _train_subset(limit: int):
     from training.data import load_aligned
 
     d = load_aligned("train", 128, None)
-    imgs = d["images"]
-    idx = np.linspace(0, len(imgs) - 1, min(limit, len(imgs))).round().astype(int)
+    idx = np.linspace(0, len(d["images"]) - 1, min(limit, len(d["images"]))).round().astype(int)
+    return d["images"][idx], d["landmarks"][idx]
+
+
+def real_colour_stats(limit: int, size: int, cache: Path) -> np.ndarray:
+    """(N, 7) :mod:`training.colour` statistics of the same train crops the descriptors come from, at ``size``."""
+    if cache.exists():
+        return np.load(cache)
+    import torch.nn.functional as F
+
+    from training.colour import colour_stats, face_masks
+
+    imgs, lms = _train_subset(limit)
+    out = []
+    for i in range(0, len(imgs), 64):
+        x = F.interpolate(imgs[i:i + 64].permute(0, 3, 1, 2).double() / 255, size=(size, size), mode="area")
+        x = torch.round(x * 255) / 255  # as the bench's uint8 faces
+        out.append(colour_stats(x, *face_masks(lms[i:i + 64].numpy() * size / 128, size)).numpy())
+    arr = np.concatenate(out).astype(np.float32)
+    np.save(cache, arr)
+    return arr
+
+
+def real_descriptors(idnet, limit: int, cache: Path) -> np.ndarray:
+    if cache.exists():
+        return np.load(cache)
+    imgs, _ = _train_subset(limit)
+    idx = np.arange(len(imgs))
     out = []
     with torch.no_grad():
         for i in range(0, len(idx), 32):
@@ -104,6 +144,21 @@ def main(argv: list[str] | None = None) -> int:
                          "ones (dlib: < 0.6 is the same person)")
     ap.add_argument("--spread-min", type=float, default=0.65)
     ap.add_argument("--psi", type=float, default=0.7)
+    ap.add_argument("--colour-weight", type=float, default=0.0,
+                    help="hinge keeping each face's eye / border / skin colour statistics (training/colour.py) inside "
+                         "the train photos' --colour-q … 100 − q %% range, in units of that range's width")
+    ap.add_argument("--colour-q", type=float, default=5.0)
+    ap.add_argument("--decoder-lr", type=float, default=0.0,
+                    help="also fine-tune the identity decoder's weights (a non-linear prior) at this learning rate")
+    ap.add_argument("--anchor-weight", type=float, default=1.0,
+                    help="with --decoder-lr: mean squared change of the decoded identity (in training-std units) "
+                         "against the decoder as loaded, for the same mapped latent")
+    ap.add_argument("--loss", choices=("moments", "frechet"), default="moments",
+                    help="moments: |Δμ|² + ‖ΔCov‖_F; frechet: the Fréchet distance itself (FID-id's measure)")
+    ap.add_argument("--sr-shift", default=None,
+                    help="an upsampler file: at the start of the run, the mean change it makes to the descriptors of "
+                         "256 faces is taken off the real mean, so the faces match the photos *after* upsampling "
+                         "(the bench measures FID-id on the upsampled faces)")
     ap.add_argument("--real", type=int, default=2000, help="train crops the target descriptors come from")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -112,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --export: how many per-layer ws the truncation acts on in the written file (the "
                          "generator's own setting when not given; fewer: the finer layers keep each face's own look)")
     args = ap.parse_args(argv)
-    if args.batch < 2 or args.steps < 0 or args.queue < 0:
-        print("error: --batch must be >= 2, --steps and --queue >= 0", file=sys.stderr)
+    if args.batch < 2 or args.steps < 0 or args.queue < 0 or args.colour_weight < 0 or args.decoder_lr < 0 \
+            or not 0 <= args.colour_q < 50:
+        print("error: --batch must be >= 2; --steps, --queue, --colour-weight, --decoder-lr >= 0; "
+              "--colour-q in [0, 50)", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
@@ -130,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     mu = torch.zeros(d_id, requires_grad=True)
     A = torch.eye(d_id).requires_grad_(True)
     opt = torch.optim.Adam([mu, A], lr=args.lr)
+    id_dec = fg.decoders.nets["identity"]
+    dec_opt = None
     state = {"step": 0, "runs": []}
+    dec_t: dict = {}
+    anchor_t: dict = {}  # the identity decoder a --decoder-lr run started from (its anchor)
     if args.resume or args.export:
         if not ck.exists():
             print(f"error: nothing to {'export' if args.export else 'resume'} in {out} (no {CKPT_NAME})",
@@ -142,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 mu.copy_(t["mu"])
                 A.copy_(t["A"])
+            dec_t = {k[4:]: v for k, v in t.items() if k.startswith("dec.")}
+            anchor_t = {k[7:]: v for k, v in t.items() if k.startswith("anchor.")}
+            if dec_t:  # a run with --decoder-lr: its identity decoder
+                id_dec.load_state_dict(dec_t)
             if "opt.exp_avg.mu" in t:
                 opt.state[mu] = {"step": torch.tensor(float(state["step"])), "exp_avg": t["opt.exp_avg.mu"],
                                  "exp_avg_sq": t["opt.exp_avg_sq.mu"]}
@@ -155,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     if args.export:
+        if "anchor" in state and not dec_t:
+            print(f"error: {ck} has no decoder weights", file=sys.stderr)
+            return 1
         fold_identity_map(fg.decoders, mu.detach(), A.detach())
         if args.trunc_layers is not None:
             if not 0 <= args.trunc_layers <= fg.G.num_ws:
@@ -179,8 +247,60 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     mean_r, cov_r = real.mean(0), torch.cov(real.t())
+    cov_r_sqrt = sqrtm_psd(cov_r)
     fg.requires_grad_(False)
     fg = fg.to(memory_format=torch.contiguous_format)
+    anchor = None
+    if args.decoder_lr > 0:
+        import copy
+
+        anchor = copy.deepcopy(id_dec).requires_grad_(False)
+        if anchor_t:  # the decoder the first decoder run started from, not this run's
+            anchor.load_state_dict(anchor_t)
+        anchor_t = {k: v.detach().clone() for k, v in anchor.state_dict().items()}
+        id_dec.requires_grad_(True)
+        dec_opt = torch.optim.Adam(id_dec.parameters(), lr=args.decoder_lr)
+        state["anchor"] = True
+    colour = None
+    if args.colour_weight > 0:
+        from engine.face.model import default_model
+        from engine.render import FaceRenderer
+        from training.colour import STATS, colour_stats, face_masks, range_penalty, stat_ranges
+
+        try:
+            rc = torch.from_numpy(real_colour_stats(args.real, fg.G.resolution, out / "real_colour.npy")).double()
+        except Exception as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        lo, hi = stat_ranges(rc, args.colour_q)
+        width = (torch.quantile(rc, 0.99, 0) - torch.quantile(rc, 0.01, 0)).clamp_min(1e-3)
+        colour = (FaceRenderer(default_model()), lo, hi, width)
+        log("colour ranges (" + ", ".join(f"{n} {float(a):.1f}..{float(b):.1f}" for n, a, b in
+                                          zip(STATS, lo, hi)) + ")")
+    if args.sr_shift:
+        from engine.generator.sr import FaceSR
+
+        try:
+            sr = FaceSR.load(args.sr_shift)
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if sr.in_res != fg.G.resolution:
+            print(f"error: {args.sr_shift} upsamples {sr.in_res} px images, the generator makes {fg.G.resolution} px",
+                  file=sys.stderr)
+            return 1
+        with torch.no_grad():
+            lat = sample_latents(256, generator=torch.Generator().manual_seed(12345))
+            lat.identity = mu + lat.identity @ A.t()
+            c = fg.decoders.decode(lat)
+            d64, d128 = [], []
+            for i in range(0, 256, 32):
+                img = fg.synthesize(c[i:i + 32], lat.noise[i:i + 32], args.psi, upsample=False)
+                d64.append(idnet.embed_crops(img).double())
+                d128.append(idnet.embed_crops(sr.upsample01(img)).double())
+            shift = torch.cat(d128).mean(0) - torch.cat(d64).mean(0)
+        mean_r = mean_r - shift
+        log(f"upsampler shift of the descriptor mean |δ|² = {float(shift.square().sum()):.4f} (taken off the target)")
     cfg = {k: v for k, v in vars(args).items() if k not in ("export", "resume", "out")}
     state["runs"].append({"from_step": state["step"], "args": cfg, "started": time.strftime("%Y-%m-%d %H:%M")})
     log(f"run {len(state['runs'])}: step {state['step']}, {len(real)} real descriptors; args {json.dumps(cfg)}")
@@ -191,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         t = {"mu": mu.detach().clone(), "A": A.detach().clone()}
+        if state.get("anchor"):
+            t.update({f"dec.{k}": v.detach().clone() for k, v in id_dec.state_dict().items()})
+            t.update({f"anchor.{k}": v for k, v in anchor_t.items()})
         if mu in opt.state:
             for name, p in (("mu", mu), ("A", A)):
                 t[f"opt.exp_avg.{name}"] = opt.state[p]["exp_avg"]
@@ -214,18 +337,35 @@ def main(argv: list[str] | None = None) -> int:
             lat.identity = mu + lat.identity @ A.t()
             c = fg.decoders.decode(lat)
             img = fg.synthesize(c, lat.noise, args.psi, upsample=False)
+            terms = {}
+            extra = 0.0
+            if colour is not None:
+                rend, lo, hi, width = colour
+                with torch.no_grad():
+                    masks = face_masks(rend.landmarks(c, img.shape[-1]).numpy(), img.shape[-1])
+                terms["colour"] = range_penalty(colour_stats(img.double(), *masks), lo, hi, width)
+                extra = extra + args.colour_weight * terms["colour"]
+            if anchor is not None:
+                ref = anchor(lat.identity)
+                terms["anchor"] = ((id_dec(lat.identity) - ref) / anchor.out_std).square().mean()
+                extra = extra + args.anchor_weight * terms["anchor"]
             desc = idnet.embed_crops(img).double()
             allf = torch.cat([queue, desc]) if len(queue) else desc
-            mom = moments_loss(allf, mean_r, cov_r)
+            mom = (moments_loss(allf, mean_r, cov_r) if args.loss == "moments"
+                   else frechet_loss(allf, mean_r, cov_r_sqrt))
             kl = kl_to_standard(mu, A)
-            loss = mom + args.kl_weight * kl
-            terms = {"moments": mom, "kl": kl}
+            loss = mom + args.kl_weight * kl + extra
+            terms.update({args.loss: mom, "kl": kl})
             if args.spread_weight > 0:
                 terms["spread"] = spread_hinge(desc, queue, args.spread_min)
                 loss = loss + args.spread_weight * terms["spread"]
             opt.zero_grad(set_to_none=True)
+            if dec_opt is not None:
+                dec_opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if dec_opt is not None:
+                dec_opt.step()
             queue = torch.cat([queue, desc.detach()])[-args.queue:] if args.queue else queue
             state["step"] += 1
             for k, v in terms.items():
