@@ -10,7 +10,9 @@ descriptor PCA of ``--id-codes`` generators), ``L`` is the number of per-layer w
 seed set: the share of random pairs dlib's descriptor puts under 0.6 (``n`` faces per seed, as
 ``../shared/tools/judge.py diversity``, faces upsampled to ≥ 160 px), their median distance, and FID-id (the
 dlib-port descriptors of ``--fid-n`` faces against 512 held-out UTKFace test crops; ``training.evaluate.fid_id``'s
-measure on this script's seeds; its mean part |μ_real − μ_fake|² beside it, the rest is the covariance part).
+measure on this script's seeds; its mean part |μ_real − μ_fake|² beside it, the rest is the covariance part; then the
+same against 512 test crops spread over the whole split — the first 512 in name order are ages 10–28 plus the
+youngest and oldest, see bench/generator.py).
 Two disjoint seed sets: choose on ``--tune-seeds``, report ``--report-seeds``.
 """
 from __future__ import annotations
@@ -88,12 +90,17 @@ def main(argv=None) -> int:
     real = None
     if args.fid_n:
         d = load_aligned("test", 128, None)
-        crops = d["images"][:512].permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            real = torch.cat([idnet.embed_crops(crops[i:i + 32]) for i in range(0, len(crops), 32)]).numpy()
+        spread = np.linspace(0, len(d["images"]) - 1, 512).round().astype(int)
+        real = []
+        for idx in (np.arange(512), spread):
+            crops = d["images"][idx].permute(0, 3, 1, 2).float() / 255
+            with torch.no_grad():
+                real.append(torch.cat([idnet.embed_crops(crops[i:i + 32])
+                                       for i in range(0, len(crops), 32)]).numpy().astype(np.float64))
     print(f"{fg.resolution} px faces; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| setting | seed set | same-person pairs | median dlib dist | faces found | FID-id | its mean part |")
-    print("|---|---|---|---|---|---|---|")
+    print("| setting | seed set | same-person pairs | median dlib dist | faces found | FID-id | its mean part | "
+          "FID-id, crops of all ages | its mean part |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for text in args.settings:
         s = parse_setting(text)
         for name, seeds in (("tune", args.tune_seeds), ("report", args.report_seeds)):
@@ -106,17 +113,18 @@ def main(argv=None) -> int:
                 shares.append(sh)
                 meds.append(med)
                 found += fnd
-            fid = fid_mean = float("nan")
+            fids = [float("nan")] * 4
             if args.fid_n:
                 c, z = draw(fg, args.fid_n, 10_000 + seeds[0], s)
                 with torch.no_grad():
                     x = images(fg, c, z, s)
                     fake = torch.cat([idnet.embed_crops(x[i:i + 32]) for i in range(0, len(x), 32)]).numpy()
-                fid = E.frechet_distance(real.astype(np.float64), fake.astype(np.float64))
-                fid_mean = float(((real.astype(np.float64).mean(0) - fake.astype(np.float64).mean(0)) ** 2).sum())
+                fake = fake.astype(np.float64)
+                fids = [v for r in real for v in (E.frechet_distance(r, fake),
+                                                   float(((r.mean(0) - fake.mean(0)) ** 2).sum()))]
             print(f"| {text} | {name} {' '.join(map(str, seeds))} | {100 * np.mean(shares):.1f} % "
                   f"({' / '.join(f'{100 * v:.0f}' for v in shares)}) | {np.mean(meds):.3f} | "
-                  f"{found}/{args.n * len(seeds)} | {fid:.3f} | {fid_mean:.3f} |", flush=True)
+                  f"{found}/{args.n * len(seeds)} | " + " | ".join(f"{v:.3f}" for v in fids) + " |", flush=True)
     return 0
 
 

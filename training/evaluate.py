@@ -142,11 +142,19 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fid_id(subject: Subject, idnet, real_crops: torch.Tensor, n: int = 256, seed: int = 3) -> float:
+    return fid_ids(subject, idnet, {"real": real_crops}, n, seed)["real"]
+
+
+def fid_ids(subject: Subject, idnet, references: dict, n: int = 256, seed: int = 3) -> dict:
+    """FID-id of the same ``n`` random faces against each named set of real crops (the faces embedded once)."""
     coeffs, noise = subject.sample(n, seed)
+    out = {}
     with torch.no_grad():
         fake = torch.cat([idnet.embed_crops(x) for x in _batched(subject.synth, coeffs, noise)]).numpy()
-        real = torch.cat([idnet.embed_crops(real_crops[i:i + 32]) for i in range(0, len(real_crops), 32)]).numpy()
-    return frechet_distance(real.astype(np.float64), fake.astype(np.float64))
+        for name, crops in references.items():
+            real = torch.cat([idnet.embed_crops(crops[i:i + 32]) for i in range(0, len(crops), 32)]).numpy()
+            out[name] = frechet_distance(real.astype(np.float64), fake.astype(np.float64))
+    return out
 
 
 def reference_sampler(model) -> Callable[[int, int], tuple[Coefficients, torch.Tensor]]:
