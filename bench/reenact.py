@@ -11,7 +11,9 @@ own eyes and mouth, and the read-back of the driven motion against the real one 
 driven on real: eye opening, iris x, head x, head size, yaw, roll; 1 = same size), and the same PSNR gains with the
 driven frame cropped by the *real* frame's landmarks and on the real eyes' band (:func:`fidelity`: pixels without
 the judge's landmark reading of the driven frame, which moves its alignment). The load average is printed (the
-machine is shared). A contact sheet per clip (real above, driven below, a few frames) is written to
+machine is shared). The judges' head size is taken apart (:func:`size_parts`: the eye-centre distance on frames with
+open eyes, the jaw width, the eye distance's share that follows the lids; per frame in ``<out>/<clip>/size.csv``).
+A contact sheet per clip (real above, driven below, a few frames) is written to
 ``<out>/<clip>/sheet.png``.
 
     python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
@@ -187,6 +189,47 @@ def fidelity(clip: Path, driven: Path, every: int = 5) -> dict:
     return {"al_real_lm": float(np.mean(al)), "eye_band": float(np.mean(eye))} if al else {}
 
 
+OPEN_EAR = 0.2  # eye aspect ratio above which both eyes count as open (closed ~0.1, open 0.25-0.4)
+
+
+def _slope(x, y) -> tuple[float, float] | None:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) <= 5 or x.std() < 1e-9 or y.std() < 1e-12:
+        return None
+    return float(np.corrcoef(x, y)[0, 1]), float(np.polyfit(x, y, 1)[0])
+
+
+def size_parts(clip: Path, driven: Path, folder: Path | None = None, every: int = 5) -> dict:
+    """What the judges' head size (the distance of the eye centres, dlib) is made of, on both videos every ``every``-th
+    frame: the slope of driven on real over the frames where both videos' eyes are open (eye aspect ratio >=
+    ``OPEN_EAR``: the lids' share taken out), the same for the jaw width (landmarks 0-16: a size the lids do not move),
+    and how far the eye-centre distance moves with the eye opening (d log distance / d eye aspect ratio, real and
+    driven: dlib's eye corners move inward on closing or squinting lids). ``folder``: the per-frame readings are
+    written to ``<folder>/size.csv``."""
+    jd = load_judge()
+    real, drv = read_frames(clip), read_frames(driven)
+    rows = []
+    for t in range(0, min(len(real), len(drv)), every):
+        a, b = real[t], drv[t][:real[t].shape[0], :real[t].shape[1]]
+        La, Lb = jd._landmarks(a), jd._landmarks(b)
+        if La is None or Lb is None:
+            continue
+        rows.append([t] + [v for L in (La, Lb) for v in (np.linalg.norm(L[42:48].mean(0) - L[36:42].mean(0)),
+                                                           np.linalg.norm(L[16] - L[0]), jd._ear(L))])
+    if not rows:
+        return {}
+    r = np.array(rows)
+    if folder is not None:
+        np.savetxt(folder / "size.csv", r, delimiter=",", fmt="%.4f",
+                   header="frame,real_eye_distance,real_jaw_width,real_eye_opening,driven_eye_distance,"
+                          "driven_jaw_width,driven_eye_opening")
+    ed_a, jw_a, ear_a, ed_b, jw_b, ear_b = r[:, 1:].T
+    op = (ear_a >= OPEN_EAR) & (ear_b >= OPEN_EAR)
+    out = {"size_open": _slope(ed_a[op], ed_b[op]), "jaw": _slope(jw_a, jw_b),
+           "lid_real": _slope(ear_a, np.log(ed_a)), "lid_driven": _slope(ear_b, np.log(ed_b))}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def run_clip(clip: Path, out: Path, args) -> dict:
     from engine.drive import drive, load_target, track_video
 
@@ -204,6 +247,7 @@ def run_clip(clip: Path, out: Path, args) -> dict:
     res.update(clip=clip.stem, n=n, seconds=secs)
     res["model"] = model_readback(clip, target, track, kw, args.keep_placement)
     res.update(fidelity(clip, driven))
+    res["size"] = size_parts(clip, driven, folder)
     contact_sheet(clip, driven, folder / "sheet.png", n)
     return res
 
@@ -315,6 +359,18 @@ def table(results: list[dict]) -> str:
                                                             for k in ("al_real_lm", "eye_band")
                                                             if any(k in q for q in ok)}}] if ok else []):
         lines.append(f"| {r['clip']} | {fmt(r.get('al_real_lm'))} | {fmt(r.get('eye_band'))} |")
+    lines += ["", "Head size (the judges' eye-centre distance) taken apart, every 5th frame: driven on real over the frames "
+              f"where both videos' eyes are open (eye aspect ratio >= {OPEN_EAR}), the jaw width (0-16) on all, and "
+              "how much the eye-centre distance moves with the eye opening (slope of its log on the eye aspect ratio; "
+              "r / slope):", "", "| clip | eye distance, open eyes | jaw width | eye distance on eye opening, real | "
+              "... driven |", "|---|---|---|---|---|"]
+    keys = ("size_open", "jaw", "lid_real", "lid_driven")
+    for r in results + ([{"clip": f"mean of {len(ok)}", "size": {
+            k: tuple(np.mean([q["size"][k] for q in ok if k in q.get("size", {})], 0))
+            for k in keys if any(k in q.get("size", {}) for q in ok)}}] if ok else []):
+        m = r.get("size", {})
+        lines.append("| " + " | ".join([r["clip"]] + [f"{m[k][0]:.2f} / {m[k][1]:.2f}" if k in m else "—"
+                                                       for k in keys]) + " |")
     lines += ["", "Retargeted coefficients before rendering (the target's model landmarks vs the judges' landmarks on the "
               "real frame; r / slope):", "",
               "| clip | " + " | ".join(MODEL_SERIES) + " |", "|" + "---|" * (len(MODEL_SERIES) + 1)]

@@ -151,3 +151,19 @@ def test_data_dir_setting(monkeypatch, tmp_path, ict_path):
     assert config.ict_face_path() == tmp_path / "ict-face" / "ict_face.npz"
     assert FaceModel.load(albedo_path=False).n_vertices == 9409
     assert math.isfinite(float(FaceModel.load(albedo_path=False).mean.sum()))
+
+
+def test_expression_offsets_are_what_a_unit_weight_moves(face_model):
+    """The public per-expression displacement (used by driving's lid retargeting) is the vertex move of weight 1."""
+    c = face_model.zeros(1)
+    c.expr["eyeBlink_L"] = 1.0
+    moved = face_model.vertices(c)[0] - face_model.mean
+    lm = face_model.expression_offsets("eyeBlink_L")
+    assert lm.shape == (68, 3)
+    assert torch.allclose(lm, moved[face_model.lm68], atol=1e-6)
+    assert float(lm[[43, 44], 1].mean()) < -0.3  # the left upper lid comes down
+    some = torch.tensor([5, 17, 900])
+    assert torch.allclose(face_model.expression_offsets("jawOpen", some), face_model.exp_basis[
+        face_model.exp_names.index("jawOpen")][some])
+    with pytest.raises(KeyError, match="nope"):
+        face_model.expression_offsets("nope")

@@ -58,11 +58,9 @@ def _wide_per_blink() -> float:
     global _WIDE_PER_BLINK
     if _WIDE_PER_BLINK is None:
         m = default_model()
-        names = list(m.exp_names)
-        basis = m._exp_flat.view(len(names), -1, 3)
         up = m.lm68[[37, 38, 43, 44]]
-        blink = sum(float(basis[names.index(f"eyeBlink_{s}")][up, 1].abs().sum()) for s in "LR")
-        wide = sum(float(basis[names.index(f"eyeWide_{s}")][up, 1].abs().sum()) for s in "LR")
+        blink = sum(float(m.expression_offsets(f"eyeBlink_{s}", up)[:, 1].abs().sum()) for s in "LR")
+        wide = sum(float(m.expression_offsets(f"eyeWide_{s}", up)[:, 1].abs().sum()) for s in "LR")
         _WIDE_PER_BLINK = blink / max(wide, 1e-9)
     return _WIDE_PER_BLINK
 

@@ -414,6 +414,14 @@ class FaceModel(torch.nn.Module):
     def landmarks3d(self, verts: torch.Tensor) -> torch.Tensor:
         return verts[:, self.lm68]
 
+    def expression_offsets(self, name: str, vertices=None) -> torch.Tensor:
+        """(N, 3) model-space displacement (cm) of ``vertices`` (indices; default: the 68 landmarks) for one unit of
+        the expression ``name`` (the expression is linear: a weight w moves them w times as far)."""
+        if name not in self.exp_names:
+            raise KeyError(f"unknown expression {name!r}")
+        idx = self.lm68 if vertices is None else torch.as_tensor(vertices, dtype=torch.long)
+        return self.exp_basis[self.exp_names.index(name)][idx]
+
     def albedo(self, c: Coefficients) -> torch.Tensor:
         """(B, V, 3) per-vertex reflectance in [0, 1] (clamped)."""
         a = self.albedo_mean.unsqueeze(0).expand(c.batch, -1, -1)
