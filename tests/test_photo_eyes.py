@@ -464,3 +464,31 @@ def test_wide_completes_an_iris_the_upper_lid_hid_up_to_its_own_top(face_model):
         col = out[140:180, x0 + 30].astype(float).mean(1)
         top = 140 + int(np.argmax(col < 120))  # the first iris-dark row from above in the iris' middle column
         assert abs(top - 152) <= 2, (x0, top)  # the real iris top (165 - 13)
+
+
+def test_closed_lid_presses_a_thick_lash_band_into_its_lash_line(face_model):
+    """A photo's dark band above the upper margin (long lashes, eyeliner: here 9 px = 0.15 eye widths, wider than
+    the fixed lash line) goes down with the margin into the closed eye's lash line: the closed lid above the seam is
+    skin, not that band drawn long over the old opening (the closed lid read as a dark patch, an open eye's shape);
+    the closed margin rests near the corners' line with the lower lid near its own place (a real blink, read by
+    dlib in the talking-heads clips: the upper lid at the corners' line, the lower where it was)."""
+    img, lm = _eye_photo()
+    for k in (36, 42):
+        up = np.round(lm[[k, k + 1, k + 2, k + 3], :]).astype(np.int32)
+        for dy in range(1, 10):
+            cv2.polylines(img, [up - [0, dy]], False, (45, 30, 25), 2)
+    lyr = eyes.EyeLayer(img, lm, _model_lids(lm), _coeffs())
+    out = lyr.apply(img, _coeffs(eyeBlink_L=1.0, eyeBlink_R=1.0))
+    for k in (36, 42):
+        x0, x1 = lm[k, 0], lm[k + 3, 0]
+        y_corner, y_low = lm[k, 1], lm[k + 4, 1]
+        for x in np.linspace(x0 + 0.3 * (x1 - x0), x1 - 0.3 * (x1 - x0), 5).astype(int):
+            y_top = int(lm[k + 1, 1]) - 12
+            col = out[y_top:int(y_low) + 4, x].astype(float).mean(1)
+            assert col.min() < 90, (k, x, col.min())  # the lash line
+            # above the first dark row only skin: the band is not drawn long over the old opening, and that first
+            # dark row (the closed lash line, the band pressed thin) lies near the corners' line (11 px above the
+            # lower lid: -6.6 px allowed), not up where the open margin was (-11 px; the old band drawn long: -17)
+            first = y_top + int(np.argmax(col < 120))
+            assert y_corner - 0.6 * (y_low - y_corner) <= first <= y_corner + 0.45 * (y_low - y_corner), (
+                k, x, first, y_corner, y_low, col.astype(int))

@@ -10,11 +10,15 @@ Per eye, in an eye frame (``u`` along the corners 0 → 1, ``v`` across, image-d
 
 * **Lids** — the detected lid landmarks (dlib's 68, photo px) are moved as the 3D model's lids move between the
   fitted and the target eye expressions (same pose, projected into the photo; the model's vertical lid motion is
-  rescaled by the photo's gap over the model's, so ``eyeBlink = 1`` closes the photo's eye exactly). The lid skin
-  between a line above the upper lid (``UPPER_SKIN`` eye widths) and its margin is stretched or compressed along
-  ``v`` so the margin lands on the target curve (the lash line travels with it and stays dark); the lower lid the
-  same with ``LOWER_SKIN``. Closing, the lids meet on a nearly straight seam (the lower lid rises to ``SEAM_POS`` of
-  its sag below the corners' line), drawn as a soft dark lash line with the lid's rounded edge shaded above it.
+  rescaled by the photo's gap over the model's). The lid skin between a line above the upper lid (``UPPER_SKIN``
+  eye widths) and its margin is stretched or compressed along ``v`` so the margin lands on the target curve; the
+  photo's own lash band (lashes, eyeliner, the dark lid margin: its height measured per eye) travels with it and is
+  pressed into a thinner lash line as the lid closes, so the closed lid above it is the lid's skin (its stretched
+  rows toned like the lid skin above them); the lower lid the same with ``LOWER_SKIN``. As in a real blink (dlib
+  on the talking-heads clips), ``eyeBlink = 1`` brings the upper margin to rest near the corners' line
+  (``CLOSED_REST``) while the lower lid stays near its place (``SEAM_POS``); between them hang the photo's own
+  lashes, mirrored, over the lower lid's shaded skin (:meth:`EyeLayer._lash_curtain`), and the closed margin is
+  drawn as a soft dark lash line with the lid's rounded edge shaded above it.
 * **Eyeball** — the person's visible eyeball is completed under the lids: the iris (a disc found as the
   darkness-weighted centre of the darkest pixels in the opening, radius ``IRIS_RADIUS`` eye widths, clipped to the
   opening's height) is completed by its own mirror image about its horizontal diameter where the lid hid it, or
@@ -42,16 +46,26 @@ EYE_EXPRESSIONS = tuple(f"{k}_{s}" for s in EYE_SIDES for k in (
 _EYE_IDX = {"R": (36, 37, 38, 39, 40, 41), "L": (42, 43, 44, 45, 46, 47)}
 UPPER_SKIN = 0.6  # eye widths of lid skin above the upper margin that stretch / compress
 LOWER_SKIN = 0.30
+LOWER_RIM = 0.04  # eye widths below the open lower margin a closed eye's lower margin is taken from
 BROW_GAP = 0.7  # share of the margin-to-brow distance that may stretch
 UNFOLD = 2.0  # exponent of the lid skin's stretch (most near the margin, none at the brow)
-OVERSHOOT = 0.0  # of the photo's gap: how far a fully closed upper margin passes the lower one
 LID_SMOOTH = 0.08  # eye widths: blur of the unfolded lid skin
-LID_LIGHT = 0.85  # share of the lit lid colour over a closed lid's stretched margin skin
-SEAM_POS = 0.6  # a closed eye's seam: this share of the lower lid's sag below the corners' line (0 = straight)
+LID_LIGHT = 0.8  # share of the lid skin's tone taken by a closing lid's stretched rows
+LID_TONE_REF = 0.5  # ... that skin: this share of the way from the stretched skin's top to the lash band
+LID_TONE_STRETCH = 1.0  # rows stretched by 1 + this or more take it fully
+CLOSED_REST = 0.02  # eye widths below the corners' line: where a closed upper margin rests (at the points' u)
+CURTAIN_FROM = 0.5  # share of a blink from which the lashes and the lower lid, not the eyeball, fill the gap
+CURTAIN_POW = 1.0  # ... fading in as this power of the rest of the blink
+CURTAIN_MIRROR = 1.0  # photo px of open lash band per px of hanging lashes
+CURTAIN_SKIN = 0.1  # eye widths below the open lower margin: the skin seen behind the lashes
+CURTAIN_SHADE = 0.5  # ... darkened this much under the margin (the lid's shadow)
+SEAM_POS = 0.85  # a closed eye's lower lid rises to this share of its sag below the corners' line (1: it stays)
 LASH_DARKEN = 0.6  # how far a closed lash line is drawn toward its darkest colour
 LASH_THIN = 0.55  # share of the lash band's thickness lost on a full blink
-LID_TONE_UP = 0.2  # eye widths above the lash band whose (shadowed) skin is toned like the lid
-LID_BULGE = 0.8  # share of the lit skin colour in the middle of a closed lid
+LASH_MAX = 0.2  # eye widths: the most lash band measured above the upper margin
+LASH_REF = 0.3  # eye widths above the margin: the lid skin the lash band is told from
+LASH_SKIN = 0.85  # ... a row this close to its luminance is skin
+LASH_PAD = 0.03  # eye widths added to the measured band (its soft top edge)
 LASH = 0.08  # eye widths above the upper margin kept rigid (the lash line)
 IRIS_UP_SEARCH = 0.35  # iris radii above the dark pixels' centroid the iris disc's centre is searched
 IRIS_FILL_UP = 0.8  # ... and the disc that completes the iris under a raised lid (see EyeLayer._eyeball)
@@ -163,7 +177,32 @@ class EyeLayer:
         up = _bump_curve(uv[[1, 2], 0], uv[[1, 2], 1], uv[0, 1], uv[3, 1])
         lo = _bump_curve(uv[[5, 4], 0], uv[[5, 4], 1], uv[0, 1], uv[3, 1], terms=1)
         brow = fr.to_uv(self.lm[list(range(17, 22) if side == "R" else range(22, 27))])
-        return {"frame": fr, "uv": uv, "up": up, "lo": lo, "pts": pts, "brow_v": float(np.median(brow[:, 1]))}
+        return {"frame": fr, "uv": uv, "up": up, "lo": lo, "pts": pts, "brow_v": float(np.median(brow[:, 1])),
+                "lash": self._lash_band(fr, up)}
+
+    def _lash_band(self, fr: "EyeFrame", up) -> float:
+        """How far (eye widths) above the upper margin the photo's dark lash band reaches (lashes, eyeliner, the lid's
+        dark margin): per column over the eye's middle, the first row above the margin that is back to within
+        ``LASH_SKIN`` of the lid skin's luminance (the skin ``LASH_REF`` eye widths up); the median plus
+        ``LASH_PAD``, clipped."""
+        w = fr.width
+        us = np.linspace(0.25, 0.75, 9)
+        dv = np.linspace(0.0, LASH_MAX + 0.02, 24)
+        uu, vv = np.meshgrid(us, dv)
+        px, py = fr.to_photo(uu, up(uu) - vv * w)
+        ref_px, ref_py = fr.to_photo(us, up(us) - LASH_REF * w)
+        g = cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY) if self.image.ndim == 3 else self.image
+        g = cv2.GaussianBlur(g, (0, 0), max(0.5, 0.01 * w)).astype(np.float32)
+        prof = cv2.remap(g, (px - 0.5).astype(np.float32), (py - 0.5).astype(np.float32), cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT101)
+        ref = cv2.remap(g, (ref_px - 0.5).astype(np.float32)[None], (ref_py - 0.5).astype(np.float32)[None],
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)[0]
+        tops = []
+        for j in range(len(us)):
+            skin_like = prof[:, j] >= LASH_SKIN * ref[j]
+            k = int(np.argmax(skin_like)) if skin_like.any() else len(dv) - 1
+            tops.append(dv[k])
+        return float(np.clip(np.median(tops) + LASH_PAD, LASH, LASH_MAX))
 
     def _eyeball(self, img: np.ndarray, eye: dict, s: float):
         """Eyeball texture of one eye at image scale ``s``: (box (x0, y0, x1, y1), sclera plate, iris patch with
@@ -296,7 +335,7 @@ class EyeLayer:
         for n in EYE_EXPRESSIONS:
             if n in c.exp_names:
                 c1.expr[n] = float(c.expr[n][0])
-        return self._target_curves(eye, side, self.model_lids(c1))
+        return self._target_curves(eye, side, self.model_lids(c1))[:2]
 
     def _target_curves(self, eye: dict, side: str, lids1: np.ndarray):
         fr: EyeFrame = eye["frame"]
@@ -305,6 +344,7 @@ class EyeLayer:
         m1 = fr.to_uv(lids1[k:k + 6])
         uv = eye["uv"]
         new = uv.copy()
+        fracs = []
         for a, b in ((1, 5), (2, 4)):  # (upper, lower) pairs
             g0 = max(m0[b, 1] - m0[a, 1], 1e-3)
             p0 = uv[b, 1] - uv[a, 1]
@@ -315,15 +355,27 @@ class EyeLayer:
             # blink_mouth_man_06; bench/reenact.py)
             new[a, 1] = uv[a, 1] + (m1[a, 1] - m0[a, 1]) * k_s
             new[b, 1] = uv[b, 1] + (m1[b, 1] - m0[b, 1]) * k_s
-            # closing: the upper lid's lash line comes to rest a little over the lower lid's margin (a closed eye
-            # shows one lash line, not two)
             closed = float(np.clip(1.0 - (new[b, 1] - new[a, 1]) / max(p0, 1e-3), 0.0, 1.0))
-            # the lower lid rises to meet it: a closed eye's seam runs nearly straight from corner to corner
+            # the lower lid rises a little as the eye closes
             new[b, 1] -= (1.0 - SEAM_POS) * max(uv[b, 1], 0.0) * closed ** 2
-            new[a, 1] = min(new[a, 1], new[b, 1]) + OVERSHOOT * max(p0, 0.0) * closed ** 2
+            # a real closed eye's upper margin comes to rest near the corners' line, not on the lower lid: the
+            # lashes hang from it over the lower lid (dlib reads a blink in the talking-heads clips with the upper
+            # points at +0.00 ... 0.02 eye widths below that line and the lower ones where the open lower lid was)
+            rest = uv[0, 1] + (uv[3, 1] - uv[0, 1]) * uv[a, 0] + CLOSED_REST * fr.width
+            rest = float(np.clip(rest, uv[a, 1], new[b, 1]))
+            if new[a, 1] > uv[a, 1]:  # closing: the model's travel toward the lower lid, rescaled to end at ``rest``
+                frac = float(np.clip((new[a, 1] - uv[a, 1]) / max(new[b, 1] - uv[a, 1], 1e-3), 0.0, 1.0))
+                # eased so that half a blink halves the photo's opening (the travel to ``rest`` is shorter than to
+                # the lower lid): (1 - (1 - frac) ** p) with p set by the share q of that travel at frac 0.5
+                q = float(np.clip(0.5 * (uv[b, 1] - uv[a, 1]) / max(rest - uv[a, 1], 1e-3), 0.5, 0.95))
+                new[a, 1] = uv[a, 1] + (rest - uv[a, 1]) * (1.0 - (1.0 - frac) ** (math.log(1 - q) / math.log(0.5)))
+                fracs.append(frac)
+            else:
+                new[a, 1] = min(new[a, 1], new[b, 1])
+                fracs.append(0.0)
         up = _bump_curve(new[[1, 2], 0], new[[1, 2], 1], uv[0, 1], uv[3, 1])
         lo = _bump_curve(new[[5, 4], 0], new[[5, 4], 1], uv[0, 1], uv[3, 1], terms=1)
-        return up, lo
+        return up, lo, float(np.mean(fracs))
 
     def apply(self, img: np.ndarray, c: Coefficients, scale: float = 1.0, out: np.ndarray | None = None
               ) -> np.ndarray:
@@ -341,13 +393,13 @@ class EyeLayer:
             eye, ball = self.eyes[side], src[side]
             if eye is None or ball is None:
                 continue
-            up1, lo1 = self._target_curves(eye, side, lids1)
+            up1, lo1, frac = self._target_curves(eye, side, lids1)
             # eyeWide raised over the fitted one: the iris completed up to its higher disc (driving opening a
             # half-closed photo keeps the lower one: the judge's head size and aligned gain fell with it,
             # bench/reenact.py blink_mouth_man_06)
             wide = f"eyeWide_{side}" in c.exp_names and float(c.expr[f"eyeWide_{side}"][0]) > float(
                 self.c0.expr[f"eyeWide_{side}"][0]) + 1e-6
-            self._render_eye(img, out, eye, ball, up1, lo1, gaze_angles(c, side), scale, wide)
+            self._render_eye(img, out, eye, ball, up1, lo1, gaze_angles(c, side), scale, wide, frac)
         return out
 
     @staticmethod
@@ -372,7 +424,33 @@ class EyeLayer:
         a = (core * k * SEAM_DARK)[..., None]
         return res * (1 - a) + dark[None, None, :] * a
 
-    def _render_eye(self, img, out, eye, ball, up1, lo1, gaze, s: float, wide: bool = False) -> None:
+    @staticmethod
+    def _lash_curtain(img, ball_rgb, u, v, vu0, vu1, vl0, vl1, w, fr, s, frac):
+        """What a closing eye shows between its upper margin (resting near the corners' line) and the lower lid: the
+        upper lashes hanging down over the lower lid in the lid's shadow, not the eyeball. The lashes are the
+        photo's own (the band above the open upper margin, mirrored below the closed one), the skin behind them the
+        photo's lower lid skin, shaded."""
+        k = float(np.clip((frac - CURTAIN_FROM) / (1.0 - CURTAIN_FROM), 0.0, 1.0)) ** CURTAIN_POW
+        dv = np.maximum(v - vu1, 0.0)
+        # the photo's lashes: distance dv below the closed margin shows what lay dv above the open one
+        px, py = fr.to_photo(u, (vu0 - dv * CURTAIN_MIRROR) / s)
+        lashes = cv2.remap(img, (px * s - 0.5).astype(np.float32), (py * s - 0.5).astype(np.float32),
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+        # the skin behind: the lower lid just below its margin (smoothed), in the upper lid's shadow
+        bx, by = fr.to_photo(u, (vl0 + CURTAIN_SKIN * w) / s)
+        sm = cv2.GaussianBlur(img, (0, 0), max(1.0, 0.05 * w))
+        behind = cv2.remap(sm, (bx * s - 0.5).astype(np.float32), (by * s - 0.5).astype(np.float32),
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+        t = np.clip(dv / np.maximum(vl1 - vu1, 1.0), 0.0, 1.0)
+        behind = behind * (1.0 - CURTAIN_SHADE * (1.0 - t) ** 0.5)[..., None]
+        yl = lashes @ np.array([0.299, 0.587, 0.114], np.float32)
+        yb = behind @ np.array([0.299, 0.587, 0.114], np.float32)
+        a_l = np.clip((yb - yl) / np.maximum(0.35 * yb, 1.0), 0.0, 1.0)[..., None]
+        curtain = behind * (1 - a_l) + np.minimum(lashes, behind) * a_l
+        return ball_rgb * (1 - k) + curtain * k
+
+    def _render_eye(self, img, out, eye, ball, up1, lo1, gaze, s: float, wide: bool = False,
+                    frac: float = 0.0) -> None:
         x0, y0, x1, y1 = ball["box"]
         uv = ball["uv"]
         u, v = uv[..., 0], uv[..., 1] * s  # v in image px
@@ -383,29 +461,34 @@ class EyeLayer:
         vu1, vl1 = up1(uc) * s, lo1(uc) * s
         # closing, the upper margin comes to rest on the lower one along its whole length (the two curves' shapes
         # differ; without this a closed eye keeps slits where the upper curve runs above the lower)
-        closed = float(np.clip(1.0 - np.median(vl1 - vu1) / max(float(np.median(vl0 - vu0)), 1.0), 0.0, 1.0))
-        vu1 = vu1 + closed ** 4 * np.maximum(vl1 - vu1, 0.0)
         # beyond the corners the curves meet (no opening): the skin maps to itself
         # the stretched skin ends below the brow (deep-set eyes have little lid skin under it)
         top = vu0 - np.minimum(UPPER_SKIN * w, BROW_GAP * (vu0 - eye["brow_v"] * s))
         bot = vl0 + LOWER_SKIN * w
         src_v = v.copy()
         lower = (v >= vl1) & (v <= bot)
-        src_v = np.where(lower, bot - (bot - v) * (bot - vl0) / np.maximum(bot - vl1, 1e-3), src_v)
+        # (closing, the margin row comes from a little below the open one: no sliver of the eyeball's rim is kept)
+        rim = LOWER_RIM * w * frac
+        src_v = np.where(lower, bot - (bot - v) * (bot - vl0 - rim) / np.maximum(bot - vl1, 1e-3), src_v)
         # the upper lid over the lower (a closed lid overlaps it)
         # the lash line (LASH eye widths above the margin) moves rigidly with the margin, the skin above stretches
         # (thinner as the lid closes: a closed eye shows a thin lash line, not the open eye's lashes and shadow)
-        shut = float(np.clip(np.median(vu1 - vu0) / max(float(np.median(vl0 - vu0)), 1.0), 0.0, 1.0))
-        lash = max(LASH * w * (1.0 - LASH_THIN * shut), 1.0)
-        # above it the skin unfolds: the displacement grows as t**g from 0 at ``top`` to the margin's (monotonic)
+        shut = frac
+        # the photo's own lash band (lashes, eyeliner, the dark lid margin: measured per eye) is pressed into the
+        # closing lid's lash line, so a closed lid shows skin above it, not the open eye's lashes drawn long
+        lash0 = max(max(LASH, eye["lash"]) * w, 1.0)
+        # (inside the eye only: beyond the corners the skin maps to itself)
+        lash = np.maximum(lash0 * (1.0 - LASH_THIN * shut * np.clip(np.minimum(u, 1 - u) / SEAM_TAPER, 0, 1)), 1.0)
+        # above it the skin unfolds: the displacement grows as t**g from 0 at ``top`` to the band top's (monotonic)
         hgt = np.maximum(vu1 - lash - top, 1e-3)
-        d = vu1 - vu0
+        d = (vu1 - lash) - (vu0 - lash0)
         t = np.clip((v - top) / hgt, 0.0, 1.0)
         g = np.minimum(UNFOLD, np.maximum(1.0, 0.9 * hgt / np.maximum(np.abs(d), 1e-3)))
         upper = (v >= top) & (v <= vu1 - lash)
         src_v = np.where(upper, v - d * t ** g, src_v)
         band = (v > vu1 - lash) & (v <= vu1)
-        src_v = np.where(band, v - vu1 + vu0, src_v)
+        src_v = np.where(band, vu0 + (v - vu1) * (lash0 / lash), src_v)
+        lash = lash0  # (source side, below)
         # the photo position of each pixel's source point (u kept), image px
         px, py = fr.to_photo(u, src_v / s)
         mx = (px * s - 0.5).astype(np.float32)
@@ -420,33 +503,26 @@ class EyeLayer:
             k = int(2 * math.ceil(3 * sig) + 1)
             along = cv2.GaussianBlur(skin, (k, 1), sig)
             skin = skin * (1 - beta[..., None]) + along * beta[..., None]
-            # the lid now lies over the eyeball's bulge and faces the light like the skin around the eye: the
-            # stretched part (the photo's shadowed lid margin drawn long) takes that skin's tone, its texture kept
-            inside_u = (u > 0.05) & (u < 0.95)
-            lit = (upper & (t < 0.35) & (v > top + 1)) | (inside_u & (v > vl0 + 0.12 * w) & (v < vl0 + 0.3 * w))
-            if lit.sum() >= 4:
-                # each column's colour: the lid skin just above the toned band (no edge where the toning starts),
-                # brightened toward the lit skin around the eye in the middle (the lid over the eyeball's bulge)
-                ref_v = (vu0 - lash - (LID_TONE_UP + 0.1) * w) / s
-                rx, ry = fr.to_photo(u, ref_v)
-                sm = cv2.GaussianBlur(img, (0, 0), max(1.0, 0.06 * w))
-                col_u = cv2.remap(sm, (rx * s - 0.5).astype(np.float32), (ry * s - 0.5).astype(np.float32),
-                                  cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
-                bulge = (np.sin(np.pi * np.clip(u, 0, 1)) * LID_BULGE)[..., None]
-                col = col_u * (1 - bulge) + np.median(skin[lit], 0)[None, None, :] * bulge
-                # over the old opening, up to the lash line (feathered upward only: the lash line stays dark)
-                closing = np.clip(d / (0.5 * max(float(np.median(vl0 - vu0)), 1.0)), 0, 1)
-                # (by the row each pixel came from: the photo's dark lid margin and eyeliner above the lashes too)
-                feather = max(1.0, 0.08 * w)
-                cover = upper * np.clip((src_v - (vu0 - lash - LID_TONE_UP * w)) / feather, 0, 1) * closing * LID_LIGHT
-                low = cv2.GaussianBlur(skin, (0, 0), max(1.0, 0.1 * w))
-                skin = skin + cover[..., None].astype(np.float32) * (col - low)
-                # the lash line: the photo's own lashes, drawn toward their darkest colour as the lid closes
-                lash_px = skin[band]
-                if len(lash_px) >= 3:
-                    dark = np.percentile(lash_px, 15, axis=0)
-                    k = (band * closing * LASH_DARKEN)[..., None].astype(np.float32)
-                    skin = skin * (1 - k) + dark[None, None, :] * k
+            # a few rows of the lid drawn long also draw their shading long (the lid's dark margin or a crease as a
+            # smear over the closed lid): where the skin is stretched, its smooth part takes the tone of the lid skin
+            # above the stretched rows (per column), its fine texture kept; the weight follows the stretch smoothly
+            # (no edge around the closed lid)
+            closing = np.clip(d / (0.5 * max(float(np.median(vl0 - vu0)), 1.0)), 0, 1)
+            ref_v = (top + LID_TONE_REF * (vu0 - lash - top)) / s
+            rx, ry = fr.to_photo(u, ref_v)
+            sm = cv2.GaussianBlur(img, (0, 0), max(1.0, 0.06 * w))
+            col = cv2.remap(sm, (rx * s - 0.5).astype(np.float32), (ry * s - 0.5).astype(np.float32),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+            cover = upper * np.clip((stretch - 1.0) / LID_TONE_STRETCH, 0.0, 1.0) * closing * LID_LIGHT
+            cover = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), max(1.0, 0.05 * w))
+            low = cv2.GaussianBlur(skin, (0, 0), max(1.0, 0.1 * w))
+            skin = skin + cover[..., None] * (col - low)
+            # the lash line: the photo's own lashes, drawn toward their darkest colour as the lid closes
+            lash_px = skin[band]
+            if len(lash_px) >= 3:
+                dark = np.percentile(lash_px, 15, axis=0)
+                k = (band * closing * LASH_DARKEN)[..., None].astype(np.float32)
+                skin = skin * (1 - k) + dark[None, None, :] * k
         # the eyeball: the sclera plate with the iris disc moved by the gaze
         h_deg, v_deg = gaze
         R = EYEBALL_RADIUS * w
@@ -480,6 +556,8 @@ class EyeLayer:
         inside_u = (u > 0) & (u < 1)
         a_open = np.clip(np.minimum(v - vu1, vl1 - v) + 0.5, 0, 1) * inside_u
         # outside the eye box's skin bands the photo stays (the maps are the identity there anyway)
+        if frac > 0.3:
+            ball_rgb = self._lash_curtain(img, ball_rgb, u, v, vu0, vu1, vl0, vl1, w, fr, s, frac)
         res = skin * (1 - a_open[..., None]) + ball_rgb * a_open[..., None]
         if shut > 0.3:
             res = self._closed_seam(img, res, u, v, vu0, vu1, w, (x0, y0, x1, y1), shut)
