@@ -492,3 +492,19 @@ def test_closed_lid_presses_a_thick_lash_band_into_its_lash_line(face_model):
             first = y_top + int(np.argmax(col < 120))
             assert y_corner - 0.6 * (y_low - y_corner) <= first <= y_corner + 0.45 * (y_low - y_corner), (
                 k, x, first, y_corner, y_low, col.astype(int))
+def test_blurred_samples_are_the_whole_blurred_images():
+    """The lid colour's samples of a blurred photo: blurring only the patch they read gives the very values of
+    blurring the whole photo (inside, at the photo's edges, and off it)."""
+    import cv2
+
+    from engine.photo.eyes import _blurred_samples
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (300, 240, 3), dtype=np.uint8)
+    for sigma in (1.0, 2.7):
+        full = cv2.GaussianBlur(img, (0, 0), sigma)
+        for cx, cy, spread in ((120, 150, 20), (3, 4, 6), (236, 296, 5), (-4, 100, 10), (120, 150, 0.0)):
+            mx = (cx + rng.uniform(-spread, spread, (7, 30))).astype(np.float32)
+            my = (cy + rng.uniform(-spread, spread, (7, 30))).astype(np.float32)
+            want = cv2.remap(full, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+            assert np.array_equal(_blurred_samples(img, sigma, mx, my), want), (sigma, cx, cy)
