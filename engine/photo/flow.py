@@ -387,25 +387,28 @@ def pull_push_near(values: np.ndarray, weight: np.ndarray, margin: int, outside:
     return out
 
 
-UNSTRETCH_MIN = 0.4  # source px per target px along a row below which a turn's flow draws a streak
+UNSTRETCH_MIN = 0.45  # source px per target px along a row below which a turn's flow draws a streak
 UNSTRETCH_ROW_SIGMA = 2.0  # grid rows: the band and the fold's source are low-passed across rows
+UNSTRETCH_HARD = 0.2  # ... and that reach below this somewhere (a streak; a band spread less is left as it is)
 UNSTRETCH_MAX_RUN = 0.2  # of the grid side: longer stretched runs are left as they are (no fold that wide)
 
 
 def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndarray,
-                   min_slope: float = UNSTRETCH_MIN) -> tuple[np.ndarray, np.ndarray]:
+                   min_slope: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fold the streaks out of a turn's backward flow, along the grid's rows (a yaw turn stretches sideways).
 
     ``disp`` (R, R, 2) photo px (output pixel p shows the photo at p + disp); ``step`` photo px per grid px. Where,
-    inside ``mask`` (R, R) bool, the source x advances by less than ``min_slope`` grid px per grid px (the surface the
-    photo saw edge-on — the side of the head, the far ear, hair over a temple — spread over the band a turn shows
-    frontally: a streak, the old outline drawn as a line, background dragged into the face), the band between the
+    inside ``mask`` (R, R) bool, the source x advances by less than ``min_slope`` (default ``UNSTRETCH_MIN``) grid px
+    per grid px, and somewhere in the run by less than ``UNSTRETCH_HARD`` (the surface the photo saw edge-on — the
+    side of the head, the far ear, the jaw's rim — spread over the band a turn shows frontally: a streak, the old outline drawn as a line, background dragged into the face), the band between the
     two unstretched pixels ``L`` and ``R`` around it is redrawn at scale 1 from the side facing ``centre_x`` (the
     face): at pixel ``x`` the source is the nearer of (a) the band's outer end continued at slope 1 and (b) the
     face side mirrored about the band's inner end — a fold: the outline stays at the band's outer edge, the skin or
     hair just inside it is shown again, mirrored, where the streak was. The source never leaves the head's own
     visible pixels; the result is continuous at both ends of the band. Returns the new ``disp`` and the (R, R) bool
     of the pixels it changed. Runs wider than ``UNSTRETCH_MAX_RUN`` of the grid are left alone."""
+    if min_slope is None:
+        min_slope = UNSTRETCH_MIN
     res_y, res_x = mask.shape
     col = np.arange(res_x, dtype=np.float32)
     sx = col[None, :] + disp[..., 0] / step  # source x, grid px
@@ -428,6 +431,12 @@ def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndar
     re_, xe = np.nonzero(dd == -1)  # same order (row-major): run k starts at xs[k], ends at xe[k] - 1
     lo, hi = xs - 1, xe  # the unstretched pixels around the run
     keep = (hi - lo) <= max(2, int(UNSTRETCH_MAX_RUN * res_x))
+    # only a band that is a streak somewhere (a hard stretch): a mildly stretched one (hair spread 2x, still hair) is
+    # left as it is — folded here and there, from row to row, it ripples
+    flat = slope.reshape(-1)
+    idx = np.stack([rs * res_x + xs, rs * res_x + xe], 1).reshape(-1).astype(np.int64)  # [start, end) of each run
+    run_min = np.minimum.reduceat(flat, idx)[::2]
+    keep &= run_min < UNSTRETCH_HARD
     rs, lo, hi = rs[keep], lo[keep], hi[keep]
     if not len(rs):
         return disp, changed
