@@ -13,12 +13,14 @@ Also: the cost of looking for a lost face (around its last box vs the full frame
 keyframes into a session (one ``Session.set_keyframes`` call vs one ``add_keyframe`` per frame).
 
     python bench/drive.py [--photos 00002 00005] [--target 00007] [--frames 150] [--keep DIR] [--quick]
-    python bench/drive.py --speed [--frames 60] [--workers 1 2]
+    python bench/drive.py --speed [--frames 300] [--workers 1 2] [--repeat 3]
 
 ``--speed`` (issue 24): per-frame cost of ``discoface drive`` with start-up taken out — a 1 MP portrait
-(front_man_darkskin_01, 910x1137) driven by a talking-heads clip scaled to 512 px: tracking per frame, rendering +
-writing per frame with 1 and with N render workers (engine/render/frame_pool.py), and end to end (tracking +
-rendering + writing) per frame; printed with the machine's load.
+(front_man_darkskin_01, 910x1137) driven by a talking-heads clip scaled to 512 px (169 frames, played back and forth
+to ``--frames``, default 300 = 12 s), end to end (tracking + rendering + writing) per frame: with 1 render worker,
+and with N workers (engine/render/frame_pool.py) tracking first and rendering after, and tracking and rendering at
+once (what ``drive`` does with workers on a clip of over IDENTITY_SPAN + 8 frames; interleaved A/B rounds); printed
+with the machine's load, the goal table last.
 
 Nothing from the shared data is written into the repository (videos go to a temporary folder, or --keep DIR).
 """
@@ -192,8 +194,36 @@ def judge_identity(reference: Path, images: list[Path]) -> list[float]:
     return vals, r.stdout
 
 
-def speed(frames: int, workers_list, keep: Path | None) -> int:
+def speed_clip(frames: int, work: Path) -> tuple[Path, Path]:
+    """The talking-heads clip scaled to 512 px, ``frames`` long (played back and forth when it is shorter)."""
+    src = config.data_dir() / "talking-heads" / "talk_man_older_05.mp4"
+    clip = work / f"clip512_{frames}.mp4"
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    own = []
+    while True:
+        ok, fr = cap.read()
+        if not ok:
+            break
+        h, w = fr.shape[:2]
+        s = 512 / max(h, w)
+        own.append(cv2.resize(fr, (int(round(w * s)) // 2 * 2, int(round(h * s)) // 2 * 2),
+                              interpolation=cv2.INTER_AREA))
+        if len(own) >= frames:
+            break
+    cap.release()
+    loop = own + own[-2:0:-1]  # forth and back: no jump where it repeats
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), fps, (own[0].shape[1], own[0].shape[0]))
+    for i in range(frames):
+        out.write(loop[i % len(loop)])
+    out.release()
+    return src, clip
+
+
+def speed(frames: int, workers_list, keep: Path | None, repeat: int = 1) -> int:
     """Per-frame cost of a drive, start-up taken out (see the module doc)."""
+    import resource
+
     from engine import runtime
     from engine.drive import drive, track_video
     from engine.drive.targets import load_target
@@ -202,52 +232,49 @@ def speed(frames: int, workers_list, keep: Path | None) -> int:
     runtime.apply_threads(1)
     work = Path(tempfile.mkdtemp(prefix="drive_speed_")) if keep is None else keep
     work.mkdir(parents=True, exist_ok=True)
-    src = config.data_dir() / "talking-heads" / "talk_man_older_05.mp4"
-    clip = work / "clip512.mp4"
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    out = None
-    for _ in range(frames):
-        ok, fr = cap.read()
-        if not ok:
-            break
-        h, w = fr.shape[:2]
-        s = 512 / max(h, w)
-        fr = cv2.resize(fr, (int(round(w * s)) // 2 * 2, int(round(h * s)) // 2 * 2), interpolation=cv2.INTER_AREA)
-        if out is None:
-            out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), fps, (fr.shape[1], fr.shape[0]))
-        out.write(fr)
-    cap.release()
-    out.release()
+    src, clip = speed_clip(frames, work)
     photo = config.data_dir() / "portraits" / "front_man_darkskin_01.jpg"
     fast_raster.warm_up()
     t0 = time.perf_counter()
     target = load_target(photo)
     t_target = time.perf_counter() - t0
-    t0, c0 = time.perf_counter(), time.process_time()
-    track = track_video(clip)
-    t_track, c_track = time.perf_counter() - t0, time.process_time() - c0
-    n = track.n_frames
-    print(f"drive speed: {photo.name} ({target.size[0]}x{target.size[1]}) driven by {src.name} at 512 px, {n} frames; "
-          f"target (fit + renderer, start-up) {t_target:.1f} s; {runtime.machine_note()}")
-    print(f"  tracking: {1e3 * t_track / n:.1f} ms/frame wall, CPU {1e3 * c_track / n:.1f} ms/frame (1 thread)",
-          flush=True)
-    for workers in workers_list:
-        os.environ["DISCOFACE_RENDER_WORKERS"] = str(workers)
-        import resource
 
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = drive(clip, target, work / f"out_w{workers}.mp4", track=track, keep_audio=False)
-        wall = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the render workers (joined) and the encoder
-        kids = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        print(f"  {workers} render worker{'s' if workers > 1 else ''}: rendering + writing "
-              f"{1e3 * res.seconds['rendering'] / n:.1f} ms/frame (CPU per frame: this process "
-              f"{1e3 * (time.process_time() - c0) / n:.1f} ms, workers + encoder {1e3 * kids / n:.1f} ms); "
-              f"end to end (tracking + rendering + writing) "
-              f"{1e3 * (t_track + wall) / n:.1f} ms/frame = {n / (t_track + wall):.1f} frames/s; "
-              f"{runtime.machine_note()}", flush=True)
+    def kids_cpu():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)  # the render workers (joined) and the encoder
+        return r.ru_utime + r.ru_stime
+
+    results = {}  # (mode, workers) -> [(wall per frame, this process CPU, children CPU, tracking wall)]
+    n = None
+    for rep in range(repeat):
+        for workers in workers_list:
+            os.environ["DISCOFACE_RENDER_WORKERS"] = str(workers)
+            modes = ("tracking, then rendering", "at once") if workers > 1 else ("tracking, then rendering",)
+            for mode in (modes if rep % 2 == 0 else modes[::-1]):  # A/B, interleaved
+                k0, t0, c0 = kids_cpu(), time.perf_counter(), time.process_time()
+                if mode == "at once":
+                    res = drive(clip, target, work / "out.mp4", keep_audio=False)
+                    t_track = res.seconds["tracking"]
+                else:
+                    track = track_video(clip)
+                    t_track = time.perf_counter() - t0
+                    res = drive(clip, target, work / "out.mp4", track=track, keep_audio=False)
+                wall = time.perf_counter() - t0
+                n = res.n_frames
+                row = (1e3 * wall / n, 1e3 * (time.process_time() - c0) / n, 1e3 * (kids_cpu() - k0) / n,
+                       1e3 * t_track / n)
+                results.setdefault((mode, workers), []).append(row)
+                print(f"  {workers} render worker{'s' if workers > 1 else ''}, {mode}: end to end {row[0]:.1f} ms/frame "
+                      f"(tracking done at {row[3]:.1f} ms/frame); CPU per frame: this process {row[1]:.1f} ms, "
+                      f"workers + encoder {row[2]:.1f} ms; {runtime.machine_note()}", flush=True)
+    print(f"\ndrive speed: {photo.name} ({target.size[0]}x{target.size[1]}) driven by {src.name} at 512 px, {n} "
+          f"frames (played back and forth past its own {frames if frames < 169 else 169}); target (fit + renderer, "
+          f"start-up, not counted) {t_target:.1f} s; median of {repeat}; {runtime.machine_note()}")
+    print("| measure | value | goal |\n|---|---|---|")
+    for (mode, workers), rows in results.items():
+        med = np.median(np.array(rows), 0)
+        print(f"| `discoface drive`, end to end per frame, {workers} render worker{'s' if workers > 1 else ''}, "
+              f"{mode} | {med[0]:.1f} ms ({1e3 / med[0]:.1f} frames/s; CPU {med[1]:.1f} here + {med[2]:.1f} "
+              f"workers/encoder) | ≤ 50 ms |")
     return 0
 
 
@@ -255,6 +282,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--speed", action="store_true", help="per-frame cost of a drive with 1 and N render workers")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="--speed: render worker counts")
+    ap.add_argument("--repeat", type=int, default=1, help="--speed: rounds (A/B order alternates), median reported")
     ap.add_argument("--photos", nargs="*", default=["00002", "00004", "00008"],
                     help="ffhq-samples with an unoccluded mouth (00005 holds a microphone over it)")
     ap.add_argument("--target", default="00007")
@@ -267,7 +295,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="one photo (00002), 96 frames")
     args = ap.parse_args(argv)
     if args.speed:
-        return speed(args.frames if args.frames != 160 else 60, args.workers, args.keep)
+        return speed(args.frames if args.frames != 160 else 300, args.workers, args.keep, args.repeat)
     if args.quick:
         args.photos, args.frames = args.photos[:1], min(args.frames, 96)
     torch.set_num_threads(1)

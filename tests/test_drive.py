@@ -608,3 +608,72 @@ def test_cli_placement_and_expression_flags_reach_the_drive(monkeypatch, tmp_pat
         assert args.fn(args) == 0
     assert seen[0]["keep_placement"] is False and seen[0]["relative_expression"] is True
     assert seen[1]["keep_placement"] is True and seen[1]["relative_expression"] is False
+
+
+# ------------------------------------------------------------------------ tracking and rendering at once
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory, model, face_coeffs):
+    """110 frames at 12 fps (more than the identity's IDENTITY_SPAN): turns, jaw, a move; frames 95-96 without face."""
+    frames = [render_frame(model, face_coeffs, yaw=12 * math.sin(i / 6), jaw=0.3 * (1 - math.cos(i / 5)),
+                           dx=int(round(12 * math.sin(i / 9)))) for i in range(110)]
+    for i in (95, 96):
+        frames[i] = np.full_like(frames[i], 100)
+    p = tmp_path_factory.mktemp("long") / "long.mp4"
+    write_video(frames, p, FPS)
+    return p
+
+
+@pytest.fixture(scope="module")
+def long_track(long_clip):
+    return track_video(long_clip)
+
+
+def test_track_stream_gives_final_frames_before_the_end_as_the_whole_track(long_clip, long_track):
+    from engine.drive import IDENTITY_SPAN
+    from engine.drive.track import TrackStream
+
+    whole = long_track
+    st = TrackStream(long_clip)
+    parts = [(k + 1, p) for k, p in enumerate(st) if p is not None]
+    observed, first = parts[0]
+    assert observed == IDENTITY_SPAN < whole.n_frames and first.n_frames >= 18  # final frames long before the end
+    assert [p.n_frames for _, p in parts] == sorted({p.n_frames for _, p in parts}) and parts[-1][1].n_frames == 110
+    for name in ("raw", "smoothed", "found", "placement_raw", "placement", "gaze"):  # the stream's Track: the same
+        assert np.array_equal(getattr(st.track, name), getattr(whole, name), equal_nan=name == "gaze"), name
+    assert (st.track.n_lost, st.track.notes) == (2, whole.notes)
+    for _, p in parts:  # every frame given out early: the whole track's smoothing within the bound
+        k = p.n_frames
+        assert np.array_equal(p.raw, whole.raw[:k]) and np.array_equal(p.found, whole.found[:k])
+        assert np.abs(p.smoothed - whole.smoothed[:k]).max() < 1e-9
+        assert np.abs(p.placement - whole.placement[:k]).max() < 1e-6  # px
+
+
+def test_drive_renders_while_it_tracks_and_writes_the_same_video(long_clip, long_track, session_target, tmp_path,
+                                                                 monkeypatch):
+    """With render workers a drive renders each frame as soon as its values are final, while the video is still
+    being tracked, and writes what tracking first, rendering after writes."""
+    from engine.drive import SessionTarget, pipeline
+
+    started = []
+    real = pipeline.render_stream
+
+    def spy(render, jobs, workers=None):
+        def watched():
+            for j in jobs:
+                if j is not None and not started:
+                    started.append(jobs.gi_frame.f_locals["stream"]._n)  # frames tracked at the first job
+                yield j
+        return real(render, watched(), workers)
+
+    monkeypatch.setattr(pipeline, "render_stream", spy)
+    monkeypatch.setenv("DISCOFACE_RENDER_WORKERS", "2")
+    target = SessionTarget(session_target, size=64, generator=None)
+    res = drive(long_clip, target, tmp_path / "s.mp4", track_path=tmp_path / "s.json")
+    assert started and started[0] < 110, started
+    ref = drive(long_clip, target, tmp_path / "r.mp4", track=long_track)
+    assert np.array_equal(res.track.smoothed, long_track.smoothed) and res.n_frames == ref.n_frames == 110
+    a = list(iter_frames(probe_video(tmp_path / "s.mp4")))
+    b = list(iter_frames(probe_video(tmp_path / "r.mp4")))
+    assert len(a) == len(b) == 110
+    assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(a, b)) == 0
+    assert (tmp_path / "s.json").exists() and no_partial_files(tmp_path)

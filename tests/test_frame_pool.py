@@ -234,3 +234,50 @@ def test_the_workers_end_when_the_parent_is_killed(sig):
     for q in left:
         os.kill(q, signal.SIGKILL)  # (the old code's orphans: not left running)
     assert left == []
+
+
+def _job_frame(job):
+    i, k = job
+    return np.roll(BIG, i, axis=1) ^ np.uint8(k), os.getpid()
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_render_stream_renders_jobs_in_order_while_they_are_still_being_made():
+    """A job source that does work between jobs (``None``: a step with no job) is pulled on while the workers render:
+    the first images come out long before it is exhausted; every image in order; closing stops workers and source."""
+    made = []
+
+    def jobs(n=40):
+        for i in range(n):
+            made.append(i)
+            yield None  # a step of other work (a drive's tracking of one frame)
+            if i % 3 == 0:  # jobs come in bunches, as the smoothing gives frames out
+                for j in range(i, min(i + 3, n)):
+                    yield (j, 7)
+
+    out = list(render_pool.render_stream(_job_frame, jobs(), workers=2))
+    assert len(out) == 40 and made == list(range(40))
+    for j, (img, _) in enumerate(out):
+        assert np.array_equal(img, _job_frame((j, 7))[0]), j
+    assert os.getpid() not in {p for _, p in out}
+    closed, pulled = [], []
+
+    def endless():  # images come out while the source is still making jobs; it is not pulled on without bound
+        try:
+            i = 0
+            while True:
+                pulled.append(i)
+                yield (i, 1)
+                i += 1
+        finally:
+            closed.append(True)
+
+    it = render_pool.render_stream(_job_frame, endless(), workers=2)
+    first = [next(it) for _ in range(3)]
+    assert [np.array_equal(f, _job_frame((i, 1))[0]) for i, (f, _) in enumerate(first)] == [True] * 3
+    assert len(pulled) <= render_pool.MAX_WAITING + 2 * render_pool.AHEAD + 3
+    procs = it.gi_frame.f_locals["procs"]
+    it.close()
+    assert closed and all(not p.is_alive() for p in procs)
+    seq = [img for img, _ in render_pool.render_stream(_job_frame, jobs(5), workers=1)]  # one worker: in process
+    assert len(seq) == 5 and np.array_equal(seq[4], _job_frame((4, 7))[0])

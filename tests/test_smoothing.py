@@ -96,3 +96,44 @@ def test_track_expression_but_the_eyes_without_lag():
     causal = OneEuroFilter(30.0, *SMOOTHING["expression"], SMOOTHING["d_cutoff"]).filter_sequence(true[:, None])[:, 0]
     assert np.allclose(out[:, 0], causal)  # the blink weight: the causal filter
     assert _lag(true, out[:, 1]) == 0 and np.abs(out[:, 1] - true).mean() < 0.5 * np.abs(causal - true).mean()
+
+
+def _rough(n: int, d: int, seed: int) -> np.ndarray:
+    """A random walk with tracking noise, 1-unit jumps and outliers: what makes the adaptive cutoff move most."""
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.normal(0, 0.05, (n, d)), 0) + rng.normal(0, 0.02, (n, d))
+    x[n // 3:n // 3 + 10] += 1.0
+    x[::37] += rng.normal(0, 0.5, (len(x[::37]), d))
+    return x
+
+
+def test_streamed_centred_filter_matches_the_whole_sequence():
+    """The lag-free filter over a stream (a drive renders while it tracks) gives what the whole-track filter gives:
+    early samples within the settling bound, the last ``window`` ones bit for bit; it holds a bounded buffer."""
+    from engine.drive.smoothing import CentredStream, settle_frames
+    from engine.drive.track import PLACEMENT_SMOOTHING, SMOOTHING
+
+    for fps in (12.0, 25.0, 30.0, 60.0):
+        for mc, beta in (SMOOTHING["pose"], SMOOTHING["expression"], PLACEMENT_SMOOTHING):
+            f = OneEuroFilter(fps, np.full(4, mc), np.full(4, beta), SMOOTHING["d_cutoff"])
+            x = _rough(500, 4, int(fps))
+            whole = f.filter_sequence_centred(x)
+            s = CentredStream(f)
+            assert s.window == settle_frames(fps, mc, SMOOTHING["d_cutoff"]) and s.window < 200
+            parts, held = [], 0
+            for row in x:
+                parts.append(s.push(row))
+                held = max(held, len(s._xs))
+            parts.append(s.finish())
+            assert [len(p) for p in parts[:s.window + s.block - 1]] == [0] * (s.window + s.block - 1)
+            assert len(parts[s.window + s.block - 1]) == s.block  # the first frames come out long before the end
+            out = np.concatenate(parts)
+            assert out.shape == whole.shape and held <= s.window + s.block
+            assert np.abs(out - whole).max() < 1e-9, (fps, mc, beta, np.abs(out - whole).max())
+            assert np.array_equal(out[-s.window:], whole[-s.window:])
+    # a window too short to forget the fresh start is visibly off: the bound above is what the window buys
+    f = OneEuroFilter(30.0, 1.5, 20.0, 2.0)
+    s = CentredStream(f, window=3, block=3)
+    x = _rough(200, 1, 1)
+    out = np.concatenate([s.push(r) for r in x] + [s.finish()])
+    assert np.abs(out - f.filter_sequence_centred(x)).max() > 1e-3

@@ -3,6 +3,11 @@ retarget each frame (:mod:`~engine.drive.retargeting`) → render it through the
 (:mod:`~engine.drive.targets`) → write the MP4 at the target's size with the source's frame count, fps and audio
 (atomic), optionally a side-by-side preview and the track as a session JSON whose keyframes the editor opens.
 
+With render workers the tracking and the rendering run at once (:class:`~engine.drive.track.TrackStream`: a frame
+is rendered once its smoothed values are final, while later frames are still being tracked; the workers get each
+frame's coefficients down their pipes, :func:`~engine.render.frame_pool.render_stream`); without (one core, the
+editor, ``$DISCOFACE_DRIVE_STREAM=off``) the whole video is tracked first. Both write the same frames.
+
 Errors a user can cause are :class:`~engine.drive.errors.DriveError` (a ValueError) or the video module's
 :class:`~engine.drive.video.VideoError`; a cancel raises :class:`~engine.drive.errors.DriveCancelled`; neither
 leaves a partial output file.
@@ -10,6 +15,8 @@ leaves a partial output file.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +24,13 @@ from typing import Callable
 
 import cv2
 import numpy as np
+import torch
 
 from engine.drive.errors import DriveCancelled, DriveError
-from engine.render.frame_pool import render_frames
+from engine.render.frame_pool import MIN_FRAMES, default_workers, render_frames, render_stream
 from engine.drive.retargeting import retarget, retarget_placement
 from engine.drive.targets import Target, load_target
-from engine.drive.track import Track, track_video
+from engine.drive.track import IDENTITY_SPAN, Track, TrackStream, track_video
 from engine.drive.video import VideoWriter, iter_frames, probe_video
 from engine.editing.session import SessionError
 from engine.io.files import check_writable
@@ -127,38 +135,66 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
             progress("target", 0, 1)
         target = load_target(target, size, cancel=cancel_fn)
     times["target"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if track is None:
-        track = track_video(video, progress=_track_progress(progress) if progress else None,
-                            cancel=cancel_fn, smoothing=smoothing, info=info)
-    times["tracking"] = time.perf_counter() - t0
     kw = dict(expression_strength=expression_strength, pose_strength=pose_strength,
               head_motion=not expression_only, relative_expression=relative_expression)
-    n = track.n_frames
     audio_src = info.path if keep_audio and info.has_audio else None
 
-    def render(i: int):
-        move = None if expression_only or keep_placement else retarget_placement(track, i, pose_strength)
-        return target.render(retarget(target.coeffs, track, i, **kw), move)
+    def move(tr: Track, i: int):
+        return None if expression_only or keep_placement else retarget_placement(tr, i, pose_strength)
 
-    frames = render_frames(render, n)  # in parallel when worth it; forks: before the writers open their pipes
-    writers = [VideoWriter(output, track.fps, audio_src, n)]
+    t0 = time.perf_counter()
+    stream = None
+    if track is None and _streaming(info):
+        # track and render at once: a frame is rendered as soon as its smoothed values are final (TrackStream)
+        rendering = []  # once frames come out, only the rendering is reported (the CLI shows one bar at a time)
+        stream = TrackStream(video, progress=_track_progress(lambda *a: rendering or progress(*a))
+                             if progress else None, cancel=cancel_fn, smoothing=smoothing, info=info)
+        coeffs = target.coeffs[0:1].detach()
+
+        def render(job):
+            exp, pose, mv = job
+            c = coeffs.clone()
+            c.expression, c.pose = torch.from_numpy(exp)[None], torch.from_numpy(pose)[None]
+            return target.render(c, mv)
+
+        frames = render_stream(render, _jobs(stream, target, kw, move, times, t0))
+        n = info.n_frames  # (an estimate until the stream ends)
+    else:
+        if track is None:
+            track = track_video(video, progress=_track_progress(progress) if progress else None,
+                                cancel=cancel_fn, smoothing=smoothing, info=info)
+        times["tracking"] = time.perf_counter() - t0
+        n = track.n_frames
+
+        def render_index(i: int):
+            return target.render(retarget(target.coeffs, track, i, **kw), move(track, i))
+
+        frames = render_frames(render_index, n)  # in parallel when worth it; forks: before the writers open pipes
+    writers = [VideoWriter(output, info.fps, audio_src, n)]
     if sbs is not None:
-        writers.append(VideoWriter(sbs, track.fps, audio_src, n))
+        writers.append(VideoWriter(sbs, info.fps, audio_src, n))
     sources = iter_frames(info) if sbs is not None else None
     t0 = time.perf_counter()
     try:
-        for i in range(n):
+        i = 0
+        for img in frames:
             if cancel_fn is not None and cancel_fn():
                 raise DriveCancelled("cancelled")
-            img = next(frames)
             writers[0].append(img)
             if sources is not None:
                 src = next(sources, None)
                 if src is not None:  # (a resampled VFR source can end a frame early: the preview is shorter)
                     writers[1].append(side_by_side_frame(src, img))
+            i += 1
+            if stream is not None and not rendering:
+                rendering.append(True)
             if progress is not None:
-                progress("rendering", i + 1, n)
+                progress("rendering", i, max(i, n if stream is None else
+                                             (stream.track.n_frames if stream.track else info.n_frames)))
+        if stream is not None:
+            track, n = stream.track, stream.track.n_frames
+            for w in writers:
+                w.n_frames = n  # the audio is cut to the frames written
         for w in writers:
             w.finish()
         tf = None
@@ -179,6 +215,34 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
     return DriveResult(output=output, track=track, n_frames=n, fps=track.fps, size=target.size,
                        audio=audio_src is not None, side_by_side=sbs, track_file=tf, seconds=times,
                        video_size=(shape[1], shape[0]) if shape is not None else None)
+
+
+STREAM_ENV = "DISCOFACE_DRIVE_STREAM"  # "0" / "off": track the whole video first, then render (as before)
+
+
+def _streaming(info) -> bool:
+    """Track and render at once: with render workers (engine/render/frame_pool.py) and a clip long enough to have
+    frames final before its end (the identity's IDENTITY_SPAN frames and the smoothing's window), unless
+    ``$DISCOFACE_DRIVE_STREAM`` is off. The frames are the same either way (tests/test_drive.py)."""
+    if os.environ.get(STREAM_ENV, "").strip().lower() in ("0", "off", "no", "false"):
+        return False
+    return (default_workers() > 1 and "fork" in mp.get_all_start_methods()
+            and info.n_frames >= IDENTITY_SPAN + MIN_FRAMES)
+
+
+def _jobs(stream: TrackStream, target: Target, kw: dict, move, times: dict, t0: float):
+    """A render job (the frame's expression, pose and head move: what the worker needs) for each frame the stream
+    makes final; ``None`` after each tracked frame that made none."""
+    done = 0
+    for part in stream:
+        if part is None:
+            yield None
+            continue
+        for i in range(done, part.n_frames):
+            c = retarget(target.coeffs, part, i, **kw)
+            yield c.expression[0].numpy(), c.pose[0].numpy(), move(part, i)
+        done = part.n_frames
+    times["tracking"] = time.perf_counter() - t0
 
 
 def _track_progress(progress):

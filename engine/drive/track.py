@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from engine.drive.errors import DriveCancelled, NoFaceError
-from engine.drive.smoothing import OneEuroFilter
+from engine.drive.smoothing import CentredStream, OneEuroFilter
 from engine.drive.video import VideoError, VideoInfo, iter_frames, probe_video
 from engine.face.model import N_EXP, Coefficients, default_model
 from engine.fit import ExpressionPoseSolver, estimate_identity, pose_from_rotation, renderer_for, rotation_np
@@ -327,31 +327,47 @@ def centred_channels(exp_names) -> np.ndarray:
     return np.concatenate([[not n.startswith("eye") for n in exp_names], np.ones(3, bool)])
 
 
-def _smooth(raw: np.ndarray, fps: float, params: dict | None = None, centred: np.ndarray | None = None
-            ) -> np.ndarray:
-    """One-Euro over every coefficient; the ``centred`` ones (bool (56,); default: the pose) forward and backward."""
+def _smoothing_filters(fps: float, params: dict | None = None, centred: np.ndarray | None = None):
+    """(the causal filter of every coefficient, the lag-free one's filter of the ``centred`` ones, ``centred``)."""
     p = dict(SMOOTHING, **(params or {}))
     mc = np.concatenate([np.full(N_EXP, p["expression"][0]), np.full(3, p["pose"][0])])
     beta = np.concatenate([np.full(N_EXP, p["expression"][1]), np.full(3, p["pose"][1])])
-    f = OneEuroFilter(fps, mc, beta, p["d_cutoff"])
-    out = f.filter_sequence(raw)
     if centred is None:
-        centred = np.arange(raw.shape[1]) >= N_EXP
+        centred = np.arange(N_EXP + 3) >= N_EXP
+    return (OneEuroFilter(fps, mc, beta, p["d_cutoff"]),
+            OneEuroFilter(fps, mc[centred], beta[centred], p["d_cutoff"]), centred)
+
+
+def _smooth(raw: np.ndarray, fps: float, params: dict | None = None, centred: np.ndarray | None = None
+            ) -> np.ndarray:
+    """One-Euro over every coefficient; the ``centred`` ones (bool (56,); default: the pose) forward and backward."""
+    f, fc, centred = _smoothing_filters(fps, params, centred)
+    out = f.filter_sequence(raw)
     if centred.any():  # without lag (see SMOOTHING)
-        fc = OneEuroFilter(fps, mc[centred], beta[centred], p["d_cutoff"])
         out[:, centred] = fc.filter_sequence_centred(raw[:, centred])
     out[:, :N_EXP] = np.clip(out[:, :N_EXP], 0.0, 1.0)
     return out
 
 
-def _smooth_placement(place: np.ndarray, fps: float, params: dict | None = None) -> np.ndarray:
-    """One-Euro on the placement with x, y in head sizes (so the pose's settings fit), back to px."""
+def _placement_filter(fps: float, params: dict | None = None) -> OneEuroFilter:
     mc, beta = (params or {}).get("placement", PLACEMENT_SMOOTHING)
     d_cutoff = (params or {}).get("d_cutoff", SMOOTHING["d_cutoff"])
-    unit = float(np.exp(np.median(place[:, 2])))
-    v = place / np.array([unit, unit, 1.0])
-    out = OneEuroFilter(fps, np.full(3, mc), np.full(3, beta), d_cutoff).filter_sequence_centred(v)
-    return out * np.array([unit, unit, 1.0])
+    return OneEuroFilter(fps, np.full(3, mc), np.full(3, beta), d_cutoff)
+
+
+def _placement_unit(place: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """(3,) the placement filter's scale: x, y in head sizes (the median head size, frame px per model-crop px, of
+    the first ``rows`` frames — those tracked when the identity is fixed, so that a drive can smooth while the video
+    is still being tracked; all of a clip with fewer than IDENTITY_SPAN faces), the log size as it is."""
+    unit = float(np.exp(np.median(place[:rows, 2])))
+    return np.array([unit, unit, 1.0])
+
+
+def _smooth_placement(place: np.ndarray, fps: float, params: dict | None = None, unit_rows: int | None = None
+                      ) -> np.ndarray:
+    """One-Euro on the placement with x, y in head sizes (so the pose's settings fit), back to px."""
+    unit = _placement_unit(place, unit_rows)
+    return _placement_filter(fps, params).filter_sequence_centred(place / unit) * unit
 
 
 def _hold(a: np.ndarray) -> np.ndarray:
@@ -412,105 +428,230 @@ def _unwrap_roll(vals: list[np.ndarray]) -> None:
         b[N_EXP + 2] -= 2 * math.pi * round(d / (2 * math.pi))
 
 
+class TrackStream:
+    """:func:`track_video` a frame at a time. Iterating it tracks the video; after each frame it yields a
+    :class:`Track` of the frames whose smoothed values are final so far (``None`` while there is no new one), so a
+    drive renders them while the rest is still being tracked; :attr:`track` is then the whole video's Track, the same
+    as :func:`track_video`'s.
+
+    A frame is final once the identity is fixed (from the first ``IDENTITY_SPAN`` good frames, as in the whole run,
+    so every solve is the same) and the lag-free smoothing has seen enough frames after it
+    (:class:`~engine.drive.smoothing.CentredStream`: within ~1e-9 of the whole track's filter, the last frames
+    bit-identical). ``windowed=False`` (:func:`track_video`): nothing is yielded."""
+
+    def __init__(self, video, progress: Callable[[int, int], None] | None = None,
+                 cancel: Callable[[], bool] | None = None, smoothing: dict | bool | None = None,
+                 detect_every: int = 60, model=None, rnet=None, info: VideoInfo | None = None,
+                 full_search_every: int = 10, windowed: bool = True):
+        self.info = info or probe_video(video)
+        self.progress, self.cancel, self.smoothing = progress, cancel, smoothing
+        self.detect_every, self.full_search_every = detect_every, full_search_every
+        self.model, self._rnet = model, rnet
+        self.windowed = windowed
+        self.track: Track | None = None
+
+    def __iter__(self):
+        info, cancel = self.info, self.cancel
+        self.model = model = self.model or default_model()
+        self._renderer = renderer_for(model)
+        tracker = FaceTracker(self._rnet or default_rnet(), detect_every=self.detect_every,
+                              full_search_every=self.full_search_every)
+        self._size = tracker.crop_size
+        self._early: list[Observation] = []  # good frames with R-Net's reading among the first IDENTITY_SPAN
+        self._pending: list[Observation | None] = []  # observed, not solved yet (the identity is not fixed)
+        self._solver = self._prev = self.base = None
+        self._unit_rows = None  # frames tracked when the identity was fixed (the placement filter's unit)
+        # per frame: the solve (None: no face), its placement and gaze (NaN: none), a face found
+        self._raw, self._place, self._gaze, self._found = [], [], [], []
+        self._ms_fit: list[float] = []
+        self._held = 0  # rows with the holds filled, the roll unwrapped and the gaze in
+        self._first_gaze = self._first_place = self._last = None
+        self._smoothed, self._placed, self._causal = [], [], []
+        self._filters = None
+        self._given = 0
+        ms_track = []
+        self._n = n_found = 0
+        for frame in iter_frames(info):
+            if cancel is not None and cancel():
+                raise DriveCancelled("cancelled")
+            t0 = time.perf_counter()
+            # R-Net where its reading is used: the frames the identity may come from, and each re-detection
+            o = tracker.observe(frame, self._n, need_rnet=n_found < IDENTITY_SPAN and n_found % RNET_EVERY == 0)
+            if o is not None:
+                n_found += 1
+                ms_track.append((time.perf_counter() - t0) * 1000.0)
+                if n_found <= IDENTITY_SPAN and o.rnet is not None:
+                    self._early.append(o)
+            self._pending.append(o)
+            self._n += 1
+            if self._solver is None and n_found >= IDENTITY_SPAN:
+                self._fix_identity()
+            if self._solver is not None:
+                self._solve_pending()
+            self._report()
+            yield self._advance(False) if self.windowed else None
+        n = self._n
+        if n == 0:
+            raise VideoError(f"{info.path.name}: the video has no frames (zero-length)")
+        if not n_found:
+            raise NoFaceError(f"{info.path.name}: no face found in any of its {n} frames (use a video with a clearly "
+                              f"visible, roughly frontal face)")
+        if self._solver is None:
+            self._fix_identity()
+        self._solve_pending()
+        self._hold_rows(True)
+        raw, place = np.stack(self._raw), np.stack(self._place)
+        if self.smoothing is False:
+            smoothed, place_s = raw.copy(), place.copy()
+        else:
+            smoothed = _smooth(raw, info.fps, self.smoothing or None, centred_channels(model.exp_names))
+            place_s = _smooth_placement(place, info.fps, self.smoothing or None, self._unit_rows)
+        found = np.array(self._found)
+        notes = list(info.notes)
+        lost = int((~found).sum())
+        if lost:
+            notes.append(f"no face in {lost} of {n} frames: the last fit was held there")
+        self.track = Track(info=info, raw=raw, smoothed=smoothed, found=found, base=self.base,
+                           exp_names=model.exp_names, n_detections=tracker.n_detections, ms_track=ms_track,
+                           ms_fit=self._ms_fit, notes=notes, placement_raw=place, placement=place_s,
+                           gaze=np.stack(self._gaze), crop_size=self._size)
+        if self.progress is not None:
+            self.progress(2 * n, 2 * n)
+        if self.windowed:
+            part = self._advance(True)
+            if part is not None:
+                yield part
+
+    def _report(self) -> None:
+        """Observing a frame is half of its work, its solve the other half."""
+        if self.progress is not None:
+            self.progress(self._n + len(self._raw), 2 * max(self._n, self.info.n_frames))
+
+    # ------------------------------------------------------------------------------------------ the solve
+    def _fix_identity(self) -> None:
+        """Identity / albedo / light from a few good frames near the start (spread over the first IDENTITY_SPAN)."""
+        early = self._early
+        pick = [early[int(i)] for i in np.unique(np.linspace(0, len(early) - 1, min(IDENTITY_FRAMES, len(early)))
+                                                 .round().astype(int))]
+        self.base = estimate_identity(pick, self.model, self._renderer, self._size)
+        self._solver = ExpressionPoseSolver(self.model, self._renderer, self.base.identity, self._size)
+        self._early = []
+        self._unit_rows = self._n
+
+    def _solve_pending(self) -> None:
+        solver = self._solver
+        for k, o in enumerate(self._pending):
+            if k and k % 16 == 0:
+                if self.cancel is not None and self.cancel():
+                    raise DriveCancelled("cancelled")
+                self._report()
+            self._found.append(o is not None)
+            if o is None:
+                self._raw.append(None)
+                self._place.append(np.full(3, np.nan))
+                self._gaze.append(np.full(2, np.nan))
+                continue
+            prior = None if o.rnet is None else o.rnet.expression[0].numpy().astype(np.float64)
+            if self._prev is None or (o.detected and o.rnet is not None):  # a (re)start: from R-Net's reading
+                x0 = np.concatenate([prior, o.rnet.pose[0].numpy()])
+            else:
+                x0 = self._prev
+            t0 = time.perf_counter()
+            self._prev = prev = solver.solve(o.landmarks, x0, prior)
+            self._ms_fit.append((time.perf_counter() - t0) * 1000.0)
+            x_frame = prev[:N_EXP + 3].copy()
+            # the crop's pose -> the frame's: compose the in-plane rotation the alignment removed
+            x_frame[N_EXP:] = pose_from_rotation(rotation_np([0.0, 0.0, o.roll_offset])
+                                                 @ rotation_np(prev[N_EXP:N_EXP + 3]))
+            self._raw.append(x_frame)
+            self._place.append(head_placement(solver, prev, o.matrix) if o.matrix is not None
+                               else np.full(3, np.nan))
+            self._gaze.append(np.full(2, np.nan) if o.gaze is None else np.asarray(o.gaze, np.float64))
+        self._pending = []
+
+    # ------------------------------------------------------------------------- holds, gaze, smoothing
+    def _hold_rows(self, end: bool) -> int:
+        """Make the solved rows whole, as far as they can be: the last fit, gaze and placement held over the frames
+        without one (before the first one: the first, so those rows wait for it unless ``end``; all-NaN stays
+        NaN), the roll unwrapped, the gaze put into the eyeLook weights. Returns how many rows are whole."""
+        raw, gaze, place = self._raw, self._gaze, self._place
+        m = len(raw)
+        for i in range(self._held, m):
+            if self._last is None and raw[i] is not None:
+                self._last = raw[i]
+            if self._first_gaze is None and np.isfinite(gaze[i]).all():
+                self._first_gaze = i
+            if self._first_place is None and np.isfinite(place[i]).all():
+                self._first_place = i
+        if not end and any(v is None for v in (self._last, self._first_gaze, self._first_place)):
+            return self._held
+        for i in range(self._held, m):
+            if raw[i] is None:  # (a copy of an unwrapped row unwraps to itself: the same as the whole run's)
+                raw[i] = self._last.copy()
+            else:
+                self._last = raw[i]
+            for a, first in ((gaze, self._first_gaze), (place, self._first_place)):
+                if first is not None and not np.isfinite(a[i]).all():
+                    a[i] = a[first].copy() if i < first else a[i - 1].copy()
+            if i:
+                _unwrap_roll(raw[i - 1:i + 1])
+        if m > self._held:  # the landmark fit cannot see gaze: the iris tracker's reading replaces it
+            for j, col in gaze_to_look(np.stack(gaze[self._held:m]), self.model.exp_names).items():
+                for r, v in zip(range(self._held, m), col):
+                    raw[r][j] = v
+        self._held = m
+        return m
+
+    def _advance(self, end: bool) -> "Track | None":
+        """A Track of the final rows when there are new ones (at the end: all), else None."""
+        m = self._held if end else self._hold_rows(False)
+        if self.smoothing is False:
+            self._smoothed = self._raw[:m]
+            self._placed = self._place[:m]
+        elif m:
+            if self._filters is None:
+                f, fc, centred = _smoothing_filters(self.info.fps, self.smoothing or None,
+                                                    centred_channels(self.model.exp_names))
+                unit = _placement_unit(np.stack(self._place[:self._unit_rows]))
+                self._filters = (f, CentredStream(fc), centred,
+                                 CentredStream(_placement_filter(self.info.fps, self.smoothing or None)), unit)
+            f, cs, centred, ps, unit = self._filters
+            for i in range(len(self._causal), m):
+                self._causal.append(f(self._raw[i]))
+                self._add_smoothed(cs.push(self._raw[i][centred]))
+                self._placed.extend(ps.push(self._place[i] / unit) * unit)
+            if end:
+                self._add_smoothed(cs.finish())
+                self._placed.extend(ps.finish() * unit)
+        k = min(len(self._smoothed), len(self._placed))
+        if k <= self._given and not end:
+            return None
+        self._given = k
+        return Track(info=self.info, raw=np.stack(self._raw[:k]), smoothed=np.stack(self._smoothed[:k]),
+                     found=np.array(self._found[:k]), base=self.base, exp_names=self.model.exp_names,
+                     placement_raw=np.stack(self._place[:k]), placement=np.stack(self._placed[:k]),
+                     crop_size=self._size)
+
+    def _add_smoothed(self, centred_rows: np.ndarray) -> None:
+        _, _, centred, _, _ = self._filters
+        for r in centred_rows:
+            row = self._causal[len(self._smoothed)].copy()
+            row[centred] = r
+            row[:N_EXP] = np.clip(row[:N_EXP], 0.0, 1.0)
+            self._smoothed.append(row)
+
+
 def track_video(video, progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
                 smoothing: dict | bool | None = None, detect_every: int = 60, model=None, rnet=None,
                 info: VideoInfo | None = None, full_search_every: int = 10) -> Track:
-    """Track and fit the face of every frame of ``video`` (a path). ``progress(done, total)``: tracking is the
-    first half, the per-frame fit the second. A lost face is looked for around its last box every frame and on
+    """Track and fit the face of every frame of ``video`` (a path). ``progress(done, total)``: observing a frame is
+    half of its work, its solve the other half. A lost face is looked for around its last box every frame and on
     the full frame every ``full_search_every`` frames (:class:`~engine.drive.track.FaceTracker`).
 
     Raises :class:`VideoError` (unreadable video), :class:`NoFaceError` (no face in any frame),
     :class:`DriveCancelled`."""
-    info = info or probe_video(video)
-    model = model or default_model()
-    rnet = rnet or default_rnet()
-    renderer = renderer_for(model)
-    tracker = FaceTracker(rnet, detect_every=detect_every, full_search_every=full_search_every)
-    size = tracker.crop_size
-    obs: list[Observation | None] = []
-    ms_track = []
-    n = 0
-    n_found = 0
-    for frame in iter_frames(info):
-        if cancel is not None and cancel():
-            raise DriveCancelled("cancelled")
-        t0 = time.perf_counter()
-        # R-Net where its reading is used: the frames the identity may come from, and each re-detection (a new start)
-        o = tracker.observe(frame, n, need_rnet=n_found < IDENTITY_SPAN and n_found % RNET_EVERY == 0)
-        if o is not None:
-            n_found += 1
-            ms_track.append((time.perf_counter() - t0) * 1000.0)
-        obs.append(o)
-        n += 1
-        if progress is not None:  # tracking is the first half of the work, the fit the second
-            progress(n, 2 * max(n, info.n_frames))
-    if n == 0:
-        raise VideoError(f"{info.path.name}: the video has no frames (zero-length)")
-    good = [o for o in obs if o is not None]
-    if not good:
-        raise NoFaceError(f"{info.path.name}: no face found in any of its {n} frames (use a video with a clearly "
-                          f"visible, roughly frontal face)")
-    # identity / albedo / light from a few good frames near the start (spread over the first IDENTITY_SPAN)
-    early = [o for o in good[:IDENTITY_SPAN] if o.rnet is not None]
-    pick = [early[int(i)] for i in np.unique(np.linspace(0, len(early) - 1, min(IDENTITY_FRAMES, len(early)))
-                                             .round().astype(int))]
-    base = estimate_identity(pick, model, renderer, size)
-    solver = ExpressionPoseSolver(model, renderer, base.identity, size)
-    raw = []
-    found = np.zeros(n, bool)
-    ms_fit = []
-    place = np.full((n, 3), np.nan)
-    prev = None  # the previous frame's solution in its crop (expression, pose, 2D similarity)
-    for i, o in enumerate(obs):
-        if i % 16 == 0:
-            if cancel is not None and cancel():
-                raise DriveCancelled("cancelled")
-            if progress is not None:
-                progress(n + i, 2 * n)
-        if o is None:
-            raw.append(None)
-            continue
-        found[i] = True
-        prior = None if o.rnet is None else o.rnet.expression[0].numpy().astype(np.float64)
-        if prev is None or (o.detected and o.rnet is not None):  # a (re)start: from R-Net's reading
-            x0 = np.concatenate([prior, o.rnet.pose[0].numpy()])
-        else:
-            x0 = prev
-        t0 = time.perf_counter()
-        prev = solver.solve(o.landmarks, x0, prior)
-        ms_fit.append((time.perf_counter() - t0) * 1000.0)
-        x_frame = prev[:N_EXP + 3].copy()
-        # the crop's pose -> the frame's: compose the in-plane rotation the alignment removed
-        x_frame[N_EXP:] = pose_from_rotation(rotation_np([0.0, 0.0, o.roll_offset]) @ rotation_np(prev[N_EXP:N_EXP + 3]))
-        raw.append(x_frame)
-        if o.matrix is not None:
-            place[i] = head_placement(solver, prev, o.matrix)
-    # hold the last fit over frames without a face (and the first fit before the first face)
-    first = next(v for v in raw if v is not None)
-    last = first
-    for i in range(n):
-        if raw[i] is None:
-            raw[i] = last.copy()
-        else:
-            last = raw[i]
-    _unwrap_roll(raw)
-    raw = np.stack(raw)
-    gaze = _hold(np.array([np.full(2, np.nan) if o is None or o.gaze is None else o.gaze for o in obs], np.float64))
-    look = gaze_to_look(gaze, model.exp_names)
-    for j, col in look.items():  # the landmark fit cannot see gaze: the iris tracker's reading replaces it
-        raw[:, j] = col
-    place = _hold(place)
-    if smoothing is False:
-        smoothed, place_s = raw.copy(), place.copy()
-    else:
-        smoothed = _smooth(raw, info.fps, smoothing or None, centred_channels(model.exp_names))
-        place_s = _smooth_placement(place, info.fps, smoothing or None)
-    if progress is not None:
-        progress(2 * n, 2 * n)
-    notes = list(info.notes)
-    lost = int((~found).sum())
-    if lost:
-        notes.append(f"no face in {lost} of {n} frames: the last fit was held there")
-    return Track(info=info, raw=raw, smoothed=smoothed, found=found, base=base, exp_names=model.exp_names,
-                 n_detections=tracker.n_detections, ms_track=ms_track, ms_fit=ms_fit, notes=notes,
-                 placement_raw=place, placement=place_s, gaze=gaze, crop_size=size)
+    stream = TrackStream(video, progress, cancel, smoothing, detect_every, model, rnet, info, full_search_every,
+                         windowed=False)
+    for _ in stream:
+        pass
+    return stream.track

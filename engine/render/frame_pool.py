@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import traceback
+from collections import deque
 from typing import Callable, Iterator
 
 import numpy as np
@@ -31,6 +32,7 @@ ENV = "DISCOFACE_RENDER_WORKERS"
 MAX_WORKERS = 4
 MIN_FRAMES = 8
 AHEAD = 2  # frames queued per worker
+MAX_WAITING = 512  # render_stream: jobs made and not sent yet (small: a frame's coefficients) before it waits
 
 
 class RenderWorkerError(RuntimeError):
@@ -52,7 +54,8 @@ def default_workers() -> int:
 
 
 def _worker(conn, render: Callable[[int], np.ndarray], parent_ends=()) -> None:
-    """The loop in a forked worker: an index in, ``(index, image, None)`` or ``(index, None, error text)`` out.
+    """The loop in a forked worker: ``(index, argument)`` in, ``(index, image, None)`` or ``(index, None, error
+    text)`` out (``render(argument)``: the argument is the frame's index, or :func:`render_stream`'s job).
     ``parent_ends``: the parent's ends of the pipes (this worker's and the earlier workers'), inherited by the fork:
     closed here, so that the parent's death closes this worker's pipe and the worker ends (held open, a parent
     killed by SIGTERM or SIGKILL left its workers waiting for ever)."""
@@ -65,13 +68,14 @@ def _worker(conn, render: Callable[[int], np.ndarray], parent_ends=()) -> None:
     torch.set_num_threads(1)  # (OpenCV's pool is already at one thread: set in the parent before the fork)
     while True:
         try:
-            i = conn.recv()
+            msg = conn.recv()
         except (EOFError, OSError):  # the parent is gone
             return
-        if i is None:
+        if msg is None:
             return
+        i, arg = msg
         try:
-            out = (i, render(i), None)
+            out = (i, render(arg), None)
         except BaseException as e:  # reported to the parent, which raises it there
             out = (i, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
         try:
@@ -90,6 +94,27 @@ def render_frames(render: Callable[[int], np.ndarray], n: int, workers: int | No
     if workers <= 1 or n < MIN_FRAMES or "fork" not in mp.get_all_start_methods():
         return (render(i) for i in range(n))
     workers = min(workers, n)
+    procs, conns = _fork(render, workers)
+    return _ordered(procs, conns, n)
+
+
+def render_stream(render: Callable[[object], np.ndarray], jobs: Iterator, workers: int | None = None
+                  ) -> Iterator[np.ndarray]:
+    """``render(job)`` for each job ``jobs`` yields (picklable: it goes down a worker's pipe), the images yielded
+    in the jobs' order, while ``jobs`` is still producing: pulling on it may do a step of other work (a drive's
+    tracking) and yield ``None`` when no job came of it. This process pulls on ``jobs`` whenever the next image is
+    not ready yet (the workers render meanwhile) and waits only when ``jobs`` is exhausted; at most ``AHEAD x
+    workers`` images are in flight. With one worker (or no ``fork``) everything runs here, in order.
+
+    The workers are forked at the call (before ``jobs`` starts: nothing it opens is inherited)."""
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        return (render(j) for j in jobs if j is not None)
+    procs, conns = _fork(render, workers)
+    return _streamed(procs, conns, jobs)
+
+
+def _fork(render, workers: int):
     from engine.render import fast_raster
 
     fast_raster.warm_up()  # loaded (or its loader thread joined) before the fork: no thread holds a lock then
@@ -114,7 +139,7 @@ def render_frames(render: Callable[[int], np.ndarray], n: int, workers: int | No
         raise
     finally:
         cv2.setNumThreads(cv_threads)
-    return _ordered(procs, conns, n)
+    return procs, conns
 
 
 def _stopped(p, i: int) -> RenderWorkerError:
@@ -142,7 +167,7 @@ def _ordered(procs, conns, n: int) -> Iterator[np.ndarray]:
         sent = 0
         for i in range(n):
             while sent < n and sent < i + AHEAD * w:  # frame k always goes to worker k % w: answers come in order
-                conns[sent % w].send(sent)
+                conns[sent % w].send((sent, sent))
                 sent += 1
             yield _receive(procs[i % w], conns[i % w], i)
         for c in conns:
@@ -150,6 +175,46 @@ def _ordered(procs, conns, n: int) -> Iterator[np.ndarray]:
         for p in procs:
             p.join(5.0)
     finally:
+        _stop(procs, conns)
+
+
+_END = object()
+
+
+def _streamed(procs, conns, jobs: Iterator) -> Iterator[np.ndarray]:
+    w = len(procs)
+    waiting = deque()  # jobs made, not sent yet
+    sent = received = 0
+    exhausted = False
+
+    def pull() -> None:
+        nonlocal exhausted
+        j = next(jobs, _END)
+        if j is _END:
+            exhausted = True
+        elif j is not None:
+            waiting.append(j)
+
+    try:
+        while True:
+            while waiting and sent < received + AHEAD * w:  # frame k always goes to worker k % w: in order
+                conns[sent % w].send((sent, waiting.popleft()))
+                sent += 1
+            if received < sent and (exhausted or len(waiting) >= MAX_WAITING or conns[received % w].poll(0)):
+                yield _receive(procs[received % w], conns[received % w], received)
+                received += 1
+            elif not exhausted and len(waiting) < MAX_WAITING:
+                pull()  # the next image is not ready: do a step of the jobs' own work meanwhile
+            elif received == sent and not waiting:
+                break
+        for c in conns:
+            c.send(None)
+        for p in procs:
+            p.join(5.0)
+    finally:
+        close = getattr(jobs, "close", None)
+        if close is not None:
+            close()
         _stop(procs, conns)
 
 
