@@ -9,9 +9,10 @@ would*, through the control table (``engine.editing.controls``, the names the CL
 
 Yardsticks: the functions of ``../shared/tools/judge.py`` (dlib 68 landmarks and face descriptor; loaded from that
 file, not copied): eye opening (eye aspect ratio) vs the original, iris shift in eye widths, cheek log-ratio change
-and the face's Lab a*b* colour cast, identity distance. Teeth (``jawOpen=0.5``): the bright half of the pixels inside
-the edited photo's inner-lip polygon, their Lab chroma against the photo's own eye whites (natural: a* within
-−4 … +8 and b* within −4 … +22 of the sclera's, i.e. neither green, blue nor grey-purple; neutral-to-ivory).
+and the face's Lab a*b* colour cast, identity distance. Teeth (``jawOpen=0.5``): the brightest quarter of the pixels
+inside the edited photo's inner-lip polygon, their Lab chroma against the photo's own eye whites (the least colourful
+of the bright eye pixels; natural: a* within −4 … +8 and b* within −4 … +22 of the sclera's, i.e. neither green, blue
+nor grey-purple; neutral-to-ivory; see :func:`teeth_chroma`).
 Prints one row per photo and the medians against the issue's goals; ``--sheet`` writes a contact sheet (face crops
 of every edit; < 2 MB).
 """
@@ -45,6 +46,7 @@ EDITS = {
     "jaw": {"jawOpen": 0.5},
 }
 TEETH_DA, TEETH_DB = (-4.0, 8.0), (-4.0, 22.0)
+TEETH_TOP = 25  # % of the open mouth's pixels, the brightest, measured as teeth
 
 
 def photo_set(quick: bool) -> list[tuple[str, np.ndarray]]:
@@ -76,13 +78,21 @@ def _shape(J, a):
 
 
 def teeth_chroma(J, a, L, a0, L0):
-    """(Δa*, Δb*) of the bright inner-mouth pixels of ``a`` against the eye whites of the original ``a0``."""
+    """(Δa*, Δb*) of the teeth in the open mouth of ``a`` against the eye whites of the original ``a0``.
+
+    Teeth: the brightest quarter (``TEETH_TOP``) of the pixels inside the edited photo's inner-lip polygon (teeth
+    are the brightest thing in an open mouth; the bright *half* of a small or tongue-filled mouth took in the tongue
+    and the lips' inner edge: painting_threequarter_man_12's grey-ivory teeth band read +16.5 a* from the red
+    tongue around it). Grey, blue, green or red teeth are still what that quarter measures. Eye whites: of the
+    bright 40 % of the original's eye-opening pixels, the least colourful third (the sclera is the least colourful
+    part of an eye; the brightest fifth alone was lid skin on narrow or smiling eyes: front_man_older_09's own,
+    ivory teeth read -11 a* against a "white" of +20 a*)."""
     m = np.zeros(a.shape[:2], np.uint8)
     cv2.fillPoly(m, [np.round(L[60:68]).astype(np.int32)], 1)
     if m.sum() < 12:
         return None
     lab = cv2.cvtColor(a, cv2.COLOR_RGB2LAB).astype(float)[m > 0]
-    lab = lab[lab[:, 0] >= np.percentile(lab[:, 0], 50)]
+    lab = lab[lab[:, 0] >= np.percentile(lab[:, 0], 100 - TEETH_TOP)]
     e = np.zeros(a0.shape[:2], np.uint8)
     for s in (slice(36, 42), slice(42, 48)):
         cv2.fillPoly(e, [np.round(L0[s]).astype(np.int32)], 1)
@@ -90,7 +100,9 @@ def teeth_chroma(J, a, L, a0, L0):
     if len(el) < 6:
         ref = np.array([128.0, 128.0])
     else:
-        el = el[el[:, 0] >= np.percentile(el[:, 0], 80)]
+        el = el[el[:, 0] >= np.percentile(el[:, 0], 60)]
+        chroma = np.hypot(el[:, 1] - 128.0, el[:, 2] - 128.0)
+        el = el[chroma <= np.percentile(chroma, 100 / 3)]
         ref = el[:, 1:].mean(0)
     return float(lab[:, 1].mean() - ref[0]), float(lab[:, 2].mean() - ref[1])
 
