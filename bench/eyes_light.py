@@ -114,7 +114,7 @@ def measure(J, a0, a):
         return None
     L0 = np.array([(p.x, p.y) for p in s0.parts()], float)
     L1 = np.array([(p.x, p.y) for p in s1.parts()], float)
-    r = {"opening": J._ear(L1) / J._ear(L0)}
+    r = {"opening": J._ear(L1) / J._ear(L0), "ear0": float(J._ear(L0)), "ear": float(J._ear(L1))}
     i0, i1 = J._iris(a0, L0), J._iris(a, L1)
     r["iris"] = float(i1[0] - i0[0]) if i0 is not None and i1 is not None else float("nan")
     c0, c1 = J._cheeks(a0, L0), J._cheeks(a, L0)
@@ -223,6 +223,8 @@ def summary(rows) -> str:
     lines = ["", "| measure | median (worst) | goal |", "|---|---|---|",
              f"| blink = 1: eye opening vs the original | {med(blink):.2f} ({max(blink, default=float('nan')):.2f}) "
              f"| ≤ 0.35 |",
+             f"| blink = 1: eye aspect ratio, original → closed (a real blink reads about 0.1) | "
+             f"{med(col('blink', 'ear0')):.3f} → {med(col('blink', 'ear')):.3f} | |",
              f"| eyeWide = 1: eye opening | {med(wide):.2f} ({min(wide, default=float('nan')):.2f}) | ≥ 1.12 |",
              f"| look_horizontal −0.8 / +0.8: iris shift, eye widths | {med(lm):+.3f} / {med(lp):+.3f} "
              f"(right direction {sum(v < 0 for v in lm)}/{len(lm)}, {sum(v > 0 for v in lp)}/{len(lp)}) "
