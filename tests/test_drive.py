@@ -668,8 +668,14 @@ def test_drive_renders_while_it_tracks_and_writes_the_same_video(long_clip, long
     monkeypatch.setattr(pipeline, "render_stream", spy)
     monkeypatch.setenv("DISCOFACE_RENDER_WORKERS", "2")
     target = SessionTarget(session_target, size=64, generator=None)
-    res = drive(long_clip, target, tmp_path / "s.mp4", track_path=tmp_path / "s.json")
+    seen = []
+    res = drive(long_clip, target, tmp_path / "s.mp4", track_path=tmp_path / "s.json", side_by_side=True,
+                progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert started and started[0] < 110, started
+    stages = [st for st, _, _ in seen]
+    first = stages.index("rendering")  # once frames come out only the rendering is reported (one bar at a time)
+    assert "tracking" in stages[:first] and set(stages[first:]) == {"rendering"} and seen[-1] == ("rendering", 110, 110)
+    assert probe_video(tmp_path / "s_side_by_side.mp4").n_frames == 110
     ref = drive(long_clip, target, tmp_path / "r.mp4", track=long_track)
     assert np.array_equal(res.track.smoothed, long_track.smoothed) and res.n_frames == ref.n_frames == 110
     a = list(iter_frames(probe_video(tmp_path / "s.mp4")))
