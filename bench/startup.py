@@ -3,7 +3,8 @@
     python bench/startup.py [--photo PATH] [--repeat 3]
 
 Rows: ``import engine.cli`` (building the parser imports no torch), ``discoface --help`` (prints the compute device,
-so it imports torch), ``import torch`` alone (the floor of any command that computes), and a cold ``discoface edit``
+so it imports torch), ``import torch`` alone (the floor of any command that computes), ``import numba`` alone (what
+a torch-free path would still pay for the rasterizer), and a cold ``discoface edit``
 of a 1 MP photo (front_man_darkskin_01, 910x1137: fit + one edited frame written as PNG), twice: the first edit of
 the photo (an empty photo cache, ``engine/editing/photo_cache.py``: detect, fit, layers) and a later one (the cache
 holds the photo's fit and layers). Median of ``--repeat``; the two edit rows run interleaved. Last, the editor's
@@ -55,7 +56,8 @@ def main(argv=None) -> int:
     edit = [py, "-c", cli, "edit", str(a.photo), "--set", "yaw=10", "smile=0.5", "-o", str(out)]
     rows = [("import engine.cli", [py, "-c", "import engine.cli"]),
             ("discoface --help", [py, "-c", cli, "--help"]),
-            ("import torch", [py, "-c", "import torch"])]
+            ("import torch", [py, "-c", "import torch"]),
+            ("import numba (the compiled rasterizer's)", [py, "-c", "import numba"])]
     print(f"start-up, fresh processes, median of {a.repeat}; load {'/'.join(f'{v:.1f}' for v in os.getloadavg())} "
           f"on {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"{'case':52s} {'wall s':>7s} {'CPU s':>7s}")
@@ -69,6 +71,8 @@ def main(argv=None) -> int:
         show(name, res)
         if name == "import torch":
             torch_rows = res
+        if name.startswith("import numba"):
+            numba_rows = res
     first, again = [], []
     for i in range(a.repeat):  # interleaved: each first edit in a fresh cache, then the same edit again
         cache = work / f"cache{i}"
@@ -90,6 +94,7 @@ def main(argv=None) -> int:
           f"({med(again, 1):.2f}) | ≤ 2.0 s wall |")
     print(f"| the same, the photo's first edit | {med(first, 0):.2f} ({med(first, 1):.2f}) | |")
     print(f"| `import torch` alone (the floor) | {med(torch_rows, 0):.2f} ({med(torch_rows, 1):.2f}) | |")
+    print(f"| `import numba` alone | {med(numba_rows, 0):.2f} ({med(numba_rows, 1):.2f}) | |")
     print(f"| editor: open a photo opened before (fit and layers from the photo cache) | "
           f"{statistics.median(o[2] for o in opens):.2f} ({statistics.median(o[3] for o in opens):.2f}) | |")
     print(f"(load now {'/'.join(f'{v:.1f}' for v in os.getloadavg())})")
