@@ -18,7 +18,7 @@ A contact sheet per clip (real above, driven below, a few frames) is written to
 
     python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
                             [--keep-placement] [--absolute-expression] [--expression-strength 1]
-                            [--pose-strength 1] [--iris] [--iris-gain]
+                            [--pose-strength 1] [--iris] [--iris-gain] [--iris-stages]
 
 Nothing from the shared data is written into the repository (everything goes to ``--out``, git-ignored by default).
 """
@@ -285,6 +285,71 @@ def iris_check(clips: list[Path], seconds: float | None, every: int = 5) -> str:
     return "\n".join(lines)
 
 
+_LOOK_H = ("eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L", "eyeLookOut_R")
+_LOOK_V = ("eyeLookUp_L", "eyeLookUp_R", "eyeLookDown_L", "eyeLookDown_R")
+
+
+def iris_stages(clips: list[Path], out: Path, seconds: float | None, every: int = 5) -> str:
+    """Where the horizontal iris motion is lost, stage by stage, against the judges' iris x on the real frames
+    (``judge._iris``, every ``every``-th frame; r / slope of each stage on it): the tracker's reading
+    (``Track.gaze``); the judge's reading of the retargeted frame rendered on frame 0 (no placement) with the
+    frame's whole expression, with its vertical gaze put back to the photo's, and with the gaze and pose only (every
+    other weight the photo's). Each render is read relative to the same frame rendered without the horizontal gaze
+    change, so the stages compare the iris shift itself."""
+    from engine.drive import load_target, retarget, track_video
+
+    jd = load_judge()
+    lines = ["| clip | frames | tracker | render: whole expression | ... vertical gaze the photo's | ... gaze and pose "
+             "only |", "|---|---|---|---|---|---|"]
+    for clip in clips:
+        folder = out / clip.stem
+        driver, photo, n = prepare(clip, folder, seconds)
+        target, track = load_target(photo), track_video(driver)
+        real = read_frames(clip, n)
+        c0 = target.coeffs
+        cols = {k: [] for k in ("judge", "tracker", "full", "novert", "only")}
+
+        def read(c):
+            img = target.render(c)
+            L = jd._landmarks(img)
+            ir = None if L is None else jd._iris(img, L)
+            return None if ir is None else float(ir[0])
+
+        def without(c, names):
+            c = c.clone()
+            for k in names:
+                c.expr[k] = c0.expr[k]
+            return c
+
+        for t in range(every, min(len(real), track.n_frames), every):
+            La = jd._landmarks(real[t])
+            j = None if La is None else jd._iris(real[t], La)
+            if j is None or not np.isfinite(track.gaze[t]).all():
+                continue
+            c = retarget(c0, track, t, relative_expression=True)
+            only = without(c0, ())
+            only.pose = c.pose.clone()
+            for k in _LOOK_H + _LOOK_V:
+                only.expr[k] = c.expr[k]
+            reads = {}
+            for name, x in (("full", c), ("novert", without(c, _LOOK_V)), ("only", only)):
+                a, b = read(x), read(without(x, _LOOK_H))
+                reads[name] = None if a is None or b is None else a - b
+            if any(v is None for v in reads.values()):
+                continue
+            cols["judge"].append(float(j[0]))
+            cols["tracker"].append(float(track.gaze[t, 0] - track.gaze[track.first_found, 0]))
+            for k, v in reads.items():
+                cols[k].append(v)
+        x = np.array(cols["judge"])
+        cells = [clip.stem, str(len(x))]
+        for k in ("tracker", "full", "novert", "only"):
+            v = _slope(x, cols[k])
+            cells.append("—" if v is None else f"{v[0]:.2f} / {v[1]:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2, 0.4)) -> str:
     """How much of a known sideways iris shift the iris reader sees: frame 0 of
     each clip as a photo, photo mode's eye layer turns both eyes sideways by eyeLook ``weights`` (the iris disc moves
@@ -394,6 +459,8 @@ def main(argv=None) -> int:
     ap.add_argument("--absolute-expression", action="store_true")
     ap.add_argument("--iris", action="store_true", help="only check the iris tracker against the judge's iris reading "
                                                         "on the real clips")
+    ap.add_argument("--iris-stages", action="store_true", help="only measure, stage by stage, how much of the real "
+                                                               "horizontal iris motion each step of a drive carries")
     ap.add_argument("--iris-gain", action="store_true", help="only measure how much of a known (rendered) sideways "
                                                              "iris shift the iris reader sees")
     args = ap.parse_args(argv)
@@ -409,6 +476,10 @@ def main(argv=None) -> int:
         if missing:
             print(f"error: no such clip(s): {', '.join(sorted(missing))}", file=sys.stderr)
             return 2
+    if args.iris_stages:
+        print(iris_stages(clips, Path(args.out), args.seconds))
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+        return 0
     if args.iris_gain:
         print(iris_gain_check(clips, Path(args.out)))
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
