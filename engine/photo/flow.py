@@ -390,11 +390,12 @@ def pull_push_near(values: np.ndarray, weight: np.ndarray, margin: int, outside:
 UNSTRETCH_MIN = 0.45  # source px per target px along a row below which a turn's flow draws a streak
 UNSTRETCH_ROW_SIGMA = 2.0  # grid rows: the band and the fold's source are low-passed across rows
 UNSTRETCH_HARD = 0.2  # ... and that reach below this somewhere (a streak; a band spread less is left as it is)
+UNSTRETCH_DEPTH = 0.025  # of the grid side: how far into the face side a fold reaches at most
 UNSTRETCH_MAX_RUN = 0.2  # of the grid side: longer stretched runs are left as they are (no fold that wide)
 
 
 def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndarray,
-                   min_slope: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   min_slope: float | None = None, avoid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fold the streaks out of a turn's backward flow, along the grid's rows (a yaw turn stretches sideways).
 
     ``disp`` (R, R, 2) photo px (output pixel p shows the photo at p + disp); ``step`` photo px per grid px. Where,
@@ -406,7 +407,10 @@ def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndar
     face side mirrored about the band's inner end — a fold: the outline stays at the band's outer edge, the skin or
     hair just inside it is shown again, mirrored, where the streak was. The source never leaves the head's own
     visible pixels; the result is continuous at both ends of the band. Returns the new ``disp`` and the (R, R) bool
-    of the pixels it changed. Runs wider than ``UNSTRETCH_MAX_RUN`` of the grid are left alone."""
+    of the pixels it changed. Runs wider than ``UNSTRETCH_MAX_RUN`` of the grid are left alone; a fold reaches at most
+    ``UNSTRETCH_DEPTH`` of the grid into the face side (a wider band shows that much, spread: no eye corner or glasses
+    frame mirrored into the band); a run whose fold would reach into ``avoid`` (R, R) bool (the eyes and brows) is
+    left as it is (a mirrored eye corner is worse than a stretched one)."""
     if min_slope is None:
         min_slope = UNSTRETCH_MIN
     res_y, res_x = mask.shape
@@ -437,6 +441,15 @@ def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndar
     idx = np.stack([rs * res_x + xs, rs * res_x + xe], 1).reshape(-1).astype(np.int64)  # [start, end) of each run
     run_min = np.minimum.reduceat(flat, idx)[::2]
     keep &= run_min < UNSTRETCH_HARD
+    if avoid is not None and avoid.any():
+        # what the fold would read on the face side: from the inner end up to min(W / 2, depth) into it
+        reach = np.minimum((hi - lo) / 2.0, UNSTRETCH_DEPTH * res_x) + 1
+        in_r = np.abs(hi + 0.5 - centre_x) <= np.abs(lo + 0.5 - centre_x)
+        a0 = np.where(in_r, lo, np.floor(lo - reach)).astype(np.int64)
+        a1 = np.where(in_r, np.ceil(hi + reach), hi).astype(np.int64)
+        a0, a1 = np.clip(a0, 0, res_x), np.clip(a1 + 1, 0, res_x)
+        cum = np.concatenate([np.zeros((res_y, 1), np.int32), np.cumsum(avoid, axis=1, dtype=np.int32)], 1)
+        keep &= (cum[rs, a1] - cum[rs, a0]) == 0
     rs, lo, hi = rs[keep], lo[keep], hi[keep]
     if not len(rs):
         return disp, changed
@@ -449,15 +462,22 @@ def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndar
     inner_right = np.abs(R + 0.5 - centre_x) <= np.abs(L + 0.5 - centre_x)
     g = np.where(inner_right, R, L)  # the inner end (mirror about it)
     o = np.where(inner_right, L, R)  # the outer end (continued at slope 1)
-    mx = np.clip(2 * g - x, 0, res_x - 1)
-    src_m_x = sx[r, mx]
-    src_o_x = sx[r, o] + (x - o)
+    # at most UNSTRETCH_DEPTH of the grid is taken from the face side (a wide band would mirror an eye corner or a
+    # glasses frame into itself): a wider band shows that much, spread by up to W / (2 depth)
+    k = np.minimum(1.0, 2.0 * UNSTRETCH_DEPTH * res_x / np.maximum(np.abs(R - L), 1)).astype(np.float32)
+    sgn = np.where(inner_right, 1.0, -1.0).astype(np.float32)
+    mxf = np.clip(g + sgn * np.abs(x - g) * k, 0, res_x - 1).astype(np.float32)
+    m0 = np.floor(mxf).astype(np.int64)
+    m1 = np.minimum(m0 + 1, res_x - 1)
+    fm = mxf - m0
+    src_m_x = sx[r, m0] * (1 - fm) + sx[r, m1] * fm
+    src_o_x = sx[r, o] + (x - o) * k
     # inner on the right: the source increases to the right, the fold takes the smaller; on the left the larger
     use_m = np.where(inner_right, src_m_x < src_o_x, src_m_x > src_o_x)
     out = disp.copy()
     cx = x.astype(np.float32)
     new_x = np.where(use_m, src_m_x, src_o_x)
-    new_y_disp = np.where(use_m, disp[r, mx, 1], disp[r, o, 1])
+    new_y_disp = np.where(use_m, disp[r, m0, 1] * (1 - fm) + disp[r, m1, 1] * fm, disp[r, o, 1])
     out[r, x, 0] = (new_x - cx) * step
     out[r, x, 1] = new_y_disp
     changed[r, x] = True

@@ -387,7 +387,8 @@ class PhotoRenderer:
                     ).astype(np.float32)
             # what the photo saw edge-on, shown frontally by the turn, is folded in from the face side, not streaked
             head_px = cov if layer_cover is None else layer_cover > 0
-            disp, _ = flow.unstretch_rows(disp, self.grid.step, float(t.grid_xy[self.head.lm68[30], 0]), head_px)
+            disp, _ = flow.unstretch_rows(disp, self.grid.step, float(t.grid_xy[self.head.lm68[30], 0]), head_px,
+                                          avoid=self._eye_zone(t))
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
@@ -469,6 +470,16 @@ class PhotoRenderer:
         self._has_model_skin = bool(self._model_w.max() > 1e-3)
         self._skin_idx = (self._model_w > 0).nonzero(as_tuple=True)[0]
         self._subsets["skin"] = self._subset(self._skin_idx)
+
+    def _eye_zone(self, t) -> np.ndarray:
+        """(R, R) bool: the target's eyes and brows on the grid (their landmarks' hulls, grown by half an eye width)."""
+        res = self.grid.res
+        lm = t.grid_xy[self.head.lm68].numpy()
+        zone = np.zeros((res, res), np.uint8)
+        for a, b in ((36, 42), (42, 48), (17, 22), (22, 27)):
+            cv2.fillConvexPoly(zone, cv2.convexHull(np.round(lm[a:b]).astype(np.int32)), 1)
+        r = max(1, int(round(0.5 * float(np.linalg.norm(lm[39] - lm[36])))))
+        return cv2.dilate(zone, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
 
     def _model_skin_attrs(self, c: Coefficients, t) -> torch.Tensor | None:
         """Per-vertex (V, 4) premultiplied colour and weight of :meth:`_model_skin`, or None (no such skin):
