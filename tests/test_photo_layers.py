@@ -402,8 +402,8 @@ def test_a_stretched_band_of_a_rows_flow_is_folded_in_at_scale_one():
 def test_a_turn_shows_the_skin_the_photo_saw_edge_on_at_its_own_scale_not_stretched(face_model, head):
     """A turn shows frontally what the photo saw edge-on (the side of the head by the ear, the rim of the cheek): the
     photo's few pixels there, spread over the band, drew streaks. Folded in (engine.photo.flow.unstretch_rows), the
-    band keeps the photo's own texture scale: its fine vertical stripes stay as sharp across the band (horizontal
-    gradient) as on the face beside it."""
+    band keeps the photo's own texture scale: its fine vertical stripes stay far sharper across the band (horizontal
+    gradient) than stretched, at about half the face's own sharpness beside it."""
     c0, al, face, cov = _skin_head(face_model, head)
     stripes = 0.8 + 0.2 * (np.sin(np.arange(N) * 2 * np.pi / 6.0) > 0)  # 6 px period, vertical stripes
     img = np.where(cov[..., None], (face * stripes[None, :, None] * 255 + 0.5).astype(np.uint8), _bg())
@@ -419,8 +419,9 @@ def test_a_turn_shows_the_skin_the_photo_saw_edge_on_at_its_own_scale_not_stretc
     # (the rows of the eyes and brows keep their stretch on purpose: a mirrored eye corner is worse)
     band &= ~r._eye_zone(f_old.target).any(1)[:, None]
     # (skin the model draws there instead — test_grazing_skin_… — is not what this is about)
+    # (nor the pixels its soft edge reaches: a smooth fill beside them softens their gradient)
     for lf in f_old.extra:
-        band &= lf.alpha < 0.1
+        band &= cv2.dilate((lf.alpha > 0.02).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0
     if f_old.mirror_alpha is not None:
         band &= f_old.mirror_alpha < 0.1
     assert band.sum() > 30, band.sum()
@@ -439,5 +440,28 @@ def test_a_turn_shows_the_skin_the_photo_saw_edge_on_at_its_own_scale_not_stretc
     r.unstretch = True
     new = r.render(c).image
     ref = sharpness(new, fpx)
-    assert sharpness(old, px) < 0.5 * ref, (sharpness(old, px), ref)  # the stretched stripes: a smooth streak
-    assert sharpness(new, px) > 0.6 * ref, (sharpness(new, px), ref)
+    # the stretched stripes: a smooth streak (19 of 80); folded 33 of 80 (it passed 0.6 × only while the model
+    # skin's black fringe drew its own edges into the band: test_the_model_skins_soft_edge_…)
+    assert sharpness(old, px) < 0.3 * ref, (sharpness(old, px), ref)
+    assert sharpness(new, px) > max(0.36 * ref, 1.5 * sharpness(old, px)), (sharpness(new, px), sharpness(old, px), ref)
+
+
+def test_the_model_skins_soft_edge_has_the_skins_colour_not_black(face_model, head):
+    """The model skin's alpha is antialiased a little beyond the vertices that carry it; its colour there must be the
+    skin's too: premultiplied with a colour of 0 that fringe darkened the warped photo under it — a faint, broken
+    dark line along the revealed cheek (ffhq 00002 / 00003 at +20°)."""
+    c0, al, face, cov = _skin_head(face_model, head)
+    img = np.where(cov[..., None], (face * 255 + 0.5).astype(np.uint8), _bg())
+    fit = PhotoFit(img, c0, al, np.array([1.0, 1.0, 1.0], np.float32))
+    r = PhotoRenderer(fit, face_model, head)
+    f = r.flow_field(_turn(fit.coeffs, 25))
+    assert f.extra
+    lf = f.extra[0]
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    col = (lf.rgb / np.maximum(lf.alpha, 1e-6)[..., None]) @ luma
+    strong = lf.alpha > 0.6
+    fringe = (lf.alpha > 0.02) & (lf.alpha < 0.3)
+    assert strong.sum() > 20 and fringe.sum() > 20, (strong.sum(), fringe.sum())
+    ref = float(np.median(col[strong]))
+    # every fringe pixel carries the skin's colour (the model's rim is shaded a little darker; the old fringe was 0)
+    assert float(np.percentile(col[fringe], 2)) > 0.6 * ref, (np.percentile(col[fringe], 2), ref)
