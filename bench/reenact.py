@@ -18,7 +18,7 @@ A contact sheet per clip (real above, driven below, a few frames) is written to
 
     python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
                             [--keep-placement] [--absolute-expression] [--expression-strength 1]
-                            [--pose-strength 1] [--iris] [--iris-gain] [--iris-stages]
+                            [--pose-strength 1] [--iris] [--iris-gain] [--iris-stages] [--mouth-stages]
 
 Nothing from the shared data is written into the repository (everything goes to ``--out``, git-ignored by default).
 """
@@ -350,6 +350,122 @@ def iris_stages(clips: list[Path], out: Path, seconds: float | None, every: int 
     return "\n".join(lines)
 
 
+MOUTH_MEASURES = ("corner spread", "lip opening", "teeth")
+
+
+def _mouth_measures(img: np.ndarray | None, L: np.ndarray) -> tuple[float, float, float]:
+    """The mouth of one face, in the eye-centre distance (scale and roll free): the corner spread |48-54|, the
+    inner-lip opening |62-66|, and (with ``img``) the share of teeth-like pixels (bright, little colour: HSV V >
+    0.55, S < 0.35) inside the inner-lip polygon 60-67 (NaN without an image or with a closed mouth)."""
+    eyes = np.linalg.norm(L[42:48].mean(0) - L[36:42].mean(0)) + 1e-6
+    spread = float(np.linalg.norm(L[54] - L[48]) / eyes)
+    opening = float(np.linalg.norm(L[66] - L[62]) / eyes)
+    teeth = float("nan")
+    if img is not None:
+        m = np.zeros(img.shape[:2], np.uint8)
+        cv2.fillPoly(m, [np.round(L[60:68]).astype(np.int32)], 1)
+        if m.sum() >= 6:
+            hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HSV)[m > 0].astype(float) / 255.0
+            teeth = float(((hsv[:, 2] > 0.55) & (hsv[:, 1] < 0.35)).mean())
+    return spread, opening, teeth
+
+
+def mouth_stages(clips: list[Path], out: Path, seconds: float | None, every: int = 5) -> str:
+    """Where the mouth's strength is lost, stage by stage, against the real mouth (the judges' dlib landmarks on the
+    real frame, every ``every``-th frame): corner spread, lip opening (in eye-centre distances) and the teeth share
+    (:func:`_mouth_measures`), each as its change since frame 0; per stage r / slope of that change on the real one
+    (1 = the real size). Stages: the tracker's fitted expression (the source model's own 68 landmarks for the raw and
+    the smoothed fit of the frame, its identity and pose: what the fit reads of the clip's landmarks); the retargeted
+    coefficients on the photo (photo mode's projection of the target's model landmarks, no placement); the rendered
+    photo (the judges' landmarks on the frame rendered on frame 0, no placement). The teeth share is compared real vs
+    rendered only. A contact sheet of the frames with the widest real mouth (real above, rendered below) goes to
+    ``<out>/<clip>/mouth.png``."""
+    from engine.drive import load_target, retarget, track_video
+    from engine.face.model import N_EXP
+    from engine.fit.common import renderer_for
+    from engine.fit.expression import ExpressionPoseSolver
+
+    jd = load_judge()
+    stages = ("fit raw", "fit smoothed", "retargeted", "rendered")
+    head = ["clip", "frames"] + [f"{m}: {s}" for m in ("corner spread", "lip opening") for s in stages] + [
+        "teeth: rendered", "teeth share real / rendered (widest 5)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for clip in clips:
+        folder = out / clip.stem
+        driver, photo, n = prepare(clip, folder, seconds)
+        target, track = load_target(photo), track_video(driver)
+        real = read_frames(clip, n)
+        solver = ExpressionPoseSolver(target.renderer.model, renderer_for(target.renderer.model),
+                                      track.base.identity, track.crop_size)
+        lm68 = target.renderer.model.lm68
+
+        def fit_lm(row):
+            return solver.landmarks(np.concatenate([row[:N_EXP], row[N_EXP:N_EXP + 3]]))
+
+        def model_lm(c):
+            return target.renderer.flow_field(c, None).target.photo_xy[lm68].double().numpy()
+
+        def read(img):
+            L = jd._landmarks(img)
+            return None if L is None else _mouth_measures(img, L)
+
+        f0 = track.first_found
+        L0 = jd._landmarks(real[0])
+        if L0 is None:
+            lines.append(f"| {clip.stem} | 0 |" + " — |" * (len(head) - 2))
+            continue
+        ref = {"real": _mouth_measures(real[0], L0), "fit raw": _mouth_measures(None, fit_lm(track.raw[f0])),
+               "fit smoothed": _mouth_measures(None, fit_lm(track.smoothed[f0])),
+               "retargeted": _mouth_measures(None, model_lm(target.coeffs)), "rendered": read(target.render(target.coeffs))}
+        rows = {k: [] for k in ("real",) + stages}
+        shown = []
+        for t in range(every, min(len(real), track.n_frames), every):
+            La = jd._landmarks(real[t])
+            if La is None or not track.found[t]:
+                continue
+            c = retarget(target.coeffs, track, t, relative_expression=True)
+            img = target.render(c)
+            r = read(img)
+            if r is None or ref["rendered"] is None:
+                continue
+            vals = {"real": _mouth_measures(real[t], La), "fit raw": _mouth_measures(None, fit_lm(track.raw[t])),
+                    "fit smoothed": _mouth_measures(None, fit_lm(track.smoothed[t])),
+                    "retargeted": _mouth_measures(None, model_lm(c)), "rendered": r}
+            for k, v in vals.items():
+                rows[k].append(np.array(v) - np.array(ref[k]))
+            shown.append((vals["real"][0] + vals["real"][1], t, img, vals["real"][2], r[2]))
+        cells = [clip.stem, str(len(rows["real"]))]
+        if len(rows["real"]) > 5:
+            R = {k: np.array(v) for k, v in rows.items()}
+            for j in (0, 1):
+                for s in stages:
+                    v = _slope(R["real"][:, j], R[s][:, j])
+                    cells.append("—" if v is None else f"{v[0]:.2f} / {v[1]:.2f}")
+            ok = np.isfinite(R["real"][:, 2]) & np.isfinite(R["rendered"][:, 2])
+            v = _slope(R["real"][ok, 2], R["rendered"][ok, 2])
+            cells.append("—" if v is None else f"{v[0]:.2f} / {v[1]:.2f}")
+            top = sorted(shown, key=lambda q: -q[0])[:5]
+            tr = np.nanmean([q[3] for q in top]) if top else float("nan")
+            td = np.nanmean([q[4] for q in top]) if top else float("nan")
+            cells.append(f"{fmt(float(tr), '.2f')} / {fmt(float(td), '.2f')}")
+            tiles = []
+            for _, t, img, _, _ in sorted(top, key=lambda q: q[1]):
+                h = 256
+                pair = []
+                for f in (real[t], img[:real[t].shape[0], :real[t].shape[1]]):
+                    w = round(f.shape[1] * h / f.shape[0])
+                    tile = cv2.resize(np.ascontiguousarray(f), (w, h), interpolation=cv2.INTER_AREA)
+                    cv2.putText(tile, str(t), (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+                    pair.append(tile)
+                tiles.append(np.concatenate(pair, 0))
+            if tiles:
+                cv2.imwrite(str(folder / "mouth.png"), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
+        else:
+            cells += ["—"] * (len(head) - 2)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2, 0.4)) -> str:
     """How much of a known sideways iris shift the iris reader sees: frame 0 of
     each clip as a photo, photo mode's eye layer turns both eyes sideways by eyeLook ``weights`` (the iris disc moves
@@ -461,6 +577,8 @@ def main(argv=None) -> int:
                                                         "on the real clips")
     ap.add_argument("--iris-stages", action="store_true", help="only measure, stage by stage, how much of the real "
                                                                "horizontal iris motion each step of a drive carries")
+    ap.add_argument("--mouth-stages", action="store_true", help="only measure, stage by stage (fit, retargeting, "
+                                                                "render), how much of the real mouth a drive carries")
     ap.add_argument("--iris-gain", action="store_true", help="only measure how much of a known (rendered) sideways "
                                                              "iris shift the iris reader sees")
     args = ap.parse_args(argv)
@@ -478,6 +596,10 @@ def main(argv=None) -> int:
             return 2
     if args.iris_stages:
         print(iris_stages(clips, Path(args.out), args.seconds))
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+        return 0
+    if args.mouth_stages:
+        print(mouth_stages(clips, Path(args.out), args.seconds))
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
         return 0
     if args.iris_gain:
