@@ -51,6 +51,50 @@ def test_banded_composition_equals_the_full_one(astronaut, max_side):
         assert np.abs(fast.astype(int) - full).max() <= 1
 
 
+def test_compiled_head_blend_equals_opencv_s(astronaut, monkeypatch):
+    """The head layer blended by the compiled kernel (fast_raster.blend_over) gives OpenCV's blend (multiply,
+    blendLinear) within one grey level on a turn + smile and a turn + blink frame."""
+    from engine.photo import renderer as R
+    from engine.render import fast_raster
+
+    fit, r = astronaut
+    calls = []
+    real = fast_raster.blend_over
+    monkeypatch.setattr(fast_raster, "blend_over", lambda *a: calls.append(1) or real(*a))
+    for c in _edits(fit.coeffs):
+        fast = r.render(c).image
+        assert calls, "the compiled blend was not used"
+        monkeypatch.setattr(R, "COMPILED_BLEND", False)
+        ref = r.render(c).image
+        monkeypatch.setattr(R, "COMPILED_BLEND", True)
+        assert np.abs(ref.astype(int) - fit.image).max() > 60  # the head moved
+        assert np.abs(fast.astype(int) - ref).max() <= 1
+
+
+def test_blend_over_kernel_matches_the_formula():
+    """fast_raster.blend_over: a = max(alpha/255 · cover, solid placed at its offset), rgb·a + region·(1 − a)
+    rounded, on a view into a wider image (as the renderer passes); a = 0 keeps the region."""
+    from engine.render import fast_raster
+
+    rng = np.random.default_rng(5)
+    head = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    head[..., 3][rng.random((20, 30)) < 0.3] = 0
+    cover = np.clip(rng.random((20, 30)).astype(np.float32) * 1.5, 0, 1)
+    cover[:, :4] = 0
+    solid = rng.random((6, 9)).astype(np.float32)
+    big = rng.integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    region = big[:, 5:35]
+    want = region.astype(np.float64)
+    a = head[..., 3] * cover.astype(np.float64) / 255.0
+    a[3:9, -4:] = np.maximum(a[3:9, -4:], solid[:, :4])  # solid at (row 3, column 26): its last 5 columns outside
+    want = want * (1 - a[..., None]) + head[..., :3] * a[..., None]
+    keep = big.copy()
+    assert fast_raster.blend_over(head, cover, region, solid, (3, 26))
+    assert np.abs(region.astype(np.float64) - want).max() <= 0.5 + 1e-3
+    assert (big[:, :5] == keep[:, :5]).all() and (big[:, 35:] == keep[:, 35:]).all()
+    assert (region[a == 0] == keep[:, 5:35][a == 0]).all()
+
+
 @pytest.mark.parametrize("scale", [1.0, 0.37, 3.3])
 def test_sub_bands_cover_every_pixel_a_sparse_layer_reaches_once(scale):
     """A layer's bands (:meth:`PhotoRenderer._sub_bands`) must hold every output pixel its upsampled alpha reaches and

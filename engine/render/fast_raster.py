@@ -149,7 +149,39 @@ def _compile():
                     n += 1
         return n
 
-    return zbuffer, barycentrics
+    @numba.njit(cache=True, nogil=True)
+    def blend_over(head, cover, solid, sr0, sc0, region):  # pragma: no cover - compiled
+        """region (H, W, 3) u8 ← head's RGB over it at a = max(head alpha / 255 · cover, solid[i - sr0, j - sc0]
+        where that lies inside solid), rounded (as cv2.blendLinear(rgb, region, a, 1 - a) within one grey level);
+        pixels with a = 0 keep region's value, those with a ≥ 1 take head's."""
+        h, w = cover.shape
+        sh, sw = solid.shape
+        inv = np.float32(1.0 / 255.0)
+        half = np.float32(0.5)
+        for i in range(h):
+            si = i - sr0
+            ins = 0 <= si < sh
+            for j in range(w):
+                a = np.float32(head[i, j, 3]) * cover[i, j] * inv
+                if ins:
+                    sj = j - sc0
+                    if 0 <= sj < sw and solid[si, sj] > a:
+                        a = solid[si, sj]
+                if a <= 0:
+                    continue
+                if a >= 1:
+                    region[i, j, 0] = head[i, j, 0]
+                    region[i, j, 1] = head[i, j, 1]
+                    region[i, j, 2] = head[i, j, 2]
+                    continue
+                r0 = np.float32(region[i, j, 0])
+                r1 = np.float32(region[i, j, 1])
+                r2 = np.float32(region[i, j, 2])
+                region[i, j, 0] = np.uint8(np.int32(r0 + (np.float32(head[i, j, 0]) - r0) * a + half))
+                region[i, j, 1] = np.uint8(np.int32(r1 + (np.float32(head[i, j, 1]) - r1) * a + half))
+                region[i, j, 2] = np.uint8(np.int32(r2 + (np.float32(head[i, j, 2]) - r2) * a + half))
+
+    return zbuffer, barycentrics, blend_over
 
 
 _available: bool | None = None
@@ -178,7 +210,9 @@ def _get_kernels():
 
 def _load() -> None:
     """Compile (first run on a machine) or load the cached kernels, and run both once (float32 and float64)."""
-    zbuffer, barycentrics = _get_kernels()
+    zbuffer, barycentrics, blend = _get_kernels()
+    blend(np.zeros((2, 2, 4), np.uint8), np.ones((2, 2), np.float32), np.zeros((1, 1), np.float32), 0, 0,
+          np.zeros((2, 3, 3), np.uint8)[:, :2])  # a view into a wider image, as the renderer passes
     tri = np.array([[0, 1, 2]], np.int64)
     for dt in (np.float32, np.float64):
         xy = np.array([[[1.0, 1.0], [1.0, 6.0], [6.0, 1.0]]], dt)
@@ -233,7 +267,7 @@ def rasterize_forward(xy: torch.Tensor, z: torch.Tensor, tris: torch.Tensor, siz
     if xy.device.type != "cpu" or _deferred or (_loader is not None and _loader.is_alive()) or not available():
         with torch.no_grad():
             return _torch_rasterize(xy.detach(), z.detach(), tris, (h, w), cull_backfaces)
-    zbuffer, barycentrics = _get_kernels()
+    zbuffer, barycentrics, _ = _get_kernels()
     fdt = np.float64 if xy.dtype == torch.float64 else np.float32
     xy_n = np.ascontiguousarray(xy.detach().numpy(), dtype=fdt)
     z_n = np.ascontiguousarray(z.detach().numpy(), dtype=fdt)
@@ -253,3 +287,21 @@ def rasterize_forward(xy: torch.Tensor, z: torch.Tensor, tris: torch.Tensor, siz
         barycentrics(xy_n, z_n, tri_n, face_id, pix_index, pix_face, pix_bary, bary, depth)
     f = torch.from_numpy
     return Fragments(f(face_id), f(bary), f(depth), f(pix_index), f(pix_face), f(pix_bary))
+
+
+_NO_SOLID = np.zeros((1, 1), np.float32)
+
+
+def blend_over(head: np.ndarray, cover: np.ndarray, region: np.ndarray, solid: np.ndarray | None = None,
+               solid_at: tuple[int, int] = (0, 0)) -> bool:
+    """The photo renderer's head-layer blend in one compiled pass, in place: ``region`` (H, W, 3) uint8 ←
+    ``head`` (H, W, 4) uint8's colour over it at a = max(head alpha / 255 · ``cover`` (H, W) float32, ``solid``
+    (float32, its [0, 0] at ``solid_at`` = (row, column) of ``region``)). Returns False (nothing done) where the
+    kernels are not to be used now (see :func:`defer`); the caller then blends with OpenCV (the same values within
+    one grey level: tests/test_photo_render_compose.py)."""
+    if _deferred or (_loader is not None and _loader.is_alive()) or not available():
+        return False
+    blend = _get_kernels()[2]
+    s = _NO_SOLID if solid is None else np.ascontiguousarray(solid, np.float32)
+    blend(head, np.ascontiguousarray(cover, np.float32), s, int(solid_at[0]), int(solid_at[1]), region)
+    return True
