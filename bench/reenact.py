@@ -378,7 +378,8 @@ def mouth_stages(clips: list[Path], out: Path, seconds: float | None, every: int
     the smoothed fit of the frame, its identity and pose: what the fit reads of the clip's landmarks); the retargeted
     coefficients on the photo (photo mode's projection of the target's model landmarks, no placement); the rendered
     photo (the judges' landmarks on the frame rendered on frame 0, no placement). The teeth share is compared real vs
-    rendered only. A contact sheet of the frames with the widest real mouth (real above, rendered below) goes to
+    rendered only. The last column: frame 0's mouth itself (not a change), read on the real frame, by the track's
+    fit and by the photo's fit (the target's own expression, which the changes are added to). A contact sheet of the frames with the widest real mouth (real above, rendered below) goes to
     ``<out>/<clip>/mouth.png``."""
     from engine.drive import load_target, retarget, track_video
     from engine.face.model import N_EXP
@@ -388,7 +389,8 @@ def mouth_stages(clips: list[Path], out: Path, seconds: float | None, every: int
     jd = load_judge()
     stages = ("fit raw", "fit smoothed", "retargeted", "rendered")
     head = ["clip", "frames"] + [f"{m}: {s}" for m in ("corner spread", "lip opening") for s in stages] + [
-        "teeth: rendered", "teeth share real / rendered (widest 5)"]
+        "teeth: rendered", "teeth share real / rendered (widest 5)",
+        "frame 0 spread / opening: real, track's fit, photo's fit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for clip in clips:
         folder = out / clip.stem
@@ -460,6 +462,7 @@ def mouth_stages(clips: list[Path], out: Path, seconds: float | None, every: int
                 tiles.append(np.concatenate(pair, 0))
             if tiles:
                 cv2.imwrite(str(folder / "mouth.png"), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
+            cells.append(", ".join(f"{ref[k][0]:.2f} / {ref[k][1]:.2f}" for k in ("real", "fit raw", "retargeted")))
         else:
             cells += ["—"] * (len(head) - 2)
         lines.append("| " + " | ".join(cells) + " |")
