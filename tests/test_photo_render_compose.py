@@ -71,6 +71,35 @@ def test_compiled_head_blend_equals_opencv_s(astronaut, monkeypatch):
         assert np.abs(fast.astype(int) - ref).max() <= 1
 
 
+def test_compiled_splat_equals_the_sorted_scatter(astronaut, monkeypatch):
+    """The head layer's forward splat without a sort (fast_raster.splat_nearest: per corner the nearest point, the
+    later among equals) gives exactly what the far-first sorted scatter gives, for turns and a driven placement."""
+    from engine.photo import layers as photo_layers
+    from engine.render import fast_raster
+
+    fit, r = astronaut
+    gl = r.grid_layers
+    assert gl is not None
+    calls = []
+    real = fast_raster.splat_nearest
+    monkeypatch.setattr(fast_raster, "splat_nearest", lambda *a: calls.append(1) or real(*a))
+    cases = []
+    for yaw, pitch in ((14, -5), (-25, 0), (30, 8)):
+        c = fit.coeffs.clone()
+        c.pose[0, 0] += math.radians(yaw)
+        c.pose[0, 1] += math.radians(pitch)
+        cases.append((c.pose[0], None))
+    cases.append((cases[0][0], np.array([[1.1, 0.05, -20.0], [-0.05, 1.1, 12.0]])))
+    for pose, placement in cases:
+        disp, cover = gl.splat(pose, placement)
+        assert calls, "the compiled splat was not used"
+        monkeypatch.setattr(photo_layers, "SPLAT_COMPILED", False)
+        want_disp, want_cover = gl.splat(pose, placement)
+        monkeypatch.setattr(photo_layers, "SPLAT_COMPILED", True)
+        assert cover.mean() > 0.05 and np.abs(want_disp).max() > 5  # the head layer moved
+        assert np.array_equal(disp, want_disp) and np.array_equal(cover, want_cover)
+
+
 def test_blend_over_kernel_matches_the_formula():
     """fast_raster.blend_over: a = max(alpha/255 · cover, solid placed at its offset), rgb·a + region·(1 − a)
     rounded, on a view into a wider image (as the renderer passes); a = 0 keeps the region."""

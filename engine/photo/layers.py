@@ -51,7 +51,10 @@ import cv2
 
 import numpy as np
 
+from engine.render import fast_raster
+
 MATTE_MAX_SIDE = 512  # grabCut runs on a copy of the work box at most this large
+SPLAT_COMPILED = True  # the head layer's splat by fast_raster.splat_nearest (False: numpy sort + scatter, the reference)
 
 
 @dataclass
@@ -511,18 +514,20 @@ class GridLayers:
         src_photo = self._centres.reshape(-1, 2)[self.sel]
         tgt_photo = gxy * self.grid.step + np.asarray(self.grid.origin, np.float32)
         d = (src_photo - tgt_photo).astype(np.float32)
-        order = np.argsort(-zc, kind="stable")  # far first: the nearest write wins
-        gx, gy, d = gxy[order, 0] - 0.5, gxy[order, 1] - 0.5, d[order]
-        fx, fy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
         disp = np.zeros((res * res, 2), np.float32)
         hit = np.zeros(res * res, np.float32)
-        for ox in (0, 1):
-            for oy in (0, 1):
-                x, y = fx + ox, fy + oy
-                ok = (x >= 0) & (x < res) & (y >= 0) & (y < res)
-                li = y[ok] * res + x[ok]
-                disp[li] = d[ok]
-                hit[li] = 1.0
+        if not (SPLAT_COMPILED and fast_raster.splat_nearest(gxy[:, 0] - 0.5, gxy[:, 1] - 0.5, zc, d, res, disp,
+                                                             hit)):
+            order = np.argsort(-zc, kind="stable")  # far first: the nearest write wins
+            gx, gy, d = gxy[order, 0] - 0.5, gxy[order, 1] - 0.5, d[order]
+            fx, fy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
+            for ox in (0, 1):
+                for oy in (0, 1):
+                    x, y = fx + ox, fy + oy
+                    ok = (x >= 0) & (x < res) & (y >= 0) & (y < res)
+                    li = y[ok] * res + x[ok]
+                    disp[li] = d[ok]
+                    hit[li] = 1.0
         disp = disp.reshape(res, res, 2)
         hit = hit.reshape(res, res)
         ext = pull_push_near(disp, hit, 8)

@@ -181,7 +181,29 @@ def _compile():
                 region[i, j, 1] = np.uint8(np.int32(r1 + (np.float32(head[i, j, 1]) - r1) * a + half))
                 region[i, j, 2] = np.uint8(np.int32(r2 + (np.float32(head[i, j, 2]) - r2) * a + half))
 
-    return zbuffer, barycentrics, blend_over
+    @numba.njit(cache=True, nogil=True)
+    def splat_nearest(gx, gy, zc, d, res, disp, hit, zbuf):  # pragma: no cover - compiled
+        """Each point (gx, gy) f32 grid coordinates written to the 4 grid pixels around it, one corner
+        (ox, oy) = (0, 0), (0, 1), (1, 0), (1, 1) after the other: per corner the nearest (smallest zc) point wins,
+        the later one among equals, and a later corner overwrites an earlier one's — as writing the points sorted
+        far first (stable) corner by corner does. disp (R·R, 2) ← d, hit (R·R) ← 1."""
+        n = gx.shape[0]
+        for ox in range(2):
+            for oy in range(2):
+                zbuf[:] = np.inf
+                for i in range(n):
+                    x = np.int64(np.floor(gx[i])) + ox
+                    y = np.int64(np.floor(gy[i])) + oy
+                    if x < 0 or x >= res or y < 0 or y >= res:
+                        continue
+                    li = y * res + x
+                    if zc[i] <= zbuf[li]:
+                        zbuf[li] = zc[i]
+                        disp[li, 0] = d[i, 0]
+                        disp[li, 1] = d[i, 1]
+                        hit[li] = 1.0
+
+    return zbuffer, barycentrics, blend_over, splat_nearest
 
 
 _available: bool | None = None
@@ -210,7 +232,10 @@ def _get_kernels():
 
 def _load() -> None:
     """Compile (first run on a machine) or load the cached kernels, and run both once (float32 and float64)."""
-    zbuffer, barycentrics, blend = _get_kernels()
+    zbuffer, barycentrics, blend, splat = _get_kernels()
+    one = np.zeros(1, np.float32)
+    splat(one, one, one, np.zeros((1, 2), np.float32), 2, np.zeros((4, 2), np.float32), np.zeros(4, np.float32),
+          np.zeros(4, np.float32))
     blend(np.zeros((2, 2, 4), np.uint8), np.ones((2, 2), np.float32), np.zeros((1, 1), np.float32), 0, 0,
           np.zeros((2, 3, 3), np.uint8)[:, :2])  # a view into a wider image, as the renderer passes
     tri = np.array([[0, 1, 2]], np.int64)
@@ -267,7 +292,7 @@ def rasterize_forward(xy: torch.Tensor, z: torch.Tensor, tris: torch.Tensor, siz
     if xy.device.type != "cpu" or _deferred or (_loader is not None and _loader.is_alive()) or not available():
         with torch.no_grad():
             return _torch_rasterize(xy.detach(), z.detach(), tris, (h, w), cull_backfaces)
-    zbuffer, barycentrics, _ = _get_kernels()
+    zbuffer, barycentrics = _get_kernels()[:2]
     fdt = np.float64 if xy.dtype == torch.float64 else np.float32
     xy_n = np.ascontiguousarray(xy.detach().numpy(), dtype=fdt)
     z_n = np.ascontiguousarray(z.detach().numpy(), dtype=fdt)
@@ -304,4 +329,19 @@ def blend_over(head: np.ndarray, cover: np.ndarray, region: np.ndarray, solid: n
     blend = _get_kernels()[2]
     s = _NO_SOLID if solid is None else np.ascontiguousarray(solid, np.float32)
     blend(head, np.ascontiguousarray(cover, np.float32), s, int(solid_at[0]), int(solid_at[1]), region)
+    return True
+
+
+def splat_nearest(gx: np.ndarray, gy: np.ndarray, zc: np.ndarray, d: np.ndarray, res: int, disp: np.ndarray,
+                  hit: np.ndarray) -> bool:
+    """The head layer's forward splat (:meth:`engine.photo.layers.PhotoLayers.splat`) in one compiled pass, no sort:
+    points (gx, gy) float32 grid coordinates (pixel corners at integers), camera depth zc, value d (N, 2) float32
+    written into disp (R·R, 2) and hit (R·R) float32 at the 4 grid pixels around each, per corner the nearest point
+    (the later one among equal depths), corner after corner. Returns False (nothing done) where the kernels are not
+    to be used now; the caller then sorts and scatters with numpy (the same result: tests/test_photo_render_compose.py)."""
+    if _deferred or (_loader is not None and _loader.is_alive()) or not available():
+        return False
+    k = _get_kernels()[3]
+    k(np.ascontiguousarray(gx, np.float32), np.ascontiguousarray(gy, np.float32), np.ascontiguousarray(zc, np.float32),
+      np.ascontiguousarray(d, np.float32), int(res), disp, hit, np.empty(res * res, np.float32))
     return True
