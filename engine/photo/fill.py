@@ -8,7 +8,8 @@ light past the lips), and blended into the warped photo with a soft premultiplie
 used here: its hue is the *skin's* (teeth came out grey-green on dark skin, a flat dark oval on a grayscale photo).
 Where the photo itself shows the person's teeth (an open mouth with bright, low-saturation pixels between the inner
 lips), their colour is used (:func:`own_teeth_color`); otherwise the eye whites' white balance, kept from turning
-green or blue (:func:`_warm`). Teeth get less depth darkening than the socket (``TEETH_AO_MIN``). Hidden skin needs
+green or blue (:func:`_warm`). Teeth get less depth darkening than the socket (``TEETH_AO_MIN``), except the back
+teeth a wide-open jaw shows at the mouth corners (:func:`teeth_lit`: as dark as the socket there). Hidden skin needs
 no colours: its stand-in photo positions (the nearest visible skin, stretched) are part of the flow
 (:class:`engine.photo.flow.SourceHead`).
 """
@@ -43,6 +44,7 @@ OWN_TEETH_MIN_GAP = 0.12  # inner-lip gap / mouth width from which the photo's o
 OWN_TEETH_MAX_SAT = 0.45  # teeth pixels: (max - min) / max of the channels below this
 OWN_TEETH_MIN_SHARE = 0.15  # … and at least this share of the open mouth
 TEETH_AO_MIN = 0.75  # teeth sit right behind the lips and catch the light: less depth darkening than the socket
+TEETH_LIT_Z = (6.0, 8.0)  # model-space z (cm, with the expression) over which teeth go from the socket's light to it
 _Y = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -150,17 +152,29 @@ def mouth_base_colors(head: HeadModel, colors: dict[str, np.ndarray]) -> torch.T
     return out
 
 
+def teeth_lit(verts: torch.Tensor) -> torch.Tensor:
+    """(N,) 0 … 1: how much of the light at the lips a tooth at these (unposed, expression applied) vertices gets:
+    1 from ``TEETH_LIT_Z[1]`` forward (the front teeth, a turned face's near side teeth), 0 behind ``TEETH_LIT_Z[0]``
+    (the molars a wide-open jaw shows at a mouth corner: they are lit like the socket around them)."""
+    z0, z1 = TEETH_LIT_Z
+    s = ((verts[:, 2] - z0) / (z1 - z0)).clamp(0, 1)
+    return s * s * (3 - 2 * s)
+
+
 def mouth_occlusion(head: HeadModel, verts: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
     """(V,) light factor: 1 outside the mouth, ``MOUTH_AO_MIN`` … ``MOUTH_LIGHT`` inside, by depth (``idx``: the
     vertices ``verts`` holds, else all)."""
     lo, hi = MOUTH_AO_Z
     t = ((verts[:, 2] - lo) / (hi - lo)).clamp(0, 1)
     ao = MOUTH_AO_MIN + (MOUTH_LIGHT - MOUTH_AO_MIN) * t * t
-    teeth = head.vertex_in(["teeth"])
+    teeth = head.vertex_in(["teeth"]).float()
     mouth = head.vertex_in(MOUTH_PARTS)
     if idx is not None:
         teeth, mouth = teeth[idx], mouth[idx]
-    ao = torch.where(teeth, TEETH_AO_MIN + (MOUTH_LIGHT - TEETH_AO_MIN) * t, ao)
+    # teeth sit right behind the lips and catch the light (less depth darkening than the socket) — but only near the
+    # opening: the back teeth a wide-open jaw brings into view at a mouth corner (the far side's molars in a turned
+    # face; the lower row rises toward the jaw's hinge) sit as deep as the socket and take its light
+    ao = ao + teeth * teeth_lit(verts) * (TEETH_AO_MIN + (MOUTH_LIGHT - TEETH_AO_MIN) * t - ao)
     return torch.where(mouth, ao, torch.ones_like(ao))
 
 
