@@ -13,6 +13,12 @@ The map is folded exactly into the identity decoder's first layers (``fold_ident
 file has the same format and shapes, only its decoders' weights change; the synthesis network, embedding and photo
 mode are untouched. Resumable (``--resume``), time-boxed (``--minutes``), one thread by default; ``--export FILE``
 writes the generator with the folded prior.
+
+Options added for issue 25's second round: ``--loss frechet`` fits the Fréchet distance itself (FID-id's measure)
+instead of the moments; ``--sr-shift FILE`` takes the upsampler's mean shift of the descriptors off the target (the
+bench measures the upsampled faces); ``--colour-weight`` keeps each face's eye / border / skin colour statistics
+(``training/colour.py``) inside the train photos' range; ``--decoder-lr`` also fine-tunes the identity decoder
+(a non-linear prior, anchored to the decoder it started from by ``--anchor-weight``).
 """
 from __future__ import annotations
 
