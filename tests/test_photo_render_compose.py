@@ -202,6 +202,20 @@ def test_no_grad_interpolation_equals_the_rasterizer_s(astronaut):
     assert (got[~t.covered] == 0).all()
 
 
+def test_mask_bounds_equals_nonzero_s_extent():
+    from engine.photo import flow
+
+    rng = np.random.default_rng(7)
+    for density in (0.0, 0.0005, 0.05, 0.9):
+        m = rng.random((70, 90)) < density
+        got = flow.mask_bounds(m)
+        if not m.any():
+            assert got is None
+            continue
+        ys, xs = np.nonzero(m)
+        assert got == (ys.min(), ys.max(), xs.min(), xs.max())
+
+
 def test_pull_push_keeps_the_known_values_and_stays_within_their_range():
     """flow.pull_push (the in-place push step): known pixels (weight 1) keep their values, the continuation stays
     inside the known values' range and is smooth (a constant known region continues as that constant)."""

@@ -372,16 +372,26 @@ def pull_push(values: np.ndarray, weight: np.ndarray, min_size: int = 2) -> np.n
     return est.astype(np.float32, copy=False)
 
 
+def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(first row, last row, first column, last column) holding a True of the 2-D ``mask``, or None when it has
+    none; from its row and column ``any`` (~10x faster than ``np.nonzero`` on a work grid)."""
+    rows = np.flatnonzero(mask.any(1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
 def pull_push_near(values: np.ndarray, weight: np.ndarray, margin: int, outside: float = 0.0) -> np.ndarray:
     """:func:`pull_push` only within ``margin`` grid px of the known pixels' bounding box (the continuation is
     faded out or masked beyond it anyway); ``outside`` elsewhere. Same result inside the box, a fraction of the cost."""
-    ys, xs = np.nonzero(weight > 0)
+    bb = mask_bounds(weight > 0)
     out = np.full(values.shape, outside, np.float32)
-    if not len(xs):
+    if bb is None:
         return out
     h, w = weight.shape
-    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + margin + 1)
-    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + margin + 1)
+    y0, y1 = max(0, bb[0] - margin), min(h, bb[1] + margin + 1)
+    x0, x1 = max(0, bb[2] - margin), min(w, bb[3] + margin + 1)
     out[y0:y1, x0:x1] = pull_push(np.ascontiguousarray(values[y0:y1, x0:x1]),
                                   np.ascontiguousarray(weight[y0:y1, x0:x1])).reshape(y1 - y0, x1 - x0, -1)
     return out

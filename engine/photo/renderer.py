@@ -684,9 +684,9 @@ class PhotoRenderer:
         if f.layer_cover is not None and (placement is not None or not torch.equal(c.pose, self.coeffs0.pose)):
             # a turn or a move takes the whole head layer along and reveals the plate where it was
             active |= (self.grid_layers.matte > photo_layers.MIN_ALPHA) | ((f.layer_cover > 0) & ~f.covered)
-        ys, xs = np.nonzero(active)
-        if len(xs):
-            gx0, gx1, gy0, gy1 = xs.min() - 2, xs.max() + 3, ys.min() - 2, ys.max() + 3
+        bb = flow.mask_bounds(active)
+        if bb is not None:
+            gx0, gx1, gy0, gy1 = bb[2] - 2, bb[3] + 3, bb[0] - 2, bb[1] + 3
             x0 = int(np.clip(np.floor((g.origin[0] + gx0 * g.step) * sx), 0, ow))
             x1 = int(np.clip(np.ceil((g.origin[0] + gx1 * g.step) * sx), 0, ow))
             y0 = int(np.clip(np.floor((g.origin[1] + gy0 * g.step) * sy), 0, oh))
@@ -995,12 +995,13 @@ class PhotoRenderer:
     @staticmethod
     def _sub_box(active: np.ndarray, g, box, sx: float, sy: float):
         """Output-pixel box (inside ``box``) around the active grid pixels, or None."""
-        ys, xs = np.nonzero(active)
-        if not len(xs):
+        bb = flow.mask_bounds(active)
+        if bb is None:
             return None
+        ymin, ymax, xmin, xmax = bb
         x0, y0, x1, y1 = box
-        bx0 = int(np.clip(np.floor((g.origin[0] + (xs.min() - 1) * g.step) * sx), x0, x1))
-        bx1 = int(np.clip(np.ceil((g.origin[0] + (xs.max() + 2) * g.step) * sx), x0, x1))
-        by0 = int(np.clip(np.floor((g.origin[1] + (ys.min() - 1) * g.step) * sy), y0, y1))
-        by1 = int(np.clip(np.ceil((g.origin[1] + (ys.max() + 2) * g.step) * sy), y0, y1))
+        bx0 = int(np.clip(np.floor((g.origin[0] + (xmin - 1) * g.step) * sx), x0, x1))
+        bx1 = int(np.clip(np.ceil((g.origin[0] + (xmax + 2) * g.step) * sx), x0, x1))
+        by0 = int(np.clip(np.floor((g.origin[1] + (ymin - 1) * g.step) * sy), y0, y1))
+        by1 = int(np.clip(np.ceil((g.origin[1] + (ymax + 2) * g.step) * sy), y0, y1))
         return (bx0, by0, bx1, by1) if bx1 > bx0 and by1 > by0 else None
