@@ -53,7 +53,8 @@ def test_banded_composition_equals_the_full_one(astronaut, max_side):
 
 def test_compiled_head_blend_equals_opencv_s(astronaut, monkeypatch):
     """The head layer blended by the compiled kernel (fast_raster.blend_over) gives OpenCV's blend (multiply,
-    blendLinear) within one grey level on a turn + smile and a turn + blink frame."""
+    blendLinear) within one grey level on a turn + smile and a turn + blink frame (the layer fills, such as the model
+    skin, by fast_raster.fill_over: numpy's bytes)."""
     from engine.photo import renderer as R
     from engine.render import fast_raster
 
@@ -98,6 +99,26 @@ def test_compiled_splat_equals_the_sorted_scatter(astronaut, monkeypatch):
         monkeypatch.setattr(photo_layers, "SPLAT_COMPILED", True)
         assert cover.mean() > 0.05 and np.abs(want_disp).max() > 5  # the head layer moved
         assert np.array_equal(disp, want_disp) and np.array_equal(cover, want_cover)
+
+
+def test_fill_over_kernel_gives_numpy_s_bytes():
+    """fast_raster.fill_over (a colour layer over the photo: the model skin, the layer fills) writes exactly the
+    bytes of the renderer's numpy expression, on a view into a wider image."""
+    from engine.render import fast_raster
+
+    rng = np.random.default_rng(9)
+    a = np.clip(rng.random((25, 31)).astype(np.float32) * 1.4 - 0.2, 0, 1)
+    col = (rng.random((25, 31, 3)).astype(np.float32) * 255 * a[..., None] * 1.2).astype(np.float32)
+    big = rng.integers(0, 256, (25, 40, 3), dtype=np.uint8)
+    want = big[:, 4:35].astype(np.float32)
+    want *= 1 - a[..., None]
+    want += col
+    want += 0.5
+    want = np.clip(want, 0, 255).astype(np.uint8)
+    keep = big.copy()
+    assert fast_raster.fill_over(a, col, big[:, 4:35])
+    assert np.array_equal(big[:, 4:35], want)
+    assert np.array_equal(big[:, :4], keep[:, :4]) and np.array_equal(big[:, 35:], keep[:, 35:])
 
 
 def test_blend_over_kernel_matches_the_formula():

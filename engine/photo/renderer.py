@@ -944,7 +944,8 @@ class PhotoRenderer:
     def _compose_fill_box(base, lf, box, sub, sx, sy, interp, up, region) -> None:
         x0, y0 = box[0], box[1]
         bx0, by0, bx1, by1 = sub
-        a = np.clip(up(lf.alpha, sub), 0, 1)[..., None]
+        a2 = np.clip(up(lf.alpha, sub), 0, 1)
+        a = a2[..., None]
         if lf.disp is not None:
             mm = up(lf.disp * np.array([sx, sy], np.float32), sub)
             mm[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
@@ -956,6 +957,8 @@ class PhotoRenderer:
         else:
             col = up(lf.rgb, sub)
             col *= 255.0
+        if COMPILED_BLEND and fast_raster.fill_over(a2, col, region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]):
+            return  # the same bytes as below, in one compiled pass
         reg = region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0].astype(np.float32)
         reg *= 1 - a
         reg += col

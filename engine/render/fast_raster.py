@@ -203,7 +203,23 @@ def _compile():
                         disp[li, 1] = d[i, 1]
                         hit[li] = 1.0
 
-    return zbuffer, barycentrics, blend_over, splat_nearest
+    @numba.njit(cache=True, nogil=True)
+    def fill_over(a, col, region):  # pragma: no cover - compiled
+        """region (H, W, 3) u8 ← region·(1 − a) + col + 0.5, clipped to 0..255 and truncated (col: premultiplied
+        colour × 255, float32; the same float32 operations as the numpy expression, so the same bytes)."""
+        h, w = a.shape
+        one = np.float32(1.0)
+        half = np.float32(0.5)
+        top = np.float32(255.0)
+        zero = np.float32(0.0)
+        for i in range(h):
+            for j in range(w):
+                b = one - a[i, j]
+                for c in range(3):
+                    v = np.float32(region[i, j, c]) * b + col[i, j, c] + half
+                    region[i, j, c] = np.uint8(min(max(v, zero), top))
+
+    return zbuffer, barycentrics, blend_over, splat_nearest, fill_over
 
 
 _available: bool | None = None
@@ -232,7 +248,8 @@ def _get_kernels():
 
 def _load() -> None:
     """Compile (first run on a machine) or load the cached kernels, and run both once (float32 and float64)."""
-    zbuffer, barycentrics, blend, splat = _get_kernels()
+    zbuffer, barycentrics, blend, splat, fill = _get_kernels()
+    fill(np.zeros((2, 2), np.float32), np.zeros((2, 2, 3), np.float32), np.zeros((2, 3, 3), np.uint8)[:, :2])
     one = np.zeros(1, np.float32)
     splat(one, one, one, np.zeros((1, 2), np.float32), 2, np.zeros((4, 2), np.float32), np.zeros(4, np.float32),
           np.zeros(4, np.float32))
@@ -344,4 +361,15 @@ def splat_nearest(gx: np.ndarray, gy: np.ndarray, zc: np.ndarray, d: np.ndarray,
     k = _get_kernels()[3]
     k(np.ascontiguousarray(gx, np.float32), np.ascontiguousarray(gy, np.float32), np.ascontiguousarray(zc, np.float32),
       np.ascontiguousarray(d, np.float32), int(res), disp, hit, np.empty(res * res, np.float32))
+    return True
+
+
+def fill_over(a: np.ndarray, col: np.ndarray, region: np.ndarray) -> bool:
+    """A colour layer over the photo in place (the photo renderer's model-skin fill): ``region`` (H, W, 3) uint8 ←
+    region·(1 − ``a``) + ``col`` + 0.5, clipped and truncated, ``a`` (H, W) and ``col`` (H, W, 3) (premultiplied,
+    × 255) float32 — the bytes numpy's float32 expression gives. False (nothing done) where the kernels are not to be
+    used now."""
+    if _deferred or (_loader is not None and _loader.is_alive()) or not available():
+        return False
+    _get_kernels()[4](np.ascontiguousarray(a, np.float32), np.ascontiguousarray(col, np.float32), region)
     return True
