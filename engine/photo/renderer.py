@@ -801,8 +801,12 @@ class PhotoRenderer:
                 mm[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
                 alt = cv2.remap(base, mm, None, interp, borderMode=cv2.BORDER_REFLECT101)
                 gain = up(mgain, sub, 1.0)
-                a = up(f.mirror_alpha, sub)[..., None]
+                a2 = up(f.mirror_alpha, sub)
+                a = a2[..., None]
                 a0, b0, a1, b1 = bx0 - x0, by0 - y0, bx1 - x0, by1 - y0
+                if COMPILED_BLEND and fast_raster.fill_over(a2, alt.astype(np.float32) * gain * a,
+                                                            region[b0:b1, a0:a1]):
+                    continue  # the same bytes as below, in one compiled pass
                 reg = region[b0:b1, a0:a1].astype(np.float32)
                 region[b0:b1, a0:a1] = np.clip(reg * (1 - a) + alt.astype(np.float32) * gain * a + 0.5, 0, 255
                                                ).astype(np.uint8)
