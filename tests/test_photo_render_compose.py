@@ -22,6 +22,18 @@ def astronaut():
     return fit, PhotoRenderer(fit)
 
 
+@pytest.fixture
+def compiled(monkeypatch):
+    """The compiled kernels loaded and in use, whatever an earlier test left (a command line run in this process
+    defers them: engine.cli), restored afterwards."""
+    from engine.render import fast_raster
+
+    assert fast_raster.available(), "numba (a dependency) does not import"
+    monkeypatch.setattr(fast_raster, "_deferred", False)
+    fast_raster.warm_up()
+    return fast_raster
+
+
 def _edits(c0):
     turn = c0.clone()
     turn.pose[0, 0] += math.radians(14)
@@ -51,7 +63,7 @@ def test_banded_composition_equals_the_full_one(astronaut, max_side):
         assert np.abs(fast.astype(int) - full).max() <= 1
 
 
-def test_compiled_head_blend_equals_opencv_s(astronaut, monkeypatch):
+def test_compiled_head_blend_equals_opencv_s(astronaut, monkeypatch, compiled):
     """The head layer blended by the compiled kernel (fast_raster.blend_over) gives OpenCV's blend (multiply,
     blendLinear) within one grey level on a turn + smile and a turn + blink frame (the layer fills, such as the model
     skin, by fast_raster.fill_over: numpy's bytes)."""
@@ -72,7 +84,7 @@ def test_compiled_head_blend_equals_opencv_s(astronaut, monkeypatch):
         assert np.abs(fast.astype(int) - ref).max() <= 1
 
 
-def test_compiled_splat_equals_the_sorted_scatter(astronaut, monkeypatch):
+def test_compiled_splat_equals_the_sorted_scatter(astronaut, monkeypatch, compiled):
     """The head layer's forward splat without a sort (fast_raster.splat_nearest: per corner the nearest point, the
     later among equals) gives exactly what the far-first sorted scatter gives, for turns and a driven placement."""
     from engine.photo import layers as photo_layers
@@ -101,7 +113,7 @@ def test_compiled_splat_equals_the_sorted_scatter(astronaut, monkeypatch):
         assert np.array_equal(disp, want_disp) and np.array_equal(cover, want_cover)
 
 
-def test_fill_over_kernel_gives_numpy_s_bytes():
+def test_fill_over_kernel_gives_numpy_s_bytes(compiled):
     """fast_raster.fill_over (a colour layer over the photo: the model skin, the layer fills) writes exactly the
     bytes of the renderer's numpy expression, on a view into a wider image."""
     from engine.render import fast_raster
@@ -121,7 +133,7 @@ def test_fill_over_kernel_gives_numpy_s_bytes():
     assert np.array_equal(big[:, :4], keep[:, :4]) and np.array_equal(big[:, 35:], keep[:, 35:])
 
 
-def test_blend_over_kernel_matches_the_formula():
+def test_blend_over_kernel_matches_the_formula(compiled):
     """fast_raster.blend_over: a = max(alpha/255 · cover, solid placed at its offset), rgb·a + region·(1 − a)
     rounded, on a view into a wider image (as the renderer passes); a = 0 keeps the region."""
     from engine.render import fast_raster
