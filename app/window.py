@@ -29,7 +29,7 @@ from engine.photo.fit import as_photo
 from .dialogs import ExportDialog, Timeline, default_export_path
 from .drive_dialog import DriveDialog
 from .widgets import FloatSlider, ImageView, MeshPanel
-from .worker import Job, RenderRequest, RenderThread, warm_up_engine
+from .worker import Job, RenderRequest, RenderThread, settle_heap, warm_up_engine
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BUNDLED_PHOTO = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain
@@ -916,6 +916,7 @@ class MainWindow(QMainWindow):
         unsaved edits before it (they are still one undo step back, so the prompt stays)."""
         self.status(summary, 10000)
         self.after_state_change()
+        settle_heap()  # the photo's fit and layers: out of the full collections' walk
         if self.guard is not None and not was_dirty:
             self.guard.mark_clean()
 

@@ -6,6 +6,7 @@ one waiting, so a fast slider drag never queues stale frames: the worker always 
 """
 from __future__ import annotations
 
+import gc
 import threading
 import traceback
 from dataclasses import dataclass
@@ -206,3 +207,12 @@ def warm_up_engine(model, progress=None, cancel=None) -> None:
             pass
         if progress is not None:
             progress(i + 1, len(steps))
+    settle_heap()
+
+
+def settle_heap() -> None:
+    """Move every object alive now (the models, the photo's fit and layers) out of the cyclic garbage collector's
+    reach (``gc.freeze``; objects are still freed when nothing refers to them). Without it a full collection walks
+    them all, holding Python's lock for 50–300 ms in the middle of a drag (seen with bench/gui_heartbeat.py and a
+    gc.callbacks probe). Called when start-up has loaded the models and after each photo is opened."""
+    gc.freeze()

@@ -45,7 +45,9 @@ def parent(args, argv) -> int:
         sys.exit(f"error: {exc}")
     try:
         with tempfile.TemporaryDirectory() as state:
+            # a fresh photo cache: the opening measured is a first one (fit + layers), as a new photo's is
             env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb", XDG_STATE_HOME=state,
+                       DISCOFACE_PHOTO_CACHE=os.environ.get("DISCOFACE_PHOTO_CACHE") or os.path.join(state, "photo-cache"),
                        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
             return subprocess.call([sys.executable, __file__, "--child", *argv], env=env, cwd=REPO)
     finally:
