@@ -274,40 +274,39 @@ def test_teeth_follow_the_white_balance_but_never_turn_green_or_blue():
     assert r >= g >= b, cyan  # a cyan cast gives neutral, not green-blue, teeth
 
 
-def test_teeth_are_lit_more_than_the_back_of_the_mouth(head):
+def _open_mouth(head, jaw: float):
+    """The neutral head with the jaw open: its vertices, the mouth's light (fill.mouth_occlusion), the teeth."""
     from engine.photo import fill
 
     with torch.no_grad():
         c = head.model.zeros(1)
-        c.expr["jawOpen"] = 0.6
+        c.expr["jawOpen"] = jaw
         v = head.vertices(c)[0]
-        ao = fill.mouth_occlusion(head, v)
-        teeth = head.vertex_in(["teeth"])
-        front = teeth & (v[:, 2] > 9.0)
-        assert front.sum() > 10
-        assert float(ao[front].min()) >= fill.TEETH_AO_MIN - 1e-6
-        assert float(ao[front].median()) > 0.85
+        return v, fill.mouth_occlusion(head, v), head.vertex_in(["teeth"])
+
+
+def test_teeth_are_lit_more_than_the_back_of_the_mouth(head):
+    from engine.photo import fill
+
+    v, ao, teeth = _open_mouth(head, 0.6)
+    front = teeth & (v[:, 2] > 9.0)
+    assert front.sum() > 10
+    assert float(ao[front].min()) >= fill.TEETH_AO_MIN - 1e-6
+    assert float(ao[front].median()) > 0.85
 
 
 def test_back_teeth_at_a_mouth_corner_are_lit_like_the_socket(head):
     """A wide-open jaw shows the lower molars (the row rises toward the hinge) at a mouth corner — the far side's in a
     turned face. They sit as deep as the socket around them: no more light than it at the same depth (they were lit
     like the front teeth: a bright ivory bar at one corner)."""
-    from engine.photo import fill
-
-    with torch.no_grad():
-        c = head.model.zeros(1)
-        c.expr["jawOpen"] = 1.0
-        v = head.vertices(c)[0]
-        ao = fill.mouth_occlusion(head, v)
-        teeth = head.vertex_in(["teeth"])
-        socket = head.vertex_in(["mouth_socket"])
-        back = teeth & (v[:, 2] < 6.0) & (v[:, 0].abs() > 1.5)
-        front = teeth & (v[:, 2] > 9.5)
-        assert back.sum() > 50 and front.sum() > 10
-        near = socket & (v[:, 2] > 4.0) & (v[:, 2] < 6.0)
-        assert float(ao[back].max()) <= float(ao[near].max()) + 1e-3
-        assert float(ao[back].median()) < 0.6 * float(ao[front].median())
+    v, ao, teeth = _open_mouth(head, 1.0)
+    socket = head.vertex_in(["mouth_socket"])
+    back = teeth & (v[:, 2] < 6.0) & (v[:, 0].abs() > 1.5)
+    front = teeth & (v[:, 2] > 9.5)
+    assert back.sum() > 50 and front.sum() > 10
+    near = socket & (v[:, 2] > 4.0) & (v[:, 2] < 6.0)
+    assert float(ao[back].max()) <= float(ao[near].max()) + 1e-3
+    assert float(ao[back].median()) < 0.6 * float(ao[front].median())
 
 
 def test_blink_survives_a_turn_of_the_layered_head():
