@@ -802,14 +802,8 @@ class PhotoRenderer:
                 alt = cv2.remap(base, mm, None, interp, borderMode=cv2.BORDER_REFLECT101)
                 gain = up(mgain, sub, 1.0)
                 a2 = up(f.mirror_alpha, sub)
-                a = a2[..., None]
-                a0, b0, a1, b1 = bx0 - x0, by0 - y0, bx1 - x0, by1 - y0
-                if COMPILED_BLEND and fast_raster.fill_over(a2, alt.astype(np.float32) * gain * a,
-                                                            region[b0:b1, a0:a1]):
-                    continue  # the same bytes as below, in one compiled pass
-                reg = region[b0:b1, a0:a1].astype(np.float32)
-                region[b0:b1, a0:a1] = np.clip(reg * (1 - a) + alt.astype(np.float32) * gain * a + 0.5, 0, 255
-                                               ).astype(np.uint8)
+                self._fill_into(region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0], a2,
+                                alt.astype(np.float32) * gain * a2[..., None])
         for lf in f.extra:
             region = self._compose_fill(base, lf, g, box, sx, sy, interp, up, region)
         if f.ratio is not None:
@@ -961,13 +955,19 @@ class PhotoRenderer:
         else:
             col = up(lf.rgb, sub)
             col *= 255.0
-        if COMPILED_BLEND and fast_raster.fill_over(a2, col, region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]):
-            return  # the same bytes as below, in one compiled pass
-        reg = region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0].astype(np.float32)
-        reg *= 1 - a
+        PhotoRenderer._fill_into(region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0], a2, col)
+
+    @staticmethod
+    def _fill_into(view: np.ndarray, a2: np.ndarray, col: np.ndarray) -> None:
+        """``view`` (h, w, 3) uint8, in place ← view·(1 − a2) + col, rounded: a layer's premultiplied colour ``col``
+        (float32) at alpha ``a2`` (h, w) — by fast_raster.fill_over in one compiled pass, else the same bytes here."""
+        if COMPILED_BLEND and fast_raster.fill_over(a2, col, view):
+            return
+        reg = view.astype(np.float32)
+        reg *= 1 - a2[..., None]
         reg += col
         reg += 0.5
-        region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] = np.clip(reg, 0, 255, out=reg)
+        view[...] = np.clip(reg, 0, 255, out=reg)
 
     def _boxes(self, active: np.ndarray, g, box, sx: float, sy: float) -> list:
         """Output boxes to compose a layer in: :meth:`_sub_bands`, or its whole box without ``compose_bands``."""
