@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
     s = Session()
     if random_face:
-        s.randomize("identity", 3)
+        s.new_random_face(3)  # what "New random face" makes (its own expression and light, from the generator)
         s.set_controls({"yaw": 22, "pitch": 6, "smile": 0.7, "brows_up": 0.3})
-        s.set_light(azimuth=25, elevation=10, intensity=0.3)
+        s.set_light(azimuth=25, elevation=10)  # the face's own intensity: the generator's lights are weak (≤ 0.2)
     else:
         s.open_photo(photo or BUNDLED_PHOTO)
         s.add_keyframe(0.0)

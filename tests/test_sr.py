@@ -149,6 +149,66 @@ def test_editor_and_embedding_sizes_with_the_upsampler(face_model):
     assert emb.resolution == 32  # the embedding optimises G's own image
 
 
+def test_generator_frames_above_the_native_size_are_bicubic(face_model):
+    """A generator frame larger than G's image (an export at 2x, a drag frame's G image) is the bicubic
+    enlargement of it, not the softer bilinear one; a smaller one is shrunk with antialiasing."""
+    from engine.editing.session import Session
+
+    fg = small_gen(32, face_model.albedo_dim, face_model.exp_names).attach_sr(small_sr(32))
+    s = Session(model=face_model, generator=fg)
+    with torch.no_grad():
+        up = fg.synthesize(s.state.coeffs[0:1], s.state.noise, s.state.psi)  # (1, 3, 64, 64)
+
+    def u8(t):
+        return (t.clamp(0, 1).permute(0, 2, 3, 1)[0] * 255 + 0.5).to(torch.uint8).numpy().astype(int)
+    big = s.render_snapshot(s.state, 128).image.astype(int)
+    bicubic = u8(F.interpolate(up, size=(128, 128), mode="bicubic", align_corners=False))
+    bilinear = u8(F.interpolate(up, size=(128, 128), mode="bilinear", align_corners=False, antialias=True))
+    assert np.abs(big - bicubic).max() <= 1
+    assert np.abs(bicubic - bilinear).max() > 8  # the two really differ on this face
+    drag = s.render_snapshot(s.state, final=False).image.astype(int)  # G's 32 px image enlarged to 64
+    with torch.no_grad():
+        base = fg.synthesize(s.state.coeffs[0:1], s.state.noise, s.state.psi, upsample=False)
+    assert np.abs(drag - u8(F.interpolate(base, size=(64, 64), mode="bicubic", align_corners=False))).max() <= 1
+    small = s.render_snapshot(s.state, 16).image.astype(int)
+    assert np.abs(small - u8(F.interpolate(up, size=(16, 16), mode="bilinear", align_corners=False,
+                                           antialias=True))).max() <= 1
+
+
+def test_generator_mode_starts_and_resets_to_the_generators_own_light(face_model):
+    """Generator mode's start / Reset light is the generator's typical light (its light decoder at the latent's
+    centre), not the editor's key light (intensity 0.45, beyond the shipped generator's lights: faces washed out);
+    without a generator the key light stays."""
+    from engine.editing import factors
+    from engine.editing.session import Session
+
+    fg = small_gen(32, face_model.albedo_dim, face_model.exp_names)
+    with torch.no_grad():
+        own = fg.decoders.decode(_zero_light_latents())
+    s = Session(model=face_model, generator=fg)
+    assert torch.allclose(s.coeffs.light, own.light, atol=1e-6)
+    assert not torch.allclose(s.coeffs.light, factors.default_light(), atol=1e-3)
+    s.set_light(azimuth=60, intensity=0.9)
+    s.reset("light")
+    assert torch.allclose(s.coeffs.light, own.light, atol=1e-6)
+    s.set_light(intensity=0.9)
+    s.new_random_face(5)  # a new face brings its own sampled light (from the same decoder)
+    assert not torch.allclose(s.coeffs.light, factors.default_light(), atol=1e-3)
+    preview = Session(model=face_model, generator=None)
+    assert torch.allclose(preview.coeffs.light, factors.default_light())
+    preview.set_light(intensity=0.9)
+    preview.reset("light")
+    assert torch.allclose(preview.coeffs.light, factors.default_light())
+
+
+def _zero_light_latents():
+    from engine.generator.networks import sample_latents
+
+    lat = sample_latents(1, 0)
+    lat.light.zero_()
+    return lat
+
+
 # ----------------------------------------------------------------------------------------------- training
 def test_degradation_blurs_downsamples_and_adds_noise():
     from training.sr import degrade, gaussian_blur, laplacian_energy

@@ -17,7 +17,16 @@ def check_factor(factor: str) -> None:
         raise SessionError(f"unknown factor {factor!r}; one of {', '.join(FACTORS)}")
 
 
-def default_light() -> torch.Tensor:
+def default_light(generator=None) -> torch.Tensor:
+    """The start / Reset light: :data:`DEFAULT_LIGHT`; with a generator (generator mode), the light its own light
+    decoder gives the centre of its latent — the photos' typical light it learned (shipped: key 0.06 from above,
+    ambient 0.80). The editor's key light (intensity 0.45) lies far beyond the generator's lights (key 0.04–0.18,
+    5–95 %) and washes its faces out."""
+    nets = getattr(getattr(generator, "decoders", None), "nets", None)  # a stand-in generator may have none
+    if nets is not None and "light" in nets:
+        net = nets["light"]
+        with torch.no_grad():
+            return net(net.skip.weight.new_zeros(1, net.skip.in_features)).detach().cpu().clone()
     d = DEFAULT_LIGHT
     return light_from_direction(d["azimuth"], d["elevation"], d["intensity"], d["ambient"])
 
@@ -71,9 +80,10 @@ def randomized(snap: Snapshot, factor: str, seed: int, model: FaceModel, generat
     return snap.edited(apply, seed=seed if factor == "identity" else snap.seed)
 
 
-def reset(snap: Snapshot, factors, noise_dim: int, neutral: Coefficients | None = None) -> Snapshot:
-    """``snap`` with ``factors`` back to neutral; light goes back to the default key light, not to flat ambient.
-    With ``neutral`` (photo mode: the photo's fit) the factors go back to those values instead."""
+def reset(snap: Snapshot, factors, noise_dim: int, neutral: Coefficients | None = None,
+          light: torch.Tensor | None = None) -> Snapshot:
+    """``snap`` with ``factors`` back to neutral; light goes back to ``light`` (default: the default key light),
+    not to flat ambient. With ``neutral`` (photo mode: the photo's fit) the factors go back to those values instead."""
     for f in factors:
         check_factor(f)
     changes = {}
@@ -89,7 +99,7 @@ def reset(snap: Snapshot, factors, noise_dim: int, neutral: Coefficients | None 
                 c.identity.zero_()
                 c.albedo.zero_()
             elif f == "light":
-                c.light[:] = default_light()
+                c.light[:] = default_light() if light is None else light
             elif f != "noise":
                 getattr(c, f).zero_()
     return snap.edited(apply, **changes)

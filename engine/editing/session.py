@@ -65,7 +65,7 @@ class Session:
         self.frames = FrameRenderer(self.model, self.generator)
         self.conform = files.Conform(self.model.exp_names, self.model.albedo_dim, self.noise_dim)
         c = self.model.zeros(1)
-        c.light[:] = factors.default_light()
+        c.light[:] = factors.default_light(self.generator)
         self.history = History(Snapshot(c, factors.seed_noise(seed, self.noise_dim), int(seed)), history_limit)
         self.source: str | None = None
 
@@ -254,7 +254,7 @@ class Session:
         face's keyframes (they would bring it back on the timeline); one undo step."""
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
         snap = factors.reset(self.state.edited(photo=None, w_offsets=None, psi=DEFAULT_PSI, keyframes=()),
-                             factors.FACTORS, self.noise_dim)
+                             factors.FACTORS, self.noise_dim, light=factors.default_light(self.generator))
         for f in ("identity", "expression", "light", "noise"):
             snap = factors.randomized(snap, f, seed, self.model, self.generator, self.noise_dim)
         self.commit()
@@ -270,7 +270,7 @@ class Session:
     def reset(self, factor: str | None = None, commit: bool = True) -> Snapshot:
         neutral = self.conform.coeffs(self.photo.fit.coeffs) if self.photo is not None else None
         return self._apply(factors.reset(self.state, factors.FACTORS if factor is None else (factor,),
-                                         self.noise_dim, neutral), commit)
+                                         self.noise_dim, neutral, factors.default_light(self.generator)), commit)
 
     def commit(self) -> bool:
         return self.history.commit()
