@@ -243,3 +243,44 @@ def test_idprior_frechet_loss_with_the_upsampler_shift(tmp_path, monkeypatch, fa
     assert cli(args + ["--resume", "--sr-shift", str(tmp_path / "missing.safetensors")]) == 1
     err = capsys.readouterr().err
     assert "upsamples 64 px" in err and "Traceback" not in err
+
+
+def test_idprior_mapping_fine_tune_runs_resumes_and_exports(tmp_path, monkeypatch, face_model):
+    """--mapping-lr also fine-tunes G's mapping network (checkpointed with the mapping it started from, exported in
+    the generator file; the synthesis layers untouched); its anchor is zero for the mapping it started from."""
+    import copy
+
+    import training.idprior as T
+    from training.__main__ import main as cli
+
+    gen = tmp_path / "g.safetensors"
+    fg = small_gen(face_model)
+    fg.save(gen)
+    real = np.random.default_rng(0).normal(0, 0.05, (64, 128)).astype(np.float32)
+    monkeypatch.setattr(T, "real_descriptors", lambda idnet, limit, cache: real)
+    c, noise = fg.sample(4, seed=2)
+    same = copy.deepcopy(fg.G.mapping)
+    assert float(T.mapping_anchor(fg.G, same, c, noise)) == 0.0
+    with torch.no_grad():
+        same[0].weight.mul_(-1)
+    assert float(T.mapping_anchor(fg.G, same, c, noise)) > 1e-3
+    out = tmp_path / "run"
+    base = ["idprior", "--out", str(out), "--generator", str(gen), "--batch", "4", "--lr", "0.05"]
+    assert cli(base + ["--steps", "5"]) == 0
+    assert cli(base + ["--resume", "--steps", "15", "--mapping-lr", "0.5"]) == 0
+    assert "map_anchor" in (out / "log.txt").read_text().split("run 2:")[1]
+    t, meta = T.load_safetensors(out / T.CKPT_NAME, T.CKPT_FORMAT, T.CKPT_VERSION)
+    orig = fg.G.mapping.state_dict()
+    mapped = {k[4:]: v for k, v in t.items() if k.startswith("map.")}
+    anchor = {k[10:]: v for k, v in t.items() if k.startswith("mapanchor.")}
+    assert set(mapped) == set(orig) and all(torch.equal(anchor[k], orig[k]) for k in orig)
+    assert any(not torch.equal(mapped[k], orig[k]) for k in orig)  # the mapping moved
+    assert cli(base + ["--resume", "--steps", "17"]) == 0  # a later run without the flag keeps the tuned mapping
+    t2, _ = T.load_safetensors(out / T.CKPT_NAME, T.CKPT_FORMAT, T.CKPT_VERSION)
+    assert all(torch.equal(t2[f"map.{k}"], mapped[k]) for k in mapped)
+    dest = tmp_path / "folded.safetensors"
+    assert cli(["idprior", "--out", str(out), "--generator", str(gen), "--export", str(dest)]) == 0
+    back = FaceGenerator.load(dest)
+    assert all(torch.equal(back.G.mapping.state_dict()[k], mapped[k]) for k in mapped)
+    assert all(torch.equal(v, back.G.state_dict()[k]) for k, v in fg.G.state_dict().items()
+               if not k.startswith("mapping."))  # synthesis, w̄_id and the statistics as they were

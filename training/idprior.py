@@ -82,6 +82,20 @@ def frechet_loss(fake: torch.Tensor, mean_r: torch.Tensor, cov_r_sqrt: torch.Ten
     return (m - mean_r).square().sum() + torch.trace(c) + tr_r - 2 * ev.clamp_min(1e-12).sqrt().sum()
 
 
+def mapping_anchor(G, old_mapping, coeffs, noise: torch.Tensor) -> torch.Tensor:
+    """Relative squared change of what the non-identity factors (expression, light, pose) add to w,
+    w(all) − w(identity only), between G's mapping and ``old_mapping`` (the one a ``--mapping-lr`` run started
+    from): the mapping may move who the faces are, not how the controls act on them."""
+    v = G._coeff_vector(coeffs)
+    vi, ni = G._identity_only(v, noise)
+    x = torch.cat([torch.cat([v, noise.to(v)], 1), torch.cat([vi, ni], 1)])
+    x = torch.cat([(x[:, :v.shape[1]] - G.coeff_mean) / G.coeff_std, x[:, v.shape[1]:]], 1)
+    b = v.shape[0]
+    new, old = G.mapping(x), old_mapping(x)
+    d_new, d_old = new[:b] - new[b:], (old[:b] - old[b:]).detach()
+    return (d_new - d_old).square().sum(1).mean() / d_old.square().sum(1).mean().clamp_min(1e-8)
+
+
 def spread_hinge(desc: torch.Tensor, others: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean of relu(margin − distance) over the pairs of ``desc`` (with gradient) among themselves and with
     ``others`` (detached recent descriptors): different random faces closer than the margin are pushed apart."""
@@ -159,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchor-weight", type=float, default=1.0,
                     help="with --decoder-lr: mean squared change of the decoded identity (in training-std units) "
                          "against the decoder as loaded, for the same mapped latent")
+    ap.add_argument("--mapping-lr", type=float, default=0.0,
+                    help="also fine-tune G's mapping network (coefficients + code -> w) at this Adam learning rate "
+                         "(its layers are equalised with lr_mul 0.01: 0.02 moves a weight ~2e-4 of its size a step)")
+    ap.add_argument("--map-anchor-weight", type=float, default=1.0,
+                    help="with --mapping-lr: keep what expression / light / pose add to w (w(all) - w(identity "
+                         "only)) as the mapping it started from maps it, relative squared change")
     ap.add_argument("--loss", choices=("moments", "frechet"), default="moments",
                     help="moments: |Δμ|² + ‖ΔCov‖_F; frechet: the Fréchet distance itself (FID-id's measure)")
     ap.add_argument("--sr-shift", default=None,
@@ -174,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                          "generator's own setting when not given; fewer: the finer layers keep each face's own look)")
     args = ap.parse_args(argv)
     if args.batch < 2 or args.steps < 0 or args.queue < 0 or args.colour_weight < 0 or args.decoder_lr < 0 \
+            or args.mapping_lr < 0 \
             or not 0 <= args.colour_q < 50:
-        print("error: --batch must be >= 2; --steps, --queue, --colour-weight, --decoder-lr >= 0; "
+        print("error: --batch must be >= 2; --steps, --queue, --colour-weight, --decoder-lr, --mapping-lr >= 0; "
               "--colour-q in [0, 50)", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, args.threads))
@@ -197,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     dec_opt = None
     state = {"step": 0, "runs": []}
     dec_t: dict = {}
+    map_t: dict = {}
+    map_anchor_t: dict = {}  # the mapping a --mapping-lr run started from
     anchor_t: dict = {}  # the identity decoder a --decoder-lr run started from (its anchor)
     if args.resume or args.export:
         if not ck.exists():
@@ -213,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             anchor_t = {k[7:]: v for k, v in t.items() if k.startswith("anchor.")}
             if dec_t:  # a run with --decoder-lr: its identity decoder
                 id_dec.load_state_dict(dec_t)
+            map_t = {k[4:]: v for k, v in t.items() if k.startswith("map.")}
+            map_anchor_t = {k[10:]: v for k, v in t.items() if k.startswith("mapanchor.")}
+            if map_t:  # a run with --mapping-lr: its mapping network
+                fg.G.mapping.load_state_dict(map_t)
             if "opt.exp_avg.mu" in t:
                 opt.state[mu] = {"step": torch.tensor(float(state["step"])), "exp_avg": t["opt.exp_avg.mu"],
                                  "exp_avg_sq": t["opt.exp_avg_sq.mu"]}
@@ -226,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     if args.export:
-        if "anchor" in state and not dec_t:
-            print(f"error: {ck} has no decoder weights", file=sys.stderr)
+        if ("anchor" in state and not dec_t) or (state.get("mapping") and not map_t):
+            print(f"error: {ck} has no {'decoder' if not dec_t else 'mapping'} weights", file=sys.stderr)
             return 1
         fold_identity_map(fg.decoders, mu.detach(), A.detach())
         if args.trunc_layers is not None:
@@ -267,6 +294,19 @@ def main(argv: list[str] | None = None) -> int:
         id_dec.requires_grad_(True)
         dec_opt = torch.optim.Adam(id_dec.parameters(), lr=args.decoder_lr)
         state["anchor"] = True
+    map_anchor = map_opt = None
+    if args.mapping_lr > 0:
+        import copy
+
+        map_anchor = copy.deepcopy(fg.G.mapping).requires_grad_(False)
+        if map_anchor_t:
+            map_anchor.load_state_dict(map_anchor_t)
+        map_anchor_t = {k: v.detach().clone() for k, v in map_anchor.state_dict().items()}
+        fg.G.mapping.requires_grad_(True)
+        map_opt = torch.optim.Adam(fg.G.mapping.parameters(), lr=args.mapping_lr)
+        state["mapping"] = True
+    elif state.get("mapping"):  # resumed without --mapping-lr: the mapping stays as trained, frozen
+        map_anchor_t = map_anchor_t or {}
     colour = None
     if args.colour_weight > 0:
         from engine.face.model import default_model
@@ -320,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         if state.get("anchor"):
             t.update({f"dec.{k}": v.detach().clone() for k, v in id_dec.state_dict().items()})
             t.update({f"anchor.{k}": v for k, v in anchor_t.items()})
+        if state.get("mapping"):
+            t.update({f"map.{k}": v.detach().clone() for k, v in fg.G.mapping.state_dict().items()})
+            t.update({f"mapanchor.{k}": v for k, v in map_anchor_t.items()})
         if mu in opt.state:
             for name, p in (("mu", mu), ("A", A)):
                 t[f"opt.exp_avg.{name}"] = opt.state[p]["exp_avg"]
@@ -355,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                 ref = anchor(lat.identity)
                 terms["anchor"] = ((id_dec(lat.identity) - ref) / anchor.out_std).square().mean()
                 extra = extra + args.anchor_weight * terms["anchor"]
+            if map_anchor is not None:
+                terms["map_anchor"] = mapping_anchor(fg.G, map_anchor, c, lat.noise)
+                extra = extra + args.map_anchor_weight * terms["map_anchor"]
             desc = idnet.embed_crops(img).double()
             allf = torch.cat([queue, desc]) if len(queue) else desc
             mom = (moments_loss(allf, mean_r, cov_r) if args.loss == "moments"
@@ -366,12 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                 terms["spread"] = spread_hinge(desc, queue, args.spread_min)
                 loss = loss + args.spread_weight * terms["spread"]
             opt.zero_grad(set_to_none=True)
-            if dec_opt is not None:
-                dec_opt.zero_grad(set_to_none=True)
+            for o in (dec_opt, map_opt):
+                if o is not None:
+                    o.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if dec_opt is not None:
-                dec_opt.step()
+            for o in (dec_opt, map_opt):
+                if o is not None:
+                    o.step()
             queue = torch.cat([queue, desc.detach()])[-args.queue:] if args.queue else queue
             state["step"] += 1
             for k, v in terms.items():
