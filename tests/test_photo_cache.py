@@ -188,3 +188,80 @@ def test_the_editor_opens_a_photo_through_the_same_cache(tmp_path, ict_path, cap
     assert np.array_equal(frames[0], frames[1]) and len(entries()) == 1
     edit(capsys, ASTRONAUT, "--set", "yaw=8", "-o", tmp_path / "a.png")  # the command line reads the editor's entry
     assert counted == {"fit": 1, "layers": 1}
+
+
+def test_the_source_head_is_kept_and_a_broken_one_is_computed_again(tmp_path, ict_path, capsys, monkeypatch):
+    """A later edit takes the renderer's source head (visibility, harmonic and mirror fills, the model-skin set-up:
+    ``<key>.src.npz``) from the entry instead of running the 150-step harmonic fill again, with the same pixels; a
+    stored state of the wrong shape, with NaNs or unreadable is never used: computed again (the same pixels) and
+    written again."""
+    from engine.photo import flow
+    from engine.photo import renderer as R
+
+    n = {"fill": 0, "skin": 0}
+    fill, skin = flow._harmonic_fill, R.PhotoRenderer._compute_skin
+
+    def counted_fill(*a, **k):
+        n["fill"] += 1
+        return fill(*a, **k)
+
+    def counted_skin(self):
+        n["skin"] += 1
+        return skin(self)
+
+    monkeypatch.setattr(flow, "_harmonic_fill", counted_fill)
+    monkeypatch.setattr(R.PhotoRenderer, "_compute_skin", counted_skin)
+    first = tmp_path / "first.png"
+    edit(capsys, ASTRONAUT, "--set", "yaw=12", "smile=0.4", "-o", first)
+    assert n["fill"] >= 1 and n["skin"] >= 1
+    src = entries()[0].with_suffix(".src.npz")
+    assert src.is_file()
+    good = dict(np.load(src))
+    assert {"visible", "src_xy", "mirror_w", "turn_outer", "skin_model_w"} <= set(good)
+
+    def again(name):
+        before = dict(n)
+        out, _ = edit(capsys, ASTRONAUT, "--set", "yaw=12", "smile=0.4", "-o", tmp_path / name)
+        assert (tmp_path / name).read_bytes() == first.read_bytes(), name
+        return n["fill"] - before["fill"], n["skin"] - before["skin"], "photo cache" in out
+
+    assert again("cached.png") == (0, 0, True)
+
+    def broken(change):
+        arrays = {k: v.copy() for k, v in good.items()}
+        change(arrays)
+        np.savez(src, **arrays)
+
+    broken(lambda a: a.update(src_xy=a["src_xy"][:100]))  # another head's shape
+    assert again("shape.png") == (1, 1, False)  # (the skin set-up derives from the rest: never taken alone)
+    assert again("rewritten.png") == (0, 0, True)  # the entry was written again
+    broken(lambda a: a["mirror_gain"].__setitem__((0, 0), np.nan))
+    assert again("nan.png") == (1, 1, False)
+    broken(lambda a: a.update(visible=a["visible"].astype(np.float32)))  # a wrong dtype
+    assert again("dtype.png") == (1, 1, False)
+    broken(lambda a: a.pop("turn_outer"))
+    assert again("missing.png") == (0, 1, False)  # the turn's shell weights computed again
+    broken(lambda a: a.update(skin_model_w=a["skin_model_w"][:-1]))  # the skin set-up alone: computed again
+    assert again("skin.png") == (0, 1, True)
+    src.write_bytes(b"PK\x03\x04 broken")
+    assert again("unreadable.png") == (1, 1, False)
+    assert again("fine.png") == (0, 0, True)
+
+
+def test_a_cached_edit_imports_no_generator_scipy_or_numba(tmp_path, ict_path):
+    """``discoface edit`` of a photo in the cache draws with the photo renderer: the generator's modules (~80 ms to
+    import), scipy (the mirror map's KD-tree, ~0.25 s) and numba (the compiled rasterizer, deferred for one frame)
+    stay unimported (``python -X importtime`` shows the rest)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from engine.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'numba') "
+            "or m.startswith('engine.generator')))")
+    env = {**os.environ, "DISCOFACE_PHOTO_CACHE": str(tmp_path / "cache")}
+    args = ["edit", str(ASTRONAUT), "--set", "yaw=8", "-o"]
+    for k in range(2):
+        r = subprocess.run([sys.executable, "-c", code, *args, str(tmp_path / f"{k}.png")], capture_output=True,
+                           text=True, cwd=REPO, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr
+    assert "from the photo cache" in r.stdout and r.stdout.strip().splitlines()[-1] == "0 []", r.stdout

@@ -384,7 +384,6 @@ def test_with_a_real_face_generator(face_model, tmp_path):
 
 def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):
     import engine.generator.embed as E
-    from engine.editing import photo_import
     from types import SimpleNamespace
 
     photo = tmp_path / "p.png"
@@ -404,7 +403,7 @@ def test_open_photo_embeds_with_a_generator(face_model, tmp_path, monkeypatch):
                 progress(i + 1, 3, 0.5)
             return SimpleNamespace(coeffs=c, noise=torch.zeros(1, 32), w_offsets=None,
                                    metrics={"psnr_face": 25.0, "seconds": 0.1})
-    monkeypatch.setattr(photo_import, "PhotoEmbedder", FakeEmbedder)
+    monkeypatch.setattr(E, "PhotoEmbedder", FakeEmbedder)  # (photo_import imports it where it embeds)
     from engine.editing.session import SessionCancelled
 
     s = Session(model=face_model, generator=FakeGenerator())

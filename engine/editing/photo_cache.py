@@ -11,7 +11,9 @@ result depends on: the source of every ``engine`` module, the weight files in ``
 the installed torch, OpenCV, dlib and numpy (their files' size and mtime). Any change to one of them is another key: a stale entry is never read (old
 entries age out: the folder keeps the :data:`MAX_ENTRIES` most recently used). A corrupt or unreadable entry is a
 miss and is written again. The first run uses the fit *read back* from the JSON it stores (the landmarks rounded to
-1e-4 px, as a session file does), so a first and a later edit write the same pixels.
+1e-4 px, as a session file does), so a first and a later edit write the same pixels. The renderer's source head (which
+vertices the photo shows, the harmonic and mirror fills of the hidden ones: ~0.2 s) is kept too (``<key>.src.npz``,
+:meth:`~engine.photo.renderer.PhotoRenderer.source_state`); arrays that do not fit are computed and written again.
 
 Folder: ``$DISCOFACE_PHOTO_CACHE`` (``off`` or ``0``: no cache), else ``$XDG_CACHE_HOME/discoface/photos``, else
 ``~/.cache/discoface/photos``. ``discoface edit --no-cache`` neither reads nor writes it.
@@ -29,7 +31,7 @@ from pathlib import Path
 ENV = "DISCOFACE_PHOTO_CACHE"  # (numpy is imported where used: ``import engine.cli`` builds the parser only and
 # reads this module before torch is imported)
 FORMAT = "discoface.photocache"
-VERSION = 1
+VERSION = 2  # 2: the source head's arrays (``<key>.src.npz``)
 MAX_ENTRIES = 64
 _ROOT = Path(__file__).resolve().parents[2]  # the repository (engine/ and assets/ live here)
 
@@ -93,6 +95,7 @@ class Entry:
     turn_range: dict | None = None  # {"yaw": (lo, hi), "pitch": (lo, hi)}
     faces: dict | None = None  # the CLI's face choice: {"choices": [[index, [x0, y0, x1, y1]], ...], "picked": i}
     layers: object | None = None  # engine.photo.layers.PhotoLayers
+    source: dict | None = None  # PhotoRenderer.source_state(): name -> array (checked again by the renderer)
 
 
 class PhotoCache:
@@ -124,6 +127,10 @@ class PhotoCache:
         d = self.root / k[:2]
         return d / f"{k}.json", d / f"{k}.npz"
 
+    @staticmethod
+    def _source_path(npz: Path) -> Path:
+        return npz.with_suffix(".src.npz")
+
     # ------------------------------------------------------------------------------------------------ reading
     def has_entry(self, face=None) -> bool:
         """Whether an entry with layers is stored for ``face`` (not read: it may still turn out unusable)."""
@@ -152,6 +159,8 @@ class PhotoCache:
                 e.turn_range = None
         if d.get("layers") and npz.is_file():
             e.layers = _read_layers(npz, d["layers"])
+        if d.get("source"):
+            e.source = _read_arrays(self._source_path(npz))
         try:
             os.utime(js)  # most recently used: kept by the pruning
         except OSError:
@@ -160,7 +169,7 @@ class PhotoCache:
 
     # ------------------------------------------------------------------------------------------------ writing
     def store(self, face=None, *, fit: dict | None = None, turn_range: dict | None = None,
-              faces: dict | None = None, layers=None) -> None:
+              faces: dict | None = None, layers=None, source: dict | None = None) -> None:
         """Write (replace) the entry for ``face``; a cache folder that cannot be written is skipped silently (the
         edit itself never fails for the cache)."""
         if not self.enabled:
@@ -169,7 +178,7 @@ class PhotoCache:
         d = {"format": FORMAT, "version": VERSION, "photo": str(self.photo.name), "face": face, "fit": fit,
              "faces": faces,
              "turn_range": None if turn_range is None else {k: list(v) for k, v in turn_range.items()},
-             "layers": None}
+             "layers": None, "source": False}
         try:
             js.parent.mkdir(parents=True, exist_ok=True)
             if layers is not None:
@@ -178,6 +187,11 @@ class PhotoCache:
                 arrays, meta = _layer_parts(layers)
                 d["layers"] = meta
                 _atomic_write(npz, lambda f: np.savez(f, **arrays))
+            if source:
+                import numpy as np
+
+                _atomic_write(self._source_path(npz), lambda f: np.savez(f, **source))
+                d["source"] = True
             _atomic_write(js, lambda f: f.write(json.dumps(d).encode()))
             _prune(self.root)
         except (OSError, TypeError, ValueError):
@@ -204,13 +218,13 @@ def open_cached(path, face: int | None, cache: PhotoCache, model=None, *, progre
             fit = PhotoFit.from_json_dict(entry.fit, str(path))
         except PhotoFitError:
             fit = None
-    hit = fit is not None and entry.layers is not None and entry.turn_range is not None
+    hit = fit is not None and entry.layers is not None and entry.turn_range is not None and entry.source is not None
     if fit is None:
         fitted = fit_photo(str(path), progress=progress, cancel=cancel, face=face,
                            found=found() if found is not None and face is None else None)
         fit = PhotoFit.from_json_dict(fitted.to_json_dict(), fitted.image)
         fit.seconds = fitted.seconds
-        entry.layers = entry.turn_range = entry.faces = None
+        entry.layers = entry.turn_range = entry.faces = entry.source = None
     if entry.turn_range is not None:
         _store_range(fit, entry.turn_range)  # the renderer's turn_range() answers from it
     if model is None:
@@ -218,16 +232,17 @@ def open_cached(path, face: int | None, cache: PhotoCache, model=None, *, progre
 
         model = default_model()
     prime_head_mirror(default_head(model), cache.root)
-    renderer = PhotoRenderer(fit, model=model, layers=entry.layers)
+    renderer = PhotoRenderer(fit, model=model, layers=entry.layers, source_state=entry.source)
     if faces is not None:
         entry.faces = faces(fit, entry.faces)
+    hit = hit and renderer.source_restored  # a stored source state that does not fit is computed and written again
     if not hit:
         if entry.turn_range is None:
             # measured on the preview grid: made first (it measures the range as it is made; turn_range() first
             # would make it from inside and then measure again)
             renderer.preview_renderer()
         cache.store(face, fit=fit.to_json_dict(), turn_range=renderer.turn_range(), faces=entry.faces,
-                    layers=renderer.layers)
+                    layers=renderer.layers, source=renderer.source_state())
     return fit, renderer, hit
 
 
@@ -293,7 +308,22 @@ def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
+def _read_arrays(path: Path) -> dict | None:
+    """The arrays of an .npz (no pickles), or None when it is missing or unreadable."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def _read_layers(npz: Path, meta: dict):
+    import zipfile
+
     import numpy as np
 
     from engine.photo.layers import PhotoLayers
@@ -302,7 +332,7 @@ def _read_layers(npz: Path, meta: dict):
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         layers = PhotoLayers(box=tuple(int(v) for v in meta["box"]), plate=arrays.pop("plate"), fg=arrays.pop("fg"))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
         return None
     x0, y0, x1, y1 = layers.box
     if layers.plate.shape != (y1 - y0, x1 - x0, 3) or layers.fg.shape != (y1 - y0, x1 - x0, 4):
@@ -321,3 +351,4 @@ def _prune(root: Path, keep: int = MAX_ENTRIES) -> None:
     for js in entries[keep:]:
         js.unlink(missing_ok=True)
         js.with_suffix(".npz").unlink(missing_ok=True)
+        js.with_suffix(".src.npz").unlink(missing_ok=True)

@@ -22,7 +22,6 @@ import torch
 
 from engine import fit as fitting
 from engine.face.model import Coefficients
-from engine.generator.embed import EmbedCancelled, PhotoEmbedder
 from engine.photo import fit as photo_fit
 from engine.photo.fit import PhotoFit, PhotoFitCancelled, PhotoFitError
 from engine.editing.sessionfile import SessionError
@@ -86,6 +85,8 @@ def open_photo_cached(path, progress: Progress | None = None, cancel: Cancel | N
 
 
 def embed_photo(path, generator, progress: Progress | None = None, cancel: Cancel | None = None) -> Imported:
+    from engine.generator.embed import EmbedCancelled, PhotoEmbedder  # (not imported by photo mode)
+
     path = check_photo_path(path)
     prog = (lambda i, n, _loss: progress(int(i), int(n))) if progress is not None else None
     try:

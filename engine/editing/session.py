@@ -36,7 +36,6 @@ from engine.editing.photo_import import ImportCancelled as SessionCancelled
 from engine.editing.sessionfile import SessionError
 from engine.editing.state import DEFAULT_PSI, History, Keyframe, Snapshot, frame_times, interpolate, smoothstep
 from engine.face.model import Coefficients, FaceModel, default_model
-from engine.generator.networks import load_default_generator
 from engine.io.files import WeightsError
 from engine.photo.renderer import limits_note, own_pose_degrees, turn_limits
 
@@ -46,6 +45,8 @@ __all__ = ["Session", "SessionError", "SessionCancelled", "Snapshot", "Frame", "
 
 def _load_generator():
     """(the shipped generator or None, why not): preview mode when the weights are missing or unusable."""
+    from engine.generator.networks import load_default_generator  # (77 ms to import: not for a photo edit)
+
     try:
         gen = load_default_generator()
     except (WeightsError, OSError) as exc:

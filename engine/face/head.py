@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from engine import config
-from engine.face.model import N_EXP, N_ID, Coefficients, FaceModel, FaceModelError, default_model, read_npz
+from engine.face.model import (N_EXP, N_ID, Coefficients, FaceModel, FaceModelError, default_model, float32_tensor,
+                               read_npz)
 
 PARTS_FILE = "ict_parts.npz"
 NARROW_FACE_VERTICES = 6706  # the kit's narrow face area (no ears, neck, scalp): the skin colour comes from here
@@ -78,7 +79,7 @@ class HeadModel:
         if "exp_names" in parts and tuple(str(n) for n in parts["exp_names"]) != tuple(model.exp_names):
             raise FaceModelError("ict_parts.npz expression names differ from the face model's")
         self.n_face = model.n_vertices
-        f32 = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # noqa: E731
+        f32 = float32_tensor
         n_parts = parts["mean"].shape[0]
         self.n_vertices = self.n_face + n_parts
         self.part_names: tuple[str, ...] = ("face",) + tuple(str(n) for n in parts["part_names"])

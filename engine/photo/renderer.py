@@ -214,7 +214,7 @@ class PhotoRenderer:
 
     def __init__(self, fit: "PhotoFit", model: FaceModel | None = None, head: HeadModel | None = None,
                  work_res: int = flow.WORK_RES, preview_res: int | None = PREVIEW_RES,
-                 layers: "photo_layers.PhotoLayers | bool | None" = None):
+                 layers: "photo_layers.PhotoLayers | bool | None" = None, source_state: dict | None = None):
         self.model = model or (head.model if head is not None else default_model())
         self.head = head or default_head(self.model)
         self.fit = fit
@@ -237,12 +237,12 @@ class PhotoRenderer:
         self.eyes = eyes.EyeLayer(self.image, fit.alignment.landmarks_photo,
                                   eyes.model_lid_projector(self.head, self.proj, self.coeffs0.pose[0]), self.coeffs0)
         with torch.no_grad():
-            self.src = flow.SourceHead(self.head, self.proj, self.coeffs0, self.grid)
+            self.src = flow.SourceHead(self.head, self.proj, self.coeffs0, self.grid, state=source_state)
             self.neck = flow.neck_weights(self.head, self.src.verts)
             self.albedo0 = self.head.albedo(self.coeffs0)[0]
         # the mouth interior's plain colours, their brightness taken from this photo's lips and eye whites
         self.mouth_colors = fill.photo_mouth_colors(self.image, fit.alignment.landmarks_photo)
-        self.skin = relight.SkinModel(self.image, fit.alignment.landmarks_photo)  # relighting spares hair, beards
+        self._skin_model: relight.SkinModel | None = None  # relighting spares hair, beards (:attr:`skin`)
         self._mouth_base = fill.mouth_base_colors(self.head, self.mouth_colors)
         self._centres = self.grid.centres()
         res = self.grid.res
@@ -261,13 +261,23 @@ class PhotoRenderer:
                                      (~self.src.visible).float().unsqueeze(1)], 1)
         # beyond the face proper (ears, scalp, neck; ramped over a few vertices): a turn moves these as a smooth shell
         # (their fine geometry — the ear's folds — drags the hair lying over them into waves)
-        outer = torch.zeros(self.head.n_vertices, 1)
-        outer[NARROW_FACE_VERTICES:] = 1.0
-        adj = self.head.adjacency()
-        for _ in range(OUTER_RAMP):
-            outer = torch.maximum(outer, torch.sparse.mm(adj, outer))  # grown into the face's rim ...
-        for _ in range(OUTER_RAMP):
-            outer = torch.sparse.mm(adj, outer)  # ... then softened
+        outer = (source_state or {}).get("turn_outer")
+        if isinstance(outer, np.ndarray) and outer.shape == (self.head.n_vertices, 1) and outer.dtype == np.float32 \
+                and np.isfinite(outer).all():
+            outer = torch.from_numpy(np.array(outer))
+            self.source_restored = self.src.restored  # everything source_state() holds was taken from it
+        else:
+            self.source_restored = False
+            outer = torch.zeros(self.head.n_vertices, 1)
+            outer[NARROW_FACE_VERTICES:] = 1.0
+            adj = self.head.adjacency()
+            for _ in range(OUTER_RAMP):
+                outer = torch.maximum(outer, torch.sparse.mm(adj, outer))  # grown into the face's rim ...
+            for _ in range(OUTER_RAMP):
+                outer = torch.sparse.mm(adj, outer)  # ... then softened
+        self._outer = outer
+        # _skin_setup's arrays, taken on first use (only with the rest of the state: they derive from it)
+        self._skin_state = source_state if self.source_restored else None
         self._turn_attr = torch.cat([self._base_attr, outer * self.head.vertex_in(SKIN_PARTS).float().unsqueeze(1)], 1)
         self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
         # photo mode v2: the layered photo (built once; a preview renderer gets its parent's), ``layers=False``: none
@@ -281,6 +291,24 @@ class PhotoRenderer:
         self.layer_hooks: list = []
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
         self.unstretch = True  # False: a turn's flow keeps its streaks (flow.unstretch_rows; for tests and benches)
+
+    @property
+    def skin(self) -> relight.SkinModel:
+        """The photo's skin colour model, made on first use: only a relit edit needs it, and its first Lab
+        conversion costs ~60 ms (OpenCV builds its tables), a tenth of a cached ``discoface edit``."""
+        if self._skin_model is None:
+            self._skin_model = relight.SkinModel(self.image, self.fit.alignment.landmarks_photo)
+        return self._skin_model
+
+    def source_state(self) -> dict[str, np.ndarray]:
+        """What this renderer computed from the fit alone (the source head's visibility and fills, the turn's
+        outer-shell weights): kept in the photo cache and given back as ``source_state`` (same fit, head, grid)."""
+        if not hasattr(self, "_model_w"):
+            self._skin_setup()
+        fc = self._face_col if self._face_col is not None else np.zeros(0, np.float32)
+        return {**self.src.state(), "turn_outer": self._outer.numpy().copy(),
+                "skin_n0z": self._n0z.numpy().copy(), "skin_model_w": self._model_w.numpy().copy(),
+                "skin_cal": self._model_cal.numpy().copy(), "skin_face_col": np.asarray(fc, np.float32).copy()}
 
     # ------------------------------------------------------------------------------------------ helpers
     def _photo_at(self, scale: float) -> np.ndarray:
@@ -425,6 +453,31 @@ class PhotoRenderer:
         """Once per photo: the ramped weight of skin the photo never showed (fading in a few vertices inside it, as
         the mirror fill does) and the colour calibration of the model's skin (learned albedo × the fitted light ×
         gain) against this photo's visible face."""
+        if not self._restore_skin():
+            self._compute_skin()
+        self._has_model_skin = bool(self._model_w.max() > 1e-3)
+        self._skin_idx = (self._model_w > 0).nonzero(as_tuple=True)[0]
+        self._subsets["skin"] = self._subset(self._skin_idx)
+
+    def _restore_skin(self) -> bool:
+        """:meth:`_skin_setup`'s arrays from the ``source_state`` given (:meth:`source_state`), when they fit."""
+        st, nv = self._skin_state, self.head.n_vertices
+        self._skin_state = None
+        if not st:
+            return False
+        want = {"skin_n0z": (nv,), "skin_model_w": (nv,), "skin_cal": (3,), "skin_face_col": None}
+        for k, shape in want.items():
+            a = st.get(k)
+            if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not np.isfinite(a).all() \
+                    or (a.shape != shape if shape else a.shape not in ((3,), (0,))):
+                return False
+        self._n0z = torch.from_numpy(np.array(st["skin_n0z"]))
+        self._model_w = torch.from_numpy(np.array(st["skin_model_w"]))
+        self._model_cal = torch.from_numpy(np.array(st["skin_cal"]))
+        self._face_col = np.array(st["skin_face_col"]) if st["skin_face_col"].size else None
+        return True
+
+    def _compute_skin(self) -> None:
         head, src = self.head, self.src
         skin = head.vertex_in(SKIN_PARTS)
         hid = (skin & ~src.visible).float().unsqueeze(1)
@@ -469,9 +522,6 @@ class PhotoRenderer:
             d = np.sqrt(((px - face_col) ** 2).sum(1)) / max(float(np.linalg.norm(face_col)), 30.0)
             like = np.clip((SKIN_DIST_ZERO - d) / (SKIN_DIST_ZERO - SKIN_DIST_FULL), 0, 1).astype(np.float32)
             self._model_w = self._model_w * torch.from_numpy(like)
-        self._has_model_skin = bool(self._model_w.max() > 1e-3)
-        self._skin_idx = (self._model_w > 0).nonzero(as_tuple=True)[0]
-        self._subsets["skin"] = self._subset(self._skin_idx)
 
     def _eye_zone(self, t) -> np.ndarray:
         """(R, R) bool: the target's eyes and brows on the grid (their landmarks' hulls, grown by half an eye width)."""
