@@ -84,6 +84,41 @@ def test_compiled_head_blend_equals_opencv_s(astronaut, monkeypatch, compiled):
         assert np.abs(fast.astype(int) - ref).max() <= 1
 
 
+def test_the_head_layer_upsampled_twice_gives_the_bicubic_remap(astronaut, monkeypatch):
+    """The sharp frame resamples the head layer bilinearly from its 2x bicubic upsampling (made once, kept for the
+    next frames) instead of OpenCV's 4-channel bicubic remap: the same frame within one grey level but on a few pixels
+    along the layer's hard edges; an eye edit (whose head layer is made per frame) is remapped directly, as before."""
+    from engine.photo import renderer as R
+
+    fit, r = astronaut
+    turn, blink = _edits(fit.coeffs)
+    r._fg2 = None
+    fast = r.render(turn).image
+    assert r._fg2 is not None, "the 2x head layer was not used"
+    kept = r._fg2[1]
+    assert kept.shape[:2] == tuple(2 * (n + 2 * R._FG2_PAD) for n in r.layers.fg.shape[:2])
+    other = turn.clone()
+    other.pose[0, 0] -= math.radians(4)
+    r.render(other)
+    assert r._fg2[1] is kept  # made once
+    eyes = r.render(blink).image
+    monkeypatch.setattr(R, "HEAD_REMAP_2X", False)
+    ref = r.render(turn).image
+    assert np.abs(ref.astype(int) - fit.image).max() > 60  # the head moved
+    d = np.abs(fast.astype(int) - ref).max(-1)
+    # (a real 512 px photo: ~2 % of pixels differ by 2 or more, 0.4 % by more than 3, along sharp edges: the 2x path
+    # is a little softer there; the bench's upscaled photos: 0.02 %)
+    assert (d > 1).mean() < 0.04 and (d > 3).mean() < 0.01 and (d > 8).mean() < 0.002, \
+        [float((d > k).mean()) for k in (1, 3, 8)]
+    import cv2
+
+    def sharpness(im):
+        return float(np.abs(cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)).mean())
+
+    assert sharpness(fast) > 0.95 * sharpness(ref)  # (a bilinear remap: 20-30 % softer)
+    assert np.array_equal(r.render(blink).image, eyes)
+
+
 def test_compiled_splat_equals_the_sorted_scatter(astronaut, monkeypatch, compiled):
     """The head layer's forward splat without a sort (fast_raster.splat_nearest: per corner the nearest point, the
     later among equals) gives exactly what the far-first sorted scatter gives, for turns and a driven placement."""

@@ -66,6 +66,10 @@ FILL_SHARPEN_FROM = 1.5  # output px per work-grid px above which the mouth fill
 FILL_EDGE_GAIN_MAX = 2.5
 REMAP_INTERP = cv2.INTER_CUBIC  # bilinear resampling visibly softened the warped face (mean |Laplacian| -20..-30 %)
 COMPILED_BLEND = True  # the head layer blended by fast_raster.blend_over (False: OpenCV's, the reference)
+# the sharp frame's head layer: bicubic resampling as a bilinear remap of the layer upsampled 2x bicubically (once
+# per photo and size): OpenCV's 4-channel bicubic remap has no SIMD path (~10x its bilinear one: ~14 of a 1 MP
+# frame's ~50 ms); the two agree within 1 grey level but on ~0.03 % of pixels (False: the direct bicubic remap)
+HEAD_REMAP_2X = True
 COMPOSE_BAND = 48  # output rows per band of the head layer's composition (each band: only the columns it can reach)
 
 
@@ -125,6 +129,8 @@ def _any_channel(m: np.ndarray) -> np.ndarray:
 # frames up to this many output pixels render on one thread: their arrays are too small to split, a second thread
 # only adds hand-offs (bench/photo_latency.py: 512 px drag previews 22 % slower at p95 on 2 threads than on 1)
 SMALL_FRAME_PX = 512 * 512
+_FG2_PAD = 3  # zero border of the 2x head layer (bicubic taps reach 2 px)
+_FG2_INTERP = cv2.INTER_CUBIC  # (Lanczos: sharper than the direct remap by as much as cubic is softer, more pixels differ)
 
 
 class _one_thread:
@@ -287,6 +293,7 @@ class PhotoRenderer:
         self.grid_layers = (photo_layers.GridLayers(self.layers, self.grid, self.head, self.proj, self.src, self.neck)
                             if self.layers is not None else None)
         self._layer_scaled: dict = {}
+        self._fg2: tuple | None = None  # (head layer, its 2x upsampling): _fg_2x
         # extra layers composed after the fills (see engine.photo.layers, step 4): hook(renderer, coeffs, field)
         self.layer_hooks: list = []
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
@@ -926,6 +933,7 @@ class PhotoRenderer:
         plate, fg, (lx, ly) = self._layers_at(base, sx, sy)
         if eye_orig is not None and eye_orig.shape == base.shape:
             fg = self._eye_edited_fg(fg, lx, ly, base, eye_orig)
+        fg2 = self._fg_2x(fg) if interp == cv2.INTER_CUBIC and HEAD_REMAP_2X else None
         ph, pw = plate.shape[:2]
         # the plate stays (outside the layers' box: the photo)
         region = base[y0:y1, x0:x1].copy() if dst is None else dst  # dst: a copy of base's box to compose into
@@ -947,7 +955,16 @@ class PhotoRenderer:
             mx += np.arange(bx0 - lx, bx1 - lx, dtype=np.float32)[None, :]
             my = up(dy, sub)
             my += np.arange(by0 - ly, by1 - ly, dtype=np.float32)[:, None]
-            head = cv2.remap(fg, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+            if fg2 is not None:  # fg2 pixel (2u + 2·pad + 0.5) is fg's u (pixel centres at integers, the zero pad)
+                off = np.float32(2 * _FG2_PAD + 0.5)
+                mx *= 2
+                mx += off
+                my *= 2
+                my += off
+                head = cv2.remap(fg2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                 borderValue=(0, 0, 0, 0))
+            else:
+                head = cv2.remap(fg, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
             cover = up(f.layer_cover, sub)
             view = region[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
             # region·(1 − a) + head·a, a = head alpha × cover (or the opaque part), in one compiled pass
@@ -963,6 +980,21 @@ class PhotoRenderer:
             # the same with OpenCV (the numpy float blend was ~40 % of a 2048 px frame)
             view[...] = cv2.blendLinear(cv2.cvtColor(head, cv2.COLOR_RGBA2RGB), view, a, 1.0 - a)
         return region
+
+    def _fg_2x(self, fg: np.ndarray) -> np.ndarray | None:
+        """The head layer ``fg`` zero-padded by :data:`_FG2_PAD` px and upsampled 2x bicubically (the padding: beyond
+        the layer's box the bicubic taps see transparency, as the direct remap's constant border gives), kept for the
+        layer it was made from; None for a layer made per frame (an eye edit's): the direct remap is cheaper then."""
+        got = self._fg2
+        if got is not None and got[0] is fg:
+            return got[1]
+        if self._layer_scaled and not any(fg is v[1] for v in self._layer_scaled.values()):
+            return None
+        p = _FG2_PAD
+        padded = cv2.copyMakeBorder(fg, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
+        fg2 = cv2.resize(padded, (2 * padded.shape[1], 2 * padded.shape[0]), interpolation=_FG2_INTERP)
+        self._fg2 = (fg, fg2)
+        return fg2
 
     @staticmethod
     def _eye_edited_fg(fg, lx, ly, base, eye_orig):
