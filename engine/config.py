@@ -36,3 +36,19 @@ def cache_dir() -> Path:
     """Working folder for derived data (aligned crops, fits); never committed."""
     env = os.environ.get("DISCOFACE_CACHE")
     return Path(env).expanduser().resolve() if env else REPO_ROOT / "cache"
+
+
+PHOTO_CACHE_ENV = "DISCOFACE_PHOTO_CACHE"
+
+
+def user_cache_root() -> Path | None:
+    """The per-user cache of what commands keep between runs (the photo cache, engine/editing/photo_cache.py, and
+    unpacked copies of the face model files): ``$DISCOFACE_PHOTO_CACHE`` (``off`` or ``0``: none, None), else
+    ``$XDG_CACHE_HOME/discoface/photos``, else ``~/.cache/discoface/photos``."""
+    env = os.environ.get(PHOTO_CACHE_ENV, "").strip()
+    if env.lower() in ("0", "off", "no", "false"):
+        return None
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "discoface" / "photos"

@@ -167,3 +167,41 @@ def test_expression_offsets_are_what_a_unit_weight_moves(face_model):
         face_model.exp_names.index("jawOpen")][some])
     with pytest.raises(KeyError, match="nope"):
         face_model.expression_offsets("nope")
+
+
+def test_the_model_files_are_read_from_an_unpacked_copy(tmp_path, monkeypatch, ict_path):
+    """The ICT files are deflated (~0.1 s to inflate at every start): the first read keeps an uncompressed copy in
+    the user cache (``models/``, keyed by the file's place, size and mtime) and later reads take it, with the same
+    arrays; a broken copy is never used (the source is read and the copy written again); no cache, no copy."""
+    import zipfile
+    from pathlib import Path
+
+    from engine.face import model as M
+
+    monkeypatch.setenv("DISCOFACE_PHOTO_CACHE", str(tmp_path / "cache"))
+    src = M.read_npz(ict_path, "face model", ("mean",))
+    copies = list((tmp_path / "cache" / "models").glob("ict_face-*.npz"))
+    assert len(copies) == 1
+    assert {i.compress_type for i in zipfile.ZipFile(copies[0]).infolist()} == {zipfile.ZIP_STORED}
+    opened = []
+    real = np.load
+    monkeypatch.setattr(np, "load", lambda p, *a, **k: opened.append(Path(p)) or real(p, *a, **k))
+    again = M.read_npz(ict_path, "face model", ("mean",))
+    assert opened == copies
+    assert again.keys() == src.keys()
+    assert all(again[k].dtype == src[k].dtype and np.array_equal(again[k], src[k]) for k in src)
+    for broken in (b"PK\x03\x04 broken", b""):
+        copies[0].write_bytes(broken)
+        opened.clear()
+        third = M.read_npz(ict_path, "face model", ("mean",))
+        assert opened == [copies[0], Path(ict_path)] and all(np.array_equal(third[k], src[k]) for k in src)
+        opened.clear()
+        M.read_npz(ict_path, "face model", ("mean",))
+        assert opened == copies  # written again
+    monkeypatch.setenv("DISCOFACE_PHOTO_CACHE", str(tmp_path / "other"))
+    with pytest.raises(M.FaceModelError, match="missing arrays"):
+        M.read_npz(ict_path, "face model", ("no_such_array",))
+    monkeypatch.setenv("DISCOFACE_PHOTO_CACHE", "off")
+    opened.clear()
+    M.read_npz(ict_path, "face model", ("mean",))
+    assert opened == [Path(ict_path)]

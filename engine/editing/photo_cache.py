@@ -37,14 +37,10 @@ _ROOT = Path(__file__).resolve().parents[2]  # the repository (engine/ and asset
 
 
 def cache_root() -> Path | None:
-    """The cache folder, or None when ``$DISCOFACE_PHOTO_CACHE`` turns it off."""
-    env = os.environ.get(ENV, "").strip()
-    if env.lower() in ("0", "off", "no", "false"):
-        return None
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(base).expanduser() if base else Path.home() / ".cache") / "discoface" / "photos"
+    """The cache folder, or None when ``$DISCOFACE_PHOTO_CACHE`` turns it off (:func:`engine.config.user_cache_root`)."""
+    from engine.config import user_cache_root
+
+    return user_cache_root()
 
 
 @lru_cache(maxsize=1)
