@@ -18,7 +18,7 @@ A contact sheet per clip (real above, driven below, a few frames) is written to
 
     python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
                             [--keep-placement] [--absolute-expression] [--expression-strength 1]
-                            [--pose-strength 1] [--iris] [--iris-gain] [--iris-stages] [--mouth-stages]
+                            [--pose-strength 1] [--no-residual] [--iris] [--iris-gain] [--iris-stages] [--mouth-stages]
 
 Nothing from the shared data is written into the repository (everything goes to ``--out``, git-ignored by default).
 """
@@ -126,12 +126,14 @@ def _measures(L: np.ndarray) -> dict:
             "roll": float(np.degrees(np.arctan2(e2[1] - e1[1], e2[0] - e1[0])))}
 
 
-def model_readback(clip: Path, target, track, kw: dict, keep_placement: bool, every: int = 5) -> dict:
+def model_readback(clip: Path, target, track, kw: dict, keep_placement: bool, every: int = 5,
+                   residual: bool = True) -> dict:
     """What the driving *coefficients* ask for, before any pixel is drawn: the target head's own 68 model landmarks
     (photo mode's projection of the retargeted coefficients and placement) against the judges' landmarks on the
     real frame, every ``every``-th frame: {measure: (r, slope)}. Separates retargeting (this) from rendering
     (judge.py on the pixels)."""
     from engine.drive import retarget, retarget_placement
+    from engine.drive.retargeting import retarget_residual
 
     jd = load_judge()
     real = read_frames(clip, track.n_frames)
@@ -143,7 +145,8 @@ def model_readback(clip: Path, target, track, kw: dict, keep_placement: bool, ev
             continue
         c = retarget(target.coeffs, track, t, **kw)
         move = None if keep_placement else retarget_placement(track, t, kw.get("pose_strength", 1.0))
-        f = target.renderer.flow_field(c, target.placement_matrix(move))
+        res = retarget_residual(track, t, kw.get("expression_strength", 1.0)) if residual else None
+        f = target.renderer.flow_field(c, target.placement_matrix(move), target.residual_offsets(res))
         Lm = f.target.photo_xy[lm68].double().numpy()
         for k, v in _measures(La).items():
             a[k].append(v)
@@ -241,11 +244,13 @@ def run_clip(clip: Path, out: Path, args) -> dict:
     t0 = time.perf_counter()
     target = load_target(photo)
     track = track_video(driver)
-    drive(driver, target, driven, track=track, keep_audio=False, keep_placement=args.keep_placement, **kw)
+    residual = not (args.no_residual or args.absolute_expression)
+    drive(driver, target, driven, track=track, keep_audio=False, keep_placement=args.keep_placement,
+          landmark_residual=residual, **kw)
     secs = time.perf_counter() - t0
     res = judge(clip, driven)
     res.update(clip=clip.stem, n=n, seconds=secs)
-    res["model"] = model_readback(clip, target, track, kw, args.keep_placement)
+    res["model"] = model_readback(clip, target, track, kw, args.keep_placement, residual=residual)
     res.update(fidelity(clip, driven))
     res["size"] = size_parts(clip, driven, folder)
     contact_sheet(clip, driven, folder / "sheet.png", n)
@@ -576,6 +581,8 @@ def main(argv=None) -> int:
     ap.add_argument("--expression-strength", type=float, default=1.0)
     ap.add_argument("--pose-strength", type=float, default=1.0)
     ap.add_argument("--absolute-expression", action="store_true")
+    ap.add_argument("--no-residual", action="store_true", help="drive without the landmark residual (the part of "
+                                                               "the clip's landmark motion its model fit misses)")
     ap.add_argument("--iris", action="store_true", help="only check the iris tracker against the judge's iris reading "
                                                         "on the real clips")
     ap.add_argument("--iris-stages", action="store_true", help="only measure, stage by stage, how much of the real "

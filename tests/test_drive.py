@@ -348,6 +348,70 @@ def test_no_face_video_is_a_clear_error_and_writes_nothing(tmp_path, session_tar
 
 
 # ---------------------------------------------------------------------------------------------- retarget
+def test_landmark_residual_is_what_the_model_misses_in_the_frames_orientation(model, face_coeffs):
+    """The residual of a frame: its landmarks minus the fitted model's, in crop widths, turned from the crop (which
+    the alignment rolled upright) back to the frame's orientation; 0 where the model reaches the landmarks."""
+    from engine.fit import ExpressionPoseSolver, renderer_for
+    from engine.drive.track import landmark_residual
+
+    sol = ExpressionPoseSolver(model, renderer_for(model), face_coeffs.identity, 100)
+    x = np.zeros(59)
+    x[model.exp_names.index("jawOpen")] = 0.3
+    lm = sol.landmarks(x)
+    a = math.radians(30)  # the frame -> crop alignment turns by +30 degrees and scales by 2
+    m = np.array([[2 * math.cos(a), -2 * math.sin(a), 5.0], [2 * math.sin(a), 2 * math.cos(a), -3.0]])
+    assert np.abs(landmark_residual(sol, x, lm, m)).max() < 1e-9
+    d = np.zeros((68, 2))
+    d[54] = (10.0, 0.0)  # the mouth corner 10 crop px further out (along the crop's x axis)
+    got = landmark_residual(sol, x, lm + d, m)
+    assert np.allclose(got[54], [0.1 * math.cos(a), -0.1 * math.sin(a)]) and np.abs(np.delete(got, 54, 0)).max() < 1e-9
+
+
+def test_residual_change_is_carried_on_its_points_and_drawn_on_a_photo(model):
+    """Retargeting hands on the residual's change since the first frame on the carried points only (times the
+    strength); a photo target moves those landmark vertices by it (its px per crop width) and the surface around
+    them along, not across the mouth's slit; no change draws the same frame as none."""
+    from pathlib import Path
+
+    from engine.drive import PhotoTarget
+    from engine.drive.retargeting import RESIDUAL_POINTS, retarget_residual
+
+    n = 3
+    res = np.zeros((n, 68, 2))
+    res[:, 54] = [[0.01, 0.0], [0.03, 0.0], [0.01, 0.02]]  # the mouth corner's residual
+    res[:, 5] = [[0.0, 0.0], [0.05, 0.0], [0.0, 0.0]]  # a jaw-line point: not carried
+    tr = _gaze_track(model, np.zeros((n, 2)))
+    tr.residual, tr.residual_raw = res, res.copy()
+    assert np.array_equal(retarget_residual(tr, 0), np.zeros((68, 2)))
+    got = retarget_residual(tr, 1, 0.5)
+    assert np.allclose(got[54], [0.01, 0.0]) and np.abs(np.delete(got, 54, 0)).max() == 0
+    assert 5 not in RESIDUAL_POINTS and 54 in RESIDUAL_POINTS
+
+    torch.set_num_threads(1)
+    target = PhotoTarget(Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg")
+    al = target.fit.alignment
+    width = al.size / al.scale  # photo px per crop width
+    assert target.residual_offsets(np.zeros((68, 2))) is None
+    move = retarget_residual(tr, 2)  # (0, 0.02): the corner down by 0.02 crop widths
+    off = target.residual_offsets(move)
+    lm = target.renderer.head.lm68.numpy()
+    assert np.allclose(off[lm[54]], [0.0, 0.02 * width], atol=0.1 * 0.02 * width)
+    assert abs(off[lm[48], 1]) < 0.05 * 0.02 * width  # the other corner stays
+    lip = np.zeros((68, 2))
+    lip[62] = (0.0, 0.02)  # the upper inner lip down: the lower one, across the slit, stays
+    off_lip = target.residual_offsets(lip)
+    assert off_lip[lm[62], 1] > 0.8 * 0.02 * width and abs(off_lip[lm[66], 1]) < 0.02 * 0.02 * width
+    r = target.renderer
+    f0, f1 = r.render(target.coeffs), r.render(target.coeffs, offsets=off)
+    assert np.allclose(f1.landmarks[54] - f0.landmarks[54], off[lm[54]], atol=1e-3)
+    y0, x0 = np.floor(f0.landmarks[54] - 0.01 * width).astype(int)[::-1]
+    y1, x1 = np.ceil(f0.landmarks[54] + 0.03 * width).astype(int)[::-1]
+    assert np.abs(f1.image[y0:y1, x0:x1].astype(int) - f0.image[y0:y1, x0:x1].astype(int)).mean() > 2
+    assert np.array_equal(f1.image[:30, :30], f0.image[:30, :30])
+    assert np.array_equal(target.render(target.coeffs, None, move), f1.image)
+    assert np.array_equal(target.render(target.coeffs, None, np.zeros((68, 2))), f0.image)
+
+
 def test_retarget_keeps_target_identity_and_takes_source_expression(track, model):
     from engine.fit import rotation_np
 
@@ -638,7 +702,8 @@ def test_track_stream_gives_final_frames_before_the_end_as_the_whole_track(long_
     observed, first = parts[0]
     assert observed == IDENTITY_SPAN < whole.n_frames and first.n_frames >= 18  # final frames long before the end
     assert [p.n_frames for _, p in parts] == sorted({p.n_frames for _, p in parts}) and parts[-1][1].n_frames == 110
-    for name in ("raw", "smoothed", "found", "placement_raw", "placement", "gaze"):  # the stream's Track: the same
+    for name in ("raw", "smoothed", "found", "placement_raw", "placement", "gaze", "residual_raw",
+                 "residual"):  # the stream's Track: the same
         assert np.array_equal(getattr(st.track, name), getattr(whole, name), equal_nan=name == "gaze"), name
     assert (st.track.n_lost, st.track.notes) == (2, whole.notes)
     for _, p in parts:  # every frame given out early: the whole track's smoothing within the bound
@@ -646,6 +711,8 @@ def test_track_stream_gives_final_frames_before_the_end_as_the_whole_track(long_
         assert np.array_equal(p.raw, whole.raw[:k]) and np.array_equal(p.found, whole.found[:k])
         assert np.abs(p.smoothed - whole.smoothed[:k]).max() < 1e-9
         assert np.abs(p.placement - whole.placement[:k]).max() < 1e-6  # px
+        assert np.array_equal(p.residual_raw, whole.residual_raw[:k])
+        assert np.abs(p.residual - whole.residual[:k]).max() < 1e-9  # crop widths
 
 
 def test_drive_renders_while_it_tracks_and_writes_the_same_video(long_clip, long_track, session_target, tmp_path,

@@ -28,7 +28,7 @@ import torch
 
 from engine.drive.errors import DriveCancelled, DriveError
 from engine.render.frame_pool import MIN_FRAMES, default_workers, render_frames, render_stream
-from engine.drive.retargeting import retarget, retarget_placement
+from engine.drive.retargeting import retarget, retarget_placement, retarget_residual
 from engine.drive.targets import Target, load_target
 from engine.drive.track import IDENTITY_SPAN, Track, TrackStream, track_video
 from engine.drive.video import VideoWriter, iter_frames, probe_video
@@ -97,11 +97,13 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
           pose_strength: float = 1.0, relative_expression: bool = True, keep_placement: bool = False,
           side_by_side=None, track_path=None, track_every: int = 1, size: int | None = None, keep_audio: bool = True, smoothing=None,
           progress: Callable[[str, int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
-          track: Track | None = None) -> DriveResult:
+          track: Track | None = None, landmark_residual: bool = True) -> DriveResult:
     """Drive ``target`` (a :class:`Target`, a photo path or a session .json) from ``video``; write ``output``
     (.mp4). ``side_by_side``: a path, or True for ``<output stem>_side_by_side.mp4``. ``progress(stage, done,
     total)`` with stage "target", "tracking" or "rendering". The head moves and scales in the frame as the source's
-    does since its first frame (photo targets), unless ``keep_placement`` or ``expression_only``."""
+    does since its first frame (photo targets), unless ``keep_placement`` or ``expression_only``. With
+    ``landmark_residual`` (and relative expression) a photo target's face also takes the change of the source's
+    landmark residual (:func:`~engine.drive.retargeting.retarget_residual`: what the source's model fit misses)."""
     times = {}
     output = Path(output)
     if output.suffix.lower() != ".mp4":
@@ -140,7 +142,10 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
     audio_src = info.path if keep_audio and info.has_audio else None
 
     def move(tr: Track, i: int):
-        return None if expression_only or keep_placement else retarget_placement(tr, i, pose_strength)
+        """What the target draws beyond the coefficients: (the head's move in the frame, the landmark residual)."""
+        mv = None if expression_only or keep_placement else retarget_placement(tr, i, pose_strength)
+        res = retarget_residual(tr, i, expression_strength) if landmark_residual and relative_expression else None
+        return mv, res
 
     t0 = time.perf_counter()
     stream = None
@@ -152,10 +157,10 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
         coeffs = target.coeffs[0:1].detach()
 
         def render(job):
-            exp, pose, mv = job
+            exp, pose, (mv, res) = job
             c = coeffs.clone()
             c.expression, c.pose = torch.from_numpy(exp)[None], torch.from_numpy(pose)[None]
-            return target.render(c, mv)
+            return target.render(c, mv, res)
 
         frames = render_stream(render, _jobs(stream, target, kw, move, times, t0))
         n = info.n_frames  # (an estimate until the stream ends)
@@ -167,7 +172,7 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
         n = track.n_frames
 
         def render_index(i: int):
-            return target.render(retarget(target.coeffs, track, i, **kw), move(track, i))
+            return target.render(retarget(target.coeffs, track, i, **kw), *move(track, i))
 
         frames = render_frames(render_index, n)  # in parallel when worth it; forks: before the writers open pipes
     writers = [VideoWriter(output, info.fps, audio_src, n)]

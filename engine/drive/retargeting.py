@@ -4,8 +4,11 @@ Expression: absolute (the source's weights) or relative to the source's first tr
 plus the source's change; gaze as one signed change per axis, so a glance from left to right is not cut at 0; a
 blink's closing times ``BLINK_GAIN``, an opening past the target's open lid as eyeWide);
 pose: the target's pose turned by the source's rotation since its first tracked frame, 1:1; placement: the head's
-move and size change in the frame since the first tracked frame, in head sizes (:func:`retarget_placement`). A
-strength per group. Identity, albedo and light stay the target's.
+move and size change in the frame since the first tracked frame, in head sizes (:func:`retarget_placement`);
+landmark residual (relative expression): the change since the first frame of where the source's landmarks are
+minus where its fitted model puts them (:func:`retarget_residual`), for a photo target to move its mesh by — the
+part of a clip's motion the model's shapes do not reach. A strength per group. Identity, albedo and light stay the
+target's.
 """
 from __future__ import annotations
 
@@ -15,7 +18,12 @@ import torch
 from engine.drive.track import Track, pose_from_rotation, rotation_np
 from engine.face.model import N_EXP, Coefficients, default_model
 
-__all__ = ["retarget", "retarget_placement"]
+__all__ = ["retarget", "retarget_placement", "retarget_residual", "RESIDUAL_POINTS"]
+
+# the landmarks whose residual change is carried (dlib's 68): brows 17-26, nose 27-35, the eye corners 36 39 42 45
+# and the lips 48-67. Not the jaw line (its points slide along the outline) nor the lids (the eye layer draws them
+# from the blink weights)
+RESIDUAL_POINTS = tuple(range(17, 36)) + (36, 39, 42, 45) + tuple(range(48, 68))
 
 # the source's closing change of eyeBlink is carried times this: the landmark fit reads a fully closed eye as a blink
 # of about 0.4-0.7 (dlib's lid points of a closed eye keep an eye aspect ratio of ~0.35-0.45 of the open eye's), so a
@@ -119,3 +127,15 @@ def retarget_placement(track: Track, i: int, pose_strength: float = 1.0, smoothe
     aligned face crop: the same share of the target's head) and the log of the size ratio, scaled by
     ``pose_strength``."""
     return track.placement_change(i, smoothed) * float(pose_strength)
+
+
+def retarget_residual(track: Track, i: int, strength: float = 1.0, smoothed: bool = True,
+                      points=RESIDUAL_POINTS) -> np.ndarray:
+    """(68, 2) the change of the source's landmark residual since its first tracked frame (crop widths, frame
+    orientation: :meth:`Track.residual_change`), on ``points`` only (others 0), times ``strength``: the part of
+    the source's landmark motion its model fit does not reach, for the target to add to its model's."""
+    d = track.residual_change(i, smoothed)
+    out = np.zeros((68, 2))
+    idx = list(points)
+    out[idx] = d[idx] * float(strength)
+    return out

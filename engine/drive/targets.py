@@ -32,9 +32,12 @@ class Target:
     def size(self) -> tuple[int, int]:  # (width, height) of the rendered frames
         raise NotImplementedError
 
-    def render(self, coeffs: Coefficients, placement: np.ndarray | None = None) -> np.ndarray:
+    def render(self, coeffs: Coefficients, placement: np.ndarray | None = None,
+               residual: np.ndarray | None = None) -> np.ndarray:
         """The frame for ``coeffs``; ``placement`` (dx, dy in crop widths, log size ratio: the head's move in the
-        frame, :func:`~engine.drive.retargeting.retarget_placement`) where the target can place the head."""
+        frame, :func:`~engine.drive.retargeting.retarget_placement`) where the target can place the head;
+        ``residual`` ((68, 2) landmark moves in crop widths the model's shapes do not reach,
+        :func:`~engine.drive.retargeting.retarget_residual`) where the target can draw them."""
         raise NotImplementedError
 
     def reference_image(self) -> np.ndarray:
@@ -70,7 +73,7 @@ class SessionTarget(Target):
     def size(self):
         return (self._size, self._size)
 
-    def render(self, coeffs, placement=None):  # a generated face stays centred
+    def render(self, coeffs, placement=None, residual=None):  # a generated face stays centred, model-shaped
         return self.sess.render_state(coeffs, self.noise, self._size, w_offsets=self._w_offsets).image
 
     def session(self):
@@ -96,6 +99,7 @@ class PhotoTarget(Target):
         self.renderer = PhotoRenderer(self.fit)
         self.coeffs = self.fit.coeffs.detach().clone()
         self.max_side = max_side
+        self._spread = None  # (landmark points, (V, K) spread matrix) for residual_offsets, made on first use
         h, w = self.fit.image.shape[:2]
         s = 1.0 if max_side is None else min(1.0, int(max_side) / max(h, w))
         self._size = (max(1, round(w * s)), max(1, round(h * s))) if s < 1 else (w, h)
@@ -120,9 +124,25 @@ class PhotoTarget(Target):
         k = float(np.exp(ls))
         return np.array([[k, 0.0, (1 - k) * c[0] + dx * width], [0.0, k, (1 - k) * c[1] + dy * width]])
 
-    def render(self, coeffs, placement=None):
-        img = self.renderer.render(coeffs, max_side=self.max_side,
-                                   placement=self.placement_matrix(placement)).image
+    def residual_offsets(self, residual) -> np.ndarray | None:
+        """(V, 2) photo-px shift of every head vertex for landmark moves ``residual`` ((68, 2) crop widths; None or
+        all zero: None): each landmark vertex moves by its landmark's move (times this photo's px per crop width),
+        and the mesh around it follows, fading over ~RESIDUAL_REACH_CM along the surface
+        (:func:`residual_spread`)."""
+        if residual is None:
+            return None
+        r = np.asarray(residual, np.float64)
+        if not np.any(r):
+            return None
+        if self._spread is None:
+            self._spread = residual_spread(self.renderer.head, self.renderer.proj.model_vertices(self.coeffs))
+        pts, s = self._spread
+        al = self.fit.alignment
+        return (s @ (r[list(pts)] * (al.size / al.scale))).astype(np.float32)
+
+    def render(self, coeffs, placement=None, residual=None):
+        img = self.renderer.render(coeffs, max_side=self.max_side, placement=self.placement_matrix(placement),
+                                   offsets=self.residual_offsets(residual)).image
         if (img.shape[1], img.shape[0]) != self._size:
             img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
         return img
@@ -141,6 +161,44 @@ class PhotoTarget(Target):
                                                   keyframes=()))
         s.source = str(self.path)
         return s
+
+
+RESIDUAL_SIGMA_CM = 0.6  # the Gaussian of a landmark's move over the surface (geodesic cm)
+RESIDUAL_REACH_CM = 2.5  # ... cut beyond this
+RESIDUAL_RIDGE = 0.05  # regularisation of the interpolation at the landmark vertices
+
+
+def residual_spread(head, verts: torch.Tensor, points=None) -> tuple[tuple, np.ndarray]:
+    """(points, S): S (V, K) maps the moves of the K landmarks ``points`` (default
+    :data:`~engine.drive.retargeting.RESIDUAL_POINTS`) to every vertex of ``head`` (posed-free ``verts``, (V, 3)
+    cm): a Gaussian of the geodesic distance over the face surface (so the upper lip does not drag the lower one
+    across the mouth's slit), interpolating the landmark vertices' own moves; vertices of the other parts (eyeballs,
+    teeth, mouth socket) move as their nearest face vertex."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+    from scipy.spatial import cKDTree
+
+    from engine.drive.retargeting import RESIDUAL_POINTS
+
+    pts = tuple(RESIDUAL_POINTS if points is None else points)
+    v = verts.detach().double().numpy()
+    nf = int(head.n_face)
+    tri = head.triangles.numpy()
+    tri = tri[(tri < nf).all(1)]
+    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    w = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)
+    g = coo_matrix((w, (e[:, 0], e[:, 1])), shape=(nf, nf)).tocsr()
+    lm = head.lm68.numpy()[list(pts)]
+    d = dijkstra(g, directed=False, indices=lm, limit=RESIDUAL_REACH_CM)  # (K, nf)
+    phi = np.where(np.isfinite(d), np.exp(-0.5 * (d / RESIDUAL_SIGMA_CM) ** 2), 0.0).T  # (nf, K)
+    a = np.linalg.solve(phi[lm] + RESIDUAL_RIDGE * np.eye(len(lm)), np.eye(len(lm)))
+    s_face = phi @ a
+    s = np.zeros((int(head.n_vertices), len(lm)))
+    s[:nf] = s_face
+    if head.n_vertices > nf:
+        _, near = cKDTree(v[:nf]).query(v[nf:])
+        s[nf:] = s_face[near]
+    return pts, s
 
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

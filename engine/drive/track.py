@@ -26,7 +26,11 @@ Besides expression and pose, a track carries what the 68 landmarks cannot give t
   about) projected into the frame (px) and the frame px per model-crop px (log), from the alignment and the fit's
   2D similarity; retargeting moves and scales the target's head by its change since the first frame;
 * **gaze** — the iris position inside the lids (:mod:`engine.perception.iris`, eye widths), written into the
-  ``eyeLook*`` expression weights (:func:`gaze_to_look`); frames where the eyes are closed hold the last reading.
+  ``eyeLook*`` expression weights (:func:`gaze_to_look`); frames where the eyes are closed hold the last reading;
+* **landmark residual** — where the 68 landmarks are minus where the fitted model puts them
+  (:func:`landmark_residual`: crop widths, turned back to the frame's orientation): what the model's shapes do not
+  reach (a broad smile's corners, eye corners that move in as the lids close); retargeting carries its change
+  since the first frame.
 """
 from __future__ import annotations
 
@@ -63,6 +67,10 @@ RNET_EVERY = IDENTITY_SPAN // IDENTITY_FRAMES  # R-Net reads every this many of 
 SMOOTHING = {"pose": (1.5, 20.0), "expression": (1.5, 10.0), "d_cutoff": 2.0}
 # placement (x, y in head sizes, log scale) is smoothed like the pose; gaze (eye widths) like the expression
 PLACEMENT_SMOOTHING = (1.5, 20.0)
+# the landmark residual (crop widths) is smoothed without lag in tenths of a crop width (RESIDUAL_UNIT) with these
+# (min_cutoff Hz, beta): dlib's frame-to-frame jitter of ~0.5 px out, a mouth's quick moves through
+RESIDUAL_SMOOTHING = (1.5, 10.0)
+RESIDUAL_UNIT = 0.1
 
 
 @dataclass
@@ -267,6 +275,9 @@ class Track:
     placement: np.ndarray | None = None
     gaze: np.ndarray | None = None  # (T, 2) iris offset in eye widths (held over closed eyes; NaN before any)
     crop_size: int = 0
+    # (T, 68, 2): the landmarks minus the fitted model's (crop widths, frame orientation); raw and smoothed
+    residual_raw: np.ndarray | None = None
+    residual: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -312,6 +323,14 @@ class Track:
         ref, cur = p[self.first_found], p[i]
         unit = math.exp(ref[2]) * max(self.crop_size, 1)
         return np.array([(cur[0] - ref[0]) / unit, (cur[1] - ref[1]) / unit, cur[2] - ref[2]])
+
+    def residual_change(self, i: int, smoothed: bool = True) -> np.ndarray:
+        """(68, 2) the landmark residual's change since the first tracked frame (crop widths, frame orientation);
+        zeros without one."""
+        r = self.residual if smoothed else self.residual_raw
+        if r is None:
+            return np.zeros((68, 2))
+        return r[i] - r[self.first_found]
 
     def summary(self) -> str:
         s = f"{self.n_frames} frames at {self.fps:.3g} fps, face tracked in {self.n_frames - self.n_lost}"
@@ -399,6 +418,21 @@ def head_placement(solver, x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.array([p[0], p[1], math.log(s)])
 
 
+def landmark_residual(solver, x: np.ndarray, landmarks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(68, 2) the observed landmarks (crop px) minus the solution ``x``'s model landmarks, in crop widths and turned
+    from the crop (aligned by ``matrix``: frame -> crop) back to the frame's orientation (a head's roll turns it)."""
+    d = np.asarray(landmarks, np.float64) - solver.landmarks(x)
+    inv = align.invert_affine(np.asarray(matrix, np.float64))[:, :2]
+    rot = inv / math.sqrt(abs(float(np.linalg.det(inv))))
+    return d @ rot.T / float(solver.size)
+
+
+def _residual_filter(fps: float, params: dict | None = None) -> OneEuroFilter:
+    mc, beta = (params or {}).get("residual", RESIDUAL_SMOOTHING)
+    d_cutoff = (params or {}).get("d_cutoff", SMOOTHING["d_cutoff"])
+    return OneEuroFilter(fps, np.full(136, mc), np.full(136, beta), d_cutoff)
+
+
 def _gaze_geometry() -> tuple[float, dict]:
     """Photo mode's eyeball: radius (eye widths) and rotation at an eyeLook weight of 1 (degrees per direction)."""
     return eyes.EYEBALL_RADIUS, eyes.GAZE_MAX_DEG
@@ -463,10 +497,11 @@ class TrackStream:
         self._unit_rows = None  # frames tracked when the identity was fixed (the placement filter's unit)
         # per frame: the solve (None: no face), its placement and gaze (NaN: none), a face found
         self._raw, self._place, self._gaze, self._found = [], [], [], []
+        self._resid: list[np.ndarray] = []  # (136,) per frame (NaN: no face)
         self._ms_fit: list[float] = []
         self._held = 0  # rows with the holds filled, the roll unwrapped and the gaze in
         self._first_gaze = self._first_place = self._last = None
-        self._smoothed, self._placed, self._causal = [], [], []
+        self._smoothed, self._placed, self._causal, self._resid_s = [], [], [], []
         self._filters = None
         self._given = 0
         ms_track = []
@@ -500,12 +535,14 @@ class TrackStream:
             self._fix_identity()
         self._solve_pending()
         self._hold_rows(True)
-        raw, place = np.stack(self._raw), np.stack(self._place)
+        raw, place, resid = np.stack(self._raw), np.stack(self._place), np.stack(self._resid)
         if self.smoothing is False:
-            smoothed, place_s = raw.copy(), place.copy()
+            smoothed, place_s, resid_s = raw.copy(), place.copy(), resid.copy()
         else:
             smoothed = _smooth(raw, info.fps, self.smoothing or None, centred_channels(model.exp_names))
             place_s = _smooth_placement(place, info.fps, self.smoothing or None, self._unit_rows)
+            resid_s = _residual_filter(info.fps, self.smoothing or None).filter_sequence_centred(
+                resid / RESIDUAL_UNIT) * RESIDUAL_UNIT
         found = np.array(self._found)
         notes = list(info.notes)
         lost = int((~found).sum())
@@ -514,7 +551,8 @@ class TrackStream:
         self.track = Track(info=info, raw=raw, smoothed=smoothed, found=found, base=self.base,
                            exp_names=model.exp_names, n_detections=tracker.n_detections, ms_track=ms_track,
                            ms_fit=self._ms_fit, notes=notes, placement_raw=place, placement=place_s,
-                           gaze=np.stack(self._gaze), crop_size=self._size)
+                           gaze=np.stack(self._gaze), crop_size=self._size, residual_raw=resid.reshape(-1, 68, 2),
+                           residual=resid_s.reshape(-1, 68, 2))
         if self.progress is not None:
             self.progress(2 * n, 2 * n)
         if self.windowed:
@@ -549,6 +587,7 @@ class TrackStream:
             if o is None:
                 self._raw.append(None)
                 self._place.append(np.full(3, np.nan))
+                self._resid.append(np.full(136, np.nan))
                 self._gaze.append(np.full(2, np.nan))
                 continue
             prior = None if o.rnet is None else o.rnet.expression[0].numpy().astype(np.float64)
@@ -566,6 +605,8 @@ class TrackStream:
             self._raw.append(x_frame)
             self._place.append(head_placement(solver, prev, o.matrix) if o.matrix is not None
                                else np.full(3, np.nan))
+            self._resid.append(landmark_residual(solver, prev, o.landmarks, o.matrix).reshape(-1)
+                               if o.matrix is not None else np.full(136, np.nan))
             self._gaze.append(np.full(2, np.nan) if o.gaze is None else np.asarray(o.gaze, np.float64))
         self._pending = []
 
@@ -590,7 +631,7 @@ class TrackStream:
                 raw[i] = self._last.copy()
             else:
                 self._last = raw[i]
-            for a, first in ((gaze, self._first_gaze), (place, self._first_place)):
+            for a, first in ((gaze, self._first_gaze), (place, self._first_place), (self._resid, self._first_place)):
                 if first is not None and not np.isfinite(a[i]).all():
                     a[i] = a[first].copy() if i < first else a[i - 1].copy()
             if i:
@@ -608,32 +649,37 @@ class TrackStream:
         if self.smoothing is False:
             self._smoothed = self._raw[:m]
             self._placed = self._place[:m]
+            self._resid_s = self._resid[:m]
         elif m:
             if self._filters is None:
                 f, fc, centred = _smoothing_filters(self.info.fps, self.smoothing or None,
                                                     centred_channels(self.model.exp_names))
                 unit = _placement_unit(np.stack(self._place[:self._unit_rows]))
                 self._filters = (f, CentredStream(fc), centred,
-                                 CentredStream(_placement_filter(self.info.fps, self.smoothing or None)), unit)
-            f, cs, centred, ps, unit = self._filters
+                                 CentredStream(_placement_filter(self.info.fps, self.smoothing or None)), unit,
+                                 CentredStream(_residual_filter(self.info.fps, self.smoothing or None)))
+            f, cs, centred, ps, unit, rs = self._filters
             for i in range(len(self._causal), m):
                 self._causal.append(f(self._raw[i]))
                 self._add_smoothed(cs.push(self._raw[i][centred]))
                 self._placed.extend(ps.push(self._place[i] / unit) * unit)
+                self._resid_s.extend(rs.push(self._resid[i] / RESIDUAL_UNIT) * RESIDUAL_UNIT)
             if end:
                 self._add_smoothed(cs.finish())
                 self._placed.extend(ps.finish() * unit)
-        k = min(len(self._smoothed), len(self._placed))
+                self._resid_s.extend(rs.finish() * RESIDUAL_UNIT)
+        k = min(len(self._smoothed), len(self._placed), len(self._resid_s))
         if k <= self._given and not end:
             return None
         self._given = k
         return Track(info=self.info, raw=np.stack(self._raw[:k]), smoothed=np.stack(self._smoothed[:k]),
                      found=np.array(self._found[:k]), base=self.base, exp_names=self.model.exp_names,
                      placement_raw=np.stack(self._place[:k]), placement=np.stack(self._placed[:k]),
-                     crop_size=self._size)
+                     crop_size=self._size, residual_raw=np.stack(self._resid[:k]).reshape(-1, 68, 2),
+                     residual=np.stack(self._resid_s[:k]).reshape(-1, 68, 2))
 
     def _add_smoothed(self, centred_rows: np.ndarray) -> None:
-        _, _, centred, _, _ = self._filters
+        _, _, centred, _, _, _ = self._filters
         for r in centred_rows:
             row = self._causal[len(self._smoothed)].copy()
             row[centred] = r

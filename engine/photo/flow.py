@@ -330,9 +330,11 @@ class TargetRaster:
 
 
 def rasterize_target(head: HeadModel, proj: HeadProjector, src: SourceHead, coeffs: Coefficients, grid: WorkGrid,
-                     neck: tuple[torch.Tensor, torch.Tensor], placement: np.ndarray | None = None) -> TargetRaster:
+                     neck: tuple[torch.Tensor, torch.Tensor], placement: np.ndarray | None = None,
+                     offsets: np.ndarray | None = None) -> TargetRaster:
     """The target head on the grid. ``placement``: an optional (2, 3) affine of photo px applied to the projected
-    head (a driven head's move and size change in the frame; the lower neck stays, as it does for a turn)."""
+    head (a driven head's move and size change in the frame; the lower neck stays, as it does for a turn);
+    ``offsets``: an optional (V, 2) photo-px shift of each projected vertex, before the placement."""
     verts = proj.model_vertices(coeffs)
     posed = proj.posed(verts, coeffs.pose[0])
     # lower neck: keep its fitted pose (the shoulders do not turn with the head)
@@ -341,6 +343,8 @@ def rasterize_target(head: HeadModel, proj: HeadProjector, src: SourceHead, coef
         posed[idx] = posed[idx] + w * (proj.posed(verts[idx], src.pose) - posed[idx])
     cam = proj.camera_space(posed)
     photo_xy = proj.to_photo(cam)
+    if offsets is not None:
+        photo_xy = photo_xy + torch.as_tensor(np.asarray(offsets), dtype=photo_xy.dtype)
     if placement is not None:  # the lower neck stays with the torso here too
         m = torch.as_tensor(np.asarray(placement, np.float64), dtype=photo_xy.dtype)
         moved = photo_xy @ m[:, :2].T + m[:, 2]

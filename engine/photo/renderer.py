@@ -343,11 +343,13 @@ class PhotoRenderer:
 
     # ------------------------------------------------------------------------------------------- flow
     @torch.no_grad()
-    def flow_field(self, coeffs: Coefficients, placement: np.ndarray | None = None) -> FlowField:
-        """Everything about an edit on the work grid (no full-resolution work). ``placement``: see :meth:`render`."""
+    def flow_field(self, coeffs: Coefficients, placement: np.ndarray | None = None,
+                   offsets: np.ndarray | None = None) -> FlowField:
+        """Everything about an edit on the work grid (no full-resolution work). ``placement``, ``offsets``: see
+        :meth:`render`."""
         c = self._check(coeffs)
         head, src = self.head, self.src
-        t = flow.rasterize_target(head, self.proj, src, c, self.grid, self.neck, placement)
+        t = flow.rasterize_target(head, self.proj, src, c, self.grid, self.neck, placement, offsets)
         light_changed = not torch.equal(c.light, self.coeffs0.light)
         albedo_changed = not torch.equal(c.albedo, self.coeffs0.albedo)
         fill_v = src.render_fill
@@ -688,19 +690,21 @@ class PhotoRenderer:
         return d, a.astype(np.float32), np.where(known[..., None], mv[..., 3:6], 1.0).astype(np.float32)
 
     # ----------------------------------------------------------------------------------------- render
-    def render(self, coeffs: Coefficients, max_side: int | None = None, placement: np.ndarray | None = None
-               ) -> PhotoFrame:
+    def render(self, coeffs: Coefficients, max_side: int | None = None, placement: np.ndarray | None = None,
+               offsets: np.ndarray | None = None) -> PhotoFrame:
         """The photo edited to ``coeffs`` (all target values). ``max_side`` asks for a smaller image (drag preview).
-        ``placement``: an optional (2, 3) affine of photo px that moves and scales the head in the frame (driving)."""
+        ``placement``: an optional (2, 3) affine of photo px that moves and scales the head in the frame (driving).
+        ``offsets``: an optional (V, 2) photo-px shift of each projected head vertex before the placement (driving:
+        the part of a filmed face's landmark motion the model's shapes do not reach)."""
         h, w = self.image.shape[:2]
         side = max(h, w) if max_side is None else min(max(h, w), max(1, int(max_side)))
         small = side * side * min(h, w) / max(h, w) <= SMALL_FRAME_PX
         with self._lock, (_one_thread() if small else contextlib.nullcontext()):
-            return self._render(coeffs, max_side, placement)
+            return self._render(coeffs, max_side, placement, offsets)
 
     @torch.no_grad()
-    def _render(self, coeffs: Coefficients, max_side: int | None, placement: np.ndarray | None = None
-                ) -> PhotoFrame:
+    def _render(self, coeffs: Coefficients, max_side: int | None, placement: np.ndarray | None = None,
+                offsets: np.ndarray | None = None) -> PhotoFrame:
         h, w = self.image.shape[:2]
         if max_side is not None and int(max_side) < 1:
             raise PhotoRenderError(f"max_side must be a positive number of pixels, got {max_side}")
@@ -711,21 +715,23 @@ class PhotoRenderer:
         c = self._check(coeffs)
         if placement is not None and np.allclose(placement, [[1, 0, 0], [0, 1, 0]], atol=1e-6):
             placement = None
-        unchanged = self.fast_path and placement is None and _same(c, self.coeffs0)
+        if offsets is not None and not np.any(offsets):
+            offsets = None
+        unchanged = self.fast_path and placement is None and offsets is None and _same(c, self.coeffs0)
         if max_side is not None and self.preview_res is not None and not unchanged:
             p = self.preview_renderer()
             p.fast_path = self.fast_path
-            return p._render(c, max_side, placement)
+            return p._render(c, max_side, placement, offsets)
         eye_orig = None
         if eyes.eye_expression_change(c, self.coeffs0):  # the eye layer edits the photo, the flow the head
             eye_orig = base  # the head layer's colour takes the edited eyes too (see _compose_layers)
             base = self.eyes.apply(base, c, scale)
             c = eyes.flow_coeffs(c, self.coeffs0)
-        if self.fast_path and placement is None and _same(c, self.coeffs0):
+        if self.fast_path and placement is None and offsets is None and _same(c, self.coeffs0):
             t = self._frame_geometry(c)
             lm = t[1][self.model.lm68.numpy()] * np.array([sx, sy])
             return PhotoFrame(base.copy(), lm.astype(np.float32), t[0], scale)
-        f = self.flow_field(c, placement)
+        f = self.flow_field(c, placement, offsets)
         out = base.copy()
         g = self.grid
         # affected part of the grid: moved, filled or relit pixels (plus a margin), as output pixels
