@@ -93,17 +93,24 @@ def test_the_head_layer_upsampled_twice_gives_the_bicubic_remap(astronaut, monke
     fit, r = astronaut
     turn, blink = _edits(fit.coeffs)
     r._fg2 = None
-    fast = r.render(turn).image
-    assert r._fg2 is not None, "the 2x head layer was not used"
+    r.prepare_sharp()  # (the editor's open job)
+    assert r._fg2 is not None
     kept = r._fg2[1]
+    fast = r.render(turn).image
+    assert r._fg2[1] is kept, "the 2x head layer was not used"
     assert kept.shape[:2] == tuple(2 * (n + 2 * R._FG2_PAD) for n in r.layers.fg.shape[:2])
     other = turn.clone()
     other.pose[0, 0] -= math.radians(4)
     r.render(other)
     assert r._fg2[1] is kept  # made once
     eyes = r.render(blink).image
+    monkeypatch.setattr(R, "HEAD_REMAP_2X_MAX_PX", r.layers.fg.shape[0] * r.layers.fg.shape[1] - 1)
+    r._fg2 = None
+    big = r.render(turn).image  # a layer over the size limit: the direct remap
+    assert r._fg2 is None
     monkeypatch.setattr(R, "HEAD_REMAP_2X", False)
     ref = r.render(turn).image
+    assert np.array_equal(big, ref)
     assert np.abs(ref.astype(int) - fit.image).max() > 60  # the head moved
     d = np.abs(fast.astype(int) - ref).max(-1)
     # (a real 512 px photo: ~2 % of pixels differ by 2 or more, 0.4 % by more than 3, along sharp edges: the 2x path

@@ -81,6 +81,7 @@ def open_photo_cached(path, progress: Progress | None = None, cancel: Cancel | N
     except PhotoFitCancelled:
         raise ImportCancelled("cancelled") from None
     renderer.preview_renderer()  # in the open job, not in the first drag
+    renderer.prepare_sharp()  # … nor in the first sharp frame
     return PhotoSource(str(path), fit), renderer
 
 

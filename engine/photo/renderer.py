@@ -70,6 +70,7 @@ COMPILED_BLEND = True  # the head layer blended by fast_raster.blend_over (False
 # per photo and size): OpenCV's 4-channel bicubic remap has no SIMD path (~10x its bilinear one: ~14 of a 1 MP
 # frame's ~50 ms); the two agree within 1 grey level but on ~0.03 % of pixels (False: the direct bicubic remap)
 HEAD_REMAP_2X = True
+HEAD_REMAP_2X_MAX_PX = 2048 * 2048  # larger head layers keep the direct remap (the 2x copy: 16 bytes a layer pixel)
 COMPOSE_BAND = 48  # output rows per band of the head layer's composition (each band: only the columns it can reach)
 
 
@@ -987,6 +988,13 @@ class PhotoRenderer:
             view[...] = cv2.blendLinear(cv2.cvtColor(head, cv2.COLOR_RGBA2RGB), view, a, 1.0 - a)
         return region
 
+    def prepare_sharp(self) -> None:
+        """Make ahead what the first full-size frame would make (the head layer's 2x upsampling, ~15 ms for 1 MP):
+        the editor's open job calls it, so the first sharp frame after a drag does not pay it."""
+        if self.layers is not None and HEAD_REMAP_2X:
+            with self._lock:
+                self._fg_2x(self._layers_at(self.image, 1.0, 1.0)[1])
+
     def _fg_2x(self, fg: np.ndarray) -> np.ndarray | None:
         """The head layer ``fg`` zero-padded by :data:`_FG2_PAD` px and upsampled 2x bicubically (the padding: beyond
         the layer's box the bicubic taps see transparency, as the direct remap's constant border gives), kept for the
@@ -995,6 +1003,8 @@ class PhotoRenderer:
         if got is not None and got[0] is fg:
             return got[1]
         if self._layer_scaled and not any(fg is v[1] for v in self._layer_scaled.values()):
+            return None
+        if fg.shape[0] * fg.shape[1] > HEAD_REMAP_2X_MAX_PX:
             return None
         p = _FG2_PAD
         padded = cv2.copyMakeBorder(fg, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
