@@ -1,6 +1,7 @@
 """Eyes, light and teeth in photo edits (issue 21), measured with the judge's own yardsticks.
 
     OMP_NUM_THREADS=1 python bench/eyes_light.py [--quick] [--sheet docs/eyes_light.png] [--json out.json]
+    OMP_NUM_THREADS=1 python bench/eyes_light.py --iris-gain [--quick]   (the judge's reading of a known iris shift)
 
 Photos: the bundled astronaut, the 11 portraits of ``portraits/`` (a black-and-white one and a painting among them),
 4 ffhq-samples and 3 held-out UTKFace photos (``--quick``: 6 of them). Each is fitted once, then edited *as a user
@@ -47,6 +48,7 @@ EDITS = {
 }
 TEETH_DA, TEETH_DB = (-4.0, 8.0), (-4.0, 22.0)
 TEETH_TOP = 25  # % of the open mouth's pixels, the brightest, measured as teeth
+TEETH_RIM = 0.04  # mouth widths of the inner-lip polygon's lower rim left out (the lower lip's wet inner edge)
 
 
 def photo_set(quick: bool) -> list[tuple[str, np.ndarray]]:
@@ -80,7 +82,8 @@ def _shape(J, a):
 def teeth_chroma(J, a, L, a0, L0):
     """(Δa*, Δb*) of the teeth in the open mouth of ``a`` against the eye whites of the original ``a0``.
 
-    Teeth: the brightest quarter (``TEETH_TOP``) of the pixels inside the edited photo's inner-lip polygon (teeth
+    Teeth: the brightest quarter (``TEETH_TOP``) of the pixels inside the edited photo's inner-lip polygon, less its
+    lower rim (``TEETH_RIM``; the lower lip's wet inner edge, where it is bright, is no tooth) (teeth
     are the brightest thing in an open mouth; the bright *half* of a small or tongue-filled mouth took in the tongue
     and the lips' inner edge: painting_threequarter_man_12's grey-ivory teeth band read +16.5 a* from the red
     tongue around it). Grey, blue, green or red teeth are still what that quarter measures. Eye whites: of the
@@ -91,6 +94,14 @@ def teeth_chroma(J, a, L, a0, L0):
     cv2.fillPoly(m, [np.round(L[60:68]).astype(np.int32)], 1)
     if m.sum() < 12:
         return None
+    # less the lower lip's inner rim (TEETH_RIM of the mouth width): its wet highlight is among the brightest pixels
+    # when the teeth show as a thin band (front_woman_07: her own, natural teeth read +9.5 a* with it)
+    k = int(round(TEETH_RIM * np.linalg.norm(L[64] - L[60])))
+    if k >= 1:
+        rim = np.zeros_like(m)
+        cv2.polylines(rim, [np.round(L[[64, 65, 66, 67, 60]]).astype(np.int32)], False, 1, 2 * k + 1)
+        if (m & (1 - rim)).sum() >= 12:
+            m = m & (1 - rim)
     lab = cv2.cvtColor(a, cv2.COLOR_RGB2LAB).astype(float)[m > 0]
     lab = lab[lab[:, 0] >= np.percentile(lab[:, 0], 100 - TEETH_TOP)]
     e = np.zeros(a0.shape[:2], np.uint8)
@@ -125,6 +136,59 @@ def measure(J, a0, a):
     return r
 
 
+GAIN_WEIGHTS = (-0.3, -0.15, -0.06, 0.0, 0.06, 0.15, 0.3)  # eyeLook weights of the known shifts (both eyes)
+
+
+def iris_gain(J, photos, weights=GAIN_WEIGHTS) -> str:
+    """How much of a known sideways iris shift the judge's iris reading (``judge._iris``) sees on the rendered photo:
+    both eyes turned by eyeLook ``weights`` (the eye layer moves the iris disc by the eyeball radius × sin(angle) eye
+    widths), each render read (a) as the judge reads it, with dlib's landmarks on that render, and (b) inside the
+    unedited photo's own lid polygons (the pixels alone: dlib's polygon follows the iris part of the way). Per photo
+    the slope of each reading on the true shift; the medians last. 1 = the whole shift read."""
+    from engine.photo.eyes import EYEBALL_RADIUS, GAZE_MAX_DEG
+    from engine.photo.fit import fit_photo
+    from engine.photo.renderer import PhotoRenderer
+
+    def landmarks(a):
+        s = _shape(J, a)
+        return None if s is None else np.array([(p.x, p.y) for p in s.parts()], float)
+
+    lines = ["| photo | judge's reading / true shift | same, the photo's own lid polygons |", "|---|---|---|"]
+    slopes = {"judge": [], "fixed": []}
+    for name, img in photos:
+        fit = fit_photo(img)
+        r = PhotoRenderer(fit)
+        L0 = landmarks(np.ascontiguousarray(fit.image))
+        xs, ys_j, ys_f = [], [], []
+        for w in weights:
+            c = fit.coeffs.clone()
+            for k in ("eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L", "eyeLookOut_R"):
+                c.expr[k] = 0.0
+            for k in (("eyeLookOut_L", "eyeLookIn_R") if w > 0 else ("eyeLookIn_L", "eyeLookOut_R")):
+                c.expr[k] = abs(w)
+            a = np.ascontiguousarray(r.render(c).image)
+            L = landmarks(a)
+            if L is None or L0 is None:
+                continue
+            ij, i_f = J._iris(a, L), J._iris(a, L0)
+            if ij is None or i_f is None:
+                continue
+            xs.append(EYEBALL_RADIUS * math.sin(math.radians(w * GAZE_MAX_DEG["horizontal"])))
+            ys_j.append(float(ij[0]))
+            ys_f.append(float(i_f[0]))
+        if len(xs) < 3:
+            lines.append(f"| {name[:28]} | — | — |")
+            continue
+        sj, sf = float(np.polyfit(xs, ys_j, 1)[0]), float(np.polyfit(xs, ys_f, 1)[0])
+        slopes["judge"].append(sj)
+        slopes["fixed"].append(sf)
+        lines.append(f"| {name[:28]} | {sj:.2f} | {sf:.2f} |")
+        print(lines[-1], flush=True)
+    med = {k: (statistics.median(v) if v else float("nan")) for k, v in slopes.items()}
+    lines.append(f"| median ({len(slopes['judge'])} photos) | {med['judge']:.2f} | {med['fixed']:.2f} |")
+    return "\n".join(lines)
+
+
 def crop_box(lm, shape):
     x0, y0 = lm[:27].min(0)
     x1, y1 = lm[:27].max(0)
@@ -145,6 +209,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default=None, help="comma-separated name prefixes (docs/ sheets: --only astronaut)")
+    ap.add_argument("--iris-gain", action="store_true", help="only: how much of a known rendered sideways iris "
+                    "shift the judge's iris reading sees, per photo (see iris_gain)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from engine import runtime
@@ -156,6 +222,10 @@ def main(argv=None) -> int:
     photos = photo_set(args.quick)
     if args.only:
         photos = [(n, im) for n, im in photos if n.startswith(tuple(args.only.split(",")))]
+    if args.iris_gain:
+        print(iris_gain(J, photos))
+        print(runtime.machine_note())
+        return 0
     rows, tiles = [], []
     t_all = time.perf_counter()
     for name, img in photos:

@@ -528,3 +528,41 @@ def test_blurred_samples_are_the_whole_blurred_images():
             my = (cy + rng.uniform(-spread, spread, (7, 30))).astype(np.float32)
             want = cv2.remap(full, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
             assert np.array_equal(_blurred_samples(img, sigma, mx, my), want), (sigma, cx, cy)
+
+
+def test_teeth_check_reads_a_thin_teeth_band_not_the_lower_lips_wet_rim():
+    """bench/eyes_light.py's teeth check: an open mouth whose teeth are a band of a fifth of the opening (ivory, like
+    the eye whites) with the lower lip's wet, pink rim inside the inner-lip polygon and a dark interior reads as
+    natural teeth (the rim was a third of the 'brightest quarter': +11 a*, a natural smile flagged as red teeth);
+    the same mouth with pink teeth still fails."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import eyes_light
+
+    img = np.full((200, 240, 3), SKIN, np.uint8)
+    lm = np.zeros((68, 2))
+    for k, x0 in ((36, 50), (42, 140)):
+        lm[k:k + 6] = np.array([[0, 0], [15, -9], [35, -9], [50, 0], [35, 9], [15, 9]]) + [x0, 70]
+        cv2.fillPoly(img, [np.round(lm[k:k + 6]).astype(np.int32)], (235, 232, 228))
+    lm[60:68] = np.array([[-40, 0], [-20, -15], [0, -16], [20, -15], [40, 0], [20, 15], [0, 16], [-20, 15]]) + [120, 150]
+    inner = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(inner, [np.round(lm[60:68]).astype(np.int32)], 1)
+
+    def mouth(teeth):
+        out = img.copy()
+        m = np.full(img.shape, (30, 14, 16), np.uint8)
+        m[:143] = teeth  # the upper teeth: the opening's top 9 rows
+        rim = np.zeros(img.shape[:2], np.uint8)
+        cv2.polylines(rim, [np.round(lm[[64, 65, 66, 67, 60]]).astype(np.int32)], False, 1, 4)
+        m[rim > 0] = (240, 165, 165)  # the lower lip's wet inner edge
+        out[inner > 0] = m[inner > 0]
+        return out
+
+    nat = lambda d: eyes_light.TEETH_DA[0] <= d[0] <= eyes_light.TEETH_DA[1] and \
+        eyes_light.TEETH_DB[0] <= d[1] <= eyes_light.TEETH_DB[1]  # noqa: E731
+    ivory = mouth((225, 215, 195))
+    assert nat(eyes_light.teeth_chroma(None, ivory, lm, ivory, lm))
+    pink = mouth((235, 185, 190))
+    assert not nat(eyes_light.teeth_chroma(None, pink, lm, pink, lm))
