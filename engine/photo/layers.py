@@ -90,6 +90,7 @@ MIN_ALPHA = 0.02
 REFLECT_MARGIN = 0.04  # face widths: the mirror takes the background from beyond this margin around the head
 REFLECT_MAX_SIDE = 768  # px: the mirrored plate is made on a copy at most this large
 REFLECT_DEPTH = 0.25  # face widths over which the plate's mirrored background fades into the smooth fill
+REFLECT_BAND = 0.12  # face widths: the plate folds the background within this band beside the head into the hole
 REFLECT_SMOOTH = 0.05  # face widths: low-pass of the mirror's offsets (a ragged hair outline mirrors as a smooth one)
 DEPTH_SMOOTH = 0.02  # of the grid side: low-pass of the depth continued off the mesh
 SHELL_CM = 0.5  # hair sits this much in front of the rim's depth
@@ -133,7 +134,7 @@ def _fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth: float, margin: int = 0,
-                  sigma: float = 0.0) -> np.ndarray:
+                  sigma: float = 0.0, band: float = 0.0) -> np.ndarray:
     """Inside ``hole`` (photo px): the background mirrored across the hole's nearest edge along the row (keeps its
     texture: a smooth fill next to a textured background reads as a ghost of the old outline), fading over ``depth``
     px into ``smooth`` (the pull-push fill) deeper inside, where the mirror lands in the hole or off the photo.
@@ -159,6 +160,8 @@ def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth
     dist = np.where(hole, np.minimum(dl, dr), 0.0).astype(np.float32)
     none = hole & (left < 0) & (right >= w)  # a row the hole crosses from edge to edge: the smooth fill
     nx[none] = xx[none]
+    if band > 0:
+        return _band_mirror(photo, hole, known, smooth, xx, yy, left, right, use_l, none, band, sigma)
     if sigma > 0:
         hf = hole.astype(np.float32)
         norm = np.maximum(cv2.GaussianBlur(hf, (0, 0), sigma), 1e-6)
@@ -173,6 +176,58 @@ def _reflect_fill(photo: np.ndarray, hole: np.ndarray, smooth: np.ndarray, depth
     mir = cv2.remap(photo, rx, ry, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
     # the mirror keeps the texture, the smooth fill the local mean: take the mirror's detail over the smooth level
     wgt = (np.exp(-dist / max(depth, 1.0)) * ok)[..., None].astype(np.float32)
+    return smooth * (1 - wgt) + mir * wgt
+
+
+def _band_mirror(photo, hole, known, smooth, xx, yy, left, right, use_l, none, band: float, sigma: float):
+    """The plate's fill from the background right beside the hole only: a pixel ``d`` px inside the hole from its
+    edge (along the row) shows the background ``s`` px outside it, ``s`` going 0 → ``band`` → 0 → … as ``d`` grows
+    (a mirror folded back and forth inside a band of the background beside the head; past the first ``band`` px
+    it folds between ``band / 2`` and ``band`` only). A plain mirror reaches as far
+    outside as inside and brings what stands further off (a curtain, a shoulder, a chair) into the revealed band, and
+    the smooth fill it faded into is the hole's whole surroundings averaged (a pale or tinted ghost of the head);
+    the band is the background the head stood in front of. Where a row's known run beside the edge is shorter than
+    ``band`` (another part of the hole, the photo's edge) the band shrinks to it; no run on either side: ``smooth``."""
+    h, w = hole.shape
+    kn = known.copy()
+    # known px in a row run from each known px leftwards / rightwards (inclusive)
+    kn = kn.astype(np.int32)
+    idx = np.broadcast_to(np.arange(w, dtype=np.int32)[None, :], (h, w))
+    last_hole_l = np.maximum.accumulate(np.where(kn == 0, idx, -1), axis=1)  # the last hole/edge px at or left of x
+    run_l = (idx - last_hole_l).astype(np.float32)  # known px ending at x, going left
+    first_hole_r = np.minimum.accumulate(np.where(kn == 0, idx, w)[:, ::-1], axis=1)[:, ::-1]
+    run_r = (first_hole_r - idx).astype(np.float32)
+    li = np.clip(left, 0, w - 1).astype(np.int32)
+    ri = np.clip(right, 0, w - 1).astype(np.int32)
+    rows = np.arange(h)[:, None]
+    avail_l = np.where(left >= 0, run_l[rows, li], 0.0)
+    avail_r = np.where(right < w, run_r[rows, ri], 0.0)
+    min_run = 3.0
+    use_l = np.where(use_l, avail_l >= min_run, ~(avail_r >= min_run) & (avail_l >= min_run))
+    use_r = ~use_l & (avail_r >= min_run)
+    ok = hole & (use_l | use_r) & ~none
+    nx = np.where(use_l, left, right).astype(np.float32)
+    p = np.minimum(np.where(use_l, avail_l, avail_r) - 1.0, band).astype(np.float32)
+    sgn = np.where(use_l, -1.0, 1.0).astype(np.float32)
+    if sigma > 0:  # a ragged outline: the edge point and the band low-passed inside the hole (no streaks)
+        hf = ok.astype(np.float32)
+        norm = np.maximum(cv2.GaussianBlur(hf, (0, 0), sigma), 1e-6)
+        nx = np.where(ok, cv2.GaussianBlur((nx - xx) * hf, (0, 0), sigma) / norm + xx, nx)
+        p = np.where(ok, cv2.GaussianBlur(p * hf, (0, 0), sigma) / norm, p)
+    p = np.maximum(p, 1.0)
+    d = np.abs(xx - nx)
+    # a plain mirror up to ``p``, then folding back and forth between ``p / 2`` and ``p``: what lies right at the
+    # edge (the outline's halo, stray strands) is shown once, not again every ``2 p`` (copies of the old outline)
+    q = 0.5 * p
+    s = np.where(d <= p, d, p - q + np.abs(np.mod(d - p, 2 * q) - q))
+    rx = nx + sgn * s
+    ry = yy
+    rxi = np.clip(np.round(rx), 0, w - 1).astype(np.int32)
+    ok &= known[yy.astype(np.int32), rxi]
+    ok |= ~hole
+    mir = cv2.remap(photo, rx.astype(np.float32), ry.astype(np.float32), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+    wgt = cv2.GaussianBlur(ok.astype(np.float32), (0, 0), 1.0)[..., None] * ok[..., None]
     return smooth * (1 - wgt) + mir * wgt
 
 
@@ -380,11 +435,13 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
         small = _reflect_fill(cv2.resize(photo, size, interpolation=cv2.INTER_AREA),
                               cv2.resize(hs[..., 0], size, interpolation=cv2.INTER_AREA) > 0.5,
                               cv2.resize(smooth, size, interpolation=cv2.INTER_AREA), REFLECT_DEPTH * fw * a_step * k,
-                              int(REFLECT_MARGIN * fw * a_step * k), REFLECT_SMOOTH * fw * a_step * k)
+                              int(REFLECT_MARGIN * fw * a_step * k), REFLECT_SMOOTH * fw * a_step * k,
+                              REFLECT_BAND * fw * a_step * k)
         fill_p = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_LINEAR)
     else:
         fill_p = _reflect_fill(photo, hs[..., 0] > 0.5, smooth, REFLECT_DEPTH * fw * a_step,
-                               int(REFLECT_MARGIN * fw * a_step), REFLECT_SMOOTH * fw * a_step)
+                               int(REFLECT_MARGIN * fw * a_step), REFLECT_SMOOTH * fw * a_step,
+                               REFLECT_BAND * fw * a_step)
     plate_f = pf * (1 - hs) + fill_p * hs
     alpha = up_(cv2.GaussianBlur(matte_a, (0, 0), 0.7))
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
