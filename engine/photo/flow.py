@@ -436,10 +436,12 @@ UNSTRETCH_ROW_SIGMA = 2.0  # grid rows: the band and the fold's source are low-p
 UNSTRETCH_HARD = 0.2  # ... and that reach below this somewhere (a streak; a band spread less is left as it is)
 UNSTRETCH_DEPTH = 0.025  # of the grid side: how far into the face side a fold reaches at most
 UNSTRETCH_MAX_RUN = 0.2  # of the grid side: longer stretched runs are left as they are (no fold that wide)
+UNSTRETCH_KEEP_SHARE = 0.5  # a band with this share of its source on ``keep_src`` (hair over the rim) is not folded
 
 
 def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndarray,
-                   min_slope: float | None = None, avoid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   min_slope: float | None = None, avoid: np.ndarray | None = None,
+                   keep_src: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fold the streaks out of a turn's backward flow, along the grid's rows (a yaw turn stretches sideways).
 
     ``disp`` (R, R, 2) photo px (output pixel p shows the photo at p + disp); ``step`` photo px per grid px. Where,
@@ -454,7 +456,9 @@ def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndar
     of the pixels it changed. Runs wider than ``UNSTRETCH_MAX_RUN`` of the grid are left alone; a fold reaches at most
     ``UNSTRETCH_DEPTH`` of the grid into the face side (a wider band shows that much, spread: no eye corner or glasses
     frame mirrored into the band); a run whose fold would reach into ``avoid`` (R, R) bool (the eyes and brows) is
-    left as it is (a mirrored eye corner is worse than a stretched one)."""
+    left as it is (a mirrored eye corner is worse than a stretched one). A band whose own source lies mostly on
+    ``keep_src`` (R, R) bool, in the photo's grid (hair lying over the cheek's rim: a fold would mirror the face's
+    skin into it, a skin patch where the hair was), is left as it is too: stretched hair still reads as hair."""
     if min_slope is None:
         min_slope = UNSTRETCH_MIN
     res_y, res_x = mask.shape
@@ -522,6 +526,20 @@ def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndar
     cx = x.astype(np.float32)
     new_x = np.where(use_m, src_m_x, src_o_x)
     new_y_disp = np.where(use_m, disp[r, m0, 1] * (1 - fm) + disp[r, m1, 1] * fm, disp[r, o, 1])
+    if keep_src is not None and keep_src.any():
+        # what the band shows now: its own source (the rim the photo saw edge-on), per run the share on keep_src
+        hx = np.clip(np.round(sx[r, x]), 0, res_x - 1).astype(np.int64)
+        hy = np.clip(np.round(r + disp[r, x, 1] / step), 0, res_y - 1).astype(np.int64)
+        share = np.bincount(rid, keep_src[hy, hx].astype(np.float64), len(rs)) / np.maximum(n, 1)
+        # neighbouring rows agree (a band folded in one row and not the next ripples)
+        sk = np.zeros((res_y, res_x), np.float32)
+        on = np.zeros((res_y, res_x), np.float32)
+        sk[r, x] = share[rid]
+        on[r, x] = 1.0
+        sk = (cv2.GaussianBlur(sk, (1, 0), sigmaX=0.1, sigmaY=UNSTRETCH_ROW_SIGMA)
+              / np.maximum(cv2.GaussianBlur(on, (1, 0), sigmaX=0.1, sigmaY=UNSTRETCH_ROW_SIGMA), 1e-6))
+        fold = sk[r, x] < UNSTRETCH_KEEP_SHARE
+        r, x, cx, new_x, new_y_disp = r[fold], x[fold], cx[fold], new_x[fold], new_y_disp[fold]
     out[r, x, 0] = (new_x - cx) * step
     out[r, x, 1] = new_y_disp
     changed[r, x] = True

@@ -366,6 +366,7 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
         if len(keep):
             fg = np.isin(comp, keep).astype(np.uint8)
     fg = np.maximum(fg, sure)
+    cut = fg.astype(np.float32) * inside  # grabCut's own head (before the priors widen it): hair, not the rim's background
     # a generous prior around the fitted head (scalp, ears): grabCut misses dark or grey hair on a like background,
     # and a cut through the hair leaves an old outline behind; plain background moved with the head is invisible
     kp = max(1, int(PRIOR_DILATE * fw))
@@ -459,6 +460,7 @@ def build_layers(image: np.ndarray, grid, head, proj, src) -> PhotoLayers:
     tm["photo_res"] = time.perf_counter() - t2
     out = PhotoLayers((x0, y0, x1, y1), plate, fga, time.perf_counter() - t0, tm)
     out.matte_analysis = matte_a
+    out.cut_analysis = cut
     out.analysis = (tuple(grid.origin), a_step, a_res)
     return out
 
@@ -479,6 +481,9 @@ class GridLayers:
         m = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5]])  # analysis index -> grid index
         self.matte = cv2.warpAffine(layers.matte_analysis, m, (res, res),
                                     flags=cv2.INTER_AREA if s < 0.7 else cv2.INTER_LINEAR)
+        cut = getattr(layers, "cut_analysis", None)  # (a PhotoLayers from before it was kept: the matte)
+        self.cut = cv2.warpAffine(layers.matte_analysis if cut is None else cut, m, (res, res),
+                                  flags=cv2.INTER_AREA if s < 0.7 else cv2.INTER_LINEAR)
         frags = src.frags
         covered = (frags.face_id[0] >= 0).numpy()
         depth = frags.depth[0].numpy().astype(np.float32)

@@ -48,6 +48,8 @@ PHOTO_YAW_LIMIT_DEG = 20.0  # |change from the fitted yaw| beyond which results 
 PHOTO_PITCH_LIMIT_DEG = 15.0
 REVEAL_LIMIT = 0.08  # share of the turned head the photo never showed (well), beyond which a turn is not believable
 SKIN_DIST_FULL, SKIN_DIST_ZERO = 0.25, 0.45  # colour distance from the face's median (relative): skin .. not skin
+HAIR_BINS = 8  # Lab histogram bins per axis of the hair / skin colour models
+HAIR_ODDS = 2.0  # a colour this much more frequent in the hair than in the face is hair
 GRAZING_FULL = 0.1  # … at or below which it is replaced by the model's skin when a turn shows it frontally
 STRETCH_FULL = 0.3  # camera-facing gained by a turn at which that replacement is complete
 UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
@@ -428,7 +430,7 @@ class PhotoRenderer:
             # what the photo saw edge-on, shown frontally by the turn, is folded in from the face side, not streaked
             head_px = cov if layer_cover is None else layer_cover > 0
             disp, _ = flow.unstretch_rows(disp, self.grid.step, float(t.grid_xy[self.head.lm68[30], 0]), head_px,
-                                          avoid=self._eye_zone(t))
+                                          avoid=self._eye_zone(t), keep_src=self._hair_src())
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
@@ -585,6 +587,53 @@ class PhotoRenderer:
                / np.maximum(cv2.GaussianBlur(wc.astype(np.float32), (0, 0), 0.8), 1e-4)[..., None])
         rgb = col * self._skin_match(col, v[..., 3], a, f) * a[..., None]
         return photo_layers.LayerFill(alpha=a, rgb=rgb.astype(np.float32))
+
+    def _hair_src(self) -> np.ndarray | None:
+        """(R, R) bool on the photo's grid: hair (a beard, a hat) in the head layer — what grabCut itself took for
+        the head (not the background the fitted mesh's rim reaches over), coloured as this photo's hair beyond the
+        face rather than its skin, and connected to that hair. A stretched band of it is not folded
+        (:func:`flow.unstretch_rows`' ``keep_src``). None: unknown (no layers, too little face or hair to tell)."""
+        hs = getattr(self, "_hair_src_cache", None)
+        if hs is not None:
+            return hs if hs.size else None
+        gl, L = self.grid_layers, self.layers
+        if gl is None or L is None:
+            return None
+        g = self.grid
+        photo = self._grid_photo()
+        # skin or hair by this photo's own colours (Lab histograms): skin from inside the face's outline, hair from
+        # the head layer off the fitted mesh above the chin (blond hair is as bright as the face, a cheek in shadow
+        # darker: no fixed distance from the face's colour tells them apart)
+        lab = cv2.cvtColor(photo, cv2.COLOR_RGB2LAB)  # float input: L 0..100, a/b about -128..127
+        q = np.stack([lab[..., 0] / 100.0, (lab[..., 1] + 64.0) / 128.0, (lab[..., 2] + 64.0) / 128.0], -1)
+        bins = np.clip((q * HAIR_BINS).astype(np.int64), 0, HAIR_BINS - 1)
+        code = (bins[..., 0] * HAIR_BINS + bins[..., 1]) * HAIR_BINS + bins[..., 2]
+        lm = g.to_grid(self.src.photo_xy[self.head.lm68].numpy())
+        face = np.zeros((g.res, g.res), np.uint8)
+        pts = np.concatenate([lm[0:17], lm[17:27]])
+        c0 = lm[27:36].mean(0)  # the nose: the face's inner 80 % (hair lies over the cheeks' rim)
+        cv2.fillConvexPoly(face, cv2.convexHull(np.round(c0 + 0.8 * (pts - c0)).astype(np.int32)), 1)
+        face = face.astype(bool) & gl.src_covered
+        rows = np.arange(g.res)[:, None] + 0.5
+        hair = (gl.cut > 0.5) & ~cv2.dilate(gl.src_covered.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        hair &= rows < float(lm[8, 1])
+        nb = HAIR_BINS ** 3
+        if face.sum() < 50 or hair.sum() < 50:
+            self._hair_src_cache = np.zeros(0, bool)
+            return None
+        hs_ = np.bincount(code[face], minlength=nb) / face.sum()
+        hh_ = np.bincount(code[hair], minlength=nb) / hair.sum()
+        not_skin = hh_[code] > HAIR_ODDS * hs_[code]
+        hs = not_skin & (gl.cut > 0.5) & (gl.matte > 0.5)
+        # ... and connected to the hair beyond the face (a shadow under the jaw, a dark collar are not hair)
+        n, comp = cv2.connectedComponents(hs.astype(np.uint8))
+        if n > 1:
+            keep = np.zeros(n, bool)
+            keep[np.unique(comp[hs & hair])] = True
+            keep[0] = False
+            hs = keep[comp]
+        self._hair_src_cache = hs
+        return hs
 
     def _grid_photo(self) -> np.ndarray:
         """The photo on the work grid (float32 RGB in [0, 1], one value per grid pixel, area-averaged)."""
