@@ -436,7 +436,7 @@ UNSTRETCH_ROW_SIGMA = 2.0  # grid rows: the band and the fold's source are low-p
 UNSTRETCH_HARD = 0.2  # ... and that reach below this somewhere (a streak; a band spread less is left as it is)
 UNSTRETCH_DEPTH = 0.025  # of the grid side: how far into the face side a fold reaches at most
 UNSTRETCH_MAX_RUN = 0.2  # of the grid side: longer stretched runs are left as they are (no fold that wide)
-UNSTRETCH_KEEP_SHARE = 0.5  # a band with this share of its source on ``keep_src`` (hair over the rim) is not folded
+UNSTRETCH_KEEP_SHARE = 0.3  # a band with this share of its source on ``keep_src`` (hair over the rim) is not folded
 
 
 def unstretch_rows(disp: np.ndarray, step: float, centre_x: float, mask: np.ndarray,
