@@ -20,11 +20,13 @@ Per eye, in an eye frame (``u`` along the corners 0 → 1, ``v`` across, image-d
   lashes, mirrored, over the lower lid's shaded skin (:meth:`EyeLayer._lash_curtain`), and the closed margin is
   drawn as a soft dark lash line with the lid's rounded edge shaded above it.
 * **Eyeball** — the person's visible eyeball is completed under the lids: the iris (a disc found as the
-  darkness-weighted centre of the darkest pixels in the opening, radius ``IRIS_RADIUS`` eye widths, clipped to the
-  opening's height) is completed by its own mirror image about its horizontal diameter where the lid hid it, or
-  by its mean colour; the rest by the sclera colour sampled from the bright visible part. The iris disc moves with
-  the gaze (eyeball radius ``EYEBALL_RADIUS`` eye widths, ``GAZE_MAX_DEG`` at weight 1, foreshortened by the cosine);
-  where it left, the sclera shows. The opening between the target lid curves shows this eyeball.
+  darkness-weighted centre of the darkest pixels in the opening, its horizontal centre refined from its edges where
+  both lids leave its middle rows free; radius ``IRIS_RADIUS`` eye widths) is completed by its own mirror image
+  about its horizontal diameter where the lid hid it, or by its mean colour; the rest by the sclera colour sampled
+  from the bright visible part. The iris disc moves with the gaze (eyeball radius ``EYEBALL_RADIUS`` eye widths,
+  ``GAZE_MAX_DEG`` at weight 1, foreshortened by the cosine); where it left, the sclera shows (over all of the
+  photo's iris: its radius is measured from its edges where they show). The opening between the target lid curves
+  shows this eyeball.
 
 Only numpy/OpenCV on the eye boxes at the photo's (or the preview's) resolution: a few ms per frame.
 """
@@ -69,7 +71,14 @@ LASH_PAD = 0.03  # eye widths added to the measured band (its soft top edge)
 LASH = 0.08  # eye widths above the upper margin kept rigid (the lash line)
 IRIS_UP_SEARCH = 0.35  # iris radii above the dark pixels' centroid the iris disc's centre is searched
 IRIS_FILL_UP = 0.8  # ... and the disc that completes the iris under a raised lid (see EyeLayer._eyeball)
-IRIS_RADIUS = 0.21  # eye widths (an 11.7 mm iris in a ~28 mm wide eye opening)
+IRIS_RADIUS = 0.21  # eye widths (an 11.7 mm iris in a ~28 mm wide eye opening): the moved iris disc
+IRIS_R_RANGE = (0.17, 0.30)  # eye widths: the radius measured from the iris' edges (EyeLayer._iris_edges)
+IRIS_EDGE_ROWS = 0.35  # iris radii above and below the centre: the rows its edges are read on
+IRIS_EDGE_RISE = 0.3  # share of the iris-to-sclera contrast a limbus rises by
+IRIS_EDGE_MIN = 12.0  # grey levels: the least rise of a limbus
+IRIS_EDGE_OUTER = 0.6  # a rise this steep relative to the steepest, furthest out, is the limbus
+IRIS_HOLE = 1.1  # measured radii (+ 1 px) of the photo's iris drawn over with sclera once the iris turns
+IRIS_HOLE_FIXED = 1.3  # ... at least this many IRIS_RADIUS (all of it where no edge is measured)
 EYEBALL_RADIUS = 0.45  # eye widths (a 12 mm eyeball radius)
 GAZE_MAX_DEG = {"horizontal": 45.0, "up": 25.0, "down": 28.0}  # rotation at an expression weight of 1
 GAP_RATIO_MAX = 2.2  # the photo's gap over the model's (a squinting fit against a wide-open photo is clipped)
@@ -278,6 +287,14 @@ class EyeLayer:
                 if sc > best_f or (sc >= best_f and cy + oy < cy_f):  # ties: the higher (a lid hides the top)
                     best_f, cy_f = sc, cy + oy
         cx, cy = cbest
+        # the iris' own size and horizontal centre from its edges (the limbus, dark to bright) on either side: the
+        # sclera drawn where a turned iris left covers all of it and its blur (a large iris left its outer ring behind
+        # the fixed IRIS_HOLE_FIXED radii: a ghost crescent in the sclera, read as iris). The moved disc keeps the
+        # fixed radius: turned with its measured size, a large iris was read less where the lids clip its leading
+        # side (bench/reenact.py --iris-stages, turn_woman_03)
+        cx, r_seen = self._iris_edges(gray, core, cx - x0, cy - y0, r, w)
+        cx += x0
+        hole = IRIS_HOLE_FIXED * r if r_seen is None else max(IRIS_HOLE * r_seen + 1.0, IRIS_HOLE_FIXED * r)
         # where a lid rises (eyeWide), the iris is completed up to a disc searched higher still: an upper lid hides
         # the iris' top, so the disc that fits its visible part best often sits too low to reach the revealed band
         # (the moved iris keeps the lower disc: its visible pixels move with it)
@@ -319,7 +336,7 @@ class EyeLayer:
                            np.clip((r - dist) + 0.5, 0, 1).astype(np.float32)))
         (iris, a_iris), (iris_up, a_iris_up) = irises
         # sclera plate: the photo where visible and not iris, sclera colour elsewhere (soft edges)
-        vis = cv2.GaussianBlur((core & ~(d2 < (1.3 * r) ** 2)).astype(np.float32), (0, 0), max(0.6, 0.02 * w))
+        vis = cv2.GaussianBlur((core & ~(d2 < hole ** 2)).astype(np.float32), (0, 0), max(0.6, 0.02 * w))
         if guessed > 0:  # a guessed sclera: the photo's "visible eyeball" darker than it is lashes and lid shadow
             dim = (gray < 0.6 * float(sclera @ np.array([0.299, 0.587, 0.114], np.float32))).astype(np.float32)
             vis = vis * (1.0 - guessed * dim)
@@ -333,6 +350,75 @@ class EyeLayer:
                 "a_iris_up": a_iris_up,
                 "centre": (cx, cy), "r": r, "uv": uv, "patch": patch,
                 "own": cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 0.6) * (1.0 - guessed)}
+
+    @staticmethod
+    def _iris_edges(gray: np.ndarray, core: np.ndarray, cx: float, cy: float, r: float, w: float
+                    ) -> tuple[float, float | None]:
+        """(centre x, radius or None) of the iris from its limbus, patch px: along the iris' middle rows (within
+        ``IRIS_EDGE_ROWS`` radii of ``cy``; the median of the rows, so a catchlight is no edge), the grey level of the
+        opening outward from ``cx`` on each side. The limbus is the outermost rise at least ``IRIS_EDGE_OUTER`` as
+        steep as the steepest between ``IRIS_R_RANGE`` eye widths from the centre (a pupil's edge lies inside it),
+        placed where the profile crosses halfway up that rise; kept where the rise is a real step (``IRIS_EDGE_RISE``
+        of the iris-to-sclera contrast, ``IRIS_EDGE_MIN`` grey levels), ends before the profile leaves the opening
+        and stays bright past it. Both edges: their midpoint and half their distance; one: that side's distance;
+        none, or the lids over the iris' middle rows (a chord is shorter than the diameter): ``cx`` as given and
+        ``None``."""
+        lo, hi = IRIS_R_RANGE[0] * w, IRIS_R_RANGE[1] * w
+        step = max(0.25, w / 160.0)
+        d = np.arange(0.0, hi + 0.1 * w, step, dtype=np.float32)  # (past the edge: the sclera beyond it)
+        oy = np.linspace(-IRIS_EDGE_ROWS * r, IRIS_EDGE_ROWS * r, 5, dtype=np.float32)
+        g = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), max(0.5, 0.015 * w))
+        m = core.astype(np.float32)
+        edges = []
+        for sign in (1.0, -1.0):
+            mx = np.ascontiguousarray((cx - 0.5 + sign * d)[None, :].repeat(len(oy), 0), np.float32)
+            my = np.ascontiguousarray((cy - 0.5 + oy)[:, None].repeat(len(d), 1), np.float32)
+            vals = cv2.remap(g, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            inn = cv2.remap(m, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            ok = inn > 0.5
+            cnt = ok.sum(0)
+            # the median of the rows in the opening (a catchlight on the iris is a row or two: not an edge)
+            prof = np.full(len(d), np.nan, np.float32)
+            if ok.any():
+                prof[cnt > 0] = np.nanmedian(np.where(ok, vals, np.nan)[:, cnt > 0], 0)
+            valid = cnt >= 3
+            # the profile ends where it leaves the opening (a corner, the lids); none where the lids hide the iris'
+            # middle rows (a chord higher or lower is shorter than its diameter)
+            end = int(np.argmin(valid)) if not valid.all() else len(d)
+            if end < 4 or not ok[:, 0].all():
+                edges.append(None)
+                continue
+            p = prof[:end]
+            grad = np.gradient(p)
+            sel = (d[:end] >= lo) & (d[:end] <= hi)
+            if not sel.any():
+                edges.append(None)
+                continue
+            # the limbus is the outermost strong rise (a pupil's edge and catchlights lie inside it)
+            gs = np.nan_to_num(grad[sel], nan=-1e9)
+            if gs.max() <= 0:
+                edges.append(None)
+                continue
+            k = int(np.flatnonzero(sel)[np.flatnonzero(gs >= IRIS_EDGE_OUTER * gs.max())[-1]])
+            iris_lvl = float(np.nanmedian(p[:max(2, int(np.searchsorted(d, 0.5 * lo)))]))
+            # the edge: where the profile crosses halfway from the dark before that rise to the bright after it
+            n_in, n_out = max(2, int(round(0.08 * w / step))), max(2, int(round(0.06 * w / step)))
+            i0 = max(0, k - n_in) + int(np.nanargmin(p[max(0, k - n_in):k + 1]))
+            i1 = k + int(np.nanargmax(p[k:min(end, k + n_out + 1)]))
+            low, high = float(p[i0]), float(p[i1])
+            j = i0 + int(np.argmax(p[i0:i1 + 1] >= 0.5 * (low + high)))
+            span = max(float(np.nanmax(p[k:])) - iris_lvl, 1.0)
+            beyond = p[j:min(end, j + n_out + 1)]
+            # a real step (not a texture wiggle), not at the end of the visible profile, bright beyond it (the
+            # sclera, not a catchlight in the iris)
+            edges.append(float(d[j]) if (i1 < end - 1 and high - low >= max(IRIS_EDGE_RISE * span, IRIS_EDGE_MIN)
+                                         and float(np.nanmean(beyond)) >= iris_lvl + 0.5 * span) else None)
+        right, left = edges
+        if right is not None and left is not None:
+            return cx + 0.5 * (right - left), float(np.clip(0.5 * (right + left), lo, hi))
+        if right is not None or left is not None:
+            return cx, float(np.clip(right if right is not None else left, lo, hi))
+        return cx, None
 
     def _sources(self, img: np.ndarray, s: float) -> dict:
         key = round(s, 6)
