@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QColorDialog, QFileDialog, QGroupBox, 
                                QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from engine.editing.controls import N_ID_CONTROLS, light_params
-from engine.editing.session import Session, SessionCancelled, SessionError, Snapshot
+from engine.editing.session import GENERATOR_LIGHT_KEYS, Session, SessionCancelled, SessionError, Snapshot
 from engine.editing.meshes import export_mesh
 from engine.io.files import read_alpha, save_image
 from engine.io.mesh import mesh_suffix
@@ -550,6 +550,9 @@ class MainWindow(QMainWindow):
                 s = self.sliders[k]
                 s.set_range(*self.session.control_range(k, self.full_range, snap))
                 s.set_marks(self.session.believable_range(k, snap), origin=photo is not None)
+        for k in GENERATOR_LIGHT_KEYS:  # generator mode: the lights the generator learned; photo mode: relighting's
+            if k in self.sliders:
+                self.sliders[k].set_range(*self.session.control_range(k, self.full_range, snap))
         if photo is None:
             self.pose_note.setVisible(False)
             return

@@ -1,6 +1,7 @@
 """``render`` (the 3DMM), ``grid`` (the README figure) and ``generate`` (the trained generator)."""
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from engine.cli.common import UsageError, add_set_args, apply_settings, check_size, out_path, settings
@@ -98,6 +99,7 @@ def cmd_generate(args) -> int:
     """Generate a face with the shipped generator (seeded), with named settings applied, at ``--size``."""
     import torch
 
+    from engine.editing.factors import generator_light_note, generator_light_ranges
     from engine.generator.networks import load_default_generator
     from engine.io.files import save_image
 
@@ -108,6 +110,11 @@ def cmd_generate(args) -> int:
         raise UsageError("no generator weights in assets/ (assets/generator.safetensors); use `discoface render` "
                          "for the 3DMM preview")
     values = settings(args.set, gen.exp_names, args.force)
+    ranges = generator_light_ranges(gen) if any(k.startswith("light_") for k in values) else None
+    for k, v in values.items():  # the editor's generator-mode note: lights beyond the generator's own
+        note = generator_light_note(ranges, k, v)
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
     with torch.no_grad():
         coeffs, noise = gen.sample(1, args.seed)
         apply_settings(coeffs, values)

@@ -1,10 +1,12 @@
 """Per-factor values for Randomise and Reset: what a fresh identity / expression / light / pose / noise looks like."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from engine.face.model import N_EXP, Coefficients, FaceModel
-from engine.render.shading import light_from_direction
+from engine.render.shading import direction_from_light, light_from_direction
 from engine.editing.sessionfile import SessionError
 from engine.editing.state import Snapshot
 
@@ -29,6 +31,45 @@ def default_light(generator=None) -> torch.Tensor:
             return net(net.skip.weight.new_zeros(1, net.skip.in_features)).detach().cpu().clone()
     d = DEFAULT_LIGHT
     return light_from_direction(d["azimuth"], d["elevation"], d["intensity"], d["ambient"])
+
+
+GENERATOR_LIGHT_SAMPLES = 512  # light decoder draws behind generator_light_ranges (seeded: the same on every machine)
+GENERATOR_LIGHT_PARTS = ("intensity", "ambient")
+
+
+def generator_light_ranges(generator) -> dict[str, tuple[float, float]] | None:
+    """The key strength and ambient a generator's light decoder produces (1–99 % of :data:`GENERATOR_LIGHT_SAMPLES`
+    seeded draws, widened to whole hundredths): the lights it was trained on, so the lights it renders well.
+    Generator mode's light sliders span this (shipped: key ≈ 0–0.2, not the photo relighting's 0–1.5, which washes its
+    faces out); None without a generator (or a stand-in with no light decoder)."""
+    nets = getattr(getattr(generator, "decoders", None), "nets", None)
+    if nets is None or "light" not in nets:
+        return None
+    net = nets["light"]
+    g = torch.Generator().manual_seed(4099)
+    with torch.no_grad():
+        z = torch.randn(GENERATOR_LIGHT_SAMPLES, net.skip.in_features, generator=g).to(net.skip.weight)
+        lights = net(z).detach().cpu()
+    parts = [direction_from_light(lights[i:i + 1]) for i in range(lights.shape[0])]
+    out = {}
+    for k in GENERATOR_LIGHT_PARTS:
+        v = torch.tensor([float(p[k]) for p in parts])
+        lo, hi = torch.quantile(v, torch.tensor([0.01, 0.99])).tolist()
+        out[k] = (max(0.0, math.floor(100 * lo) / 100), math.ceil(100 * hi) / 100)
+    return out
+
+
+def generator_light_note(ranges: dict | None, key: str, value: float, label: str | None = None) -> str | None:
+    """A one-line warning when a light control (``light_intensity`` / ``light_ambient``) is beyond the generator's
+    trained lights (``ranges``: :func:`generator_light_ranges`); None inside, for other keys or without ranges."""
+    part = key[len("light_"):] if key.startswith("light_") else None
+    if not ranges or part not in ranges:
+        return None
+    lo, hi = ranges[part]
+    if lo - 1e-9 <= value <= hi + 1e-9:
+        return None
+    return (f"{label or key} {value:g} is beyond the generator's trained lights ({lo:g}–{hi:g}): expect washed-out or "
+            f"odd faces")
 
 
 def seed_noise(seed: int, noise_dim: int) -> torch.Tensor:

@@ -39,6 +39,8 @@ from engine.face.model import Coefficients, FaceModel, default_model
 from engine.io.files import WeightsError
 from engine.photo.renderer import limits_note, own_pose_degrees, turn_limits
 
+GENERATOR_LIGHT_KEYS = tuple(f"light_{k}" for k in factors.GENERATOR_LIGHT_PARTS)  # believable_range: generator mode
+
 NOISE_DIM = 32
 __all__ = ["Session", "SessionError", "SessionCancelled", "Snapshot", "Frame", "Keyframe", "smoothstep"]
 
@@ -69,6 +71,7 @@ class Session:
         c.light[:] = factors.default_light(self.generator)
         self.history = History(Snapshot(c, factors.seed_noise(seed, self.noise_dim), int(seed)), history_limit)
         self.source: str | None = None
+        self._gen_light: dict | None = None  # believable_range's generator light ranges, made on first use
 
     # -- reading ------------------------------------------------------------------------------------------ #
     @property
@@ -158,8 +161,14 @@ class Session:
 
     def believable_range(self, key: str, snap: Snapshot | None = None) -> tuple[float, float] | None:
         """Photo mode's pose: the turn this photo shows believably (degrees from its own pose; yaw and pitch
-        measured per photo by ``PhotoRenderer.turn_range``, roll the trained range); None for other controls."""
+        measured per photo by ``PhotoRenderer.turn_range``, roll the trained range); generator mode's light strength
+        and ambient: the lights the generator was trained on (``factors.generator_light_ranges``); None for other
+        controls."""
         snap = self.state if snap is None else snap
+        if snap.photo is None and key in GENERATOR_LIGHT_KEYS:
+            if self._gen_light is None:
+                self._gen_light = factors.generator_light_ranges(self.generator) or {}
+            return self._gen_light.get(key[len("light_"):])
         if snap.photo is None or key not in POSE_KEYS:
             return None
         lim = turn_limits(snap.photo.fit)
@@ -190,6 +199,8 @@ class Session:
             if note is None and key == "roll":
                 return spec.warning(self.shown_value(key, snap))
             return note
+        if snap.photo is None and self.believable_range(key, snap) is not None:  # generator mode's light
+            return factors.generator_light_note(self._gen_light, key, spec.get(snap.coeffs), spec.label)
         return spec.warning(spec.get(snap.coeffs))
 
     def set_pose_degrees(self, yaw=None, pitch=None, roll=None, commit: bool = True) -> Snapshot:
