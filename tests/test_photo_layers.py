@@ -566,3 +566,47 @@ def test_hair_lying_over_the_cheeks_rim_stays_hair_when_a_turn_spreads_it(face_m
         taken += int((was_hair & now_skin).sum())
     assert hair_band > 50, hair_band
     assert taken < 0.05 * hair_band, (taken, hair_band)  # folded regardless: 237 of 1555 (15 %); now 18
+
+
+def test_a_turn_continues_the_hair_a_tight_crop_cut_off_not_the_plate(hair_fit, face_model, head):
+    """A photo cropped through the hair: a turn that brings what lay beyond the border into the frame shows the
+    head layer continued (the photo's own hair, mirrored across the border), not the plate's fill."""
+    fit, cap = hair_fit
+    cols = np.nonzero(cap.any(0))[0]
+    ci = int(cols[0]) + 40  # the crop's left border cuts through the cap beside the scalp (a turn moves it ~30 px)
+    al = fit.alignment
+    m = al.matrix.copy()
+    m[:, 2] += m[:, 0] * ci
+    crop_al = Alignment(matrix=m, size=al.size, landmarks_photo=al.landmarks_photo, landmarks_crop=al.landmarks_crop,
+                        photo_shape=(N, N - ci, 3))
+    crop = PhotoFit(np.ascontiguousarray(fit.image[:, ci:]), fit.coeffs.clone(), crop_al, fit.gain.copy())
+    r_full = PhotoRenderer(fit, face_model, head)
+    r_crop = PhotoRenderer(crop, face_model, head)
+    assert r_crop.layers is not None and r_crop.layers.box[0] == 0
+    y = r_full.src.verts[:, 1]
+    top = y > y.max() - 3.0
+    checked = 0
+    for deg in (-20, 20):
+        ff = r_full.flow_field(_turn(fit.coeffs, deg))
+        if float((ff.target.photo_xy[top, 0] - r_full.src.photo_xy[top, 0]).mean()) < 4:
+            continue  # the crown moves left: nothing comes in over the left border
+        full = r_full.render(_turn(fit.coeffs, deg)).image[:, ci:]
+        out = r_crop.render(_turn(crop.coeffs, deg)).image
+        band = np.zeros(out.shape[:2], bool)
+        band[:, :8] = True  # the first columns: what the turn brought in over the border
+        # off the turned mesh (on it, surface the crop never showed is drawn from the model: another matter)
+        fc = r_crop.flow_field(_turn(crop.coeffs, deg))
+        band &= fc.in_photo(fc.covered.astype(np.float32), out.shape[:2]) < 0.01
+        # ... in the rows where the head layer reaches the border (the matte's own call: its sure-background band
+        # along the border leaves the cap's top rows out, and there the plate showing is right)
+        _, ly0, _, ly1 = r_crop.layers.box
+        at_border = np.zeros(out.shape[0], bool)
+        at_border[ly0:ly1] = r_crop.layers.fg[:, :3, 3].min(1) > 128
+        band &= at_border[:, None]
+        want = _hair_mask(full) & band
+        assert want.sum() > 40, want.sum()
+        got = _hair_mask(out) & want
+        # (the plate: none of it; the mirrored hair: 0.65 — where the matte has a notch near the border, the run ends)
+        assert got.sum() / want.sum() > 0.5, (got.sum(), want.sum())
+        checked += 1
+    assert checked == 1

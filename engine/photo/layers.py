@@ -105,6 +105,7 @@ STRAY_MAX_NOISE = 10.0  # only where the background's own residual is below this
 STRAY_TEX = 2.0  # ... and busier (blurred |Laplacian|) than this × the far background's (75th percentile)
 STRAY_TEX_MIN = 10.0  # ... plus this (grey levels): a soft edge is no strand
 STRAY_INSIDE = 0.6  # share of an added piece that must lie inside the head ellipse
+OFF_PHOTO = 0.5  # face widths: how far the head layer goes on beyond a photo border that cuts through it
 PRIOR_DILATE = 0.04  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
 
 
@@ -486,6 +487,30 @@ class GridLayers:
                                   flags=cv2.INTER_AREA if s < 0.7 else cv2.INTER_LINEAR)
         frags = src.frags
         covered = (frags.face_id[0] >= 0).numpy()
+        # a photo's border that cuts through the head (a tight crop): the head goes on beyond it, the photo's own
+        # content reflected across the border (over OFF_PHOTO face widths), so a turn that brings it into the frame
+        # shows it, not the plate (which was filled grey or streaked there)
+        self.off_photo_px, self.off_photo_sides = off_photo_extent(layers.box, grid, head, src)
+        if self.off_photo_px > 0:
+            # not the face: its mirror image beside it would be a second face (there the plate shows, as before)
+            lm = grid.to_grid(src.photo_xy.numpy())[head.lm68.numpy()]
+            face = np.zeros((res, res), np.uint8)
+            cv2.fillConvexPoly(face, cv2.convexHull(np.round(np.concatenate([lm[0:17], lm[17:27]])).astype(np.int32)),
+                               1)
+            kf = max(1, int(round(0.05 * float(np.linalg.norm(lm[16] - lm[0])))))
+            face = cv2.dilate(face, np.ones((2 * kf + 1, 2 * kf + 1), np.uint8))
+            # ... nor the fitted head below the brows (jaw, neck, ears): mirrored, a second chin or neck ...
+            brow_y = float(lm[17:27, 1].mean())
+            rows = np.arange(res)[:, None] + 0.5
+            face |= (covered & (rows > brow_y)).astype(np.uint8)
+            # ... nor what lies below the upper lip (neck skin off the mesh beside the jaw, collar, shirt)
+            face |= np.broadcast_to(rows > float(lm[51, 1]), (res, res)).astype(np.uint8)
+            args = (grid, layers.box, self.off_photo_sides, self.off_photo_px, face)
+            # (``cut`` stays: the hair test samples the photo); the sides the head layer goes on beyond, only
+            self.matte, used = reflect_off_photo(self.matte, *args)
+            self.off_photo_sides = tuple(bool(u) for u in used)
+            if not any(used):
+                self.off_photo_px = 0.0
         depth = frags.depth[0].numpy().astype(np.float32)
         if covered.any():
             # off the mesh: the depth of the mesh's rim continued smoothly (hair and ears as a shell around the
@@ -596,6 +621,58 @@ class GridLayers:
         disp = np.where(hit[..., None] > 0, disp, ext)
         cover = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
         return disp.astype(np.float32), cover
+
+
+def off_photo_extent(box, grid, head, src) -> tuple[float, tuple[bool, bool, bool, bool]]:
+    """How far (photo px) the head layer goes on beyond the photo, and which of the layers' box sides (left, top,
+    right, bottom) are the photo's border with the work box reaching past it: (0, …) when none is."""
+    x0, y0, x1, y1 = box
+    side = grid.step * grid.res
+    sides = (grid.origin[0] < x0, grid.origin[1] < y0, grid.origin[0] + side > x1, grid.origin[1] + side > y1)
+    if not any(sides):
+        return 0.0, sides
+    lm = src.photo_xy.numpy()[head.lm68.numpy()]
+    fw = float(np.linalg.norm(lm[16] - lm[0]))
+    return OFF_PHOTO * fw, sides
+
+
+def reflect_off_photo(a: np.ndarray, grid, box, sides, depth_px: float, block: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, list[bool]]:
+    """Grid array ``a`` (R, R) continued beyond the photo's border (the ``sides`` of ``box`` that are one, up to
+    ``depth_px`` beyond): a pixel there takes its mirror point's value (about the border pixel's centre, as
+    cv2.BORDER_REFLECT_101 resamples the photo), but only along the run of ``a`` that touches the border: the
+    running minimum from the border inwards (where the head's outline comes back inside the photo, its mirror image
+    would be a second outline: 0 beyond it); ``block`` (R, R) > 0 (the face) ends a run too. Columns first, then
+    rows (a corner continues what the columns gave). Returns it and, per side (left, top, right, bottom), whether
+    anything goes on beyond it."""
+    res = grid.res
+    out = np.array(a, np.float32)
+    eff = out.copy() if block is None else np.where(block > 0, 0.0, out).astype(np.float32)
+    used = [False, False, False, False]  # left, top, right, bottom
+    c = (np.arange(res, dtype=np.float64) + 0.5) * grid.step
+    for axis, (lo, hi, s_lo, s_hi) in ((1, (box[0], box[2], sides[0], sides[2])),
+                                       (0, (box[1], box[3], sides[1], sides[3]))):
+        p = c + grid.origin[1 - axis]  # photo coordinate along the axis
+        ins = np.flatnonzero((p >= lo) & (p < hi))
+        if not len(ins):
+            continue
+        i0, i1 = int(ins[0]), int(ins[-1]) + 1
+        e, o = np.moveaxis(eff, axis, 0), np.moveaxis(out, axis, 0)  # views: (along the axis, across)
+        runs = (np.minimum.accumulate(e[i0:i1], axis=0), np.minimum.accumulate(e[i0:i1][::-1], axis=0)[::-1])
+        for side, on, idx, mirror, dist, run in (
+                (1 - axis, s_lo, np.flatnonzero(p < lo), 2 * lo + 1 - p, lo - p, runs[0]),
+                (3 - axis, s_hi, np.flatnonzero(p >= hi), 2 * hi - 1 - p, p - hi, runs[1])):
+            if not on or not len(idx):
+                continue
+            k = np.clip(np.round((mirror[idx] - grid.origin[1 - axis]) / grid.step - 0.5).astype(np.int64), i0,
+                        i1 - 1)
+            vals = run[k - i0]
+            vals[dist[idx] > depth_px] = 0
+            used[side] = bool((vals > MIN_ALPHA).any())
+            vals = np.maximum(o[idx], vals)  # (a pixel straddling the border keeps its own share of the matte)
+            o[idx] = vals
+            e[idx] = vals
+    return out.astype(a.dtype), used
 
 
 def src_alignment_matrix(proj) -> np.ndarray:

@@ -132,6 +132,7 @@ def _any_channel(m: np.ndarray) -> np.ndarray:
 # frames up to this many output pixels render on one thread: their arrays are too small to split, a second thread
 # only adds hand-offs (bench/photo_latency.py: 512 px drag previews 22 % slower at p95 on 2 threads than on 1)
 SMALL_FRAME_PX = 512 * 512
+_FG_EDGE_SKIP = 2  # px: the head layer continued beyond a photo border mirrors what lies this far inside it
 _FG2_PAD = 3  # zero border of the 2x head layer (bicubic taps reach 2 px)
 _FG2_INTERP = cv2.INTER_CUBIC  # (Lanczos: sharper than the direct remap by as much as cubic is softer, more pixels differ)
 
@@ -297,6 +298,7 @@ class PhotoRenderer:
                             if self.layers is not None else None)
         self._layer_scaled: dict = {}
         self._fg2: tuple | None = None  # (head layer, its 2x upsampling): _fg_2x
+        self._fg_pad: tuple | None = None  # (head layer, it padded beyond the photo, pads): _fg_beyond
         # extra layers composed after the fills (see engine.photo.layers, step 4): hook(renderer, coeffs, field)
         self.layer_hooks: list = []
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
@@ -989,8 +991,12 @@ class PhotoRenderer:
         plate, fg, (lx, ly) = self._layers_at(base, sx, sy)
         if eye_orig is not None and eye_orig.shape == base.shape:
             fg = self._eye_edited_fg(fg, lx, ly, base, eye_orig)
-        fg2 = self._fg_2x(fg) if interp == cv2.INTER_CUBIC and HEAD_REMAP_2X else None
         ph, pw = plate.shape[:2]
+        src_fg = fg
+        # beyond a photo border that cuts through the head, the head layer goes on (its colour reflected, as the
+        # grid's matte is: GridLayers.off_photo_px): a turn brings the photo's own content into the frame there
+        fg, (qx, qy) = self._fg_beyond(fg, lx, ly, base.shape[:2], max(sx, sy))
+        fg2 = self._fg_2x(src_fg, fg) if interp == cv2.INTER_CUBIC and HEAD_REMAP_2X else None
         # the plate stays (outside the layers' box: the photo)
         region = base[y0:y1, x0:x1].copy() if dst is None else dst  # dst: a copy of base's box to compose into
         ax0, ay0 = max(x0, lx), max(y0, ly)
@@ -1008,9 +1014,9 @@ class PhotoRenderer:
             bx0, by0, bx1, by1 = sub
             # the sampling map (see _compose), in the layer's pixels, and the cover: in this band only
             mx = up(dx, sub)
-            mx += np.arange(bx0 - lx, bx1 - lx, dtype=np.float32)[None, :]
+            mx += np.arange(bx0 - lx + qx, bx1 - lx + qx, dtype=np.float32)[None, :]
             my = up(dy, sub)
-            my += np.arange(by0 - ly, by1 - ly, dtype=np.float32)[:, None]
+            my += np.arange(by0 - ly + qy, by1 - ly + qy, dtype=np.float32)[:, None]
             if fg2 is not None:  # fg2 pixel (2u + 2·pad + 0.5) is fg's u (pixel centres at integers, the zero pad)
                 off = np.float32(2 * _FG2_PAD + 0.5)
                 mx *= 2
@@ -1042,21 +1048,62 @@ class PhotoRenderer:
         the editor's open job calls it, so the first sharp frame after a drag does not pay it."""
         if self.layers is not None and HEAD_REMAP_2X:
             with self._lock:
-                self._fg_2x(self._layers_at(self.image, 1.0, 1.0)[1])
+                _, fg, (lx, ly) = self._layers_at(self.image, 1.0, 1.0)
+                self._fg_2x(fg, self._fg_beyond(fg, lx, ly, self.image.shape[:2], 1.0)[0])
 
-    def _fg_2x(self, fg: np.ndarray) -> np.ndarray | None:
-        """The head layer ``fg`` zero-padded by :data:`_FG2_PAD` px and upsampled 2x bicubically (the padding: beyond
-        the layer's box the bicubic taps see transparency, as the direct remap's constant border gives), kept for the
-        layer it was made from; None for a layer made per frame (an eye edit's): the direct remap is cheaper then."""
+    def _fg_beyond(self, fg: np.ndarray, lx: int, ly: int, shape, scale: float):
+        """(the head layer ``fg`` (output px, at (lx, ly)) padded by its own pixels reflected across the photo's
+        border where that border cuts through the head, (left, top) pad): ``fg`` itself, (0, 0) when none does.
+        Kept for the layer it was made from."""
+        gl = self.grid_layers
+        d = 0.0 if gl is None else float(getattr(gl, "off_photo_px", 0.0))
+        if d <= 0:
+            return fg, (0, 0)
+        got = self._fg_pad
+        if got is not None and got[0] is fg:
+            return got[1], got[2]
+        fh, fw = fg.shape[:2]
+        p = int(math.ceil(d * scale)) + 2
+        sl, st, sr, sb = gl.off_photo_sides
+        pads = (p if st and ly == 0 else 0, p if sb and ly + fh == shape[0] else 0,
+                p if sl and lx == 0 else 0, p if sr and lx + fw == shape[1] else 0)
+        if not any(pads):
+            return fg, (0, 0)
+        # mirrored about a line _FG_EDGE_SKIP px inside, the outermost pixels too: a photo's outermost pixels are
+        # often a compression or scanning edge (a dark or light line), else drawn as a line where the head moved in
+        b = [_FG_EDGE_SKIP if q and n > 4 * _FG_EDGE_SKIP else 0 for q, n in zip(pads, (fh, fh, fw, fw))]
+        out = cv2.copyMakeBorder(fg[b[0]:fh - b[1], b[2]:fw - b[3]], *(q + e for q, e in zip(pads, b)),
+                                 cv2.BORDER_REFLECT_101)
+        # the pad only where the grid's head layer goes on (not the face's or the neck's mirror image: transparent
+        # there, the plate shows, as the mesh's own flow beyond the photo showed it before)
+        g = self.grid
+        k = 1.0 / (scale * g.step)
+        ox, oy = lx - pads[2], ly - pads[0]
+        m = np.array([[k, 0, ((ox + 0.5) / scale - g.origin[0]) / g.step - 0.5],
+                      [0, k, ((oy + 0.5) / scale - g.origin[1]) / g.step - 0.5]])
+        keep = cv2.warpAffine((gl.matte > photo_layers.MIN_ALPHA).astype(np.float32), m,
+                              (out.shape[1], out.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        keep[pads[0]:pads[0] + fh, pads[2]:pads[2] + fw] = 1.0
+        out[..., 3] = np.clip(out[..., 3] * keep + 0.5, 0, 255).astype(np.uint8)
+        self._fg_pad = (fg, out, (pads[2], pads[0]))
+        return out, (pads[2], pads[0])
+
+    def _fg_2x(self, fg: np.ndarray, padded_fg: np.ndarray | None = None) -> np.ndarray | None:
+        """The head layer ``fg`` (as padded by :meth:`_fg_beyond`: ``padded_fg``) zero-padded by :data:`_FG2_PAD`
+        px and upsampled 2x bicubically (the padding: beyond the layer's box the bicubic taps see transparency, as the
+        direct remap's constant border gives), kept for the layer it was made from; None for a layer made per frame
+        (an eye edit's): the direct remap is cheaper then."""
         got = self._fg2
         if got is not None and got[0] is fg:
             return got[1]
         if self._layer_scaled and not any(fg is v[1] for v in self._layer_scaled.values()):
             return None
-        if fg.shape[0] * fg.shape[1] > HEAD_REMAP_2X_MAX_PX:
+        if fg.shape[0] * fg.shape[1] > HEAD_REMAP_2X_MAX_PX:  # (the photo's own layer: a pad beyond it may add)
             return None
+        src = fg if padded_fg is None else padded_fg
         p = _FG2_PAD
-        padded = cv2.copyMakeBorder(fg, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
+        padded = cv2.copyMakeBorder(src, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
         fg2 = cv2.resize(padded, (2 * padded.shape[1], 2 * padded.shape[0]), interpolation=_FG2_INTERP)
         self._fg2 = (fg, fg2)
         return fg2
