@@ -145,6 +145,7 @@ def iris_gain(J, photos, weights=GAIN_WEIGHTS) -> str:
     widths), each render read (a) as the judge reads it, with dlib's landmarks on that render, and (b) inside the
     unedited photo's own lid polygons (the pixels alone: dlib's polygon follows the iris part of the way). Per photo
     the slope of each reading on the true shift; the medians last. 1 = the whole shift read."""
+    from engine.editing.controls import controls_for
     from engine.photo.eyes import EYEBALL_RADIUS, GAZE_MAX_DEG
     from engine.photo.fit import fit_photo
     from engine.photo.renderer import PhotoRenderer
@@ -162,10 +163,7 @@ def iris_gain(J, photos, weights=GAIN_WEIGHTS) -> str:
         xs, ys_j, ys_f = [], [], []
         for w in weights:
             c = fit.coeffs.clone()
-            for k in ("eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L", "eyeLookOut_R"):
-                c.expr[k] = 0.0
-            for k in (("eyeLookOut_L", "eyeLookIn_R") if w > 0 else ("eyeLookIn_L", "eyeLookOut_R")):
-                c.expr[k] = abs(w)
+            controls_for(c.exp_names)["look_horizontal"].set(c, w)  # the editor's control (eyeLook* pairs)
             a = np.ascontiguousarray(r.render(c).image)
             L = landmarks(a)
             if L is None or L0 is None:

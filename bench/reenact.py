@@ -482,6 +482,7 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
     import math
 
     from engine.drive import load_target
+    from engine.editing.controls import controls_for
     from engine.perception import align, iris
     from engine.photo import eyes
 
@@ -497,10 +498,7 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
         xs, ys = [], []
         for w in weights:
             c = target.coeffs.clone()
-            for k in ("eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L", "eyeLookOut_R"):
-                c.expr[k] = 0.0
-            for k in (("eyeLookOut_L", "eyeLookIn_R") if w > 0 else ("eyeLookIn_L", "eyeLookOut_R")):
-                c.expr[k] = abs(w)
+            controls_for(c.exp_names)["look_horizontal"].set(c, w)  # the editor's control (eyeLook* pairs)
             img = target.render(c)
             boxes = align.detect_faces(img)
             g = iris.gaze(img, align.landmarks68(img, boxes[0])) if boxes else None
