@@ -334,19 +334,11 @@ def _read_unpacked(unpacked: Path | None, need) -> dict[str, np.ndarray] | None:
 
 def _write_unpacked(unpacked: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write the copy atomically (older copies of the same file removed); a folder that cannot be written is skipped."""
-    import os
-    import tempfile
+    from engine.io.files import atomic_path
 
     try:
-        unpacked.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=unpacked.parent, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, unpacked)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(unpacked) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         stem = unpacked.name.rsplit("-", 1)[0]
         for old in unpacked.parent.glob(f"{stem}-*.npz"):
             if old != unpacked and len(old.name) == len(unpacked.name):
