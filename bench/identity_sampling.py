@@ -8,7 +8,8 @@ Each setting changes only how a random face is drawn, not the weights: ``id`` sc
 descriptor PCA of ``--id-codes`` generators), ``L`` is the number of per-layer ws truncation acts on (the file's
 ``trunc_layers``), ``psi`` the truncation (default 0.7, the editor's and bench/generator.py's). Per setting and
 seed set: the share of random pairs dlib's descriptor puts under 0.6 (``n`` faces per seed, as
-``../shared/tools/judge.py diversity``, faces upsampled to ≥ 160 px), their median distance, and FID-id (the
+``../shared/tools/judge.py diversity``, faces upsampled to ≥ 160 px; then pooled: every pair among all the seeds'
+faces, with its standard error, ``bench/generator.py``'s ``pair_share_se``), their median distance, and FID-id (the
 dlib-port descriptors of ``--fid-n`` faces against 512 held-out UTKFace test crops; ``training.evaluate.fid_id``'s
 measure on this script's seeds; its mean part |μ_real − μ_fake|² beside it, the rest is the covariance part; then the
 same against 512 test crops spread over the whole split — the first 512 in name order are ages 10–28 plus the
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT / "bench"))
-    from generator import Dlib, same_person_share, to_u8  # noqa: E402
+    from generator import Dlib, dlib_descriptors, pair_share_se, to_u8  # noqa: E402
 
     from engine.perception.identity import default_identity_net
     from training import evaluate as E
@@ -98,21 +99,27 @@ def main(argv=None) -> int:
                 real.append(torch.cat([idnet.embed_crops(crops[i:i + 32])
                                        for i in range(0, len(crops), 32)]).numpy().astype(np.float64))
     print(f"{fg.resolution} px faces; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| setting | seed set | same-person pairs | median dlib dist | faces found | FID-id | its mean part | "
+    print("| setting | seed set | same-person pairs (mean of the seeds' sets) | pooled: all pairs of all seeds' faces "
+          "(± standard error) | median dlib dist | faces found | FID-id | its mean part | "
           "FID-id, crops of all ages | its mean part |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for text in args.settings:
         s = parse_setting(text)
         for name, seeds in (("tune", args.tune_seeds), ("report", args.report_seeds)):
             if not seeds:
                 continue
-            shares, meds, found = [], [], 0
+            shares, meds, found, pool = [], [], 0, []
             for sd in seeds:
                 c, z = draw(fg, args.n, sd, s)
-                sh, med, fnd = same_person_share(dl, to_u8(images(fg, c, z, s)))
-                shares.append(sh)
-                meds.append(med)
-                found += fnd
+                ds = dlib_descriptors(dl, to_u8(images(fg, c, z, s)))
+                d = np.linalg.norm(ds[:, None] - ds[None], axis=-1)[np.triu_indices(len(ds), 1)]
+                shares.append(float(np.mean(d < 0.6)) if len(d) else float("nan"))
+                meds.append(float(np.median(d)) if len(d) else float("nan"))
+                found += len(ds)
+                pool.append(ds)
+            pool = np.concatenate(pool)  # every pair of the seeds' faces together: the rate with less noise
+            dp = np.linalg.norm(pool[:, None] - pool[None], axis=-1)[np.triu_indices(len(pool), 1)]
+            pooled = f"{100 * np.mean(dp < 0.6):.1f} % ± {100 * pair_share_se(pool):.1f}" if len(dp) else "–"
             fids = [float("nan")] * 4
             if args.fid_n:
                 c, z = draw(fg, args.fid_n, 10_000 + seeds[0], s)
@@ -123,7 +130,7 @@ def main(argv=None) -> int:
                 fids = [v for r in real for v in (E.frechet_distance(r, fake),
                                                    float(((r.mean(0) - fake.mean(0)) ** 2).sum()))]
             print(f"| {text} | {name} {' '.join(map(str, seeds))} | {100 * np.mean(shares):.1f} % "
-                  f"({' / '.join(f'{100 * v:.0f}' for v in shares)}) | {np.mean(meds):.3f} | "
+                  f"({' / '.join(f'{100 * v:.0f}' for v in shares)}) | {pooled} | {np.mean(meds):.3f} | "
                   f"{found}/{args.n * len(seeds)} | " + " | ".join(f"{v:.3f}" for v in fids) + " |", flush=True)
     return 0
 

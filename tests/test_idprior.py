@@ -284,3 +284,33 @@ def test_idprior_mapping_fine_tune_runs_resumes_and_exports(tmp_path, monkeypatc
     assert all(torch.equal(back.G.mapping.state_dict()[k], mapped[k]) for k in mapped)
     assert all(torch.equal(v, back.G.state_dict()[k]) for k, v in fg.G.state_dict().items()
                if not k.startswith("mapping."))  # synthesis, w̄_id and the statistics as they were
+
+
+def test_same_person_standard_error_matches_the_spread_over_random_face_sets():
+    """bench/generator.py's pair_share_se: the spread of the same-person share over sets of 48 faces drawn from one
+    population (a U-statistic: a face near many others enters many close pairs), not the binomial of n(n-1)/2
+    independent pairs, which is too narrow when faces cluster."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from generator import pair_share_se
+
+    rng = np.random.default_rng(0)
+    # a population with "look-alike" clusters of varying size: some faces have many near neighbours
+    centres = rng.normal(0, 0.2, (60, 16))
+    sizes = rng.integers(1, 30, 60)
+    pop = np.concatenate([c + rng.normal(0, 0.05, (k, 16)) for c, k in zip(centres, sizes)])
+    thr = np.quantile(np.linalg.norm(pop[:400, None] - pop[None, :400], axis=-1)[np.triu_indices(400, 1)], 0.09)
+    shares, ses = [], []
+    for _ in range(300):
+        x = pop[rng.choice(len(pop), 48, replace=False)]
+        d = np.linalg.norm(x[:, None] - x[None], axis=-1)[np.triu_indices(48, 1)]
+        shares.append(np.mean(d < thr))
+        ses.append(pair_share_se(x, thr))
+    empirical, estimated = np.std(shares), np.mean(ses)
+    p = np.mean(shares)
+    binomial = np.sqrt(p * (1 - p) / (48 * 47 / 2))
+    assert 0.75 < estimated / empirical < 1.3, (estimated, empirical)
+    assert empirical > 1.5 * binomial  # the independent-pairs answer would be far too confident here
+    assert np.isnan(pair_share_se(pop[:2], thr))
