@@ -346,3 +346,60 @@ def test_mouth_fill_colours_equal_the_whole_mesh_computation(astronaut, relit):
     if r.gray:
         want = np.repeat(want.mean(-1, keepdims=True), 3, -1)
     assert np.abs(f.fill_rgb - want).max() < 1e-4
+
+
+def test_model_skin_and_mirror_fill_on_their_box_equal_the_whole_grid(astronaut, monkeypatch):
+    """The model's skin a turn reveals (its blur, the colour match on a ring of the photo's skin and that gain's
+    continuation) and the mirror fill are computed on the grid's box around the pixels that carry them
+    (``skin_crop``): the same fields as over the whole grid, and the same frame."""
+    from engine.photo import renderer as R
+
+    fit, r = astronaut
+    matched = []
+    real = R.PhotoRenderer._skin_match
+    monkeypatch.setattr(R.PhotoRenderer, "_skin_match",
+                        lambda self, *a: matched.append(out := real(self, *a)) or out)
+    c = fit.coeffs.clone()
+    c.pose[0, 0] += math.radians(-30)
+    c.pose[0, 1] += math.radians(10)
+    fields, frames = [], []
+    for crop in (True, False):
+        r.skin_crop = crop
+        try:
+            fields.append(r.flow_field(c))
+            frames.append(r.render(c).image)
+        finally:
+            r.skin_crop = True
+    (a, b), res = fields, r.grid.res
+    assert len(a.extra) == len(b.extra) == 1
+    sa, sb = a.extra[0], b.extra[0]
+    assert sa.alpha.shape == (res, res) and sa.rgb.shape == (res, res, 3)
+    assert (sa.alpha > 0.5).sum() > 30  # a revealed cheek of model skin ...
+    assert any(np.abs(g - 1).max() > 0.05 for g in matched)  # ... matched to the photo's skin on a ring
+    assert np.allclose(sa.alpha, sb.alpha, atol=1e-6) and np.allclose(sa.rgb, sb.rgb, atol=1e-6)
+    assert np.array_equal(frames[0], frames[1])
+    assert np.abs(frames[0].astype(int) - fit.image).max() > 60  # the head moved
+
+    # the mirror fill on a blob of mirrored skin in the grid's corner region and in its middle
+    rng = np.random.default_rng(3)
+    cov = np.zeros((res, res), bool)
+    cov[20:200, 2:150] = True
+    hidden = np.zeros((res, res), np.float32)
+    mv = np.zeros((res, res, 6), np.float32)
+    for y0, x0 in ((30, 4), (120, 90)):
+        blob = (slice(y0, y0 + 25), slice(x0, x0 + 30))
+        hidden[blob] = 1.0
+        mv[blob + (slice(0, 2),)] = r._centres[blob] + rng.normal(0, 5, (25, 30, 2))
+        mv[blob + (2,)] = rng.uniform(0, 1, (25, 30))
+        mv[blob + (slice(3, 6),)] = rng.uniform(0.5, 1.5, (25, 30, 3))
+    mv *= cov[..., None]
+    out = []
+    for crop in (True, False):
+        r.skin_crop = crop
+        try:
+            out.append(r._mirror(mv, cov, hidden))
+        finally:
+            r.skin_crop = True
+    for x, y in zip(*out):
+        assert x.shape == y.shape and np.allclose(x, y, atol=1e-5)
+    assert (out[0][1] > 0.1).sum() > 500 and np.abs(out[0][0]).max() > 1

@@ -62,6 +62,10 @@ SKIN_MATCH_CORE, SKIN_MATCH_OUTSIDE, SKIN_MATCH_RING = 0.3, 0.15, 4
 SKIN_MATCH_MIN_PX = 8
 SKIN_MATCH_RANGE = (0.5, 1.6)
 SKIN_MATCH_SIGMA = 2.0  # grid px
+# grid px around the model skin's pixels over which it is computed: its alpha's blur (3) + the ring (SKIN_MATCH_RING)
+# + the ring's continuation (4 x SKIN_MATCH_RING) + SKIN_MATCH_SIGMA's blur (8) + 1: the whole grid's values there
+SKIN_CROP_MARGIN = 32
+MIRROR_CROP_MARGIN = 6  # the same for the mirror fill: its alpha's blur (3) and its displacement's continuation (4)
 PREVIEW_RES = 128  # work grid of drag previews (render with max_side): CPU p50 39 -> 21 ms at 512 px
 _SKIP_EPS = 0.02  # displacement (photo px) below which a grid pixel counts as unchanged
 FILL_SHARPEN_FROM = 1.5  # output px per work-grid px above which the mouth fill's edge is sharpened
@@ -303,6 +307,7 @@ class PhotoRenderer:
         self.layer_hooks: list = []
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
         self.unstretch = True  # False: a turn's flow keeps its streaks (flow.unstretch_rows; for tests and benches)
+        self.skin_crop = True  # False: the model's skin computed over the whole grid (the reference, for tests)
 
     @property
     def skin(self) -> relight.SkinModel:
@@ -574,21 +579,40 @@ class PhotoRenderer:
     def _model_skin(self, v: np.ndarray, f: "FlowField"):
         """Revealed skin neither the photo nor its mirror point shows: the model's skin under the photo's light
         (colour matched to the visible face) instead of the rim stretched into a streak; a LayerFill, or None.
-        ``v``: (R, R, 4) :meth:`_model_skin_attrs` interpolated on the grid."""
-        a = v[..., 3] * f.covered
-        if f.mirror_alpha is not None:
-            a = a * (1.0 - np.clip(f.mirror_alpha, 0, 1))
+        ``v``: (R, R, 4) :meth:`_model_skin_attrs` interpolated on the grid. Computed on the grid's box around the
+        pixels that carry it (plus :data:`SKIN_CROP_MARGIN`, as far as its blurs and the colour match reach: the
+        same values; 0 beyond, as the whole grid gives there) — without ``skin_crop``: over the whole grid."""
+        wc = v[..., 3] * f.covered
+        res = self.grid.res
+        (r0, r1, c0, c1) = (0, res, 0, res)
+        if self.skin_crop:
+            bb = flow.mask_bounds(wc > 0)
+            if bb is None:
+                return None
+            m = SKIN_CROP_MARGIN
+            r0, r1, c0, c1 = max(0, bb[0] - m), min(res, bb[1] + m + 1), max(0, bb[2] - m), min(res, bb[3] + m + 1)
+        win = (slice(r0, r1), slice(c0, c1))
+        wc, v, cov = wc[win], v[win], f.covered[win]
+        mirror = None if f.mirror_alpha is None else f.mirror_alpha[win]
+        a = wc
+        if mirror is not None:
+            a = a * (1.0 - np.clip(mirror, 0, 1))
         if float(a.max(initial=0)) < 1e-3:
             return None
         a = cv2.GaussianBlur(a.astype(np.float32), (0, 0), 0.8)
         # the colour where the antialiased alpha reaches: the premultiplied colour blurred alike (unblurred it is
         # 0 just outside the vertices that carry skin, and that sliver of alpha drew a dark, broken line on the
         # revealed cheek: ffhq 00002 / 00003 at +20°)
-        wc = v[..., 3] * f.covered
-        col = (cv2.GaussianBlur((v[..., :3] * f.covered[..., None]).astype(np.float32), (0, 0), 0.8)
+        col = (cv2.GaussianBlur((v[..., :3] * cov[..., None]).astype(np.float32), (0, 0), 0.8)
                / np.maximum(cv2.GaussianBlur(wc.astype(np.float32), (0, 0), 0.8), 1e-4)[..., None])
-        rgb = col * self._skin_match(col, v[..., 3], a, f) * a[..., None]
-        return photo_layers.LayerFill(alpha=a, rgb=rgb.astype(np.float32))
+        rgb = col * self._skin_match(col, v[..., 3], a, cov, mirror, f.displacement[win], (c0, r0)) * a[..., None]
+        if (r0, r1, c0, c1) == (0, res, 0, res):
+            return photo_layers.LayerFill(alpha=a, rgb=rgb.astype(np.float32))
+        full_a = np.zeros((res, res), np.float32)
+        full_a[win] = a
+        full_rgb = np.zeros((res, res, 3), np.float32)
+        full_rgb[win] = rgb
+        return photo_layers.LayerFill(alpha=full_a, rgb=full_rgb)
 
     def _hair_src(self) -> np.ndarray | None:
         """(R, R) bool on the photo's grid: hair (a beard, a hat) in the head layer — what grabCut itself took for
@@ -649,36 +673,45 @@ class PhotoRenderer:
             gp = self._grid_photo_cache = gp.astype(np.float32) / 255.0
         return gp
 
-    def _skin_match(self, col: np.ndarray, w: np.ndarray, a: np.ndarray, f: "FlowField") -> np.ndarray:
-        """(R, R, 3) gain that matches the model's skin to the photo's own skin around it: the ratio of the warped
+    def _skin_match(self, col: np.ndarray, w: np.ndarray, a: np.ndarray, covered: np.ndarray,
+                    mirror_alpha: np.ndarray | None, disp: np.ndarray, at: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """(h, w, 3) gain that matches the model's skin to the photo's own skin around it: the ratio of the warped
         photo to the model's colour on a ring of skin just outside the fill, continued smoothly inside it (the far
-        cheek of a 3/4 view lies in shadow; the model's light alone filled it pale). 1 where there is no ring."""
-        res = self.grid.res
-        ones = np.ones((res, res, 3), np.float32)
+        cheek of a 3/4 view lies in shadow; the model's light alone filled it pale). 1 where there is no ring. The
+        arrays are a window of the grid whose first column and row are ``at``."""
+        h, wd = a.shape
+        ones = np.ones((h, wd, 3), np.float32)
         core = (a > SKIN_MATCH_CORE).astype(np.uint8)
         if not core.any() or self._face_col is None:
             return ones
         k = SKIN_MATCH_RING
         near = cv2.dilate(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))) > 0
-        ring = near & (a < SKIN_MATCH_OUTSIDE) & f.covered
-        if f.mirror_alpha is not None:
-            ring &= f.mirror_alpha < SKIN_MATCH_OUTSIDE
+        ring = near & (a < SKIN_MATCH_OUTSIDE) & covered
+        if mirror_alpha is not None:
+            ring &= mirror_alpha < SKIN_MATCH_OUTSIDE
         if ring.sum() < SKIN_MATCH_MIN_PX:
             return ones
-        idx = np.stack(np.meshgrid(np.arange(res, dtype=np.float32), np.arange(res, dtype=np.float32)), -1)
-        m = idx + f.displacement / self.grid.step
-        warped = cv2.remap(self._grid_photo(), m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # the photo warped by the edit, on the ring's pixels only (the gain is read there)
+        ry, rx = np.nonzero(ring)
+        step = np.float32(self.grid.step)
+        mx = (rx + at[0]).astype(np.float32) + disp[ry, rx, 0] / step
+        my = (ry + at[1]).astype(np.float32) + disp[ry, rx, 1] / step
+        warped = cv2.remap(self._grid_photo(), mx[None], my[None], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)[0]
         fc = self._face_col
         d = np.sqrt(((warped - fc) ** 2).sum(-1)) / max(float(np.linalg.norm(fc)), 30.0 / 255.0)
-        ring &= d < SKIN_DIST_ZERO  # skin only (hair, a beard, the background beside the cheek say nothing)
-        if ring.sum() < SKIN_MATCH_MIN_PX:
+        skin = d < SKIN_DIST_ZERO  # skin only (hair, a beard, the background beside the cheek say nothing)
+        if skin.sum() < SKIN_MATCH_MIN_PX:
             return ones
+        ry, rx, warped = ry[skin], rx[skin], warped[skin]
+        ring = np.zeros_like(ring)
+        ring[ry, rx] = True
         known = w > 1e-3
         col_ext = flow.pull_push_near(np.where(known[..., None], col, 0).astype(np.float32),
                                       known.astype(np.float32), 2 * k)
-        g = np.clip(warped / np.maximum(col_ext, 1e-3), *SKIN_MATCH_RANGE).astype(np.float32)
-        g = flow.pull_push_near(np.where(ring[..., None], g, 0).astype(np.float32), ring.astype(np.float32), 4 * k,
-                                outside=1.0)
+        g = np.zeros((h, wd, 3), np.float32)
+        g[ry, rx] = np.clip(warped / np.maximum(col_ext[ry, rx], 1e-3), *SKIN_MATCH_RANGE)
+        g = flow.pull_push_near(g, ring.astype(np.float32), 4 * k, outside=1.0)
         g = cv2.GaussianBlur(g, (0, 0), SKIN_MATCH_SIGMA)
         return np.clip(g, *SKIN_MATCH_RANGE).astype(np.float32)
 
@@ -728,18 +761,36 @@ class PhotoRenderer:
 
     def _mirror(self, mv: np.ndarray | None, cov: np.ndarray, hidden: np.ndarray):
         """Mirror-fill fields on the grid (see :meth:`flow.SourceHead._mirror_fill`) from the interpolated
-        (R, R, 6) mirror attributes, or Nones."""
-        if mv is None or float((hidden * cov).max(initial=0)) < 0.05:
+        (R, R, 6) mirror attributes, or Nones. Computed on the box around the pixels that take it (plus the reach of
+        its blur and continuation; beyond: displacement 0, alpha 0, gain 1, as over the whole grid) — the whole grid
+        without ``skin_crop``."""
+        if mv is None or float(hidden.max(initial=0)) < 0.05:  # (hidden: 0 off the head)
             return None, None, None
         w = mv[..., 2]
+        res = self.grid.res
+        r0, r1, c0, c1 = 0, res, 0, res
+        if self.skin_crop:
+            bb = flow.mask_bounds(w > 0)
+            if bb is None:
+                return None, None, None
+            m = MIRROR_CROP_MARGIN
+            r0, r1, c0, c1 = max(0, bb[0] - m), min(res, bb[1] + m + 1), max(0, bb[2] - m), min(res, bb[3] + m + 1)
+        win = (slice(r0, r1), slice(c0, c1))
+        mv, w, cov = mv[win], w[win], cov[win]
         if float(w.max(initial=0)) < 1e-3:
             return None, None, None
         known = (w > 1e-4) & cov
-        d = np.where(known[..., None], mv[..., :2] - self._centres, 0.0).astype(np.float32)
+        d = np.where(known[..., None], mv[..., :2] - self._centres[win], 0.0).astype(np.float32)
         # the displacement is continued around the filled area (the upsampling reads there; the gain can be 1)
         d = flow.pull_push_near(d, known.astype(np.float32), 4)
-        a = cv2.GaussianBlur(w, (0, 0), 0.8) * cov
-        return d, a.astype(np.float32), np.where(known[..., None], mv[..., 3:6], 1.0).astype(np.float32)
+        a = (cv2.GaussianBlur(w, (0, 0), 0.8) * cov).astype(np.float32)
+        gain = np.where(known[..., None], mv[..., 3:6], 1.0).astype(np.float32)
+        if (r0, r1, c0, c1) == (0, res, 0, res):
+            return d, a, gain
+        full_d, full_a, full_g = (np.zeros((res, res, 2), np.float32), np.zeros((res, res), np.float32),
+                                  np.ones((res, res, 3), np.float32))
+        full_d[win], full_a[win], full_g[win] = d, a, gain
+        return full_d, full_a, full_g
 
     # ----------------------------------------------------------------------------------------- render
     def render(self, coeffs: Coefficients, max_side: int | None = None, placement: np.ndarray | None = None,
