@@ -3,7 +3,10 @@
     python bench/startup.py [--photo PATH] [--repeat 3]
 
 Rows: ``import engine.cli`` (building the parser imports no torch), ``discoface --help`` (prints the compute device,
-so it imports torch), ``import torch`` alone (the floor of any command that computes), ``import numba`` alone (what
+so it imports torch), ``import torch`` alone, and again with the cyclic garbage collector paused during the import
+and torch's objects frozen after it, as ``discoface`` starts (the floor of any command that computes: the collector's
+full passes over torch's objects, at the import and at exit, are a third of a plain ``import torch``'s CPU),
+``import numba`` alone (what
 a torch-free path would still pay for the rasterizer), and a cold ``discoface edit``
 of a 1 MP photo (front_man_darkskin_01, 910x1137: fit + one edited frame written as PNG), twice: the first edit of
 the photo (an empty photo cache, ``engine/editing/photo_cache.py``: detect, fit, layers) and a later one (the cache
@@ -63,6 +66,7 @@ def main(argv=None) -> int:
     rows = [("import engine.cli", [py, "-c", "import engine.cli"]),
             ("discoface --help", [py, "-c", cli, "--help"]),
             ("import torch", [py, "-c", "import torch"]),
+            ("import torch, collector paused (as discoface starts)", [py, "-c", PAUSED_TORCH]),
             ("import numba (the compiled rasterizer's)", [py, "-c", "import numba"])]
     print(f"start-up, fresh processes, median of {a.repeat}; load {'/'.join(f'{v:.1f}' for v in os.getloadavg())} "
           f"on {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
@@ -77,6 +81,8 @@ def main(argv=None) -> int:
         show(name, res)
         if name == "import torch":
             torch_rows = res
+        if name.startswith("import torch, collector"):
+            paused_rows = res
         if name.startswith("import numba"):
             numba_rows = res
     first, again, compiled = [], [], []
@@ -107,7 +113,9 @@ def main(argv=None) -> int:
     print(f"| the same with the engine's bytecode kept (.pyc, as an install has; {bc}) | {med(compiled, 0):.2f} "
           f"({med(compiled, 1):.2f}) | |")
     print(f"| the same, the photo's first edit | {med(first, 0):.2f} ({med(first, 1):.2f}) | |")
-    print(f"| `import torch` alone (the floor) | {med(torch_rows, 0):.2f} ({med(torch_rows, 1):.2f}) | |")
+    print(f"| `import torch` alone (plain) | {med(torch_rows, 0):.2f} ({med(torch_rows, 1):.2f}) | |")
+    print(f"| `import torch`, the collector paused as `discoface` starts (engine/cli/__init__.py) | "
+          f"{med(paused_rows, 0):.2f} ({med(paused_rows, 1):.2f}) | |")
     print(f"| `import numba` alone | {med(numba_rows, 0):.2f} ({med(numba_rows, 1):.2f}) | |")
     print(f"| editor: open a photo opened before (fit and layers from the photo cache) | "
           f"{statistics.median(o[2] for o in opens):.2f} ({statistics.median(o[3] for o in opens):.2f}) | |")
@@ -115,6 +123,7 @@ def main(argv=None) -> int:
     return 0
 
 
+PAUSED_TORCH = "import gc; gc.disable(); import torch; gc.freeze(); gc.enable()"  # engine.cli's start-up
 EDITOR_OPEN = """
 import sys, time
 from engine import runtime

@@ -1,0 +1,61 @@
+"""Start-up of the ``discoface`` command (issue 24, ``bench/startup.py``): what a fresh process does before the
+command's own work (engine/cli/__init__.py)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# runs engine.cli.main in a fresh process, then reports the collector's state and its passes over the oldest
+# generation (a full collection walks every object torch made)
+PROBE = """
+import gc, sys
+full = []
+gc.callbacks.append(lambda phase, info: full.append(1) if phase == 'start' and info['generation'] == 2 else None)
+from engine.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as exc:
+    rc = exc.code
+print(rc, gc.isenabled(), gc.get_freeze_count(), len(full), 'torch' in sys.modules)
+"""
+
+
+def probe(*args):
+    r = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                       timeout=300, env={**os.environ, "DISCOFACE_PHOTO_CACHE": "off"})
+    rc, enabled, frozen, full, torch = r.stdout.split()
+    return int(rc), enabled == "True", int(frozen), int(full), torch == "True"
+
+
+def test_a_fresh_command_starts_without_full_collections_and_collects_afterwards(tmp_path):
+    """In a fresh process ``import torch`` and the engine's imports run with the cyclic collector paused (its full
+    passes over torch's ~10^6 objects were ~0.4-0.7 s of CPU of a cached edit, at the import and at exit); the
+    objects made by then are frozen (never walked again) and the collector is on again for the command's work."""
+    rc, enabled, frozen, full, torch = probe("edit", tmp_path / "missing.jpg", "-o", tmp_path / "out.png")
+    assert rc == 2 and torch  # the error comes from the command: torch was imported
+    assert enabled  # the command's own work is collected as usual
+    assert frozen > 100_000  # torch's objects in the permanent generation
+    assert full == 0  # no full collection during the start-up (torch alone made 2-3)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_usage_error_leaves_the_collector_on(tmp_path):
+    """argparse's own error (exit 2 before any import of torch): the collector is turned back on."""
+    rc, enabled, frozen, _, torch = probe("edit", tmp_path / "a.jpg")  # no -o
+    assert rc == 2 and enabled and frozen == 0 and not torch
+
+
+def test_a_caller_that_imported_torch_keeps_its_collector(tmp_path, monkeypatch):
+    """The tests and the editor call ``main`` in a process that already runs: its collector is not touched."""
+    import gc
+
+    import torch  # noqa: F401
+
+    from engine import cli
+
+    monkeypatch.setattr(cli, "_run", lambda args, paused=False: (gc.isenabled(), paused))
+    before = gc.get_freeze_count()
+    assert cli.main(["edit", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "b.png")]) == (True, False)
+    assert gc.isenabled() and gc.get_freeze_count() == before
