@@ -59,3 +59,26 @@ def test_a_caller_that_imported_torch_keeps_its_collector(tmp_path, monkeypatch)
     before = gc.get_freeze_count()
     assert cli.main(["edit", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "b.png")]) == (True, False)
     assert gc.isenabled() and gc.get_freeze_count() == before
+
+
+def test_torch_imported_by_the_command_records_the_same_sources_without_reading_them():
+    """engine.cli imports torch with ``inspect.getframeinfo`` reading no source lines (torch only keeps the
+    ``file:line`` of each custom op's registration): the same ``file:line`` for every op as a plain ``import
+    torch``, and the registering files not read into ``linecache`` on the way (torch reads a few others itself)."""
+    code = ("import linecache, sys\n{imp}\nfrom torch._library import simple_registry\n"
+            "ops = {{k: e.fake_impl.kernel.source for k, e in simple_registry.singleton._data.items() "
+            "if e.fake_impl.kernel is not None}}\n"
+            "print(repr((ops, sorted(f for f in linecache.cache if 'torch' in f))))")
+    out = []
+    for imp in ("import torch", "from engine import cli; cli._import_torch()"):
+        r = subprocess.run([sys.executable, "-c", code.format(imp=imp)], capture_output=True, text=True, cwd=REPO,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        out.append(eval(r.stdout))
+    (plain_ops, plain_read), (cli_ops, cli_read) = out
+    assert len(plain_ops) > 50 and cli_ops == plain_ops
+    assert set(cli_read) < set(plain_read)
+    assert any(f.endswith('custom_ops.py') for f in plain_read)
+    import inspect
+
+    assert inspect.getframeinfo.__module__ == "inspect"  # put back
