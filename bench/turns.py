@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--turns", default=None, help="comma-separated yaw turns for the sheet (default -20,-10,10,20)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--tile", type=int, default=SHEET_TILE, help="sheet tile side, px (look at larger ones)")
+    ap.add_argument("--rows", type=int, default=SHEET_ROWS,
+                    help=f"sheet rows, photo by photo (default {SHEET_ROWS}; 0: every photo; with --only: all)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from engine.photo.renderer import PhotoRenderer
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "photos": res}, indent=1))
     if args.sheet:
-        rows = rows[:SHEET_ROWS] if not args.only else rows
+        rows = rows[:args.rows] if args.rows > 0 and not args.only else rows
         sheet = np.concatenate(rows, 0)
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(args.sheet), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])

@@ -610,3 +610,48 @@ def test_a_turn_continues_the_hair_a_tight_crop_cut_off_not_the_plate(hair_fit, 
         assert got.sum() / want.sum() > 0.5, (got.sum(), want.sum())
         checked += 1
     assert checked == 1
+
+
+SKIN = np.array([0.86, 0.62, 0.52], np.float32)  # a skin tone (shaded 0.75–0.95 over the surface)
+
+
+def test_a_bald_head_cut_off_at_a_top_corner_does_not_come_back_as_a_skin_patch(face_model, head):
+    """A tight crop through a bald head (the forehead and temple reach the top and left borders): the skin at the
+    border is not mirrored beyond it (only hair goes on), so a turn that brings what lay beyond the corner into the
+    frame shows the plate there, not a squarish patch of mirrored skin beside the head."""
+    c = face_model.zeros(1)
+    c.identity[0, :5] = torch.tensor([0.5, -0.3, 0.2, 0.0, 0.4])
+    al = _canvas_alignment()
+    proj = flow.HeadProjector(head, al)
+    with torch.no_grad():
+        cam = proj.camera_space(proj.posed(proj.model_vertices(c), c.pose[0]))
+        xy = proj.to_photo(cam)
+        tris = flow.flow_triangles(head)
+        frags = flow.rasterize(xy[None], cam[None, :, 2], tris, N)
+        v = torch.cat([head.model.mean, head.parts_mean])
+        tex = (0.85 + 0.1 * torch.sin(v[:, 0] * 1.3 + v[:, 1] * 0.9))[:, None] * torch.from_numpy(SKIN)[None]
+        face = flow.interpolate(tex[None], frags, tris)[0].permute(1, 2, 0).numpy()
+    cov = frags.face_id[0].numpy() >= 0
+    img = np.where(cov[..., None], (face * 255 + 0.5).astype(np.uint8), _bg())
+    ys, xs = np.nonzero(cov)
+    brow_y = float(xy[head.lm68[17:27], 1].min())
+    cy, cx = int(ys.min() + 0.5 * (brow_y - ys.min())), int(xs.min()) + 25  # through the forehead and the temple
+    m = al.matrix.copy()
+    m[:, 2] += m[:, 0] * cx + m[:, 1] * cy
+    crop_al = Alignment(matrix=m, size=al.size, landmarks_photo=al.landmarks_photo, landmarks_crop=al.landmarks_crop,
+                        photo_shape=(N - cy, N - cx, 3))
+    crop = PhotoFit(np.ascontiguousarray(img[cy:, cx:]), c.clone(), crop_al, np.ones(3, np.float32))
+    r = PhotoRenderer(crop, face_model, head)
+    assert r.layers is not None and r.layers.box[:2] == (0, 0)
+    c1 = _turn(c, -20)  # the head moves right: what lay beyond the left border comes in at the top-left corner
+    out = r.render(c1).image.astype(int)
+    f = r.flow_field(c1)
+    off = f.in_photo(f.covered.astype(np.float32), out.shape[:2]) < 0.01  # off the turned mesh
+    corner = np.zeros(out.shape[:2], bool)
+    corner[:60, :12] = True  # the corner beside the turned head, above the brows
+    corner &= off
+    assert corner.sum() > 300, corner.sum()
+    # skin: red well above green (the plate's fill of this background has r - g ≤ 30, the skin ≥ 40)
+    skin = (out[..., 0] - out[..., 1] > 35) & (out[..., 0] > 150) & corner
+    # (the old mirror: 145 of 720 corner pixels were mirrored forehead skin; now none)
+    assert skin.sum() <= 0.02 * corner.sum(), (skin.sum(), corner.sum())

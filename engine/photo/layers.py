@@ -107,6 +107,8 @@ STRAY_TEX_MIN = 10.0  # ... plus this (grey levels): a soft edge is no strand
 STRAY_INSIDE = 0.6  # share of an added piece that must lie inside the head ellipse
 OFF_PHOTO = 0.5  # face widths: how far the head layer goes on beyond a photo border that cuts through it
 PRIOR_DILATE = 0.04  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
+SKIN_BINS = (8, 16, 16)  # Lab histogram bins (L over 0..100, a and b over -64..64) of the skin / hair colour models
+SKIN_ODDS = 0.5  # beyond a photo border: a colour at least this share of its frequency in the hair, in the face, is skin
 
 
 def _grid_affine(origin, step: float) -> np.ndarray:
@@ -505,6 +507,9 @@ class GridLayers:
             face |= (covered & (rows > brow_y)).astype(np.uint8)
             # ... nor what lies below the upper lip (neck skin off the mesh beside the jaw, collar, shirt)
             face |= np.broadcast_to(rows > float(lm[51, 1]), (res, res)).astype(np.uint8)
+            # ... nor skin anywhere (a bald forehead or a temple cut off at the border: mirrored, it comes in at a top
+            # corner as a squarish skin patch beside the head): only hair and what grabCut took with it go on
+            face |= skin_on_grid(layers, grid, lm, covered, self.cut).astype(np.uint8)
             args = (grid, layers.box, self.off_photo_sides, self.off_photo_px, face)
             # (``cut`` stays: the hair test samples the photo); the sides the head layer goes on beyond, only
             self.matte, used = reflect_off_photo(self.matte, *args)
@@ -673,6 +678,51 @@ def reflect_off_photo(a: np.ndarray, grid, box, sides, depth_px: float, block: n
             o[idx] = vals
             e[idx] = vals
     return out.astype(a.dtype), used
+
+
+def skin_on_grid(layers: PhotoLayers, grid, lm: np.ndarray, covered: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """(R, R) bool: the head layer's pixels coloured as this photo's skin rather than its hair, by the photo's own
+    colours (Lab histograms, smoothed by one bin: skin from the face's inner 80 %, hair from grabCut's own head
+    ``cut`` off the fitted mesh above the chin; with too little hair to tell, any colour the face shows is skin).
+    Only on the fitted mesh (2 px grown). ``lm``: the 68 landmarks on the grid; ``covered``: the fitted mesh's pixels."""
+    res = grid.res
+    x0, y0 = layers.box[:2]
+    m = _grid_affine((grid.origin[0] - x0, grid.origin[1] - y0), grid.step)
+    flags = (cv2.INTER_AREA if grid.step > 1.5 else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    rgb = cv2.warpAffine(np.ascontiguousarray(layers.fg[..., :3]), m, (res, res), flags=flags,
+                         borderMode=cv2.BORDER_REPLICATE)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.int32)  # uint8: L·255/100, a + 128, b + 128
+    nl, na, nb = SKIN_BINS
+    bl = np.clip(lab[..., 0] * nl // 256, 0, nl - 1)
+    ba = np.clip((lab[..., 1] - 64) * na // 128, 0, na - 1)
+    bb = np.clip((lab[..., 2] - 64) * nb // 128, 0, nb - 1)
+    code = (bl * na + ba) * nb + bb
+    face = np.zeros((res, res), np.uint8)
+    pts = np.concatenate([lm[0:17], lm[17:27]])
+    c0 = lm[27:36].mean(0)  # the nose: the face's inner 80 % (hair lies over the cheeks' rim)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(c0 + 0.8 * (pts - c0)).astype(np.int32)), 1)
+    face = face.astype(bool) & covered
+    rows = np.arange(res)[:, None] + 0.5
+    hair = (cut > 0.5) & ~cv2.dilate(covered.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    hair &= rows < float(lm[8, 1])
+    if face.sum() < 50:
+        return np.zeros((res, res), bool)
+
+    def hist(sel):
+        h = np.bincount(code[sel], minlength=nl * na * nb).reshape(nl, na, nb).astype(np.float64)
+        for ax in range(3):  # one bin's blur along each axis (a face's colours are not on bin edges)
+            p = np.pad(h, [(1, 1) if a == ax else (0, 0) for a in range(3)])
+            h = (np.take(p, range(0, h.shape[ax]), ax) + 2 * np.take(p, range(1, h.shape[ax] + 1), ax)
+                 + np.take(p, range(2, h.shape[ax] + 2), ax)) / 4
+        return (h / max(h.sum(), 1e-9)).reshape(-1)
+
+    hs = hist(face)
+    hh = hist(hair) if hair.sum() >= 50 else np.full(nl * na * nb, 1.0 / (nl * na * nb))
+    skin = (hs[code] > SKIN_ODDS * hh[code]).astype(np.uint8)
+    skin = cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    # skin is the fitted head's surface (a bald scalp, a temple): off it, a colour the face merely has too (a pale
+    # wall, a highlight) is no skin
+    return skin & (cv2.dilate(covered.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
 
 
 def src_alignment_matrix(proj) -> np.ndarray:
