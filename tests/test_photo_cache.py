@@ -209,15 +209,24 @@ def test_the_source_head_is_kept_and_a_broken_one_is_computed_again(tmp_path, ic
         n["skin"] += 1
         return skin(self)
 
+    hair = R.PhotoRenderer._hair_src
+
+    def counted_hair(self):  # computed, not answered from the renderer's memo
+        n["hair"] += getattr(self, "_hair_src_cache", None) is None
+        return hair(self)
+
+    n["hair"] = 0
     monkeypatch.setattr(flow, "_harmonic_fill", counted_fill)
     monkeypatch.setattr(R.PhotoRenderer, "_compute_skin", counted_skin)
+    monkeypatch.setattr(R.PhotoRenderer, "_hair_src", counted_hair)
     first = tmp_path / "first.png"
     edit(capsys, ASTRONAUT, "--set", "yaw=12", "smile=0.4", "-o", first)
-    assert n["fill"] >= 1 and n["skin"] >= 1
+    assert n["fill"] >= 1 and n["skin"] >= 1 and n["hair"] >= 1
     src = entries()[0].with_suffix(".src.npz")
     assert src.is_file()
     good = dict(np.load(src))
-    assert {"visible", "src_xy", "mirror_w", "turn_outer", "skin_model_w"} <= set(good)
+    assert {"visible", "src_xy", "mirror_w", "turn_outer", "skin_model_w", "hair_src"} <= set(good)
+    assert good["hair_src"].dtype == bool and good["hair_src"].ndim == 2 and good["hair_src"].any()
 
     def again(name):
         before = dict(n)
@@ -225,7 +234,8 @@ def test_the_source_head_is_kept_and_a_broken_one_is_computed_again(tmp_path, ic
         assert (tmp_path / name).read_bytes() == first.read_bytes(), name
         return n["fill"] - before["fill"], n["skin"] - before["skin"], "photo cache" in out
 
-    assert again("cached.png") == (0, 0, True)
+    hair_before = n["hair"]
+    assert again("cached.png") == (0, 0, True) and n["hair"] == hair_before  # the turn's hair mask too (Lab: ~50 ms)
 
     def broken(change):
         arrays = {k: v.copy() for k, v in good.items()}
@@ -243,6 +253,9 @@ def test_the_source_head_is_kept_and_a_broken_one_is_computed_again(tmp_path, ic
     assert again("missing.png") == (0, 1, False)  # the turn's shell weights computed again
     broken(lambda a: a.update(skin_model_w=a["skin_model_w"][:-1]))  # the skin set-up alone: computed again
     assert again("skin.png") == (0, 1, True)
+    broken(lambda a: a.update(hair_src=a["hair_src"][:-1]))  # the hair mask alone: computed again, same pixels
+    hair_before = n["hair"]
+    assert again("hair.png") == (0, 0, True) and n["hair"] == hair_before + 1
     src.write_bytes(b"PK\x03\x04 broken")
     assert again("unreadable.png") == (1, 1, False)
     assert again("fine.png") == (0, 0, True)
