@@ -1,6 +1,6 @@
 """Photo mode latency: slider → frame for ``PhotoRenderer.render`` (issue 13), wall and CPU time, p50/p95.
 
-    python bench/photo_latency.py [--reps 40] [--threads 1 2]
+    python bench/photo_latency.py [--reps 40] [--threads 1 2] [--rounds 3]   (--rounds: 1 2 1 2 1 2, medians, ratios)
     python bench/photo_latency.py --animate [1 2]   (the animated turn's frames, 1 and 2 render worker processes; then
                                                     the real command, encoding in, start-up out)
 
@@ -147,6 +147,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the thread counts interleaved (1 2 1 2 ...) this many times; medians and ratios")
     ap.add_argument("--animate", type=int, nargs="*", metavar="WORKERS",
                     help="instead: the animated turn's frames at 512 px with these render worker counts (default 1 2)")
     a = ap.parse_args(argv)
@@ -164,14 +166,36 @@ def main(argv=None) -> int:
         print(f"{name}: fit + renderer {time.perf_counter() - t0:.1f} s", flush=True)
         renderers.append((name, r, drag(fit.coeffs, a.reps), max_side, target))
     print(f"{'case':36s} {'threads':>7s} {'wall p50':>9s} {'wall p95':>9s} {'cpu p50':>8s} {'cpu p95':>8s}  target p95")
-    for threads in a.threads:
-        runtime.apply_threads(threads)
-        cv2.setNumThreads(threads)
-        print(f"-- {runtime.machine_note()}", flush=True)
-        for name, r, coeffs, max_side, target in renderers:
-            w50, w95, c50, c95 = measure(r, coeffs, max_side)
-            goal = f"{target:.0f} ms" if target else "-"
-            print(f"{name:36s} {threads:7d} {w50:8.1f}ms {w95:8.1f}ms {c50:7.1f}ms {c95:7.1f}ms  {goal}", flush=True)
+    got: dict = {}
+    for rnd in range(a.rounds):
+        for threads in a.threads:
+            runtime.apply_threads(threads)
+            cv2.setNumThreads(threads)
+            # (the renderer splits a large frame's head-layer bands over the threads that have an idle core now)
+            print(f"-- {'round %d, ' % (rnd + 1) if a.rounds > 1 else ''}{runtime.machine_note()}; a large frame's "
+                  f"bands on {runtime.usable_threads(threads)} thread(s) now", flush=True)
+            for name, r, coeffs, max_side, target in renderers:
+                w50, w95, c50, c95 = measure(r, coeffs, max_side)
+                got.setdefault((name, threads), []).append((w50, w95, c50, c95))
+                goal = f"{target:.0f} ms" if target else "-"
+                print(f"{name:36s} {threads:7d} {w50:8.1f}ms {w95:8.1f}ms {c50:7.1f}ms {c95:7.1f}ms  {goal}", flush=True)
+    if a.rounds > 1:
+        import statistics
+
+        t0 = a.threads[0]
+        print(f"\nmedians over {a.rounds} interleaved rounds (wall p50 / p95, CPU p95), and each thread count's wall p95 "
+              f"against {t0} thread(s) in the same round (median / worst); {runtime.machine_note()}")
+        for name, *_ in renderers:
+            parts = []
+            for threads in a.threads:
+                v = got[(name, threads)]
+                med = [statistics.median(x[i] for x in v) for i in (0, 1, 3)]
+                part = f"{threads}T {med[0]:.1f} / {med[1]:.1f} ({med[2]:.1f})"
+                if threads != t0:
+                    ratios = [x[1] / y[1] for x, y in zip(v, got[(name, t0)])]
+                    part += f" x{statistics.median(ratios):.2f} / worst x{max(ratios):.2f}"
+                parts.append(part)
+            print(f"  {name:36s} " + "; ".join(parts), flush=True)
     return 0
 
 

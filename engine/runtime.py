@@ -74,6 +74,20 @@ def threads_for(job: str, cores: int | None = None, load: float | None = None) -
     return max(1, min(cores, cores - int(load + 0.5)))
 
 
+def usable_threads(n: int, cores: int | None = None, load: float | None = None) -> int:
+    """Of ``n`` threads one step may split its work over, how many have a core to run on now: the calling thread
+    plus the cores the 1-minute load average leaves idle besides it (the caller itself counts as at least one busy
+    core). On a busy machine that is 1: a second thread there only waits for a core another job holds, and the
+    step waits for it (bench/photo_latency.py: 2 threads up to 1.3-2x slower than 1 at load 2-6 on 2 cores)."""
+    n = max(1, int(n))
+    if n == 1:
+        return 1
+    cores = cpu_count() if cores is None else max(1, int(cores))
+    load = busy_cores() if load is None else max(0.0, float(load))
+    idle = int(cores - max(load, 1.0) + 0.5)
+    return max(1, min(n, 1 + idle))
+
+
 def machine_note(threads: int | None = None) -> str:
     """One line for every bench figure: the machine's load (1/5/15 min), its cores and torch's thread count."""
     try:

@@ -522,25 +522,30 @@ def test_relighting_a_turned_head_uses_its_posed_normals(head, face_model, pose,
 
 
 def test_small_frames_render_on_one_thread_and_restore_the_count(synth_renderer, synth_fit, monkeypatch):
-    """A drag preview's arrays are too small to split: torch and OpenCV run it on one thread (2 threads were 22 %
-    slower at p95, bench/photo_latency.py), and the caller's counts come back after it; big frames keep them."""
+    """A frame's work-grid steps run with torch and OpenCV on one thread (2 threads were 22 % slower at p95 on drag
+    previews, bench/photo_latency.py), and the caller's counts come back after it; a big frame's head-layer bands
+    get the caller's thread count while cores are idle (renderer._run_bands), a drag preview's none."""
     import cv2
 
     import engine.photo.renderer as renderer_mod
+    from engine import runtime
 
     seen = []
     monkeypatch.setattr(synth_renderer, "_render",
-                        lambda *a, **k: seen.append((torch.get_num_threads(), cv2.getNumThreads())))
+                        lambda *a, **k: seen.append((torch.get_num_threads(), cv2.getNumThreads(), a[4])))
+    monkeypatch.setattr(runtime, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 0.0)
     before = torch.get_num_threads(), cv2.getNumThreads()
     try:
         torch.set_num_threads(2)
         cv2.setNumThreads(2)
         synth_renderer.render(_edit(synth_fit.coeffs, yaw=10), max_side=256)
-        assert seen[-1] == (1, 1)
+        assert seen[-1] == (1, 1, 1)
         assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
         monkeypatch.setattr(renderer_mod, "SMALL_FRAME_PX", 0)  # as if the frame were big
         synth_renderer.render(_edit(synth_fit.coeffs, yaw=10))
-        assert seen[-1] == (2, 2)
+        assert seen[-1] == (1, 1, 2)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])

@@ -403,3 +403,132 @@ def test_model_skin_and_mirror_fill_on_their_box_equal_the_whole_grid(astronaut,
     for x, y in zip(*out):
         assert x.shape == y.shape and np.allclose(x, y, atol=1e-5)
     assert (out[0][1] > 0.1).sum() > 500 and np.abs(out[0][0]).max() > 1
+
+
+def test_a_large_frame_s_head_layer_bands_shared_by_threads_give_the_same_frame(astronaut, monkeypatch):
+    """Above SMALL_FRAME_PX a frame's head-layer bands are shared between the calling thread and torch's thread
+    count - 1 helpers while cores are idle (renderer._run_bands, runtime.usable_threads): the same frame as on one
+    thread, helpers really used (none on a busy machine); the work grid's steps run with torch and OpenCV on one
+    thread (their counts restored after the frame)."""
+    import threading
+
+    import cv2
+
+    from engine import runtime
+    from engine.photo import renderer as R
+    from engine.render import fast_raster
+
+    fit, r = astronaut
+    turn = _edits(fit.coeffs)[0]
+    monkeypatch.setattr(R, "SMALL_FRAME_PX", 0)  # the astronaut's 512 px frame counts as large
+    monkeypatch.setattr(runtime, "cpu_count", lambda: 4)
+    load = [0.0]
+    monkeypatch.setattr(runtime, "busy_cores", lambda: load[0])
+    seen, counts = set(), []
+    real_blend, real_flow = fast_raster.blend_over, R.PhotoRenderer.flow_field
+
+    def slow_blend(*a):
+        seen.add(threading.current_thread().name)
+        threading.Event().wait(0.002)  # (a band long enough for a helper to take some)
+        return real_blend(*a)
+
+    monkeypatch.setattr(fast_raster, "blend_over", slow_blend)
+    monkeypatch.setattr(R.PhotoRenderer, "flow_field",
+                        lambda self, *a: counts.append((torch.get_num_threads(), cv2.getNumThreads()))
+                        or real_flow(self, *a))
+    n0, cv0 = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        torch.set_num_threads(3)
+        cv2.setNumThreads(3)
+        shared = r.render(turn).image
+        helpers = {n for n in seen if n.startswith("photo-bands")}
+        seen.clear()
+        load[0] = 4.6  # every core busy: the calling thread alone
+        busy = r.render(turn).image
+        assert seen == {threading.current_thread().name}
+        load[0] = 0.0
+        seen.clear()
+        r.band_threads = False
+        alone = r.render(turn).image
+        assert torch.get_num_threads() == 3 and cv2.getNumThreads() == 3
+    finally:
+        r.band_threads = True
+        torch.set_num_threads(n0)
+        cv2.setNumThreads(cv0)
+    assert helpers, "no helper thread composed a band"
+    assert seen == {threading.current_thread().name}
+    assert counts == [(1, 1)] * 3
+    assert np.abs(shared.astype(int) - fit.image).max() > 60  # the head moved
+    assert np.array_equal(shared, alone) and np.array_equal(busy, alone)
+
+
+def test_run_bands_runs_each_band_once_and_never_waits_for_a_helper_without_a_core():
+    import threading
+
+    from engine.photo import renderer as R
+
+    got, lock = [], threading.Lock()
+
+    def fn(i):
+        threading.Event().wait(0.001)
+        with lock:
+            got.append(i)
+
+    R._run_bands(fn, list(range(40)), 3)
+    assert sorted(got) == list(range(40))
+    # every helper busy elsewhere (as a helper that gets no core): the calling thread does every band itself
+    pool = R._helper_pool(2)
+    release = threading.Event()
+    blockers = [pool.submit(release.wait) for _ in range(R._helpers_n)]
+    try:
+        got.clear()
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (R._run_bands(fn, list(range(10)), 3), done.set()))
+        t.start()
+        assert done.wait(10), "_run_bands waited for a helper that never started"
+        assert sorted(got) == list(range(10))
+    finally:
+        release.set()
+        for b in blockers:
+            b.result(10)
+
+    def bad(i):
+        if i == 7:
+            raise ValueError("band 7")
+
+    with pytest.raises(ValueError, match="band 7"):
+        R._run_bands(bad, list(range(12)), 2)
+
+
+def test_a_forked_child_makes_its_own_helper_threads():
+    """Render worker processes are forked: the parent's helper threads do not exist in the child, which makes its
+    own (else its bands' helper tasks would queue forever, holding their frames)."""
+    import os
+
+    from engine.photo import renderer as R
+
+    parent = R._helper_pool(1)
+    R._run_bands(lambda i: None, list(range(4)), 2)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether a helper ran a band, then leave at once
+        import threading
+
+        names = set()
+        try:
+            pool_is_new = R._helper_pool(1) is not parent
+
+            def fn(i):
+                names.add(threading.current_thread().name)
+                threading.Event().wait(0.003)
+
+            R._run_bands(fn, list(range(30)), 2)
+            ok = pool_is_new and any(n.startswith("photo-bands") for n in names)
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert got == b"1"

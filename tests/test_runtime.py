@@ -69,3 +69,14 @@ def test_device_description(monkeypatch):
     monkeypatch.setenv(runtime.DEVICE_ENV, "cpu")
     assert runtime.device_description(torch.device("cpu")).endswith("set by DISCOFACE_DEVICE=cpu")
     assert "MPS" in runtime.device_description(torch.device("mps"))
+
+
+def test_usable_threads_are_the_caller_plus_the_idle_cores():
+    assert runtime.usable_threads(1, cores=8, load=0.0) == 1
+    assert runtime.usable_threads(2, cores=2, load=0.0) == 2  # an idle machine (the caller counts as one busy core)
+    assert runtime.usable_threads(2, cores=2, load=1.0) == 2  # only the caller runs
+    assert runtime.usable_threads(2, cores=2, load=1.6) == 1  # another job holds the second core
+    assert runtime.usable_threads(2, cores=2, load=6.0) == 1
+    assert runtime.usable_threads(4, cores=16, load=2.0) == 4
+    assert runtime.usable_threads(8, cores=4, load=2.0) == 3
+    assert runtime.usable_threads(0, cores=4, load=0.0) == 1

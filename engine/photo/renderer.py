@@ -25,10 +25,11 @@ fit's own coefficients returns the photo unchanged (a fast path).
 """
 from __future__ import annotations
 
-import contextlib
 import math
+import os
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine import runtime
 from engine.face.head import NARROW_FACE_VERTICES, SKIN_PARTS, HeadModel, default_head
 from engine.face.model import Coefficients, FaceModel, default_model
 from engine.photo import eyes, fill, flow, layers as photo_layers, relight
@@ -133,12 +135,81 @@ def _any_channel(m: np.ndarray) -> np.ndarray:
     return out
 
 
-# frames up to this many output pixels render on one thread: their arrays are too small to split, a second thread
-# only adds hand-offs (bench/photo_latency.py: 512 px drag previews 22 % slower at p95 on 2 threads than on 1)
+# Threads. A frame's work-grid steps (256 px arrays, torch on a few thousand vertices) run on one thread: split by
+# torch's or OpenCV's own pools they only add hand-offs (and wait for a core another job holds). Frames above
+# SMALL_FRAME_PX output pixels share their head layer's bands (the frame's big resampling and blend) between the
+# calling thread and up to torch's thread count - 1 helper threads while the machine has idle cores for them
+# (runtime.usable_threads), each band taken from one queue by whichever is free: a helper that gets no core leaves
+# its bands to the others, so a second thread costs at most a band's wait.
+# Frames up to SMALL_FRAME_PX render on the calling thread alone (bench/photo_latency.py: 512 px drag previews 22 %
+# slower at p95 on 2 threads than on 1).
 SMALL_FRAME_PX = 512 * 512
 _FG_EDGE_SKIP = 2  # px: the head layer continued beyond a photo border mirrors what lies this far inside it
 _FG2_PAD = 3  # zero border of the 2x head layer (bicubic taps reach 2 px)
 _FG2_INTERP = cv2.INTER_CUBIC  # (Lanczos: sharper than the direct remap by as much as cubic is softer, more pixels differ)
+
+
+_helpers: ThreadPoolExecutor | None = None
+_helpers_n = 0
+_helpers_lock = threading.Lock()
+
+
+def _forget_helpers() -> None:
+    """In a forked child (a render worker process): the parent's helper threads do not exist there."""
+    global _helpers, _helpers_n, _helpers_lock
+    _helpers, _helpers_n, _helpers_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
+
+
+def _helper_pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool of at least ``n`` helper threads for :func:`_run_bands` (made on first use)."""
+    global _helpers, _helpers_n
+    with _helpers_lock:
+        if _helpers is None or _helpers_n < n:
+            _helpers, _helpers_n = ThreadPoolExecutor(n, thread_name_prefix="photo-bands"), n
+        return _helpers
+
+
+def _run_bands(fn, items: list, workers: int) -> None:
+    """``fn(item)`` for every item (disjoint bands of one frame): on the calling thread, and with ``workers`` > 1
+    also on ``workers`` - 1 helper threads, every band taken from one queue by whichever thread is free. Returns
+    when every band is done (never waits for a helper that has not started: it finds the queue empty); a band's
+    exception is raised here."""
+    if workers <= 1 or len(items) < 2:
+        for it in items:
+            fn(it)
+        return
+    queue = iter(items)
+    lock = threading.Lock()
+    left = [len(items)]
+    errors: list = []
+    done = threading.Event()
+
+    def work():
+        while True:
+            with lock:
+                it = next(queue, None)
+            if it is None:
+                return
+            try:
+                fn(it)
+            except BaseException as e:  # noqa: BLE001 (re-raised on the calling thread)
+                errors.append(e)
+            with lock:
+                left[0] -= 1
+                if not left[0]:
+                    done.set()
+
+    pool = _helper_pool(workers - 1)
+    for _ in range(min(workers - 1, len(items) - 1)):
+        pool.submit(work)
+    work()
+    done.wait()
+    if errors:
+        raise errors[0]
 
 
 class _one_thread:
@@ -311,6 +382,7 @@ class PhotoRenderer:
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
         self.unstretch = True  # False: a turn's flow keeps its streaks (flow.unstretch_rows; for tests and benches)
         self.skin_crop = True  # False: the model's skin computed over the whole grid (the reference, for tests)
+        self.band_threads = True  # False: a large frame's head layer bands on the calling thread alone (see _run_bands)
 
     @property
     def skin(self) -> relight.SkinModel:
@@ -807,12 +879,13 @@ class PhotoRenderer:
         h, w = self.image.shape[:2]
         side = max(h, w) if max_side is None else min(max(h, w), max(1, int(max_side)))
         small = side * side * min(h, w) / max(h, w) <= SMALL_FRAME_PX
-        with self._lock, (_one_thread() if small else contextlib.nullcontext()):
-            return self._render(coeffs, max_side, placement, offsets)
+        workers = 1 if small or not self.band_threads else runtime.usable_threads(torch.get_num_threads())
+        with self._lock, _one_thread():  # (see SMALL_FRAME_PX)
+            return self._render(coeffs, max_side, placement, offsets, workers)
 
     @torch.no_grad()
     def _render(self, coeffs: Coefficients, max_side: int | None, placement: np.ndarray | None = None,
-                offsets: np.ndarray | None = None) -> PhotoFrame:
+                offsets: np.ndarray | None = None, workers: int = 1) -> PhotoFrame:
         h, w = self.image.shape[:2]
         if max_side is not None and int(max_side) < 1:
             raise PhotoRenderError(f"max_side must be a positive number of pixels, got {max_side}")
@@ -829,7 +902,7 @@ class PhotoRenderer:
         if max_side is not None and self.preview_res is not None and not unchanged:
             p = self.preview_renderer()
             p.fast_path = self.fast_path
-            return p._render(c, max_side, placement, offsets)
+            return p._render(c, max_side, placement, offsets, workers)
         eye_orig = None
         if eyes.eye_expression_change(c, self.coeffs0):  # the eye layer edits the photo, the flow the head
             eye_orig = base  # the head layer's colour takes the edited eyes too (see _compose_layers)
@@ -866,7 +939,7 @@ class PhotoRenderer:
                 # a drag preview (max_side given) resamples bilinearly, the sharp frame bicubically
                 interp = cv2.INTER_LINEAR if max_side is not None else REMAP_INTERP
                 view = out[y0:y1, x0:x1]  # a copy of base: the layered head is composed in place there
-                region = self._compose(base, f, (x0, y0, x1, y1), sx, sy, interp, eye_orig, view)
+                region = self._compose(base, f, (x0, y0, x1, y1), sx, sy, interp, eye_orig, view, workers)
                 if region is not view:
                     view[...] = region
         lm = f.target.photo_xy[self.model.lm68].numpy() * np.array([sx, sy])
@@ -930,10 +1003,10 @@ class PhotoRenderer:
         return src.posed.numpy().astype(np.float32), src.photo_xy.numpy()
 
     def _compose(self, base: np.ndarray, f: FlowField, box, sx: float, sy: float,
-                 interp: int = REMAP_INTERP, eye_orig: np.ndarray | None = None, dst: np.ndarray | None = None
-                 ) -> np.ndarray:
+                 interp: int = REMAP_INTERP, eye_orig: np.ndarray | None = None, dst: np.ndarray | None = None,
+                 workers: int = 1) -> np.ndarray:
         """The edited ``box`` of the output; ``dst`` (optional): a writable copy of ``base[box]`` the layered head
-        is composed into (then returned)."""
+        is composed into (then returned); ``workers``: threads sharing the head layer's bands (:func:`_run_bands`)."""
         x0, y0, x1, y1 = box
         g = f.grid
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -956,7 +1029,7 @@ class PhotoRenderer:
         # upsampled *absolute* map would fade to the border value 0 there: a line of pixels from the photo's corner).
         # One plane at a time: cv2's two-channel float warpAffine is ~8x slower than two single-channel ones.
         if self.layers is not None and f.layer_cover is not None:
-            region = self._compose_layers(base, f, box, sx, sy, interp, up, eye_orig, dst)
+            region = self._compose_layers(base, f, box, sx, sy, interp, up, eye_orig, dst, workers)
         else:
             mx = up(f.displacement[..., 0] * np.float32(sx), box)
             my = up(f.displacement[..., 1] * np.float32(sy), box)
@@ -1037,7 +1110,8 @@ class PhotoRenderer:
         self._layer_scaled = {key: out}
         return out
 
-    def _compose_layers(self, base, f: FlowField, box, sx, sy, interp, up, eye_orig=None, dst=None) -> np.ndarray:
+    def _compose_layers(self, base, f: FlowField, box, sx, sy, interp, up, eye_orig=None, dst=None,
+                        workers: int = 1) -> np.ndarray:
         """Plate, then the head layer resampled once through the sampling map (output px) and composed by its
         warped matte × the grid's cover, the revealed surface opaque. Only where the head layer can show (the
         upsampled cover or revealed surface is > 0) is it resampled and blended; elsewhere the result is the plate
@@ -1066,7 +1140,8 @@ class PhotoRenderer:
             sx0, sy0, sx1, sy1 = sb
             solid = np.clip(up(f.layer_solid, sb) * np.float32(1.5), 0, 1)  # rows sy0:sy1, columns sx0:sx1
         dx, dy = f.displacement[..., 0] * np.float32(sx), f.displacement[..., 1] * np.float32(sy)
-        for sub in self._boxes((f.layer_cover > 0) | (f.layer_solid > 0), f.grid, box, sx, sy):
+
+        def band(sub):
             bx0, by0, bx1, by1 = sub
             # the sampling map (see _compose), in the layer's pixels, and the cover: in this band only
             mx = up(dx, sub)
@@ -1088,7 +1163,7 @@ class PhotoRenderer:
             # region·(1 − a) + head·a, a = head alpha × cover (or the opaque part), in one compiled pass
             if COMPILED_BLEND and fast_raster.blend_over(head, cover, view, solid,
                                                          (0, 0) if solid is None else (sy0 - by0, sx0 - bx0)):
-                continue
+                return
             a = cv2.multiply(cv2.extractChannel(head, 3), cover, scale=1.0 / 255.0, dtype=cv2.CV_32F)
             if solid is not None:  # where the band meets the opaque part's box
                 r0, r1, q0, q1 = max(by0, sy0), min(by1, sy1), max(bx0, sx0), min(bx1, sx1)
@@ -1097,6 +1172,8 @@ class PhotoRenderer:
                     np.maximum(part, solid[r0 - sy0:r1 - sy0, q0 - sx0:q1 - sx0], out=part)
             # the same with OpenCV (the numpy float blend was ~40 % of a 2048 px frame)
             view[...] = cv2.blendLinear(cv2.cvtColor(head, cv2.COLOR_RGBA2RGB), view, a, 1.0 - a)
+
+        _run_bands(band, self._boxes((f.layer_cover > 0) | (f.layer_solid > 0), f.grid, box, sx, sy), workers)
         return region
 
     def prepare_sharp(self) -> None:
