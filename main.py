@@ -54,9 +54,23 @@ def main(argv: list[str] | None = None) -> int:
         from engine.cli import main as cli_main  # sets the thread policy and the SIGTERM cleanup
 
         return cli_main(argv)
-    from app.main import run
+    return _editor()(argv[1:] if argv and argv[0] in GUI_FLAGS else argv)
 
-    return run(argv[1:] if argv and argv[0] in GUI_FLAGS else argv)
+
+def _editor():
+    """The editor's ``run``, imported as ``discoface`` starts (engine/startup.py: torch, Qt and the editor's modules
+    imported without the garbage collector's passes over them, then frozen)."""
+    from engine import startup
+
+    paused = startup.pause_gc()
+    try:
+        startup.import_torch()
+        from app.main import run
+
+        startup.start_up_done(paused)
+    finally:
+        startup.resume_gc(paused)
+    return run
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Start-up of the ``discoface`` command (issue 24, ``bench/startup.py``): what a fresh process does before the
-command's own work (engine/cli/__init__.py)."""
+command's own work (engine/startup.py, used by engine/cli/__init__.py and main.py)."""
 import os
 import subprocess
 import sys
@@ -62,7 +62,7 @@ def test_a_caller_that_imported_torch_keeps_its_collector(tmp_path, monkeypatch)
 
 
 def test_torch_imported_by_the_command_records_the_same_sources_without_reading_them():
-    """engine.cli imports torch with ``inspect.getframeinfo`` reading no source lines (torch only keeps the
+    """engine.startup (the command's start) imports torch with ``inspect.getframeinfo`` reading no source lines (torch only keeps the
     ``file:line`` of each custom op's registration): the same ``file:line`` for every op as a plain ``import
     torch``, and the registering files not read into ``linecache`` on the way (torch reads a few others itself)."""
     code = ("import linecache, sys\n{imp}\nfrom torch._library import simple_registry\n"
@@ -70,7 +70,7 @@ def test_torch_imported_by_the_command_records_the_same_sources_without_reading_
             "if e.fake_impl.kernel is not None}}\n"
             "print(repr((ops, sorted(f for f in linecache.cache if 'torch' in f))))")
     out = []
-    for imp in ("import torch", "from engine import cli; cli._import_torch()"):
+    for imp in ("import torch", "from engine import startup; startup.import_torch()"):
         r = subprocess.run([sys.executable, "-c", code.format(imp=imp)], capture_output=True, text=True, cwd=REPO,
                            timeout=300)
         assert r.returncode == 0, r.stderr
@@ -82,3 +82,39 @@ def test_torch_imported_by_the_command_records_the_same_sources_without_reading_
     import inspect
 
     assert inspect.getframeinfo.__module__ == "inspect"  # put back
+
+
+def test_the_quick_module_look_up_gives_inspects_answer_for_every_call_torch_makes():
+    """Every ``inspect.getmodule`` call made while engine.cli imports torch (~250: the custom ops' registering
+    frames; functions, which ``getmodule`` answers from their ``__module__``) gets the module that
+    ``inspect.getmodule`` itself finds, and the frames are answered without it."""
+    code = ("import inspect, sys\nfrom engine import startup\nquick = startup._frame_module\nseen = []\n"
+            "def checked(full):\n"
+            "    fast = quick(lambda o, f=None: seen.append('slow' if type(o).__name__ == 'frame' else 'other') "
+            "or full(o, f))\n"
+            "    def both(o, f=None):\n"
+            "        a = fast(o, f)\n"
+            "        seen.append(a is full(o, f))\n"
+            "        return a\n"
+            "    return both\n"
+            "startup._frame_module = checked\nstartup.import_torch()\n"
+            "print(seen.count(True), seen.count(False), seen.count('slow'), inspect.getmodule.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    same, different, slow, module = r.stdout.split()
+    assert int(same) > 100 and int(different) == 0 and int(slow) < 5
+    assert module == "inspect"  # put back
+
+
+def test_the_editor_starts_the_same_way():
+    """main.py's editor branch imports torch, Qt and the editor's modules with the collector paused (no full pass),
+    then freezes them and turns the collector back on before the window is built."""
+    code = ("import gc, sys\nfull = []\n"
+            "gc.callbacks.append(lambda p, i: full.append(1) if p == 'start' and i['generation'] == 2 else None)\n"
+            "import main\nrun = main._editor()\n"
+            "print(run.__module__, gc.isenabled(), gc.get_freeze_count(), len(full))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr
+    module, enabled, frozen, full = r.stdout.split()
+    assert module == "app.main" and enabled == "True" and int(frozen) > 100_000 and int(full) == 0

@@ -11,9 +11,9 @@ importtime -c "import engine.cli"``).
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 
+from engine import startup
 from engine.cli import drive, export, photo, render
 from engine.cli.common import EXIT_USER_ERROR, UsageError
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    paused = _pause_gc()
+    paused = startup.pause_gc()  # a fresh process: no collector passes over torch's objects (engine/startup.py)
     try:
         args = build_parser().parse_args(argv)
         prefetch = getattr(args, "prefetch", None)  # work a command starts before torch loads (a forked process)
@@ -60,58 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.prefetched is not None:
                 args.prefetched.close()
     finally:
-        if paused and not gc.isenabled():  # (an error before the start-up was over: collecting as usual again)
-            gc.enable()
-
-
-def _pause_gc() -> bool:
-    """A process that starts here (torch not imported yet) runs its start-up without the cyclic garbage collector.
-
-    ``import torch`` makes ~10^6 objects that live as long as the process; with the collector on, its full passes
-    over them during the import, the engine's imports and at the interpreter's exit were ~0.4–0.7 s of CPU of a
-    cached ``discoface edit`` (``bench/startup.py``). :func:`_start_up_done` moves everything made until then to
-    the collector's permanent generation (``gc.freeze``: never traversed again) and turns it back on, so the
-    command itself collects as usual. A caller that already imported torch (the tests, the editor) is left as is.
-    Returns whether the collector was paused."""
-    if "torch" in sys.modules or not gc.isenabled():
-        return False
-    gc.disable()
-    return True
-
-
-def _start_up_done(paused: bool) -> None:
-    if paused:
-        gc.freeze()
-        gc.enable()
-
-
-def _import_torch() -> None:
-    """``import torch`` with :func:`inspect.getframeinfo` reading no source lines. torch records where each of its
-    ~115 custom ops was registered as ``file:line`` (``torch._library.utils.get_source``: the filename and line
-    number only), but ``getframeinfo``'s default reads the line's source too: ~30 of torch's files read and the
-    module list searched, ~60 ms of CPU of every start. The recorded ``file:line`` are the same (tested)."""
-    if "torch" in sys.modules:
-        return
-    import inspect
-
-    full = inspect.getframeinfo
-
-    def without_source(frame, context=1):
-        return full(frame, 0)
-
-    inspect.getframeinfo = without_source
-    try:
-        import torch  # noqa: F401
-    finally:
-        inspect.getframeinfo = full
+        startup.resume_gc(paused)
 
 
 def _run(args, paused: bool = False) -> int:
-    _import_torch()
+    startup.import_torch()
     from engine.render import fast_raster
     from engine.runtime import setup_entry_point
 
-    _start_up_done(paused)  # torch and the engine's render modules imported
+    startup.start_up_done(paused)  # torch and the engine's render modules imported
     setup_entry_point("cli")
     fast_raster.defer()  # a few frames: not worth loading the compiled kernels (commands with many ask for them)
     try:
