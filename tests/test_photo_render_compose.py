@@ -532,3 +532,27 @@ def test_a_forked_child_makes_its_own_helper_threads():
     os.waitpid(pid, 0)
     os.close(r)
     assert got == b"1"
+
+
+def test_compiled_interpolation_equals_torch_s(astronaut, compiled):
+    """The renderer's per-vertex values interpolated by the compiled kernel (fast_raster.interpolate) are torch's sums
+    (flow.interpolate_attrs) to the bit, on a turn with random values; the frames are the same."""
+    from engine.photo import flow
+
+    fit, r = astronaut
+    turn, blink = _edits(fit.coeffs)
+    t = flow.rasterize_target(r.head, r.proj, r.src, turn, r.grid, r.neck)
+    attr = torch.rand(r.head.n_vertices, 9, generator=torch.Generator().manual_seed(5))
+    fast = r._interpolate(attr, t)
+    ref = flow.interpolate_attrs(attr, t, r.head)
+    assert fast.shape == ref.shape == (r.grid.res, r.grid.res, 9)
+    assert (np.abs(ref).sum(-1) > 0).sum() > 5000  # the head covers the grid
+    assert np.array_equal(fast, ref)
+    for c in (turn, blink):
+        a = r.render(c).image
+        r.compiled_interp = False
+        try:
+            b = r.render(c).image
+        finally:
+            r.compiled_interp = True
+        assert np.array_equal(a, b)

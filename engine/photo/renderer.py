@@ -382,6 +382,7 @@ class PhotoRenderer:
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
         self.unstretch = True  # False: a turn's flow keeps its streaks (flow.unstretch_rows; for tests and benches)
         self.skin_crop = True  # False: the model's skin computed over the whole grid (the reference, for tests)
+        self.compiled_interp = True  # False: the per-vertex values interpolated by torch (the reference, for tests)
         self.band_threads = True  # False: a large frame's head layer bands on the calling thread alone (see _run_bands)
 
     @property
@@ -474,7 +475,7 @@ class PhotoRenderer:
         skin_v = self._model_skin_attrs(c, t)
         if skin_v is not None:
             cols.append(skin_v)
-        allv = flow.interpolate_attrs(torch.cat(cols, 1), t, head)
+        allv = self._interpolate(torch.cat(cols, 1), t)
         base = allv[..., :4]
         k = 5 if turning else 4
         outer_w = allv[..., 4] if turning else None
@@ -544,6 +545,18 @@ class PhotoRenderer:
             if lf is not None:
                 f.extra.append(lf)
         return f
+
+    def _interpolate(self, attr: torch.Tensor, t: flow.TargetRaster) -> np.ndarray:
+        """:func:`flow.interpolate_attrs` (V, C) → (R, R, C), by the compiled kernel where it runs (the same sums,
+        ~5x faster: torch's gathers of a few thousand pixels' corners dominate it)."""
+        f = t.frags
+        if self.compiled_interp and f.face_id.shape[0] == 1 and not attr.requires_grad:
+            _, h, w = f.face_id.shape
+            out = fast_raster.interpolate(attr.numpy(), t.tris.numpy(), f.pix_face.numpy(), f.pix_bary.numpy(),
+                                          f.pix_index.numpy(), h * w)
+            if out is not None:
+                return out.reshape(h, w, attr.shape[1])
+        return flow.interpolate_attrs(attr, t, self.head)
 
     def _skin_setup(self):
         """Once per photo: the ramped weight of skin the photo never showed (fading in a few vertices inside it, as

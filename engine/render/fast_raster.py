@@ -219,7 +219,21 @@ def _compile():
                     v = np.float32(region[i, j, c]) * b + col[i, j, c] + half
                     region[i, j, c] = np.uint8(min(max(v, zero), top))
 
-    return zbuffer, barycentrics, blend_over, splat_nearest, fill_over
+    @numba.njit(cache=True, nogil=True)
+    def interpolate(attr, tris, pix_face, pix_bary, pix_index, out):  # pragma: no cover - compiled
+        """out (H·W, C) f32 at each covered pixel pix_index[n] ← Σ_k pix_bary[n, k] · attr[tris[pix_face[n], k]]
+        (attr (V, C) f32; the products summed in corner order, as torch's (N, 3, C) sum over the corners)."""
+        n = pix_face.shape[0]
+        c = attr.shape[1]
+        for i in range(n):
+            f = pix_face[i]
+            a, b, d = tris[f, 0], tris[f, 1], tris[f, 2]
+            w0, w1, w2 = pix_bary[i, 0], pix_bary[i, 1], pix_bary[i, 2]
+            o = pix_index[i]
+            for k in range(c):
+                out[o, k] = attr[a, k] * w0 + attr[b, k] * w1 + attr[d, k] * w2
+
+    return zbuffer, barycentrics, blend_over, splat_nearest, fill_over, interpolate
 
 
 _available: bool | None = None
@@ -248,8 +262,10 @@ def _get_kernels():
 
 def _load() -> None:
     """Compile (first run on a machine) or load the cached kernels, and run both once (float32 and float64)."""
-    zbuffer, barycentrics, blend, splat, fill = _get_kernels()
+    zbuffer, barycentrics, blend, splat, fill, interp = _get_kernels()
     fill(np.zeros((2, 2), np.float32), np.zeros((2, 2, 3), np.float32), np.zeros((2, 3, 3), np.uint8)[:, :2])
+    interp(np.zeros((3, 2), np.float32), np.array([[0, 1, 2]], np.int64), np.zeros(1, np.int64),
+           np.full((1, 3), 1 / 3, np.float32), np.zeros(1, np.int64), np.zeros((4, 2), np.float32))
     one = np.zeros(1, np.float32)
     splat(one, one, one, np.zeros((1, 2), np.float32), 2, np.zeros((4, 2), np.float32), np.zeros(4, np.float32),
           np.zeros(4, np.float32))
@@ -373,3 +389,21 @@ def fill_over(a: np.ndarray, col: np.ndarray, region: np.ndarray) -> bool:
         return False
     _get_kernels()[4](np.ascontiguousarray(a, np.float32), np.ascontiguousarray(col, np.float32), region)
     return True
+
+
+def interpolate(attr: np.ndarray, tris: np.ndarray, pix_face: np.ndarray, pix_bary: np.ndarray,
+                pix_index: np.ndarray, n_pixels: int) -> np.ndarray | None:
+    """Per-vertex values ``attr`` (V, C) float32 interpolated at the covered pixels of a :class:`Fragments`
+    (``pix_face`` (N,) indexing ``tris`` (F, 3), ``pix_bary`` (N, 3) float32, ``pix_index`` (N,) into the
+    ``n_pixels`` of the image): an (n_pixels, C) float32 array, 0 where nothing covers, in one compiled pass — the
+    sums :func:`engine.photo.flow.interpolate_attrs` takes with torch (tests/test_photo_render_compose.py). None
+    where the kernels are not to be used now (see :func:`defer`) or the dtypes are not these."""
+    if _deferred or (_loader is not None and _loader.is_alive()) or not available():
+        return None
+    if attr.dtype != np.float32 or pix_bary.dtype != np.float32:
+        return None
+    out = np.zeros((int(n_pixels), attr.shape[1]), np.float32)
+    _get_kernels()[5](np.ascontiguousarray(attr), np.ascontiguousarray(tris, np.int64),
+                      np.ascontiguousarray(pix_face, np.int64), np.ascontiguousarray(pix_bary),
+                      np.ascontiguousarray(pix_index, np.int64), out)
+    return out
