@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python bench/eyes_light.py [--quick] [--sheet docs/eyes_light.png] [--json out.json]
     OMP_NUM_THREADS=1 python bench/eyes_light.py --iris-gain [--quick]   (the judge's reading of a known iris shift)
+    OMP_NUM_THREADS=1 python bench/eyes_light.py --blink-floor [--only ...]   (what a *real* blink reads, per photo)
 
 Photos: the bundled astronaut, the 11 portraits of ``portraits/`` (a black-and-white one and a painting among them),
 4 ffhq-samples and 3 held-out UTKFace photos (``--quick``: 6 of them). Each is fitted once, then edited *as a user
@@ -16,6 +17,12 @@ of the bright eye pixels; natural: a* within −4 … +8 and b* within −4 … 
 nor grey-purple; neutral-to-ivory; see :func:`teeth_chroma`).
 Prints one row per photo and the medians against the issue's goals; ``--sheet`` writes a contact sheet (face crops
 of every edit; < 2 MB).
+
+``--blink-floor`` adds, per photo, what the judge reads on a *real* blink at that photo's eye size (see
+:func:`blink_floor`): the closed frames of the talking-heads clips' own blinks, scaled to the photo's eye width, over
+the photo's own open eye aspect ratio — the opening ratio blink = 1 would read if the photo's eyes closed exactly as
+those people's do (dlib reads a closed eye less closed the smaller it is: a squeeze at 0.06 with 40 px eyes reads 0.28
+at 24 px).
 """
 from __future__ import annotations
 
@@ -118,14 +125,17 @@ def teeth_chroma(J, a, L, a0, L0):
     return float(lab[:, 1].mean() - ref[0]), float(lab[:, 2].mean() - ref[1])
 
 
-def measure(J, a0, a):
+def measure(J, a0, a, blinks=None):
     a0, a = np.ascontiguousarray(a0), np.ascontiguousarray(a)
     s0, s1 = _shape(J, a0), _shape(J, a)
     if s0 is None or s1 is None:
         return None
     L0 = np.array([(p.x, p.y) for p in s0.parts()], float)
     L1 = np.array([(p.x, p.y) for p in s1.parts()], float)
-    r = {"opening": J._ear(L1) / J._ear(L0), "ear0": float(J._ear(L0)), "ear": float(J._ear(L1))}
+    r = {"opening": J._ear(L1) / J._ear(L0), "ear0": float(J._ear(L0)), "ear": float(J._ear(L1)),
+         "eye_px": eye_width(L0)}
+    if blinks:
+        r["real_blink"] = blink_floor(J, blinks, L0, float(J._ear(L0)))
     i0, i1 = J._iris(a0, L0), J._iris(a, L1)
     r["iris"] = float(i1[0] - i0[0]) if i0 is not None and i1 is not None else float("nan")
     c0, c1 = J._cheeks(a0, L0), J._cheeks(a, L0)
@@ -134,6 +144,67 @@ def measure(J, a0, a):
     r["id"] = float(np.linalg.norm(_descriptor(J, a, s1) - _descriptor(J, a0, s0)))
     r["teeth"] = teeth_chroma(J, a, L1, a0, L0)
     return r
+
+
+BLINK_SCAN_S = 15.0  # seconds of each talking-heads clip searched for its most closed frame
+BLINK_SCAN_EVERY = 3  # frames
+BLINK_REAL_MAX = 0.45  # a clip's most closed frame counts as a blink when its eye aspect ratio is at most this share of
+#                        the clip's median (open) one: a real blink, not a squint or a detector miss
+
+
+def real_blinks(J, folder: Path | None = None) -> list[dict]:
+    """Each talking-heads clip's own blink, as the judge reads it: dlib on every ``BLINK_SCAN_EVERY``-th frame of the
+    first ``BLINK_SCAN_S`` seconds; the most closed frame (lowest eye aspect ratio) and the clip's open eye width (the
+    median corner distance); kept where the closed frame reads ``BLINK_REAL_MAX`` of the clip's median or less."""
+    import imageio.v3 as iio
+
+    folder = folder or config.data_dir() / "talking-heads"
+    out = []
+    for clip in sorted(folder.glob("*.mp4")):
+        fps = float(iio.immeta(clip).get("fps", 25.0) or 25.0)
+        ears, widths, best = [], [], None
+        for i, f in enumerate(iio.imiter(clip)):
+            if i > BLINK_SCAN_S * fps:
+                break
+            if i % BLINK_SCAN_EVERY:
+                continue
+            a = np.ascontiguousarray(np.asarray(f)[..., :3])
+            s = _shape(J, a)
+            if s is None:
+                continue
+            L = np.array([(p.x, p.y) for p in s.parts()], float)
+            e = float(J._ear(L))
+            ears.append(e)
+            widths.append(eye_width(L))
+            if best is None or e < best[0]:
+                best = (e, a)
+        if len(ears) < 5:
+            continue
+        med = float(np.median(ears))
+        if best[0] <= BLINK_REAL_MAX * med:
+            out.append({"clip": clip.stem, "closed": best[1], "ear_closed": best[0], "ear_open": med,
+                        "eye_width": float(np.median(widths))})
+    return out
+
+
+def eye_width(L) -> float:
+    """dlib's eye width (corner to corner), the mean of both eyes, px."""
+    return float((np.linalg.norm(L[39] - L[36]) + np.linalg.norm(L[45] - L[42])) / 2)
+
+
+def blink_floor(J, blinks: list[dict], L0, ear0: float) -> float:
+    """The opening ratio a real blink reads on a photo whose dlib landmarks are ``L0`` (eye aspect ratio ``ear0``):
+    per clip of ``blinks`` (:func:`real_blinks`), its closed frame scaled (down only) so that its eye width is the
+    photo's, read by the judge's dlib, over ``ear0``; the median over the clips (nan: none read)."""
+    wp = eye_width(L0)
+    vals = []
+    for b in blinks:
+        f = min(1.0, wp / max(b["eye_width"], 1e-6))
+        a = b["closed"] if f >= 1.0 else cv2.resize(b["closed"], None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        s = _shape(J, np.ascontiguousarray(a))
+        if s is not None:
+            vals.append(float(J._ear(np.array([(p.x, p.y) for p in s.parts()], float))) / ear0)
+    return float(np.median(vals)) if vals else float("nan")
 
 
 GAIN_WEIGHTS = (-0.3, -0.15, -0.06, 0.0, 0.06, 0.15, 0.3)  # eyeLook weights of the known shifts (both eyes)
@@ -209,6 +280,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated name prefixes (docs/ sheets: --only astronaut)")
     ap.add_argument("--iris-gain", action="store_true", help="only: how much of a known rendered sideways iris "
                     "shift the judge's iris reading sees, per photo (see iris_gain)")
+    ap.add_argument("--blink-floor", action="store_true", help="also: what a real blink (the talking-heads clips' "
+                    "closed frames at each photo's eye size) reads as the blink opening (see blink_floor)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from engine import runtime
@@ -226,6 +299,10 @@ def main(argv=None) -> int:
         return 0
     rows, tiles = [], []
     t_all = time.perf_counter()
+    blinks = real_blinks(J) if args.blink_floor else None
+    if blinks is not None:
+        print("real blinks: " + ", ".join(f"{b['clip']} {b['ear_closed']:.3f}/{b['ear_open']:.3f} "
+                                          f"({b['eye_width']:.0f} px eyes)" for b in blinks), flush=True)
     for name, img in photos:
         fit = fit_photo(img)
         r = PhotoRenderer(fit)
@@ -239,7 +316,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             out = r.render(c).image
             res[f"{key}_s"] = time.perf_counter() - t0
-            res[key] = measure(J, fit.image, out)
+            res[key] = measure(J, fit.image, out, blinks if key == "blink" else None)
             row_tiles.append(out)
         rows.append(res)
         x0, y0, x1, y1 = box
@@ -267,7 +344,9 @@ def _row_text(res) -> str:
     t = _g(res, "jaw", "teeth")
     teeth = "  -  " if t is None else f"{t[0]:+.1f}/{t[1]:+.1f}"
     ids = [_g(res, k, "id") for k in EDITS]
-    return (f"{res['photo'][:28]:28s} blink {f(_g(res, 'blink', 'opening'), '{:.2f}')}  wide "
+    rb = _g(res, "blink", "real_blink")
+    real = "" if rb is None else f" (real {f(rb, '{:.2f}')})"
+    return (f"{res['photo'][:28]:28s} blink {f(_g(res, 'blink', 'opening'), '{:.2f}')}{real}  wide "
             f"{f(_g(res, 'wide', 'opening'), '{:.2f}')}  iris {f(_g(res, 'look-', 'iris'))} {f(_g(res, 'look+', 'iris'))}"
             f"  cheek {f(_g(res, 'light-60', 'cheek'))} {f(_g(res, 'light+60', 'cheek'))}  cast "
             f"{f(max([v for v in (_g(res, 'light-60', 'cast'), _g(res, 'light+60', 'cast')) if v is not None], default=None), '{:.1f}')}"
@@ -286,13 +365,21 @@ def summary(rows) -> str:
     cm, cp = col("light-60", "cheek"), col("light+60", "cheek")
     casts = col("light-60", "cast") + col("light+60", "cast")
     teeth = col("jaw", "teeth")
+    # blink vs what a real blink reads at the same photo's eye size (--blink-floor)
+    pairs = [(_g(r, "blink", "opening"), _g(r, "blink", "real_blink")) for r in rows]
+    pairs = [(o, f) for o, f in pairs if o is not None and f is not None and not math.isnan(f)]
     nat = [TEETH_DA[0] <= a <= TEETH_DA[1] and TEETH_DB[0] <= b <= TEETH_DB[1] for a, b in teeth]
     ids = {k: col(k, "id") for k in EDITS}
     lines = ["", "| measure | median (worst) | goal |", "|---|---|---|",
              f"| blink = 1: eye opening vs the original | {med(blink):.2f} ({max(blink, default=float('nan')):.2f}) "
              f"| ≤ 0.35 |",
+             f"| blink: eye width (dlib, px) | {med(col('blink', 'eye_px')):.0f} "
+             f"({min(col('blink', 'eye_px'), default=float('nan')):.0f}) | |",
              f"| blink = 1: eye aspect ratio, original → closed (a real blink reads about 0.1) | "
              f"{med(col('blink', 'ear0')):.3f} → {med(col('blink', 'ear')):.3f} | |",
+             *([f"| blink: a real blink at each photo's eye size (talking-heads clips' closed frames; --blink-floor) "
+                f"| {med([f for _, f in pairs]):.2f} ({max(f for _, f in pairs):.2f}); ours at or under it on "
+                f"{sum(o <= f for o, f in pairs)} of {len(pairs)} | |"] if pairs else []),
              f"| eyeWide = 1: eye opening | {med(wide):.2f} ({min(wide, default=float('nan')):.2f}) | ≥ 1.12 |",
              f"| look_horizontal −0.8 / +0.8: iris shift, eye widths | {med(lm):+.3f} / {med(lp):+.3f} "
              f"(right direction {sum(v < 0 for v in lm)}/{len(lm)}, {sum(v > 0 for v in lp)}/{len(lp)}) "

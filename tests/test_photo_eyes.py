@@ -598,3 +598,45 @@ def test_teeth_check_reads_a_thin_teeth_band_not_the_lower_lips_wet_rim():
     assert nat(eyes_light.teeth_chroma(None, ivory, lm, ivory, lm))
     pink = mouth((235, 185, 190))
     assert not nat(eyes_light.teeth_chroma(None, pink, lm, pink, lm))
+
+
+def test_blink_floor_reads_a_real_blink_at_the_photos_eye_size():
+    """bench/eyes_light.py --blink-floor: a real closed eye is read at the photo's own eye size (scaled down, never
+    up: dlib reads a closed eye less closed the smaller it is) and over the photo's own open eye aspect ratio."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import eyes_light
+
+    class FakeJudge:
+        """A stand-in for the judge's dlib: reads a closed eye (aspect ratio 0.1) on frames at least 400 px wide, a
+        half-open one (0.25) on smaller ones; the frame's width is carried in the landmarks."""
+
+        @staticmethod
+        def _det(a, up):
+            return [SimpleNamespace(area=lambda: 1.0)]
+
+        @staticmethod
+        def _sp(a, rect):
+            pts = [SimpleNamespace(x=float(a.shape[1]), y=0.0) for _ in range(68)]
+            return SimpleNamespace(parts=lambda: pts)
+
+        @staticmethod
+        def _ear(L):
+            return 0.1 if L[0, 0] >= 400 else 0.25
+
+    def photo_landmarks(eye_w):
+        L = np.zeros((68, 2))
+        L[39, 0] = L[45, 0] = eye_w
+        return L
+
+    blinks = [{"clip": "c", "closed": np.zeros((600, 800, 3), np.uint8), "eye_width": 40.0}]
+    J = FakeJudge()
+    # the photo's eyes as large as the clip's (or larger: never upscaled): read at the clip's size
+    assert eyes_light.blink_floor(J, blinks, photo_landmarks(40.0), 0.3) == pytest.approx(0.1 / 0.3)
+    assert eyes_light.blink_floor(J, blinks, photo_landmarks(120.0), 0.2) == pytest.approx(0.1 / 0.2)
+    # a photo with 10 px eyes: the clip scaled to a quarter (200 px) before it is read
+    assert eyes_light.blink_floor(J, blinks, photo_landmarks(10.0), 0.3) == pytest.approx(0.25 / 0.3)
+    assert eyes_light.eye_width(photo_landmarks(10.0)) == pytest.approx(10.0)
