@@ -74,4 +74,8 @@ def _editor():
 
 
 if __name__ == "__main__":
+    if route(sys.argv[1:]) == "cli":
+        from engine.cli import entry  # (the process ends as the discoface command's does: engine.startup.exit_now)
+
+        entry(sys.argv[1:])
     sys.exit(main())

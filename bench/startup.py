@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args(argv)
     py = sys.executable
-    cli = "import sys; from engine.cli import main; sys.exit(main())"
+    cli = "from engine.cli import entry; entry()"  # what the discoface console script runs (pyproject.toml)
     work = Path(tempfile.mkdtemp(prefix="startup_"))
     out = work / "edit.png"
     edit = [py, "-c", cli, "edit", str(a.photo), "--set", "yaw=10", "smile=0.5", "-o", str(out)]

@@ -77,3 +77,32 @@ def _frame_module(full):
         return full(obj, _filename)
 
     return getmodule
+
+
+def exit_now(code) -> None:
+    """End a command-line process without the interpreter's tear-down (``os._exit``), which for a process holding
+    torch freed its ~10^6 objects one by one and ran its libraries' destructors: ~0.1 s of CPU and 0.25 s of wall
+    of a cached ``discoface edit`` at load ~6 (0.145 → 0.038 s CPU from ``main``'s return to the process's end,
+    5 runs each). What the tear-down would do that matters is done first: stdout / stderr flushed and the
+    :mod:`atexit` functions run (the engine's removal of partial outputs, temporary folders' finalizers,
+    multiprocessing's and logging's clean-ups). Falls back to ``sys.exit`` — the ordinary end — when another
+    non-daemon thread is still running (the interpreter would wait for it) or ``code`` is not an exit status."""
+    import threading
+
+    if code is None:
+        code = 0
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not isinstance(code, int) or isinstance(code, bool) or others or sys.flags.inspect:
+        sys.exit(code)
+    import atexit
+    import os
+
+    try:
+        atexit._run_exitfuncs()  # (what Py_Finalize runs first; exceptions in them are printed, as at a normal end)
+    finally:
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(code & 0xFF)

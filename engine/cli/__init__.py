@@ -19,7 +19,7 @@ from engine.cli.common import EXIT_USER_ERROR, UsageError
 
 COMMANDS = (render, photo, export, drive)  # each module: register(subparsers)
 
-__all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
+__all__ = ["main", "entry", "build_parser", "UsageError", "COMMANDS"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMANDS:
         module.register(sub)
     return ap
+
+
+def entry(argv: list[str] | None = None) -> None:
+    """The ``discoface`` console script: :func:`main`, then the process ends without the interpreter's tear-down
+    (:func:`engine.startup.exit_now`: output flushed and the atexit functions run first). ``main`` itself returns
+    (the tests and main.py call it)."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's errors and --help
+        code = exc.code
+    startup.exit_now(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,4 +97,4 @@ def _run(args, paused: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
