@@ -549,3 +549,33 @@ def test_small_frames_render_on_one_thread_and_restore_the_count(synth_renderer,
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+@pytest.mark.parametrize("key,value", [("face_width", -3.0), ("face_length", 3.0), ("jaw_width", 3.0),
+                                       ("jawOpen", 1.0)])
+def test_identity_and_expression_edits_keep_the_neck_base_on_the_torso(synth_renderer, synth_fit, face_model, key,
+                                                                       value):
+    """The lower neck joins the photo's (unmoving) torso: an identity edit at the slider's end (±3σ) or an
+    expression that reshapes the neck must not move its base, which dragged the collar, the shirt and the background
+    beside them (a face_width -3 moved a portrait's neck base by 50 px and sheared the whole jacket)."""
+    from engine.editing.controls import controls_for
+
+    table = controls_for(face_model.exp_names, face_model)
+    c = synth_fit.coeffs.clone()
+    table[key].set(c, value)
+    r = synth_renderer
+    idx, w = r.neck
+    base = idx[w[:, 0] > 0.999]
+    assert len(base) > 20
+    f = r.flow_field(c)
+    moved = (f.target.photo_xy - r.src.photo_xy).norm(dim=1)
+    upper = r.src.verts[:, 1] > flow.NECK_FREE_Y
+    assert float(moved[upper].max()) > 2.0  # the edit happens (on the face, the scalp)
+    assert float(moved[base].max()) < 0.05, float(moved[base].max())
+    # the flow there is still (what would drag the collar and shirt in a real photo)
+    g = f.target.grid_xy[base].round().long().numpy()
+    res = r.grid.res
+    g = g[(g >= 0).all(1) & (g < res).all(1)]
+    assert len(g) > 20
+    d = np.linalg.norm(f.displacement[g[:, 1], g[:, 0]], axis=1)  # (a few land on the jaw's rim in front)
+    assert float(np.median(d)) < 0.2, float(np.median(d))

@@ -337,10 +337,14 @@ def rasterize_target(head: HeadModel, proj: HeadProjector, src: SourceHead, coef
     ``offsets``: an optional (V, 2) photo-px shift of each projected vertex, before the placement."""
     verts = proj.model_vertices(coeffs)
     posed = proj.posed(verts, coeffs.pose[0])
-    # lower neck: keep its fitted pose (the shoulders do not turn with the head)
+    # lower neck: keep its fitted pose (the shoulders do not turn with the head) and its fitted shape (it joins the
+    # photo's torso: an identity or expression edit that widens or moves the neck's base dragged the collar and
+    # shirt along, and the background beside them)
     idx, w = neck
     if not torch.equal(coeffs.pose[0], src.pose):
         posed[idx] = posed[idx] + w * (proj.posed(verts[idx], src.pose) - posed[idx])
+    if not torch.equal(verts[idx], src.verts[idx]):
+        posed[idx] = posed[idx] + w * (src.posed[idx] - proj.posed(verts[idx], src.pose))
     cam = proj.camera_space(posed)
     photo_xy = proj.to_photo(cam)
     if offsets is not None:
