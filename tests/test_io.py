@@ -204,3 +204,35 @@ def test_entry_point_sets_torch_threads():
                          timeout=120).stdout.split()
     want = runtime.threads_for("interactive")
     assert out == [str(want), str(want)]
+
+
+def test_png_bytes_decode_to_the_same_pixels_for_every_8_bit_layout(tmp_path):
+    """save_image's own PNG writer (Up filter, zlib RLE in two halves deflated at once, one zlib stream): grey,
+    grey + alpha, RGB and RGBA, a one-row and a one-column image, read back by PIL and OpenCV pixel for pixel; the
+    file no larger than PIL's at the level save_image used (1) on a photo-like image; other dtypes left to PIL."""
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from engine.io.files import PNG_COMPRESS_LEVEL, png_bytes, save_image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:700, 0:530]
+    smooth = np.stack([(xx * 0.3 + yy * 0.1) % 256, (yy * 0.4) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    photo = np.clip(smooth + rng.integers(0, 6, smooth.shape), 0, 255).astype(np.uint8)  # big: two halves
+    alpha = (xx % 256).astype(np.uint8)
+    for a in (photo, photo[..., 0], np.dstack([photo[..., 0], alpha]), np.dstack([photo, alpha]), photo[:1],
+              photo[:, :1], rng.integers(0, 256, (3, 5, 3), dtype=np.uint8)):
+        data = png_bytes(a)
+        assert data is not None and data.startswith(b"\x89PNG")
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), a), a.shape
+    out = tmp_path / "photo.png"
+    save_image(out, photo)
+    back = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(back[..., ::-1], photo)
+    pil = io.BytesIO()
+    Image.fromarray(photo).save(pil, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    assert out.stat().st_size <= pil.tell()
+    assert png_bytes(photo.astype(np.uint16)) is None and png_bytes(np.zeros((4, 4, 5), np.uint8)) is None
