@@ -579,3 +579,29 @@ def test_identity_and_expression_edits_keep_the_neck_base_on_the_torso(synth_ren
     assert len(g) > 20
     d = np.linalg.norm(f.displacement[g[:, 1], g[:, 0]], axis=1)  # (a few land on the jaw's rim in front)
     assert float(np.median(d)) < 0.2, float(np.median(d))
+
+
+def test_ambient_slider_at_zero_keeps_the_lights_colour_and_only_removes_the_ambient(head, face_model):
+    """The Ambient slider's low end (0): the relighting ratio is the key-only shading over the fitted shading, in
+    the light's own colour. Before, the light's colour was read from its ambient part alone (0/0 there), which
+    halved the face again and dropped its colour: every photo's face became a dark brown mask."""
+    from engine.editing.controls import controls_for
+
+    table = controls_for(face_model.exp_names, face_model)
+    c0 = face_model.zeros(1)
+    c0.light[:] = light_from_direction(20.0, 10.0, 0.5, 0.8, color=(1.0, 0.9, 0.75))
+    c1 = c0.clone()
+    table["light_ambient"].set(c1, 0.0)
+    assert table["light_ambient"].get(c1) == pytest.approx(0.0, abs=1e-6)
+    verts = head.vertices(c0)[0]
+    normals = relight.smooth_normals(head, head.vertex_normals(verts.unsqueeze(0))[0])
+    out = relight.key_vertex_ratio(head, normals, verts, flow.flow_triangles(head, False), c0.light[0],
+                                   c1.light[0], shadows=False) + 1.0
+    s0, s1 = relight.effective_keys(c0.light[0], c1.light[0])
+    e0, e1 = relight.key_shading(normals, s0, None), relight.key_shading(normals, s1, None)
+    front = head.vertex_in(("face",)) & (relight.neck_fade(head) > 0.999) & (normals @ s0["dir"] > 0.8)
+    assert int(front.sum()) > 50
+    want = (e1 / e0)[front].clamp(*relight.KEY_RATIO_RANGE)
+    assert float(want.min()) > 0.4  # the lit front keeps the key's share of its light
+    for ch in range(3):  # the same in every channel: the light's colour is unchanged
+        assert torch.allclose(out[front, ch], want, atol=1e-4), (ch, float(out[front, ch].mean()), float(want.mean()))

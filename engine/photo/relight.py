@@ -158,7 +158,23 @@ def key_light(light: torch.Tensor) -> dict:
     d = torch.stack([v[2], v[0], v[1]])
     k = float(d.norm()) * c1
     d = d / d.norm().clamp_min(1e-8) if k > 1e-8 else _FRONT.clone()
-    return {"ambient": amb, "dir": d, "key": k}
+    return {"ambient": amb, "dir": d, "key": k, "color": light_color(amb, sh)}
+
+
+AMBIENT_COLOR_MIN = 1e-4  # mean ambient irradiance below which the light's colour is read from its key instead
+
+
+def light_color(amb: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """(3,) the light's colour, mean 1: its ambient part's, or with (almost) no ambient (the Ambient slider at 0)
+    its key's (band 1, per channel; an ambient of 0 read as colour 0/0 darkened the face by half again and took its
+    colour: a dark brown mask), or white for no light at all."""
+    m = float(amb.mean())
+    if m > AMBIENT_COLOR_MIN:
+        return amb / amb.mean().clamp_min(1e-6)
+    key = sh[:, 1:4].norm(dim=1)
+    if float(key.mean()) > 1e-8:
+        return key / key.mean()
+    return torch.ones(3, dtype=amb.dtype)
 
 
 def _dir_angles(d: torch.Tensor) -> tuple[float, float]:
@@ -184,8 +200,8 @@ def effective_keys(light0: torch.Tensor, light1: torch.Tensor) -> tuple[dict, di
     moved = float(torch.arccos((k0["dir"] @ k1["dir"]).clamp(-1, 1))) if k1["key"] >= 1e-6 else 0.0
     w = min(1.0, moved / math.radians(KEY_BLEND_DEG))
     d1 = _slerp(d0, k1["dir"] if k1["key"] >= 1e-6 else d0, w)
-    s0 = {"ambient": k0["ambient"], "dir": d0, "key": k0["key"] + extra}
-    s1 = {"ambient": k1["ambient"], "dir": d1, "key": k1["key"] + extra}
+    s0 = {"ambient": k0["ambient"], "dir": d0, "key": k0["key"] + extra, "color": k0["color"]}
+    s1 = {"ambient": k1["ambient"], "dir": d1, "key": k1["key"] + extra, "color": k1["color"]}
     return s0, s1
 
 
@@ -264,8 +280,7 @@ def key_vertex_ratio(head: HeadModel, normals: torch.Tensor, posed: torch.Tensor
                    / e1[face].mean().clamp_min(1e-6))
     floor = DENOM_FLOOR * e0[skin].median().clamp_min(1e-3)
     r = (e1.clamp_min(0) / torch.maximum(e0, floor)).unsqueeze(1)
-    col0 = s0["ambient"] / s0["ambient"].mean().clamp_min(1e-6)
-    col1 = s1["ambient"] / s1["ambient"].mean().clamp_min(1e-6)
+    col0, col1 = s0["color"], s1["color"]
     r = r * (col1 / col0.clamp_min(1e-3)).clamp(0.5, 2.0).unsqueeze(0)
     if albedo0 is not None and albedo1 is not None:
         r = r * albedo1 / albedo0.clamp_min(0.05)
