@@ -32,6 +32,7 @@ class _Parser(argparse.ArgumentParser):
         text = super().format_help()
         if self.prog != "discoface":
             return text
+        startup.import_torch()  # (the quick way: engine/startup.py)
         from engine.runtime import DeviceSettingError, device_description
 
         try:
