@@ -314,3 +314,89 @@ def test_same_person_standard_error_matches_the_spread_over_random_face_sets():
     assert 0.75 < estimated / empirical < 1.3, (estimated, empirical)
     assert empirical > 1.5 * binomial  # the independent-pairs answer would be far too confident here
     assert np.isnan(pair_share_se(pop[:2], thr))
+
+
+def test_code_loss_is_zero_for_the_codes_own_descriptor_and_needs_an_identity_code_generator(
+        tmp_path, monkeypatch, face_model, capsys):
+    """--code-weight: a face whose descriptor is what its identity code stands for scores 0; another descriptor
+    scores > 0 with a gradient to the descriptor; a generator whose noise is not an identity code is refused."""
+    import training.idprior as T
+    from training.__main__ import main as cli
+    from training.idcodes import fit_codes
+
+    G = Generator(32, face_model.albedo_dim, default_channels(32, 32, 8), w_dim=32, map_layers=2, noise_dim=8,
+                  identity_noise=True)
+    rng = np.random.default_rng(0)
+    pca = fit_codes(torch.from_numpy(rng.normal(0, 0.1, (200, 128)) * np.linspace(2, 0.1, 128)).float(), 8)
+    G.set_identity_pca(pca.mean, pca.basis, pca.std)
+    z = torch.randn(6, 8, generator=torch.Generator().manual_seed(1))
+    own = pca.descriptors(z).double()
+    assert float(T.code_loss(G, own, z)) < 1e-8
+    other = own[torch.randperm(6, generator=torch.Generator().manual_seed(2))].clone().requires_grad_(True)
+    loss = T.code_loss(G, other, z)
+    assert float(loss.detach()) > 0.1
+    loss.backward()
+    assert float(other.grad.abs().sum()) > 0
+    # the contrastive form: low when each face reads back as its own code, and it does not reward shrinking
+    assert float(T.code_nce(G, own, z)) < float(T.code_nce(G, other.detach(), z))
+    shrunk = pca.descriptors(0.3 * z).double()
+    assert float(T.code_nce(G, shrunk, z)) > float(T.code_nce(G, own, z))
+    gen = tmp_path / "g.safetensors"
+    small_gen(face_model).save(gen)  # noise is not an identity code
+    monkeypatch.setattr(T, "real_descriptors", lambda idnet, limit, cache: rng.normal(0, 0.05, (64, 128)))
+    out = tmp_path / "run"
+    assert cli(["idprior", "--out", str(out), "--generator", str(gen), "--steps", "2", "--code-weight", "1"]) == 1
+    assert "identity code" in capsys.readouterr().err and not (out / T.CKPT_NAME).exists()
+    assert cli(["idprior", "--out", str(out), "--generator", str(gen), "--steps", "2", "--code-weight", "-1"]) == 2
+    # an identity-code generator trains with the term (logged) and resumes
+    dec = FactorDecoders.prior(face_model.albedo_dim, face_model.exp_names)
+    k = Generator().noise_dim
+    G2 = Generator(32, face_model.albedo_dim, default_channels(32, 32, 8), w_dim=32, map_layers=2, identity_noise=True)
+    pca2 = fit_codes(torch.from_numpy(rng.normal(0, 0.1, (200, 128))).float(), k)
+    G2.set_identity_pca(pca2.mean, pca2.basis, pca2.std)
+    G2.set_coeff_stats(*dec.coefficient_stats(256))
+    G2.compute_w_avg_id(dec, n=64)
+    gen2 = tmp_path / "g2.safetensors"
+    FaceGenerator(dec, G2).eval().save(gen2)
+    out2 = tmp_path / "run2"
+    base = ["idprior", "--out", str(out2), "--generator", str(gen2), "--batch", "4", "--code-weight", "0.5",
+            "--mapping-lr", "0.5"]
+    assert cli(base + ["--steps", "10"]) == 0 and cli(base + ["--resume", "--steps", "20", "--code-loss", "nce"]) == 0
+    log = (out2 / "log.txt").read_text()
+    assert "code" in log.split("run 2:")[1] and "step 20 " in log and '"code_loss": "nce"' in log
+
+
+def test_sharpness_hinge_is_the_benchs_laplacian_energy_and_runs_with_the_upsampler(tmp_path, monkeypatch, face_model):
+    """--sharp-weight: training.idprior.laplacian_energy is bench/generator.py's sharpness measure per face (with a
+    gradient); a run logs its reference (after the upsampler when --sr-shift gives one) and the term."""
+    import sys
+    from pathlib import Path
+
+    import training.idprior as T
+    from engine.generator.sr import FaceSR
+    from training.__main__ import main as cli
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from generator import laplacian_energy as bench_energy
+
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    u8[1] = 128  # a flat face: no energy
+    x = (torch.from_numpy(u8).permute(0, 3, 1, 2).double() / 255).requires_grad_(True)
+    ours = T.laplacian_energy(x)
+    assert abs(float(ours[1].detach())) < 1e-9
+    assert np.allclose(ours.detach().numpy(), [bench_energy(u8[i:i + 1]) for i in range(3)], atol=1e-6)
+    ours.sum().backward()
+    assert float(x.grad.abs().sum()) > 0
+    gen = tmp_path / "g.safetensors"
+    small_gen(face_model).save(gen)
+    srf = tmp_path / "sr.safetensors"
+    FaceSR(in_res=32).save(srf)
+    monkeypatch.setattr(T, "real_descriptors", lambda idnet, limit, cache: rng.normal(0, 0.05, (64, 128)))
+    out = tmp_path / "run"
+    assert cli(["idprior", "--out", str(out), "--generator", str(gen), "--batch", "4", "--steps", "10",
+                "--sharp-weight", "3", "--sr-shift", str(srf)]) == 0
+    log = (out / "log.txt").read_text()
+    assert "after the upsampler (64 px)" in log and " sharp " in log.split("run 1:")[1]
+    assert cli(["idprior", "--out", str(tmp_path / "r2"), "--generator", str(gen), "--steps", "1",
+                "--sharp-weight", "1", "--sharp-ref", str(tmp_path / "missing.safetensors")]) == 1

@@ -19,6 +19,9 @@ instead of the moments; ``--sr-shift FILE`` takes the upsampler's mean shift of 
 bench measures the upsampled faces); ``--colour-weight`` keeps each face's eye / border / skin colour statistics
 (``training/colour.py``) inside the train photos' range; ``--decoder-lr`` also fine-tunes the identity decoder
 (a non-linear prior, anchored to the decoder it started from by ``--anchor-weight``).
+Issue 25, gen4: ``--code-weight`` pulls each face's descriptor, read back as an identity code, towards the code the
+face was drawn with (the generator's noise latent is the whitened descriptor PCA of the photos, z ~ N(0, I), but v2's
+synthesis ignores it: correlation ~0 per dimension), so that with ``--mapping-lr`` the mapping learns to use it.
 """
 from __future__ import annotations
 
@@ -94,6 +97,33 @@ def mapping_anchor(G, old_mapping, coeffs, noise: torch.Tensor) -> torch.Tensor:
     new, old = G.mapping(x), old_mapping(x)
     d_new, d_old = new[:b] - new[b:], (old[:b] - old[b:]).detach()
     return (d_new - d_old).square().sum(1).mean() / d_old.square().sum(1).mean().clamp_min(1e-8)
+
+
+def code_loss(G, desc: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference per dimension between the identity code a face's descriptor reads back as (the
+    generator's descriptor PCA, ``Generator.identity_code``) and the code ``code`` it was drawn with. Zero when the
+    descriptor is the one the code stands for (within the PCA's span); ~2 when G ignores the code (both ~ N(0, I))."""
+    return (G.identity_code(desc.float()).to(desc) - code.to(desc)).square().mean()
+
+
+def code_nce(G, desc: torch.Tensor, code: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
+    """Contrastive form of :func:`code_loss`: cross-entropy of picking each face's own code among the batch's codes
+    by the squared distance of its read-back code (logits −|ĉᵢ − zⱼ|² / τ). Unlike the squared error it does not
+    reward read-back codes shrunk towards the mean code (faces alike), only faces told apart by their codes."""
+    c = G.identity_code(desc.float()).to(desc)
+    logits = -torch.cdist(c, code.to(desc)).square() / tau
+    return torch.nn.functional.cross_entropy(logits, torch.arange(len(c), device=c.device))
+
+
+def laplacian_energy(img01: torch.Tensor) -> torch.Tensor:
+    """(B,) mean |4-neighbour Laplacian| of the grey image over the central half, in 0–255 grey levels:
+    ``bench/generator.py``'s sharpness measure (``laplacian_energy``), per face and differentiable."""
+    g = (img01 * 255 * torch.tensor([0.299, 0.587, 0.114], dtype=img01.dtype, device=img01.device)
+         .view(1, 3, 1, 1)).sum(1)
+    n = g.shape[-1]
+    c = g[:, n // 4: 3 * n // 4, n // 4: 3 * n // 4]
+    lap = 4 * c[:, 1:-1, 1:-1] - c[:, :-2, 1:-1] - c[:, 2:, 1:-1] - c[:, 1:-1, :-2] - c[:, 1:-1, 2:]
+    return lap.abs().mean((1, 2))
 
 
 def spread_hinge(desc: torch.Tensor, others: torch.Tensor, margin: float) -> torch.Tensor:
@@ -179,6 +209,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map-anchor-weight", type=float, default=1.0,
                     help="with --mapping-lr: keep what expression / light / pose add to w (w(all) - w(identity "
                          "only)) as the mapping it started from maps it, relative squared change")
+    ap.add_argument("--code-weight", type=float, default=0.0,
+                    help="pull each face's descriptor, read back as an identity code (the generator's own descriptor "
+                         "PCA, Generator.identity_code), towards the code it was drawn with (mean squared difference "
+                         "per code dimension): the code is z ~ N(0, I) fitted to the photos, so a generator that follows "
+                         "it spreads its people as the photos do (identity-code generators only)")
+    ap.add_argument("--code-loss", choices=("mse", "nce"), default="mse",
+                    help="--code-weight's form: mse (code_loss) or nce (code_nce: the face's own code picked among "
+                         "the batch's, no reward for shrinking towards the mean code)")
+    ap.add_argument("--sharp-weight", type=float, default=0.0,
+                    help="hinge keeping the batch's mean Laplacian energy (the bench's sharpness, at G's size) at "
+                         "least that of --sharp-ref's faces: relu(1 − energy / reference)")
+    ap.add_argument("--sharp-ref", default=None,
+                    help="with --sharp-weight: generator file whose 256 random faces (ψ --psi) give the reference "
+                         "energy (default: the generator being tuned, as this run starts)")
     ap.add_argument("--loss", choices=("moments", "frechet"), default="moments",
                     help="moments: |Δμ|² + ‖ΔCov‖_F; frechet: the Fréchet distance itself (FID-id's measure)")
     ap.add_argument("--sr-shift", default=None,
@@ -194,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                          "generator's own setting when not given; fewer: the finer layers keep each face's own look)")
     args = ap.parse_args(argv)
     if args.batch < 2 or args.steps < 0 or args.queue < 0 or args.colour_weight < 0 or args.decoder_lr < 0 \
-            or args.mapping_lr < 0 \
+            or args.mapping_lr < 0 or args.code_weight < 0 or args.sharp_weight < 0 \
             or not 0 <= args.colour_q < 50:
-        print("error: --batch must be >= 2; --steps, --queue, --colour-weight, --decoder-lr, --mapping-lr >= 0; "
+        print("error: --batch must be >= 2; --steps, --queue, --colour-weight, --decoder-lr, --mapping-lr, "
+              "--code-weight, --sharp-weight >= 0; "
               "--colour-q in [0, 50)", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, args.threads))
@@ -209,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if fg is None:
         print("error: no generator (assets/generator.safetensors missing; pass --generator)", file=sys.stderr)
+        return 1
+    if args.code_weight > 0 and not fg.G.identity_noise:
+        print("error: --code-weight needs a generator whose noise latent is an identity code (--id-codes)",
+              file=sys.stderr)
         return 1
     d_id = LATENT_DIMS["identity"]
     mu = torch.zeros(d_id, requires_grad=True)
@@ -323,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         colour = (FaceRenderer(default_model()), lo, hi, width)
         log("colour ranges (" + ", ".join(f"{n} {float(a):.1f}..{float(b):.1f}" for n, a, b in
                                           zip(STATS, lo, hi)) + ")")
+    sr = None
     if args.sr_shift:
         from engine.generator.sr import FaceSR
 
@@ -347,6 +397,28 @@ def main(argv: list[str] | None = None) -> int:
             shift = torch.cat(d128).mean(0) - torch.cat(d64).mean(0)
         mean_r = mean_r - shift
         log(f"upsampler shift of the descriptor mean |δ|² = {float(shift.square().sum()):.4f} (taken off the target)")
+    sharp_ref = None
+
+    def sharp_view(img01: torch.Tensor) -> torch.Tensor:
+        """the faces the sharpness hinge measures: upsampled by --sr-shift's upsampler when given (as the bench)"""
+        return img01 if sr is None else sr.upsample01(img01)
+
+    if args.sharp_weight > 0:
+        try:
+            ref_fg = FaceGenerator.load(args.sharp_ref) if args.sharp_ref else None
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        with torch.no_grad():
+            lat = sample_latents(256, generator=torch.Generator().manual_seed(12345))
+            if ref_fg is None:
+                ref_fg = fg
+                lat.identity = mu + lat.identity @ A.t()
+            c = ref_fg.decoders.decode(lat)
+            sharp_ref = float(torch.cat([laplacian_energy(sharp_view(ref_fg.synthesize(
+                c[i:i + 32], lat.noise[i:i + 32], args.psi, upsample=False))) for i in range(0, 256, 32)]).mean())
+        log(f"sharpness reference: mean Laplacian energy {sharp_ref:.3f}"
+            + (f" after the upsampler ({sr.out_res} px)" if sr is not None else f" at {fg.G.resolution} px"))
     cfg = {k: v for k, v in vars(args).items() if k not in ("export", "resume", "out")}
     state["runs"].append({"from_step": state["step"], "args": cfg, "started": time.strftime("%Y-%m-%d %H:%M")})
     log(f"run {len(state['runs'])}: step {state['step']}, {len(real)} real descriptors; args {json.dumps(cfg)}")
@@ -401,7 +473,13 @@ def main(argv: list[str] | None = None) -> int:
             if map_anchor is not None:
                 terms["map_anchor"] = mapping_anchor(fg.G, map_anchor, c, lat.noise)
                 extra = extra + args.map_anchor_weight * terms["map_anchor"]
+            if sharp_ref is not None:
+                terms["sharp"] = torch.relu(1 - laplacian_energy(sharp_view(img)).mean() / sharp_ref)
+                extra = extra + args.sharp_weight * terms["sharp"]
             desc = idnet.embed_crops(img).double()
+            if args.code_weight > 0:
+                terms["code"] = (code_loss if args.code_loss == "mse" else code_nce)(fg.G, desc, lat.noise)
+                extra = extra + args.code_weight * terms["code"]
             allf = torch.cat([queue, desc]) if len(queue) else desc
             mom = (moments_loss(allf, mean_r, cov_r) if args.loss == "moments"
                    else frechet_loss(allf, mean_r, cov_r_sqrt))
