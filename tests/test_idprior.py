@@ -275,6 +275,13 @@ def test_idprior_mapping_fine_tune_runs_resumes_and_exports(tmp_path, monkeypatc
     anchor = {k[10:]: v for k, v in t.items() if k.startswith("mapanchor.")}
     assert set(mapped) == set(orig) and all(torch.equal(anchor[k], orig[k]) for k in orig)
     assert any(not torch.equal(mapped[k], orig[k]) for k in orig)  # the mapping moved
+    # its Adam moments are checkpointed, and a resumed --mapping-lr run goes on from them (no fresh-Adam jump)
+    assert float(t["mapopt.step"]) == 10 and all(f"mapopt.exp_avg.{k}" in t for k, _ in
+                                                  fg.G.mapping.named_parameters())
+    assert cli(base + ["--resume", "--steps", "16", "--mapping-lr", "0.5"]) == 0
+    t1, _ = T.load_safetensors(out / T.CKPT_NAME, T.CKPT_FORMAT, T.CKPT_VERSION)
+    assert float(t1["mapopt.step"]) == 11
+    mapped = {k[4:]: v for k, v in t1.items() if k.startswith("map.")}
     assert cli(base + ["--resume", "--steps", "17"]) == 0  # a later run without the flag keeps the tuned mapping
     t2, _ = T.load_safetensors(out / T.CKPT_NAME, T.CKPT_FORMAT, T.CKPT_VERSION)
     assert all(torch.equal(t2[f"map.{k}"], mapped[k]) for k in mapped)

@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     dec_t: dict = {}
     map_t: dict = {}
     map_anchor_t: dict = {}  # the mapping a --mapping-lr run started from
+    map_opt_t: dict = {}  # its Adam moments (a resumed run goes on without a fresh-Adam jump)
     anchor_t: dict = {}  # the identity decoder a --decoder-lr run started from (its anchor)
     if args.resume or args.export:
         if not ck.exists():
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 id_dec.load_state_dict(dec_t)
             map_t = {k[4:]: v for k, v in t.items() if k.startswith("map.")}
             map_anchor_t = {k[10:]: v for k, v in t.items() if k.startswith("mapanchor.")}
+            map_opt_t = {k[7:]: v for k, v in t.items() if k.startswith("mapopt.")}
             if map_t:  # a run with --mapping-lr: its mapping network
                 fg.G.mapping.load_state_dict(map_t)
             if "opt.exp_avg.mu" in t:
@@ -353,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         map_anchor_t = {k: v.detach().clone() for k, v in map_anchor.state_dict().items()}
         fg.G.mapping.requires_grad_(True)
         map_opt = torch.optim.Adam(fg.G.mapping.parameters(), lr=args.mapping_lr)
+        named = dict(fg.G.mapping.named_parameters())
+        if map_opt_t and all(f"exp_avg.{k}" in map_opt_t and f"exp_avg_sq.{k}" in map_opt_t for k in named):
+            for k, prm in named.items():  # a fresh Adam moves every weight by ~lr at once: S's speckle jump
+                map_opt.state[prm] = {"step": map_opt_t["step"].clone(), "exp_avg": map_opt_t[f"exp_avg.{k}"],
+                                      "exp_avg_sq": map_opt_t[f"exp_avg_sq.{k}"]}
         state["mapping"] = True
     elif state.get("mapping"):  # resumed without --mapping-lr: the mapping stays as trained, frozen
         map_anchor_t = map_anchor_t or {}
@@ -435,6 +442,14 @@ def main(argv: list[str] | None = None) -> int:
         if state.get("mapping"):
             t.update({f"map.{k}": v.detach().clone() for k, v in fg.G.mapping.state_dict().items()})
             t.update({f"mapanchor.{k}": v for k, v in map_anchor_t.items()})
+        if map_opt is not None and map_opt.state:
+            for k, prm in fg.G.mapping.named_parameters():
+                if prm in map_opt.state:
+                    t[f"mapopt.exp_avg.{k}"] = map_opt.state[prm]["exp_avg"].detach().clone()
+                    t[f"mapopt.exp_avg_sq.{k}"] = map_opt.state[prm]["exp_avg_sq"].detach().clone()
+                    t["mapopt.step"] = torch.as_tensor(map_opt.state[prm]["step"], dtype=torch.float32).clone()
+        elif map_opt_t:  # resumed without --mapping-lr: keep the moments for a later run
+            t.update({f"mapopt.{k}": v for k, v in map_opt_t.items()})
         if mu in opt.state:
             for name, p in (("mu", mu), ("A", A)):
                 t[f"opt.exp_avg.{name}"] = opt.state[p]["exp_avg"]
