@@ -556,3 +556,43 @@ def test_compiled_interpolation_equals_torch_s(astronaut, compiled):
         finally:
             r.compiled_interp = True
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("max_side", [None, 256])
+def test_a_layer_fill_that_resamples_the_photo_shows_it_shifted(astronaut, max_side):
+    """A hook's LayerFill with a displacement (and a gain) composes the photo resampled there, band by band: opaque,
+    a constant 6 photo px shift and gain 1 give the photo 6 px over inside it (3 px in a half-size preview: the
+    displacement scaled to output pixels, once a frame)."""
+    from engine.photo.layers import LayerFill
+
+    fit, r = astronaut
+    X0, X1, Y0, Y1 = 70, 150, 200, 280  # photo px: a box of the work grid beside the face
+
+    def hook(renderer, coeffs, f):
+        g = renderer.grid
+        res = g.res
+        a = np.zeros((res, res), np.float32)
+        gx0, gx1 = [int(round((v - g.origin[0]) / g.step)) for v in (X0, X1)]
+        gy0, gy1 = [int(round((v - g.origin[1]) / g.step)) for v in (Y0, Y1)]
+        a[gy0:gy1, gx0:gx1] = 1.0
+        disp = np.zeros((res, res, 2), np.float32)
+        disp[..., 0] = 6.0
+        return LayerFill(alpha=a, disp=disp, gain=np.ones((res, res, 3), np.float32))
+
+    c = fit.coeffs.clone()
+    c.expr["mouthSmile_L"] = 0.3
+    r.layer_hooks.append(hook)
+    try:
+        out = r.render(c, max_side=max_side).image
+    finally:
+        r.layer_hooks.clear()
+    k = out.shape[1] / fit.image.shape[1]
+    photo = fit.image if max_side is None else r._photo_at(k)
+    m = int(np.ceil(2 * r.grid.step * (2 if max_side else 1) * k)) + 2  # in from the box's edge (bilinear alpha)
+    x0, x1, y0, y1 = (int(round(v * k)) for v in (X0, X1, Y0, Y1))
+    x0, x1, y0, y1 = x0 + m, x1 - m, y0 + m, y1 - m
+    assert y1 - y0 > 10 and x1 - x0 > 10
+    s = int(round(6 * k))
+    inner = out[y0:y1, x0:x1].astype(int)
+    assert np.abs(inner - photo[y0:y1, x0 + s:x1 + s]).max() <= 1
+    assert np.abs(inner - photo[y0:y1, x0:x1]).max() > 30  # it did move

@@ -1029,11 +1029,17 @@ class PhotoRenderer:
             return np.array([[1.0 / (sx * g.step), 0, ((bx0 + 0.5) / sx - g.origin[0]) / g.step - 0.5],
                              [0, 1.0 / (sy * g.step), ((by0 + 0.5) / sy - g.origin[1]) / g.step - 0.5]])
 
+        planes_of: dict = {}  # id(array) -> (array, its planes): split once a frame, not once a band
+
         def up(a, sub, border=0.0):
             bx0, by0, bx1, by1 = sub
             m, size = to_grid(bx0, by0), (bx1 - bx0, by1 - by0)
             if a.ndim == 3:  # one plane at a time: cv2's multi-channel float warpAffine is ~8x slower (and coarser)
-                return cv2.merge([up(np.ascontiguousarray(a[..., i]), sub, border) for i in range(a.shape[-1])])
+                got = planes_of.get(id(a))
+                if got is None or got[0] is not a:
+                    got = planes_of[id(a)] = (a, [np.ascontiguousarray(a[..., i], dtype=np.float32)
+                                                  for i in range(a.shape[-1])])
+                return cv2.merge([up(q, sub, border) for q in got[1]])
             return cv2.warpAffine(np.ascontiguousarray(a, dtype=np.float32), m, size, flags=flags,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
@@ -1051,9 +1057,10 @@ class PhotoRenderer:
             region = cv2.remap(base, mx, my, interp, borderMode=cv2.BORDER_REFLECT101)
         if f.mirror_alpha is not None:
             mgain = np.power(np.maximum(f.mirror_gain, 1e-6), relight.RATIO_EXPONENT)
+            mdisp = f.mirror_disp * np.array([sx, sy], np.float32)
             for sub in self._boxes(f.mirror_alpha > 1e-3, g, box, sx, sy):
                 bx0, by0, bx1, by1 = sub
-                mm = up(f.mirror_disp * np.array([sx, sy], np.float32), sub)
+                mm = up(mdisp, sub)
                 mm[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
                 mm[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
                 alt = cv2.remap(base, mm, None, interp, borderMode=cv2.BORDER_REFLECT101)
@@ -1274,18 +1281,20 @@ class PhotoRenderer:
         """One hook's :class:`~engine.photo.layers.LayerFill` over ``region``."""
         if lf.disp is None and lf.rgb is None:
             return region
+        disp = None if lf.disp is None else lf.disp * np.array([sx, sy], np.float32)  # (once, not once a band)
         for sub in self._boxes(lf.alpha > 1e-3, g, box, sx, sy):
-            self._compose_fill_box(base, lf, box, sub, sx, sy, interp, up, region)
+            self._compose_fill_box(base, lf, box, sub, sx, sy, interp, up, region, disp)
         return region
 
     @staticmethod
-    def _compose_fill_box(base, lf, box, sub, sx, sy, interp, up, region) -> None:
+    def _compose_fill_box(base, lf, box, sub, sx, sy, interp, up, region, disp=None) -> None:
+        """``disp``: ``lf.disp`` in output px (scaled by sx, sy)."""
         x0, y0 = box[0], box[1]
         bx0, by0, bx1, by1 = sub
         a2 = np.clip(up(lf.alpha, sub), 0, 1)
         a = a2[..., None]
         if lf.disp is not None:
-            mm = up(lf.disp * np.array([sx, sy], np.float32), sub)
+            mm = up(lf.disp * np.array([sx, sy], np.float32) if disp is None else disp, sub)
             mm[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
             mm[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
             col = cv2.remap(base, mm, None, interp, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
