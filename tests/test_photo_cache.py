@@ -278,3 +278,34 @@ def test_a_cached_edit_imports_no_generator_scipy_or_numba(tmp_path, ict_path):
                            text=True, cwd=REPO, timeout=300, env=env)
         assert r.returncode == 0, r.stderr
     assert "from the photo cache" in r.stdout and r.stdout.strip().splitlines()[-1] == "0 []", r.stdout
+
+
+def test_the_layers_skin_mask_of_a_head_cut_by_the_border_is_kept(tmp_path, ict_path, capsys, monkeypatch):
+    """A head the photo's top border cuts (the astronaut without her top 60 rows): the layers' skin mask
+    (``layers.skin_on_grid``, whose Lab conversion builds OpenCV's tables: ~55 ms) is kept in the source state and
+    not computed by a cached edit, with the same pixels; a stored mask of the wrong shape is computed again."""
+    from engine.photo import layers as L
+
+    n = [0]
+    skin = L.skin_on_grid
+
+    def counted(*a, **k):
+        n[0] += 1
+        return skin(*a, **k)
+
+    monkeypatch.setattr(L, "skin_on_grid", counted)
+    photo = tmp_path / "cut.png"
+    Image.fromarray(np.asarray(Image.open(ASTRONAUT).convert("RGB"))[60:]).save(photo)
+    first = tmp_path / "first.png"
+    edit(capsys, photo, "--set", "yaw=10", "-o", first)
+    assert n[0] >= 1
+    src = entries()[0].with_suffix(".src.npz")
+    good = dict(np.load(src))
+    assert good["grid_skin"].dtype == bool and good["grid_skin"].ndim == 2 and good["grid_skin"].any()
+    before = n[0]
+    out, _ = edit(capsys, photo, "--set", "yaw=10", "-o", tmp_path / "cached.png")
+    assert "photo cache" in out and n[0] == before
+    assert (tmp_path / "cached.png").read_bytes() == first.read_bytes()
+    np.savez(src, **{**good, "grid_skin": good["grid_skin"][:-1]})
+    edit(capsys, photo, "--set", "yaw=10", "-o", tmp_path / "again.png")
+    assert n[0] == before + 1 and (tmp_path / "again.png").read_bytes() == first.read_bytes()

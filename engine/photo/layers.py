@@ -472,7 +472,9 @@ class GridLayers:
     """The layers on one work grid: the head matte and every grid pixel's source 3D point (head coordinates) and
     stay-weight; :meth:`forward` moves them to a target pose."""
 
-    def __init__(self, layers: PhotoLayers, grid, head, proj, src, neck):
+    def __init__(self, layers: PhotoLayers, grid, head, proj, src, neck, skin: np.ndarray | None = None):
+        """``skin``: :func:`skin_on_grid`'s mask from an earlier GridLayers of the same photo and grid (the photo
+        cache's; its Lab conversion alone builds OpenCV's tables, ~55 ms), used when its shape and dtype fit."""
         import torch
 
         from engine.photo.flow import flow_triangles, interpolate, pull_push
@@ -493,6 +495,7 @@ class GridLayers:
         # content reflected across the border (over OFF_PHOTO face widths), so a turn that brings it into the frame
         # shows it, not the plate (which was filled grey or streaked there)
         self.off_photo_px, self.off_photo_sides = off_photo_extent(layers.box, grid, head, src)
+        self.skin: np.ndarray | None = None  # skin_on_grid's mask (only for a head the photo's border cuts)
         if self.off_photo_px > 0:
             # not the face: its mirror image beside it would be a second face (there the plate shows, as before)
             lm = grid.to_grid(src.photo_xy.numpy())[head.lm68.numpy()]
@@ -509,7 +512,9 @@ class GridLayers:
             face |= np.broadcast_to(rows > float(lm[51, 1]), (res, res)).astype(np.uint8)
             # ... nor skin anywhere (a bald forehead or a temple cut off at the border: mirrored, it comes in at a top
             # corner as a squarish skin patch beside the head): only hair and what grabCut took with it go on
-            face |= skin_on_grid(layers, grid, lm, covered, self.cut).astype(np.uint8)
+            fits = isinstance(skin, np.ndarray) and skin.shape == (res, res) and skin.dtype == bool
+            self.skin = np.array(skin) if fits else skin_on_grid(layers, grid, lm, covered, self.cut)
+            face |= self.skin.astype(np.uint8)
             args = (grid, layers.box, self.off_photo_sides, self.off_photo_px, face)
             # (``cut`` stays: the hair test samples the photo); the sides the head layer goes on beyond, only
             self.matte, used = reflect_off_photo(self.matte, *args)

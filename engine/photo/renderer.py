@@ -369,8 +369,9 @@ class PhotoRenderer:
         if layers is None or layers is True:
             layers = photo_layers.build_layers(self.image, self.grid, self.head, self.proj, self.src)
         self.layers = layers or None
-        self.grid_layers = (photo_layers.GridLayers(self.layers, self.grid, self.head, self.proj, self.src, self.neck)
-                            if self.layers is not None else None)
+        skin = (source_state or {}).get("grid_skin") if self.source_restored else None  # (from the photo cache)
+        self.grid_layers = (photo_layers.GridLayers(self.layers, self.grid, self.head, self.proj, self.src, self.neck,
+                                                    skin=skin) if self.layers is not None else None)
         hs = (source_state or {}).get("hair_src") if self.source_restored else None  # (_hair_src's, from the cache)
         if isinstance(hs, np.ndarray) and hs.dtype == bool and hs.shape in ((self.grid.res, self.grid.res), (0,)):
             self._hair_src_cache = np.array(hs)
@@ -395,15 +396,17 @@ class PhotoRenderer:
 
     def source_state(self) -> dict[str, np.ndarray]:
         """What this renderer computed from the fit alone (the source head's visibility and fills, the turn's
-        outer-shell weights, the hair a turn keeps: its Lab conversion alone was ~50 ms of a cached edit): kept in
-        the photo cache and given back as ``source_state`` (same fit, head, grid)."""
+        outer-shell weights, the hair a turn keeps and the layers' skin mask: their Lab conversions ~55 ms each):
+        kept in the photo cache and given back as ``source_state`` (same fit, head, grid)."""
         if not hasattr(self, "_model_w"):
             self._skin_setup()
         fc = self._face_col if self._face_col is not None else np.zeros(0, np.float32)
         return {**self.src.state(), "turn_outer": self._outer.numpy().copy(),
                 "skin_n0z": self._n0z.numpy().copy(), "skin_model_w": self._model_w.numpy().copy(),
                 "skin_cal": self._model_cal.numpy().copy(), "skin_face_col": np.asarray(fc, np.float32).copy(),
-                "hair_src": np.array(hs) if (hs := self._hair_src()) is not None else np.zeros(0, bool)}
+                "hair_src": np.array(hs) if (hs := self._hair_src()) is not None else np.zeros(0, bool),
+                "grid_skin": np.array(gs) if (gs := getattr(self.grid_layers, "skin", None)) is not None
+                else np.zeros(0, bool)}
 
     # ------------------------------------------------------------------------------------------ helpers
     def _photo_at(self, scale: float) -> np.ndarray:
