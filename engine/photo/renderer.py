@@ -1162,21 +1162,24 @@ class PhotoRenderer:
         if sb is not None:
             sx0, sy0, sx1, sy1 = sb
             solid = np.clip(up(f.layer_solid, sb) * np.float32(1.5), 0, 1)  # rows sy0:sy1, columns sx0:sx1
-        dx, dy = f.displacement[..., 0] * np.float32(sx), f.displacement[..., 1] * np.float32(sy)
+        # the sampling map (see _compose) in the layer's pixels: the upsampled displacement plus each pixel's own
+        # column / row there; on the 2x layer (fg2) pixel 2u + 2·pad + 0.5 is fg's u (pixel centres at integers, the
+        # zero pad): the factor 2 goes into the grid's displacement and the box's columns / rows, once a frame
+        k2 = 2 if fg2 is not None else 1
+        off = np.float32(2 * _FG2_PAD + 0.5) if fg2 is not None else np.float32(0)
+        dx = f.displacement[..., 0] * np.float32(k2 * sx)
+        dy = f.displacement[..., 1] * np.float32(k2 * sy)
+        cols = np.arange(x0 - lx + qx, x1 - lx + qx, dtype=np.float32) * np.float32(k2) + off
+        rows = np.arange(y0 - ly + qy, y1 - ly + qy, dtype=np.float32) * np.float32(k2) + off
 
         def band(sub):
             bx0, by0, bx1, by1 = sub
-            # the sampling map (see _compose), in the layer's pixels, and the cover: in this band only
+            # the sampling map and the cover: in this band only
             mx = up(dx, sub)
-            mx += np.arange(bx0 - lx + qx, bx1 - lx + qx, dtype=np.float32)[None, :]
+            mx += cols[None, bx0 - x0:bx1 - x0]
             my = up(dy, sub)
-            my += np.arange(by0 - ly + qy, by1 - ly + qy, dtype=np.float32)[:, None]
-            if fg2 is not None:  # fg2 pixel (2u + 2·pad + 0.5) is fg's u (pixel centres at integers, the zero pad)
-                off = np.float32(2 * _FG2_PAD + 0.5)
-                mx *= 2
-                mx += off
-                my *= 2
-                my += off
+            my += rows[by0 - y0:by1 - y0, None]
+            if fg2 is not None:
                 head = cv2.remap(fg2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                  borderValue=(0, 0, 0, 0))
             else:
