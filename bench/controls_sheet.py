@@ -12,7 +12,8 @@ each control of a group at the ends of the slider's normal range (the control ta
 - ``identity``: the named traits at -3 and +3 σ;
 - ``light``: azimuth ±90°, elevation ±60°, intensity 0 and 1.5, ambient 0 and 1.5;
 - ``pose``: pitch at the ends of the photo's believable range (inside the slider's normal ±20°), roll ±20°;
-  ``pose40``: pitch ±40°, what the believable range (``PhotoRenderer.turn_range``) reports for most photos.
+  ``pose40``: pitch ±40°, what the believable range (``PhotoRenderer.turn_range``) reported for most photos
+  before it counted the neck (issue 20; now about −20…+18°).
 
 Sheets (``<out>/<group>_<k>.png``): a row per photo, the photo then every edit, each a square around the head and
 shoulders (``--tile`` px). Printed per edit: ``far_changed`` — the share of pixels beyond 1.6× the fitted head's box

@@ -55,6 +55,7 @@ HAIR_ODDS = 2.0  # a colour this much more frequent in the hair than in the face
 GRAZING_FULL = 0.1  # … at or below which it is replaced by the model's skin when a turn shows it frontally
 STRETCH_FULL = 0.3  # camera-facing gained by a turn at which that replacement is complete
 UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
+NECK_STRETCH = 1.75  # a pitch: neck area grown beyond this x the photo's counts as unseen, fully at twice this
 FLOW_SIGMA = 1.0  # grid px
 OUTER_SIGMA = 3.0  # px of the 256 px work grid: low-pass of a turn's flow on the ears, scalp and neck
 OUTER_RAMP = 3  # vertex rings over which that low-pass fades out into the face
@@ -248,6 +249,12 @@ def _store_range(fit, r: dict) -> None:
     for k in [k for k, (ref, _) in _RANGES.items() if ref() is None]:
         del _RANGES[k]
     _RANGES[id(fit)] = (weakref.ref(fit), r)
+
+
+def _tri_areas(xy: torch.Tensor, tris: torch.Tensor) -> torch.Tensor:
+    """(F,) unsigned areas of ``tris`` over the (V, 2) points ``xy``."""
+    a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
+    return (0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))).abs()
 
 
 def turn_limits(fit: "PhotoFit") -> dict[str, tuple[float, float]]:
@@ -979,8 +986,11 @@ class PhotoRenderer:
         """This photo's believable turn, per axis and direction: the turn (degrees from the photo's own pose, up to
         ``max_deg``) at which the surface the photo never showed well — hidden, or seen at a grazing angle (camera
         facing below ``UNSEEN_FACING``, fading in) — covers ``threshold`` of the turned head (above the neck;
-        measured on the drag-preview grid every ``step``, interpolated). Cached; :func:`limits_note` and
-        :func:`turn_limits` use it from then on."""
+        measured on the drag-preview grid every ``step``, interpolated). A pitch also counts the neck below that: it
+        bends against its fixed base, so lifting the chin shows the neck the chin hid and either way stretches
+        parts of the neck (area beyond ``NECK_STRETCH`` x the photo's, fading in: drawn from too few photo
+        pixels, the neck and collar tear); a yaw twists the neck about its own axis and keeps the head-only count.
+        Cached; :func:`limits_note` and :func:`turn_limits` use it from then on."""
         got = _range_of(self.fit)
         if got is not None:
             return got
@@ -988,9 +998,14 @@ class PhotoRenderer:
         rot = flow.rotation_matrix(self.coeffs0.pose.reshape(1, 3))[0]
         n0 = r.head.vertex_normals(r.src.verts.unsqueeze(0))[0] @ rot.T
         head_v = (r.src.verts[:, 1] > flow.NECK_FREE_Y + 2.0).float()
+        skin = r.head.vertex_in(SKIN_PARTS).float()
         unseen = ((UNSEEN_FACING - n0[:, 2]) / UNSEEN_FACING).clamp(0, 1)
-        unseen = torch.maximum(unseen, (~r.src.visible).float()) * r.head.vertex_in(SKIN_PARTS).float() * head_v
-        attr = torch.stack([unseen, head_v], 1)
+        unseen = torch.maximum(unseen, (~r.src.visible).float()) * skin
+        neck_v = skin * (1.0 - head_v)
+        tris = r.head.triangles[r.head.triangle_in(SKIN_PARTS)]
+        flat = tris.reshape(-1)
+        area0 = _tri_areas(r.grid.to_grid(r.src.photo_xy), tris).clamp_min(1e-4)
+        n_tris = torch.zeros(len(head_v)).index_add_(0, flat, torch.ones(flat.numel())).clamp_min(1.0)
         out = {}
         for i, axis in ((0, "yaw"), (1, "pitch")):
             lims = []
@@ -1001,7 +1016,13 @@ class PhotoRenderer:
                     c = self.coeffs0.clone()
                     c.pose[0, i] += math.radians(sign * k * step)
                     t = flow.rasterize_target(r.head, r.proj, r.src, c, r.grid, r.neck)
-                    v = flow.interpolate_attrs(attr, t, r.head)
+                    bad = unseen * head_v
+                    if axis == "pitch":
+                        grow = _tri_areas(t.grid_xy, tris) / area0
+                        st = ((grow - NECK_STRETCH) / NECK_STRETCH).clamp(0, 1).repeat_interleave(3)
+                        st = torch.zeros(len(head_v)).index_add_(0, flat, st) / n_tris
+                        bad = bad + torch.maximum(unseen, st) * neck_v
+                    v = flow.interpolate_attrs(torch.stack([bad, head_v], 1), t, r.head)
                     share = float(v[..., 0].sum()) / max(1.0, float(v[..., 1].sum()))
                     if share > threshold:
                         lim = prev_deg + (k * step - prev_deg) * (threshold - prev_share) / max(share - prev_share,
