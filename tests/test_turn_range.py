@@ -43,6 +43,12 @@ def test_a_frontal_photos_pitch_range_ends_where_the_neck_tears_not_at_forty_deg
     assert -25.0 <= lo <= -15.0 and 15.0 <= hi <= 25.0, lim
     # the head alone stays well below the limit there: what ends the range is the neck
     assert _head_share(pr, 1, lo) < 0.6 * R.REVEAL_LIMIT and _head_share(pr, 1, hi) < 0.6 * R.REVEAL_LIMIT
+    # and the status bar / --set warning now speaks inside the slider's normal ±20°
+    for deg, warns in ((lo + 2.0, False), (hi - 2.0, False), (lo - 2.0, True), (hi + 2.0, True)):
+        c = fit.coeffs.clone()
+        c.pose[0, 1] += math.radians(deg)
+        note = R.limits_note(fit, c)
+        assert (note is not None and "pitch" in note) == warns, (deg, note)
 
 
 def test_yaws_range_is_still_the_head_only_count(hair_fit):  # noqa: F811
