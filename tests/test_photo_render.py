@@ -605,3 +605,27 @@ def test_ambient_slider_at_zero_keeps_the_lights_colour_and_only_removes_the_amb
     assert float(want.min()) > 0.4  # the lit front keeps the key's share of its light
     for ch in range(3):  # the same in every channel: the light's colour is unchanged
         assert torch.allclose(out[front, ch], want, atol=1e-4), (ch, float(out[front, ch].mean()), float(want.mean()))
+
+
+def test_ambient_and_intensity_extremes_change_the_shading_not_the_faces_exposure(synth_fit, face_model, head):
+    """Ambient 0 and Light intensity 1.5 change how the face is shaded, while its overall exposure stays within
+    relight.FACE_EXPOSURE_RANGE (as a camera's auto-exposure would): on the skin alone, the whole change drew a dark
+    (or pale) mask on an unchanged head."""
+    from engine.editing.controls import controls_for
+
+    table = controls_for(face_model.exp_names, face_model)
+    c0 = synth_fit.coeffs.clone()
+    c0.light[:] = light_from_direction(25.0, 15.0, 0.35, 0.8)  # a photo lit mostly by its ambient light
+    renderer = PhotoRenderer(PhotoFit(synth_fit.image, c0, synth_fit.alignment, synth_fit.gain), face_model, head)
+    lo, hi = relight.FACE_EXPOSURE_RANGE
+    for key, value in (("light_ambient", 0.0), ("light_intensity", 1.5)):
+        c1 = c0.clone()
+        table[key].set(c1, value)
+        ff = renderer.flow_field(c1)
+        grey = ff.ratio.mean(-1)
+        face = ff.covered & (np.abs(grey - 1) > 1e-3)
+        assert face.sum() > 200
+        med = float(np.median(grey[face]))
+        assert lo - 0.03 <= med <= hi + 0.03, (key, med)
+        # ... while the shading's shape still changes: the spread of the ratio over the face
+        assert float(np.percentile(grey[face], 95) - np.percentile(grey[face], 5)) > 0.05, key

@@ -89,6 +89,36 @@ def feather_ratio(delta: np.ndarray, skin_cover: np.ndarray, erode_px: int = 2, 
     return 1.0 + d * m[..., None]
 
 
+# --------------------------------------------------------------------- the face's exposure (issue 21, audit)
+# A light edit changes the skin by the model's shading ratio. Its common part — how much brighter or darker the lit
+# face gets overall (Ambient to 0, Light intensity up) — would be the light on the whole person, hair, ears, beard,
+# neck and clothes alike; on the skin alone it drew a mask (Ambient 0: a dark brown face on an unchanged head, Light
+# intensity 1.5 a pale one). As a camera's auto-exposure would, the face's overall change is kept within
+# ``FACE_EXPOSURE_RANGE`` (the median ratio over the face's skin that faces the camera); the shading's shape — which
+# side is lit, how deep the shadows are — is the slider's in full. (Spreading the change over the head layer instead
+# was tried: the layer's matte reaches over the background beside the head and drew a halo there.)
+FACE_EXPOSURE_RANGE = (0.8, 1.25)
+
+
+def limit_face_exposure(head: HeadModel, delta: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """``delta`` (V, 3) ratio minus one (:func:`key_vertex_ratio`) with the face's overall change (the median grey
+    ratio over the face's skin facing the camera, ``normals`` posed, above the neck's fade) brought into
+    :data:`FACE_EXPOSURE_RANGE`; the same per-vertex scale everywhere, faded down the neck like ``delta``."""
+    skin = head.vertex_in(SKIN_PARTS)
+    fade = neck_fade(head)
+    face = skin & (fade >= 1.0) & (normals[:, 2] > 0.3)
+    if not bool(face.any()):
+        return delta
+    g = float(1.0 + delta[face].mean(1).median())
+    lo, hi = FACE_EXPOSURE_RANGE
+    k = min(max(g, lo), hi) / max(g, 1e-6)
+    if abs(k - 1.0) < 1e-6:
+        return delta
+    scaled = (1.0 + delta) * k - 1.0
+    w = torch.where(skin, fade, torch.zeros_like(fade)).unsqueeze(1)
+    return delta + (scaled - delta) * w
+
+
 def _shoulder_lut(knee: float = HIGHLIGHT_KNEE, n: int = 4096, top: float = 4.0) -> np.ndarray:
     """Lookup table v -> S(v) (float32, 0..1) for v in [0, top]: identity below ``knee``, a tanh roll-off to 1."""
     v = np.linspace(0.0, top, n, dtype=np.float64)

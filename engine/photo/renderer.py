@@ -477,10 +477,11 @@ class PhotoRenderer:
                 cols.append(col)
             if relit:
                 n_s = relight.smooth_normals(head, normals)
-                cols.append(relight.key_vertex_ratio(head, n_s, t.posed, flow.flow_triangles(head, False),
-                                                     self.coeffs0.light[0], c.light[0],
-                                                     self.albedo0 if albedo_changed else None,
-                                                     head.albedo(c)[0] if albedo_changed else None))
+                delta = relight.key_vertex_ratio(head, n_s, t.posed, flow.flow_triangles(head, False),
+                                                 self.coeffs0.light[0], c.light[0],
+                                                 self.albedo0 if albedo_changed else None,
+                                                 head.albedo(c)[0] if albedo_changed else None)
+                cols.append(relight.limit_face_exposure(head, delta, n_s))
                 cols.append(self._skin_attr.unsqueeze(1))
         skin_v = self._model_skin_attrs(c, t)
         if skin_v is not None:
