@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import config  # noqa: E402
+from turns import load_fits  # noqa: E402  (bench/ is the script folder; the fits cache is turns.py's)
 
 GROUPS = {
     "expr": [("smile", 1.0), ("mouth_open", 1.0), ("brows_up", 1.0), ("jawOpen", 1.0), ("mouthPucker", 1.0),
@@ -68,21 +68,6 @@ def photo_paths() -> list[tuple[str, Path]]:
         for n in test[::max(1, len(test) // 4)][:2]:
             out.append(("utk:" + n.split(".")[0][:14], config.utkface_dir() / "images" / n))
     return out
-
-
-def load_fits(paths, cache: Path | None):
-    from engine.photo.fit import fit_photo
-
-    fits = pickle.loads(cache.read_bytes()) if cache is not None and cache.exists() else {}
-    changed = False
-    for name, p in paths:
-        if name not in fits:
-            fits[name] = fit_photo(str(p))
-            changed = True
-    if cache is not None and changed:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_bytes(pickle.dumps(fits))
-    return {n: fits[n] for n, _ in paths}
 
 
 def head_box(pr) -> tuple[float, float, float, float]:

@@ -33,8 +33,9 @@ def _canvas_alignment():
                      landmarks_crop=np.zeros((68, 2), np.float32), photo_shape=(N, N, 3))
 
 
-@pytest.fixture(scope="module")
-def hair_fit(head, face_model):
+def _canvas_head(face_model, head, tex=None):
+    """The test head drawn on the canvas background: (coefficients, alignment, photo-space vertex xy, coverage,
+    image); ``tex`` (V, 3) per-vertex colours (default: the shared test texture)."""
     c = face_model.zeros(1)
     c.identity[0, :5] = torch.tensor([0.5, -0.3, 0.2, 0.0, 0.4])
     al = _canvas_alignment()
@@ -44,10 +45,16 @@ def hair_fit(head, face_model):
         xy = proj.to_photo(cam)
         tris = flow.flow_triangles(head)
         frags = flow.rasterize(xy[None], cam[None, :, 2], tris, N)
-        tex = _texture(head)
+        tex = _texture(head) if tex is None else tex
         face = flow.interpolate(tex[None], frags, tris)[0].permute(1, 2, 0).numpy()
     cov = frags.face_id[0].numpy() >= 0
     img = np.where(cov[..., None], (face * 255 + 0.5).astype(np.uint8), _bg())
+    return c, al, xy, cov, img
+
+
+@pytest.fixture(scope="module")
+def hair_fit(head, face_model):
+    c, al, xy, cov, img = _canvas_head(face_model, head)
     # a hair cap: the top of an ellipse around the scalp, reaching beyond the mesh, down to the brows
     ys, xs = np.nonzero(cov)
     cx, top = int(xs.mean()), int(ys.min())
@@ -619,20 +626,9 @@ def test_a_bald_head_cut_off_at_a_top_corner_does_not_come_back_as_a_skin_patch(
     """A tight crop through a bald head (the forehead and temple reach the top and left borders): the skin at the
     border is not mirrored beyond it (only hair goes on), so a turn that brings what lay beyond the corner into the
     frame shows the plate there, not a squarish patch of mirrored skin beside the head."""
-    c = face_model.zeros(1)
-    c.identity[0, :5] = torch.tensor([0.5, -0.3, 0.2, 0.0, 0.4])
-    al = _canvas_alignment()
-    proj = flow.HeadProjector(head, al)
-    with torch.no_grad():
-        cam = proj.camera_space(proj.posed(proj.model_vertices(c), c.pose[0]))
-        xy = proj.to_photo(cam)
-        tris = flow.flow_triangles(head)
-        frags = flow.rasterize(xy[None], cam[None, :, 2], tris, N)
-        v = torch.cat([head.model.mean, head.parts_mean])
-        tex = (0.85 + 0.1 * torch.sin(v[:, 0] * 1.3 + v[:, 1] * 0.9))[:, None] * torch.from_numpy(SKIN)[None]
-        face = flow.interpolate(tex[None], frags, tris)[0].permute(1, 2, 0).numpy()
-    cov = frags.face_id[0].numpy() >= 0
-    img = np.where(cov[..., None], (face * 255 + 0.5).astype(np.uint8), _bg())
+    v = torch.cat([head.model.mean, head.parts_mean])
+    tex = (0.85 + 0.1 * torch.sin(v[:, 0] * 1.3 + v[:, 1] * 0.9))[:, None] * torch.from_numpy(SKIN)[None]
+    c, al, xy, cov, img = _canvas_head(face_model, head, tex)
     ys, xs = np.nonzero(cov)
     brow_y = float(xy[head.lm68[17:27], 1].min())
     cy, cx = int(ys.min() + 0.5 * (brow_y - ys.min())), int(xs.min()) + 25  # through the forehead and the temple
