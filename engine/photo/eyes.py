@@ -429,6 +429,12 @@ class EyeLayer:
             self._cache = {key: got}  # one scale kept (the sharp frame or the drag preview)
         return got
 
+    def edit_boxes(self, img: np.ndarray, scale: float = 1.0) -> list[tuple[int, int, int, int]]:
+        """The (x0, y0, x1, y1) boxes of ``img`` (the photo at ``scale``) :meth:`apply` may change: outside them
+        its result is ``img``."""
+        src = self._sources(img, scale)
+        return [src[side]["box"] for side in EYE_SIDES if self.eyes[side] is not None and src[side] is not None]
+
     # ---------------------------------------------------------------------------------------- per edit
     def target_lids(self, c: Coefficients, side: str) -> tuple | None:
         """(upper, lower) target curves v(u) of one eye (photo px, eye frame) for coefficients ``c``."""
