@@ -937,7 +937,7 @@ class PhotoRenderer:
         eye_orig = None
         if eyes.eye_expression_change(c, self.coeffs0):  # the eye layer edits the photo, the flow the head
             eye_orig = base  # the head layer's colour takes the edited eyes too (see _compose_layers)
-            base = self.eyes.apply(base, c, scale)
+            base = self.eyes.apply_kept(base, c, scale)  # (read here only: out is a copy of it)
             c = eyes.flow_coeffs(c, self.coeffs0)
         if self.fast_path and placement is None and offsets is None and _same(c, self.coeffs0):
             t = self._frame_geometry(c)
