@@ -677,3 +677,28 @@ def eyes_changed(r, c):
     from engine.photo import eyes
 
     return eyes.eye_expression_change(c, r.coeffs0)
+
+
+def test_head_layer_pixels_gathered_once_and_again_when_their_arrays_change(astronaut):
+    """GridLayers.forward / splat take the head-layer pixels' arrays gathered once (not every frame); replaced
+    arrays are gathered again, so the splat follows them."""
+    fit, r = astronaut
+    gl = r.grid_layers
+    a = gl._selected()
+    assert all(x is y for x, y in zip(a, gl._selected()))
+    sel = gl.sel
+    for got, want in zip(a, (gl.head_xyz.reshape(-1, 3)[sel], gl.posed0.reshape(-1, 3)[sel],
+                             gl.stay.reshape(-1)[sel][:, None], gl._centres.reshape(-1, 2)[sel])):
+        assert np.array_equal(got, want)
+    pose = fit.coeffs.pose[0].clone()
+    pose[0] += math.radians(10)
+    g0, _ = gl.forward(pose)
+    stay = gl.stay
+    try:
+        gl.stay = np.ones_like(stay)  # everything stays with the torso: the turn moves nothing
+        g1, _ = gl.forward(pose)
+        g2, _ = gl.forward(fit.coeffs.pose[0])
+    finally:
+        gl.stay = stay
+    assert np.abs(g0 - g2).max() > 1 and np.allclose(g1, g2, atol=1e-3)
+    assert np.array_equal(gl.forward(pose)[0], g0)

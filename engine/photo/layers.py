@@ -574,6 +574,17 @@ class GridLayers:
         self._inv = np.asarray(proj.inv.numpy(), np.float64)
         self._centres = grid.centres()
 
+    def _selected(self) -> tuple:
+        """The head-layer pixels' (``self.sel``) 3D points, fitted posed points, stay weights (N, 1) and grid centres
+        (photo px): gathered once, not every frame (a driven frame splats every time)."""
+        src = (self.sel, self.head_xyz, self.posed0, self.stay, self._centres)
+        got = getattr(self, "_sel_arrays", None)
+        if got is None or any(a is not b for a, b in zip(got[0], src)):
+            sel = self.sel
+            got = self._sel_arrays = (src, (self.head_xyz.reshape(-1, 3)[sel], self.posed0.reshape(-1, 3)[sel],
+                                            self.stay.reshape(-1)[sel][:, None], self._centres.reshape(-1, 2)[sel]))
+        return got[1]
+
     def forward(self, pose, placement: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Target grid positions (N, 2) and camera depths (N,) of the head-layer pixels ``self.sel`` at ``pose``;
         ``placement``: an optional (2, 3) photo-px affine moving the head in the frame (the stay-weight keeps the
@@ -581,9 +592,7 @@ class GridLayers:
         from engine.render.camera import rotation_matrix
 
         r1 = rotation_matrix(pose.reshape(1, 3))[0].numpy().astype(np.float32)
-        hx = self.head_xyz.reshape(-1, 3)[self.sel]
-        p0 = self.posed0.reshape(-1, 3)[self.sel]
-        st = self.stay.reshape(-1)[self.sel][:, None]
+        hx, p0, st, _ = self._selected()
         p1 = (hx - self.pivot) @ r1.T + self.pivot
         p = p1 + st * (p0 - p1)
         cam = self._cam
@@ -608,7 +617,7 @@ class GridLayers:
 
         res = self.grid.res
         gxy, zc = self.forward(pose, placement)
-        src_photo = self._centres.reshape(-1, 2)[self.sel]
+        src_photo = self._selected()[3]
         tgt_photo = gxy * self.grid.step + np.asarray(self.grid.origin, np.float32)
         d = (src_photo - tgt_photo).astype(np.float32)
         disp = np.zeros((res * res, 2), np.float32)
