@@ -518,6 +518,9 @@ class GridLayers:
             args = (grid, layers.box, self.off_photo_sides, self.off_photo_px, face)
             # (``cut`` stays: the hair test samples the photo); the sides the head layer goes on beyond, only
             self.matte, used = reflect_off_photo(self.matte, *args)
+            # ... and only as far as the head's own outline goes on (the mirror image of hair that widens away from
+            # the border widens beyond it: a bow-shaped block with straight sides where the crown should round off)
+            self.matte = crown_bound(self.matte, grid, layers.box, used, covered & (rows < float(lm[8, 1])))
             self.off_photo_sides = tuple(bool(u) for u in used)
             if not any(used):
                 self.off_photo_px = 0.0
@@ -633,6 +636,34 @@ class GridLayers:
         return disp.astype(np.float32), cover
 
 
+TEAR_CLOSE = 2  # grid px: gaps in the warped head layer up to twice this wide open to its outline are closed too
+
+
+def close_tears(cover: np.ndarray, radius: int = TEAR_CLOSE) -> tuple[np.ndarray, np.ndarray]:
+    """The warped head layer's cover (R, R) float 0..1 (the target mesh's pixels and the splat's hits) with its tears
+    closed: where the head layer moves apart from itself (the jaw turning away from the hair beside it: the mesh and
+    the off-mesh hair have different stay-weights and depths), the splat leaves pixels nobody lands on, and the plate
+    showed there — holes of the background's colour with the grid's stepped edges inside long hair. A hole the
+    cover encloses (after closing gaps up to ``2 · radius`` px wide that open to its outline) is covered; its
+    displacement is the splat's smooth continuation (the hair and jaw edge on both sides, stretched). What a turn
+    reveals outside the head (connected to the grid's border) stays uncovered: the plate shows there. Returns the
+    cover and the (R, R) bool of the enclosed holes (to be drawn opaque: their stretched source is the soft seam
+    between the jaw and the hair, whose matte dips)."""
+    on = (cover > 0).astype(np.uint8)
+    if radius > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        on = np.maximum(on, cv2.morphologyEx(on, cv2.MORPH_CLOSE, k, borderType=cv2.BORDER_CONSTANT, borderValue=0))
+    h, w = on.shape
+    outside = np.ones((h + 2, w + 2), np.uint8)  # a ring of uncovered pixels around the grid
+    outside[1:-1, 1:-1] = 1 - on
+    cv2.floodFill(outside, None, (0, 0), 2)  # the uncovered pixels connected to the grid's border
+    holes = (outside[1:-1, 1:-1] == 1) | ((on > 0) & (cover <= 0))
+    holes &= cover <= 0
+    if not holes.any():
+        return cover, holes
+    return np.where(holes, np.float32(1.0), cover).astype(np.float32), holes
+
+
 def off_photo_extent(box, grid, head, src) -> tuple[float, tuple[bool, bool, bool, bool]]:
     """How far (photo px) the head layer goes on beyond the photo, and which of the layers' box sides (left, top,
     right, bottom) are the photo's border with the work box reaching past it: (0, …) when none is."""
@@ -683,6 +714,42 @@ def reflect_off_photo(a: np.ndarray, grid, box, sides, depth_px: float, block: n
             o[idx] = vals
             e[idx] = vals
     return out.astype(a.dtype), used
+
+
+CROWN_FEATHER = 2.0  # grid px: the soft edge of the head layer's outline beyond a photo border
+CROWN_BAND = 3  # grid px: the rows (columns) inside a border whose hair says how far it reaches beyond the skull
+
+
+def crown_bound(matte: np.ndarray, grid, box, sides, head: np.ndarray) -> np.ndarray:
+    """The head layer's matte (R, R) beyond the photo's border (the ``sides`` of ``box``, left, top, right, bottom, it
+    was continued over: :func:`reflect_off_photo`) kept only within the fitted head's outline grown by the hair's own
+    reach: per side, how far (90th percentile) the matte's pixels in the ``CROWN_BAND`` rows (columns) inside that
+    border lie from the fitted head ``head`` (R, R) bool (the mesh above the chin). Beyond the border the head layer
+    then rounds off over the crown as the skull does (a mirror image keeps the hair's widening *towards* the border
+    going on beyond it: a block that flares out with straight sides). Inside the photo it is unchanged."""
+    if not any(sides) or not head.any():
+        return matte
+    res = grid.res
+    c = (np.arange(res, dtype=np.float64) + 0.5) * grid.step
+    cx, cy = c + grid.origin[0], c + grid.origin[1]
+    beyond = [np.broadcast_to((cx < box[0])[None, :], (res, res)), np.broadcast_to((cy < box[1])[:, None], (res, res)),
+              np.broadcast_to((cx >= box[2])[None, :], (res, res)), np.broadcast_to((cy >= box[3])[:, None], (res, res))]
+    near = [(cx >= box[0]) & (cx < box[0] + CROWN_BAND * grid.step), (cy >= box[1]) & (cy < box[1] + CROWN_BAND * grid.step),
+            (cx < box[2]) & (cx >= box[2] - CROWN_BAND * grid.step), (cy < box[3]) & (cy >= box[3] - CROWN_BAND * grid.step)]
+    inside = ~(beyond[0] | beyond[1] | beyond[2] | beyond[3])
+    dist = cv2.distanceTransform((~head).astype(np.uint8), cv2.DIST_L2, 5)
+    reach = np.zeros((res, res), np.float32)
+    out_any = np.zeros((res, res), bool)
+    for k in range(4):
+        if not sides[k]:
+            continue
+        band = np.broadcast_to(near[k][None, :] if k % 2 == 0 else near[k][:, None], (res, res))
+        sel = band & inside & (matte > 0.5)
+        t = float(np.percentile(dist[sel], 90)) if sel.any() else 0.0
+        reach = np.where(beyond[k], np.maximum(reach, t), reach)
+        out_any |= beyond[k]
+    keep = np.clip((reach - dist) / CROWN_FEATHER + 0.5, 0.0, 1.0)
+    return np.where(out_any, matte * keep, matte).astype(matte.dtype)
 
 
 def skin_on_grid(layers: PhotoLayers, grid, lm: np.ndarray, covered: np.ndarray, cut: np.ndarray) -> np.ndarray:

@@ -516,8 +516,9 @@ class PhotoRenderer:
         if gl is not None and (placement is not None or not torch.equal(c.pose, self.coeffs0.pose)):
             sd, hit = gl.splat(c.pose[0], placement)
             disp = np.where(cov[..., None], disp, sd).astype(np.float32)
-            layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
-            layer_solid = (hidden * cov).astype(np.float32)
+            # the layer's tears (where it moved apart from itself) closed, drawn opaque
+            layer_cover, tears = photo_layers.close_tears(np.where(cov, 1.0, hit).astype(np.float32))
+            layer_solid = np.maximum(hidden * cov, tears).astype(np.float32)
         if turning and self.unstretch:
             # the ears and scalp turn as a smooth shell: their flow low-passed (the face keeps its own)
             w = outer_w[..., None]
