@@ -57,6 +57,7 @@ STRETCH_FULL = 0.3  # camera-facing gained by a turn at which that replacement i
 UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
 NECK_STRETCH = 1.75  # a pitch: neck area grown beyond this x the photo's counts as unseen, fully at twice this
 FLOW_SIGMA = 1.0  # grid px
+TORSO_NECK_W = 0.2  # the lower neck's weight from which the clothing over it is in front of it in full
 OUTER_SIGMA = 3.0  # px of the 256 px work grid: low-pass of a turn's flow on the ears, scalp and neck
 OUTER_RAMP = 3  # vertex rings over which that low-pass fades out into the face
 # the model's skin is matched to the photo's skin around it (renderer._skin_match): on a ring of SKIN_MATCH_RING grid px
@@ -376,15 +377,20 @@ class PhotoRenderer:
         self._outer = outer
         # _skin_setup's arrays, taken on first use (only with the rest of the state: they derive from it)
         self._skin_state = source_state if self.source_restored else None
-        self._turn_attr = torch.cat([self._base_attr, outer * self.head.vertex_in(SKIN_PARTS).float().unsqueeze(1)], 1)
+        # and the lower neck's weight (0 = turns with the head, 1 = stays with the torso: flow.neck_weights)
+        neck_w = torch.zeros(self.head.n_vertices, 1)
+        neck_w[self.neck[0]] = self.neck[1]
+        self._turn_attr = torch.cat([self._base_attr, outer * self.head.vertex_in(SKIN_PARTS).float().unsqueeze(1),
+                                     neck_w], 1)
         self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
         # photo mode v2: the layered photo (built once; a preview renderer gets its parent's), ``layers=False``: none
         if layers is None or layers is True:
             layers = photo_layers.build_layers(self.image, self.grid, self.head, self.proj, self.src)
         self.layers = layers or None
         skin = (source_state or {}).get("grid_skin") if self.source_restored else None  # (from the photo cache)
+        torso = (source_state or {}).get("grid_torso") if self.source_restored else None
         self.grid_layers = (photo_layers.GridLayers(self.layers, self.grid, self.head, self.proj, self.src, self.neck,
-                                                    skin=skin) if self.layers is not None else None)
+                                                    skin=skin, torso=torso) if self.layers is not None else None)
         hs = (source_state or {}).get("hair_src") if self.source_restored else None  # (_hair_src's, from the cache)
         if isinstance(hs, np.ndarray) and hs.dtype == bool and hs.shape in ((self.grid.res, self.grid.res), (0,)):
             self._hair_src_cache = np.array(hs)
@@ -410,8 +416,8 @@ class PhotoRenderer:
 
     def source_state(self) -> dict[str, np.ndarray]:
         """What this renderer computed from the fit alone (the source head's visibility and fills, the turn's
-        outer-shell weights, the hair a turn keeps and the layers' skin mask: their Lab conversions ~55 ms each):
-        kept in the photo cache and given back as ``source_state`` (same fit, head, grid)."""
+        outer-shell weights, the hair a turn keeps, the layers' skin and clothing masks: their Lab conversions ~55 ms
+        each): kept in the photo cache and given back as ``source_state`` (same fit, head, grid)."""
         if not hasattr(self, "_model_w"):
             self._skin_setup()
         fc = self._face_col if self._face_col is not None else np.zeros(0, np.float32)
@@ -420,7 +426,9 @@ class PhotoRenderer:
                 "skin_cal": self._model_cal.numpy().copy(), "skin_face_col": np.asarray(fc, np.float32).copy(),
                 "hair_src": np.array(hs) if (hs := self._hair_src()) is not None else np.zeros(0, bool),
                 "grid_skin": np.array(gs) if (gs := getattr(self.grid_layers, "skin", None)) is not None
-                else np.zeros(0, bool)}
+                else np.zeros(0, bool),
+                "grid_torso": np.array(gt) if (gt := getattr(self.grid_layers, "torso", None)) is not None
+                else np.zeros(0, np.float32)}
 
     # ------------------------------------------------------------------------------------------ helpers
     def _photo_at(self, scale: float) -> np.ndarray:
@@ -495,8 +503,9 @@ class PhotoRenderer:
             cols.append(skin_v)
         allv = self._interpolate(torch.cat(cols, 1), t)
         base = allv[..., :4]
-        k = 5 if turning else 4
+        k = 6 if turning else 4
         outer_w = allv[..., 4] if turning else None
+        neck_t = allv[..., 5] if turning else None  # the target's lower-neck weight (0 off the mesh)
         mirror_v = None
         if self._has_mirror:
             mirror_v, k = allv[..., k:k + 6], k + 6
@@ -523,8 +532,9 @@ class PhotoRenderer:
         if gl is not None and (placement is not None or not torch.equal(c.pose, self.coeffs0.pose)):
             sd, hit = gl.splat(c.pose[0], placement)
             disp = np.where(cov[..., None], disp, sd).astype(np.float32)
-            layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
-            layer_solid = (hidden * cov).astype(np.float32)
+            # the layer's tears (where it moved apart from itself) closed, drawn opaque
+            layer_cover, tears = photo_layers.close_tears(np.where(cov, 1.0, hit).astype(np.float32))
+            layer_solid = np.maximum(hidden * cov, tears).astype(np.float32)
         if turning and self.unstretch:
             # the ears and scalp turn as a smooth shell: their flow low-passed (the face keeps its own)
             w = outer_w[..., None]
@@ -534,6 +544,12 @@ class PhotoRenderer:
             head_px = cov if layer_cover is None else layer_cover > 0
             disp, _ = flow.unstretch_rows(disp, self.grid.step, float(t.grid_xy[self.head.lm68[30], 0]), head_px,
                                           avoid=self._eye_zone(t), keep_src=self._hair_src())
+        if turning and gl is not None and layer_cover is not None and getattr(gl, "torso", None) is not None:
+            # the clothing under the chin (collar, shirt, tie) stays where it is, in front of the lower neck turning
+            # behind it (the mesh's lower neck turned part of the way and carried the collar along: a sheared collar
+            # and tie knot); the face and jaw (neck weight 0) go in front of it
+            w = gl.torso * np.where(cov, np.clip(neck_t / TORSO_NECK_W, 0.0, 1.0), 0.0)
+            disp = (disp * (1.0 - w)[..., None]).astype(np.float32)
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
