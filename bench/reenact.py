@@ -213,8 +213,8 @@ def rigid_scale(L: np.ndarray, L0: np.ndarray) -> float:
     """log of the scale of the similarity (least median of squares: a few points that slide do not count) that
     takes the rigid points ``RIGID_POINTS`` of the landmarks ``L0`` to those of ``L``: the head's size change with
     the lids and lips left out (a turn shortens the far jaw line: read on both videos alike)."""
-    M, _ = cv2.estimateAffinePartial2D(np.asarray(L0, np.float32)[RIGID_POINTS], np.asarray(L, np.float32)[RIGID_POINTS],
-                                       method=cv2.LMEDS)
+    src, dst = np.asarray(L0, np.float32)[RIGID_POINTS], np.asarray(L, np.float32)[RIGID_POINTS]
+    M, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
     return float("nan") if M is None else float(0.5 * np.log(abs(np.linalg.det(M[:, :2]))))
 
 
@@ -319,25 +319,36 @@ _LOOK_H = ("eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L", "eyeLookOut_R")
 _LOOK_V = ("eyeLookUp_L", "eyeLookUp_R", "eyeLookDown_L", "eyeLookDown_R")
 
 
+def _carried_shift(track, t: int) -> float:
+    """The sideways iris shift (eye widths) the track's smoothed eyeLook weights of frame ``t`` stand for (the
+    subject's left eye: both eyes carry the same)."""
+    from engine.drive.retargeting import _iris_shift
+
+    names = list(track.exp_names)
+    v = track.smoothed[t]
+    return _iris_shift(v[names.index("eyeLookOut_L")] - v[names.index("eyeLookIn_L")])
+
+
 def iris_stages(clips: list[Path], out: Path, seconds: float | None, every: int = 5) -> str:
     """Where the horizontal iris motion is lost, stage by stage, against the judges' iris x on the real frames
     (``judge._iris``, every ``every``-th frame; r / slope of each stage on it): the tracker's reading
-    (``Track.gaze``); the judge's reading of the retargeted frame rendered on frame 0 (no placement) with the
+    (``Track.gaze``); the shift the smoothed eyeLook weights carry (:func:`_carried_shift`); the judge's reading of
+    the retargeted frame (with the target's iris read gain, as a drive) rendered on frame 0 (no placement) with the
     frame's whole expression, with its vertical gaze put back to the photo's, and with the gaze and pose only (every
     other weight the photo's). Each render is read relative to the same frame rendered without the horizontal gaze
     change, so the stages compare the iris shift itself."""
     from engine.drive import load_target, retarget, track_video
 
     jd = load_judge()
-    lines = ["| clip | frames | tracker | render: whole expression | ... vertical gaze the photo's | ... gaze and pose "
-             "only |", "|---|---|---|---|---|---|"]
+    lines = ["| clip | frames | tracker | carried (smoothed eyeLook) | render: whole expression | ... vertical gaze "
+             "the photo's | ... gaze and pose only |", "|---|---|---|---|---|---|---|"]
     for clip in clips:
         folder = out / clip.stem
         driver, photo, n = prepare(clip, folder, seconds)
         target, track = load_target(photo), track_video(driver)
         real = read_frames(clip, n)
         c0 = target.coeffs
-        cols = {k: [] for k in ("judge", "tracker", "full", "novert", "only")}
+        cols = {k: [] for k in ("judge", "tracker", "carried", "full", "novert", "only")}
 
         def read(c):
             img = target.render(c)
@@ -369,11 +380,12 @@ def iris_stages(clips: list[Path], out: Path, seconds: float | None, every: int 
                 continue
             cols["judge"].append(float(j[0]))
             cols["tracker"].append(float(track.gaze[t, 0] - track.gaze[track.first_found, 0]))
+            cols["carried"].append(_carried_shift(track, t) - _carried_shift(track, track.first_found))
             for k, v in reads.items():
                 cols[k].append(v)
         x = np.array(cols["judge"])
         cells = [clip.stem, str(len(x))]
-        for k in ("tracker", "full", "novert", "only"):
+        for k in ("tracker", "carried", "full", "novert", "only"):
             v = _slope(x, cols[k])
             cells.append("—" if v is None else f"{v[0]:.2f} / {v[1]:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -574,8 +586,8 @@ def table(results: list[dict]) -> str:
     lines += ["", "Head size (the judges' eye-centre distance) taken apart, every 5th frame: driven on real over the frames "
               f"where both videos' eyes are open (eye aspect ratio >= {OPEN_EAR}), the jaw width (0-16) on all, and "
               "how much the eye-centre distance moves with the eye opening (slope of its log on the eye aspect ratio; "
-              "r / slope), and the rigid size (the similarity taking frame 0's jaw outline, brows, nose and eye corners "
-              "to each frame's, robust fit; driven on real, r / slope; the real log size's range):", "",
+              "r / slope), and the rigid size (the similarity taking frame 0's jaw outline, brows, nose and eye "
+              "corners to each frame's, robust fit; driven on real, r / slope; the real log size's range):", "",
               "| clip | eye distance, open eyes | jaw width | eye distance on eye opening, real | "
               "... driven | rigid size | real rigid log size |", "|---|---|---|---|---|---|---|"]
     keys = ("size_open", "jaw", "lid_real", "lid_driven", "rigid")
