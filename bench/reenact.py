@@ -515,7 +515,9 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
     """How much of a known sideways iris shift the iris reader sees: frame 0 of
     each clip as a photo, photo mode's eye layer turns both eyes sideways by eyeLook ``weights`` (the iris disc moves
     by the eyeball radius × sin(angle) eye widths), and :func:`engine.perception.iris.gaze` reads the rendered frame
-    (dlib landmarks on it): slope of the reading on the true shift, per clip and pooled."""
+    (dlib landmarks on it): slope of the reading on the true shift, per clip and pooled; and the target's own read
+    gain a drive divides the sideways gaze change by (:meth:`engine.drive.targets.PhotoTarget.gaze_read_gain`: the
+    same reader with the photo's landmarks, the eye layer alone, small glances)."""
     import math
 
     from engine.drive import load_target
@@ -524,7 +526,7 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
     from engine.photo import eyes
 
     radius, deg = eyes.EYEBALL_RADIUS, eyes.GAZE_MAX_DEG["horizontal"]
-    lines = ["| clip | reader's slope on the true shift |", "|---|---|"]
+    lines = ["| clip | reader's slope on the true shift | the target's read gain (a drive's) |", "|---|---|---|"]
     pooled_x, pooled_y = [], []
     for clip in clips:
         folder = out / clip.stem
@@ -544,13 +546,13 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
                 ys.append(float(g[0]))
         if len(xs) >= 3:
             xs, ys = np.array(xs), np.array(ys)
-            lines.append(f"| {clip.stem} | {np.polyfit(xs, ys, 1)[0]:.2f} |")
+            lines.append(f"| {clip.stem} | {np.polyfit(xs, ys, 1)[0]:.2f} | {target.gaze_read_gain():.2f} |")
             pooled_x += list(xs - xs.mean())
             pooled_y += list(ys - ys.mean())
         else:
-            lines.append(f"| {clip.stem} | — |")
+            lines.append(f"| {clip.stem} | — | {target.gaze_read_gain():.2f} |")
     if len(pooled_x) >= 3:
-        lines.append(f"| pooled | {np.polyfit(pooled_x, pooled_y, 1)[0]:.2f} |")
+        lines.append(f"| pooled | {np.polyfit(pooled_x, pooled_y, 1)[0]:.2f} | |")
     return "\n".join(lines)
 
 
