@@ -138,6 +138,8 @@ def model_readback(clip: Path, target, track, kw: dict, keep_placement: bool, ev
     jd = load_judge()
     real = read_frames(clip, track.n_frames)
     lm68 = target.renderer.model.lm68
+    if kw.get("relative_expression") and hasattr(target, "gaze_read_gain"):  # as engine.drive.drive does
+        kw = dict(kw, gaze_gain=target.gaze_read_gain())
     a, b = {k: [] for k in MODEL_SERIES}, {k: [] for k in MODEL_SERIES}
     for t in range(every, min(len(real), track.n_frames), every):
         La = jd._landmarks(real[t])
@@ -202,16 +204,31 @@ def _slope(x, y) -> tuple[float, float] | None:
     return float(np.corrcoef(x, y)[0, 1]), float(np.polyfit(x, y, 1)[0])
 
 
+# dlib's points the lids and lips do not move: the jaw outline, the brows, the nose, the eye corners (brows that lower
+# pull it in, ~2.5 % at browDown 0.7 on glasses_07's fit; without the brows and the chin it followed the turns)
+RIGID_POINTS = list(range(0, 36)) + [36, 39, 42, 45]
+
+
+def rigid_scale(L: np.ndarray, L0: np.ndarray) -> float:
+    """log of the scale of the similarity (least median of squares: a few points that slide do not count) that
+    takes the rigid points ``RIGID_POINTS`` of the landmarks ``L0`` to those of ``L``: the head's size change with
+    the lids and lips left out (a turn shortens the far jaw line: read on both videos alike)."""
+    src, dst = np.asarray(L0, np.float32)[RIGID_POINTS], np.asarray(L, np.float32)[RIGID_POINTS]
+    M, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    return float("nan") if M is None else float(0.5 * np.log(abs(np.linalg.det(M[:, :2]))))
+
+
 def size_parts(clip: Path, driven: Path, folder: Path | None = None, every: int = 5) -> dict:
     """What the judges' head size (the distance of the eye centres, dlib) is made of, on both videos every ``every``-th
     frame: the slope of driven on real over the frames where both videos' eyes are open (eye aspect ratio >=
     ``OPEN_EAR``: the lids' share taken out), the same for the jaw width (landmarks 0-16: a size the lids do not move),
     and how far the eye-centre distance moves with the eye opening (d log distance / d eye aspect ratio, real and
-    driven: dlib's eye corners move inward on closing or squinting lids). ``folder``: the per-frame readings are
-    written to ``<folder>/size.csv``."""
+    driven: dlib's eye corners move inward on closing or squinting lids), and the rigid size (:func:`rigid_scale`
+    since the first frame, driven on real: the head's own growing and shrinking). ``folder``: the per-frame readings
+    are written to ``<folder>/size.csv``."""
     jd = load_judge()
     real, drv = read_frames(clip), read_frames(driven)
-    rows = []
+    rows, lms = [], []
     for t in range(0, min(len(real), len(drv)), every):
         a, b = real[t], drv[t][:real[t].shape[0], :real[t].shape[1]]
         La, Lb = jd._landmarks(a), jd._landmarks(b)
@@ -219,17 +236,25 @@ def size_parts(clip: Path, driven: Path, folder: Path | None = None, every: int 
             continue
         rows.append([t] + [v for L in (La, Lb) for v in (np.linalg.norm(L[42:48].mean(0) - L[36:42].mean(0)),
                                                            np.linalg.norm(L[16] - L[0]), jd._ear(L))])
+        lms.append((La, Lb))
     if not rows:
         return {}
     r = np.array(rows)
+    # the rigid size: the scale of the similarity (robust fit) taking the first compared frame's rigid points to
+    # this frame's, per video
+    rig = np.array([[rigid_scale(L, lms[0][k]) for k, L in enumerate(pair)] for pair in lms])
+    r = np.concatenate([r, rig], 1)
     if folder is not None:
         np.savetxt(folder / "size.csv", r, delimiter=",", fmt="%.4f",
                    header="frame,real_eye_distance,real_jaw_width,real_eye_opening,driven_eye_distance,"
-                          "driven_jaw_width,driven_eye_opening")
-    ed_a, jw_a, ear_a, ed_b, jw_b, ear_b = r[:, 1:].T
+                          "driven_jaw_width,driven_eye_opening,real_rigid_log_size,driven_rigid_log_size")
+    ed_a, jw_a, ear_a, ed_b, jw_b, ear_b, rs_a, rs_b = r[:, 1:].T
     op = (ear_a >= OPEN_EAR) & (ear_b >= OPEN_EAR)
     out = {"size_open": _slope(ed_a[op], ed_b[op]), "jaw": _slope(jw_a, jw_b),
-           "lid_real": _slope(ear_a, np.log(ed_a)), "lid_driven": _slope(ear_b, np.log(ed_b))}
+           "lid_real": _slope(ear_a, np.log(ed_a)), "lid_driven": _slope(ear_b, np.log(ed_b)),
+           "rigid": _slope(rs_a[np.isfinite(rs_a + rs_b)], rs_b[np.isfinite(rs_a + rs_b)])}
+    if np.isfinite(rs_a).any():
+        out["rigid_range"] = (float(np.nanmin(rs_a)), float(np.nanmax(rs_a)))
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -294,25 +319,36 @@ _LOOK_H = ("eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L", "eyeLookOut_R")
 _LOOK_V = ("eyeLookUp_L", "eyeLookUp_R", "eyeLookDown_L", "eyeLookDown_R")
 
 
+def _carried_shift(track, t: int) -> float:
+    """The sideways iris shift (eye widths) the track's smoothed eyeLook weights of frame ``t`` stand for (the
+    subject's left eye: both eyes carry the same)."""
+    from engine.drive.retargeting import _iris_shift
+
+    names = list(track.exp_names)
+    v = track.smoothed[t]
+    return _iris_shift(v[names.index("eyeLookOut_L")] - v[names.index("eyeLookIn_L")])
+
+
 def iris_stages(clips: list[Path], out: Path, seconds: float | None, every: int = 5) -> str:
     """Where the horizontal iris motion is lost, stage by stage, against the judges' iris x on the real frames
     (``judge._iris``, every ``every``-th frame; r / slope of each stage on it): the tracker's reading
-    (``Track.gaze``); the judge's reading of the retargeted frame rendered on frame 0 (no placement) with the
+    (``Track.gaze``); the shift the smoothed eyeLook weights carry (:func:`_carried_shift`); the judge's reading of
+    the retargeted frame (with the target's iris read gain, as a drive) rendered on frame 0 (no placement) with the
     frame's whole expression, with its vertical gaze put back to the photo's, and with the gaze and pose only (every
     other weight the photo's). Each render is read relative to the same frame rendered without the horizontal gaze
     change, so the stages compare the iris shift itself."""
     from engine.drive import load_target, retarget, track_video
 
     jd = load_judge()
-    lines = ["| clip | frames | tracker | render: whole expression | ... vertical gaze the photo's | ... gaze and pose "
-             "only |", "|---|---|---|---|---|---|"]
+    lines = ["| clip | frames | tracker | carried (smoothed eyeLook) | render: whole expression | ... vertical gaze "
+             "the photo's | ... gaze and pose only |", "|---|---|---|---|---|---|---|"]
     for clip in clips:
         folder = out / clip.stem
         driver, photo, n = prepare(clip, folder, seconds)
         target, track = load_target(photo), track_video(driver)
         real = read_frames(clip, n)
         c0 = target.coeffs
-        cols = {k: [] for k in ("judge", "tracker", "full", "novert", "only")}
+        cols = {k: [] for k in ("judge", "tracker", "carried", "full", "novert", "only")}
 
         def read(c):
             img = target.render(c)
@@ -331,7 +367,7 @@ def iris_stages(clips: list[Path], out: Path, seconds: float | None, every: int 
             j = None if La is None else jd._iris(real[t], La)
             if j is None or not np.isfinite(track.gaze[t]).all():
                 continue
-            c = retarget(c0, track, t, relative_expression=True)
+            c = retarget(c0, track, t, relative_expression=True, gaze_gain=target.gaze_read_gain())
             only = without(c0, ())
             only.pose = c.pose.clone()
             for k in _LOOK_H + _LOOK_V:
@@ -344,11 +380,12 @@ def iris_stages(clips: list[Path], out: Path, seconds: float | None, every: int 
                 continue
             cols["judge"].append(float(j[0]))
             cols["tracker"].append(float(track.gaze[t, 0] - track.gaze[track.first_found, 0]))
+            cols["carried"].append(_carried_shift(track, t) - _carried_shift(track, track.first_found))
             for k, v in reads.items():
                 cols[k].append(v)
         x = np.array(cols["judge"])
         cells = [clip.stem, str(len(x))]
-        for k in ("tracker", "full", "novert", "only"):
+        for k in ("tracker", "carried", "full", "novert", "only"):
             v = _slope(x, cols[k])
             cells.append("—" if v is None else f"{v[0]:.2f} / {v[1]:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -478,7 +515,9 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
     """How much of a known sideways iris shift the iris reader sees: frame 0 of
     each clip as a photo, photo mode's eye layer turns both eyes sideways by eyeLook ``weights`` (the iris disc moves
     by the eyeball radius × sin(angle) eye widths), and :func:`engine.perception.iris.gaze` reads the rendered frame
-    (dlib landmarks on it): slope of the reading on the true shift, per clip and pooled."""
+    (dlib landmarks on it): slope of the reading on the true shift, per clip and pooled; and the target's own read
+    gain a drive divides the sideways gaze change by (:meth:`engine.drive.targets.PhotoTarget.gaze_read_gain`: the
+    same reader with the photo's landmarks, the eye layer alone, small glances)."""
     import math
 
     from engine.drive import load_target
@@ -487,7 +526,7 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
     from engine.photo import eyes
 
     radius, deg = eyes.EYEBALL_RADIUS, eyes.GAZE_MAX_DEG["horizontal"]
-    lines = ["| clip | reader's slope on the true shift |", "|---|---|"]
+    lines = ["| clip | reader's slope on the true shift | the target's read gain (a drive's) |", "|---|---|---|"]
     pooled_x, pooled_y = [], []
     for clip in clips:
         folder = out / clip.stem
@@ -507,13 +546,13 @@ def iris_gain_check(clips: list[Path], out: Path, weights=(-0.4, -0.2, 0.0, 0.2,
                 ys.append(float(g[0]))
         if len(xs) >= 3:
             xs, ys = np.array(xs), np.array(ys)
-            lines.append(f"| {clip.stem} | {np.polyfit(xs, ys, 1)[0]:.2f} |")
+            lines.append(f"| {clip.stem} | {np.polyfit(xs, ys, 1)[0]:.2f} | {target.gaze_read_gain():.2f} |")
             pooled_x += list(xs - xs.mean())
             pooled_y += list(ys - ys.mean())
         else:
-            lines.append(f"| {clip.stem} | — |")
+            lines.append(f"| {clip.stem} | — | {target.gaze_read_gain():.2f} |")
     if len(pooled_x) >= 3:
-        lines.append(f"| pooled | {np.polyfit(pooled_x, pooled_y, 1)[0]:.2f} |")
+        lines.append(f"| pooled | {np.polyfit(pooled_x, pooled_y, 1)[0]:.2f} | |")
     return "\n".join(lines)
 
 
@@ -549,15 +588,19 @@ def table(results: list[dict]) -> str:
     lines += ["", "Head size (the judges' eye-centre distance) taken apart, every 5th frame: driven on real over the frames "
               f"where both videos' eyes are open (eye aspect ratio >= {OPEN_EAR}), the jaw width (0-16) on all, and "
               "how much the eye-centre distance moves with the eye opening (slope of its log on the eye aspect ratio; "
-              "r / slope):", "", "| clip | eye distance, open eyes | jaw width | eye distance on eye opening, real | "
-              "... driven |", "|---|---|---|---|---|"]
-    keys = ("size_open", "jaw", "lid_real", "lid_driven")
+              "r / slope), and the rigid size (the similarity taking frame 0's jaw outline, brows, nose and eye "
+              "corners to each frame's, robust fit; driven on real, r / slope; the real log size's range):", "",
+              "| clip | eye distance, open eyes | jaw width | eye distance on eye opening, real | "
+              "... driven | rigid size | real rigid log size |", "|---|---|---|---|---|---|---|"]
+    keys = ("size_open", "jaw", "lid_real", "lid_driven", "rigid")
     for r in results + ([{"clip": f"mean of {len(ok)}", "size": {
             k: tuple(np.mean([q["size"][k] for q in ok if k in q.get("size", {})], 0))
             for k in keys if any(k in q.get("size", {}) for q in ok)}}] if ok else []):
         m = r.get("size", {})
+        rr = m.get("rigid_range")
         lines.append("| " + " | ".join([r["clip"]] + [f"{m[k][0]:.2f} / {m[k][1]:.2f}" if k in m else "—"
-                                                       for k in keys]) + " |")
+                                                       for k in keys]
+                                       + [f"{rr[0]:+.3f} … {rr[1]:+.3f}" if rr else ""]) + " |")
     lines += ["", "Retargeted coefficients before rendering (the target's model landmarks vs the judges' landmarks on the "
               "real frame; r / slope):", "",
               "| clip | " + " | ".join(MODEL_SERIES) + " |", "|" + "---|" * (len(MODEL_SERIES) + 1)]

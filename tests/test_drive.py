@@ -517,6 +517,59 @@ def test_relative_gaze_crosses_the_centre(model):
     assert e["eyeLookIn_L"][2] == pytest.approx(0.1 + 2 * step, abs=1e-5) and e["eyeLookOut_L"][2] == 0
 
 
+def test_relative_gaze_is_divided_by_the_targets_read_gain(model):
+    """The sideways glance is carried as the iris shift the target's eye layer must draw for the iris reader to see
+    the source's shift: the tracked change divided by the target's read gain (in shift, not in weight); the vertical
+    gaze as it was."""
+    from engine.drive.retargeting import _iris_shift
+
+    tr = _gaze_track(model, [[0.0, 0.0], [0.06, 0.04], [-0.06, 0.0]])
+    tgt = model.zeros(1)
+    tgt.expr["eyeLookIn_L"] = tgt.expr["eyeLookOut_R"] = 0.05
+
+    def shift(c, side="L"):
+        h = c.expr[f"eyeLookOut_{side}"].item() - c.expr[f"eyeLookIn_{side}"].item()
+        return _iris_shift(h if side == "L" else -h)
+
+    base = shift(tgt)
+    for i, want in ((1, 0.06), (2, -0.06)):
+        one = retarget(tgt, tr, i, relative_expression=True)
+        half = retarget(tgt, tr, i, relative_expression=True, gaze_gain=0.6)
+        assert shift(one) - base == pytest.approx(want, abs=2e-3)  # (gain 1: added in weight, as before)
+        assert shift(half) - base == pytest.approx(want / 0.6, abs=1e-6)
+        assert shift(half, "R") == pytest.approx(shift(half, "L"), abs=1e-9)  # both eyes alike
+        for k in ("eyeLookDown_L", "eyeLookUp_L", "eyeLookDown_R"):
+            assert half.expr[k].item() == pytest.approx(one.expr[k].item(), abs=1e-9)
+    assert retarget(tgt, tr, 1, relative_expression=True).expr["eyeLookDown_L"].item() > 0
+
+
+def test_photo_target_gaze_read_gain_is_what_the_reader_sees_of_its_eye_layer():
+    """The photo's iris read gain: the tracker's iris reader, on the photo's own eye layer turned sideways, sees
+    this share of the shift drawn (the still lash line and corners pull its centroid back); a drive of a photo
+    passes it to retargeting."""
+    import math
+    from pathlib import Path
+
+    from engine.drive import PhotoTarget
+    from engine.drive.retargeting import _iris_shift
+    from engine.perception import iris
+
+    target = PhotoTarget(Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg")
+    gain = target.gaze_read_gain()
+    assert 0.5 <= gain < 0.97
+    r = target.renderer
+    lm = np.asarray(r.fit.alignment.landmarks_photo, np.float64)
+    g0 = iris.gaze(r.image, lm)
+    reads = []
+    for w in (-0.15, 0.15):  # not among the probes
+        c = target.coeffs.clone()
+        for k, s in (("eyeLookOut_L", 1), ("eyeLookIn_R", 1), ("eyeLookIn_L", -1), ("eyeLookOut_R", -1)):
+            c.expr[k] = max(0.0, s * w)
+        reads.append(float(iris.gaze(r.eyes.apply(r.image, c, 1.0), lm)[0] - g0[0]))
+    seen = (reads[1] - reads[0]) / (2 * _iris_shift(0.15))
+    assert seen == pytest.approx(gain, abs=0.12) and math.isfinite(seen)
+
+
 # ---------------------------------------------------------------------------------------------- drive
 def test_drive_writes_video_with_audio_preview_and_track(clip, track, session_target, tmp_path, model):
     from engine.drive import SessionTarget

@@ -139,6 +139,8 @@ def drive(video, target, output, *, expression_only: bool = False, expression_st
     times["target"] = time.perf_counter() - t0
     kw = dict(expression_strength=expression_strength, pose_strength=pose_strength,
               head_motion=not expression_only, relative_expression=relative_expression)
+    if relative_expression and hasattr(target, "gaze_read_gain"):  # (a photo: its eye layer's iris read gain)
+        kw["gaze_gain"] = target.gaze_read_gain()
     audio_src = info.path if keep_audio and info.has_audio else None
 
     def move(tr: Track, i: int):

@@ -12,11 +12,14 @@ target's.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from engine.drive.track import Track, pose_from_rotation, rotation_np
 from engine.face.model import N_EXP, Coefficients, default_model
+from engine.photo.eyes import EYEBALL_RADIUS, GAZE_MAX_DEG
 
 __all__ = ["retarget", "retarget_placement", "retarget_residual", "RESIDUAL_POINTS"]
 
@@ -51,12 +54,30 @@ def _look_axes(names) -> list[tuple[list[int], list[int], list[int], list[int]]]
     return out
 
 
-def _relative_gaze(e_t: np.ndarray, cur: np.ndarray, ref: np.ndarray, out: np.ndarray, names) -> None:
+def _iris_shift(h: float) -> float:
+    """The eye layer's sideways iris shift (eye widths) at a signed horizontal gaze weight ``h``."""
+    return EYEBALL_RADIUS * math.sin(math.radians(h * GAZE_MAX_DEG["horizontal"]))
+
+
+def _gaze_weight(shift: float) -> float:
+    """The signed horizontal gaze weight whose iris shift is ``shift`` eye widths (the eye layer's range at most)."""
+    return math.degrees(math.asin(float(np.clip(shift / EYEBALL_RADIUS, -1.0, 1.0)))) / GAZE_MAX_DEG["horizontal"]
+
+
+def _relative_gaze(e_t: np.ndarray, cur: np.ndarray, ref: np.ndarray, out: np.ndarray, names,
+                   gaze_gain: float = 1.0) -> None:
     """Gaze weights of ``out`` (in place): per eye and axis, the target's signed gaze plus the source's signed
-    change, split back into its two one-sided weights."""
+    change, split back into its two one-sided weights. The horizontal change is carried as an iris shift divided by
+    ``gaze_gain`` (the target's :meth:`~engine.drive.targets.PhotoTarget.gaze_read_gain`: how much of its eye
+    layer's shift the iris reader sees), so the driven eye *reads* the source's shift."""
     for pos, neg, down, up in _look_axes(names):
-        for a, b in ((pos, neg), (down, up)):
-            s = e_t[a[0]] - e_t[b[0]] + (cur[a[0]] - cur[b[0]]) - (ref[a[0]] - ref[b[0]])
+        for k, (a, b) in enumerate(((pos, neg), (down, up))):
+            h_t = e_t[a[0]] - e_t[b[0]]
+            d = (cur[a[0]] - cur[b[0]]) - (ref[a[0]] - ref[b[0]])
+            if k == 0 and gaze_gain != 1.0:
+                d_shift = _iris_shift(cur[a[0]] - cur[b[0]]) - _iris_shift(ref[a[0]] - ref[b[0]])
+                d = _gaze_weight(_iris_shift(h_t) + d_shift / gaze_gain) - h_t
+            s = h_t + d
             out[a[0]], out[b[0]] = max(s, 0.0), max(-s, 0.0)
 
 
@@ -93,13 +114,15 @@ def _relative_lids(e_t: np.ndarray, cur: np.ndarray, ref: np.ndarray, out: np.nd
 
 def retarget(target: Coefficients, track: Track, i: int, expression_strength: float = 1.0,
              pose_strength: float = 1.0, head_motion: bool = True, relative_expression: bool = False,
-             smoothed: bool = True) -> Coefficients:
+             smoothed: bool = True, gaze_gain: float = 1.0) -> Coefficients:
     """The target's coefficients driven by frame ``i`` of ``track``.
 
     Identity, albedo and light stay the target's. Expression: the source's (``relative_expression``: the
     target's plus the source's change since its first tracked frame), blended by ``expression_strength``
     (0 = the target's own, 1 = fully driven). Pose (with ``head_motion``): the target's pose rotated by the
-    source's head rotation since its first tracked frame, scaled by ``pose_strength``."""
+    source's head rotation since its first tracked frame, scaled by ``pose_strength``. ``gaze_gain`` (relative
+    expression): the target's iris read gain, the sideways gaze change is carried divided by it (see
+    :func:`_relative_gaze`)."""
     v = track.values(smoothed)
     ref = v[track.first_found]
     cur = v[i]
@@ -107,7 +130,7 @@ def retarget(target: Coefficients, track: Track, i: int, expression_strength: fl
     e_t = out.expression[0].double().numpy()
     if relative_expression:
         e_src = e_t + (cur[:N_EXP] - ref[:N_EXP])
-        _relative_gaze(e_t, cur, ref, e_src, list(track.exp_names))
+        _relative_gaze(e_t, cur, ref, e_src, list(track.exp_names), gaze_gain)
         _relative_lids(e_t, cur, ref, e_src, list(track.exp_names))
         e_src = np.clip(e_src, 0.0, 1.0)
     else:

@@ -85,6 +85,12 @@ class SessionTarget(Target):
         return s
 
 
+# the target's iris read gain (PhotoTarget.gaze_read_gain): sideways gaze weights the eye layer turns both eyes by
+# (small glances: the ones a clip's iris reading mostly carries), and the range the gain is kept in
+GAIN_PROBE = (-0.2, -0.1, 0.1, 0.2)
+GAIN_RANGE = (0.5, 1.0)
+
+
 class PhotoTarget(Target):
     """A photo, edited at its own resolution by photo mode (``engine.photo``)."""
 
@@ -101,6 +107,7 @@ class PhotoTarget(Target):
         self.max_side = max_side
         self._spread = None  # (landmark points, (V, K) spread matrix) for residual_offsets, made on first use
         self._pivot_px = None  # the head's pivot in photo px, for placement_matrix (made on first use)
+        self._gaze_gain = None
         h, w = self.fit.image.shape[:2]
         s = 1.0 if max_side is None else min(1.0, int(max_side) / max(h, w))
         self._size = (max(1, round(w * s)), max(1, round(h * s))) if s < 1 else (w, h)
@@ -126,6 +133,35 @@ class PhotoTarget(Target):
         width = al.size / al.scale  # photo px per crop width
         k = float(np.exp(ls))
         return np.array([[k, 0.0, (1 - k) * c[0] + dx * width], [0.0, k, (1 - k) * c[1] + dy * width]])
+
+    def gaze_read_gain(self) -> float:
+        """How much of a sideways iris shift of this photo's eye layer the iris reader sees
+        (:func:`engine.perception.iris.gaze`, the tracker's: a darkness-weighted centroid, which the still lash line
+        and eye corners pull back toward the eye's centre): the eye layer alone turns both eyes by the gaze weights
+        ``GAIN_PROBE`` on the photo, the reader reads them with the photo's own landmarks; the slope of the reading
+        on the shift drawn, within ``GAIN_RANGE`` (1 where the eyes are not read). A drive divides the source's
+        sideways iris change by it, so that the driven eye reads the shift the source's eye read — the same reader
+        on the source's eye sees the same share of its real glance (:func:`~engine.drive.retargeting.retarget`)."""
+        if self._gaze_gain is None:
+            from engine.perception import iris
+            from engine.drive.retargeting import _iris_shift
+
+            r = self.renderer
+            lm = np.asarray(self.fit.alignment.landmarks_photo, np.float64)
+            g0 = iris.gaze(r.image, lm)
+            xs, ys = [], []
+            for w in GAIN_PROBE:
+                c = self.coeffs.clone()
+                for k, sign in (("eyeLookOut_L", 1), ("eyeLookIn_R", 1), ("eyeLookIn_L", -1), ("eyeLookOut_R", -1)):
+                    if k in c.exp_names:
+                        c.expr[k] = max(0.0, sign * w)
+                g = iris.gaze(r.eyes.apply(r.image, c, 1.0), lm)
+                if g is not None and g0 is not None:
+                    xs.append(_iris_shift(w))
+                    ys.append(float(g[0] - g0[0]))
+            gain = float(np.polyfit(xs, ys, 1)[0]) if len(xs) >= 3 else 1.0
+            self._gaze_gain = float(np.clip(gain, *GAIN_RANGE))
+        return self._gaze_gain
 
     def residual_offsets(self, residual) -> np.ndarray | None:
         """(V, 2) photo-px shift of every head vertex for landmark moves ``residual`` ((68, 2) crop widths; None or
