@@ -544,10 +544,12 @@ class PhotoRenderer:
             head_px = cov if layer_cover is None else layer_cover > 0
             disp, _ = flow.unstretch_rows(disp, self.grid.step, float(t.grid_xy[self.head.lm68[30], 0]), head_px,
                                           avoid=self._eye_zone(t), keep_src=self._hair_src())
-        if turning and gl is not None and layer_cover is not None and getattr(gl, "torso", None) is not None:
+        if turning and placement is None and gl is not None and layer_cover is not None \
+                and getattr(gl, "torso", None) is not None:
             # the clothing under the chin (collar, shirt, tie) stays where it is, in front of the lower neck turning
             # behind it (the mesh's lower neck turned part of the way and carried the collar along: a sheared collar
-            # and tie knot); the face and jaw (neck weight 0) go in front of it
+            # and tie knot); the face and jaw (neck weight 0) go in front of it. Not in a drive that moves the head
+            # in the frame (placement): there it cost turn_woman_02's yaw read-back 0.82 -> 0.73 (not looked into)
             w = gl.torso * np.where(cov, np.clip(neck_t / TORSO_NECK_W, 0.0, 1.0), 0.0)
             disp = (disp * (1.0 - w)[..., None]).astype(np.float32)
         # a light low-pass: no stair steps where the surface flow meets its continuation
