@@ -165,3 +165,24 @@ def test_deferred_and_background_warm_up_draw_with_torch_until_ready(monkeypatch
     FR._loader is None or FR._loader.join()
     b = rasterize_forward(xy, z, tris, 16)
     assert used == ["torch"] and torch.equal(b.face_id, ref.face_id)
+
+
+def test_rotate_about_gives_torch_s_rotation(head, monkeypatch):
+    """The compiled rotation of a mesh about a pivot (photo mode's HeadProjector.posed, every frame) gives
+    ``(v - pivot) @ R.T + pivot`` as torch computes it; with a gradient wanted, or float64, it declines (None)."""
+    from engine.render import fast_raster
+    from engine.render.camera import rotation_matrix
+
+    monkeypatch.setattr(fast_raster, "_deferred", False)
+    fast_raster.warm_up()
+    g = torch.Generator().manual_seed(2)
+    v = head.vertices(head.model.zeros(1))[0] + torch.randn(head.n_vertices, 3, generator=g)
+    pivot = torch.tensor([0.3, 1.9, -2.5])
+    for pose in ([0.3, -0.2, 0.1], [-0.5, 0.05, 0.0], [0.0, 0.0, 0.0]):
+        rot = rotation_matrix(torch.tensor([pose]))[0]
+        got = fast_raster.rotate_about(v, rot, pivot)
+        want = (v - pivot) @ rot.T + pivot
+        assert got is not None and got.shape == want.shape and got.dtype == torch.float32
+        assert torch.allclose(got, want, atol=1e-5, rtol=0)
+    assert fast_raster.rotate_about(v.requires_grad_(True), rot, pivot) is None
+    assert fast_raster.rotate_about(v.detach().double(), rot.double(), pivot.double()) is None

@@ -193,7 +193,7 @@ class EyeLayer:
         self._lids0 = model_lids(coeffs0)
         self.eyes = {s: self._eye_source(s) for s in EYE_SIDES}
         self._cache: dict[float, dict] = {}
-        self._kept: tuple | None = None  # (image, its copy apply_kept edits)
+        self._kept: tuple | None = None  # (image, its copy apply_kept edits, scale)
 
     # -------------------------------------------------------------------------------------- source side
     def _eye_source(self, side: str) -> dict | None:
@@ -434,8 +434,8 @@ class EyeLayer:
         """:meth:`apply` into a copy of ``img`` kept for the next call (its eye boxes restored from ``img`` first):
         no whole-image copy per frame. The result is overwritten by the next call: read it, do not keep it."""
         kept = self._kept
-        if kept is None or kept[0] is not img:
-            kept = self._kept = (img, img.copy())
+        if kept is None or kept[0] is not img or kept[2] != scale:
+            kept = self._kept = (img, img.copy(), scale)
         else:
             for x0, y0, x1, y1 in self.edit_boxes(img, scale):
                 kept[1][y0:y1, x0:x1] = img[y0:y1, x0:x1]

@@ -30,6 +30,7 @@ from engine.perception.align import Alignment
 from engine.photo.relight import irradiance
 from engine.render.camera import Camera, rotation_matrix
 from engine.render.fast_raster import rasterize_forward as rasterize  # no gradients here: the compiled z-buffer
+from engine.render.fast_raster import rotate_about
 from engine.render.rasterizer import Fragments, interpolate
 from engine.shapes import assert_shape
 
@@ -139,7 +140,9 @@ class HeadProjector:
     def posed(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """(V, 3) vertices rotated about the camera pivot (model cm, y up, z toward the viewer)."""
         pivot = torch.tensor(self.camera.pivot, dtype=verts.dtype)
-        return (verts - pivot) @ rotation_matrix(pose.reshape(1, 3))[0].T + pivot
+        rot = rotation_matrix(pose.reshape(1, 3))[0]
+        out = rotate_about(verts, rot, pivot)
+        return (verts - pivot) @ rot.T + pivot if out is None else out
 
     def camera_space(self, posed: torch.Tensor) -> torch.Tensor:
         x, y, z = posed.unbind(-1)

@@ -233,7 +233,18 @@ def _compile():
             for k in range(c):
                 out[o, k] = attr[a, k] * w0 + attr[b, k] * w1 + attr[d, k] * w2
 
-    return zbuffer, barycentrics, blend_over, splat_nearest, fill_over, interpolate
+    @numba.njit(cache=True, nogil=True)
+    def rotate_about(v, r, p, out):  # pragma: no cover - compiled
+        """out (N, 3) f32 ← (v − p) rᵀ + p, each row's three products summed in order (as torch's (N, 3) @ (3, 3)
+        gives them here), float32 throughout."""
+        for i in range(v.shape[0]):
+            x = v[i, 0] - p[0]
+            y = v[i, 1] - p[1]
+            z = v[i, 2] - p[2]
+            for j in range(3):
+                out[i, j] = (x * r[j, 0] + y * r[j, 1] + z * r[j, 2]) + p[j]
+
+    return zbuffer, barycentrics, blend_over, splat_nearest, fill_over, interpolate, rotate_about
 
 
 _available: bool | None = None
@@ -262,7 +273,8 @@ def _get_kernels():
 
 def _load() -> None:
     """Compile (first run on a machine) or load the cached kernels, and run both once (float32 and float64)."""
-    zbuffer, barycentrics, blend, splat, fill, interp = _get_kernels()
+    zbuffer, barycentrics, blend, splat, fill, interp, rot = _get_kernels()
+    rot(np.zeros((2, 3), np.float32), np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.zeros((2, 3), np.float32))
     fill(np.zeros((2, 2), np.float32), np.zeros((2, 2, 3), np.float32), np.zeros((2, 3, 3), np.uint8)[:, :2])
     interp(np.zeros((3, 2), np.float32), np.array([[0, 1, 2]], np.int64), np.zeros(1, np.int64),
            np.full((1, 3), 1 / 3, np.float32), np.zeros(1, np.int64), np.zeros((4, 2), np.float32))
@@ -407,3 +419,19 @@ def interpolate(attr: np.ndarray, tris: np.ndarray, pix_face: np.ndarray, pix_ba
                       np.ascontiguousarray(pix_face, np.int64), np.ascontiguousarray(pix_bary),
                       np.ascontiguousarray(pix_index, np.int64), out)
     return out
+
+
+def rotate_about(verts: torch.Tensor, rot: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor | None:
+    """(V, 3) float32 ``verts`` rotated by (3, 3) ``rot`` about ``pivot`` (3,): ``(verts − pivot) @ rot.T + pivot`` in
+    one compiled pass (torch's (V, 3) @ (3, 3) matmul is ~10x slower for so few columns); None where the kernels are
+    not to be used now, a gradient is wanted or the dtypes are not float32 (the caller computes it with torch)."""
+    if _deferred or (_loader is not None and _loader.is_alive()) or not available():
+        return None
+    if verts.requires_grad or rot.requires_grad or verts.dtype != torch.float32 or rot.dtype != torch.float32 \
+            or verts.device.type != "cpu" or verts.dim() != 2:
+        return None
+    v = np.ascontiguousarray(verts.detach().numpy())
+    out = np.empty_like(v)
+    _get_kernels()[6](v, np.ascontiguousarray(rot.detach().numpy()), np.ascontiguousarray(pivot.detach().numpy(),
+                                                                                          np.float32), out)
+    return torch.from_numpy(out)
