@@ -1,6 +1,7 @@
 """Photo mode latency: slider → frame for ``PhotoRenderer.render`` (issue 13), wall and CPU time, p50/p95.
 
     python bench/photo_latency.py [--reps 40] [--threads 1 2] [--rounds 3]   (--rounds: 1 2 1 2 1 2, medians, ratios)
+                                  [--interleave]   (each frame at 1 and 2 threads in turn: noise falls on both alike)
                                   [--min-of 4] [--only 1MP drag]           (each frame's fastest of 4; some cases)
     python bench/photo_latency.py --steps [--only sharp]                   (CPU ms per step of the frames)
     python bench/photo_latency.py --animate [1 2]   (the animated turn's frames, 1 and 2 render worker processes; then
@@ -72,6 +73,40 @@ def measure(renderer: PhotoRenderer, coeffs, max_side, min_of: int = 1):
             cpu[i] = min(cpu[i], time.process_time() - p0)
     pct = lambda a, q: 1e3 * float(np.percentile(a, q))  # noqa: E731
     return pct(wall, 50), pct(wall, 95), pct(cpu, 50), pct(cpu, 95)
+
+
+def _new_frame(renderer: PhotoRenderer) -> None:
+    """Forget the renderer's (and its preview renderer's) vertices of the last coefficients, as a new drag frame
+    finds them: rendering the same frame at another thread count right after would otherwise reuse them."""
+    for r in (renderer, getattr(renderer, "_preview", None)):
+        if r is not None:
+            r.proj._verts_key = None
+
+
+def measure_interleaved(renderer: PhotoRenderer, coeffs, max_side, threads_list, min_of: int = 1) -> dict:
+    """:func:`measure` for each thread count in ``threads_list``, frame by frame in turn (each frame rendered at
+    every count right after the other, the order alternating from frame to frame), so that the host's noise falls
+    on all counts alike: {threads: (wall p50, p95, CPU p50, p95, per-frame wall times)}."""
+    def at(t):
+        runtime.apply_threads(t)
+        cv2.setNumThreads(t)
+
+    for t in threads_list:  # warm-up
+        at(t)
+        renderer.render(coeffs[-1], max_side=max_side)
+    wall = {t: [math.inf] * len(coeffs) for t in threads_list}
+    cpu = {t: [math.inf] * len(coeffs) for t in threads_list}
+    for rep in range(max(1, min_of)):
+        for i, c in enumerate(coeffs):
+            for t in (threads_list if (i + rep) % 2 == 0 else threads_list[::-1]):
+                at(t)
+                _new_frame(renderer)
+                t0, p0 = time.perf_counter(), time.process_time()
+                renderer.render(c, max_side=max_side)
+                wall[t][i] = min(wall[t][i], time.perf_counter() - t0)
+                cpu[t][i] = min(cpu[t][i], time.process_time() - p0)
+    pct = lambda a, q: 1e3 * float(np.percentile(a, q))  # noqa: E731
+    return {t: (pct(wall[t], 50), pct(wall[t], 95), pct(cpu[t], 50), pct(cpu[t], 95), wall[t]) for t in threads_list}
 
 
 STEPS = (("engine.photo.renderer", "PhotoRenderer", ("flow_field", "_compose", "_compose_layers", "_compose_fill",
@@ -206,6 +241,9 @@ def main(argv=None) -> int:
                     help="repeat the thread counts interleaved (1 2 1 2 ...) this many times; medians and ratios")
     ap.add_argument("--min-of", type=int, default=1, metavar="K",
                     help="each frame's time: its fastest of K renders (a loaded machine's A/B)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="each frame rendered at every thread count in turn (the host's noise falls on all alike); "
+                         "per round: each count's p50 / p95 and its wall p95 and per-frame median against the first")
     ap.add_argument("--only", nargs="+", metavar="WORD", help="only the cases whose name holds one of these words")
     ap.add_argument("--steps", action="store_true",
                     help="instead: CPU ms per step of each case's frames (one thread, fastest of --min-of, default 3)")
@@ -238,6 +276,8 @@ def main(argv=None) -> int:
         print(f"(each frame's time: its fastest of {a.min_of} renders)")
     print(f"{'case':36s} {'threads':>7s} {'wall p50':>9s} {'wall p95':>9s} {'cpu p50':>8s} {'cpu p95':>8s}  target p95")
     got: dict = {}
+    if a.interleave:
+        return interleaved(renderers, a)
     for rnd in range(a.rounds):
         for threads in a.threads:
             runtime.apply_threads(threads)
@@ -267,6 +307,40 @@ def main(argv=None) -> int:
                     part += f" x{statistics.median(ratios):.2f} / worst x{max(ratios):.2f}"
                 parts.append(part)
             print(f"  {name:36s} " + "; ".join(parts), flush=True)
+    return 0
+
+
+def interleaved(renderers, a) -> int:
+    """``--interleave``: every case's frames at each thread count in turn, frame by frame (see
+    :func:`measure_interleaved`); per round and as medians over the rounds, each count's wall p95 and per-frame
+    wall against the first count's."""
+    import statistics
+
+    t0 = a.threads[0]
+    got: dict = {}
+    for rnd in range(a.rounds):
+        print(f"-- round {rnd + 1}, frames interleaved over {a.threads} threads; {runtime.machine_note(t0)}; a large "
+              f"frame's bands on {runtime.usable_threads(max(a.threads))} thread(s) now", flush=True)
+        for name, r, coeffs, max_side, target in renderers:
+            res = measure_interleaved(r, coeffs, max_side, a.threads, a.min_of)
+            for threads in a.threads:
+                w50, w95, c50, c95, per = res[threads]
+                ratio = ""
+                if threads != t0:
+                    pair = statistics.median(x / y for x, y in zip(per, res[t0][4]))
+                    ratio = f"  p95 x{w95 / res[t0][1]:.2f}, per frame x{pair:.2f} vs {t0}T"
+                    got.setdefault(name, []).append((w95 / res[t0][1], pair))
+                goal = f"{target:.0f} ms" if target else "-"
+                print(f"{name:36s} {threads:7d} {w50:8.1f}ms {w95:8.1f}ms {c50:7.1f}ms {c95:7.1f}ms  {goal}{ratio}",
+                      flush=True)
+    if len(a.threads) > 1:
+        print(f"\n{a.threads[-1]} vs {t0} thread(s), frames interleaved, over {a.rounds} round(s): wall p95 ratio "
+              f"median / worst, per-frame ratio median; {runtime.machine_note(t0)}")
+        for name, *_ in renderers:
+            v = got.get(name, [])
+            if v:
+                print(f"  {name:36s} p95 x{statistics.median(x for x, _ in v):.2f} / worst x{max(x for x, _ in v):.2f}; "
+                      f"per frame x{statistics.median(y for _, y in v):.2f}", flush=True)
     return 0
 
 

@@ -311,6 +311,7 @@ def test_photo_head_moves_with_the_placement(track, tmp_path):
     proj = r.proj
     c = proj.to_photo(proj.camera_space(torch.tensor(proj.camera.pivot, dtype=torch.float32)[None]))[0].numpy()
     assert np.allclose(m[:, :2] @ c + m[:, 2], c + np.array([0.06, -0.03]) * width, atol=1e-3)
+    assert np.array_equal(target.placement_matrix((0.06, -0.03, math.log(1.1))), m)  # (the pivot kept)
     # the pixels follow: the face region changed, the photo's corner did not
     x0, y0 = np.floor(f0.landmarks.min(0)).astype(int)
     x1, y1 = np.ceil(f0.landmarks.max(0)).astype(int)

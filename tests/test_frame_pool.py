@@ -281,3 +281,35 @@ def test_render_stream_renders_jobs_in_order_while_they_are_still_being_made():
     assert closed and all(not p.is_alive() for p in procs)
     seq = [img for img, _ in render_pool.render_stream(_job_frame, jobs(5), workers=1)]  # one worker: in process
     assert len(seq) == 5 and np.array_equal(seq[4], _job_frame((4, 7))[0])
+
+
+def _image(i):
+    """A plain image (no tuple): what a drive's render gives; a worker's frames take different times."""
+    if i % 5 == 1:
+        time.sleep(0.01)
+    return (np.roll(BIG, i, axis=0) ^ np.uint8(3 * i)).astype(np.uint8)
+
+
+def _image_job(job):
+    return _image(job)
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_images_come_back_through_shared_slots_unchanged(monkeypatch):
+    """A worker's image comes back through its shared slots (not pickled down the pipe): every frame as rendered, in
+    order, a copy that stays valid after later frames came (slots are reused in turn); an image larger than a slot
+    goes down the pipe."""
+    taken = []
+    real = render_pool._Slots.take
+    monkeypatch.setattr(render_pool._Slots, "take", lambda self, msg: taken.append(msg.slot) or real(self, msg))
+    n = 37
+    out = list(render_pool.render_frames(_image, n, workers=2))
+    assert len(out) == n and all(np.array_equal(img, _image(i)) for i, img in enumerate(out))
+    assert len(taken) == n and set(taken) == set(range(render_pool.AHEAD + 1))
+    out = list(render_pool.render_stream(_image_job, iter(range(n)), workers=3))
+    assert all(np.array_equal(img, _image(i)) for i, img in enumerate(out))
+    assert len(taken) == 2 * n
+    monkeypatch.setattr(render_pool, "SLOT_BYTES", BIG.nbytes - 1)  # too large for a slot: the pipe
+    out = list(render_pool.render_frames(_image, 12, workers=2))
+    assert all(np.array_equal(img, _image(i)) for i, img in enumerate(out))
+    assert len(taken) == 2 * n

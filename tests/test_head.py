@@ -84,3 +84,28 @@ def test_bad_parts_file_is_a_clear_error(tmp_path, face_model):
     np.savez(p, mean=np.zeros((4, 3), np.float32))
     with pytest.raises(FaceModelError, match="missing arrays"):
         load_parts_arrays(p)
+
+
+def test_expression_offsets_many_or_few_blendshapes_in_use(head, face_model, monkeypatch):
+    """Every blendshape in use moves the mesh by its basis times its weight, whichever way the product is formed
+    (a driven face uses most of the 53: the whole bases; an edit a few: the used rows)."""
+    import engine.face.head as head_mod
+
+    g = torch.Generator().manual_seed(5)
+    for n_used in (3, 45):
+        c = face_model.zeros(2)
+        idx = torch.randperm(c.expression.shape[1], generator=g)[:n_used]
+        c.expression[:, idx] = torch.rand(2, n_used, generator=g) - 0.3
+        want = torch.zeros(2, head.n_vertices * 3, dtype=torch.float64)
+        basis = torch.cat([face_model._exp_flat, head._pexp_flat], 1).double()
+        for k in idx.tolist():
+            want += c.expression[:, k:k + 1].double() * basis[k]
+        want = torch.cat([want[:, :face_model._exp_flat.shape[1]].view(2, -1, 3),
+                          want[:, face_model._exp_flat.shape[1]:].view(2, -1, 3)], 1)
+        got = head.expression_offsets(c)
+        assert got.shape == (2, head.n_vertices, 3)
+        assert torch.allclose(got.double(), want, atol=1e-5)
+        # both ways give the same numbers
+        monkeypatch.setattr(head_mod, "EXPR_SUBSET_MAX", 1.0 if n_used > 26 else 0.0)
+        assert torch.allclose(head.expression_offsets(c), got, atol=1e-6)
+        monkeypatch.undo()

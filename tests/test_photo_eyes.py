@@ -640,3 +640,26 @@ def test_blink_floor_reads_a_real_blink_at_the_photos_eye_size():
     # a photo with 10 px eyes: the clip scaled to a quarter (200 px) before it is read
     assert eyes_light.blink_floor(J, blinks, photo_landmarks(10.0), 0.3) == pytest.approx(0.25 / 0.3)
     assert eyes_light.eye_width(photo_landmarks(10.0)) == pytest.approx(10.0)
+
+
+def test_apply_kept_gives_apply_s_image_frame_after_frame(face_model):
+    """A driven face's eyes change every frame: apply_kept edits one kept copy of the photo (its eye boxes restored
+    first) and gives apply's image each time — after a blink, a gaze, a wide eye and no eye edit at all — at two
+    scales; nothing outside the eye boxes ever changes."""
+    img, lm = _eye_photo()
+    lyr = eyes.EyeLayer(img, lm, _model_lids(lm), _coeffs())
+    seq = [_coeffs(eyeBlink_L=1.0, eyeBlink_R=0.6), _coeffs(eyeLookOut_L=0.8, eyeLookIn_R=0.8),
+           _coeffs(), _coeffs(eyeWide_L=0.7), _coeffs(eyeBlink_R=0.3, eyeLookUp_L=0.5)]
+    small = cv2.resize(img, (200, 200), interpolation=cv2.INTER_AREA)
+    for photo, scale in ((img, 1.0), (small, 0.5), (img, 1.0)):
+        for c in seq:
+            want = lyr.apply(photo, c, scale)
+            got = lyr.apply_kept(photo, c, scale)
+            assert got is not photo and np.array_equal(got, want)
+        boxes = lyr.edit_boxes(photo, scale)
+        assert len(boxes) == 2
+        outside = np.ones(photo.shape[:2], bool)
+        for x0, y0, x1, y1 in boxes:
+            outside[y0:y1, x0:x1] = False
+        assert np.array_equal(got[outside], photo[outside])
+        assert not np.array_equal(got, photo)

@@ -596,3 +596,109 @@ def test_a_layer_fill_that_resamples_the_photo_shows_it_shifted(astronaut, max_s
     inner = out[y0:y1, x0:x1].astype(int)
     assert np.abs(inner - photo[y0:y1, x0 + s:x1 + s]).max() <= 1
     assert np.abs(inner - photo[y0:y1, x0:x1]).max() > 30  # it did move
+
+
+def _eye_edits(c0):
+    """A driven face's eyes: blinks, a wide eye and gazes, with and without a turn, one frame without an eye edit."""
+    out = []
+    for k, (blink, wide, gaze, yaw) in enumerate([(0.3, 0.0, 0.0, 6), (0.9, 0.0, 0.2, 6), (0.0, 0.0, 0.0, 8),
+                                                   (0.0, 0.6, -0.3, 4), (0.5, 0.0, 0.4, -6), (1.0, 0.0, 0.0, 3)]):
+        c = c0.clone()
+        c.pose[0, 0] += math.radians(yaw)
+        if k != 2:
+            c.expr["eyeBlink_L"] = c.expr["eyeBlink_R"] = blink
+            c.expr["eyeWide_L"] = wide
+            c.expr["eyeLookOut_L"] = c.expr["eyeLookIn_R"] = max(gaze, 0.0)
+            c.expr["eyeLookIn_L"] = c.expr["eyeLookOut_R"] = max(-gaze, 0.0)
+        out.append(c)
+    return out
+
+
+@pytest.mark.parametrize("max_side", [None, 300])
+def test_an_eye_edit_patched_into_the_kept_head_layer_gives_the_whole_layer_s_frame(astronaut, monkeypatch, max_side):
+    """An eye edit's head layer: the eyes' change patched into a working copy of the unedited layer (padded beyond the
+    photo: kept), the last frame's patch undone first, gives the bytes of the whole layer edited and padded anew;
+    where a patch would not be exact (here: a margin wider than the layer), the whole layer is edited."""
+    from engine.photo import renderer as R
+
+    fit, r = astronaut
+    rr = r.preview_renderer() if max_side is not None else r
+    edits = _eye_edits(fit.coeffs)
+    fast = [r.render(c, max_side=max_side).image for c in edits]
+    assert rr._eye_work[0] is not None, "the patch was not used"
+    monkeypatch.setattr(R, "EYE_PATCH", False)
+    ref = [r.render(c, max_side=max_side).image for c in edits]
+    monkeypatch.setattr(R, "EYE_PATCH", True)
+    monkeypatch.setattr(R, "_EYE_PATCH_MARGIN", 10 ** 6)
+    rr._eye_work = [None, None]
+    whole = [r.render(c, max_side=max_side).image for c in edits]
+    assert rr._eye_work == [None, None]
+    for a, b, w, c in zip(fast, ref, whole, edits):
+        assert np.array_equal(a, b) and np.array_equal(w, b)
+    photo = fit.image if max_side is None else r._photo_at(fast[0].shape[0] / fit.image.shape[0])
+    assert np.abs(ref[1].astype(int) - photo).max() > 60  # the head moved, the eyes changed
+    assert not np.array_equal(ref[1], ref[0])
+
+
+def test_an_eye_edit_patched_into_the_2x_head_layer_equals_its_whole_upsampling(astronaut, monkeypatch):
+    """With EYE_PATCH_2X the eyes' change goes into the kept 2x head layer: the same bytes as upsampling the whole
+    edited layer twice (the patch's margin covers the bicubic taps), and the frame the 2x layer gives."""
+    import cv2
+
+    from engine.photo import renderer as R
+
+    fit, r = astronaut
+    monkeypatch.setattr(R, "EYE_PATCH_2X", True)
+    base = fit.image
+    seen = 0
+    for c in _eye_edits(fit.coeffs):
+        frame = r.render(c).image
+        if not eyes_changed(r, c):
+            continue
+        seen += 1
+        eye_orig = base
+        edited = r.eyes.apply(base, c, 1.0)
+        _, fg, (lx, ly) = r._layers_at(base, 1.0, 1.0)
+        whole = R.PhotoRenderer._eye_edited_fg(fg, lx, ly, edited, eye_orig)
+        r._fg_pad = None
+        pfg, _ = r._fg_beyond(whole, lx, ly, base.shape[:2], 1.0)
+        p = R._FG2_PAD
+        padded = cv2.copyMakeBorder(pfg, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
+        want = cv2.resize(padded, (2 * padded.shape[1], 2 * padded.shape[0]), interpolation=R._FG2_INTERP)
+        r._fg_pad = None
+        assert r._eye_work[1] is not None
+        assert np.array_equal(r._eye_work[1][1], want)
+        assert not np.array_equal(want, r._fg2[1])  # the eyes really changed the layer
+        assert frame.shape == base.shape
+    assert seen >= 4
+
+
+def eyes_changed(r, c):
+    from engine.photo import eyes
+
+    return eyes.eye_expression_change(c, r.coeffs0)
+
+
+def test_head_layer_pixels_gathered_once_and_again_when_their_arrays_change(astronaut):
+    """GridLayers.forward / splat take the head-layer pixels' arrays gathered once (not every frame); replaced
+    arrays are gathered again, so the splat follows them."""
+    fit, r = astronaut
+    gl = r.grid_layers
+    a = gl._selected()
+    assert all(x is y for x, y in zip(a, gl._selected()))
+    sel = gl.sel
+    for got, want in zip(a, (gl.head_xyz.reshape(-1, 3)[sel], gl.posed0.reshape(-1, 3)[sel],
+                             gl.stay.reshape(-1)[sel][:, None], gl._centres.reshape(-1, 2)[sel])):
+        assert np.array_equal(got, want)
+    pose = fit.coeffs.pose[0].clone()
+    pose[0] += math.radians(10)
+    g0, _ = gl.forward(pose)
+    stay = gl.stay
+    try:
+        gl.stay = np.ones_like(stay)  # everything stays with the torso: the turn moves nothing
+        g1, _ = gl.forward(pose)
+        g2, _ = gl.forward(fit.coeffs.pose[0])
+    finally:
+        gl.stay = stay
+    assert np.abs(g0 - g2).max() > 1 and np.allclose(g1, g2, atol=1e-3)
+    assert np.array_equal(gl.forward(pose)[0], g0)

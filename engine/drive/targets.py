@@ -106,6 +106,7 @@ class PhotoTarget(Target):
         self.coeffs = self.fit.coeffs.detach().clone()
         self.max_side = max_side
         self._spread = None  # (landmark points, (V, K) spread matrix) for residual_offsets, made on first use
+        self._pivot_px = None  # the head's pivot in photo px, for placement_matrix (made on first use)
         self._gaze_gain = None
         h, w = self.fit.image.shape[:2]
         s = 1.0 if max_side is None else min(1.0, int(max_side) / max(h, w))
@@ -124,9 +125,11 @@ class PhotoTarget(Target):
         if abs(dx) < 1e-6 and abs(dy) < 1e-6 and abs(ls) < 1e-6:
             return None
         al = self.fit.alignment
-        proj = self.renderer.proj
-        pivot = torch.tensor(np.asarray(proj.camera.pivot, np.float32))[None]
-        c = proj.to_photo(proj.camera_space(pivot))[0].double().numpy()
+        c = self._pivot_px
+        if c is None:  # (the same every frame)
+            proj = self.renderer.proj
+            pivot = torch.tensor(np.asarray(proj.camera.pivot, np.float32))[None]
+            c = self._pivot_px = proj.to_photo(proj.camera_space(pivot))[0].double().numpy()
         width = al.size / al.scale  # photo px per crop width
         k = float(np.exp(ls))
         return np.array([[k, 0.0, (1 - k) * c[0] + dx * width], [0.0, k, (1 - k) * c[1] + dy * width]])

@@ -42,6 +42,8 @@ IRIS_COS, PUPIL_COS = 0.86, 0.975  # iris within ~31 degrees of the eye's axis, 
 SKIN_PARTS = ("face", "head_neck")
 MOUTH_PARTS = ("mouth_socket", "gums_tongue", "teeth")
 EYE_PARTS = ("eye_socket_l", "eye_socket_r", "sclera_l", "iris_l", "sclera_r", "iris_r")
+# share of the blendshapes in use above which expression_offsets multiplies the whole bases (no gathered copy)
+EXPR_SUBSET_MAX = 0.5
 
 
 def ict_parts_path() -> Path:
@@ -164,14 +166,18 @@ class HeadModel:
 
     def expression_offsets(self, c: Coefficients) -> torch.Tensor:
         """(B, V, 3) expression displacements; only the blendshapes in use are multiplied (a fitted or edited
-        face uses a handful of the 53)."""
+        face uses a handful of the 53). When more than ``EXPR_SUBSET_MAX`` of them are (a driven face: ~45), the
+        whole bases are multiplied as they are: gathering the used rows copied ~13 MB a call (2.0 vs 0.5 ms)."""
         m = self.model
         used = (c.expression != 0).any(0).nonzero(as_tuple=True)[0]
         if used.numel() == 0:
             return torch.zeros(c.batch, self.n_vertices, 3, dtype=c.expression.dtype)
-        e = c.expression[:, used]
-        face = (e @ m._exp_flat[used]).view(c.batch, -1, 3)
-        parts = (e @ self._pexp_flat[used]).view(c.batch, -1, 3)
+        if used.numel() > EXPR_SUBSET_MAX * c.expression.shape[1]:
+            e, fb, pb = c.expression, m._exp_flat, self._pexp_flat  # (the unused rows add zeros)
+        else:
+            e, fb, pb = c.expression[:, used], m._exp_flat[used], self._pexp_flat[used]
+        face = (e @ fb).view(c.batch, -1, 3)
+        parts = (e @ pb).view(c.batch, -1, 3)
         return torch.cat([face, parts], 1)
 
     def vertices(self, c: Coefficients) -> torch.Tensor:

@@ -193,6 +193,7 @@ class EyeLayer:
         self._lids0 = model_lids(coeffs0)
         self.eyes = {s: self._eye_source(s) for s in EYE_SIDES}
         self._cache: dict[float, dict] = {}
+        self._kept: tuple | None = None  # (image, its copy apply_kept edits)
 
     # -------------------------------------------------------------------------------------- source side
     def _eye_source(self, side: str) -> dict | None:
@@ -429,6 +430,23 @@ class EyeLayer:
             self._cache = {key: got}  # one scale kept (the sharp frame or the drag preview)
         return got
 
+    def apply_kept(self, img: np.ndarray, c: Coefficients, scale: float = 1.0) -> np.ndarray:
+        """:meth:`apply` into a copy of ``img`` kept for the next call (its eye boxes restored from ``img`` first):
+        no whole-image copy per frame. The result is overwritten by the next call: read it, do not keep it."""
+        kept = self._kept
+        if kept is None or kept[0] is not img:
+            kept = self._kept = (img, img.copy())
+        else:
+            for x0, y0, x1, y1 in self.edit_boxes(img, scale):
+                kept[1][y0:y1, x0:x1] = img[y0:y1, x0:x1]
+        return self.apply(img, c, scale, out=kept[1])
+
+    def edit_boxes(self, img: np.ndarray, scale: float = 1.0) -> list[tuple[int, int, int, int]]:
+        """The (x0, y0, x1, y1) boxes of ``img`` (the photo at ``scale``) :meth:`apply` may change: outside them
+        its result is ``img``."""
+        src = self._sources(img, scale)
+        return [src[side]["box"] for side in EYE_SIDES if self.eyes[side] is not None and src[side] is not None]
+
     # ---------------------------------------------------------------------------------------- per edit
     def target_lids(self, c: Coefficients, side: str) -> tuple | None:
         """(upper, lower) target curves v(u) of one eye (photo px, eye frame) for coefficients ``c``."""
@@ -556,11 +574,15 @@ class EyeLayer:
                     frac: float = 0.0) -> None:
         x0, y0, x1, y1 = ball["box"]
         uv = ball["uv"]
-        u, v = uv[..., 0], uv[..., 1] * s  # v in image px
         fr: EyeFrame = eye["frame"]
         w = fr.width * s
-        uc = np.clip(u, 0.0, 1.0)
-        vu0, vl0 = eye["up"](uc) * s, eye["lo"](uc) * s
+        fixed = ball.get("_fixed")
+        if fixed is None:  # what depends on the photo's eye alone: once per photo and scale
+            u, v = uv[..., 0], uv[..., 1] * s  # v in image px
+            uc = np.clip(u, 0.0, 1.0)
+            ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            fixed = ball["_fixed"] = (u, v, uc, eye["up"](uc) * s, eye["lo"](uc) * s, ys, xs)
+        u, v, uc, vu0, vl0, ys, xs = fixed
         vu1, vl1 = up1(uc) * s, lo1(uc) * s
         # closing, the upper margin comes to rest on the lower one along its whole length (the two curves' shapes
         # differ; without this a closed eye keeps slits where the upper curve runs above the lower)
@@ -639,7 +661,6 @@ class EyeLayer:
         if (tu < lim and tu < cu) or (tu > 1 - lim and tu > cu):
             keep = (np.clip(tu, lim, 1 - lim) - cu) / (tu - cu) if abs(tu - cu) > 1e-6 else 0.0
             shift = shift * float(np.clip(keep, 0.0, 1.0))
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         # iris pixel (x, y) shows the source iris at the centre + the offset un-foreshortened
         sx = cx + (xs + 0.5 - cx - shift[0]) / cos_h - x0 - 0.5
         sy = ys + 0.5 - shift[1] - y0 - 0.5

@@ -105,6 +105,7 @@ STRAY_MAX_NOISE = 10.0  # only where the background's own residual is below this
 STRAY_TEX = 2.0  # ... and busier (blurred |Laplacian|) than this × the far background's (75th percentile)
 STRAY_TEX_MIN = 10.0  # ... plus this (grey levels): a soft edge is no strand
 STRAY_INSIDE = 0.6  # share of an added piece that must lie inside the head ellipse
+TORSO_STAYS = True  # the clothing under the chin stays with the torso over the lower neck (torso_on_grid)
 OFF_PHOTO = 0.5  # face widths: how far the head layer goes on beyond a photo border that cuts through it
 PRIOR_DILATE = 0.04  # face widths: the fitted head (above the chin), dilated, always belongs to the head layer
 SKIN_BINS = (8, 16, 16)  # Lab histogram bins (L over 0..100, a and b over -64..64) of the skin / hair colour models
@@ -472,9 +473,11 @@ class GridLayers:
     """The layers on one work grid: the head matte and every grid pixel's source 3D point (head coordinates) and
     stay-weight; :meth:`forward` moves them to a target pose."""
 
-    def __init__(self, layers: PhotoLayers, grid, head, proj, src, neck, skin: np.ndarray | None = None):
+    def __init__(self, layers: PhotoLayers, grid, head, proj, src, neck, skin: np.ndarray | None = None,
+                 torso: np.ndarray | None = None):
         """``skin``: :func:`skin_on_grid`'s mask from an earlier GridLayers of the same photo and grid (the photo
-        cache's; its Lab conversion alone builds OpenCV's tables, ~55 ms), used when its shape and dtype fit."""
+        cache's; its Lab conversion alone builds OpenCV's tables, ~55 ms), used when its shape and dtype fit;
+        ``torso``: :func:`torso_on_grid`'s the same way (an empty array: it found none)."""
         import torch
 
         from engine.photo.flow import flow_triangles, interpolate, pull_push
@@ -518,6 +521,9 @@ class GridLayers:
             args = (grid, layers.box, self.off_photo_sides, self.off_photo_px, face)
             # (``cut`` stays: the hair test samples the photo); the sides the head layer goes on beyond, only
             self.matte, used = reflect_off_photo(self.matte, *args)
+            # ... and only as far as the head's own outline goes on (the mirror image of hair that widens away from
+            # the border widens beyond it: a bow-shaped block with straight sides where the crown should round off)
+            self.matte = crown_bound(self.matte, grid, layers.box, used, covered & (rows < float(lm[8, 1])))
             self.off_photo_sides = tuple(bool(u) for u in used)
             if not any(used):
                 self.off_photo_px = 0.0
@@ -566,6 +572,18 @@ class GridLayers:
         t = np.clip((np.arange(res, dtype=np.float32) + 0.5 - y_free) / max(1.0, y_fixed - y_free), 0, 1)
         ramp = np.broadcast_to((t * t * (3 - 2 * t))[:, None], (res, res))
         self.stay = np.where(covered, st, ramp).astype(np.float32)
+        # the clothing under the chin (collar, shirt, tie): the renderer keeps it where it is over the mesh's lower
+        # neck (off the mesh the stay-weight's ramp already holds it; a collar made to stay there tore from the neck)
+        self.torso: np.ndarray | None = None
+        if isinstance(torso, np.ndarray) and torso.dtype == np.float32 and torso.shape in ((res, res), (0,)):
+            self.torso = np.array(torso) if torso.size else None
+        elif TORSO_STAYS and len(idx):
+            gxy = grid.to_grid(src.photo_xy.numpy())
+            nx = gxy[idx.numpy(), 0]
+            torso = torso_on_grid(layers, grid, gxy[head.lm68.numpy()], covered, self.cut, self.matte, y_free,
+                                  y_fixed, (float(nx.min()), float(nx.max())))
+            if torso.any():
+                self.torso = torso
         self.src_covered = covered
         sel = self.matte > MIN_ALPHA
         self.sel = np.nonzero(sel.reshape(-1))[0]
@@ -574,6 +592,17 @@ class GridLayers:
         self._inv = np.asarray(proj.inv.numpy(), np.float64)
         self._centres = grid.centres()
 
+    def _selected(self) -> tuple:
+        """The head-layer pixels' (``self.sel``) 3D points, fitted posed points, stay weights (N, 1) and grid centres
+        (photo px): gathered once, not every frame (a driven frame splats every time)."""
+        src = (self.sel, self.head_xyz, self.posed0, self.stay, self._centres)
+        got = getattr(self, "_sel_arrays", None)
+        if got is None or any(a is not b for a, b in zip(got[0], src)):
+            sel = self.sel
+            got = self._sel_arrays = (src, (self.head_xyz.reshape(-1, 3)[sel], self.posed0.reshape(-1, 3)[sel],
+                                            self.stay.reshape(-1)[sel][:, None], self._centres.reshape(-1, 2)[sel]))
+        return got[1]
+
     def forward(self, pose, placement: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Target grid positions (N, 2) and camera depths (N,) of the head-layer pixels ``self.sel`` at ``pose``;
         ``placement``: an optional (2, 3) photo-px affine moving the head in the frame (the stay-weight keeps the
@@ -581,9 +610,7 @@ class GridLayers:
         from engine.render.camera import rotation_matrix
 
         r1 = rotation_matrix(pose.reshape(1, 3))[0].numpy().astype(np.float32)
-        hx = self.head_xyz.reshape(-1, 3)[self.sel]
-        p0 = self.posed0.reshape(-1, 3)[self.sel]
-        st = self.stay.reshape(-1)[self.sel][:, None]
+        hx, p0, st, _ = self._selected()
         p1 = (hx - self.pivot) @ r1.T + self.pivot
         p = p1 + st * (p0 - p1)
         cam = self._cam
@@ -608,7 +635,7 @@ class GridLayers:
 
         res = self.grid.res
         gxy, zc = self.forward(pose, placement)
-        src_photo = self._centres.reshape(-1, 2)[self.sel]
+        src_photo = self._selected()[3]
         tgt_photo = gxy * self.grid.step + np.asarray(self.grid.origin, np.float32)
         d = (src_photo - tgt_photo).astype(np.float32)
         disp = np.zeros((res * res, 2), np.float32)
@@ -631,6 +658,34 @@ class GridLayers:
         disp = np.where(hit[..., None] > 0, disp, ext)
         cover = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
         return disp.astype(np.float32), cover
+
+
+TEAR_CLOSE = 2  # grid px: gaps in the warped head layer up to twice this wide open to its outline are closed too
+
+
+def close_tears(cover: np.ndarray, radius: int = TEAR_CLOSE) -> tuple[np.ndarray, np.ndarray]:
+    """The warped head layer's cover (R, R) float 0..1 (the target mesh's pixels and the splat's hits) with its tears
+    closed: where the head layer moves apart from itself (the jaw turning away from the hair beside it: the mesh and
+    the off-mesh hair have different stay-weights and depths), the splat leaves pixels nobody lands on, and the plate
+    showed there — holes of the background's colour with the grid's stepped edges inside long hair. A hole the
+    cover encloses (after closing gaps up to ``2 · radius`` px wide that open to its outline) is covered; its
+    displacement is the splat's smooth continuation (the hair and jaw edge on both sides, stretched). What a turn
+    reveals outside the head (connected to the grid's border) stays uncovered: the plate shows there. Returns the
+    cover and the (R, R) bool of the enclosed holes (to be drawn opaque: their stretched source is the soft seam
+    between the jaw and the hair, whose matte dips)."""
+    on = (cover > 0).astype(np.uint8)
+    if radius > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        on = np.maximum(on, cv2.morphologyEx(on, cv2.MORPH_CLOSE, k, borderType=cv2.BORDER_CONSTANT, borderValue=0))
+    h, w = on.shape
+    outside = np.ones((h + 2, w + 2), np.uint8)  # a ring of uncovered pixels around the grid
+    outside[1:-1, 1:-1] = 1 - on
+    cv2.floodFill(outside, None, (0, 0), 2)  # the uncovered pixels connected to the grid's border
+    holes = (outside[1:-1, 1:-1] == 1) | ((on > 0) & (cover <= 0))
+    holes &= cover <= 0
+    if not holes.any():
+        return cover, holes
+    return np.where(holes, np.float32(1.0), cover).astype(np.float32), holes
 
 
 def off_photo_extent(box, grid, head, src) -> tuple[float, tuple[bool, bool, bool, bool]]:
@@ -685,11 +740,46 @@ def reflect_off_photo(a: np.ndarray, grid, box, sides, depth_px: float, block: n
     return out.astype(a.dtype), used
 
 
-def skin_on_grid(layers: PhotoLayers, grid, lm: np.ndarray, covered: np.ndarray, cut: np.ndarray) -> np.ndarray:
-    """(R, R) bool: the head layer's pixels coloured as this photo's skin rather than its hair, by the photo's own
-    colours (Lab histograms, smoothed by one bin: skin from the face's inner 80 %, hair from grabCut's own head
-    ``cut`` off the fitted mesh above the chin; with too little hair to tell, any colour the face shows is skin).
-    Only on the fitted mesh (2 px grown). ``lm``: the 68 landmarks on the grid; ``covered``: the fitted mesh's pixels."""
+CROWN_FEATHER = 2.0  # grid px: the soft edge of the head layer's outline beyond a photo border
+CROWN_BAND = 3  # grid px: the rows (columns) inside a border whose hair says how far it reaches beyond the skull
+
+
+def crown_bound(matte: np.ndarray, grid, box, sides, head: np.ndarray) -> np.ndarray:
+    """The head layer's matte (R, R) beyond the photo's border (the ``sides`` of ``box``, left, top, right, bottom, it
+    was continued over: :func:`reflect_off_photo`) kept only within the fitted head's outline grown by the hair's own
+    reach: per side, how far (90th percentile) the matte's pixels in the ``CROWN_BAND`` rows (columns) inside that
+    border lie from the fitted head ``head`` (R, R) bool (the mesh above the chin). Beyond the border the head layer
+    then rounds off over the crown as the skull does (a mirror image keeps the hair's widening *towards* the border
+    going on beyond it: a block that flares out with straight sides). Inside the photo it is unchanged."""
+    if not any(sides) or not head.any():
+        return matte
+    res = grid.res
+    c = (np.arange(res, dtype=np.float64) + 0.5) * grid.step
+    cx, cy = c + grid.origin[0], c + grid.origin[1]
+    full = (res, res)
+    beyond = [np.broadcast_to((cx < box[0])[None, :], full), np.broadcast_to((cy < box[1])[:, None], full),
+              np.broadcast_to((cx >= box[2])[None, :], full), np.broadcast_to((cy >= box[3])[:, None], full)]
+    b = CROWN_BAND * grid.step
+    near = [(cx >= box[0]) & (cx < box[0] + b), (cy >= box[1]) & (cy < box[1] + b),
+            (cx < box[2]) & (cx >= box[2] - b), (cy < box[3]) & (cy >= box[3] - b)]
+    inside = ~(beyond[0] | beyond[1] | beyond[2] | beyond[3])
+    dist = cv2.distanceTransform((~head).astype(np.uint8), cv2.DIST_L2, 5)
+    reach = np.zeros((res, res), np.float32)
+    out_any = np.zeros((res, res), bool)
+    for k in range(4):
+        if not sides[k]:
+            continue
+        band = np.broadcast_to(near[k][None, :] if k % 2 == 0 else near[k][:, None], (res, res))
+        sel = band & inside & (matte > 0.5)
+        t = float(np.percentile(dist[sel], 90)) if sel.any() else 0.0
+        reach = np.where(beyond[k], np.maximum(reach, t), reach)
+        out_any |= beyond[k]
+    keep = np.clip((reach - dist) / CROWN_FEATHER + 0.5, 0.0, 1.0)
+    return np.where(out_any, matte * keep, matte).astype(matte.dtype)
+
+
+def _grid_lab_codes(layers: PhotoLayers, grid) -> np.ndarray:
+    """(R, R) int: each grid pixel's Lab histogram bin (:data:`SKIN_BINS`) of the head layer's colour."""
     res = grid.res
     x0, y0 = layers.box[:2]
     m = _grid_affine((grid.origin[0] - x0, grid.origin[1] - y0), grid.step)
@@ -701,33 +791,95 @@ def skin_on_grid(layers: PhotoLayers, grid, lm: np.ndarray, covered: np.ndarray,
     bl = np.clip(lab[..., 0] * nl // 256, 0, nl - 1)
     ba = np.clip((lab[..., 1] - 64) * na // 128, 0, na - 1)
     bb = np.clip((lab[..., 2] - 64) * nb // 128, 0, nb - 1)
-    code = (bl * na + ba) * nb + bb
+    return (bl * na + ba) * nb + bb
+
+
+def _colour_hist(code: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """The normalised Lab histogram (flat) of ``code``'s pixels where ``sel``, smoothed by one bin along each axis
+    (a face's colours are not on bin edges)."""
+    nl, na, nb = SKIN_BINS
+    h = np.bincount(code[sel], minlength=nl * na * nb).reshape(nl, na, nb).astype(np.float64)
+    for ax in range(3):
+        p = np.pad(h, [(1, 1) if a == ax else (0, 0) for a in range(3)])
+        h = (np.take(p, range(0, h.shape[ax]), ax) + 2 * np.take(p, range(1, h.shape[ax] + 1), ax)
+             + np.take(p, range(2, h.shape[ax] + 2), ax)) / 4
+    return (h / max(h.sum(), 1e-9)).reshape(-1)
+
+
+def _face_inner(lm: np.ndarray, covered: np.ndarray, res: int) -> np.ndarray:
+    """(R, R) bool: the face's inner 80 % (about the nose; hair lies over the cheeks' rim) on the fitted mesh."""
     face = np.zeros((res, res), np.uint8)
     pts = np.concatenate([lm[0:17], lm[17:27]])
-    c0 = lm[27:36].mean(0)  # the nose: the face's inner 80 % (hair lies over the cheeks' rim)
+    c0 = lm[27:36].mean(0)
     cv2.fillConvexPoly(face, cv2.convexHull(np.round(c0 + 0.8 * (pts - c0)).astype(np.int32)), 1)
-    face = face.astype(bool) & covered
+    return face.astype(bool) & covered
+
+
+def _hair_off_mesh(cut: np.ndarray, covered: np.ndarray, lm: np.ndarray, res: int) -> np.ndarray:
+    """(R, R) bool: grabCut's own head off the fitted mesh above the chin (hair)."""
     rows = np.arange(res)[:, None] + 0.5
     hair = (cut > 0.5) & ~cv2.dilate(covered.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    hair &= rows < float(lm[8, 1])
+    return hair & (rows < float(lm[8, 1]))
+
+
+def skin_on_grid(layers: PhotoLayers, grid, lm: np.ndarray, covered: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """(R, R) bool: the head layer's pixels coloured as this photo's skin rather than its hair, by the photo's own
+    colours (Lab histograms, smoothed by one bin: skin from the face's inner 80 %, hair from grabCut's own head
+    ``cut`` off the fitted mesh above the chin; with too little hair to tell, any colour the face shows is skin).
+    Only on the fitted mesh (2 px grown). ``lm``: the 68 landmarks on the grid; ``covered``: the fitted mesh's pixels."""
+    res = grid.res
+    code = _grid_lab_codes(layers, grid)
+    nl, na, nb = SKIN_BINS
+    face = _face_inner(lm, covered, res)
+    hair = _hair_off_mesh(cut, covered, lm, res)
     if face.sum() < 50:
         return np.zeros((res, res), bool)
-
-    def hist(sel):
-        h = np.bincount(code[sel], minlength=nl * na * nb).reshape(nl, na, nb).astype(np.float64)
-        for ax in range(3):  # one bin's blur along each axis (a face's colours are not on bin edges)
-            p = np.pad(h, [(1, 1) if a == ax else (0, 0) for a in range(3)])
-            h = (np.take(p, range(0, h.shape[ax]), ax) + 2 * np.take(p, range(1, h.shape[ax] + 1), ax)
-                 + np.take(p, range(2, h.shape[ax] + 2), ax)) / 4
-        return (h / max(h.sum(), 1e-9)).reshape(-1)
-
-    hs = hist(face)
-    hh = hist(hair) if hair.sum() >= 50 else np.full(nl * na * nb, 1.0 / (nl * na * nb))
+    hs = _colour_hist(code, face)
+    hh = _colour_hist(code, hair) if hair.sum() >= 50 else np.full(nl * na * nb, 1.0 / (nl * na * nb))
     skin = (hs[code] > SKIN_ODDS * hh[code]).astype(np.uint8)
     skin = cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
     # skin is the fitted head's surface (a bald scalp, a temple): off it, a colour the face merely has too (a pale
     # wall, a highlight) is no skin
     return skin & (cv2.dilate(covered.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+
+
+TORSO_ODDS = 2.0  # a colour this many times as frequent on the body as on the face's skin and in the hair is clothing
+TORSO_MIN_PX = 50  # grid px of body below the fixed neck level needed to tell its colours
+
+
+def torso_on_grid(layers: PhotoLayers, grid, lm: np.ndarray, covered: np.ndarray, cut: np.ndarray,
+                  matte: np.ndarray, y_free: float, y_fixed: float, neck_x: tuple[float, float]) -> np.ndarray:
+    """(R, R) float 0..1: the clothing under the chin — collar, shirt, tie — that stays with the torso however the
+    head turns (the lower neck turns part of the way: a collar it carried along sheared). By colour: the head layer's
+    and the fitted mesh's pixels below the fitted neck's fixed level (the body) give the clothing's colours, the
+    face's inner 80 % the skin's and grabCut's head off the mesh the hair's (a beard or hair of the shirt's colour is
+    not taken: left as it was); a colour at least ``TORSO_ODDS`` times as frequent on the body as on the skin and in
+    the hair is clothing. Only below the chin, within a face width of the neck (``neck_x``: its columns), in pieces
+    that reach down to the body; a soft edge of a pixel."""
+    res = grid.res
+    rows = np.arange(res, dtype=np.float32)[:, None] + 0.5
+    person = (matte > 0.5) | covered  # (the fitted neck often reaches over the collar the matte left in the plate)
+    body = person & (rows > y_fixed)
+    face = _face_inner(lm, covered, res)
+    if body.sum() < TORSO_MIN_PX or face.sum() < 50:
+        return np.zeros((res, res), np.float32)
+    code = _grid_lab_codes(layers, grid)
+    hb, hs = _colour_hist(code, body), _colour_hist(code, face)
+    hair = _hair_off_mesh(cut, covered, lm, res)
+    hh = _colour_hist(code, hair) if hair.sum() >= 50 else np.zeros_like(hs)
+    cloth = hb[code] > TORSO_ODDS * np.maximum(hs[code], hh[code])
+    fw = float(np.linalg.norm(lm[16] - lm[0]))
+    cols = np.arange(res, dtype=np.float32)[None, :] + 0.5
+    zone = (rows > float(lm[8, 1]) - 0.05 * fw) & (cols > neck_x[0] - fw) & (cols < neck_x[1] + fw)
+    cloth &= zone & person
+    cloth = cv2.morphologyEx(cloth.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    # pieces that reach the body (a collar is part of the shirt; a dark shadow under the chin is not)
+    n, comp = cv2.connectedComponents(cloth)
+    if n <= 1:
+        return np.zeros((res, res), np.float32)
+    keep = np.unique(comp[(cloth > 0) & np.broadcast_to(rows > y_fixed, (res, res))])
+    cloth = np.isin(comp, keep[keep > 0]) & np.broadcast_to(rows > y_free - 0.05 * fw, (res, res))
+    return np.clip(cv2.GaussianBlur(cloth.astype(np.float32), (0, 0), 0.7) * 1.5, 0, 1).astype(np.float32)
 
 
 def src_alignment_matrix(proj) -> np.ndarray:

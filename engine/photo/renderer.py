@@ -57,6 +57,7 @@ STRETCH_FULL = 0.3  # camera-facing gained by a turn at which that replacement i
 UNSEEN_FACING = 0.3  # camera-facing (normal z) below which the photo showed a surface too obliquely to reuse it
 NECK_STRETCH = 1.75  # a pitch: neck area grown beyond this x the photo's counts as unseen, fully at twice this
 FLOW_SIGMA = 1.0  # grid px
+TORSO_NECK_W = 0.2  # the lower neck's weight from which the clothing over it is in front of it in full
 OUTER_SIGMA = 3.0  # px of the 256 px work grid: low-pass of a turn's flow on the ears, scalp and neck
 OUTER_RAMP = 3  # vertex rings over which that low-pass fades out into the face
 # the model's skin is matched to the photo's skin around it (renderer._skin_match): on a ring of SKIN_MATCH_RING grid px
@@ -147,6 +148,12 @@ def _any_channel(m: np.ndarray) -> np.ndarray:
 SMALL_FRAME_PX = 512 * 512
 _FG_EDGE_SKIP = 2  # px: the head layer continued beyond a photo border mirrors what lies this far inside it
 _FG2_PAD = 3  # zero border of the 2x head layer (bicubic taps reach 2 px)
+# an eye edit's head layer: the eyes' change patched into a copy of the unedited layer's padded copy, kept (False: the
+# whole layer edited and padded each frame, the reference); with EYE_PATCH_2X into its 2x copy (the sharp frame then
+# resampled as without an eye edit: ~3.4 ms less of a driven 1 MP frame, but not the same bytes as the direct remap)
+EYE_PATCH = True
+EYE_PATCH_2X = False
+_EYE_PATCH_MARGIN = 6  # layer px around the eye edit upsampled again (bicubic taps: 2 px; the window's own edge)
 _FG2_INTERP = cv2.INTER_CUBIC  # (Lanczos: sharper than the direct remap by as much as cubic is softer, more pixels differ)
 
 
@@ -370,21 +377,27 @@ class PhotoRenderer:
         self._outer = outer
         # _skin_setup's arrays, taken on first use (only with the rest of the state: they derive from it)
         self._skin_state = source_state if self.source_restored else None
-        self._turn_attr = torch.cat([self._base_attr, outer * self.head.vertex_in(SKIN_PARTS).float().unsqueeze(1)], 1)
+        # and the lower neck's weight (0 = turns with the head, 1 = stays with the torso: flow.neck_weights)
+        neck_w = torch.zeros(self.head.n_vertices, 1)
+        neck_w[self.neck[0]] = self.neck[1]
+        self._turn_attr = torch.cat([self._base_attr, outer * self.head.vertex_in(SKIN_PARTS).float().unsqueeze(1),
+                                     neck_w], 1)
         self._mirror_attr = torch.cat([self.src.mirror_xy, self.src.mirror_w.unsqueeze(1), self.src.mirror_gain], 1)
         # photo mode v2: the layered photo (built once; a preview renderer gets its parent's), ``layers=False``: none
         if layers is None or layers is True:
             layers = photo_layers.build_layers(self.image, self.grid, self.head, self.proj, self.src)
         self.layers = layers or None
         skin = (source_state or {}).get("grid_skin") if self.source_restored else None  # (from the photo cache)
+        torso = (source_state or {}).get("grid_torso") if self.source_restored else None
         self.grid_layers = (photo_layers.GridLayers(self.layers, self.grid, self.head, self.proj, self.src, self.neck,
-                                                    skin=skin) if self.layers is not None else None)
+                                                    skin=skin, torso=torso) if self.layers is not None else None)
         hs = (source_state or {}).get("hair_src") if self.source_restored else None  # (_hair_src's, from the cache)
         if isinstance(hs, np.ndarray) and hs.dtype == bool and hs.shape in ((self.grid.res, self.grid.res), (0,)):
             self._hair_src_cache = np.array(hs)
         self._layer_scaled: dict = {}
-        self._fg2: tuple | None = None  # (head layer, its 2x upsampling): _fg_2x
+        self._fg2: tuple | None = None  # (head layer, its 2x upsampling, the padded layer upsampled): _fg_2x
         self._fg_pad: tuple | None = None  # (head layer, it padded beyond the photo, pads): _fg_beyond
+        self._eye_work: list = [None, None]  # [layer, its copy with an eye edit patched in, the patch] (1x, 2x)
         # extra layers composed after the fills (see engine.photo.layers, step 4): hook(renderer, coeffs, field)
         self.layer_hooks: list = []
         self.compose_bands = True  # False: layers composed over their whole boxes (the reference, for tests)
@@ -403,8 +416,8 @@ class PhotoRenderer:
 
     def source_state(self) -> dict[str, np.ndarray]:
         """What this renderer computed from the fit alone (the source head's visibility and fills, the turn's
-        outer-shell weights, the hair a turn keeps and the layers' skin mask: their Lab conversions ~55 ms each):
-        kept in the photo cache and given back as ``source_state`` (same fit, head, grid)."""
+        outer-shell weights, the hair a turn keeps, the layers' skin and clothing masks: their Lab conversions ~55 ms
+        each): kept in the photo cache and given back as ``source_state`` (same fit, head, grid)."""
         if not hasattr(self, "_model_w"):
             self._skin_setup()
         fc = self._face_col if self._face_col is not None else np.zeros(0, np.float32)
@@ -413,7 +426,9 @@ class PhotoRenderer:
                 "skin_cal": self._model_cal.numpy().copy(), "skin_face_col": np.asarray(fc, np.float32).copy(),
                 "hair_src": np.array(hs) if (hs := self._hair_src()) is not None else np.zeros(0, bool),
                 "grid_skin": np.array(gs) if (gs := getattr(self.grid_layers, "skin", None)) is not None
-                else np.zeros(0, bool)}
+                else np.zeros(0, bool),
+                "grid_torso": np.array(gt) if (gt := getattr(self.grid_layers, "torso", None)) is not None
+                else np.zeros(0, np.float32)}
 
     # ------------------------------------------------------------------------------------------ helpers
     def _photo_at(self, scale: float) -> np.ndarray:
@@ -488,8 +503,9 @@ class PhotoRenderer:
             cols.append(skin_v)
         allv = self._interpolate(torch.cat(cols, 1), t)
         base = allv[..., :4]
-        k = 5 if turning else 4
+        k = 6 if turning else 4
         outer_w = allv[..., 4] if turning else None
+        neck_t = allv[..., 5] if turning else None  # the target's lower-neck weight (0 off the mesh)
         mirror_v = None
         if self._has_mirror:
             mirror_v, k = allv[..., k:k + 6], k + 6
@@ -516,8 +532,9 @@ class PhotoRenderer:
         if gl is not None and (placement is not None or not torch.equal(c.pose, self.coeffs0.pose)):
             sd, hit = gl.splat(c.pose[0], placement)
             disp = np.where(cov[..., None], disp, sd).astype(np.float32)
-            layer_cover = np.where(cov, 1.0, hit).astype(np.float32)
-            layer_solid = (hidden * cov).astype(np.float32)
+            # the layer's tears (where it moved apart from itself) closed, drawn opaque
+            layer_cover, tears = photo_layers.close_tears(np.where(cov, 1.0, hit).astype(np.float32))
+            layer_solid = np.maximum(hidden * cov, tears).astype(np.float32)
         if turning and self.unstretch:
             # the ears and scalp turn as a smooth shell: their flow low-passed (the face keeps its own)
             w = outer_w[..., None]
@@ -527,6 +544,12 @@ class PhotoRenderer:
             head_px = cov if layer_cover is None else layer_cover > 0
             disp, _ = flow.unstretch_rows(disp, self.grid.step, float(t.grid_xy[self.head.lm68[30], 0]), head_px,
                                           avoid=self._eye_zone(t), keep_src=self._hair_src())
+        if turning and gl is not None and layer_cover is not None and getattr(gl, "torso", None) is not None:
+            # the clothing under the chin (collar, shirt, tie) stays where it is, in front of the lower neck turning
+            # behind it (the mesh's lower neck turned part of the way and carried the collar along: a sheared collar
+            # and tie knot); the face and jaw (neck weight 0) go in front of it
+            w = gl.torso * np.where(cov, np.clip(neck_t / TORSO_NECK_W, 0.0, 1.0), 0.0)
+            disp = (disp * (1.0 - w)[..., None]).astype(np.float32)
         # a light low-pass: no stair steps where the surface flow meets its continuation
         disp = cv2.GaussianBlur(disp, (0, 0), FLOW_SIGMA)
         # the box border never moves (the rest of the photo is a copy)
@@ -930,7 +953,7 @@ class PhotoRenderer:
         eye_orig = None
         if eyes.eye_expression_change(c, self.coeffs0):  # the eye layer edits the photo, the flow the head
             eye_orig = base  # the head layer's colour takes the edited eyes too (see _compose_layers)
-            base = self.eyes.apply(base, c, scale)
+            base = self.eyes.apply_kept(base, c, scale)  # (read here only: out is a copy of it)
             c = eyes.flow_coeffs(c, self.coeffs0)
         if self.fast_path and placement is None and offsets is None and _same(c, self.coeffs0):
             t = self._frame_geometry(c)
@@ -1164,14 +1187,31 @@ class PhotoRenderer:
         columns the layer can reach (:meth:`_sub_bands`), the sampling map and the cover upsampled there only."""
         x0, y0, x1, y1 = box
         plate, fg, (lx, ly) = self._layers_at(base, sx, sy)
-        if eye_orig is not None and eye_orig.shape == base.shape:
-            fg = self._eye_edited_fg(fg, lx, ly, base, eye_orig)
         ph, pw = plate.shape[:2]
-        src_fg = fg
-        # beyond a photo border that cuts through the head, the head layer goes on (its colour reflected, as the
-        # grid's matte is: GridLayers.off_photo_px): a turn brings the photo's own content into the frame there
-        fg, (qx, qy) = self._fg_beyond(fg, lx, ly, base.shape[:2], max(sx, sy))
-        fg2 = self._fg_2x(src_fg, fg) if interp == cv2.INTER_CUBIC and HEAD_REMAP_2X else None
+        edit = None
+        if eye_orig is not None and eye_orig.shape == base.shape:
+            # an eye edit: the unedited layer's padded copy (and 2x copy) kept, the eyes' change patched into a
+            # working copy of it (editing and padding the whole layer each frame cost a driven 1 MP frame ~2.5 ms)
+            pfg, (qx, qy) = self._fg_beyond(fg, lx, ly, base.shape[:2], max(sx, sy)) if EYE_PATCH else (None, (0, 0))
+            edit = self._eye_edit(fg, pfg, (qx, qy), lx, ly, base, eye_orig, max(sx, sy)) if EYE_PATCH else None
+            if edit is None:  # (not patchable: the whole layer edited)
+                fg = self._eye_edited_fg(fg, lx, ly, base, eye_orig)
+            elif not edit:  # the eyes changed nothing in the layer
+                edit = None
+        fg2 = None
+        if edit is not None:
+            fg2 = self._fg_2x(fg, pfg) if interp == cv2.INTER_CUBIC and HEAD_REMAP_2X and EYE_PATCH_2X else None
+            fg = pfg
+            if fg2 is not None:
+                fg2 = self._eye_patched(fg2, edit, True)
+            else:
+                fg = self._eye_patched(pfg, edit, False)
+        else:
+            src_fg = fg
+            # beyond a photo border that cuts through the head, the head layer goes on (its colour reflected, as the
+            # grid's matte is: GridLayers.off_photo_px): a turn brings the photo's own content into the frame there
+            fg, (qx, qy) = self._fg_beyond(fg, lx, ly, base.shape[:2], max(sx, sy))
+            fg2 = self._fg_2x(src_fg, fg) if interp == cv2.INTER_CUBIC and HEAD_REMAP_2X else None
         # the plate stays (outside the layers' box: the photo)
         region = base[y0:y1, x0:x1].copy() if dst is None else dst  # dst: a copy of base's box to compose into
         ax0, ay0 = max(x0, lx), max(y0, ly)
@@ -1286,8 +1326,75 @@ class PhotoRenderer:
         p = _FG2_PAD
         padded = cv2.copyMakeBorder(src, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
         fg2 = cv2.resize(padded, (2 * padded.shape[1], 2 * padded.shape[0]), interpolation=_FG2_INTERP)
-        self._fg2 = (fg, fg2)
+        self._fg2 = (fg, fg2, src)
         return fg2
+
+    def _eye_edit(self, fg, pfg, pad, lx, ly, base, eye_orig, scale: float):
+        """The eye layer's change of ``base`` (vs ``eye_orig``) inside the head layer ``fg`` at (lx, ly), as
+        :meth:`_eye_edited_fg` carries it into the layer's colour, located in ``fg`` padded by :meth:`_fg_beyond`
+        (``pfg``, (left, top) ``pad``): ((r0, r1, c0, c1) rows and columns of ``pfg``, their edited RGB), () when the
+        eyes changed nothing in the layer, None when a patch of ``pfg`` would not give the edited layer's padding
+        (the edit within reach of a reflected pad, or too near the layer's edge for the 2x patch's margin)."""
+        fh, fw = fg.shape[:2]
+        boxes = self.eyes.edit_boxes(eye_orig, scale)
+        # the changed pixels: only in the eye layer's boxes (inside the layer)
+        ex0, ey0 = max(min((b[0] for b in boxes), default=0), lx), max(min((b[1] for b in boxes), default=0), ly)
+        ex1 = min(max((b[2] for b in boxes), default=0), lx + fw)
+        ey1 = min(max((b[3] for b in boxes), default=0), ly + fh)
+        if ex1 <= ex0 or ey1 <= ey0:
+            return ()
+        diff = _any_channel(base[ey0:ey1, ex0:ex1] != eye_orig[ey0:ey1, ex0:ex1])
+        ys = np.flatnonzero(diff.any(1))
+        if not len(ys):
+            return ()
+        xs = np.flatnonzero(diff[ys[0]:ys[-1] + 1].any(0))
+        r0, r1 = ey0 - ly + int(ys[0]), ey0 - ly + int(ys[-1]) + 1  # (in fg)
+        c0, c1 = ex0 - lx + int(xs[0]), ex0 - lx + int(xs[-1]) + 1
+        qx, qy = pad
+        ph, pw = pfg.shape[:2]
+        # a reflected pad shows the layer's pixels up to its width + _FG_EDGE_SKIP inside the border
+        m = _EYE_PATCH_MARGIN
+        bottom, right = ph - fh - qy, pw - fw - qx
+        reach = (qy + _FG_EDGE_SKIP + 2 if qy else 0, bottom + _FG_EDGE_SKIP + 2 if bottom else 0,
+                 qx + _FG_EDGE_SKIP + 2 if qx else 0, right + _FG_EDGE_SKIP + 2 if right else 0)
+        if r0 < max(reach[0], m) or fh - r1 < max(reach[1], m) or c0 < max(reach[2], m) or fw - c1 < max(reach[3], m):
+            return None
+        d = base[ly + r0:ly + r1, lx + c0:lx + c1].astype(np.int16) - eye_orig[ly + r0:ly + r1, lx + c0:lx + c1]
+        rgb = np.clip(fg[r0:r1, c0:c1, :3] + d, 0, 255).astype(np.uint8)
+        return (r0 + qy, r1 + qy, c0 + qx, c1 + qx), rgb
+
+    def _eye_patched(self, layer: np.ndarray, edit, twice: bool) -> np.ndarray:
+        """A working copy of ``layer`` (the padded head layer, or with ``twice`` its 2x upsampling, :meth:`_fg_2x`)
+        with :meth:`_eye_edit`'s ``edit`` in it, the previous frame's patch undone first: the bytes the edited
+        layer gives. The 2x patch: the edited box with a margin wider than the bicubic taps upsampled again, its
+        rows / columns whose taps stayed inside (the same fixed-point sums as the whole layer's upsampling)."""
+        (r0, r1, c0, c1), rgb = edit
+        if twice:
+            m = _EYE_PATCH_MARGIN
+            pfg = self._fg2[2]  # the padded layer fg2 was made from
+            a0, b0 = r0 - m, c0 - m
+            win = pfg[a0:r1 + m, b0:c1 + m].copy()
+            win[m:m + r1 - r0, m:m + c1 - c0, :3] = rgb
+            up = cv2.resize(win, (2 * win.shape[1], 2 * win.shape[0]), interpolation=_FG2_INTERP)
+            k = 4  # window rows / columns from 4 on: the taps of 2x bicubic reach 2 source px
+            top, left = 2 * (a0 + _FG2_PAD) + k, 2 * (b0 + _FG2_PAD) + k  # (fg2's pixel 2v: the zero-padded v)
+            patch = up[k:up.shape[0] - k, k:up.shape[1] - k]
+            slot = 1
+        else:
+            top, left, patch, slot = r0, c0, None, 0
+        work = self._eye_work[slot]
+        if work is None or work[0] is not layer:
+            work = self._eye_work[slot] = [layer, layer.copy(), None]
+        elif work[2] is not None:  # the last frame's patch undone
+            ot, ol, oh, ow = work[2]
+            work[1][ot:ot + oh, ol:ol + ow] = layer[ot:ot + oh, ol:ol + ow]
+        if patch is None:
+            work[1][r0:r1, c0:c1, :3] = rgb
+            work[2] = (r0, c0, r1 - r0, c1 - c0)
+        else:
+            work[1][top:top + patch.shape[0], left:left + patch.shape[1]] = patch
+            work[2] = (top, left, patch.shape[0], patch.shape[1])
+        return work[1]
 
     @staticmethod
     def _eye_edited_fg(fg, lx, ly, base, eye_orig):
