@@ -18,7 +18,8 @@ A contact sheet per clip (real above, driven below, a few frames) is written to
 
     python bench/reenact.py [--clips turn_woman_02 mouth_woman_08] [--seconds 5] [--out out/reenact]
                             [--keep-placement] [--absolute-expression] [--expression-strength 1]
-                            [--pose-strength 1] [--no-residual] [--iris] [--iris-gain] [--iris-stages] [--mouth-stages]
+                            [--pose-strength 1] [--no-residual] [--stages] [--iris] [--iris-gain] [--iris-stages]
+                            [--mouth-stages]
 
 Nothing from the shared data is written into the repository (everything goes to ``--out``, git-ignored by default).
 """
@@ -123,7 +124,9 @@ def _measures(L: np.ndarray) -> dict:
     return {"eye opening": (eye_opening(L[36:42]) + eye_opening(L[42:48])) / 2,
             "mouth": float(np.linalg.norm(L[66] - L[62]) / (np.linalg.norm(L[64] - L[60]) + 1e-6)),
             "head x": float(L[27:36, 0].mean()), "head size": float(np.linalg.norm(e2 - e1)),
-            "roll": float(np.degrees(np.arctan2(e2[1] - e1[1], e2[0] - e1[0])))}
+            "roll": float(np.degrees(np.arctan2(e2[1] - e1[1], e2[0] - e1[0]))),
+            "outer corners": float(np.linalg.norm(L[45] - L[36])), "inner corners": float(np.linalg.norm(L[42] - L[39])),
+            "eye opening R": eye_opening(L[36:42]), "eye opening L": eye_opening(L[42:48])}
 
 
 def model_readback(clip: Path, target, track, kw: dict, keep_placement: bool, every: int = 5,
@@ -140,27 +143,47 @@ def model_readback(clip: Path, target, track, kw: dict, keep_placement: bool, ev
     lm68 = target.renderer.model.lm68
     if kw.get("relative_expression") and hasattr(target, "gaze_read_gain"):  # as engine.drive.drive does
         kw = dict(kw, gaze_gain=target.gaze_read_gain())
-    a, b = {k: [] for k in MODEL_SERIES}, {k: [] for k in MODEL_SERIES}
-    for t in range(every, min(len(real), track.n_frames), every):
-        La = jd._landmarks(real[t])
-        if La is None:
-            continue
+    def model_lm(t):
         c = retarget(target.coeffs, track, t, **kw)
         move = None if keep_placement else retarget_placement(track, t, kw.get("pose_strength", 1.0))
         res = retarget_residual(track, t, kw.get("expression_strength", 1.0)) if residual else None
         f = target.renderer.flow_field(c, target.placement_matrix(move), target.residual_offsets(res))
-        Lm = f.target.photo_xy[lm68].double().numpy()
+        return f.target.photo_xy[lm68].double().numpy()
+
+    a, b = {}, {}
+    La0, Lm0 = jd._landmarks(real[0]), model_lm(0)
+    ls = track.placement[:, 2] if track.placement is not None else np.zeros(track.n_frames)
+    rows = []  # the stages' per-frame readings: frame, real eye opening R / L
+    for t in range(every, min(len(real), track.n_frames), every):
+        La = jd._landmarks(real[t])
+        if La is None:
+            continue
+        Lm = model_lm(t)
         for k, v in _measures(La).items():
-            a[k].append(v)
+            a.setdefault(k, []).append(v)
         for k, v in _measures(Lm).items():
-            b[k].append(v)
-        a["yaw"].append(jd._pose_of(La, real[t].shape)[0])
-        b["yaw"].append(jd._pose_of(Lm, real[t].shape)[0])
+            b.setdefault(k, []).append(v)
+        a.setdefault("yaw", []).append(jd._pose_of(La, real[t].shape)[0])
+        b.setdefault("yaw", []).append(jd._pose_of(Lm, real[t].shape)[0])
+        if La0 is not None:  # the head's own size (lids and lips left out) since frame 0: the model's, and the
+            # placement's log scale (what the drive carries as a size), both on the real frame's
+            a.setdefault("rigid size", []).append(rigid_scale(La, La0))
+            b.setdefault("rigid size", []).append(rigid_scale(Lm, Lm0))
+            a.setdefault("placement scale", []).append(a["rigid size"][-1])
+            b.setdefault("placement scale", []).append(float(ls[t] - ls[0]))
+        rows.append([t, a["eye opening R"][-1], a["eye opening L"][-1]])
     out = {}
-    for k in MODEL_SERIES:
+    for k in a:
         x, y = np.array(a[k]), np.array(b[k])
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
         if len(x) > 5 and x.std() > 1e-6 and y.std() > 1e-9:
             out[k] = (float(np.corrcoef(x, y)[0, 1]), float(np.polyfit(x, y, 1)[0]))
+    out["_real_eyes"] = np.array(rows).reshape(-1, 3)
+    if La0 is not None:
+        from engine.perception.iris import eye_opening
+
+        out["_real_eyes0"] = (eye_opening(La0[36:42]), eye_opening(La0[42:48]))
     return out
 
 
@@ -252,10 +275,76 @@ def size_parts(clip: Path, driven: Path, folder: Path | None = None, every: int 
     op = (ear_a >= OPEN_EAR) & (ear_b >= OPEN_EAR)
     out = {"size_open": _slope(ed_a[op], ed_b[op]), "jaw": _slope(jw_a, jw_b),
            "lid_real": _slope(ear_a, np.log(ed_a)), "lid_driven": _slope(ear_b, np.log(ed_b)),
-           "rigid": _slope(rs_a[np.isfinite(rs_a + rs_b)], rs_b[np.isfinite(rs_a + rs_b)])}
+           "rigid": _slope(rs_a[np.isfinite(rs_a + rs_b)], rs_b[np.isfinite(rs_a + rs_b)]),
+           # dlib's eye corners alone (no lid points): outer 36-45, inner 39-42, driven on real
+           "outer": _slope(*[[np.linalg.norm(p[k][45] - p[k][36]) for p in lms] for k in (0, 1)]),
+           "inner": _slope(*[[np.linalg.norm(p[k][42] - p[k][39]) for p in lms] for k in (0, 1)])}
     if np.isfinite(rs_a).any():
         out["rigid_range"] = (float(np.nanmin(rs_a)), float(np.nanmax(rs_a)))
     return {k: v for k, v in out.items() if v is not None}
+
+
+def track_stages(track, model: dict) -> dict:
+    """The tracked side of ``--stages``: the placement filter (the smoothed log scale on the raw one, r / slope over
+    the tracked frames) and, at the compared frame where the tracked yaw has moved most since the first tracked frame,
+    each eye's fitted lid weights (smoothed eyeBlink / eyeWide / eyeSquint, change since that frame) beside dlib's eye
+    aspect ratio of that eye on the real frame (and on frame 0): a fit that reads a turned open eye as closing."""
+    out = {}
+    if track.placement is not None and track.placement_raw is not None:
+        raw, sm = track.placement_raw[:, 2], track.placement[:, 2]
+        ok = np.isfinite(raw) & np.isfinite(sm)
+        out["filter"] = _slope(raw[ok], sm[ok])
+    rows = model.get("_real_eyes")
+    f0 = track.first_found
+    if rows is not None and len(rows):
+        yaw = track.series("yaw")
+        t = [int(x) for x in rows[:, 0]]
+        i = int(np.argmax([abs(yaw[k] - yaw[f0]) for k in t]))
+        k = t[i]
+        out["turn"] = {"frame": k, "yaw": float(yaw[k] - yaw[f0])}
+        for j, side in enumerate(("R", "L")):  # "R": the subject's right eye, dlib 36-41
+            d = {w: float(track.series(f"eye{w}_{side}")[k] - track.series(f"eye{w}_{side}")[f0])
+                 for w in ("Blink", "Wide", "Squint")}
+            out["turn"][side] = dict(d, ear=float(rows[i, 1 + j]),
+                                     ear0=float(model.get("_real_eyes0", (np.nan, np.nan))[j]))
+    return out
+
+
+def stages_table(results: list[dict]) -> str:
+    """``--stages``: the judges' head size (dlib's eye-centre distance, lid points included) followed stage by stage,
+    driven (or tracked, or modelled) on real, r / slope, and the fitted lids at the largest turn."""
+    lines = ["Head size stage by stage (r / slope on the real frames' dlib reading, every 5th frame): the placement "
+             "filter (smoothed log scale on the raw), the placement's log scale and the retargeted model landmarks' "
+             "rigid size on the real rigid size, the model landmarks' eye-centre / outer-corner / inner-corner "
+             "distance on the real ones, the same on the rendered video (dlib), and the judges' head size:", "",
+             "| clip | filter | placement scale | model rigid | model eye centres | model outer | model inner | "
+             "rendered rigid | rendered outer | rendered inner | judge head size |", "|" + "---|" * 11]
+
+    def cell(v):
+        return "—" if v is None else f"{v[0]:.2f} / {v[1]:.2f}"
+
+    for r in results:
+        m, z, tr = r.get("model", {}), r.get("size", {}), r.get("track", {})
+        lines.append("| " + " | ".join([r["clip"], cell(tr.get("filter")), cell(m.get("placement scale")),
+                                        cell(m.get("rigid size")), cell(m.get("head size")),
+                                        cell(m.get("outer corners")), cell(m.get("inner corners")),
+                                        cell(z.get("rigid")), cell(z.get("outer")), cell(z.get("inner")),
+                                        cell(r.get("head size"))]) + " |")
+    lines += ["", "Fitted lids at the largest turn (the compared frame where the tracked yaw moved most since the first "
+              "tracked frame; smoothed weights' change since then; dlib's eye aspect ratio of the same eye on the real "
+              "frame, frame 0's in brackets; R = the subject's right eye, dlib 36-41):", "",
+              "| clip | frame | yaw change deg | R: blink / wide / squint | R: real eye aspect ratio | "
+              "L: blink / wide / squint | L: real eye aspect ratio |", "|" + "---|" * 7]
+    for r in results:
+        tn = r.get("track", {}).get("turn")
+        if not tn:
+            continue
+        cells = [r["clip"], str(tn["frame"]), f"{tn['yaw']:+.1f}"]
+        for side in ("R", "L"):
+            d = tn[side]
+            cells += [f"{d['Blink']:+.2f} / {d['Wide']:+.2f} / {d['Squint']:+.2f}", f"{d['ear']:.2f} ({d['ear0']:.2f})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def run_clip(clip: Path, out: Path, args) -> dict:
@@ -277,6 +366,8 @@ def run_clip(clip: Path, out: Path, args) -> dict:
     res.update(clip=clip.stem, n=n, seconds=secs)
     res["model"] = model_readback(clip, target, track, kw, args.keep_placement, residual=residual)
     res.update(fidelity(clip, driven))
+    if getattr(args, "stages", False):
+        res["track"] = track_stages(track, res["model"])
     res["size"] = size_parts(clip, driven, folder)
     contact_sheet(clip, driven, folder / "sheet.png", n)
     return res
@@ -630,6 +721,9 @@ def main(argv=None) -> int:
                                                                "horizontal iris motion each step of a drive carries")
     ap.add_argument("--mouth-stages", action="store_true", help="only measure, stage by stage (fit, retargeting, "
                                                                 "render), how much of the real mouth a drive carries")
+    ap.add_argument("--stages", action="store_true", help="also print the head size stage by stage (placement "
+                                                          "filter, model landmarks, render) and the fitted lids at "
+                                                          "the largest turn")
     ap.add_argument("--iris-gain", action="store_true", help="only measure how much of a known (rendered) sideways "
                                                              "iris shift the iris reader sees")
     args = ap.parse_args(argv)
@@ -673,6 +767,9 @@ def main(argv=None) -> int:
         results.append(r)
     print()
     print(table(results))
+    if args.stages:
+        print()
+        print(stages_table(results))
     print(f"\n{'keep placement' if args.keep_placement else 'head placement driven'}; first {args.seconds:g} s of "
           f"each clip; judge.py reenact (every 5th frame); load average {np.mean(loads):.1f} on {os.cpu_count()} "
           f"cores (shared machine)")

@@ -647,6 +647,31 @@ def test_drive_without_audio_and_cancel_leaves_nothing(clip, track, session_targ
     assert no_partial_files(tmp_path)
 
 
+def test_drive_passes_the_targets_read_gain_to_retargeting(clip, track, session_target, tmp_path, monkeypatch):
+    """A target with an iris read gain (a photo) has the sideways gaze retargeted with it; relative expression only
+    (absolute weights are the source's own)."""
+    from engine.drive import SessionTarget, pipeline
+
+    class Gained(SessionTarget):
+        def gaze_read_gain(self):
+            return 0.55
+
+    seen = []
+    real = pipeline.retarget
+
+    def spy(*a, **kw):
+        seen.append(kw.get("gaze_gain"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "retarget", spy)
+    target = Gained(session_target, size=48, generator=None)
+    drive(clip["silent"], target, tmp_path / "a.mp4", track=track, keep_audio=False)
+    assert seen and set(seen) == {0.55}
+    seen.clear()
+    drive(clip["silent"], target, tmp_path / "b.mp4", track=track, keep_audio=False, relative_expression=False)
+    assert seen and set(seen) == {None}
+
+
 def test_cli_errors_are_one_line(tmp_path, clip, session_target, capsys):
     from engine.cli import main
 
