@@ -6,7 +6,8 @@
 Each setting changes only how a random face is drawn, not the weights: ``id`` scales the identity latent z_id
 (what the identity decoder sees; 1 = N(0, I)), ``code`` scales the identity code (the noise latent, the whitened
 descriptor PCA of ``--id-codes`` generators), ``L`` is the number of per-layer ws truncation acts on (the file's
-``trunc_layers``), ``psi`` the truncation (default 0.7, the editor's and bench/generator.py's). Per setting and
+``trunc_layers``), ``psi`` the truncation (default 0.7, the editor's and bench/generator.py's). With an identity sampler
+(``--sampler``, or the shipped one) the faces are the generator's own ``FaceGenerator.sample`` draws. Per setting and
 seed set: the share of random pairs dlib's descriptor puts under 0.6 (``n`` faces per seed, as
 ``../shared/tools/judge.py diversity``, faces upsampled to ≥ 160 px; then pooled: every pair among all the seeds'
 faces, with its standard error, ``bench/generator.py``'s ``pair_share_se``), their median distance, and FID-id (the
@@ -43,6 +44,10 @@ def parse_setting(text: str) -> dict:
 
 
 def draw(fg, n: int, seed: int, s: dict):
+    if fg.id_sampler is not None:  # the generator's own random faces (FaceGenerator.sample, through its sampler)
+        if s["id"] != 1 or s["code"] != 1:
+            raise SystemExit("error: id / code scalings act on plain draws: pass --sampler none")
+        return fg.sample(n, seed)
     lat = sample_latents(n, seed=seed)
     lat.identity = lat.identity * s["id"]
     lat.noise = lat.noise * s["code"]
@@ -71,6 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sr", action="store_true", help="the bare 64 px generator (faster; same people)")
     ap.add_argument("--generator", default=None,
                     help="generator file (default: the shipped one; the shipped upsampler is attached unless --no-sr)")
+    ap.add_argument("--sampler", default=None,
+                    help="identity sampler file the faces are drawn through (engine/generator/idsampler.py; 'none': "
+                         "plain N(0, I) draws; default: the shipped one with the shipped generator, none with "
+                         "--generator)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -86,6 +95,10 @@ def main(argv=None) -> int:
         from engine.generator.networks import FaceGenerator
 
         fg = FaceGenerator.load(args.generator).attach_sr(None if args.no_sr else fg.sr)
+    if args.sampler is not None:
+        from engine.generator.idsampler import IdentitySampler
+
+        fg.attach_sampler(None if args.sampler == "none" else IdentitySampler.load(args.sampler))
     dl = Dlib()
     idnet = default_identity_net()
     real = None
