@@ -135,9 +135,18 @@ def test_generator_sample_keeps_one_candidate_per_face_chosen_by_the_weights(fac
         assert torch.allclose(getattr(c1, k), getattr(c, k)[first[keep]]), k
     c2, z2 = fg.sample(n, seed=11)
     assert torch.equal(c1.identity, c2.identity) and torch.equal(z1, z2)
+    plain = fg.decoders.decode(sample_latents(n, seed=11)).identity  # the first n latents of the seed
+    import engine.perception.identity as ident
+
+    def missing():
+        raise ident.IdentityModelError("no model file")
+    monkeypatch.setattr(ident, "default_identity_net", missing)
+    c0, _ = fg.sample(n, seed=11)  # no descriptor network: plain draws, no error
+    assert torch.allclose(c0.identity, plain)
+    monkeypatch.undo()
     fg.attach_sampler(None)
-    c0, _ = fg.sample(n, seed=11)  # plain draws again: the first n latents of the seed
-    assert torch.allclose(c0.identity, fg.decoders.decode(sample_latents(n, seed=11)).identity)
+    c0, _ = fg.sample(n, seed=11)  # plain draws again
+    assert torch.allclose(c0.identity, plain)
 
 
 def test_new_random_face_is_the_generators_sampled_face_with_its_own_code(face_model):

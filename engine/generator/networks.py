@@ -547,11 +547,17 @@ class FaceGenerator(nn.Module):
         the one kept of the sampler's candidates."""
         dev = self.G.coeff_mean.device
         s = self.id_sampler
-        if s is None or s.candidates <= 1:
+        idnet = None
+        if s is not None and s.candidates > 1:
+            from engine.perception.identity import IdentityModelError, default_identity_net
+
+            try:
+                idnet = default_identity_net()
+            except (IdentityModelError, OSError):  # no descriptor network (face_recognition_models): plain draws
+                idnet = None
+        if idnet is None:
             lat = sample_latents(n, seed=seed, device=dev)
             return self.decoders.decode(lat), lat.noise
-        from engine.perception.identity import default_identity_net
-
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         lat = sample_latents(n * s.candidates, generator=g)
         # the candidates of one face differ in who they are (identity latent and code) only: expression, light and
@@ -560,7 +566,6 @@ class FaceGenerator(nn.Module):
                   .reshape(n * s.candidates, -1) for k in ("expression", "light", "pose")}
         lat = lat.replace(**shared)
         c = self.decoders.decode(lat.to(dev))
-        idnet = default_identity_net()
         desc = torch.cat([idnet.embed_crops(self.synthesize(c[i:i + 64], lat.noise[i:i + 64], s.psi, upsample=False))
                           for i in range(0, n * s.candidates, 64)])
         pick = s.choose(s.log_weights(desc.cpu()).view(n, s.candidates), g)
