@@ -294,9 +294,11 @@ def real_reference(n: int, size: int):
                                                     colour_outliers(cst[1::2], lo5, hi5))
 
 
-def load_generator(path: Path | None, sr: str | None) -> FaceGenerator:
-    """``path`` (None: the shipped generator, with the shipped upsampler when present); ``sr``: an upsampler file
-    to attach, ``none`` for the bare generator."""
+def load_generator(path: Path | None, sr: str | None, sampler: str | None = None) -> FaceGenerator:
+    """``path`` (None: the shipped generator, with the shipped upsampler and identity sampler when present); ``sr``:
+    an upsampler file to attach, ``none`` for the bare generator; ``sampler``: an identity sampler file
+    (``engine/generator/idsampler.py``) to draw the random faces through, ``none`` for plain N(0, I) draws."""
+    from engine.generator.idsampler import IdentitySampler
     from engine.generator.sr import FaceSR
 
     fg = FaceGenerator.load(path) if path else load_default_generator(upsampler=sr is None)
@@ -304,6 +306,8 @@ def load_generator(path: Path | None, sr: str | None) -> FaceGenerator:
         fg.attach_sr(FaceSR.load(sr))
     elif sr == "none":
         fg.attach_sr(None)
+    if sampler is not None:
+        fg.attach_sampler(None if sampler == "none" else IdentitySampler.load(sampler))
     return fg
 
 
@@ -372,10 +376,10 @@ def goal_numbers(fg: FaceGenerator, path: Path | None, n: int, dl: Dlib, real_cr
 def goals(args) -> int:
     torch.set_num_threads(args.threads)
     dl = Dlib()
-    files = [("old", Path(args.old) if args.old else None, args.old_sr)]
-    if args.new:
-        files.append(("new", Path(args.new), args.new_sr))
-    gens = [(tag, p, load_generator(p, sr)) for tag, p, sr in files]
+    files = [("old", Path(args.old) if args.old else None, args.old_sr, args.old_sampler)]
+    if args.new or args.new_sampler:
+        files.append(("new", Path(args.new) if args.new else None, args.new_sr, args.new_sampler))
+    gens = [(tag, p, load_generator(p, sr, smp)) for tag, p, sr, smp in files]
     refs: dict[int, tuple] = {}
     for _, _, fg in gens:  # the real reference at each native size
         res = fg.resolution
@@ -416,7 +420,7 @@ def goals(args) -> int:
     for (tag, _, fg), r in zip(gens, rows):
         m, ref = r["mouth"], refs[r["res"]]
         co = r["colour"]
-        print(f"| {tag}: {Path(r['file']).name}{' + upsampler' if fg.sr is not None else ''} | {r['res']} | "
+        print(f"| {tag}: {Path(r['file']).name}{' + upsampler' if fg.sr is not None else ''}{' + id sampler' if fg.id_sampler is not None else ''} | {r['res']} | "
               f"{100 * r['same']:.0f} % (± {100 * r['same_se']:.1f}) | {r['median']:.3f} | {r['found']}/{args.n} "
               f"| {r['sharp'] / ref['sharp']:.2f} ({r['sharp']:.2f}) | {' '.join(f'{v:.0f}' for v in m)} | "
               f"{m[2] - m[1]:+.0f} | {r['fid_id']:.3f} | {r['fid_spread']:.3f} | {r['yaw_err']:.1f} | "
@@ -453,6 +457,12 @@ def main(argv=None) -> int:
                     help="upsampler file to attach to the 'old' row ('none': the bare generator; default: the shipped "
                          "upsampler when --old is not given)")
     ap.add_argument("--new-sr", default=None, help="upsampler file to attach to the 'new' row")
+    ap.add_argument("--old-sampler", default=None,
+                    help="identity sampler file the 'old' row draws its faces through ('none': plain N(0, I) draws; "
+                         "default: the shipped sampler when --old is not given)")
+    ap.add_argument("--new-sampler", default=None,
+                    help="identity sampler file for the 'new' row ('none': plain draws; default: none, or the shipped "
+                         "one when --new is not given)")
     ap.add_argument("--seed", type=int, default=2026, help="seed of the random faces")
     ap.add_argument("--fast", action="store_true",
                     help="skip the R-Net / identity / FID-id columns (diversity, sharpness, colour and pictures only)")

@@ -2,11 +2,13 @@
 
     python bench/identity_sampling.py [--generator FILE] [--settings "id=1,code=1,L=8" "id=1.2,code=1,L=8" ...] [--n 48]
                                       [--tune-seeds 101 102] [--report-seeds 7 2026] [--fid-n 256] [--no-sr]
+                                      [--sampler FILE|none] [--fid-sets 3 10101 20202] [--time-draws 20]
 
 Each setting changes only how a random face is drawn, not the weights: ``id`` scales the identity latent z_id
 (what the identity decoder sees; 1 = N(0, I)), ``code`` scales the identity code (the noise latent, the whitened
 descriptor PCA of ``--id-codes`` generators), ``L`` is the number of per-layer ws truncation acts on (the file's
-``trunc_layers``), ``psi`` the truncation (default 0.7, the editor's and bench/generator.py's). Per setting and
+``trunc_layers``), ``psi`` the truncation (default 0.7, the editor's and bench/generator.py's). With an identity sampler
+(``--sampler``, or the shipped one) the faces are the generator's own ``FaceGenerator.sample`` draws. Per setting and
 seed set: the share of random pairs dlib's descriptor puts under 0.6 (``n`` faces per seed, as
 ``../shared/tools/judge.py diversity``, faces upsampled to ≥ 160 px; then pooled: every pair among all the seeds'
 faces, with its standard error, ``bench/generator.py``'s ``pair_share_se``), their median distance, and FID-id (the
@@ -43,6 +45,10 @@ def parse_setting(text: str) -> dict:
 
 
 def draw(fg, n: int, seed: int, s: dict):
+    if fg.id_sampler is not None:  # the generator's own random faces (FaceGenerator.sample, through its sampler)
+        if s["id"] != 1 or s["code"] != 1:
+            raise SystemExit("error: id / code scalings act on plain draws: pass --sampler none")
+        return fg.sample(n, seed)
     lat = sample_latents(n, seed=seed)
     lat.identity = lat.identity * s["id"]
     lat.noise = lat.noise * s["code"]
@@ -71,6 +77,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sr", action="store_true", help="the bare 64 px generator (faster; same people)")
     ap.add_argument("--generator", default=None,
                     help="generator file (default: the shipped one; the shipped upsampler is attached unless --no-sr)")
+    ap.add_argument("--sampler", default=None,
+                    help="identity sampler file the faces are drawn through (engine/generator/idsampler.py; 'none': "
+                         "plain N(0, I) draws; default: the shipped one with the shipped generator, none with "
+                         "--generator)")
+    ap.add_argument("--fid-sets", type=int, nargs="*", default=[],
+                    help="also FID-id of --fid-n faces drawn with each of these seeds (3: the bench's own set, "
+                         "bench/generator.py / training.evaluate.fid_ids), one row per set, then their mean")
+    ap.add_argument("--time-draws", type=int, default=0,
+                    help="also time this many single draws (FaceGenerator.sample(1, seed), the editor's New random "
+                         "face), median and max ms")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -86,6 +102,10 @@ def main(argv=None) -> int:
         from engine.generator.networks import FaceGenerator
 
         fg = FaceGenerator.load(args.generator).attach_sr(None if args.no_sr else fg.sr)
+    if args.sampler is not None:
+        from engine.generator.idsampler import IdentitySampler
+
+        fg.attach_sampler(None if args.sampler == "none" else IdentitySampler.load(args.sampler))
     dl = Dlib()
     idnet = default_identity_net()
     real = None
@@ -132,6 +152,32 @@ def main(argv=None) -> int:
             print(f"| {text} | {name} {' '.join(map(str, seeds))} | {100 * np.mean(shares):.1f} % "
                   f"({' / '.join(f'{100 * v:.0f}' for v in shares)}) | {pooled} | {np.mean(meds):.3f} | "
                   f"{found}/{args.n * len(seeds)} | " + " | ".join(f"{v:.3f}" for v in fids) + " |", flush=True)
+        if args.fid_sets and args.fid_n:
+            rows = []
+            for sd in args.fid_sets:
+                c, z = draw(fg, args.fid_n, sd, s)
+                with torch.no_grad():
+                    x = images(fg, c, z, s)
+                    fake = torch.cat([idnet.embed_crops(x[i:i + 32]) for i in range(0, len(x), 32)]).numpy()
+                fake = fake.astype(np.float64)
+                rows.append([v for r in real for v in (E.frechet_distance(r, fake),
+                                                       float(((r.mean(0) - fake.mean(0)) ** 2).sum()))])
+                print(f"| {text} | FID-id set {sd} ({args.fid_n} faces) | | | | | "
+                      + " | ".join(f"{v:.3f}" for v in rows[-1]) + " |", flush=True)
+            print(f"| {text} | FID-id, mean of sets {' '.join(map(str, args.fid_sets))} | | | | | "
+                  + " | ".join(f"{v:.3f}" for v in np.mean(rows, 0)) + " |", flush=True)
+        if args.time_draws:
+            import time
+
+            ts = []
+            for sd in range(args.time_draws):
+                t = time.perf_counter()
+                draw(fg, 1, 50_000 + sd, s)
+                ts.append(1e3 * (time.perf_counter() - t))
+            how = " through the identity sampler" if fg.id_sampler is not None else ""
+            print(f"{text}: one random face drawn (FaceGenerator.sample(1, seed){how}): "
+                  f"median {np.median(ts):.0f} ms, max {max(ts):.0f} ms over {len(ts)} draws (first: {ts[0]:.0f} ms); "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
     return 0
 
 

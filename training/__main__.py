@@ -17,6 +17,7 @@ COMMANDS = {
     "gan": ("training.train_gan", "train the imitative-contrastive generator (stage 1, 2)"),
     "sr": ("training.sr", "train the face upsampler 64 -> 128 px -> assets/face_sr.safetensors"),
     "idprior": ("training.idprior", "fit the generator's identity prior to the photos' descriptors (folded into it)"),
+    "idsampler": ("training.idsampler", "fit the identity sampler: random faces kept closer to the photos' descriptors"),
     "eval": ("training.evaluate", "disentanglement, control accuracy, identity preservation, FID-on-id-features"),
     "pack": ("training.pack", "pack a compact training set (<= 64 MiB) for the GPU machine"),
 }

@@ -94,15 +94,21 @@ def _analytic(factor: str, model: FaceModel, g: torch.Generator) -> tuple:
     return (torch.deg2rad(p),)
 
 
-def randomized(snap: Snapshot, factor: str, seed: int, model: FaceModel, generator, noise_dim: int) -> Snapshot:
+def randomized(snap: Snapshot, factor: str, seed: int, model: FaceModel, generator, noise_dim: int,
+               drawn: tuple | None = None) -> Snapshot:
     """``snap`` with new random values for one factor (seeded); the other factors are untouched. With a generator
-    the values come from its own factor decoders (plausible values), else from simple priors."""
+    the values come from its own random faces (``FaceGenerator.sample``: its factor decoders, through its identity
+    sampler when one is attached — the faces the benches measure), else from simple priors. ``drawn``: that
+    sample for ``seed``, when the caller already has it (one draw for several factors)."""
     check_factor(factor)
     if factor == "noise":
         return snap.edited(noise=seed_noise(seed, noise_dim))
+    code = None
     if generator is not None:
-        with torch.no_grad():
-            c, _ = generator.sample(1, seed)
+        if drawn is None:
+            with torch.no_grad():
+                drawn = generator.sample(1, seed)
+        c, code = drawn
         src = {"identity": (c.identity, c.albedo), "expression": (c.expression,), "light": (c.light,),
                "pose": (c.pose,)}[factor]
     else:
@@ -116,8 +122,8 @@ def randomized(snap: Snapshot, factor: str, seed: int, model: FaceModel, generat
         else:
             getattr(c, factor)[:] = src[0]
     if factor == "identity" and generator is not None and generator.G.identity_noise:
-        # the noise is this generator's identity code: a new person gets a new one (same seed, same person)
-        return snap.edited(apply, seed=seed, noise=seed_noise(seed, noise_dim))
+        # the noise is this generator's identity code: a new person gets the one drawn with it (same seed, same person)
+        return snap.edited(apply, seed=seed, noise=code.detach().cpu().reshape(1, noise_dim).clone())
     return snap.edited(apply, seed=seed if factor == "identity" else snap.seed)
 
 

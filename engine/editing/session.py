@@ -267,8 +267,14 @@ class Session:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
         snap = factors.reset(self.state.edited(photo=None, w_offsets=None, psi=DEFAULT_PSI, keyframes=()),
                              factors.FACTORS, self.noise_dim, light=factors.default_light(self.generator))
-        for f in ("identity", "expression", "light", "noise"):
-            snap = factors.randomized(snap, f, seed, self.model, self.generator, self.noise_dim)
+        drawn = None
+        if self.generator is not None:  # one random face of the generator's (its sampler may read candidates)
+            with torch.no_grad():
+                drawn = self.generator.sample(1, seed)
+        # an identity-code generator's noise is the code drawn with the identity: "noise" would replace it
+        code_is_identity = self.generator is not None and getattr(self.generator.G, "identity_noise", False)
+        for f in ("identity", "expression", "light") + (() if code_is_identity else ("noise",)):
+            snap = factors.randomized(snap, f, seed, self.model, self.generator, self.noise_dim, drawn)
         self.commit()
         self.source = None
         return self._apply(snap.edited(coeffs=self.conform.coeffs(snap.coeffs)))

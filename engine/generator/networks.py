@@ -471,8 +471,16 @@ class FaceGenerator(nn.Module):
         self.decoders = decoders
         self.G = generator
         self.sr = None
+        self.id_sampler = None
         if sr is not None:
             self.attach_sr(sr)
+
+    def attach_sampler(self, sampler) -> "FaceGenerator":
+        """Draw random faces through ``sampler`` (an ``engine.generator.idsampler.IdentitySampler`` fitted for these
+        weights; None: plain N(0, I) draws): :meth:`sample` keeps one of its ``candidates`` draws per face, chosen by
+        the descriptor's density ratio. Not part of the generator file."""
+        self.id_sampler = sampler
+        return self
 
     def attach_sr(self, sr) -> "FaceGenerator":
         """Upsample every image with ``sr`` (an ``engine.generator.sr.FaceSR`` taking G's size; None detaches it):
@@ -534,9 +542,35 @@ class FaceGenerator(nn.Module):
     # -- use ----------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> tuple[Coefficients, torch.Tensor]:
-        """Decoded coefficients and the noise latent of ``n`` random faces (same seed → same faces)."""
-        lat = sample_latents(n, seed=seed, device=self.G.coeff_mean.device)
-        return self.decoders.decode(lat), lat.noise
+        """Decoded coefficients and the noise latent of ``n`` random faces (same seed → same faces). The one home of
+        random faces (editor, CLI, benches): with an identity sampler attached (:meth:`attach_sampler`) each face is
+        the one kept of the sampler's candidates."""
+        dev = self.G.coeff_mean.device
+        s = self.id_sampler
+        idnet = None
+        if s is not None and s.candidates > 1:
+            from engine.perception.identity import IdentityModelError, default_identity_net
+
+            try:
+                idnet = default_identity_net()
+            except (IdentityModelError, OSError):  # no descriptor network (face_recognition_models): plain draws
+                idnet = None
+        if idnet is None:
+            lat = sample_latents(n, seed=seed, device=dev)
+            return self.decoders.decode(lat), lat.noise
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        lat = sample_latents(n * s.candidates, generator=g)
+        # the candidates of one face differ in who they are (identity latent and code) only: expression, light and
+        # pose are the face's one plain draw, so the choice cannot prefer a light or a turn the descriptor likes
+        shared = {k: getattr(lat, k).view(n, s.candidates, -1)[:, :1].expand(-1, s.candidates, -1)
+                  .reshape(n * s.candidates, -1) for k in ("expression", "light", "pose")}
+        lat = lat.replace(**shared)
+        c = self.decoders.decode(lat.to(dev))
+        desc = torch.cat([idnet.embed_crops(self.synthesize(c[i:i + 64], lat.noise[i:i + 64], s.psi, upsample=False))
+                          for i in range(0, n * s.candidates, 64)])
+        pick = s.choose(s.log_weights(desc.cpu()).view(n, s.candidates), g)
+        keep = torch.arange(n) * s.candidates + pick
+        return c[keep.to(dev)], lat.noise[keep].to(dev)
 
     def synthesize(self, coeffs: Coefficients, noise: torch.Tensor, truncation_psi: float = DEFAULT_PSI,
                    upsample: bool = True) -> torch.Tensor:
@@ -571,6 +605,9 @@ def load_default_generator(upsampler: bool = True) -> FaceGenerator | None:
     if not path.exists():
         return None
     fg = FaceGenerator.load(path)
+    from engine.generator.idsampler import load_default_sampler
+
+    fg.attach_sampler(load_default_sampler(fg))
     if upsampler:
         from engine.generator.sr import load_default_sr
 
