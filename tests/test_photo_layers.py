@@ -784,3 +784,21 @@ def test_the_collar_under_the_chin_stays_with_the_torso_when_the_head_turns(face
         layers_mod.torso_on_grid = real
     assert again.source_restored and not calls
     assert np.array_equal(again.grid_layers.torso, r.grid_layers.torso)
+
+
+def test_a_notch_in_the_layer_s_outline_is_covered_but_not_drawn_opaque_while_a_tear_is():
+    """close_tears: a few pixels in a notch of the cover's outline (taken in by the closing) are covered but not
+    marked to be drawn opaque — opaque, they showed as specks of the jacket's and hair's colour floating outside a
+    driven head's outline; a hole enclosed inside the layer (a tear) is still marked."""
+    from engine.photo.layers import close_tears
+
+    cover = np.zeros((64, 64), np.float32)
+    cover[10:50, 10:50] = 1.0
+    cover[30, 50] = 0.5  # two hits beside the outline enclose a 1 px notch at its edge
+    cover[32, 50] = 0.5
+    cover[31, 51] = 0.5
+    cover[20:28, 20:28] = 0.0  # a tear well inside the layer
+    filled, holes = close_tears(cover)
+    assert filled[31, 50] > 0 and filled[24, 24] > 0  # both covered
+    assert holes[20:28, 20:28].all()  # the tear drawn opaque
+    assert not holes[28:35, 48:54].any()  # the notch not

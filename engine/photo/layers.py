@@ -663,6 +663,9 @@ class GridLayers:
 TEAR_CLOSE = 2  # grid px: gaps in the warped head layer up to twice this wide open to its outline are closed too
 
 
+TEAR_MIN_PX = 6  # a hole of fewer grid pixels next to the outline is a notch, not a tear
+
+
 def close_tears(cover: np.ndarray, radius: int = TEAR_CLOSE) -> tuple[np.ndarray, np.ndarray]:
     """The warped head layer's cover (R, R) float 0..1 (the target mesh's pixels and the splat's hits) with its tears
     closed: where the head layer moves apart from itself (the jaw turning away from the hair beside it: the mesh and
@@ -685,7 +688,18 @@ def close_tears(cover: np.ndarray, radius: int = TEAR_CLOSE) -> tuple[np.ndarray
     holes &= cover <= 0
     if not holes.any():
         return cover, holes
-    return np.where(holes, np.float32(1.0), cover).astype(np.float32), holes
+    filled = np.where(holes, np.float32(1.0), cover).astype(np.float32)
+    # drawn opaque only where it is a tear: a few pixels in a notch of the outline (the closing took them in; the
+    # layer's soft edge around them) keep the matte of what the continuation brings (a driven frame showed specks of
+    # the jacket's and the hair's colour floating outside the outline)
+    n, lab, st, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=8)
+    small = np.zeros(n, bool)
+    small[1:] = st[1:, cv2.CC_STAT_AREA] < TEAR_MIN_PX
+    if small.any():
+        near = cv2.dilate((outside[1:-1, 1:-1] == 2).astype(np.uint8), np.ones((2 * radius + 3,) * 2, np.uint8)) > 0
+        drop = small[lab] & near
+        holes = holes & ~drop
+    return filled, holes
 
 
 def off_photo_extent(box, grid, head, src) -> tuple[float, tuple[bool, bool, bool, bool]]:
