@@ -312,7 +312,8 @@ def load_generator(path: Path | None, sr: str | None, sampler: str | None = None
 
 
 def goal_numbers(fg: FaceGenerator, path: Path | None, n: int, dl: Dlib, real_crops, save_dir: Path | None,
-                 tag: str, psi: float = 0.7, seed: int = 2026, colour_ref=None, fast: bool = False) -> dict:
+                 tag: str, psi: float = 0.7, seed: int = 2026, colour_ref=None, fast: bool = False,
+                 eval_seed: int | None = None) -> dict:
     from engine.face.model import Coefficients, default_model
     from engine.perception.identity import default_identity_net
     from engine.perception.rnet import default_rnet
@@ -361,9 +362,11 @@ def goal_numbers(fg: FaceGenerator, path: Path | None, n: int, dl: Dlib, real_cr
         ctl, idp, fid = {"yaw_err_deg": float("nan"), "yaw_slope": float("nan")}, {"identity_kept_share": float("nan")}, \
             {"first": float("nan"), "spread": float("nan")}
     else:
-        ctl = E.control_accuracy(subject, rnet, n=32)
-        idp = E.identity_preservation(subject, idnet, n=24)
-        fid = E.fid_ids(subject, idnet, real_crops, n=256)
+        # training.evaluate's fixed seeds (control 1, identity kept 2, FID-id 3) unless --eval-seed draws fresh ones
+        ev = {} if eval_seed is None else {"seed": eval_seed}
+        ctl = E.control_accuracy(subject, rnet, n=32, **ev)
+        idp = E.identity_preservation(subject, idnet, n=24, **ev)
+        fid = E.fid_ids(subject, idnet, real_crops, n=256, **ev)
     return {"file": str(path or "assets/generator.safetensors"), "res": res, "same": same, "same_se": same_se,
             "median": med,
             "same_noise": same_noise, "jaw": jaw, "colour": colour,
@@ -399,8 +402,9 @@ def goals(args) -> int:
                          sharp=laplacian_energy(real_small))
     rows = [goal_numbers(fg, p, args.n, dl, refs[fg.resolution]["crops"],
                          Path(args.save_dir) if args.save_dir else None, tag, args.psi, args.seed,
-                         refs[fg.resolution]["colour"], args.fast) for tag, p, fg in gens]
-    print(f"goal numbers, {args.n} random faces at ψ={args.psi} (seed {args.seed}) vs {args.n} UTKFace test crops at "
+                         refs[fg.resolution]["colour"], args.fast, args.eval_seed) for tag, p, fg in gens]
+    ev = "" if args.eval_seed is None else f"; FID-id / yaw / kept faces seed {args.eval_seed}"
+    print(f"goal numbers, {args.n} random faces at ψ={args.psi} (seed {args.seed}{ev}) vs {args.n} UTKFace test crops at "
           f"each generator's native size; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| weights | native px | same-person pairs (goal ≤ 10 %) | median dlib dist | faces found | sharpness ratio "
           "(goal ≥ 0.8) | mouth RGB, jawOpen 0.8 | purple B−G | FID-id (≤ 0.15) | FID-id, crops of all ages | "
@@ -464,6 +468,9 @@ def main(argv=None) -> int:
                     help="identity sampler file for the 'new' row ('none': plain draws; default: none, or the shipped "
                          "one when --new is not given)")
     ap.add_argument("--seed", type=int, default=2026, help="seed of the random faces")
+    ap.add_argument("--eval-seed", type=int, default=None,
+                    help="draw the FID-id (256), yaw-control (32) and identity-kept (24) faces with this seed too "
+                         "(default: training.evaluate's fixed seeds 3 / 1 / 2, the same faces on every --seed)")
     ap.add_argument("--fast", action="store_true",
                     help="skip the R-Net / identity / FID-id columns (diversity, sharpness, colour and pictures only)")
     ap.add_argument("--n", type=int, default=48)
